@@ -1,0 +1,487 @@
+//! The embedded store: one SQLite file in WAL mode.
+//!
+//! Writes go through one writer thread that drains every pending request
+//! into a single transaction (group commit): many senders share one fsync,
+//! so durability does not cap throughput. Each request runs in its own
+//! savepoint, so one bad request fails alone. Reads use a separate
+//! connection, which WAL lets run beside the writer.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use muster_core::{
+    Activity, Delivery, DeliveryState, LinkKind, Membership, Message, Millis, Room, Session, Target,
+};
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use tokio::sync::oneshot;
+
+use crate::{Change, InboxEntry, InboxQuery, PruneReport, Snapshot, Store, StoreError};
+
+/// Most requests folded into one transaction.
+const MAX_BATCH: usize = 4_096;
+
+/// Versioned migrations; `PRAGMA user_version` records how many have run.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE sessions (
+    id TEXT PRIMARY KEY,
+    nickname TEXT NOT NULL,
+    harness TEXT NOT NULL,
+    host TEXT NOT NULL,
+    operator TEXT NOT NULL,
+    pid INTEGER,
+    cwd TEXT NOT NULL,
+    project TEXT NOT NULL,
+    branch TEXT NOT NULL,
+    status TEXT NOT NULL,
+    activity TEXT NOT NULL,
+    last_tool TEXT,
+    can_push INTEGER NOT NULL,
+    link TEXT NOT NULL,
+    connected_at INTEGER NOT NULL,
+    last_seen_at INTEGER NOT NULL,
+    left_at INTEGER
+);
+CREATE TABLE messages (
+    id TEXT PRIMARY KEY,
+    sender TEXT NOT NULL,
+    sender_nickname TEXT NOT NULL,
+    target_kind TEXT NOT NULL,
+    target TEXT NOT NULL,
+    reply_to TEXT,
+    body TEXT NOT NULL,
+    sent_at INTEGER NOT NULL
+);
+CREATE INDEX messages_sent_at ON messages(sent_at);
+CREATE TABLE deliveries (
+    recipient TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    state INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (recipient, message_id)
+) WITHOUT ROWID;
+CREATE INDEX deliveries_unread ON deliveries(message_id) WHERE state < 2;
+CREATE TABLE rooms (
+    name TEXT PRIMARY KEY,
+    created_by TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE memberships (
+    room TEXT NOT NULL,
+    session_id TEXT NOT NULL,
+    joined_at INTEGER NOT NULL,
+    PRIMARY KEY (room, session_id)
+) WITHOUT ROWID;
+"#];
+
+enum Job {
+    Apply { changes: Vec<Change>, done: Option<oneshot::Sender<Result<(), String>>> },
+    Prune { cutoff: Millis, done: oneshot::Sender<Result<PruneReport, String>> },
+}
+
+pub struct SqliteStore {
+    path: PathBuf,
+    writer: mpsc::Sender<Job>,
+    reader: Arc<Mutex<Connection>>,
+}
+
+fn open(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    // FULL: a commit is fsynced before the writer answers, so an
+    // acknowledged write survives a crash of the process or the machine.
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let version: usize = conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))? as usize;
+    if version > MIGRATIONS.len() {
+        return Err(StoreError::Corrupt(format!(
+            "the database is at schema version {version}, newer than this muster knows ({}); upgrade muster",
+            MIGRATIONS.len()
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+impl SqliteStore {
+    /// Opens (creating if need be) the database at `path` and starts its writer.
+    pub fn open(path: impl Into<PathBuf>) -> Result<Self, StoreError> {
+        let path = path.into();
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let mut writer_conn = open(&path)?;
+        migrate(&mut writer_conn)?;
+        let reader = open(&path)?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("muster-store-writer".into())
+            .spawn(move || writer_loop(writer_conn, rx))?;
+        Ok(SqliteStore { path, writer: tx, reader: Arc::new(Mutex::new(reader)) })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let reader = self.reader.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = reader.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            f(&conn)
+        })
+        .await
+        .map_err(|e| StoreError::Corrupt(format!("reader task failed: {e}")))?
+    }
+}
+
+fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Job>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        run_batch(&mut conn, batch);
+    }
+}
+
+/// Runs a batch in one transaction, each job in its own savepoint, and
+/// answers every job only after the commit.
+fn run_batch(conn: &mut Connection, batch: Vec<Job>) {
+    let mut results: Vec<Result<Option<PruneReport>, String>> = Vec::with_capacity(batch.len());
+    let outcome = (|| -> Result<(), rusqlite::Error> {
+        let tx = conn.transaction()?;
+        for job in &batch {
+            let mut sp = tx.savepoint()?;
+            let result = match job {
+                Job::Apply { changes, .. } => changes.iter().try_for_each(|c| apply_change(&sp, c)).map(|_| None),
+                Job::Prune { cutoff, .. } => prune(&sp, *cutoff).map(Some),
+            };
+            match result {
+                Ok(r) => {
+                    sp.commit()?;
+                    results.push(Ok(r));
+                }
+                Err(e) => {
+                    sp.rollback()?;
+                    drop(sp);
+                    results.push(Err(e.to_string()));
+                }
+            }
+        }
+        tx.commit()
+    })();
+    if let Err(e) = outcome {
+        tracing::error!("store commit failed: {e}");
+        results = batch.iter().map(|_| Err(format!("commit failed: {e}"))).collect();
+    }
+    for (job, result) in batch.into_iter().zip(results) {
+        match job {
+            Job::Apply { done: Some(done), .. } => {
+                let _ = done.send(result.map(|_| ()));
+            }
+            Job::Apply { done: None, .. } => {
+                if let Err(e) = result {
+                    tracing::warn!("background store write failed: {e}");
+                }
+            }
+            Job::Prune { done, .. } => {
+                let _ = done.send(result.map(|r| r.unwrap_or_default()));
+            }
+        }
+    }
+}
+
+fn state_code(s: DeliveryState) -> i64 {
+    match s {
+        DeliveryState::Queued => 0,
+        DeliveryState::Pushed => 1,
+        DeliveryState::Surfaced => 2,
+        DeliveryState::Acked => 3,
+    }
+}
+
+fn state_from(code: i64) -> rusqlite::Result<DeliveryState> {
+    Ok(match code {
+        0 => DeliveryState::Queued,
+        1 => DeliveryState::Pushed,
+        2 => DeliveryState::Surfaced,
+        3 => DeliveryState::Acked,
+        other => {
+            return Err(rusqlite::Error::FromSqlConversionFailure(
+                0,
+                rusqlite::types::Type::Integer,
+                format!("unknown delivery state {other}").into(),
+            ))
+        }
+    })
+}
+
+fn target_parts(t: &Target) -> (&'static str, &str) {
+    match t {
+        Target::Session(id) => ("session", id),
+        Target::Operator(name) => ("operator", name),
+        Target::Room(room) => ("room", room),
+    }
+}
+
+fn target_from(kind: &str, name: String) -> rusqlite::Result<Target> {
+    Ok(match kind {
+        "session" => Target::Session(name),
+        "operator" => Target::Operator(name),
+        "room" => Target::Room(name),
+        other => {
+            return Err(rusqlite::Error::FromSqlConversionFailure(
+                0,
+                rusqlite::types::Type::Text,
+                format!("unknown target kind {other}").into(),
+            ))
+        }
+    })
+}
+
+fn apply_change(tx: &Connection, change: &Change) -> rusqlite::Result<()> {
+    match change {
+        Change::PutSession(s) => {
+            tx.prepare_cached(
+                "INSERT INTO sessions (id, nickname, harness, host, operator, pid, cwd, project, branch, status,
+                    activity, last_tool, can_push, link, connected_at, last_seen_at, left_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)
+                 ON CONFLICT(id) DO UPDATE SET nickname = excluded.nickname, harness = excluded.harness,
+                    host = excluded.host, operator = excluded.operator, pid = excluded.pid, cwd = excluded.cwd,
+                    project = excluded.project, branch = excluded.branch, status = excluded.status,
+                    activity = excluded.activity, last_tool = excluded.last_tool, can_push = excluded.can_push,
+                    link = excluded.link, connected_at = excluded.connected_at,
+                    last_seen_at = excluded.last_seen_at, left_at = excluded.left_at",
+            )?
+            .execute(params![
+                s.id,
+                s.nickname,
+                s.harness,
+                s.host,
+                s.operator,
+                s.pid,
+                s.cwd,
+                s.project,
+                s.branch,
+                s.status,
+                s.activity.as_str(),
+                s.last_tool,
+                s.can_push,
+                s.link.as_str(),
+                s.connected_at,
+                s.last_seen_at,
+                s.left_at
+            ])?;
+        }
+        Change::TouchSession { id, last_seen_at } => {
+            tx.prepare_cached("UPDATE sessions SET last_seen_at = max(last_seen_at, ?2) WHERE id = ?1")?
+                .execute(params![id, last_seen_at])?;
+        }
+        Change::ForgetSession { id } => {
+            tx.prepare_cached("DELETE FROM sessions WHERE id = ?1")?.execute(params![id])?;
+            tx.prepare_cached("DELETE FROM memberships WHERE session_id = ?1")?.execute(params![id])?;
+        }
+        Change::PutMessage { message: m, deliveries } => {
+            let (kind, target) = target_parts(&m.to);
+            tx.prepare_cached(
+                "INSERT INTO messages (id, sender, sender_nickname, target_kind, target, reply_to, body, sent_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?
+            .execute(params![m.id, m.from, m.from_nickname, kind, target, m.reply_to, m.body, m.sent_at])?;
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO deliveries (recipient, message_id, state, updated_at) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for d in deliveries {
+                insert.execute(params![d.recipient, d.message_id, state_code(d.state), d.updated_at])?;
+            }
+        }
+        Change::AdvanceDelivery { message_id, recipient, state, at } => {
+            tx.prepare_cached(
+                "UPDATE deliveries SET state = ?3, updated_at = ?4
+                 WHERE recipient = ?1 AND message_id = ?2 AND state < ?3",
+            )?
+            .execute(params![recipient, message_id, state_code(*state), at])?;
+        }
+        Change::AckUpTo { recipient, upto, at } => {
+            tx.prepare_cached(
+                "UPDATE deliveries SET state = 3, updated_at = ?3
+                 WHERE recipient = ?1 AND message_id <= ?2 AND state < 3",
+            )?
+            .execute(params![recipient, upto, at])?;
+        }
+        Change::PutRoom(r) => {
+            tx.prepare_cached("INSERT OR IGNORE INTO rooms (name, created_by, created_at) VALUES (?1, ?2, ?3)")?
+                .execute(params![r.name, r.created_by, r.created_at])?;
+        }
+        Change::JoinRoom(m) => {
+            tx.prepare_cached(
+                "INSERT OR IGNORE INTO memberships (room, session_id, joined_at) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![m.room, m.session_id, m.joined_at])?;
+        }
+        Change::LeaveRoom { room, session_id } => {
+            tx.prepare_cached("DELETE FROM memberships WHERE room = ?1 AND session_id = ?2")?
+                .execute(params![room, session_id])?;
+        }
+    }
+    Ok(())
+}
+
+fn prune(tx: &Connection, cutoff: Millis) -> rusqlite::Result<PruneReport> {
+    let deliveries = tx.execute(
+        "DELETE FROM deliveries WHERE message_id IN (SELECT id FROM messages WHERE sent_at < ?1)",
+        params![cutoff],
+    )? as u64;
+    let messages = tx.execute("DELETE FROM messages WHERE sent_at < ?1", params![cutoff])? as u64;
+    let gone: Vec<String> = tx
+        .prepare("SELECT id FROM sessions WHERE left_at IS NOT NULL AND left_at < ?1")?
+        .query_map(params![cutoff], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    for id in &gone {
+        apply_change(tx, &Change::ForgetSession { id: id.clone() })?;
+    }
+    Ok(PruneReport { messages, deliveries, sessions: gone.len() as u64 })
+}
+
+fn session_from(r: &Row<'_>) -> rusqlite::Result<Session> {
+    let activity: String = r.get("activity")?;
+    let link: String = r.get("link")?;
+    Ok(Session {
+        id: r.get("id")?,
+        nickname: r.get("nickname")?,
+        harness: r.get("harness")?,
+        host: r.get("host")?,
+        operator: r.get("operator")?,
+        pid: r.get("pid")?,
+        cwd: r.get("cwd")?,
+        project: r.get("project")?,
+        branch: r.get("branch")?,
+        status: r.get("status")?,
+        activity: Activity::parse(&activity),
+        last_tool: r.get("last_tool")?,
+        can_push: r.get("can_push")?,
+        link: LinkKind::parse(&link).unwrap_or_default(),
+        connected_at: r.get("connected_at")?,
+        last_seen_at: r.get("last_seen_at")?,
+        left_at: r.get("left_at")?,
+    })
+}
+
+const MESSAGE_COLUMNS: &str = "m.id, m.sender, m.sender_nickname, m.target_kind, m.target, m.reply_to, m.body, m.sent_at";
+
+fn message_from(r: &Row<'_>) -> rusqlite::Result<Message> {
+    let kind: String = r.get(3)?;
+    Ok(Message {
+        id: r.get(0)?,
+        from: r.get(1)?,
+        from_nickname: r.get(2)?,
+        to: target_from(&kind, r.get(4)?)?,
+        reply_to: r.get(5)?,
+        body: r.get(6)?,
+        sent_at: r.get(7)?,
+    })
+}
+
+fn load(conn: &Connection) -> Result<Snapshot, StoreError> {
+    let sessions = conn
+        .prepare("SELECT * FROM sessions ORDER BY connected_at, id")?
+        .query_map([], session_from)?
+        .collect::<Result<_, _>>()?;
+    let rooms = conn
+        .prepare("SELECT name, created_by, created_at FROM rooms ORDER BY name")?
+        .query_map([], |r| Ok(Room { name: r.get(0)?, created_by: r.get(1)?, created_at: r.get(2)? }))?
+        .collect::<Result<_, _>>()?;
+    let memberships = conn
+        .prepare("SELECT room, session_id, joined_at FROM memberships ORDER BY room, joined_at")?
+        .query_map([], |r| Ok(Membership { room: r.get(0)?, session_id: r.get(1)?, joined_at: r.get(2)? }))?
+        .collect::<Result<_, _>>()?;
+    let unread = conn
+        .prepare(&format!(
+            "SELECT {MESSAGE_COLUMNS}, d.recipient, d.state, d.updated_at
+             FROM deliveries d JOIN messages m ON m.id = d.message_id
+             WHERE d.state < 2 ORDER BY m.id, d.recipient"
+        ))?
+        .query_map([], |r| {
+            let message = message_from(r)?;
+            let delivery = Delivery {
+                message_id: message.id.clone(),
+                recipient: r.get(8)?,
+                state: state_from(r.get(9)?)?,
+                updated_at: r.get(10)?,
+            };
+            Ok((message, delivery))
+        })?
+        .collect::<Result<_, _>>()?;
+    Ok(Snapshot { sessions, rooms, memberships, unread })
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn load(&self) -> Result<Snapshot, StoreError> {
+        self.read(load).await
+    }
+
+    async fn apply(&self, changes: Vec<Change>) -> Result<(), StoreError> {
+        let (done, wait) = oneshot::channel();
+        self.writer.send(Job::Apply { changes, done: Some(done) }).map_err(|_| StoreError::WriterGone)?;
+        wait.await.map_err(|_| StoreError::WriterGone)?.map_err(StoreError::Write)
+    }
+
+    fn apply_later(&self, changes: Vec<Change>) {
+        if self.writer.send(Job::Apply { changes, done: None }).is_err() {
+            tracing::warn!("store writer has stopped; a background write was dropped");
+        }
+    }
+
+    async fn inbox(&self, q: InboxQuery) -> Result<Vec<InboxEntry>, StoreError> {
+        self.read(move |conn| {
+            let max_state = if q.include_read { 3 } else { 1 };
+            let mut entries: Vec<InboxEntry> = conn
+                .prepare_cached(&format!(
+                    "SELECT {MESSAGE_COLUMNS}, d.state FROM deliveries d JOIN messages m ON m.id = d.message_id
+                     WHERE d.recipient = ?1 AND d.state <= ?2 ORDER BY d.message_id DESC LIMIT ?3"
+                ))?
+                .query_map(params![q.recipient, max_state, q.limit as i64], |r| {
+                    Ok(InboxEntry { message: message_from(r)?, state: state_from(r.get(8)?)? })
+                })?
+                .collect::<Result<_, _>>()?;
+            entries.reverse();
+            Ok(entries)
+        })
+        .await
+    }
+
+    async fn message(&self, id: &str) -> Result<Option<Message>, StoreError> {
+        let id = id.to_string();
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(&format!("SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.id = ?1"))?
+                .query_row(params![id], message_from)
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn prune(&self, cutoff: Millis) -> Result<PruneReport, StoreError> {
+        let (done, wait) = oneshot::channel();
+        self.writer.send(Job::Prune { cutoff, done }).map_err(|_| StoreError::WriterGone)?;
+        wait.await.map_err(|_| StoreError::WriterGone)?.map_err(StoreError::Write)
+    }
+}
