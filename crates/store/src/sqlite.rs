@@ -105,7 +105,7 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         )));
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
-        let tx = conn.transaction()?;
+        let mut tx = conn.transaction()?;
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", (i + 1) as i64)?;
         tx.commit()?;
@@ -166,7 +166,7 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Job>) {
 fn run_batch(conn: &mut Connection, batch: Vec<Job>) {
     let mut results: Vec<Result<Option<PruneReport>, String>> = Vec::with_capacity(batch.len());
     let outcome = (|| -> Result<(), rusqlite::Error> {
-        let tx = conn.transaction()?;
+        let mut tx = conn.transaction()?;
         for job in &batch {
             let mut sp = tx.savepoint()?;
             let result = match job {
