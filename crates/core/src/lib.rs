@@ -6,6 +6,7 @@
 //! milliseconds since the Unix epoch so tests can drive it.
 
 pub mod address;
+pub mod api;
 pub mod duration;
 pub mod error;
 pub mod inbox;

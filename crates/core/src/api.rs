@@ -1,0 +1,202 @@
+//! The JSON shapes of the daemon's `/api/v1` API, shared by the daemon, the
+//! CLI and the tests so the two sides cannot drift apart.
+//!
+//! Routes (all JSON; errors are `ErrorBody` with a 4xx/5xx status):
+//!
+//! | method & path | body / query | answer |
+//! |---|---|---|
+//! | `GET /api/v1/roster` | `?all=true` adds sessions that left | `Roster` |
+//! | `POST /api/v1/sessions` | `RegisterRequest` | `Session` |
+//! | `PATCH /api/v1/sessions/{id}` | `UpdateSessionRequest` | `Session` |
+//! | `DELETE /api/v1/sessions/{id}` | — | `Session` (now away) |
+//! | `POST /api/v1/messages` | `SendRequest` | `SendResponse` |
+//! | `POST /api/v1/broadcast` | `BroadcastRequest` | `SendResponse` |
+//! | `GET /api/v1/inbox` | `?as=…&all=true&limit=N` | `Inbox` (marks what it shows surfaced) |
+//! | `POST /api/v1/inbox/ack` | `AckRequest` | `AckResponse` |
+//! | `GET /api/v1/rooms` | — | `Rooms` |
+//! | `POST /api/v1/rooms/join` | `RoomRequest` | `RoomView` |
+//! | `POST /api/v1/rooms/leave` | `RoomRequest` | `RoomView` |
+//! | `GET /api/v1/events` | — | server-sent events, each `Event` |
+//! | `GET /api/v1/status` | — | `Status` |
+//!
+//! `as` names who acts: a session (id, nickname or unique id prefix) or a
+//! person as `op:<name>`. Omitted, it is the daemon's own operator.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{DeliveryState, Message, Millis, Session};
+
+pub const API_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    /// Stable machine-readable code, e.g. `unknown_recipient`, `invalid_input`, `body_too_large`.
+    pub code: String,
+    /// A sentence for a person.
+    pub message: String,
+    /// Close matches for an unknown or ambiguous address.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub matches: Vec<crate::Match>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Roster {
+    pub sessions: Vec<Session>,
+}
+
+/// Registers a session or refreshes it; fields left out keep their value.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RegisterRequest {
+    pub id: String,
+    #[serde(default)]
+    pub harness: Option<String>,
+    #[serde(default)]
+    pub host: Option<String>,
+    #[serde(default)]
+    pub operator: Option<String>,
+    #[serde(default)]
+    pub pid: Option<u32>,
+    #[serde(default)]
+    pub cwd: Option<String>,
+    #[serde(default)]
+    pub project: Option<String>,
+    #[serde(default)]
+    pub branch: Option<String>,
+    #[serde(default)]
+    pub status: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct UpdateSessionRequest {
+    #[serde(default)]
+    pub status: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SendRequest {
+    #[serde(default, rename = "as")]
+    pub as_: Option<String>,
+    pub to: String,
+    pub body: String,
+    #[serde(default)]
+    pub reply_to: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BroadcastRequest {
+    #[serde(default, rename = "as")]
+    pub as_: Option<String>,
+    pub room: String,
+    pub body: String,
+}
+
+/// One recipient's delivery as the sender is told it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DeliveryView {
+    /// Session id or `op:<name>`.
+    pub recipient: String,
+    pub nickname: String,
+    pub state: DeliveryState,
+    /// Whether the recipient is on the roster now (false: mail waits for its return).
+    pub present: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SendResponse {
+    pub message: Message,
+    /// `pushed` if every recipient got it live, else `queued`; for a room
+    /// with no other members, `none`.
+    pub state: String,
+    pub deliveries: Vec<DeliveryView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InboxMessage {
+    #[serde(flatten)]
+    pub message: Message,
+    /// The state before this read (what the recipient had not yet seen is `queued` or `pushed`).
+    pub state: DeliveryState,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Inbox {
+    /// Whose inbox: a session id or `op:<name>`.
+    pub principal: String,
+    pub messages: Vec<InboxMessage>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AckRequest {
+    #[serde(default, rename = "as")]
+    pub as_: Option<String>,
+    /// Message ids to ack; empty with `all` acks everything received so far.
+    #[serde(default)]
+    pub ids: Vec<String>,
+    #[serde(default)]
+    pub all: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AckResponse {
+    pub acked: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RoomRequest {
+    #[serde(default, rename = "as")]
+    pub as_: Option<String>,
+    pub room: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RoomMember {
+    pub id: String,
+    pub nickname: String,
+    pub present: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RoomView {
+    pub name: String,
+    /// `automatic` (everyone, project:…, op:…) or `named`.
+    pub kind: String,
+    pub members: Vec<RoomMember>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Rooms {
+    pub rooms: Vec<RoomView>,
+}
+
+/// One change, as streamed on `/api/v1/events` (SSE `event:` is `kind`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Event {
+    pub seq: u64,
+    pub at: Millis,
+    /// `session.joined`, `session.updated`, `session.left`, `message.sent`,
+    /// `delivery.updated`, `room.joined`, `room.left`, `sweep`.
+    pub kind: String,
+    pub data: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Status {
+    pub version: String,
+    pub api_version: u32,
+    pub started_at: Millis,
+    pub store: String,
+    pub data_dir: String,
+    pub operator: String,
+    pub sessions_present: usize,
+    pub sessions_known: usize,
+    pub unread_deliveries: usize,
+    pub stale_after_ms: Millis,
+    pub hook_backstop_ms: Millis,
+    pub sweep_interval_ms: Millis,
+    pub retention_ms: Millis,
+}
