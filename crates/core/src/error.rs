@@ -1,9 +1,9 @@
 //! The errors a command can fail with before anything is stored.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A close match offered when an address is unknown or ambiguous.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Match {
     pub id: String,
     pub nickname: String,
