@@ -15,6 +15,11 @@ pub trait Directory {
     fn sessions(&self) -> Box<dyn Iterator<Item = &Session> + '_>;
 }
 
+/// How alike two names are, 0.0 to 1.0 (Jaro-Winkler), for close-match hints.
+pub fn similarity(a: &str, b: &str) -> f64 {
+    strsim::jaro_winkler(a, b)
+}
+
 fn as_match(s: &Session) -> Match {
     Match { id: s.id.clone(), nickname: s.nickname.clone(), present: s.present() }
 }

@@ -1,1 +1,172 @@
+//! muster's daemon: one port serving hooks, the JSON API, the event stream,
+//! health and metrics; a sweeper that removes abandoned sessions; and a
+//! pruner that enforces retention. State lives in memory (`state`), every
+//! change is written to the store first (`hub`).
 
+mod clock;
+mod error;
+mod events;
+mod gitinfo;
+mod hooks;
+mod hub;
+mod metrics;
+mod routes;
+mod state;
+mod surfacing;
+mod tasks;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use muster_store::{SqliteStore, Store};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub use hub::Hub;
+
+/// Which store holds the daemon's durable state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreKind {
+    /// One SQLite file in the data directory (the default).
+    Sqlite,
+    /// A PostgreSQL URL (not yet supported).
+    Postgres(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub bind: String,
+    pub data_dir: PathBuf,
+    pub store: StoreKind,
+    pub stale_after: Duration,
+    pub hook_backstop: Duration,
+    pub sweep_interval: Duration,
+    pub retention: Duration,
+    pub max_request_bytes: usize,
+    /// The person running the daemon: who acts when a request names nobody.
+    pub operator: String,
+    /// Bearer token every request must carry; required to bind beyond loopback.
+    pub token: Option<String>,
+}
+
+impl Config {
+    /// Defaults for a daemon on `bind` with data in `data_dir`.
+    pub fn new(bind: impl Into<String>, data_dir: impl Into<PathBuf>) -> Self {
+        Config {
+            bind: bind.into(),
+            data_dir: data_dir.into(),
+            store: StoreKind::Sqlite,
+            stale_after: Duration::from_secs(60),
+            hook_backstop: Duration::from_secs(3600),
+            sweep_interval: Duration::from_secs(3),
+            retention: Duration::from_secs(30 * 86_400),
+            max_request_bytes: muster_core::limits::DEFAULT_MAX_REQUEST_BYTES,
+            operator: std::env::var("USER").unwrap_or_else(|_| "operator".into()),
+            token: None,
+        }
+    }
+}
+
+/// A daemon running in this process (tests and benchmarks start one).
+pub struct Daemon {
+    pub addr: SocketAddr,
+    pub hub: Arc<Hub>,
+    shutdown: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Daemon {
+    /// Stops accepting, finishes in-flight requests and waits for the end.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.shutdown.send(true);
+        self.task.await.context("daemon task failed")?
+    }
+}
+
+fn open_store(config: &Config) -> anyhow::Result<(Arc<dyn Store>, String)> {
+    match &config.store {
+        StoreKind::Sqlite => {
+            let path = config.data_dir.join("muster.db");
+            let store = SqliteStore::open(&path)
+                .with_context(|| format!("cannot open the SQLite store at {}", path.display()))?;
+            Ok((Arc::new(store), format!("sqlite:{}", path.display())))
+        }
+        StoreKind::Postgres(_) => anyhow::bail!(
+            "the PostgreSQL store is not available in this build yet; use --store sqlite (the default)"
+        ),
+    }
+}
+
+fn check_bind(addr: &SocketAddr, token: &Option<String>) -> anyhow::Result<()> {
+    if !addr.ip().is_loopback() && token.as_deref().is_none_or(str::is_empty) {
+        anyhow::bail!(
+            "refusing to bind {addr}: beyond loopback every request must carry a token; pass --token (or MUSTER_TOKEN)"
+        );
+    }
+    Ok(())
+}
+
+/// Opens the store, loads state, binds the port and serves in the background.
+pub async fn start(config: Config) -> anyhow::Result<Daemon> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create the data directory {}", config.data_dir.display()))?;
+    let (store, store_desc) = open_store(&config)?;
+    let listener = TcpListener::bind(&config.bind)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.bind))?;
+    let addr = listener.local_addr()?;
+    check_bind(&addr, &config.token)?;
+    let hub = Hub::load(config, store, store_desc).await?;
+    let app = routes::router(hub.clone());
+    let (shutdown, mut stop_rx) = watch::channel(false);
+    let background = tasks::spawn(hub.clone(), shutdown.subscribe());
+    // The listener is up: shims can re-link from now on, so the sweeper may decide.
+    hub.mark_links_known();
+    let task = tokio::spawn(async move {
+        let served = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(async move {
+                let _ = stop_rx.wait_for(|stop| *stop).await;
+            })
+            .await;
+        background.abort();
+        served.context("server failed")
+    });
+    Ok(Daemon { addr, hub, shutdown, task })
+}
+
+/// Runs the daemon until Ctrl-C or SIGTERM.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let daemon = start(config).await?;
+    let status = daemon.hub.status();
+    println!(
+        "muster listening on http://{} (store {}, operator {})",
+        daemon.addr, status.store, status.operator
+    );
+    tracing::info!(addr = %daemon.addr, store = %status.store, "muster daemon started");
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    daemon.stop().await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -400,6 +400,11 @@ fn message_from(r: &Row<'_>) -> rusqlite::Result<Message> {
 }
 
 fn load(conn: &Connection) -> Result<Snapshot, StoreError> {
+    // One read transaction, so all four queries see the same commit: a
+    // batch landing between them cannot yield a torn snapshot (say, a
+    // membership of a session that is not in `sessions`).
+    let tx = conn.unchecked_transaction()?;
+    let conn: &Connection = &tx;
     let sessions = conn
         .prepare("SELECT * FROM sessions ORDER BY connected_at, id")?
         .query_map([], session_from)?
@@ -429,6 +434,7 @@ fn load(conn: &Connection) -> Result<Snapshot, StoreError> {
             Ok((message, delivery))
         })?
         .collect::<Result<_, _>>()?;
+    tx.commit()?;
     Ok(Snapshot { sessions, rooms, memberships, unread })
 }
 

@@ -1,0 +1,155 @@
+//! `/hook/{event}`: Claude Code's and Codex's hook JSON taken as is, answered
+//! in the harness's JSON form (`hookSpecificOutput` named for the firing event).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use muster_core::inbox::{self, json_len};
+use muster_core::Activity;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::error::ApiError;
+use crate::hub::{Hub, Observed};
+use crate::metrics::HOOK_EVENTS;
+use crate::routes::ApiJson;
+use crate::surfacing::{json_response, Surfacing};
+
+/// The fields muster reads from a hook payload; everything else is ignored.
+#[derive(Debug, Deserialize)]
+pub struct HookPayload {
+    pub session_id: Option<String>,
+    #[serde(default)]
+    pub cwd: Option<String>,
+    #[serde(default)]
+    pub hook_event_name: Option<String>,
+    #[serde(default)]
+    pub tool_name: Option<String>,
+    /// Codex sends a turn id; Claude Code does not.
+    #[serde(default)]
+    pub turn_id: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct HookQuery {
+    pub harness: Option<String>,
+}
+
+/// The harness's own name for a hook event, used when the payload omits it.
+fn harness_event_name(event: &str) -> &'static str {
+    match event {
+        "session-start" => "SessionStart",
+        "prompt-submit" => "UserPromptSubmit",
+        "pre-tool-use" => "PreToolUse",
+        "post-tool-use" => "PostToolUse",
+        "stop" => "Stop",
+        _ => "SessionEnd",
+    }
+}
+
+fn header(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string).filter(|s| !s.is_empty())
+}
+
+fn empty_answer() -> Response {
+    (StatusCode::OK, [("content-type", "application/json")], "{}").into_response()
+}
+
+pub async fn handle(
+    State(hub): State<Arc<Hub>>,
+    Path(event): Path<String>,
+    Query(query): Query<HookQuery>,
+    headers: HeaderMap,
+    ApiJson(payload): ApiJson<HookPayload>,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    if !HOOK_EVENTS.contains(&event.as_str()) {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_hook",
+            format!("unknown hook event {event:?}; muster takes {}", HOOK_EVENTS.join(", ")),
+        ));
+    }
+    let answer = answer(&hub, &event, query, &headers, payload).await;
+    hub.metrics.hook_latency(&event, started.elapsed());
+    answer
+}
+
+async fn answer(
+    hub: &Arc<Hub>,
+    event: &str,
+    query: HookQuery,
+    headers: &HeaderMap,
+    payload: HookPayload,
+) -> Result<Response, ApiError> {
+    let Some(id) = payload.session_id.filter(|s| !s.is_empty()) else {
+        return Err(ApiError::bad_request("the hook payload has no session_id"));
+    };
+    if event == "session-end" {
+        muster_core::validate::session_id(&id)?;
+        hub.remove_session(&id, "session-end").await?;
+        return Ok(empty_answer());
+    }
+    let harness = query.harness.or_else(|| header(headers, "x-muster-harness")).unwrap_or_else(|| {
+        if payload.turn_id.is_some() { "codex" } else { "claude" }.to_string()
+    });
+    let (activity, tool) = match event {
+        "stop" => (Activity::Idle, None),
+        "pre-tool-use" => (Activity::Busy, payload.tool_name.clone()),
+        "session-start" => (Activity::Idle, None),
+        _ => (Activity::Busy, None),
+    };
+    let observed = Observed {
+        id: id.clone(),
+        harness: Some(harness),
+        host: header(headers, "x-muster-host"),
+        operator: header(headers, "x-muster-operator"),
+        pid: header(headers, "x-muster-pid").and_then(|p| p.parse().ok()),
+        cwd: payload.cwd,
+        activity: Some(activity),
+        tool,
+        ..Observed::default()
+    };
+    hub.observe(observed).await?;
+    if !matches!(event, "session-start" | "prompt-submit") {
+        return Ok(empty_answer());
+    }
+    let event_name = payload
+        .hook_event_name
+        .filter(|n| !n.is_empty() && n.len() < 64)
+        .unwrap_or_else(|| harness_event_name(event).to_string());
+    let mut context = String::new();
+    if event == "session-start" {
+        if let Some((me, peers)) = hub.identity(&id) {
+            let peers: Vec<&muster_core::Session> = peers.iter().collect();
+            context = inbox::render_identity(&me, &peers);
+        }
+    }
+    let (messages, mut surfacing) = hub.claim_for_hook(&id);
+    if !messages.is_empty() {
+        let refs: Vec<&muster_core::Message> = messages.iter().map(|m| &**m).collect();
+        let hint = format!("or read it now with `muster inbox --as {id}`");
+        let mail = inbox::render_mail(&refs, json_len(&context), &hint);
+        surfacing.keep_first(mail.included);
+        if !context.is_empty() {
+            context.push('\n');
+        }
+        context.push_str(&mail.text);
+    }
+    Ok(context_answer(&event_name, &context, surfacing))
+}
+
+fn context_answer(event_name: &str, context: &str, surfacing: Surfacing) -> Response {
+    if context.is_empty() {
+        return empty_answer();
+    }
+    let body = json!({
+        "hookSpecificOutput": {"hookEventName": event_name, "additionalContext": context}
+    });
+    // Serializing a Value cannot fail.
+    let bytes = serde_json::to_vec(&body).unwrap_or_default();
+    json_response(StatusCode::OK, bytes, surfacing)
+}

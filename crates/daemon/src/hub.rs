@@ -1,0 +1,615 @@
+//! The hub: every operation of the daemon, whichever route it came by.
+//!
+//! The rule for every change: validate under the lock, write to the store,
+//! then apply to memory and publish the event. A request is answered only
+//! after its change is durable, so nothing acknowledged is lost.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use muster_core::api::{
+    AckRequest, AckResponse, BroadcastRequest, DeliveryView, Inbox, InboxMessage, RegisterRequest, RoomRequest,
+    RoomView, SendRequest, SendResponse, Status, UpdateSessionRequest,
+};
+use muster_core::limits::{MAX_FIELD_CHARS, MAX_NAME_LEN, MAX_STATUS_CHARS};
+use muster_core::liveness::{self, Policy};
+use muster_core::{validate, Activity, CoreError, Delivery, DeliveryState, Message, Millis, Session, Target};
+use muster_store::{Change, InboxQuery, Store};
+use serde_json::json;
+
+use crate::clock::Clock;
+use crate::error::ApiError;
+use crate::events::Bus;
+use crate::metrics::Metrics;
+use crate::state::{Principal, State};
+use crate::surfacing::Surfacing;
+use crate::{gitinfo, Config};
+
+/// Touches of `last_seen_at` closer together than this are not written
+/// again; the hook backstop is measured in minutes.
+const TOUCH_PERSIST_MS: Millis = 1_000;
+
+/// What a hook call or registration tells us about a session.
+#[derive(Debug, Clone, Default)]
+pub struct Observed {
+    pub id: String,
+    pub harness: Option<String>,
+    pub host: Option<String>,
+    pub operator: Option<String>,
+    pub pid: Option<u32>,
+    pub cwd: Option<String>,
+    pub project: Option<String>,
+    pub branch: Option<String>,
+    pub status: Option<String>,
+    pub activity: Option<Activity>,
+    /// The tool the agent is about to run (its name only).
+    pub tool: Option<String>,
+}
+
+pub struct Hub {
+    pub config: Config,
+    state: Mutex<State>,
+    store: Arc<dyn Store>,
+    pub events: Bus,
+    pub metrics: Metrics,
+    pub clock: Clock,
+    started_at: Millis,
+    store_desc: String,
+    links_known: AtomicBool,
+}
+
+fn check_field(field: &'static str, value: &Option<String>, max: usize) -> Result<(), CoreError> {
+    value.as_deref().map_or(Ok(()), |v| validate::text(field, v, max))
+}
+
+impl Observed {
+    fn validate(&self) -> Result<(), CoreError> {
+        validate::session_id(&self.id)?;
+        check_field("harness", &self.harness, MAX_NAME_LEN)?;
+        check_field("host", &self.host, MAX_FIELD_CHARS)?;
+        check_field("cwd", &self.cwd, MAX_FIELD_CHARS)?;
+        check_field("project", &self.project, MAX_FIELD_CHARS)?;
+        check_field("branch", &self.branch, MAX_FIELD_CHARS)?;
+        check_field("status", &self.status, MAX_STATUS_CHARS)?;
+        check_field("tool", &self.tool, MAX_FIELD_CHARS)?;
+        if let Some(op) = self.operator.as_deref().filter(|o| !o.is_empty()) {
+            validate::name("operator", op)?;
+        }
+        Ok(())
+    }
+}
+
+impl From<RegisterRequest> for Observed {
+    fn from(r: RegisterRequest) -> Self {
+        Observed {
+            id: r.id,
+            harness: r.harness,
+            host: r.host,
+            operator: r.operator,
+            pid: r.pid,
+            cwd: r.cwd,
+            project: r.project,
+            branch: r.branch,
+            status: r.status,
+            activity: None,
+            tool: None,
+        }
+    }
+}
+
+/// Sets `field` to `value` if given and different; says whether it changed.
+fn set<T: PartialEq>(field: &mut T, value: Option<T>) -> bool {
+    match value {
+        Some(v) if *field != v => {
+            *field = v;
+            true
+        }
+        _ => false,
+    }
+}
+
+/// How a session observation must be persisted.
+enum Persist {
+    /// Identity or fields changed: written before the caller is answered.
+    Now,
+    /// Only activity changed: written with the next batch.
+    Later,
+    /// Only `last_seen_at` moved: a coalesced touch, if due.
+    Touch,
+}
+
+impl Hub {
+    pub async fn load(config: Config, store: Arc<dyn Store>, store_desc: String) -> anyhow::Result<Arc<Hub>> {
+        let clock = Clock::new();
+        let snapshot = store.load().await?;
+        let state = State::from_snapshot(snapshot, clock.mono());
+        Ok(Arc::new(Hub {
+            config,
+            state: Mutex::new(state),
+            store,
+            events: Bus::new(),
+            metrics: Metrics::default(),
+            clock,
+            started_at: clock.wall(),
+            store_desc,
+            links_known: AtomicBool::new(false),
+        }))
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave State half-changed in a
+        // way worse than refusing all service, so recover the guard.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn mark_links_known(&self) {
+        self.links_known.store(true, Ordering::Release);
+    }
+
+    pub fn policy(&self) -> Policy {
+        Policy {
+            stale_after_ms: self.config.stale_after.as_millis() as Millis,
+            hook_backstop_ms: self.config.hook_backstop.as_millis() as Millis,
+        }
+    }
+
+    /// Registers or refreshes a session from a hook call or the API.
+    /// Fields a shim link owns (`link`, `can_push`) are never changed here.
+    /// Returns the session and whether it (re)joined the roster.
+    pub async fn observe(&self, mut obs: Observed) -> Result<(Session, bool), ApiError> {
+        obs.validate()?;
+        self.fill_git_info(&mut obs);
+        let now = self.clock.wall();
+        let (session, arrived, persist) = {
+            let mut st = self.lock();
+            let mono = self.clock.mono();
+            let is_new = st.entry(&obs.id).is_none();
+            if is_new {
+                let nickname = st.new_nickname(&obs.id);
+                st.insert_session(Session::new(&obs.id, &nickname, now), mono);
+            }
+            let entry = st.entry_mut(&obs.id).ok_or_else(|| ApiError::internal("session vanished"))?;
+            let s = &mut entry.session;
+            let arrived = is_new || s.left_at.is_some();
+            if s.left_at.is_some() {
+                s.left_at = None;
+                s.connected_at = now;
+            }
+            let mut changed = arrived;
+            changed |= set(&mut s.harness, obs.harness.filter(|h| !h.is_empty()));
+            changed |= set(&mut s.host, obs.host.filter(|h| !h.is_empty()));
+            changed |= set(&mut s.operator, obs.operator.filter(|o| !o.is_empty()));
+            changed |= set(&mut s.pid, obs.pid.map(Some));
+            changed |= set(&mut s.cwd, obs.cwd.filter(|c| !c.is_empty()));
+            changed |= set(&mut s.project, obs.project);
+            changed |= set(&mut s.branch, obs.branch);
+            changed |= set(&mut s.status, obs.status);
+            let mut active = set(&mut s.activity, obs.activity);
+            active |= set(&mut s.last_tool, obs.tool.map(Some));
+            s.last_seen_at = s.last_seen_at.max(now);
+            let persist = if changed {
+                Persist::Now
+            } else if active {
+                Persist::Later
+            } else {
+                Persist::Touch
+            };
+            let due = s.last_seen_at - entry.persisted_seen >= TOUCH_PERSIST_MS;
+            let session = entry.session.clone();
+            if matches!(persist, Persist::Now | Persist::Later) || due {
+                entry.persisted_seen = session.last_seen_at;
+            }
+            (session, arrived, (persist, due))
+        };
+        match persist {
+            (Persist::Now, _) => self.store.apply(vec![Change::PutSession(session.clone())]).await?,
+            (Persist::Later, _) => self.store.apply_later(vec![Change::PutSession(session.clone())]),
+            (Persist::Touch, true) => self
+                .store
+                .apply_later(vec![Change::TouchSession { id: session.id.clone(), last_seen_at: session.last_seen_at }]),
+            (Persist::Touch, false) => {}
+        }
+        match persist.0 {
+            Persist::Now if arrived => {
+                self.metrics.sessions_joined.inc();
+                self.events.publish("session.joined", || json!(session));
+            }
+            Persist::Now | Persist::Later => self.events.publish("session.updated", || json!(session)),
+            Persist::Touch => {}
+        }
+        Ok((session, arrived))
+    }
+
+    /// Fills project and branch from the working directory when the caller
+    /// did not give them and the directory is new to us.
+    fn fill_git_info(&self, obs: &mut Observed) {
+        let Some(cwd) = obs.cwd.as_deref().filter(|c| !c.is_empty()) else {
+            return;
+        };
+        if obs.project.is_some() {
+            return;
+        }
+        let known_cwd = self.lock().session(&obs.id).is_some_and(|s| s.cwd == cwd);
+        if known_cwd {
+            return;
+        }
+        let (project, branch) = gitinfo::detect(cwd);
+        obs.project = Some(project);
+        obs.branch = obs.branch.take().or(Some(branch));
+    }
+
+    pub async fn register(&self, req: RegisterRequest) -> Result<Session, ApiError> {
+        Ok(self.observe(req.into()).await?.0)
+    }
+
+    pub async fn update_session(&self, id: &str, req: UpdateSessionRequest) -> Result<Session, ApiError> {
+        check_field("status", &req.status, MAX_STATUS_CHARS)?;
+        let session = {
+            let mut st = self.lock();
+            let entry = st.entry_mut(id).ok_or_else(|| CoreError::UnknownSession(id.to_string()))?;
+            set(&mut entry.session.status, req.status);
+            entry.session.clone()
+        };
+        self.store.apply(vec![Change::PutSession(session.clone())]).await?;
+        self.events.publish("session.updated", || json!(session));
+        Ok(session)
+    }
+
+    /// Takes a session off the roster now (`session-end`, `DELETE`, or the
+    /// sweeper). Its mail and memberships stay for its return.
+    pub async fn remove_session(&self, id: &str, reason: &str) -> Result<Option<Session>, ApiError> {
+        let now = self.clock.wall();
+        let Some(session) = self.lock().mark_left(id, now) else {
+            return Ok(None);
+        };
+        self.store.apply(vec![Change::PutSession(session.clone())]).await?;
+        self.metrics.sessions_left.inc();
+        self.events.publish("session.left", || json!({"session": session, "reason": reason}));
+        Ok(Some(session))
+    }
+
+    fn principal(&self, st: &State, as_: Option<&str>) -> Result<Principal, ApiError> {
+        Ok(st.principal(as_, &self.config.operator)?)
+    }
+
+    pub async fn send(&self, req: SendRequest) -> Result<SendResponse, ApiError> {
+        validate::body(&req.body)?;
+        if let Some(r) = req.reply_to.as_deref() {
+            self.check_reply_to(r).await?;
+        }
+        let (message, recipients) = {
+            let mut st = self.lock();
+            let sender = self.principal(&st, req.as_.as_deref())?;
+            let target = st.resolve(&req.to, &self.config.operator)?;
+            let recipient = match &target {
+                Target::Session(id) => id.clone(),
+                Target::Operator(name) => muster_core::operator_principal(name),
+                Target::Room(_) => return Err(CoreError::invalid("to", "use broadcast for rooms").into()),
+            };
+            let message = self.new_message(&mut st, &sender, target, req.reply_to, req.body);
+            (message, vec![recipient])
+        };
+        self.deliver(message, recipients).await
+    }
+
+    pub async fn broadcast(&self, req: BroadcastRequest) -> Result<SendResponse, ApiError> {
+        validate::body(&req.body)?;
+        let room = req.room.trim().trim_start_matches('#').to_string();
+        validate::name("room", &room)?;
+        let (message, recipients) = {
+            let mut st = self.lock();
+            let sender = self.principal(&st, req.as_.as_deref())?;
+            let recipients = st.room_recipients(&room, &sender.key())?;
+            let message = self.new_message(&mut st, &sender, Target::Room(room), None, req.body);
+            (message, recipients)
+        };
+        self.deliver(message, recipients).await
+    }
+
+    async fn check_reply_to(&self, id: &str) -> Result<(), ApiError> {
+        if id.len() > 64 || self.store.message(id).await?.is_none() {
+            return Err(CoreError::invalid("reply_to", format!("no message with id {id:?}")).into());
+        }
+        Ok(())
+    }
+
+    fn new_message(
+        &self,
+        st: &mut State,
+        sender: &Principal,
+        to: Target,
+        reply_to: Option<String>,
+        body: String,
+    ) -> Message {
+        Message {
+            id: st.next_message_id(),
+            from: sender.key(),
+            from_nickname: st.display_name(sender),
+            to,
+            reply_to,
+            body,
+            sent_at: self.clock.wall(),
+        }
+    }
+
+    /// Stores a message with a queued delivery per recipient, then makes it
+    /// visible to hooks and readers. Answered only once durable.
+    async fn deliver(&self, message: Message, recipients: Vec<String>) -> Result<SendResponse, ApiError> {
+        let now = message.sent_at;
+        let deliveries: Vec<Delivery> = recipients
+            .iter()
+            .map(|r| Delivery {
+                message_id: message.id.clone(),
+                recipient: r.clone(),
+                state: DeliveryState::Queued,
+                updated_at: now,
+            })
+            .collect();
+        self.store.apply(vec![Change::PutMessage { message: message.clone(), deliveries }]).await?;
+        let message = Arc::new(message);
+        let views: Vec<DeliveryView> = {
+            let mut st = self.lock();
+            recipients
+                .iter()
+                .map(|r| {
+                    st.add_unread(message.clone(), r, DeliveryState::Queued);
+                    let (nickname, present) = match st.session(r) {
+                        Some(s) => (s.nickname.clone(), s.present()),
+                        None => (r.trim_start_matches("op:").to_string(), true),
+                    };
+                    DeliveryView { recipient: r.clone(), nickname, state: DeliveryState::Queued, present }
+                })
+                .collect()
+        };
+        self.metrics.messages_sent.inc();
+        self.metrics.deliveries_queued.add(views.len() as u64);
+        let state = if views.is_empty() { "none" } else { "queued" };
+        self.events.publish("message.sent", || {
+            json!({"message": &*message, "deliveries": &views})
+        });
+        Ok(SendResponse { message: (*message).clone(), state: state.to_string(), deliveries: views })
+    }
+
+    /// A principal's mail: unread (and with `all`, earlier mail too). What
+    /// was unread is marked surfaced once the answer has been written.
+    pub async fn inbox(
+        self: &Arc<Self>,
+        as_: Option<&str>,
+        all: bool,
+        limit: usize,
+    ) -> Result<(Inbox, Surfacing), ApiError> {
+        let limit = limit.clamp(1, 1_000);
+        let (principal, claimed) = {
+            let mut st = self.lock();
+            let p = self.principal(&st, as_)?.key();
+            let claimed = st.claim_unread(&p, false);
+            (p, claimed)
+        };
+        let mut messages: Vec<InboxMessage> = Vec::new();
+        if all {
+            let earlier = self
+                .store
+                .inbox(InboxQuery { recipient: principal.clone(), include_read: true, limit })
+                .await;
+            let earlier = match earlier {
+                Ok(e) => e,
+                Err(e) => {
+                    let ids: Vec<String> = claimed.iter().map(|(m, _)| m.id.clone()).collect();
+                    self.lock().unclaim(&principal, &ids);
+                    return Err(e.into());
+                }
+            };
+            messages.extend(
+                earlier
+                    .into_iter()
+                    .filter(|e| e.state >= DeliveryState::Surfaced)
+                    .map(|e| InboxMessage { message: e.message, state: e.state }),
+            );
+        }
+        let mut ids = Vec::with_capacity(claimed.len());
+        for (m, state) in claimed {
+            ids.push(m.id.clone());
+            messages.push(InboxMessage { message: (*m).clone(), state });
+        }
+        messages.sort_by(|a, b| a.message.id.cmp(&b.message.id));
+        if messages.len() > limit {
+            messages.drain(..messages.len() - limit);
+        }
+        let surfacing = Surfacing::new(self.clone(), principal.clone(), ids);
+        Ok((Inbox { principal, messages }, surfacing))
+    }
+
+    /// Mail for a hook answer: the session's queued mail (not mail already pushed live).
+    pub fn claim_for_hook(self: &Arc<Self>, session_id: &str) -> (Vec<Arc<Message>>, Surfacing) {
+        let claimed = self.lock().claim_unread(session_id, true);
+        let messages: Vec<Arc<Message>> = claimed.into_iter().map(|(m, _)| m).collect();
+        let ids = messages.iter().map(|m| m.id.clone()).collect();
+        (messages, Surfacing::new(self.clone(), session_id.to_string(), ids))
+    }
+
+    /// Called once an answer carrying mail has been written.
+    pub(crate) async fn mark_surfaced(&self, recipient: &str, ids: &[String]) {
+        if ids.is_empty() {
+            return;
+        }
+        let now = self.clock.wall();
+        let changes = ids
+            .iter()
+            .map(|id| Change::AdvanceDelivery {
+                message_id: id.clone(),
+                recipient: recipient.to_string(),
+                state: DeliveryState::Surfaced,
+                at: now,
+            })
+            .collect();
+        if let Err(e) = self.store.apply(changes).await {
+            // Still unread in the store: after a restart it would surface
+            // again. Better twice than never.
+            tracing::warn!("could not record surfaced mail for {recipient}: {e}");
+        }
+        self.lock().remove_unread(recipient, ids);
+        self.metrics.deliveries_surfaced.add(ids.len() as u64);
+        self.events.publish("delivery.updated", || {
+            json!({"recipient": recipient, "message_ids": ids, "state": "surfaced"})
+        });
+    }
+
+    pub async fn ack(&self, req: AckRequest) -> Result<AckResponse, ApiError> {
+        if req.ids.is_empty() && !req.all {
+            return Err(CoreError::invalid("ids", "name the message ids to ack, or set all").into());
+        }
+        if req.ids.len() > 10_000 {
+            return Err(CoreError::invalid("ids", "at most 10,000 ids at once").into());
+        }
+        let now = self.clock.wall();
+        let principal = self.principal(&self.lock(), req.as_.as_deref())?.key();
+        let mut changes: Vec<Change> = req
+            .ids
+            .iter()
+            .map(|id| Change::AdvanceDelivery {
+                message_id: id.clone(),
+                recipient: principal.clone(),
+                state: DeliveryState::Acked,
+                at: now,
+            })
+            .collect();
+        let mut ids = req.ids.clone();
+        if req.all {
+            // Everything up to the newest message id that exists now.
+            let upto = self.lock().next_message_id();
+            changes.push(Change::AckUpTo { recipient: principal.clone(), upto, at: now });
+            ids = self
+                .store
+                .inbox(InboxQuery { recipient: principal.clone(), include_read: true, limit: 100_000 })
+                .await?
+                .into_iter()
+                .filter(|e| e.state < DeliveryState::Acked)
+                .map(|e| e.message.id)
+                .collect();
+        }
+        self.store.apply(changes).await?;
+        self.lock().remove_unread(&principal, &ids);
+        self.events.publish("delivery.updated", || {
+            json!({"recipient": principal, "message_ids": ids, "state": "acked"})
+        });
+        Ok(AckResponse { acked: ids.len() })
+    }
+
+    pub async fn join(&self, req: RoomRequest) -> Result<RoomView, ApiError> {
+        let room = req.room.trim().trim_start_matches('#').to_string();
+        validate::name("room", &room)?;
+        if muster_core::is_automatic_room(&room) {
+            return Err(CoreError::invalid(
+                "room",
+                format!("{room} is automatic: its members follow each session's project and operator"),
+            )
+            .into());
+        }
+        let now = self.clock.wall();
+        let (changes, view, member) = {
+            let mut st = self.lock();
+            let Principal::Session(id) = self.principal(&st, req.as_.as_deref())? else {
+                return Err(CoreError::invalid("as", "only sessions join rooms").into());
+            };
+            let (created, membership) = st.join(&room, &id, now);
+            let mut changes = Vec::new();
+            changes.extend(created.map(Change::PutRoom));
+            changes.extend(membership.map(Change::JoinRoom));
+            let view = st.named_room(&room).ok_or_else(|| ApiError::internal("room vanished"))?;
+            (changes, view, id)
+        };
+        if !changes.is_empty() {
+            if let Err(e) = self.store.apply(changes).await {
+                self.lock().leave(&room, &member);
+                return Err(e.into());
+            }
+            self.events.publish("room.joined", || json!({"room": room, "session": member}));
+        }
+        Ok(view)
+    }
+
+    pub async fn leave(&self, req: RoomRequest) -> Result<RoomView, ApiError> {
+        let room = req.room.trim().trim_start_matches('#').to_string();
+        let (view, member) = {
+            let mut st = self.lock();
+            let Principal::Session(id) = self.principal(&st, req.as_.as_deref())? else {
+                return Err(CoreError::invalid("as", "only sessions leave rooms").into());
+            };
+            if !st.leave(&room, &id) {
+                return Err(CoreError::invalid("room", format!("not a member of {room:?}")).into());
+            }
+            (st.named_room(&room), id)
+        };
+        self.store.apply(vec![Change::LeaveRoom { room: room.clone(), session_id: member.clone() }]).await?;
+        self.events.publish("room.left", || json!({"room": room, "session": member}));
+        view.ok_or_else(|| ApiError::internal("room vanished"))
+    }
+
+    pub fn roster(&self, all: bool) -> Vec<Session> {
+        self.lock().roster(all)
+    }
+
+    pub fn rooms(&self) -> Vec<RoomView> {
+        self.lock().room_views()
+    }
+
+    /// The session's identity and live peers, for `session-start`.
+    pub fn identity(&self, id: &str) -> Option<(Session, Vec<Session>)> {
+        let st = self.lock();
+        let me = st.session(id)?.clone();
+        let peers = st.present().filter(|s| s.id != id).cloned().collect();
+        Some((me, peers))
+    }
+
+    pub fn status(&self) -> Status {
+        let st = self.lock();
+        Status {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            api_version: muster_core::api::API_VERSION,
+            started_at: self.started_at,
+            store: self.store_desc.clone(),
+            data_dir: self.config.data_dir.display().to_string(),
+            operator: self.config.operator.clone(),
+            sessions_present: st.present().count(),
+            sessions_known: st.known_count(),
+            unread_deliveries: st.unread_total(),
+            stale_after_ms: self.config.stale_after.as_millis() as Millis,
+            hook_backstop_ms: self.config.hook_backstop.as_millis() as Millis,
+            sweep_interval_ms: self.config.sweep_interval.as_millis() as Millis,
+            retention_ms: self.config.retention.as_millis() as Millis,
+        }
+    }
+
+    /// One pass of the sweeper: decide on a snapshot, then remove.
+    pub async fn sweep_once(&self) -> usize {
+        let clock = self.clock.now();
+        let links_known = self.links_known.load(Ordering::Acquire);
+        let observations = self.lock().observations();
+        let view = observations.iter().map(|(id, o)| (id, o));
+        let doomed = liveness::sweep(&self.policy(), view, clock, links_known);
+        self.metrics.sweeps.inc();
+        let mut removed = 0;
+        for (id, reason) in doomed {
+            match self.remove_session(&id, reason.as_str()).await {
+                Ok(Some(_)) => {
+                    removed += 1;
+                    self.metrics.swept(reason);
+                    tracing::info!(session = %id, reason = reason.as_str(), "swept");
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(session = %id, "sweep could not remove session: {}", e.message),
+            }
+        }
+        removed
+    }
+
+    /// Enforces retention: old mail and long-gone sessions are deleted.
+    pub async fn prune_once(&self) -> anyhow::Result<muster_store::PruneReport> {
+        let cutoff = self.clock.wall() - self.config.retention.as_millis() as Millis;
+        let report = self.store.prune(cutoff).await?;
+        let mut st = self.lock();
+        st.prune_unread(cutoff);
+        st.forget_left_before(cutoff);
+        Ok(report)
+    }
+}

@@ -1,0 +1,135 @@
+//! Counters for `/metrics`, rendered in Prometheus text format by hand: a
+//! handful of atomics needs no metrics framework.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use muster_core::liveness::Reason;
+
+#[derive(Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    pub fn inc(&self) {
+        self.add(1);
+    }
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Upper bounds of the hook latency buckets, in seconds.
+const BUCKETS: [f64; 12] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.0];
+
+pub const HOOK_EVENTS: [&str; 6] =
+    ["session-start", "prompt-submit", "pre-tool-use", "post-tool-use", "stop", "session-end"];
+
+#[derive(Default)]
+struct Histogram {
+    buckets: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_micros.fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+    }
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    pub messages_sent: Counter,
+    pub deliveries_queued: Counter,
+    pub deliveries_surfaced: Counter,
+    pub sessions_joined: Counter,
+    pub sessions_left: Counter,
+    pub sweeps: Counter,
+    swept_link_lost: Counter,
+    swept_hook_backstop: Counter,
+    hooks: [Histogram; HOOK_EVENTS.len()],
+}
+
+/// Gauges read from state at scrape time.
+pub struct Gauges {
+    pub sessions_present: usize,
+    pub sessions_known: usize,
+    pub links: usize,
+    pub unread: usize,
+}
+
+impl Metrics {
+    pub fn swept(&self, reason: Reason) {
+        match reason {
+            Reason::LinkLost => self.swept_link_lost.inc(),
+            Reason::HookBackstop => self.swept_hook_backstop.inc(),
+        }
+    }
+
+    pub fn hook_latency(&self, event: &str, d: Duration) {
+        if let Some(i) = HOOK_EVENTS.iter().position(|e| *e == event) {
+            self.hooks[i].observe(d);
+        }
+    }
+
+    pub fn render(&self, g: &Gauges) -> String {
+        let mut out = String::with_capacity(4096);
+        let mut gauge = |name: &str, help: &str, v: u64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+        };
+        gauge("muster_sessions", "Sessions on the roster.", g.sessions_present as u64);
+        gauge("muster_sessions_known", "Sessions known, on the roster or away.", g.sessions_known as u64);
+        gauge("muster_links", "Shim links attached now.", g.links as u64);
+        gauge("muster_unread_deliveries", "Deliveries not yet surfaced or pushed.", g.unread as u64);
+        let mut counter = |name: &str, help: &str, labels: &[(&str, u64)]| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (label, v) in labels {
+                let _ = writeln!(out, "{name}{label} {v}");
+            }
+        };
+        counter("muster_messages_sent_total", "Messages stored.", &[("", self.messages_sent.get())]);
+        counter(
+            "muster_deliveries_total",
+            "Deliveries by the state they reached.",
+            &[
+                ("{state=\"queued\"}", self.deliveries_queued.get()),
+                ("{state=\"surfaced\"}", self.deliveries_surfaced.get()),
+            ],
+        );
+        counter("muster_sessions_joined_total", "Sessions that joined or returned.", &[("", self.sessions_joined.get())]);
+        counter("muster_sessions_left_total", "Sessions that left the roster.", &[("", self.sessions_left.get())]);
+        counter("muster_sweeps_total", "Sweeper passes.", &[("", self.sweeps.get())]);
+        counter(
+            "muster_swept_sessions_total",
+            "Sessions removed by the sweeper, by reason.",
+            &[
+                ("{reason=\"link-lost\"}", self.swept_link_lost.get()),
+                ("{reason=\"hook-backstop\"}", self.swept_hook_backstop.get()),
+            ],
+        );
+        let name = "muster_hook_duration_seconds";
+        let _ = writeln!(out, "# HELP {name} Time to answer a hook call.\n# TYPE {name} histogram");
+        for (event, h) in HOOK_EVENTS.iter().zip(&self.hooks) {
+            let mut cumulative = 0;
+            for (bound, bucket) in BUCKETS.iter().zip(&h.buckets) {
+                cumulative += bucket.load(Ordering::Relaxed);
+                let _ = writeln!(out, "{name}_bucket{{event=\"{event}\",le=\"{bound}\"}} {cumulative}");
+            }
+            let count = h.count.load(Ordering::Relaxed);
+            let sum = h.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+            let _ = writeln!(out, "{name}_bucket{{event=\"{event}\",le=\"+Inf\"}} {count}");
+            let _ = writeln!(out, "{name}_sum{{event=\"{event}\"}} {sum}");
+            let _ = writeln!(out, "{name}_count{{event=\"{event}\"}} {count}");
+        }
+        out
+    }
+}

@@ -1,0 +1,261 @@
+//! The router: `/healthz`, `/metrics`, `/hook/{event}`, `/api/v1/…`, and the
+//! guards every request passes (token, Host/Origin against DNS rebinding).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, patch, post};
+use axum::{Json, Router};
+use futures_util::stream::{self, Stream, StreamExt};
+use muster_core::api::{
+    AckRequest, AckResponse, BroadcastRequest, Inbox, RegisterRequest, RoomRequest, RoomView, Rooms, Roster,
+    SendRequest, SendResponse, UpdateSessionRequest,
+};
+use muster_core::Session;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+use tokio_stream::wrappers::BroadcastStream;
+
+use crate::error::ApiError;
+use crate::hooks;
+use crate::hub::Hub;
+use crate::metrics::Gauges;
+use crate::surfacing::json_response;
+
+pub fn router(hub: Arc<Hub>) -> Router {
+    let limit = hub.config.max_request_bytes;
+    let api = Router::new()
+        .route("/roster", get(roster))
+        .route("/status", get(status))
+        .route("/sessions", post(register))
+        .route("/sessions/{id}", patch(update_session).delete(remove_session))
+        .route("/messages", post(send))
+        .route("/broadcast", post(broadcast))
+        .route("/inbox", get(inbox))
+        .route("/inbox/ack", post(ack))
+        .route("/rooms", get(rooms))
+        .route("/rooms/join", post(join))
+        .route("/rooms/leave", post(leave))
+        .route("/events", get(events));
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
+        .route("/hook/{event}", post(hooks::handle))
+        .nest("/api/v1", api)
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route; see `muster --help`") })
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn_with_state(hub.clone(), guard))
+        .with_state(hub)
+}
+
+/// Refuses requests without the token (when one is set) and requests whose
+/// Host or Origin is not this machine's loopback (DNS rebinding).
+async fn guard(State(hub): State<Arc<Hub>>, request: Request, next: Next) -> Response {
+    let path = request.uri().path();
+    if path == "/healthz" {
+        return next.run(request).await;
+    }
+    if let Some(token) = hub.config.token.as_deref().filter(|t| !t.is_empty()) {
+        let given = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        if given.and_then(|v| v.strip_prefix("Bearer ")) != Some(token) {
+            return ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "a valid `Authorization: Bearer <token>` is required")
+                .into_response();
+        }
+    } else {
+        let host = request.headers().get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
+        if !host.is_empty() && !is_loopback_authority(host) {
+            return ApiError::new(StatusCode::FORBIDDEN, "forbidden_host", format!("Host {host:?} is not loopback"))
+                .into_response();
+        }
+    }
+    if let Some(origin) = request.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
+        let authority = origin.split_once("://").map_or(origin, |(_, a)| a);
+        if origin != "null" && !is_loopback_authority(authority) && hub.config.token.is_none() {
+            return ApiError::new(StatusCode::FORBIDDEN, "forbidden_origin", format!("Origin {origin:?} is not allowed"))
+                .into_response();
+        }
+    }
+    next.run(request).await
+}
+
+/// `127.0.0.1:7420`, `localhost`, `[::1]:7420` and the like.
+fn is_loopback_authority(authority: &str) -> bool {
+    let host = if let Some(rest) = authority.strip_prefix('[') {
+        rest.split(']').next().unwrap_or("")
+    } else {
+        authority.rsplit_once(':').map_or(authority, |(h, _)| h)
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// A JSON body whose every failure is a clear JSON 4xx: too large, not
+/// UTF-8, empty, malformed or of the wrong shape.
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| match e {
+            BytesRejection::FailedToBufferBody(inner)
+                if inner.to_string().contains("length limit") || inner.status() == StatusCode::PAYLOAD_TOO_LARGE =>
+            {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "the request body is over the size limit")
+            }
+            other => ApiError::new(other.status(), "bad_body", other.body_text()),
+        })?;
+        parse_json(&bytes).map(ApiJson)
+    }
+}
+
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::bad_request("the request body is empty; a JSON object is expected"));
+    }
+    if let Err(e) = std::str::from_utf8(bytes) {
+        return Err(ApiError::bad_request(format!("the request body is not valid UTF-8 ({e})")));
+    }
+    serde_json::from_slice(bytes).map_err(|e| {
+        let what = if e.is_data() { "has the wrong shape" } else { "is not valid JSON" };
+        ApiError::bad_request(format!("the request body {what}: {e}"))
+    })
+}
+
+/// Query parameters whose parse failures are JSON 4xx too.
+pub struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        let query = parts.uri.query().unwrap_or("");
+        serde_urlencoded_from_str(query).map(ApiQuery)
+    }
+}
+
+fn serde_urlencoded_from_str<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
+    axum::extract::Query::<T>::try_from_uri(&format!("/?{query}").parse().map_err(|_| ApiError::bad_request("bad query"))?)
+        .map(|q| q.0)
+        .map_err(|e| ApiError::bad_request(format!("bad query parameters: {}", e.body_text())))
+}
+
+#[derive(Deserialize)]
+struct RosterQuery {
+    #[serde(default)]
+    all: bool,
+}
+
+async fn roster(State(hub): State<Arc<Hub>>, ApiQuery(q): ApiQuery<RosterQuery>) -> Json<Roster> {
+    Json(Roster { sessions: hub.roster(q.all) })
+}
+
+async fn status(State(hub): State<Arc<Hub>>) -> Json<muster_core::api::Status> {
+    Json(hub.status())
+}
+
+async fn register(State(hub): State<Arc<Hub>>, ApiJson(req): ApiJson<RegisterRequest>) -> Result<Json<Session>, ApiError> {
+    hub.register(req).await.map(Json)
+}
+
+async fn update_session(
+    State(hub): State<Arc<Hub>>,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<UpdateSessionRequest>,
+) -> Result<Json<Session>, ApiError> {
+    hub.update_session(&id, req).await.map(Json)
+}
+
+async fn remove_session(State(hub): State<Arc<Hub>>, Path(id): Path<String>) -> Result<Json<Session>, ApiError> {
+    match hub.remove_session(&id, "removed").await? {
+        Some(s) => Ok(Json(s)),
+        None => match hub.roster(true).into_iter().find(|s| s.id == id) {
+            Some(s) => Ok(Json(s)),
+            None => Err(muster_core::CoreError::UnknownSession(id).into()),
+        },
+    }
+}
+
+async fn send(State(hub): State<Arc<Hub>>, ApiJson(req): ApiJson<SendRequest>) -> Result<Json<SendResponse>, ApiError> {
+    hub.send(req).await.map(Json)
+}
+
+async fn broadcast(
+    State(hub): State<Arc<Hub>>,
+    ApiJson(req): ApiJson<BroadcastRequest>,
+) -> Result<Json<SendResponse>, ApiError> {
+    hub.broadcast(req).await.map(Json)
+}
+
+#[derive(Deserialize)]
+struct InboxQuery {
+    #[serde(rename = "as")]
+    as_: Option<String>,
+    #[serde(default)]
+    all: bool,
+    limit: Option<usize>,
+}
+
+async fn inbox(State(hub): State<Arc<Hub>>, ApiQuery(q): ApiQuery<InboxQuery>) -> Result<Response, ApiError> {
+    let (inbox, surfacing): (Inbox, _) = hub.inbox(q.as_.as_deref(), q.all, q.limit.unwrap_or(100)).await?;
+    let bytes = serde_json::to_vec(&inbox).map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(json_response(StatusCode::OK, bytes, surfacing))
+}
+
+async fn ack(State(hub): State<Arc<Hub>>, ApiJson(req): ApiJson<AckRequest>) -> Result<Json<AckResponse>, ApiError> {
+    hub.ack(req).await.map(Json)
+}
+
+async fn rooms(State(hub): State<Arc<Hub>>) -> Json<Rooms> {
+    Json(Rooms { rooms: hub.rooms() })
+}
+
+async fn join(State(hub): State<Arc<Hub>>, ApiJson(req): ApiJson<RoomRequest>) -> Result<Json<RoomView>, ApiError> {
+    hub.join(req).await.map(Json)
+}
+
+async fn leave(State(hub): State<Arc<Hub>>, ApiJson(req): ApiJson<RoomRequest>) -> Result<Json<RoomView>, ApiError> {
+    hub.leave(req).await.map(Json)
+}
+
+/// Server-sent events: a `ready` event first (so a client knows it is
+/// subscribed), then every change; `lagged` if the client fell behind.
+async fn events(State(hub): State<Arc<Hub>>) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+    let rx = hub.events.subscribe();
+    let ready = SseEvent::default().event("ready").data(format!("{{\"version\":\"{}\"}}", env!("CARGO_PKG_VERSION")));
+    let changes = BroadcastStream::new(rx).map(|item| {
+        Ok(match item {
+            Ok(event) => SseEvent::default()
+                .event(event.kind.as_str())
+                .id(event.seq.to_string())
+                .json_data(&*event)
+                .unwrap_or_else(|_| SseEvent::default().event("error")),
+            Err(BroadcastStreamRecvError::Lagged(n)) => {
+                SseEvent::default().event("lagged").data(format!("{{\"missed\":{n}}}"))
+            }
+        })
+    });
+    Sse::new(stream::once(async move { Ok(ready) }).chain(changes)).keep_alive(KeepAlive::default())
+}
+
+async fn metrics(State(hub): State<Arc<Hub>>) -> impl IntoResponse {
+    let gauges = {
+        let status = hub.status();
+        Gauges {
+            sessions_present: status.sessions_present,
+            sessions_known: status.sessions_known,
+            links: 0,
+            unread: status.unread_deliveries,
+        }
+    };
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], hub.metrics.render(&gauges))
+}

@@ -1,0 +1,385 @@
+//! The daemon's in-memory state: the roster, named rooms and unread mail.
+//! Everything here is also in the store; this is the fast copy the hot paths
+//! read. It is only touched under the hub's lock, and does no I/O.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use muster_core::address::{self, Directory};
+use muster_core::api::{RoomMember, RoomView};
+use muster_core::liveness::Observation;
+use muster_core::{
+    automatic_rooms_of, nickname, operator_principal, CoreError, DeliveryState, LinkKind, Membership, Message,
+    Millis, Room, Session, Target,
+};
+use muster_store::Snapshot;
+
+/// A session and what the daemon tracks about it beyond the stored record.
+#[derive(Debug, Clone)]
+pub struct SessionEntry {
+    pub session: Session,
+    /// A shim link is attached now.
+    pub link_up: bool,
+    /// Monotonic time the link went down (or the daemon started).
+    pub link_down_since: Millis,
+    /// The `last_seen_at` last written to the store; touches are coalesced.
+    pub persisted_seen: Millis,
+}
+
+/// Who acts: a session or a person.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    Session(String),
+    Operator(String),
+}
+
+impl Principal {
+    /// The recipient/sender string stored with messages: a session id or `op:<name>`.
+    pub fn key(&self) -> String {
+        match self {
+            Principal::Session(id) => id.clone(),
+            Principal::Operator(name) => operator_principal(name),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Unread {
+    message: Arc<Message>,
+    state: DeliveryState,
+    /// Taken by a response being written; not offered to another.
+    claimed: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct NamedRoom {
+    pub room: Room,
+    pub members: BTreeMap<String, Millis>,
+}
+
+pub struct State {
+    sessions: HashMap<String, SessionEntry>,
+    nicknames: HashMap<String, String>,
+    rooms: BTreeMap<String, NamedRoom>,
+    unread: HashMap<String, BTreeMap<String, Unread>>,
+    ids: ulid::Generator,
+}
+
+impl Directory for State {
+    fn by_id(&self, id: &str) -> Option<&Session> {
+        self.sessions.get(id).map(|e| &e.session)
+    }
+    fn by_nickname(&self, nickname: &str) -> Option<&Session> {
+        self.nicknames.get(nickname).and_then(|id| self.by_id(id))
+    }
+    fn sessions(&self) -> Box<dyn Iterator<Item = &Session> + '_> {
+        Box::new(self.sessions.values().map(|e| &e.session))
+    }
+}
+
+impl State {
+    /// State as loaded at start. Every linked session gets a fresh grace
+    /// window from `mono_now` (the daemon's start).
+    pub fn from_snapshot(snapshot: Snapshot, mono_now: Millis) -> Self {
+        let mut state = State {
+            sessions: HashMap::new(),
+            nicknames: HashMap::new(),
+            rooms: BTreeMap::new(),
+            unread: HashMap::new(),
+            ids: ulid::Generator::new(),
+        };
+        for session in snapshot.sessions {
+            state.insert_session(session, mono_now);
+        }
+        for room in snapshot.rooms {
+            state.rooms.insert(room.name.clone(), NamedRoom { room, members: BTreeMap::new() });
+        }
+        for m in snapshot.memberships {
+            if let Some(r) = state.rooms.get_mut(&m.room) {
+                r.members.insert(m.session_id, m.joined_at);
+            }
+        }
+        let mut messages: HashMap<String, Arc<Message>> = HashMap::new();
+        for (message, delivery) in snapshot.unread {
+            let message = messages.entry(message.id.clone()).or_insert_with(|| Arc::new(message)).clone();
+            state.unread.entry(delivery.recipient).or_default().insert(
+                delivery.message_id,
+                Unread { message, state: delivery.state, claimed: false },
+            );
+        }
+        state
+    }
+
+    pub fn insert_session(&mut self, session: Session, mono_now: Millis) {
+        self.nicknames.insert(session.nickname.clone(), session.id.clone());
+        let persisted_seen = session.last_seen_at;
+        self.sessions.insert(
+            session.id.clone(),
+            SessionEntry { session, link_up: false, link_down_since: mono_now, persisted_seen },
+        );
+    }
+
+    pub fn entry(&self, id: &str) -> Option<&SessionEntry> {
+        self.sessions.get(id)
+    }
+
+    pub fn entry_mut(&mut self, id: &str) -> Option<&mut SessionEntry> {
+        self.sessions.get_mut(id)
+    }
+
+    pub fn session(&self, id: &str) -> Option<&Session> {
+        self.by_id(id)
+    }
+
+    pub fn known_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    pub fn present(&self) -> impl Iterator<Item = &Session> {
+        self.sessions.values().map(|e| &e.session).filter(|s| s.present())
+    }
+
+    /// Sessions sorted by arrival, for the roster.
+    pub fn roster(&self, include_away: bool) -> Vec<Session> {
+        let mut out: Vec<Session> =
+            self.sessions.values().map(|e| &e.session).filter(|s| include_away || s.present()).cloned().collect();
+        out.sort_by(|a, b| a.connected_at.cmp(&b.connected_at).then_with(|| a.id.cmp(&b.id)));
+        out
+    }
+
+    /// A nickname for a new session id.
+    pub fn new_nickname(&self, id: &str) -> String {
+        nickname::generate(id, |n| self.nicknames.contains_key(n))
+    }
+
+    /// Observations of every present session, for the sweeper.
+    pub fn observations(&self) -> Vec<(String, Observation)> {
+        self.sessions
+            .values()
+            .filter(|e| e.session.present())
+            .map(|e| {
+                (
+                    e.session.id.clone(),
+                    Observation {
+                        link: e.session.link,
+                        link_up: e.link_up,
+                        link_down_since: e.link_down_since,
+                        last_seen_at: e.session.last_seen_at,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// Forgets sessions that retention dropped from the store.
+    pub fn forget_left_before(&mut self, cutoff: Millis) {
+        let gone: Vec<String> = self
+            .sessions
+            .values()
+            .filter(|e| e.session.left_at.is_some_and(|t| t < cutoff))
+            .map(|e| e.session.id.clone())
+            .collect();
+        for id in gone {
+            if let Some(e) = self.sessions.remove(&id) {
+                self.nicknames.remove(&e.session.nickname);
+            }
+            for room in self.rooms.values_mut() {
+                room.members.remove(&id);
+            }
+        }
+    }
+
+    /// Who acts for a request: `op:<name>`, or a known session by id,
+    /// nickname or unique prefix; nobody named means the daemon's operator.
+    pub fn principal(&self, as_: Option<&str>, default_operator: &str) -> Result<Principal, CoreError> {
+        let Some(as_) = as_.map(str::trim).filter(|s| !s.is_empty()) else {
+            return Ok(Principal::Operator(default_operator.to_string()));
+        };
+        if let Some(name) = as_.strip_prefix("op:") {
+            muster_core::validate::name("operator", name)?;
+            return Ok(Principal::Operator(name.to_string()));
+        }
+        match address::resolve(self, as_, None) {
+            Ok(Target::Session(id)) => Ok(Principal::Session(id)),
+            Ok(_) | Err(CoreError::UnknownRecipient { .. }) => Err(CoreError::UnknownSession(as_.to_string())),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The nickname shown for a principal.
+    pub fn display_name(&self, p: &Principal) -> String {
+        match p {
+            Principal::Session(id) => self.session(id).map(|s| s.nickname.clone()).unwrap_or_else(|| id.clone()),
+            Principal::Operator(name) => name.clone(),
+        }
+    }
+
+    pub fn resolve(&self, to: &str, self_operator: &str) -> Result<Target, CoreError> {
+        address::resolve(self, to, Some(self_operator))
+    }
+
+    /// Recipients of a room message: members at send time, the sender excluded.
+    pub fn room_recipients(&self, room: &str, sender: &str) -> Result<Vec<String>, CoreError> {
+        let mut out: Vec<String> = if muster_core::is_automatic_room(room) {
+            self.present()
+                .filter(|s| automatic_rooms_of(s).iter().any(|r| r == room))
+                .map(|s| s.id.clone())
+                .collect()
+        } else if let Some(named) = self.rooms.get(room) {
+            named.members.keys().cloned().collect()
+        } else {
+            let known = self.room_views().into_iter().map(|r| r.name);
+            let mut close: Vec<(f64, String)> =
+                known.map(|n| (strsim_score(room, &n), n)).filter(|(s, _)| *s > 0.7).collect();
+            close.sort_by(|a, b| b.0.total_cmp(&a.0));
+            return Err(CoreError::UnknownRoom {
+                room: room.to_string(),
+                close: close.into_iter().take(5).map(|(_, n)| n).collect(),
+            });
+        };
+        out.retain(|r| r != sender);
+        out.sort();
+        Ok(out)
+    }
+
+    /// Every room: automatic ones that have members now, then named ones.
+    pub fn room_views(&self) -> Vec<RoomView> {
+        let mut automatic: BTreeMap<String, Vec<RoomMember>> = BTreeMap::new();
+        for s in self.present() {
+            for room in automatic_rooms_of(s) {
+                automatic.entry(room).or_default().push(self.member(&s.id));
+            }
+        }
+        let mut views: Vec<RoomView> = automatic
+            .into_iter()
+            .map(|(name, members)| RoomView { name, kind: "automatic".into(), members })
+            .collect();
+        for named in self.rooms.values() {
+            views.push(self.named_view(named));
+        }
+        views
+    }
+
+    fn member(&self, id: &str) -> RoomMember {
+        let s = self.session(id);
+        RoomMember {
+            id: id.to_string(),
+            nickname: s.map(|s| s.nickname.clone()).unwrap_or_default(),
+            present: s.is_some_and(Session::present),
+        }
+    }
+
+    fn named_view(&self, named: &NamedRoom) -> RoomView {
+        RoomView {
+            name: named.room.name.clone(),
+            kind: "named".into(),
+            members: named.members.keys().map(|id| self.member(id)).collect(),
+        }
+    }
+
+    pub fn named_room(&self, name: &str) -> Option<RoomView> {
+        self.rooms.get(name).map(|r| self.named_view(r))
+    }
+
+    /// Adds a member (creating the room if new). Returns the changes made:
+    /// the room if it was created, and the membership if it is new.
+    pub fn join(&mut self, room: &str, session_id: &str, now: Millis) -> (Option<Room>, Option<Membership>) {
+        let mut created = None;
+        let named = self.rooms.entry(room.to_string()).or_insert_with(|| {
+            let r = Room { name: room.to_string(), created_by: session_id.to_string(), created_at: now };
+            created = Some(r.clone());
+            NamedRoom { room: r, members: BTreeMap::new() }
+        });
+        if named.members.contains_key(session_id) {
+            return (created, None);
+        }
+        named.members.insert(session_id.to_string(), now);
+        (created, Some(Membership { room: room.to_string(), session_id: session_id.to_string(), joined_at: now }))
+    }
+
+    /// Removes a member; false if it was not one.
+    pub fn leave(&mut self, room: &str, session_id: &str) -> bool {
+        self.rooms.get_mut(room).is_some_and(|r| r.members.remove(session_id).is_some())
+    }
+
+    /// A new time-ordered message id.
+    pub fn next_message_id(&mut self) -> String {
+        // The generator only fails when 2^80 ids are made in one millisecond.
+        self.ids.generate().map(|u| u.to_string()).unwrap_or_else(|_| ulid::Ulid::new().to_string())
+    }
+
+    pub fn add_unread(&mut self, message: Arc<Message>, recipient: &str, state: DeliveryState) {
+        self.unread
+            .entry(recipient.to_string())
+            .or_default()
+            .insert(message.id.clone(), Unread { message, state, claimed: false });
+    }
+
+    pub fn unread_total(&self) -> usize {
+        self.unread.values().map(BTreeMap::len).sum()
+    }
+
+    /// Claims the recipient's unread mail (oldest first) for one response,
+    /// so no concurrent response offers it too. `only_queued` skips mail
+    /// already pushed live (hooks must not repeat it).
+    pub fn claim_unread(&mut self, recipient: &str, only_queued: bool) -> Vec<(Arc<Message>, DeliveryState)> {
+        let Some(mail) = self.unread.get_mut(recipient) else {
+            return Vec::new();
+        };
+        mail.values_mut()
+            .filter(|u| !u.claimed && (!only_queued || u.state == DeliveryState::Queued))
+            .map(|u| {
+                u.claimed = true;
+                (u.message.clone(), u.state)
+            })
+            .collect()
+    }
+
+    /// Returns claimed mail that was not delivered after all.
+    pub fn unclaim(&mut self, recipient: &str, ids: &[String]) {
+        if let Some(mail) = self.unread.get_mut(recipient) {
+            for id in ids {
+                if let Some(u) = mail.get_mut(id) {
+                    u.claimed = false;
+                }
+            }
+        }
+    }
+
+    /// Drops delivered (surfaced or acked) mail from the unread set.
+    pub fn remove_unread(&mut self, recipient: &str, ids: &[String]) -> usize {
+        let Some(mail) = self.unread.get_mut(recipient) else {
+            return 0;
+        };
+        let removed = ids.iter().filter(|id| mail.remove(id.as_str()).is_some()).count();
+        if mail.is_empty() {
+            self.unread.remove(recipient);
+        }
+        removed
+    }
+
+    /// Drops unread mail sent before `cutoff` (retention pruned it from the store).
+    pub fn prune_unread(&mut self, cutoff: Millis) {
+        for mail in self.unread.values_mut() {
+            mail.retain(|_, u| u.message.sent_at >= cutoff);
+        }
+        self.unread.retain(|_, mail| !mail.is_empty());
+    }
+
+    /// Marks a session as having left the roster.
+    pub fn mark_left(&mut self, id: &str, now: Millis) -> Option<Session> {
+        let e = self.sessions.get_mut(id)?;
+        if e.session.left_at.is_some() {
+            return None;
+        }
+        e.session.left_at = Some(now);
+        e.link_up = false;
+        Some(e.session.clone())
+    }
+}
+
+fn strsim_score(a: &str, b: &str) -> f64 {
+    let (a, b) = (a.to_lowercase(), b.to_lowercase());
+    let contains = if b.contains(&a) || a.contains(&b) { 0.9 } else { 0.0 };
+    f64::max(contains, address::similarity(&a, &b))
+}

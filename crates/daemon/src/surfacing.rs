@@ -1,0 +1,108 @@
+//! "Marked surfaced only after the response was written."
+//!
+//! Mail put into an answer is first *claimed* (no concurrent answer offers
+//! it), then marked surfaced when the answer body has been handed to the
+//! connection. If the answer is dropped unwritten (the client went away),
+//! the claim is released and the mail stays unread.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::body::Body;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::Response;
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+
+use crate::hub::Hub;
+
+/// Claimed mail of one recipient, waiting for its answer to be written.
+pub struct Surfacing {
+    hub: Arc<Hub>,
+    recipient: String,
+    ids: Vec<String>,
+    settled: bool,
+}
+
+impl Surfacing {
+    pub fn new(hub: Arc<Hub>, recipient: String, ids: Vec<String>) -> Self {
+        Surfacing { hub, recipient, ids, settled: false }
+    }
+
+    /// Keeps the first `n` claimed messages and releases the rest (they did
+    /// not fit in this answer and stay unread).
+    pub fn keep_first(&mut self, n: usize) {
+        if n < self.ids.len() {
+            let rest = self.ids.split_off(n);
+            self.hub.lock().unclaim(&self.recipient, &rest);
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// The answer was written: record the mail as surfaced.
+    fn complete(mut self) {
+        self.settled = true;
+        let ids = std::mem::take(&mut self.ids);
+        if ids.is_empty() {
+            return;
+        }
+        let hub = self.hub.clone();
+        let recipient = std::mem::take(&mut self.recipient);
+        tokio::spawn(async move { hub.mark_surfaced(&recipient, &ids).await });
+    }
+}
+
+impl Drop for Surfacing {
+    fn drop(&mut self) {
+        if !self.settled && !self.ids.is_empty() {
+            self.hub.lock().unclaim(&self.recipient, &self.ids);
+        }
+    }
+}
+
+/// A response body that completes its `Surfacing` once hyper has taken the
+/// bytes and asks for more.
+struct SurfacingBody {
+    data: Option<Bytes>,
+    len: u64,
+    surfacing: Option<Surfacing>,
+}
+
+impl http_body::Body for SurfacingBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let this = self.get_mut();
+        if let Some(data) = this.data.take() {
+            return Poll::Ready(Some(Ok(Frame::data(data))));
+        }
+        if let Some(s) = this.surfacing.take() {
+            s.complete();
+        }
+        Poll::Ready(None)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.data.is_none() && self.surfacing.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.len)
+    }
+}
+
+/// A JSON response whose mail is marked surfaced once it is written.
+pub fn json_response(status: StatusCode, json: Vec<u8>, surfacing: Surfacing) -> Response {
+    let len = json.len() as u64;
+    let body = SurfacingBody { data: Some(Bytes::from(json)), len, surfacing: Some(surfacing) };
+    let mut response = Response::new(Body::new(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}

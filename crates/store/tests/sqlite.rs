@@ -1,0 +1,767 @@
+//! Integration tests for the embedded SQLite store: every test opens a real
+//! database file in its own temporary directory.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use muster_core::{
+    Activity, Delivery, DeliveryState, LinkKind, Membership, Message, Millis, Room, Session, Target,
+};
+use muster_store::{Change, InboxEntry, InboxQuery, PruneReport, Snapshot, SqliteStore, Store, StoreError};
+use tempfile::TempDir;
+
+// ---------------------------------------------------------------- helpers
+
+fn db_path(dir: &TempDir) -> PathBuf {
+    dir.path().join("state").join("muster.db")
+}
+
+fn open_store(path: &Path) -> SqliteStore {
+    match SqliteStore::open(path) {
+        Ok(store) => store,
+        Err(e) => panic!("opening {}: {e}", path.display()),
+    }
+}
+
+fn fresh() -> (TempDir, PathBuf, SqliteStore) {
+    let dir = TempDir::new().expect("temp dir");
+    let path = db_path(&dir);
+    let store = open_store(&path);
+    (dir, path, store)
+}
+
+/// Drops the store (its writer thread ends once the sender is gone) and opens it again.
+fn reopen(store: SqliteStore, path: &Path) -> SqliteStore {
+    drop(store);
+    open_store(path)
+}
+
+/// A time-ordered, fixed-width id, like the ULIDs the daemon makes: ids sort as `n` does.
+fn mid(n: u32) -> String {
+    format!("01JMSG{n:020}")
+}
+
+fn session(id: &str, connected_at: Millis) -> Session {
+    Session::new(id, &format!("{id}-nick"), connected_at)
+}
+
+fn message(n: u32, from: &str, to: Target, sent_at: Millis) -> Message {
+    Message {
+        id: mid(n),
+        from: from.to_string(),
+        from_nickname: format!("{from}-nick"),
+        to,
+        reply_to: None,
+        body: format!("body of message {n}"),
+        sent_at,
+    }
+}
+
+fn delivery(message_id: &str, recipient: &str, state: DeliveryState, updated_at: Millis) -> Delivery {
+    Delivery { message_id: message_id.to_string(), recipient: recipient.to_string(), state, updated_at }
+}
+
+/// A direct message `n` from alice to `recipients`, queued for each, sent at `sent_at`.
+fn put_direct(n: u32, recipients: &[&str], sent_at: Millis) -> Change {
+    let m = message(n, "alice", Target::Session(recipients[0].to_string()), sent_at);
+    let deliveries = recipients.iter().map(|r| delivery(&m.id, r, DeliveryState::Queued, sent_at)).collect();
+    Change::PutMessage { message: m, deliveries }
+}
+
+fn advance(n: u32, recipient: &str, state: DeliveryState, at: Millis) -> Change {
+    Change::AdvanceDelivery { message_id: mid(n), recipient: recipient.to_string(), state, at }
+}
+
+fn query(recipient: &str, include_read: bool, limit: usize) -> InboxQuery {
+    InboxQuery { recipient: recipient.to_string(), include_read, limit }
+}
+
+/// (message number as id, state) pairs of an inbox listing, for compact assertions.
+fn ids_states(entries: &[InboxEntry]) -> Vec<(String, DeliveryState)> {
+    entries.iter().map(|e| (e.message.id.clone(), e.state)).collect()
+}
+
+fn unread_of(snapshot: &Snapshot, recipient: &str) -> Vec<(String, DeliveryState)> {
+    snapshot
+        .unread
+        .iter()
+        .filter(|(_, d)| d.recipient == recipient)
+        .map(|(m, d)| (m.id.clone(), d.state))
+        .collect()
+}
+
+async fn apply(store: &SqliteStore, changes: Vec<Change>) {
+    if let Err(e) = store.apply(changes).await {
+        panic!("apply failed: {e}");
+    }
+}
+
+async fn load(store: &SqliteStore) -> Snapshot {
+    store.load().await.expect("load")
+}
+
+async fn inbox(store: &SqliteStore, q: InboxQuery) -> Vec<InboxEntry> {
+    store.inbox(q).await.expect("inbox")
+}
+
+// ---------------------------------------------------------------- tests
+
+// Proves a fresh store is empty and creates its directory and schema (user_version = number of migrations).
+#[tokio::test]
+async fn fresh_store_is_empty_and_migrated() {
+    let (_dir, path, store) = fresh();
+    assert!(path.exists(), "database file created, parent directories included");
+    assert_eq!(store.path(), path.as_path());
+    assert_eq!(load(&store).await, Snapshot::default());
+    assert!(inbox(&store, query("bob", true, 100)).await.is_empty());
+    assert_eq!(store.message(&mid(1)).await.unwrap(), None);
+    drop(store);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+    assert_eq!(version, 1);
+    let mode: String = conn.pragma_query_value(None, "journal_mode", |r| r.get(0)).unwrap();
+    assert_eq!(mode.to_lowercase(), "wal");
+}
+
+// Proves sessions, rooms, memberships and unread deliveries (with their messages, oldest first) survive a reopen exactly.
+#[tokio::test]
+async fn round_trip_survives_reopen() {
+    let (_dir, path, store) = fresh();
+
+    let mut alice = session("alice", 1_000);
+    alice.harness = "claude".into();
+    alice.host = "box".into();
+    alice.operator = "dana".into();
+    alice.pid = Some(4242);
+    alice.cwd = "/src/muster".into();
+    alice.project = "muster".into();
+    alice.branch = "main".into();
+    alice.status = "writing tests".into();
+    alice.activity = Activity::Busy;
+    alice.last_tool = Some("Edit".into());
+    alice.can_push = true;
+    alice.link = LinkKind::Link;
+    alice.last_seen_at = 1_500;
+    let mut bob = session("bob", 2_000);
+    bob.activity = Activity::Idle;
+    let mut carol = session("carol", 2_000);
+    carol.left_at = Some(2_500); // away, but still known
+
+    let dev = Room { name: "dev".into(), created_by: "alice".into(), created_at: 3_000 };
+    let ops = Room { name: "ops".into(), created_by: "bob".into(), created_at: 3_100 };
+    let joins = vec![
+        Membership { room: "dev".into(), session_id: "alice".into(), joined_at: 3_000 },
+        Membership { room: "dev".into(), session_id: "bob".into(), joined_at: 3_050 },
+        Membership { room: "ops".into(), session_id: "carol".into(), joined_at: 3_200 },
+    ];
+
+    // m1: a room message to bob and carol; m2: a reply to an operator, pushed to
+    // bob; m3: already surfaced to bob at insert, so not unread.
+    let m1 = message(1, "alice", Target::Room("dev".into()), 4_000);
+    let m1_bob = delivery(&m1.id, "bob", DeliveryState::Queued, 4_000);
+    let m1_carol = delivery(&m1.id, "carol", DeliveryState::Queued, 4_000);
+    let mut m2 = message(2, "op:dana", Target::Operator("dana".into()), 5_000);
+    m2.from_nickname = "dana".into();
+    m2.reply_to = Some(m1.id.clone());
+    let m2_bob = delivery(&m2.id, "bob", DeliveryState::Pushed, 5_001);
+    let m2_carol = delivery(&m2.id, "carol", DeliveryState::Queued, 5_000);
+    let m3 = message(3, "bob", Target::Session("alice".into()), 6_000);
+    let m3_alice = delivery(&m3.id, "alice", DeliveryState::Surfaced, 6_001);
+
+    // Newest message first, in separate batches, to show order comes from the ids.
+    apply(&store, vec![Change::PutSession(carol.clone()), Change::PutSession(bob.clone())]).await;
+    apply(&store, vec![Change::PutSession(alice.clone())]).await;
+    apply(&store, vec![Change::PutRoom(ops.clone()), Change::PutRoom(dev.clone())]).await;
+    apply(&store, joins.iter().rev().cloned().map(Change::JoinRoom).collect()).await;
+    apply(&store, vec![Change::PutMessage { message: m3.clone(), deliveries: vec![m3_alice] }]).await;
+    apply(
+        &store,
+        vec![Change::PutMessage { message: m2.clone(), deliveries: vec![m2_carol.clone(), m2_bob.clone()] }],
+    )
+    .await;
+    apply(
+        &store,
+        vec![Change::PutMessage { message: m1.clone(), deliveries: vec![m1_carol.clone(), m1_bob.clone()] }],
+    )
+    .await;
+
+    let expected = Snapshot {
+        sessions: vec![alice, bob, carol],
+        rooms: vec![dev, ops],
+        memberships: joins,
+        unread: vec![
+            (m1.clone(), m1_bob),
+            (m1.clone(), m1_carol),
+            (m2.clone(), m2_bob),
+            (m2.clone(), m2_carol),
+        ],
+    };
+    assert_eq!(load(&store).await, expected, "before reopen");
+
+    let store = reopen(store, &path);
+    assert_eq!(load(&store).await, expected, "after reopen");
+    assert_eq!(store.message(&m3.id).await.unwrap(), Some(m3), "read mail stays in history");
+}
+
+// Proves PutSession replaces every field of an existing session instead of adding a second one.
+#[tokio::test]
+async fn put_session_upserts() {
+    let (_dir, _path, store) = fresh();
+    let mut s = session("alice", 1_000);
+    apply(&store, vec![Change::PutSession(s.clone())]).await;
+    s.nickname = "alice-2".into();
+    s.pid = Some(7);
+    s.branch = "feature".into();
+    s.last_tool = Some("Bash".into());
+    s.can_push = true;
+    s.link = LinkKind::Link;
+    s.activity = Activity::Busy;
+    s.last_seen_at = 9_000;
+    s.left_at = Some(9_500);
+    apply(&store, vec![Change::PutSession(s.clone())]).await;
+    assert_eq!(load(&store).await.sessions, vec![s.clone()]);
+    // And back: fields that become None are cleared, not kept.
+    s.pid = None;
+    s.last_tool = None;
+    s.left_at = None;
+    apply(&store, vec![Change::PutSession(s.clone())]).await;
+    assert_eq!(load(&store).await.sessions, vec![s]);
+}
+
+// Proves PutRoom and JoinRoom are idempotent (first one wins) and LeaveRoom removes only that membership.
+#[tokio::test]
+async fn rooms_and_memberships() {
+    let (_dir, _path, store) = fresh();
+    let dev = Room { name: "dev".into(), created_by: "alice".into(), created_at: 1 };
+    let join = |s: &str, at| Membership { room: "dev".into(), session_id: s.into(), joined_at: at };
+    apply(&store, vec![Change::PutRoom(dev.clone()), Change::JoinRoom(join("alice", 10))]).await;
+    apply(
+        &store,
+        vec![
+            Change::PutRoom(Room { name: "dev".into(), created_by: "mallory".into(), created_at: 99 }),
+            Change::JoinRoom(join("alice", 99)),
+            Change::JoinRoom(join("bob", 20)),
+        ],
+    )
+    .await;
+    let snap = load(&store).await;
+    assert_eq!(snap.rooms, vec![dev.clone()]);
+    assert_eq!(snap.memberships, vec![join("alice", 10), join("bob", 20)]);
+
+    apply(
+        &store,
+        vec![
+            Change::LeaveRoom { room: "dev".into(), session_id: "alice".into() },
+            Change::LeaveRoom { room: "nowhere".into(), session_id: "bob".into() },
+        ],
+    )
+    .await;
+    let snap = load(&store).await;
+    assert_eq!(snap.rooms, vec![dev], "the room outlives its members");
+    assert_eq!(snap.memberships, vec![join("bob", 20)]);
+}
+
+// Proves ForgetSession removes the session and its memberships but keeps its deliveries.
+#[tokio::test]
+async fn forget_session_keeps_deliveries() {
+    let (_dir, _path, store) = fresh();
+    apply(
+        &store,
+        vec![
+            Change::PutSession(session("bob", 1)),
+            Change::PutSession(session("carol", 2)),
+            Change::PutRoom(Room { name: "dev".into(), created_by: "bob".into(), created_at: 3 }),
+            Change::JoinRoom(Membership { room: "dev".into(), session_id: "bob".into(), joined_at: 4 }),
+            Change::JoinRoom(Membership { room: "dev".into(), session_id: "carol".into(), joined_at: 5 }),
+            put_direct(1, &["bob"], 6),
+        ],
+    )
+    .await;
+    apply(&store, vec![Change::ForgetSession { id: "bob".into() }]).await;
+    let snap = load(&store).await;
+    assert_eq!(snap.sessions, vec![session("carol", 2)]);
+    assert_eq!(
+        snap.memberships,
+        vec![Membership { room: "dev".into(), session_id: "carol".into(), joined_at: 5 }]
+    );
+    assert_eq!(unread_of(&snap, "bob"), vec![(mid(1), DeliveryState::Queued)]);
+}
+
+// Proves AdvanceDelivery only moves forward, read mail leaves `load().unread`, and inbox honours include_read and limit.
+#[tokio::test]
+async fn advance_delivery_is_monotonic_and_inbox_filters() {
+    let (_dir, path, store) = fresh();
+    let changes = (1..=5).map(|n| put_direct(n, &["bob", "carol"], 100 * n as Millis)).collect();
+    apply(&store, changes).await;
+
+    apply(
+        &store,
+        vec![
+            // m1: surfaced, then a late "pushed" must not move it back.
+            advance(1, "bob", DeliveryState::Surfaced, 1_001),
+            advance(1, "bob", DeliveryState::Pushed, 1_002),
+            // m2: pushed, then "queued" and "pushed" again change nothing (not even updated_at).
+            advance(2, "bob", DeliveryState::Pushed, 1_003),
+            advance(2, "bob", DeliveryState::Queued, 1_004),
+            advance(2, "bob", DeliveryState::Pushed, 1_005),
+            // m3: acked, then surfaced must not move it back.
+            advance(3, "bob", DeliveryState::Acked, 1_006),
+            advance(3, "bob", DeliveryState::Surfaced, 1_007),
+            // A delivery that does not exist is a no-op, not an error.
+            advance(9, "bob", DeliveryState::Acked, 1_008),
+            advance(1, "nobody", DeliveryState::Acked, 1_009),
+        ],
+    )
+    .await;
+    // Moving forward in a later batch still works: m4 queued -> pushed -> surfaced.
+    apply(&store, vec![advance(4, "bob", DeliveryState::Pushed, 1_010)]).await;
+    apply(&store, vec![advance(4, "bob", DeliveryState::Surfaced, 1_011)]).await;
+
+    check_bob_and_carol(&store, "before reopen").await;
+    let store = reopen(store, &path);
+    check_bob_and_carol(&store, "after reopen").await;
+}
+
+/// The expected state of `advance_delivery_is_monotonic_and_inbox_filters`.
+async fn check_bob_and_carol(store: &SqliteStore, pass: &str) {
+    use DeliveryState::*;
+    let all_bob =
+        vec![(mid(1), Surfaced), (mid(2), Pushed), (mid(3), Acked), (mid(4), Surfaced), (mid(5), Queued)];
+    let unread_bob = vec![(mid(2), Pushed), (mid(5), Queued)];
+    let all_carol: Vec<_> = (1..=5).map(|n| (mid(n), Queued)).collect();
+
+    let snap = load(store).await;
+    assert_eq!(unread_of(&snap, "bob"), unread_bob, "{pass}");
+    assert_eq!(unread_of(&snap, "carol"), all_carol, "{pass}: other recipients untouched");
+    let m2_bob = snap.unread.iter().find(|(m, d)| m.id == mid(2) && d.recipient == "bob").unwrap();
+    assert_eq!(m2_bob.1.updated_at, 1_003, "{pass}: an ignored advance leaves updated_at alone");
+    assert_eq!(m2_bob.0, message(2, "alice", Target::Session("bob".into()), 200));
+
+    assert_eq!(ids_states(&inbox(store, query("bob", false, 100)).await), unread_bob, "{pass}");
+    assert_eq!(ids_states(&inbox(store, query("bob", true, 100)).await), all_bob, "{pass}");
+    assert_eq!(ids_states(&inbox(store, query("carol", false, 100)).await), all_carol, "{pass}");
+    // limit keeps the newest and still lists them oldest first.
+    assert_eq!(ids_states(&inbox(store, query("bob", true, 2)).await), all_bob[3..].to_vec(), "{pass}");
+    assert_eq!(ids_states(&inbox(store, query("bob", true, 3)).await), all_bob[2..].to_vec(), "{pass}");
+    assert_eq!(
+        ids_states(&inbox(store, query("bob", false, 1)).await),
+        vec![(mid(5), Queued)],
+        "{pass}: limit applies after the read filter"
+    );
+    assert_eq!(ids_states(&inbox(store, query("carol", false, 2)).await), all_carol[3..].to_vec(), "{pass}");
+    assert_eq!(ids_states(&inbox(store, query("bob", true, usize::MAX)).await), all_bob, "{pass}");
+    assert!(inbox(store, query("bob", true, 0)).await.is_empty(), "{pass}: limit 0 lists nothing");
+    assert!(inbox(store, query("nobody", true, 10)).await.is_empty(), "{pass}");
+    // Entries carry the full message.
+    let entries = inbox(store, query("bob", true, 1)).await;
+    assert_eq!(entries[0].message, message(5, "alice", Target::Session("bob".into()), 500), "{pass}");
+}
+
+// Proves AckUpTo acks exactly that recipient's deliveries with message_id <= upto, and nothing else.
+#[tokio::test]
+async fn ack_up_to_acks_exactly_older_mail_of_recipient() {
+    let (_dir, _path, store) = fresh();
+    let changes = (1..=6).map(|n| put_direct(n, &["bob", "carol"], n as Millis)).collect();
+    apply(&store, changes).await;
+    apply(
+        &store,
+        vec![advance(2, "bob", DeliveryState::Surfaced, 50), advance(5, "bob", DeliveryState::Pushed, 51)],
+    )
+    .await;
+
+    apply(&store, vec![Change::AckUpTo { recipient: "bob".into(), upto: mid(4), at: 100 }]).await;
+
+    use DeliveryState::*;
+    assert_eq!(
+        ids_states(&inbox(&store, query("bob", true, 100)).await),
+        vec![
+            (mid(1), Acked),
+            (mid(2), Acked),
+            (mid(3), Acked),
+            (mid(4), Acked),
+            (mid(5), Pushed),
+            (mid(6), Queued)
+        ]
+    );
+    let carol: Vec<_> = (1..=6).map(|n| (mid(n), Queued)).collect();
+    assert_eq!(ids_states(&inbox(&store, query("carol", true, 100)).await), carol, "carol untouched");
+    let snap = load(&store).await;
+    assert_eq!(unread_of(&snap, "bob"), vec![(mid(5), Pushed), (mid(6), Queued)]);
+    let m5 = snap.unread.iter().find(|(m, d)| m.id == mid(5) && d.recipient == "bob").unwrap();
+    assert_eq!(m5.1.updated_at, 51, "deliveries past upto keep their timestamps");
+
+    // An upto between two ids acks only the older one; an upto before every id acks nothing.
+    apply(&store, vec![Change::AckUpTo { recipient: "carol".into(), upto: format!("{}~", mid(2)), at: 200 }])
+        .await;
+    apply(&store, vec![Change::AckUpTo { recipient: "carol".into(), upto: "0".into(), at: 201 }]).await;
+    assert_eq!(
+        ids_states(&inbox(&store, query("carol", true, 100)).await),
+        vec![
+            (mid(1), Acked),
+            (mid(2), Acked),
+            (mid(3), Queued),
+            (mid(4), Queued),
+            (mid(5), Queued),
+            (mid(6), Queued)
+        ]
+    );
+    // Acking for an unknown recipient is a no-op.
+    apply(&store, vec![Change::AckUpTo { recipient: "nobody".into(), upto: mid(9), at: 300 }]).await;
+    assert_eq!(load(&store).await.unread.len(), 2 + 4);
+}
+
+// Proves a single job whose second change fails leaves nothing of its first change behind.
+#[tokio::test]
+async fn failing_job_rolls_back_all_its_changes() {
+    let (_dir, _path, store) = fresh();
+    apply(&store, vec![put_direct(1, &["bob"], 1)]).await;
+    let result = store
+        .apply(vec![
+            Change::PutSession(session("ghost", 2)),
+            Change::PutRoom(Room { name: "ghost-room".into(), created_by: "ghost".into(), created_at: 2 }),
+            advance(1, "bob", DeliveryState::Acked, 2),
+            put_direct(1, &["carol"], 2), // duplicate message id
+        ])
+        .await;
+    match result {
+        Err(StoreError::Write(e)) => {
+            assert!(e.contains("UNIQUE") || e.contains("PRIMARY"), "error names the cause: {e}")
+        }
+        other => panic!("expected a write error, got {other:?}"),
+    }
+    let snap = load(&store).await;
+    assert!(snap.sessions.is_empty());
+    assert!(snap.rooms.is_empty());
+    assert_eq!(unread_of(&snap, "bob"), vec![(mid(1), DeliveryState::Queued)], "the advance was rolled back");
+    assert!(unread_of(&snap, "carol").is_empty());
+    assert_eq!(store.message(&mid(1)).await.unwrap().unwrap().sent_at, 1, "the original message stands");
+
+    // The writer keeps going after a failure.
+    apply(&store, vec![Change::PutSession(session("alive", 3))]).await;
+    assert_eq!(load(&store).await.sessions, vec![session("alive", 3)]);
+}
+
+// Proves a failing job fails alone inside a group-commit batch: its neighbours commit, none of its changes do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn failing_job_fails_alone_in_a_batch() {
+    let (_dir, path, store) = fresh();
+    apply(&store, vec![put_direct(1, &["bob"], 1)]).await;
+    let store = Arc::new(store);
+
+    // Hold the database's write lock from outside so the writer stalls on a
+    // first job while every other request queues up behind it; when the lock
+    // goes, the writer drains them all into one transaction.
+    let blocker = rusqlite::Connection::open(&path).unwrap();
+    blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    store.apply_later(vec![Change::PutSession(session("first", 0))]);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    const N: u32 = 200;
+    const BAD: u32 = 77;
+    let mut tasks = Vec::new();
+    for i in 0..N {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let n = 1_000 + i;
+            let changes = if i == BAD {
+                vec![
+                    Change::PutSession(session("bad", n as Millis)),
+                    put_direct(n, &["bob"], n as Millis),
+                    put_direct(1, &["carol"], n as Millis), // duplicate id: PRIMARY KEY violation
+                ]
+            } else {
+                vec![
+                    Change::PutSession(session(&format!("s{i:03}"), n as Millis)),
+                    put_direct(n, &["bob"], n as Millis),
+                ]
+            };
+            (i, store.apply(changes).await)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    blocker.execute_batch("ROLLBACK").unwrap();
+    drop(blocker);
+
+    for task in tasks {
+        let (i, result) = task.await.unwrap();
+        if i == BAD {
+            assert!(matches!(result, Err(StoreError::Write(_))), "job {i} should fail: {result:?}");
+        } else {
+            assert!(result.is_ok(), "job {i} should succeed: {result:?}");
+        }
+    }
+
+    let store = reopen(Arc::into_inner(store).expect("sole owner"), &path);
+    let snap = load(&store).await;
+    let ids: HashSet<&str> = snap.sessions.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(ids.len(), N as usize, "first + {} good sessions", N - 1);
+    assert!(ids.contains("first"));
+    assert!(!ids.contains("bad"), "the failing job's first change was rolled back");
+    for i in (0..N).filter(|&i| i != BAD) {
+        assert!(ids.contains(format!("s{i:03}").as_str()), "session of job {i} stored");
+    }
+    let bob: Vec<String> = unread_of(&snap, "bob").into_iter().map(|(id, _)| id).collect();
+    let mut expected: Vec<String> =
+        std::iter::once(1).chain((0..N).filter(|&i| i != BAD).map(|i| 1_000 + i)).map(mid).collect();
+    expected.sort();
+    assert_eq!(bob, expected, "every good job's message, none of the failing job's");
+    assert_eq!(store.message(&mid(1_000 + BAD)).await.unwrap(), None);
+    assert!(unread_of(&snap, "carol").is_empty());
+}
+
+// Proves group commit under concurrency: 2,000 concurrent applies all succeed and all 2,000 messages load back once each after reopen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_thousand_concurrent_applies_all_commit() {
+    let (_dir, path, store) = fresh();
+    let store = Arc::new(store);
+    const N: u32 = 2_000;
+    let tasks: Vec<_> = (0..N)
+        .map(|n| {
+            let store = store.clone();
+            tokio::spawn(async move { store.apply(vec![put_direct(n, &["bob"], n as Millis)]).await })
+        })
+        .collect();
+    for (n, task) in tasks.into_iter().enumerate() {
+        if let Err(e) = task.await.unwrap() {
+            panic!("apply {n} failed: {e}");
+        }
+    }
+
+    let store = reopen(Arc::into_inner(store).expect("sole owner"), &path);
+    let snap = load(&store).await;
+    assert_eq!(snap.unread.len(), N as usize);
+    let ids: Vec<&str> = snap.unread.iter().map(|(m, _)| m.id.as_str()).collect();
+    let unique: HashSet<&str> = ids.iter().copied().collect();
+    assert_eq!(unique.len(), N as usize, "no message twice");
+    let expected: Vec<String> = (0..N).map(mid).collect();
+    assert_eq!(ids, expected, "all of them, oldest first");
+    assert!(snap.unread.iter().all(|(m, d)| d.message_id == m.id && d.recipient == "bob"));
+    assert_eq!(inbox(&store, query("bob", false, usize::MAX)).await.len(), N as usize);
+}
+
+// Proves apply_later changes are applied in FIFO order and are durable once a later apply returns.
+#[tokio::test]
+async fn apply_later_is_durable_after_next_apply() {
+    let (_dir, path, store) = fresh();
+    let mut s = session("alice", 1_000);
+    s.status = "one".into();
+    store.apply_later(vec![Change::PutSession(s.clone())]);
+    s.status = "two".into();
+    store.apply_later(vec![Change::PutSession(s.clone())]);
+    store.apply_later(vec![Change::TouchSession { id: "alice".into(), last_seen_at: 5_000 }]);
+    // A failing background job is only logged and does not disturb the rest.
+    store.apply_later(vec![put_direct(1, &["bob"], 1), put_direct(1, &["bob"], 1)]);
+    apply(
+        &store,
+        vec![Change::PutRoom(Room { name: "dev".into(), created_by: "alice".into(), created_at: 1 })],
+    )
+    .await;
+
+    let mut expected = s.clone();
+    expected.last_seen_at = 5_000;
+    let snap = load(&store).await;
+    assert_eq!(snap.sessions, vec![expected.clone()], "later changes applied in the order queued");
+    assert!(snap.unread.is_empty(), "the failing background job left nothing");
+
+    let store = reopen(store, &path);
+    let snap = load(&store).await;
+    assert_eq!(snap.sessions, vec![expected]);
+    assert_eq!(snap.rooms.len(), 1);
+}
+
+// Proves TouchSession never moves last_seen_at backwards and never creates a session.
+#[tokio::test]
+async fn touch_session_never_moves_backwards() {
+    let (_dir, _path, store) = fresh();
+    let mut s = session("alice", 1_000);
+    s.last_seen_at = 2_000;
+    apply(&store, vec![Change::PutSession(s.clone())]).await;
+    let touch = |at| Change::TouchSession { id: "alice".into(), last_seen_at: at };
+    let seen = |snap: Snapshot| snap.sessions[0].last_seen_at;
+
+    apply(&store, vec![touch(1_500)]).await;
+    assert_eq!(seen(load(&store).await), 2_000, "older touch ignored");
+    apply(&store, vec![touch(3_000), touch(2_500)]).await;
+    assert_eq!(seen(load(&store).await), 3_000, "newest wins within a batch too");
+    store.apply_later(vec![touch(2_000)]);
+    apply(&store, vec![touch(3_000)]).await;
+    assert_eq!(seen(load(&store).await), 3_000);
+    apply(&store, vec![touch(4_000)]).await;
+    assert_eq!(seen(load(&store).await), 4_000);
+
+    apply(&store, vec![Change::TouchSession { id: "nobody".into(), last_seen_at: 9_000 }]).await;
+    let snap = load(&store).await;
+    assert_eq!(snap.sessions.len(), 1, "touching an unknown session creates nothing");
+    s.last_seen_at = 4_000;
+    assert_eq!(snap.sessions, vec![s], "only last_seen_at changed");
+}
+
+// Proves prune deletes old messages with their deliveries, keeps newer ones, forgets long-gone sessions with their memberships, and counts right.
+#[tokio::test]
+async fn prune_deletes_old_history_and_gone_sessions() {
+    let (_dir, path, store) = fresh();
+    let mut gone = session("gone", 10);
+    gone.left_at = Some(100);
+    let mut recent = session("recent", 20);
+    recent.left_at = Some(300);
+    let mut edge = session("edge", 30);
+    edge.left_at = Some(250); // exactly at the cutoff: kept
+    let here = session("here", 40);
+    let join = |s: &str, at| Membership { room: "dev".into(), session_id: s.into(), joined_at: at };
+    apply(
+        &store,
+        vec![
+            Change::PutSession(gone.clone()),
+            Change::PutSession(recent.clone()),
+            Change::PutSession(edge.clone()),
+            Change::PutSession(here.clone()),
+            Change::PutRoom(Room { name: "dev".into(), created_by: "gone".into(), created_at: 5 }),
+            Change::JoinRoom(join("gone", 50)),
+            Change::JoinRoom(join("recent", 51)),
+            Change::JoinRoom(join("here", 52)),
+            put_direct(1, &["here", "recent"], 100),
+            put_direct(2, &["here"], 200),
+            put_direct(3, &["here"], 250), // exactly at the cutoff: kept
+            put_direct(4, &["here", "gone"], 300),
+        ],
+    )
+    .await;
+    // Read mail is pruned too, not just unread.
+    apply(&store, vec![advance(2, "here", DeliveryState::Acked, 210)]).await;
+
+    let report = store.prune(250).await.expect("prune");
+    assert_eq!(report, PruneReport { messages: 2, deliveries: 3, sessions: 1 });
+
+    assert_eq!(store.message(&mid(1)).await.unwrap(), None);
+    assert_eq!(store.message(&mid(2)).await.unwrap(), None);
+    assert!(store.message(&mid(3)).await.unwrap().is_some());
+    assert!(store.message(&mid(4)).await.unwrap().is_some());
+    assert_eq!(ids_states(&inbox(&store, query("here", true, 100)).await).len(), 2);
+    assert!(inbox(&store, query("recent", true, 100)).await.is_empty());
+
+    let store = reopen(store, &path);
+    let snap = load(&store).await;
+    let ids: Vec<&str> = snap.sessions.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(ids, vec!["recent", "edge", "here"]);
+    assert_eq!(snap.memberships, vec![join("recent", 51), join("here", 52)]);
+    assert_eq!(snap.rooms.len(), 1, "rooms are not pruned");
+    let unread: Vec<(String, String)> =
+        snap.unread.iter().map(|(m, d)| (m.id.clone(), d.recipient.clone())).collect();
+    assert_eq!(
+        unread,
+        vec![(mid(3), "here".into()), (mid(4), "gone".into()), (mid(4), "here".into())],
+        "a forgotten session's newer mail waits until its message is pruned"
+    );
+
+    // Pruning again finds nothing; pruning everything empties history.
+    assert_eq!(store.prune(250).await.unwrap(), PruneReport::default());
+    assert_eq!(store.prune(10_000).await.unwrap(), PruneReport { messages: 2, deliveries: 3, sessions: 2 });
+    let snap = load(&store).await;
+    assert!(snap.unread.is_empty());
+    assert_eq!(snap.sessions, vec![here]);
+}
+
+// Proves a database from a newer muster (user_version beyond the known migrations) is refused with a clear error.
+#[tokio::test]
+async fn newer_schema_is_refused() {
+    let (_dir, path, store) = fresh();
+    apply(&store, vec![Change::PutSession(session("alice", 1))]).await;
+    drop(store);
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.pragma_update(None, "user_version", 999).unwrap();
+    }
+    match SqliteStore::open(&path) {
+        Ok(_) => panic!("a database at schema version 999 was accepted"),
+        Err(e) => {
+            assert!(matches!(e, StoreError::Corrupt(_)), "{e:?}");
+            let text = e.to_string();
+            assert!(text.contains("999"), "names the found version: {text}");
+            assert!(text.contains("newer") && text.contains("upgrade"), "says what to do: {text}");
+        }
+    }
+    // Refusal changes nothing: the version and data are as they were.
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+    assert_eq!(version, 999);
+    let sessions: i64 = conn.query_row("SELECT count(*) FROM sessions", [], |r| r.get(0)).unwrap();
+    assert_eq!(sessions, 1);
+}
+
+// Proves reopening a current database neither re-runs migrations nor loses data.
+#[tokio::test]
+async fn reopen_at_current_version_is_accepted() {
+    let (_dir, path, store) = fresh();
+    apply(&store, vec![Change::PutSession(session("alice", 1))]).await;
+    let store = reopen(store, &path);
+    let store = reopen(store, &path);
+    assert_eq!(load(&store).await.sessions, vec![session("alice", 1)]);
+}
+
+// Proves message(id) returns the stored message with every field, or None for an unknown id.
+#[tokio::test]
+async fn message_by_id() {
+    let (_dir, _path, store) = fresh();
+    let mut to_room = message(1, "alice", Target::Room("project:muster".into()), 10);
+    to_room.body = "multi\nline — ünïcode ✓".into();
+    let mut to_op = message(2, "op:dana", Target::Operator("dana".into()), 20);
+    to_op.reply_to = Some(mid(1));
+    let to_session = message(3, "bob", Target::Session("alice".into()), 30);
+    apply(
+        &store,
+        vec![
+            Change::PutMessage { message: to_room.clone(), deliveries: vec![] },
+            Change::PutMessage { message: to_op.clone(), deliveries: vec![] },
+            Change::PutMessage { message: to_session.clone(), deliveries: vec![] },
+        ],
+    )
+    .await;
+    assert_eq!(store.message(&mid(1)).await.unwrap(), Some(to_room));
+    assert_eq!(store.message(&mid(2)).await.unwrap(), Some(to_op));
+    assert_eq!(store.message(&mid(3)).await.unwrap(), Some(to_session));
+    assert_eq!(store.message(&mid(4)).await.unwrap(), None);
+    assert_eq!(store.message("").await.unwrap(), None);
+}
+
+// Proves load() is one consistent snapshot while writes land: no membership ever appears without its session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn load_is_a_consistent_snapshot_under_writes() {
+    let (_dir, _path, store) = fresh();
+    let store = Arc::new(store);
+    apply(&store, vec![Change::PutRoom(Room { name: "dev".into(), created_by: "x".into(), created_at: 0 })])
+        .await;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (store, stop) = (store.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut n = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let id = format!("s{n}");
+                store
+                    .apply(vec![
+                        Change::PutSession(session(&id, n as Millis)),
+                        Change::JoinRoom(Membership {
+                            room: "dev".into(),
+                            session_id: id.clone(),
+                            joined_at: 0,
+                        }),
+                    ])
+                    .await
+                    .unwrap();
+                store.apply(vec![Change::ForgetSession { id }]).await.unwrap();
+                n += 1;
+            }
+        })
+    };
+    for _ in 0..300 {
+        let snap = load(&store).await;
+        let sessions: HashSet<&str> = snap.sessions.iter().map(|s| s.id.as_str()).collect();
+        for m in &snap.memberships {
+            assert!(sessions.contains(m.session_id.as_str()), "torn snapshot: {m:?} without its session");
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.await.unwrap();
+}
