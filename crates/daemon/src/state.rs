@@ -9,7 +9,7 @@ use muster_core::address::{self, Directory};
 use muster_core::api::{RoomMember, RoomView};
 use muster_core::liveness::Observation;
 use muster_core::{
-    automatic_rooms_of, nickname, operator_principal, CoreError, DeliveryState, LinkKind, Membership, Message,
+    automatic_rooms_of, nickname, operator_principal, CoreError, DeliveryState, Membership, Message,
     Millis, Room, Session, Target,
 };
 use muster_store::Snapshot;
