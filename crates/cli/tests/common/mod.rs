@@ -1,0 +1,193 @@
+//! Shared test support: a real `muster serve` on an ephemeral port with its
+//! own data directory, the `muster` binary as a client, and raw HTTP.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_muster");
+
+/// A daemon process under test. Killed (SIGKILL) when dropped.
+pub struct TestDaemon {
+    child: Child,
+    pub url: String,
+    pub data_dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl TestDaemon {
+    /// A daemon on a fresh data directory, with extra `serve` flags.
+    pub fn start(args: &[&str]) -> Self {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut d = Self::start_in(tmp.path(), args);
+        d._tmp = Some(tmp);
+        d
+    }
+
+    /// A daemon on an existing data directory (for restarts).
+    pub fn start_in(data_dir: &Path, args: &[&str]) -> Self {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .env_remove("MUSTER_URL")
+            .env_remove("MUSTER_TOKEN")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn muster serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let _ = tx.send(line);
+            }
+        });
+        let line = rx.recv_timeout(Duration::from_secs(30)).expect("muster serve printed no listening line");
+        let url = line
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .unwrap_or_else(|| panic!("no URL in {line:?}"))
+            .to_string();
+        TestDaemon { child, url, data_dir: data_dir.to_path_buf(), _tmp: None }
+    }
+
+    /// `kill -9`: no shutdown code runs.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Runs `muster <args>` against this daemon, acting as nobody in particular.
+    pub fn muster(&self, args: &[&str]) -> Output {
+        muster_cmd(&self.url).args(args).output().expect("run muster")
+    }
+
+    /// Runs `muster <args>` and parses its `--json` stdout, asserting success.
+    pub fn muster_json(&self, args: &[&str]) -> Value {
+        let out = self.muster(args);
+        assert!(out.status.success(), "muster {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("muster {args:?} printed no JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+    }
+
+    /// Feeds a hook payload to `muster hook <event>` as a harness would; returns stdout.
+    pub fn hook(&self, event: &str, payload: &Value) -> String {
+        let mut child = muster_cmd(&self.url)
+            .args(["hook", event])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn muster hook");
+        child.stdin.take().unwrap().write_all(payload.to_string().as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "hook must exit 0");
+        assert!(out.stderr.is_empty(), "hook wrote to stderr: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    pub fn get(&self, path: &str) -> (u16, Value) {
+        let resp = http().get(format!("{}{path}", self.url)).send().expect("GET");
+        status_json(resp)
+    }
+
+    pub fn post(&self, path: &str, body: impl Into<reqwest::blocking::Body>) -> (u16, Value) {
+        let resp = http()
+            .post(format!("{}{path}", self.url))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .expect("POST");
+        status_json(resp)
+    }
+
+    pub fn post_json(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.post(path, body.to_string())
+    }
+
+    /// Session ids on the roster now.
+    pub fn roster_ids(&self) -> Vec<String> {
+        let (status, v) = self.get("/api/v1/roster");
+        assert_eq!(status, 200);
+        v["sessions"].as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap().to_string()).collect()
+    }
+
+    pub fn status(&self) -> Value {
+        self.get("/api/v1/status").1
+    }
+}
+
+impl Drop for TestDaemon {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// `muster` with the daemon URL set and no session identity inherited from
+/// whatever runs the tests (a Claude Code session would export one).
+pub fn muster_cmd(url: &str) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.env("MUSTER_URL", url)
+        .env("MUSTER_OPERATOR", "tester")
+        .env("XDG_CONFIG_HOME", "/nonexistent-muster-test-config")
+        .env_remove("MUSTER_SESSION_ID")
+        .env_remove("CLAUDE_CODE_SESSION_ID")
+        .env_remove("MUSTER_TOKEN")
+        .stdin(Stdio::null());
+    cmd
+}
+
+pub fn http() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder().timeout(Duration::from_secs(30)).build().unwrap()
+}
+
+fn status_json(resp: reqwest::blocking::Response) -> (u16, Value) {
+    let status = resp.status().as_u16();
+    let text = resp.text().unwrap_or_default();
+    let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, value)
+}
+
+/// A Claude Code hook payload for `event`.
+pub fn payload(session_id: &str, event_name: &str) -> Value {
+    serde_json::json!({
+        "session_id": session_id,
+        "transcript_path": format!("/tmp/{session_id}.jsonl"),
+        "cwd": "/tmp",
+        "hook_event_name": event_name,
+        "permission_mode": "default",
+        "prompt": "carry on",
+        "source": "startup",
+    })
+}
+
+/// Polls `check` every 50 ms until it holds or `limit` passes; returns the time it took.
+pub fn wait_until(limit: Duration, mut check: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if check() {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+/// `additionalContext` of a hook answer, or None if it carries none.
+pub fn context_of(stdout: &str) -> Option<String> {
+    if stdout.trim().is_empty() {
+        return None;
+    }
+    let v: Value = serde_json::from_str(stdout).unwrap_or_else(|e| panic!("hook printed non-JSON ({e}): {stdout}"));
+    v["hookSpecificOutput"]["additionalContext"].as_str().map(str::to_string)
+}
