@@ -160,7 +160,7 @@ impl Hub {
         obs.validate()?;
         self.fill_git_info(&mut obs);
         let now = self.clock.wall();
-        let (session, arrived, persist) = {
+        let (session, arrived, persist, commit) = {
             let mut st = self.lock();
             let mono = self.clock.mono();
             let is_new = st.entry(&obs.id).is_none();
@@ -199,17 +199,27 @@ impl Hub {
             if matches!(persist, Persist::Now | Persist::Later) || due {
                 entry.persisted_seen = session.last_seen_at;
             }
-            (session, arrived, (persist, due))
+            // Submitted under the lock, so the store sees changes in the
+            // order memory did.
+            let commit = match persist {
+                Persist::Now => Some(self.store.submit(vec![Change::PutSession(session.clone())])),
+                Persist::Later => {
+                    self.store.apply_later(vec![Change::PutSession(session.clone())]);
+                    None
+                }
+                Persist::Touch if due => {
+                    let touch = Change::TouchSession { id: session.id.clone(), last_seen_at: session.last_seen_at };
+                    self.store.apply_later(vec![touch]);
+                    None
+                }
+                Persist::Touch => None,
+            };
+            (session, arrived, persist, commit)
         };
-        match persist {
-            (Persist::Now, _) => self.store.apply(vec![Change::PutSession(session.clone())]).await?,
-            (Persist::Later, _) => self.store.apply_later(vec![Change::PutSession(session.clone())]),
-            (Persist::Touch, true) => self
-                .store
-                .apply_later(vec![Change::TouchSession { id: session.id.clone(), last_seen_at: session.last_seen_at }]),
-            (Persist::Touch, false) => {}
+        if let Some(commit) = commit {
+            commit.await?;
         }
-        match persist.0 {
+        match persist {
             Persist::Now if arrived => {
                 self.metrics.sessions_joined.inc();
                 self.events.publish("session.joined", || json!(session));
@@ -244,13 +254,15 @@ impl Hub {
 
     pub async fn update_session(&self, id: &str, req: UpdateSessionRequest) -> Result<Session, ApiError> {
         check_field("status", &req.status, MAX_STATUS_CHARS)?;
-        let session = {
+        let (session, commit) = {
             let mut st = self.lock();
             let entry = st.entry_mut(id).ok_or_else(|| CoreError::UnknownSession(id.to_string()))?;
             set(&mut entry.session.status, req.status);
-            entry.session.clone()
+            let session = entry.session.clone();
+            let commit = self.store.submit(vec![Change::PutSession(session.clone())]);
+            (session, commit)
         };
-        self.store.apply(vec![Change::PutSession(session.clone())]).await?;
+        commit.await?;
         self.events.publish("session.updated", || json!(session));
         Ok(session)
     }
@@ -259,10 +271,15 @@ impl Hub {
     /// sweeper). Its mail and memberships stay for its return.
     pub async fn remove_session(&self, id: &str, reason: &str) -> Result<Option<Session>, ApiError> {
         let now = self.clock.wall();
-        let Some(session) = self.lock().mark_left(id, now) else {
-            return Ok(None);
+        let (session, commit) = {
+            let mut st = self.lock();
+            let Some(session) = st.mark_left(id, now) else {
+                return Ok(None);
+            };
+            let commit = self.store.submit(vec![Change::PutSession(session.clone())]);
+            (session, commit)
         };
-        self.store.apply(vec![Change::PutSession(session.clone())]).await?;
+        commit.await?;
         self.metrics.sessions_left.inc();
         self.events.publish("session.left", || json!({"session": session, "reason": reason}));
         Ok(Some(session))

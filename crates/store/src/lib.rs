@@ -81,12 +81,21 @@ pub struct PruneReport {
     pub sessions: u64,
 }
 
+/// A submitted write: resolves once it is durable (or has failed).
+pub type Commit = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), StoreError>> + Send + 'static>>;
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Everything the daemon needs in memory.
     async fn load(&self) -> Result<Snapshot, StoreError>;
+    /// Queues the changes for one transaction *now*, in call order, and
+    /// returns a future that resolves when they are durable. Submitting under
+    /// the caller's own lock makes the store's order the caller's order.
+    fn submit(&self, changes: Vec<Change>) -> Commit;
     /// Applies the changes in one transaction; durable when this returns.
-    async fn apply(&self, changes: Vec<Change>) -> Result<(), StoreError>;
+    async fn apply(&self, changes: Vec<Change>) -> Result<(), StoreError> {
+        self.submit(changes).await
+    }
     /// Queues changes for the next batch without waiting (liveness touches,
     /// whose loss on a crash costs nothing).
     fn apply_later(&self, changes: Vec<Change>);

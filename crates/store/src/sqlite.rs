@@ -444,10 +444,13 @@ impl Store for SqliteStore {
         self.read(load).await
     }
 
-    async fn apply(&self, changes: Vec<Change>) -> Result<(), StoreError> {
+    fn submit(&self, changes: Vec<Change>) -> crate::Commit {
         let (done, wait) = oneshot::channel();
-        self.writer.send(Job::Apply { changes, done: Some(done) }).map_err(|_| StoreError::WriterGone)?;
-        wait.await.map_err(|_| StoreError::WriterGone)?.map_err(StoreError::Write)
+        let sent = self.writer.send(Job::Apply { changes, done: Some(done) });
+        Box::pin(async move {
+            sent.map_err(|_| StoreError::WriterGone)?;
+            wait.await.map_err(|_| StoreError::WriterGone)?.map_err(StoreError::Write)
+        })
     }
 
     fn apply_later(&self, changes: Vec<Change>) {
