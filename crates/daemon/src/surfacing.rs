@@ -66,7 +66,9 @@ impl Drop for Surfacing {
 }
 
 /// A response body that completes its `Surfacing` once hyper has taken the
-/// bytes and asks for more.
+/// bytes: either when it asks for more, or when it drops the body after
+/// taking them (with a known length hyper stops polling once it has them all).
+/// Dropped before the bytes were taken, the claim is released instead.
 struct SurfacingBody {
     data: Option<Bytes>,
     len: u64,
@@ -94,6 +96,16 @@ impl http_body::Body for SurfacingBody {
 
     fn size_hint(&self) -> SizeHint {
         SizeHint::with_exact(self.len)
+    }
+}
+
+impl Drop for SurfacingBody {
+    fn drop(&mut self) {
+        if self.data.is_none() {
+            if let Some(s) = self.surfacing.take() {
+                s.complete();
+            }
+        }
     }
 }
 
