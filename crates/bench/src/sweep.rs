@@ -113,7 +113,7 @@ fn time_decision(obs: &[(String, Observation)], expect: usize, policy: &Policy, 
     let began = Instant::now();
     while samples.len() < DECIDE_RUNS && began.elapsed() < DECIDE_BUDGET {
         let t = Instant::now();
-        let doomed = liveness::sweep(policy, obs.iter().map(|(k, o)| (k, o)), clock, true);
+        let doomed = liveness::sweep(policy, obs.iter().map(|(k, o)| (k, *o)), clock, true);
         let took = t.elapsed();
         if doomed.len() != expect {
             bail!(
@@ -361,10 +361,10 @@ mod tests {
         };
         let (calm, due) = snapshot(1_000, 0, &policy, clock);
         assert_eq!(due, 0);
-        assert!(liveness::sweep(&policy, calm.iter().map(|(k, o)| (k, o)), clock, true).is_empty());
+        assert!(liveness::sweep(&policy, calm.iter().map(|(k, o)| (k, *o)), clock, true).is_empty());
         let (busy, due) = snapshot(1_000, 100, &policy, clock);
         assert_eq!(due, 10);
-        let doomed = liveness::sweep(&policy, busy.iter().map(|(k, o)| (k, o)), clock, true);
+        let doomed = liveness::sweep(&policy, busy.iter().map(|(k, o)| (k, *o)), clock, true);
         assert_eq!(doomed.len(), 10);
         assert!(doomed.iter().any(|(_, r)| *r == liveness::Reason::LinkLost));
         assert!(doomed.iter().any(|(_, r)| *r == liveness::Reason::HookBackstop));

@@ -125,8 +125,13 @@ fn describe(s: &Session) -> String {
     format!("{} ({}; {})", s.nickname, s.id, parts.join(", "))
 }
 
-/// The identity note a session gets at its start: who it is and who else is here.
-pub fn render_identity(me: &Session, peers: &[&Session]) -> String {
+/// Most peers listed by name in an identity note.
+pub const IDENTITY_PEERS_SHOWN: usize = 20;
+
+/// The identity note a session gets at its start: who it is and who else is
+/// here. `peers` are the ones to list (at most `IDENTITY_PEERS_SHOWN`), of
+/// `total_peers` live.
+pub fn render_identity(me: &Session, peers: &[&Session], total_peers: usize) -> String {
     let mut text = format!(
         "<muster-identity>\nYou are connected to muster, which lets the agent sessions on this machine \
 see and message each other. You are \"{}\" (session id {}). Reach a peer by nickname or session id \
@@ -134,15 +139,16 @@ with muster's send_message tool (or `muster send <to> <text> --as {}`). Mail for
 context by itself.\n",
         me.nickname, me.id, me.id
     );
-    if peers.is_empty() {
+    if total_peers == 0 {
         text.push_str("No other sessions are live right now.\n");
     } else {
-        text.push_str(&format!("Live peers ({}):\n", peers.len()));
-        for p in peers.iter().take(20) {
+        text.push_str(&format!("Live peers ({total_peers}):\n"));
+        for p in peers.iter().take(IDENTITY_PEERS_SHOWN) {
             text.push_str(&format!("- {}\n", describe(p)));
         }
-        if peers.len() > 20 {
-            text.push_str(&format!("- and {} more (muster roster)\n", peers.len() - 20));
+        let listed = peers.len().min(IDENTITY_PEERS_SHOWN);
+        if total_peers > listed {
+            text.push_str(&format!("- and {} more (see `muster roster`)\n", total_peers - listed));
         }
     }
     text.push_str("</muster-identity>");

@@ -34,7 +34,7 @@ pub struct Clock {
 }
 
 /// What the sweeper knows of one session on the roster.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Observation {
     pub link: LinkKind,
     /// A shim link to this session is up right now.
@@ -87,7 +87,7 @@ pub fn decide(policy: &Policy, obs: &Observation, clock: Clock) -> Option<Reason
 /// knows which links are live: before that, every linked session would look dead.
 pub fn sweep<'a, K: Clone + 'a>(
     policy: &Policy,
-    snapshot: impl IntoIterator<Item = (&'a K, &'a Observation)>,
+    snapshot: impl IntoIterator<Item = (&'a K, Observation)>,
     clock: Clock,
     links_known: bool,
 ) -> Vec<(K, Reason)> {
@@ -96,7 +96,7 @@ pub fn sweep<'a, K: Clone + 'a>(
     }
     snapshot
         .into_iter()
-        .filter_map(|(key, obs)| decide(policy, obs, clock).map(|r| (key.clone(), r)))
+        .filter_map(|(key, obs)| decide(policy, &obs, clock).map(|r| (key.clone(), r)))
         .collect()
 }
 
@@ -164,9 +164,9 @@ mod tests {
     fn no_decisions_before_links_are_known() {
         let obs = vec![("a".to_string(), linked(false, 0, 0)), ("b".to_string(), hooks(0))];
         let clock = at(10_000_000_000, 10_000_000_000);
-        let view = obs.iter().map(|(k, o)| (k, o));
+        let view = obs.iter().map(|(k, o)| (k, *o));
         assert!(sweep(&P, view, clock, false).is_empty());
-        let view = obs.iter().map(|(k, o)| (k, o));
+        let view = obs.iter().map(|(k, o)| (k, *o));
         assert_eq!(sweep(&P, view, clock, true).len(), 2);
     }
 }

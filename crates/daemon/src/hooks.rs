@@ -123,9 +123,9 @@ async fn answer(
         .unwrap_or_else(|| harness_event_name(event).to_string());
     let mut context = String::new();
     if event == "session-start" {
-        if let Some((me, peers)) = hub.identity(&id) {
+        if let Some((me, peers, total)) = hub.identity(&id, inbox::IDENTITY_PEERS_SHOWN) {
             let peers: Vec<&muster_core::Session> = peers.iter().collect();
-            context = inbox::render_identity(&me, &peers);
+            context = inbox::render_identity(&me, &peers, total);
         }
     }
     let (messages, mut surfacing) = hub.claim_for_hook(&id);

@@ -12,7 +12,7 @@ use muster_core::api::{
     RoomView, SendRequest, SendResponse, Status, UpdateSessionRequest,
 };
 use muster_core::limits::{MAX_FIELD_CHARS, MAX_NAME_LEN, MAX_STATUS_CHARS};
-use muster_core::liveness::{self, Policy};
+use muster_core::liveness::Policy;
 use muster_core::{validate, Activity, CoreError, Delivery, DeliveryState, Message, Millis, Session, Target};
 use muster_store::{Change, InboxQuery, Store};
 use serde_json::json;
@@ -570,12 +570,20 @@ impl Hub {
         self.lock().room_views()
     }
 
-    /// The session's identity and live peers, for `session-start`.
-    pub fn identity(&self, id: &str) -> Option<(Session, Vec<Session>)> {
+    /// The session's identity, up to `shown` live peers, and how many peers
+    /// there are in all, for `session-start`.
+    pub fn identity(&self, id: &str, shown: usize) -> Option<(Session, Vec<Session>, usize)> {
         let st = self.lock();
         let me = st.session(id)?.clone();
-        let peers = st.present().filter(|s| s.id != id).cloned().collect();
-        Some((me, peers))
+        let mut total = 0;
+        let mut peers = Vec::with_capacity(shown);
+        for s in st.present().filter(|s| s.id != id) {
+            total += 1;
+            if peers.len() < shown {
+                peers.push(s.clone());
+            }
+        }
+        Some((me, peers, total))
     }
 
     pub fn status(&self) -> Status {
@@ -601,9 +609,7 @@ impl Hub {
     pub async fn sweep_once(&self) -> usize {
         let clock = self.clock.now();
         let links_known = self.links_known.load(Ordering::Acquire);
-        let observations = self.lock().observations();
-        let view = observations.iter().map(|(id, o)| (id, o));
-        let doomed = liveness::sweep(&self.policy(), view, clock, links_known);
+        let doomed = self.lock().doomed(&self.policy(), clock, links_known);
         self.metrics.sweeps.inc();
         let mut removed = 0;
         for (id, reason) in doomed {
