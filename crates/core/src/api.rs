@@ -33,7 +33,7 @@ pub struct ErrorBody {
     pub error: ErrorDetail,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ErrorDetail {
     /// Stable machine-readable code, e.g. `unknown_recipient`, `invalid_input`, `body_too_large`.
     pub code: String,
@@ -50,7 +50,7 @@ pub struct Roster {
 }
 
 /// Registers a session or refreshes it; fields left out keep their value.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RegisterRequest {
     pub id: String,
     #[serde(default)]

@@ -11,9 +11,11 @@ pub mod duration;
 pub mod error;
 pub mod inbox;
 pub mod limits;
+pub mod link;
 pub mod liveness;
 pub mod model;
 pub mod nickname;
+pub mod tools;
 pub mod validate;
 
 pub use error::{CoreError, Match};

@@ -1,0 +1,103 @@
+//! The shim link (`/ws`): typed JSON frames between a `muster mcp` shim and
+//! the daemon. Requests carry ids and get replies; the daemon pushes mail;
+//! either side may ping. One text frame holds one JSON object.
+
+use serde::{Deserialize, Serialize};
+
+use crate::api::{ErrorDetail, RegisterRequest};
+use crate::{Message, Millis, Session};
+
+/// Bumped on any incompatible change; the daemon refuses other versions.
+pub const LINK_PROTOCOL: u32 = 1;
+
+/// How often a shim pings; the daemon drops a link silent for three times this.
+pub const HEARTBEAT_MS: Millis = 10_000;
+
+/// Frames a shim sends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientFrame {
+    /// First frame: who this link speaks for, and whether it can show pushes.
+    Hello {
+        protocol: u32,
+        session: RegisterRequest,
+        /// The harness shows `notifications/claude/channel` (live push).
+        can_push: bool,
+    },
+    /// An operation, answered by a `Reply` with the same id.
+    Request { id: u64, op: Op },
+    /// These pushed messages were written to the agent's harness.
+    Delivered { message_ids: Vec<String> },
+    Ping { at: Millis },
+}
+
+/// Frames the daemon sends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerFrame {
+    /// Answer to `Hello`: the session as registered.
+    Welcome { protocol: u32, session: Session },
+    /// Answer to a `Request`: `result` on success, else `error`.
+    Reply {
+        id: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        result: Option<serde_json::Value>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<ErrorDetail>,
+    },
+    /// Mail for the linked session; the shim answers `Delivered` once written out.
+    Push { message: Message },
+    Pong { at: Millis },
+    /// The link is refused or closing (bad hello, protocol mismatch).
+    Fatal { error: ErrorDetail },
+}
+
+/// What a session can ask of the daemon; the MCP tools map onto these.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Op {
+    Whoami,
+    Roster {
+        #[serde(default)]
+        all: bool,
+    },
+    Send {
+        to: String,
+        body: String,
+        #[serde(default)]
+        reply_to: Option<String>,
+    },
+    Broadcast { room: String, body: String },
+    Read {
+        #[serde(default)]
+        all: bool,
+        #[serde(default)]
+        limit: Option<usize>,
+    },
+    Ack {
+        #[serde(default)]
+        ids: Vec<String>,
+        #[serde(default)]
+        all: bool,
+    },
+    Wait { timeout_s: u64 },
+    Join { room: String },
+    Leave { room: String },
+    Rooms,
+    SetStatus { text: String },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_as_tagged_json() {
+        let f = ClientFrame::Request { id: 7, op: Op::Send { to: "x".into(), body: "hi".into(), reply_to: None } };
+        let text = serde_json::to_string(&f).unwrap();
+        assert_eq!(text, r#"{"type":"request","id":7,"op":{"op":"send","to":"x","body":"hi","reply_to":null}}"#);
+        assert_eq!(serde_json::from_str::<ClientFrame>(&text).unwrap(), f);
+        let r: ServerFrame = serde_json::from_str(r#"{"type":"reply","id":7,"result":{"a":1}}"#).unwrap();
+        assert!(matches!(r, ServerFrame::Reply { id: 7, result: Some(_), error: None }));
+    }
+}
