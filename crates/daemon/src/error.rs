@@ -54,11 +54,15 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl ApiError {
+    pub fn detail(self) -> ErrorDetail {
+        ErrorDetail { code: self.code.to_string(), message: self.message, matches: self.matches }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = ErrorBody {
-            error: ErrorDetail { code: self.code.to_string(), message: self.message, matches: self.matches },
-        };
-        (self.status, Json(body)).into_response()
+        let status = self.status;
+        (status, Json(ErrorBody { error: self.detail() })).into_response()
     }
 }

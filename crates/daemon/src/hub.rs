@@ -4,6 +4,7 @@
 //! then apply to memory and publish the event. A request is answered only
 //! after its change is durable, so nothing acknowledged is lost.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -16,6 +17,7 @@ use muster_core::liveness::Policy;
 use muster_core::{validate, Activity, CoreError, Delivery, DeliveryState, Message, Millis, Session, Target};
 use muster_store::{Change, InboxQuery, Store};
 use serde_json::json;
+use tokio::sync::oneshot;
 
 use crate::clock::Clock;
 use crate::error::ApiError;
@@ -49,7 +51,9 @@ pub struct Observed {
 pub struct Hub {
     pub config: Config,
     state: Mutex<State>,
-    store: Arc<dyn Store>,
+    pub(crate) store: Arc<dyn Store>,
+    /// Senders waiting for a push to be confirmed, by message id.
+    pub(crate) push_waiters: Mutex<HashMap<String, oneshot::Sender<()>>>,
     pub events: Bus,
     pub metrics: Metrics,
     pub clock: Clock,
@@ -127,6 +131,7 @@ impl Hub {
             config,
             state: Mutex::new(state),
             store,
+            push_waiters: Mutex::new(HashMap::new()),
             events: Bus::new(),
             metrics: Metrics::default(),
             clock,
@@ -364,23 +369,40 @@ impl Hub {
             .collect();
         self.store.apply(vec![Change::PutMessage { message: message.clone(), deliveries }]).await?;
         let message = Arc::new(message);
-        let views: Vec<DeliveryView> = {
+        let mut views: Vec<DeliveryView> = {
             let mut st = self.lock();
             recipients
                 .iter()
                 .map(|r| {
                     st.add_unread(message.clone(), r, DeliveryState::Queued);
-                    let (nickname, present) = match st.session(r) {
-                        Some(s) => (s.nickname.clone(), s.present()),
+                    let (nickname, present) = match st.entry(r) {
+                        Some(e) => {
+                            e.mail.notify_waiters();
+                            (e.session.nickname.clone(), e.session.present())
+                        }
                         None => (r.trim_start_matches("op:").to_string(), true),
                     };
                     DeliveryView { recipient: r.clone(), nickname, state: DeliveryState::Queued, present }
                 })
                 .collect()
         };
+        // Direct mail to a session goes out live where its link can show it;
+        // room mail stays ambient.
+        if let Target::Session(recipient) = &message.to {
+            let state = self.push_and_confirm(recipient, &message).await;
+            if let Some(v) = views.first_mut() {
+                v.state = state;
+            }
+        }
         self.metrics.messages_sent.inc();
         self.metrics.deliveries_queued.add(views.len() as u64);
-        let state = if views.is_empty() { "none" } else { "queued" };
+        let state = if views.is_empty() {
+            "none"
+        } else if views.iter().all(|v| v.state == DeliveryState::Pushed) {
+            "pushed"
+        } else {
+            "queued"
+        };
         self.events.publish("message.sent", || {
             json!({"message": &*message, "deliveries": &views})
         });

@@ -51,6 +51,7 @@ pub struct Metrics {
     pub messages_sent: Counter,
     pub deliveries_queued: Counter,
     pub deliveries_surfaced: Counter,
+    pub deliveries_pushed: Counter,
     pub sessions_joined: Counter,
     pub sessions_left: Counter,
     pub sweeps: Counter,
@@ -102,6 +103,7 @@ impl Metrics {
             "Deliveries by the state they reached.",
             &[
                 ("{state=\"queued\"}", self.deliveries_queued.get()),
+                ("{state=\"pushed\"}", self.deliveries_pushed.get()),
                 ("{state=\"surfaced\"}", self.deliveries_surfaced.get()),
             ],
         );

@@ -50,6 +50,7 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
         .route("/hook/{event}", post(hooks::handle))
+        .route("/ws", get(crate::link::upgrade))
         .nest("/api/v1", api)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route; see `muster --help`") })
         .layer(DefaultBodyLimit::max(limit))
@@ -253,7 +254,7 @@ async fn metrics(State(hub): State<Arc<Hub>>) -> impl IntoResponse {
         Gauges {
             sessions_present: status.sessions_present,
             sessions_known: status.sessions_known,
-            links: 0,
+            links: hub.lock().links(),
             unread: status.unread_deliveries,
         }
     };

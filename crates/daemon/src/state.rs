@@ -2,7 +2,7 @@
 //! Everything here is also in the store; this is the fast copy the hot paths
 //! read. It is only touched under the hub's lock, and does no I/O.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use muster_core::address::{self, Directory};
@@ -13,13 +13,28 @@ use muster_core::{
     Millis, Room, Session, Target,
 };
 use muster_store::Snapshot;
+use tokio::sync::{mpsc, Notify};
+
+use crate::link::Outgoing;
+
+/// The daemon's end of a live shim link.
+#[derive(Debug)]
+pub struct LinkHandle {
+    /// Identifies the connection, so a stale one cannot detach a newer.
+    pub conn: u64,
+    pub tx: mpsc::Sender<Outgoing>,
+    /// Pushed message ids not yet confirmed written by the shim.
+    pub in_flight: HashSet<String>,
+}
 
 /// A session and what the daemon tracks about it beyond the stored record.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct SessionEntry {
     pub session: Session,
-    /// A shim link is attached now.
-    pub link_up: bool,
+    /// The shim link attached now, if any.
+    pub link: Option<LinkHandle>,
+    /// Woken when mail arrives (for `wait_for_message`).
+    pub mail: Arc<Notify>,
     /// Monotonic time the link went down (or the daemon started).
     pub link_down_since: Millis,
     /// The `last_seen_at` last written to the store; touches are coalesced.
@@ -115,7 +130,7 @@ impl State {
         let persisted_seen = session.last_seen_at;
         self.sessions.insert(
             session.id.clone(),
-            SessionEntry { session, link_up: false, link_down_since: mono_now, persisted_seen },
+            SessionEntry { session, link: None, mail: Arc::new(Notify::new()), link_down_since: mono_now, persisted_seen },
         );
     }
 
@@ -159,7 +174,7 @@ impl State {
         let view = self.sessions.values().filter(|e| e.session.present()).map(|e| {
             let observation = Observation {
                 link: e.session.link,
-                link_up: e.link_up,
+                link_up: e.link.is_some(),
                 link_down_since: e.link_down_since,
                 last_seen_at: e.session.last_seen_at,
             };
@@ -332,6 +347,53 @@ impl State {
             .collect()
     }
 
+    /// Claims one message for a push; false if it is not unread or already claimed.
+    pub fn claim_one(&mut self, recipient: &str, id: &str) -> bool {
+        match self.unread.get_mut(recipient).and_then(|m| m.get_mut(id)) {
+            Some(u) if !u.claimed && u.state == DeliveryState::Queued => {
+                u.claimed = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Records a claimed message as pushed: hooks no longer offer it, a
+    /// read still shows it. False if it was not waiting for that.
+    pub fn mark_pushed(&mut self, recipient: &str, id: &str) -> bool {
+        match self.unread.get_mut(recipient).and_then(|m| m.get_mut(id)) {
+            Some(u) if u.state == DeliveryState::Queued => {
+                u.state = DeliveryState::Pushed;
+                u.claimed = false;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether the recipient has mail no answer has claimed.
+    pub fn has_unread(&self, recipient: &str) -> bool {
+        self.unread.get(recipient).is_some_and(|m| m.values().any(|u| !u.claimed))
+    }
+
+    /// Queued, unclaimed mail ids of a recipient, oldest first.
+    pub fn queued_ids(&self, recipient: &str) -> Vec<String> {
+        self.unread.get(recipient).map_or_else(Vec::new, |m| {
+            m.iter()
+                .filter(|(_, u)| !u.claimed && u.state == DeliveryState::Queued)
+                .map(|(id, _)| id.clone())
+                .collect()
+        })
+    }
+
+    pub fn unread_message(&self, recipient: &str, id: &str) -> Option<Arc<Message>> {
+        self.unread.get(recipient).and_then(|m| m.get(id)).map(|u| u.message.clone())
+    }
+
+    pub fn links(&self) -> usize {
+        self.sessions.values().filter(|e| e.link.is_some()).count()
+    }
+
     /// Returns claimed mail that was not delivered after all.
     pub fn unclaim(&mut self, recipient: &str, ids: &[String]) {
         if let Some(mail) = self.unread.get_mut(recipient) {
@@ -370,7 +432,6 @@ impl State {
             return None;
         }
         e.session.left_at = Some(now);
-        e.link_up = false;
         Some(e.session.clone())
     }
 }

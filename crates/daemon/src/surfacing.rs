@@ -45,7 +45,7 @@ impl Surfacing {
     }
 
     /// The answer was written: record the mail as surfaced.
-    fn complete(mut self) {
+    pub fn complete(mut self) {
         self.settled = true;
         let ids = std::mem::take(&mut self.ids);
         if ids.is_empty() {
@@ -54,6 +54,12 @@ impl Surfacing {
         let hub = self.hub.clone();
         let recipient = std::mem::take(&mut self.recipient);
         tokio::spawn(async move { hub.mark_surfaced(&recipient, &ids).await });
+    }
+}
+
+impl std::fmt::Debug for Surfacing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Surfacing").field("recipient", &self.recipient).field("ids", &self.ids).finish()
     }
 }
 

@@ -1,0 +1,327 @@
+//! `/ws`: the shim link. A shim says `Hello` for its session; from then on
+//! the session is *linked* (the sweeper's linked rule), its requests are
+//! answered, and its direct mail is pushed to it. A push counts as delivered
+//! only when the shim reports (`Delivered`) that it wrote it out.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::response::Response;
+use futures_util::{SinkExt, StreamExt};
+use muster_core::api::ErrorDetail;
+use muster_core::link::{ClientFrame, ServerFrame, HEARTBEAT_MS, LINK_PROTOCOL};
+use muster_core::{DeliveryState, LinkKind, Message, Session};
+use muster_store::Change;
+use serde_json::json;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
+
+use crate::error::ApiError;
+use crate::hub::{Hub, Observed};
+use crate::state::LinkHandle;
+use crate::surfacing::Surfacing;
+
+/// Largest frame a shim may send.
+const MAX_FRAME_BYTES: usize = 1 << 20;
+/// Frames waiting for a slow link before pushes fall back to hooks.
+const OUTBOX: usize = 1_024;
+/// How long a sender waits for a push to be confirmed before answering `queued`.
+pub const PUSH_CONFIRM: Duration = Duration::from_secs(2);
+
+static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
+
+/// A frame for a link's writer, with the mail it carries (marked surfaced
+/// once the frame is written).
+#[derive(Debug)]
+pub struct Outgoing {
+    pub frame: ServerFrame,
+    pub surfacing: Option<Surfacing>,
+}
+
+impl From<ServerFrame> for Outgoing {
+    fn from(frame: ServerFrame) -> Self {
+        Outgoing { frame, surfacing: None }
+    }
+}
+
+pub async fn upgrade(State(hub): State<Arc<Hub>>, ws: WebSocketUpgrade) -> Response {
+    ws.max_message_size(MAX_FRAME_BYTES).on_upgrade(move |socket| serve(hub, socket))
+}
+
+fn fatal(code: &str, message: String) -> WsMessage {
+    let frame = ServerFrame::Fatal { error: ErrorDetail { code: code.into(), message, matches: Vec::new() } };
+    WsMessage::Text(serde_json::to_string(&frame).unwrap_or_default().into())
+}
+
+fn decode(msg: &WsMessage) -> Option<Result<ClientFrame, String>> {
+    match msg {
+        WsMessage::Text(text) => Some(serde_json::from_str(text).map_err(|e| format!("bad frame: {e}"))),
+        WsMessage::Binary(_) => Some(Err("binary frames are not part of the protocol".into())),
+        _ => None,
+    }
+}
+
+async fn serve(hub: Arc<Hub>, socket: WebSocket) {
+    let (mut sink, mut stream) = socket.split();
+    let hello = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match stream.next().await {
+                Some(Ok(msg)) => match decode(&msg) {
+                    Some(frame) => return frame,
+                    None => continue,
+                },
+                _ => return Err("closed before hello".to_string()),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| Err("no hello within 10 s".into()));
+    let (session, can_push) = match hello {
+        Ok(ClientFrame::Hello { protocol, session, can_push }) if protocol == LINK_PROTOCOL => (session, can_push),
+        Ok(ClientFrame::Hello { protocol, .. }) => {
+            let why = format!("link protocol {protocol} is not supported; this daemon speaks {LINK_PROTOCOL}");
+            let _ = sink.send(fatal("protocol_mismatch", why)).await;
+            return;
+        }
+        Ok(_) => {
+            let _ = sink.send(fatal("hello_expected", "the first frame must be hello".into())).await;
+            return;
+        }
+        Err(why) => {
+            let _ = sink.send(fatal("bad_hello", why)).await;
+            return;
+        }
+    };
+    let (tx, mut rx) = mpsc::channel::<Outgoing>(OUTBOX);
+    let conn = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
+    let session = match hub.attach_link(session.into(), can_push, conn, tx.clone()).await {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = sink.send(fatal(e.code, e.message)).await;
+            return;
+        }
+    };
+    let id = session.id.clone();
+    let writer = tokio::spawn(async move {
+        while let Some(out) = rx.recv().await {
+            let Ok(text) = serde_json::to_string(&out.frame) else { continue };
+            if sink.send(WsMessage::Text(text.into())).await.is_err() {
+                break; // dropping `out` releases its claimed mail
+            }
+            if let Some(s) = out.surfacing {
+                s.complete();
+            }
+        }
+        let _ = sink.close().await;
+    });
+    let _ = tx.send(ServerFrame::Welcome { protocol: LINK_PROTOCOL, session }.into()).await;
+    hub.push_queued(&id).await;
+
+    let mut requests = JoinSet::new();
+    let silence = Duration::from_millis(3 * HEARTBEAT_MS as u64);
+    loop {
+        let msg = match tokio::time::timeout(silence, stream.next()).await {
+            Ok(Some(Ok(msg))) => msg,
+            Ok(Some(Err(_)) | None) => break,
+            Err(_) => {
+                tracing::info!(session = %id, "link silent past three heartbeats; dropping it");
+                break;
+            }
+        };
+        let frame = match decode(&msg) {
+            None => continue,
+            Some(Ok(frame)) => frame,
+            Some(Err(why)) => {
+                let _ = tx.send(fatal_frame("bad_frame", why)).await;
+                continue;
+            }
+        };
+        hub.seen(&id);
+        match frame {
+            ClientFrame::Request { id: req, op } => {
+                let (hub, tx, session) = (hub.clone(), tx.clone(), id.clone());
+                requests.spawn(async move {
+                    let out = match hub.execute(&session, op).await {
+                        Ok((result, surfacing)) => Outgoing {
+                            frame: ServerFrame::Reply { id: req, result: Some(result), error: None },
+                            surfacing,
+                        },
+                        Err(e) => ServerFrame::Reply { id: req, result: None, error: Some(e.detail()) }.into(),
+                    };
+                    let _ = tx.send(out).await;
+                });
+            }
+            ClientFrame::Delivered { message_ids } => hub.on_delivered(&id, &message_ids).await,
+            ClientFrame::Ping { at } => {
+                let _ = tx.send(ServerFrame::Pong { at }.into()).await;
+            }
+            ClientFrame::Hello { .. } => {
+                let _ = tx.send(fatal_frame("duplicate_hello", "this link already said hello".into())).await;
+            }
+        }
+        while requests.try_join_next().is_some() {}
+    }
+    // The caller went away: cancel what it was waiting for.
+    requests.abort_all();
+    hub.detach_link(&id, conn);
+    drop(tx);
+    let _ = writer.await;
+}
+
+fn fatal_frame(code: &str, message: String) -> Outgoing {
+    ServerFrame::Fatal { error: ErrorDetail { code: code.into(), message, matches: Vec::new() } }.into()
+}
+
+impl Hub {
+    /// Registers the hello's session as linked and attaches the link.
+    async fn attach_link(
+        &self,
+        observed: Observed,
+        can_push: bool,
+        conn: u64,
+        tx: mpsc::Sender<Outgoing>,
+    ) -> Result<Session, ApiError> {
+        let (session, _) = self.observe(observed).await?;
+        let (session, commit) = {
+            let mut st = self.lock();
+            let entry = st.entry_mut(&session.id).ok_or_else(|| ApiError::internal("session vanished"))?;
+            if let Some(old) = entry.link.take() {
+                // A re-link before the old connection was noticed gone.
+                st.unclaim(&session.id, &old.in_flight.into_iter().collect::<Vec<_>>());
+            }
+            let entry = st.entry_mut(&session.id).ok_or_else(|| ApiError::internal("session vanished"))?;
+            entry.link = Some(LinkHandle { conn, tx, in_flight: Default::default() });
+            let changed = entry.session.link != LinkKind::Link || entry.session.can_push != can_push;
+            entry.session.link = LinkKind::Link;
+            entry.session.can_push = can_push;
+            let session = entry.session.clone();
+            let commit = changed.then(|| self.store.submit(vec![Change::PutSession(session.clone())]));
+            (session, commit)
+        };
+        if let Some(commit) = commit {
+            commit.await?;
+        }
+        self.events.publish("session.linked", || json!(session));
+        Ok(session)
+    }
+
+    /// Detaches a link if it is still the session's current one: the grace
+    /// window starts, and pushes it never confirmed go back to the hooks.
+    fn detach_link(&self, id: &str, conn: u64) {
+        let mut st = self.lock();
+        let mono = self.clock.mono();
+        let Some(entry) = st.entry_mut(id) else { return };
+        if entry.link.as_ref().is_none_or(|l| l.conn != conn) {
+            return;
+        }
+        let link = entry.link.take();
+        entry.link_down_since = mono;
+        if let Some(link) = link {
+            let ids: Vec<String> = link.in_flight.into_iter().collect();
+            st.unclaim(id, &ids);
+        }
+        drop(st);
+        self.events.publish("session.unlinked", || json!({"id": id}));
+    }
+
+    /// Link activity counts as being seen (wall clock, for the record).
+    fn seen(&self, id: &str) {
+        let now = self.clock.wall();
+        if let Some(e) = self.lock().entry_mut(id) {
+            e.session.last_seen_at = e.session.last_seen_at.max(now);
+        }
+    }
+
+    /// Writes one message to a recipient's link if it can take pushes.
+    /// Returns whether a push went out (it still needs the shim's confirmation).
+    fn try_push(&self, recipient: &str, message: &Arc<Message>) -> bool {
+        let mut st = self.lock();
+        let can_push = st.entry(recipient).is_some_and(|e| e.session.can_push && e.link.is_some());
+        if !can_push || !st.claim_one(recipient, &message.id) {
+            return false;
+        }
+        let entry = st.entry_mut(recipient).expect("checked above");
+        let link = entry.link.as_mut().expect("checked above");
+        let frame = ServerFrame::Push { message: (**message).clone() };
+        if link.tx.try_send(frame.into()).is_err() {
+            st.unclaim(recipient, &[message.id.clone()]);
+            return false;
+        }
+        link.in_flight.insert(message.id.clone());
+        true
+    }
+
+    /// Pushes a direct message to its recipient and waits (bounded) for the
+    /// shim to confirm; returns the delivery state to report to the sender.
+    pub(crate) async fn push_and_confirm(&self, recipient: &str, message: &Arc<Message>) -> DeliveryState {
+        let (done, confirmed) = oneshot::channel();
+        self.push_waiters.lock().unwrap_or_else(|p| p.into_inner()).insert(message.id.clone(), done);
+        if !self.try_push(recipient, message) {
+            self.push_waiters.lock().unwrap_or_else(|p| p.into_inner()).remove(&message.id);
+            return DeliveryState::Queued;
+        }
+        match tokio::time::timeout(PUSH_CONFIRM, confirmed).await {
+            Ok(Ok(())) => DeliveryState::Pushed,
+            _ => {
+                self.push_waiters.lock().unwrap_or_else(|p| p.into_inner()).remove(&message.id);
+                DeliveryState::Queued
+            }
+        }
+    }
+
+    /// Pushes mail that queued while the session had no link (on re-link).
+    async fn push_queued(&self, id: &str) {
+        let queued: Vec<Arc<Message>> = {
+            let st = self.lock();
+            st.queued_ids(id).iter().filter_map(|m| st.unread_message(id, m)).collect()
+        };
+        for message in queued {
+            if !self.try_push(id, &message) {
+                break;
+            }
+        }
+    }
+
+    /// The shim wrote these pushes out: record them as pushed (durably),
+    /// then tell any waiting sender.
+    async fn on_delivered(&self, recipient: &str, ids: &[String]) {
+        let now = self.clock.wall();
+        let commit = {
+            let mut st = self.lock();
+            let mut changes = Vec::new();
+            for id in ids.iter().take(10_000) {
+                if let Some(link) = st.entry_mut(recipient).and_then(|e| e.link.as_mut()) {
+                    link.in_flight.remove(id);
+                }
+                if st.mark_pushed(recipient, id) {
+                    changes.push(Change::AdvanceDelivery {
+                        message_id: id.clone(),
+                        recipient: recipient.to_string(),
+                        state: DeliveryState::Pushed,
+                        at: now,
+                    });
+                }
+            }
+            let pushed = changes.len() as u64;
+            (!changes.is_empty()).then(|| (pushed, self.store.submit(changes)))
+        };
+        let Some((pushed, commit)) = commit else { return };
+        if let Err(e) = commit.await {
+            tracing::warn!("could not record pushed mail for {recipient}: {e}");
+        }
+        self.metrics.deliveries_pushed.add(pushed);
+        let mut waiters = self.push_waiters.lock().unwrap_or_else(|p| p.into_inner());
+        for id in ids {
+            if let Some(done) = waiters.remove(id) {
+                let _ = done.send(());
+            }
+        }
+        drop(waiters);
+        self.events.publish("delivery.updated", || {
+            json!({"recipient": recipient, "message_ids": ids, "state": "pushed"})
+        });
+    }
+}

@@ -1,0 +1,88 @@
+//! What a linked or HTTP-MCP session can do: the operations behind the MCP
+//! tools, executed for one session. Answers are JSON for the tool result.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use muster_core::api::{AckRequest, BroadcastRequest, RoomRequest, SendRequest, UpdateSessionRequest};
+use muster_core::link::Op;
+use muster_core::CoreError;
+use serde_json::{json, Value};
+
+use crate::error::ApiError;
+use crate::hub::Hub;
+use crate::surfacing::Surfacing;
+
+/// Default number of messages a read shows.
+const READ_LIMIT: usize = 50;
+
+fn to_json<T: serde::Serialize>(v: T) -> Result<Value, ApiError> {
+    serde_json::to_value(v).map_err(|e| ApiError::internal(e.to_string()))
+}
+
+impl Hub {
+    /// Runs one operation as `session`. Mail a read returns comes with its
+    /// `Surfacing`, to complete once the answer is written.
+    pub async fn execute(self: &Arc<Self>, session: &str, op: Op) -> Result<(Value, Option<Surfacing>), ApiError> {
+        let me = Some(session.to_string());
+        let value = match op {
+            Op::Whoami => {
+                let s = self.lock().session(session).cloned().ok_or_else(|| CoreError::UnknownSession(session.into()))?;
+                to_json(s)?
+            }
+            Op::Roster { all } => json!({"sessions": self.roster(all)}),
+            Op::Send { to, body, reply_to } => to_json(self.send(SendRequest { as_: me, to, body, reply_to }).await?)?,
+            Op::Broadcast { room, body } => to_json(self.broadcast(BroadcastRequest { as_: me, room, body }).await?)?,
+            Op::Read { all, limit } => {
+                let (inbox, surfacing) = self.inbox(Some(session), all, limit.unwrap_or(READ_LIMIT)).await?;
+                return Ok((to_json(inbox)?, Some(surfacing)));
+            }
+            Op::Ack { ids, all } => to_json(self.ack(AckRequest { as_: me, ids, all }).await?)?,
+            Op::Wait { timeout_s } => return self.wait_for_mail(session, timeout_s).await,
+            Op::Join { room } => to_json(self.join(RoomRequest { as_: me, room }).await?)?,
+            Op::Leave { room } => to_json(self.leave(RoomRequest { as_: me, room }).await?)?,
+            Op::Rooms => json!({"rooms": self.rooms()}),
+            Op::SetStatus { text } => to_json(self.update_session(session, UpdateSessionRequest { status: Some(text) }).await?)?,
+        };
+        Ok((value, None))
+    }
+
+    /// Returns unread mail at once if there is some, else waits until mail
+    /// arrives or `timeout_s` (at most 600) passes. Dropping the future (the
+    /// caller went away) cancels the wait and claims nothing.
+    async fn wait_for_mail(self: &Arc<Self>, session: &str, timeout_s: u64) -> Result<(Value, Option<Surfacing>), ApiError> {
+        if timeout_s > 600 {
+            return Err(CoreError::invalid("timeout_s", "at most 600 seconds").into());
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout_s);
+        loop {
+            let notify = {
+                let st = self.lock();
+                let entry = st.entry(session).ok_or_else(|| CoreError::UnknownSession(session.into()))?;
+                let notify = entry.mail.clone();
+                if st.has_unread(session) {
+                    None
+                } else {
+                    Some(notify)
+                }
+            };
+            let Some(notify) = notify else {
+                let (inbox, surfacing) = self.inbox(Some(session), false, READ_LIMIT).await?;
+                if inbox.messages.is_empty() {
+                    continue; // another reader took it first
+                }
+                return Ok((to_json(inbox)?, Some(surfacing)));
+            };
+            let notified = notify.notified();
+            tokio::pin!(notified);
+            // Register before re-checking, so mail arriving in between is not missed.
+            notified.as_mut().enable();
+            if self.lock().has_unread(session) {
+                continue;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Ok((json!({"messages": [], "timed_out": true}), None));
+            }
+        }
+    }
+}
