@@ -1,0 +1,322 @@
+//! End to end with the real Claude Code binary, offline: `claude -p` runs
+//! whole turns against a scripted local Messages API stub, with muster's
+//! hooks (`muster hook <event>`) in the project's `.claude/settings.json`
+//! talking to a real `muster serve`.
+//!
+//! The binary comes from `MUSTER_CLAUDE_BIN` (set by .ci/run), else from the
+//! cache `scripts/install-claude-code.sh` installs into. Without it these
+//! tests fail, saying how to install it.
+
+mod common;
+#[path = "support/messages_stub.rs"]
+mod messages_stub;
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use messages_stub::{MessagesStub, Turn};
+use serde_json::{json, Value};
+
+/// How long one `claude -p` run may take before the test gives up on it.
+const RUN_LIMIT: Duration = Duration::from_secs(120);
+
+/// The events muster hooks into, with the `muster hook` argument for each.
+const HOOKS: [(&str, &str); 5] = [
+    ("SessionStart", "session-start"),
+    ("UserPromptSubmit", "prompt-submit"),
+    ("PreToolUse", "pre-tool-use"),
+    ("Stop", "stop"),
+    ("SessionEnd", "session-end"),
+];
+
+/// The Claude Code executable, or a failure that says how to get it.
+fn claude_bin() -> PathBuf {
+    const HOW: &str = "run scripts/install-claude-code.sh (it installs the pinned @anthropic-ai/claude-code \
+                       with npm and prints the executable's path) and export MUSTER_CLAUDE_BIN=<that path>";
+    if let Some(p) = std::env::var_os("MUSTER_CLAUDE_BIN").filter(|p| !p.is_empty()) {
+        let p = PathBuf::from(p);
+        assert!(p.is_file(), "MUSTER_CLAUDE_BIN={} does not exist: {HOW}", p.display());
+        return p;
+    }
+    let cache = std::env::var_os("MUSTER_HARNESS_CACHE")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/muster-harnesses")))
+        .expect("neither MUSTER_HARNESS_CACHE nor HOME is set");
+    let p = cache.join("claude-code/node_modules/@anthropic-ai/claude-code/bin/claude.exe");
+    assert!(
+        p.is_file(),
+        "Claude Code is not installed (MUSTER_CLAUDE_BIN is unset and {} does not exist): {HOW}",
+        p.display()
+    );
+    p
+}
+
+/// A session id Claude Code accepts (a UUID), unique per call.
+fn new_uuid() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    format!(
+        "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
+        std::process::id(),
+        n & 0xffff,
+        (nanos >> 48) & 0xfff,
+        (nanos >> 36) & 0xfff,
+        nanos & 0xffff_ffff_ffff
+    )
+}
+
+/// A daemon, a stub, a project directory whose settings hook Claude Code up
+/// to the daemon, and a throwaway HOME.
+struct Harness {
+    bin: PathBuf,
+    daemon: TestDaemon,
+    stub: MessagesStub,
+    project: tempfile::TempDir,
+    home: tempfile::TempDir,
+    runs: std::cell::Cell<u32>,
+}
+
+/// A `claude` process; killed if the test ends while it runs.
+struct Running {
+    child: Child,
+    out: PathBuf,
+    err: PathBuf,
+    args: Vec<String>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Running {
+    /// Waits for the run to end; asserts it succeeded; returns its `--output-format json` result.
+    fn finish(mut self) -> Value {
+        let start = Instant::now();
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("wait for claude") {
+                break status;
+            }
+            if start.elapsed() > RUN_LIMIT {
+                panic!("claude {:?} did not finish within {RUN_LIMIT:?}; stderr: {}", self.args, read(&self.err));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let (out, err) = (read(&self.out), read(&self.err));
+        assert!(status.success(), "claude {:?} exited with {status}\nstdout: {out}\nstderr: {err}", self.args);
+        let result: Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| {
+            panic!("claude {:?} printed no JSON result ({e})\nstdout: {out}\nstderr: {err}", self.args)
+        });
+        assert_eq!(result["is_error"], false, "claude {:?} reported an error: {result}\nstderr: {err}", self.args);
+        result
+    }
+}
+
+fn read(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_default()
+}
+
+impl Harness {
+    fn new() -> Self {
+        let bin = claude_bin();
+        let daemon = TestDaemon::start(&[]);
+        let stub = MessagesStub::start();
+        let project = tempfile::tempdir().expect("project dir");
+        let home = tempfile::tempdir().expect("home dir");
+        let mut hooks = serde_json::Map::new();
+        for (event, arg) in HOOKS {
+            hooks.insert(
+                event.to_string(),
+                json!([{ "hooks": [{ "type": "command", "command": format!("'{BIN}' hook {arg}"), "timeout": 10 }] }]),
+            );
+        }
+        std::fs::create_dir_all(project.path().join(".claude")).unwrap();
+        std::fs::write(
+            project.path().join(".claude/settings.json"),
+            serde_json::to_string_pretty(&json!({ "hooks": hooks })).unwrap(),
+        )
+        .unwrap();
+        Harness { bin, daemon, stub, project, home, runs: std::cell::Cell::new(0) }
+    }
+
+    /// Starts `claude <args> --output-format json` in the project, offline.
+    fn spawn(&self, args: &[&str]) -> Running {
+        let n = self.runs.get() + 1;
+        self.runs.set(n);
+        let out = self.home.path().join(format!("run{n}.stdout"));
+        let err = self.home.path().join(format!("run{n}.stderr"));
+        let child = Command::new(&self.bin)
+            .args(args)
+            .args(["--output-format", "json"])
+            .current_dir(self.project.path())
+            // Nothing of the environment running the tests leaks in (a Claude
+            // Code session running them would export its own variables).
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()))
+            .env("HOME", self.home.path())
+            .env("XDG_CONFIG_HOME", self.home.path().join(".config"))
+            .env("TMPDIR", std::env::temp_dir())
+            .env("ANTHROPIC_BASE_URL", &self.stub.url)
+            .env("ANTHROPIC_API_KEY", "sk-ant-test-offline")
+            .env("DISABLE_TELEMETRY", "1")
+            .env("DISABLE_ERROR_REPORTING", "1")
+            .env("DISABLE_AUTOUPDATER", "1")
+            .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
+            // For the hooks, which inherit Claude Code's environment.
+            .env("MUSTER_URL", &self.daemon.url)
+            .env("MUSTER_OPERATOR", "tester")
+            .stdin(Stdio::null())
+            .stdout(File::create(&out).unwrap())
+            .stderr(File::create(&err).unwrap())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", self.bin.display()));
+        Running { child, out, err, args: args.iter().map(|s| s.to_string()).collect() }
+    }
+
+    /// Runs `claude <args>` to the end; returns its JSON result.
+    fn run(&self, args: &[&str]) -> Value {
+        self.spawn(args).finish()
+    }
+
+    /// The session `id` as the daemon knows it, whether on the roster or gone.
+    fn known_session(&self, id: &str) -> Option<Value> {
+        let (status, v) = self.daemon.get("/api/v1/roster?all=true");
+        assert_eq!(status, 200, "{v}");
+        v["sessions"].as_array().unwrap().iter().find(|s| s["id"] == id).cloned()
+    }
+}
+
+/// Occurrences of `needle` in a request body (as JSON text).
+fn count(body: &Value, needle: &str) -> usize {
+    body.to_string().matches(needle).count()
+}
+
+/// The part of a request this turn added: the messages after the last
+/// assistant message (earlier ones are the resumed transcript, replayed).
+fn fresh_part(body: &Value) -> Value {
+    let messages = body["messages"].as_array().cloned().unwrap_or_default();
+    let last_assistant = messages.iter().rposition(|m| m["role"] == "assistant");
+    Value::Array(messages[last_assistant.map_or(0, |i| i + 1)..].to_vec())
+}
+
+// Proves a real `claude -p` puts its --session-id on muster's roster (harness "claude") via hooks and its model request carries muster's identity.
+#[test]
+fn claude_session_joins_the_roster_and_the_model_sees_its_identity() {
+    let h = Harness::new();
+    let id = new_uuid();
+    h.stub.push(Turn::text("hello from the stub"));
+
+    // Hold the model's answer so the roster can be read mid-turn.
+    h.stub.hold();
+    let run = h.spawn(&["-p", "hello", "--session-id", &id]);
+    assert!(h.stub.wait_for_messages(0, 1, RUN_LIMIT), "Claude Code made no model request; stderr: {}", read(&run.err));
+    let (status, roster) = h.daemon.get("/api/v1/roster");
+    assert_eq!(status, 200);
+    let me = roster["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == id.as_str())
+        .unwrap_or_else(|| panic!("session {id} is not on the roster mid-turn: {roster}"))
+        .clone();
+    assert_eq!(me["harness"], "claude", "{me}");
+    assert_eq!(me["activity"], "busy", "UserPromptSubmit marks the session busy: {me}");
+    let cwd = h.project.path().canonicalize().unwrap();
+    assert_eq!(Path::new(me["cwd"].as_str().unwrap()).canonicalize().unwrap(), cwd, "{me}");
+    let nickname = me["nickname"].as_str().unwrap().to_string();
+    h.stub.release();
+
+    let result = run.finish();
+    assert_eq!(result["session_id"], id.as_str(), "{result}");
+    assert_eq!(result["result"], "hello from the stub", "{result}");
+    assert!(h.stub.unknown().is_empty(), "Claude Code called paths the stub does not serve: {:?}", h.stub.unknown());
+
+    let bodies = h.stub.message_bodies();
+    let with_identity: Vec<&Value> = bodies.iter().filter(|b| count(b, "<muster-identity>") > 0).collect();
+    assert!(!with_identity.is_empty(), "no model request carries muster's identity: {bodies:?}");
+    let first = with_identity[0];
+    assert_eq!(count(first, "<muster-identity>"), 1, "the identity is injected once: {first}");
+    assert!(count(first, &nickname) > 0, "the identity names the nickname {nickname}: {first}");
+    assert!(count(first, &id) > 0, "the identity names the session id: {first}");
+
+    // SessionEnd ran: the session left the roster but stays known.
+    assert!(
+        wait_until(Duration::from_secs(10), || !h.daemon.roster_ids().contains(&id)).is_some(),
+        "SessionEnd did not take {id} off the roster"
+    );
+    let gone = h.known_session(&id).expect("a session that left stays known");
+    assert!(!gone["left_at"].is_null(), "{gone}");
+    assert_eq!(gone["nickname"], nickname.as_str(), "{gone}");
+}
+
+// Proves mail sent to a Claude Code session between runs reaches its next `--resume` run's model request exactly once, and is not injected again.
+#[test]
+fn mail_reaches_the_resumed_session_exactly_once() {
+    let h = Harness::new();
+    let id = new_uuid();
+    h.run(&["-p", "hello", "--session-id", &id]);
+    assert!(h.known_session(&id).is_some(), "the first run registered {id}");
+
+    let marker = format!("MAILMARK{}", new_uuid().replace('-', ""));
+    let sent = h.daemon.muster_json(&["send", &id, &format!("please rebase onto main ({marker})"), "--json"]);
+    assert_eq!(sent["state"], "queued", "{sent}");
+    assert_eq!(sent["deliveries"][0]["recipient"], id.as_str(), "{sent}");
+
+    let mark = h.stub.mark();
+    let second = h.run(&["-p", "next", "--resume", &id]);
+    assert_eq!(second["session_id"], id.as_str(), "{second}");
+    let bodies = h.stub.message_bodies_since(mark);
+    assert!(!bodies.is_empty(), "the resumed run made no model request");
+    let total: usize = bodies.iter().map(|b| count(b, &marker)).sum();
+    assert_eq!(
+        total,
+        1,
+        "the mail appears exactly once across the run's {} model request(s): {bodies:?}",
+        bodies.len()
+    );
+    assert_eq!(count(&fresh_part(&bodies[0]), &marker), 1, "the mail arrives with this turn: {}", bodies[0]);
+    assert!(
+        wait_until(Duration::from_secs(5), || h.daemon.status()["unread_deliveries"] == 0).is_some(),
+        "the delivery is marked surfaced: {}",
+        h.daemon.status()
+    );
+
+    let mark = h.stub.mark();
+    h.run(&["-p", "third", "--resume", &id]);
+    let bodies = h.stub.message_bodies_since(mark);
+    assert!(!bodies.is_empty(), "the third run made no model request");
+    for body in &bodies {
+        assert_eq!(count(&fresh_part(body), &marker), 0, "the third turn carries the mail again: {body}");
+        assert!(count(body, &marker) <= 1, "the mail is in the transcript at most once: {body}");
+    }
+}
+
+// Proves a scripted `tool_use` makes Claude Code run the tool, fire PreToolUse (muster records the tool name) and send the result back.
+#[test]
+fn a_scripted_tool_call_runs_through_pre_tool_use() {
+    let h = Harness::new();
+    let id = new_uuid();
+    let file = h.project.path().join("notes.txt");
+    std::fs::write(&file, "TOOLRESULT-4711\n").unwrap();
+    h.stub.push(Turn::tool_use("Read", json!({ "file_path": file.to_str().unwrap() })));
+    h.stub.push(Turn::text("read it"));
+
+    let result = h.run(&["-p", "read notes.txt", "--session-id", &id]);
+    assert_eq!(result["result"], "read it", "{result}");
+    assert_eq!(h.stub.pending(), 0, "both scripted turns were used");
+
+    let bodies = h.stub.message_bodies();
+    let after_tool = bodies.iter().find(|b| count(b, "tool_result") > 0).expect("a request carries the tool result");
+    assert!(count(after_tool, "TOOLRESULT-4711") > 0, "the Read result reaches the model: {after_tool}");
+
+    let me = h.known_session(&id).expect("the session is known");
+    assert_eq!(me["last_tool"], "Read", "PreToolUse told muster the tool's name: {me}");
+}
