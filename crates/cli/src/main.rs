@@ -1,1 +1,82 @@
-fn main(){}
+//! `muster`: the daemon (`serve`), the hook client, and the CLI for people and scripts.
+
+mod cli;
+mod client;
+mod commands;
+mod config;
+mod context;
+mod hook;
+mod output;
+mod sse;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+use crate::client::ClientError;
+use crate::config::Env;
+use crate::context::{report_error, Context};
+
+fn main() {
+    let cli = Cli::parse();
+    let env = Env::from_process();
+    let code = match cli.command {
+        // The hook path stays lean: no tracing, no config warnings, never fails.
+        Command::Hook(args) => hook::run(&args, cli.url.as_deref(), &env),
+        Command::Serve(args) => commands::serve::run(args, &env),
+        command => {
+            init_tracing("warn");
+            run_client(command, cli.url.as_deref(), cli.json, env)
+        }
+    };
+    std::process::exit(code);
+}
+
+/// Logs go to stderr, filtered by RUST_LOG, else `default`.
+pub fn init_tracing(default: &str) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+}
+
+fn run_client(command: Command, url_flag: Option<&str>, json: bool, env: Env) -> i32 {
+    let config = config::load_config(config::config_path(&env));
+    let is_doctor = matches!(command, Command::Doctor);
+    if let (Some(error), Some(path), false) = (&config.error, &config.path, is_doctor) {
+        eprintln!(
+            "warning: ignoring {}: {}",
+            path.display(),
+            output::clean(error, false)
+        );
+    }
+    let ctx = match Context::resolve(url_flag, json, env, config) {
+        Ok(ctx) => ctx,
+        Err(err) => {
+            report_error(&err, json);
+            return err.exit_code();
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            let err = ClientError::local(format!("cannot start the async runtime: {e}"));
+            report_error(&err, json);
+            return err.exit_code();
+        }
+    };
+    let result = runtime.block_on(commands::dispatch(command, &ctx));
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            report_error(&err, json);
+            err.exit_code()
+        }
+    }
+}

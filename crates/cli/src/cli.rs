@@ -1,0 +1,416 @@
+//! The command line: every subcommand, flag and help text, as clap derives them.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use muster_core::duration::parse_duration;
+use muster_core::limits::DEFAULT_MAX_REQUEST_BYTES;
+
+const AFTER_HELP: &str = "\
+Client commands find the daemon at --url, else MUSTER_URL, else `url` in
+$XDG_CONFIG_HOME/muster/config.toml (~/.config/muster/config.toml), else
+http://127.0.0.1:7420. Without --as they act as this session
+(MUSTER_SESSION_ID, else CLAUDE_CODE_SESSION_ID), else as the operator
+(op:<name>; MUSTER_OPERATOR, else `operator` in config.toml, else $USER).
+
+Exit codes: 0 ok, 1 the daemon refused or a check failed, 2 bad usage,
+3 the daemon could not be reached.";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "muster",
+    version,
+    about = "A roster and mailbox for the AI coding agents on this machine or team",
+    long_about = "muster lets every AI coding-agent session see its peers and talk to them: a live \
+roster, direct and room messages, delivered into each agent's context exactly once.\n\n\
+Start the daemon with `muster serve`; then `muster roster` shows who is working, and \
+`muster send <to> <body>` leaves a message.",
+    after_long_help = AFTER_HELP
+)]
+pub struct Cli {
+    /// Daemon address for client commands [env: MUSTER_URL] [default: http://127.0.0.1:7420]
+    #[arg(long, global = true, value_name = "URL")]
+    pub url: Option<String>,
+
+    /// Print one JSON document (one per line for `tail`) instead of text
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon (one port: API, hooks, events)
+    #[command(
+        long_about = "Run the muster daemon in the foreground until Ctrl-C or SIGTERM.\n\n\
+It serves the JSON API, the hook endpoints and the event stream on one TCP port, keeps its \
+data in --data-dir, and sweeps sessions that went away.\n\n\
+Example:\n  muster serve --bind 127.0.0.1:7420 --stale-after 60s\n\n\
+Durations are written 500ms, 90s, 60m, 24h or 30d. --json has no effect here."
+    )]
+    Serve(ServeArgs),
+
+    /// Show the sessions on the roster
+    #[command(
+        long_about = "Show the sessions on the roster: who they are, where they work, what \
+they are doing and when they were last seen.\n\n\
+Example:\n  muster roster --all\n\n\
+--json prints the daemon's Roster: {\"sessions\": [Session, …]}."
+    )]
+    Roster(RosterArgs),
+
+    /// Send a direct message to a session or a person
+    #[command(
+        long_about = "Send a direct message. <to> is a session id, a nickname, a unique id \
+prefix, or a person as op:<name>. The answer says what happened: pushed (the recipient got it \
+live), queued (it surfaces at the recipient's next turn), or why it was refused.\n\n\
+Example:\n  muster send calm-heron \"I'm refactoring src/db.rs; please stay out of it\"\n  \
+git diff | muster send calm-heron -\n\n\
+--json prints the daemon's SendResponse: {\"message\", \"state\", \"deliveries\"}."
+    )]
+    Send(SendArgs),
+
+    /// Send a message to a room
+    #[command(
+        long_about = "Send a message to a room: everyone, project:<name>, op:<name> or a \
+named room. Room messages are ambient: members see them at their next turn; only sessions \
+@mentioned in the body get a live push.\n\n\
+Example:\n  muster broadcast everyone \"Rebasing main in 5 minutes\"\n\n\
+--json prints the daemon's SendResponse: {\"message\", \"state\", \"deliveries\"}."
+    )]
+    Broadcast(BroadcastArgs),
+
+    /// Read your messages
+    #[command(
+        long_about = "Show the messages waiting for you (or for --as). Showing them marks \
+them surfaced, so an agent's hook will not repeat them; --ack also marks them dealt with.\n\n\
+Example:\n  muster inbox --ack\n  muster inbox --as calm-heron --all --limit 20\n\n\
+--json prints the daemon's Inbox: {\"principal\", \"messages\": [Message + \"state\", …]}, \
+with \"acked\": N added when --ack is given."
+    )]
+    Inbox(InboxArgs),
+
+    /// List rooms and their members
+    #[command(
+        long_about = "List the rooms: the automatic ones (everyone, project:<name>, \
+op:<name>) and the named ones, with their members.\n\n\
+Example:\n  muster rooms\n\n\
+--json prints the daemon's Rooms: {\"rooms\": [{\"name\", \"kind\", \"members\"}, …]}."
+    )]
+    Rooms,
+
+    /// Join a named room (creating it if needed)
+    #[command(
+        long_about = "Join a named room; joining a name nobody uses yet creates it. Members \
+see room messages sent after they joined.\n\n\
+Example:\n  muster join frontend --as calm-heron\n\n\
+--json prints the daemon's RoomView: {\"name\", \"kind\", \"members\"}."
+    )]
+    Join(RoomArgs),
+
+    /// Leave a named room
+    #[command(long_about = "Leave a named room.\n\n\
+Example:\n  muster leave frontend --as calm-heron\n\n\
+--json prints the daemon's RoomView: {\"name\", \"kind\", \"members\"}.")]
+    Leave(RoomArgs),
+
+    /// Follow changes live (sessions, messages, deliveries)
+    #[command(
+        long_about = "Follow the daemon's event stream: sessions joining and leaving, \
+messages sent, deliveries moving forward. Runs until Ctrl-C (exit 0) or until the daemon goes \
+away (exit 1).\n\n\
+Example:\n  muster tail\n  muster tail --json | jq 'select(.kind == \"message.sent\")'\n\n\
+--json prints each Event as one JSON line: {\"seq\", \"at\", \"kind\", \"data\"}."
+    )]
+    Tail,
+
+    /// Show the daemon's status
+    #[command(
+        long_about = "Show what the daemon reports about itself: version, store, data \
+directory, operator, session counts and liveness policy.\n\n\
+Example:\n  muster status\n\n\
+--json prints the daemon's Status document."
+    )]
+    Status,
+
+    /// Check that this machine is set up to use muster
+    #[command(
+        long_about = "Check the setup and print a ✓/✗ list: the daemon is reachable, \
+client and daemon versions match, which daemon URL is used and where it came from, this \
+session's identity and whether it is on the roster, the operator name. Exits 1 if any check \
+fails.\n\n\
+Example:\n  muster doctor\n\n\
+--json prints {\"ok\": bool, \"checks\": [{\"name\", \"ok\", \"detail\"}, …]}."
+    )]
+    Doctor,
+
+    /// The command hook a harness runs (reads hook JSON on stdin)
+    #[command(
+        long_about = "The command-hook client a harness runs on each hook event. It reads \
+the harness's hook JSON on stdin, posts it to the daemon and prints the daemon's answer for the \
+harness. It never blocks the harness for more than about 2 s: if the daemon is down or slow it \
+prints nothing on stdout, one line on stderr, and exits 0.\n\n\
+Example (a Claude Code settings.json hook command):\n  muster hook prompt-submit --harness claude\n\n\
+--json has no effect here: the output is whatever the harness expects."
+    )]
+    Hook(HookArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on; anything but loopback requires --token
+    #[arg(
+        long,
+        env = "MUSTER_BIND",
+        default_value = "127.0.0.1:7420",
+        value_name = "ADDR"
+    )]
+    pub bind: String,
+
+    /// Where the data lives [default: $XDG_STATE_HOME/muster, else ~/.local/state/muster]
+    #[arg(long, env = "MUSTER_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Store: `sqlite` (one file in the data dir) or a postgres://… URL
+    #[arg(long, default_value = "sqlite", value_parser = parse_store, value_name = "STORE")]
+    pub store: StoreArg,
+
+    /// Grace window after a session's shim link drops, before it leaves the roster
+    #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DUR")]
+    pub stale_after: Duration,
+
+    /// How long a hook-only session stays on the roster without a hook call
+    #[arg(long, default_value = "60m", value_parser = parse_duration, value_name = "DUR")]
+    pub hook_backstop: Duration,
+
+    /// How often the sweeper looks for sessions that went away
+    #[arg(long, default_value = "3s", value_parser = parse_duration, value_name = "DUR")]
+    pub sweep_interval: Duration,
+
+    /// How long delivered messages and departed sessions are kept
+    #[arg(long, default_value = "30d", value_parser = parse_duration, value_name = "DUR")]
+    pub retention: Duration,
+
+    /// Largest HTTP request body accepted, in bytes
+    #[arg(long, default_value_t = DEFAULT_MAX_REQUEST_BYTES, value_name = "N")]
+    pub max_request_bytes: usize,
+
+    /// Token clients must present (required when binding beyond loopback)
+    #[arg(
+        long,
+        env = "MUSTER_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub token: Option<String>,
+}
+
+/// Which store `serve` opens, as written on the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreArg {
+    Sqlite,
+    Postgres(String),
+}
+
+/// Reads `--store`: `sqlite`, or a `postgres://` / `postgresql://` URL.
+pub fn parse_store(text: &str) -> Result<StoreArg, String> {
+    let text = text.trim();
+    if text.eq_ignore_ascii_case("sqlite") {
+        Ok(StoreArg::Sqlite)
+    } else if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+        Ok(StoreArg::Postgres(text.to_string()))
+    } else {
+        Err(format!(
+            "unknown store {text:?}: use `sqlite` or a postgres://user@host/db URL"
+        ))
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct RosterArgs {
+    /// Also show sessions that left the roster (their mail waits for them)
+    #[arg(long)]
+    pub all: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    /// Recipient: session id, nickname, unique id prefix, or op:<name>
+    pub to: String,
+    /// Message text; `-` reads it from stdin
+    pub body: String,
+    /// Act as this session (id, nickname or prefix) or op:<name> [default: $MUSTER_SESSION_ID,
+    /// else $CLAUDE_CODE_SESSION_ID, else op:<operator>]
+    #[arg(long = "as", value_name = "SESSION")]
+    pub as_: Option<String>,
+    /// Id of the message this one answers
+    #[arg(long, value_name = "MSG")]
+    pub reply_to: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct BroadcastArgs {
+    /// Room: everyone, project:<name>, op:<name> or a named room
+    pub room: String,
+    /// Message text; `-` reads it from stdin
+    pub body: String,
+    /// Act as this session (id, nickname or prefix) or op:<name> [default: $MUSTER_SESSION_ID,
+    /// else $CLAUDE_CODE_SESSION_ID, else op:<operator>]
+    #[arg(long = "as", value_name = "SESSION")]
+    pub as_: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct InboxArgs {
+    /// Whose inbox: a session (id, nickname or prefix) or op:<name> [default: $MUSTER_SESSION_ID,
+    /// else $CLAUDE_CODE_SESSION_ID, else op:<operator>]
+    #[arg(long = "as", value_name = "SESSION")]
+    pub as_: Option<String>,
+    /// Also show messages already read
+    #[arg(long)]
+    pub all: bool,
+    /// Mark the messages shown as dealt with (acked)
+    #[arg(long)]
+    pub ack: bool,
+    /// Show at most N messages
+    #[arg(long, value_name = "N")]
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub struct RoomArgs {
+    /// Room name
+    pub room: String,
+    /// Act as this session (id, nickname or prefix) or op:<name> [default: $MUSTER_SESSION_ID,
+    /// else $CLAUDE_CODE_SESSION_ID, else op:<operator>]
+    #[arg(long = "as", value_name = "SESSION")]
+    pub as_: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct HookArgs {
+    /// Which hook fired
+    #[arg(value_enum)]
+    pub event: HookEvent,
+    /// Which harness runs the hook (decides the answer's JSON form)
+    #[arg(long, value_enum, default_value_t = Harness::Claude)]
+    pub harness: Harness,
+}
+
+/// The hook events the daemon serves at `/hook/{event}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum HookEvent {
+    SessionStart,
+    PromptSubmit,
+    PreToolUse,
+    PostToolUse,
+    Stop,
+    SessionEnd,
+}
+
+impl HookEvent {
+    /// The path segment, as in `/hook/{event}`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HookEvent::SessionStart => "session-start",
+            HookEvent::PromptSubmit => "prompt-submit",
+            HookEvent::PreToolUse => "pre-tool-use",
+            HookEvent::PostToolUse => "post-tool-use",
+            HookEvent::Stop => "stop",
+            HookEvent::SessionEnd => "session-end",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Harness {
+    Claude,
+    Codex,
+    Gemini,
+}
+
+impl Harness {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Harness::Claude => "claude",
+            Harness::Codex => "codex",
+            Harness::Gemini => "gemini",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn clap_definitions_are_consistent() {
+        // Proves clap accepts the whole command tree (no clashing flags or bad defaults).
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn serve_durations_parse_with_units_and_defaults() {
+        // Proves serve's duration flags take 500ms/90s/60m/24h/30d and default to the contract's values.
+        let cli = Cli::try_parse_from([
+            "muster",
+            "serve",
+            "--stale-after",
+            "90s",
+            "--sweep-interval",
+            "500ms",
+        ])
+        .unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve")
+        };
+        assert_eq!(args.stale_after, Duration::from_secs(90));
+        assert_eq!(args.sweep_interval, Duration::from_millis(500));
+        assert_eq!(args.hook_backstop, Duration::from_secs(3600));
+        assert_eq!(args.retention, Duration::from_secs(30 * 86_400));
+        assert_eq!(args.max_request_bytes, 1_048_576);
+        assert_eq!(args.store, StoreArg::Sqlite);
+    }
+
+    #[test]
+    fn serve_refuses_unitless_duration() {
+        // Proves a bare number is a usage error that names the missing unit, not a panic.
+        let err = Cli::try_parse_from(["muster", "serve", "--stale-after", "60"]).unwrap_err();
+        assert!(err.to_string().contains("needs a unit"), "{err}");
+    }
+
+    #[test]
+    fn store_accepts_sqlite_and_postgres_urls_only() {
+        // Proves --store passes postgres URLs through and refuses anything else.
+        assert_eq!(parse_store("sqlite").unwrap(), StoreArg::Sqlite);
+        assert_eq!(
+            parse_store("postgres://u@h/db").unwrap(),
+            StoreArg::Postgres("postgres://u@h/db".into())
+        );
+        assert!(parse_store("mysql://x").is_err());
+    }
+
+    #[test]
+    fn hook_accepts_only_known_events() {
+        // Proves the hook command takes the six contract events and refuses others.
+        let cli =
+            Cli::try_parse_from(["muster", "hook", "pre-tool-use", "--harness", "codex"]).unwrap();
+        let Command::Hook(args) = cli.command else {
+            panic!("not hook")
+        };
+        assert_eq!(args.event, HookEvent::PreToolUse);
+        assert_eq!(args.harness, Harness::Codex);
+        assert!(Cli::try_parse_from(["muster", "hook", "notification"]).is_err());
+        for event in HookEvent::value_variants() {
+            let name = event.as_str();
+            assert!(
+                Cli::try_parse_from(["muster", "hook", name]).is_ok(),
+                "{name}"
+            );
+        }
+    }
+}

@@ -1,0 +1,445 @@
+//! Where a client command finds the daemon, who the operator is, and who a
+//! command acts as. Every resolution takes its inputs as arguments (an `Env`
+//! snapshot and the parsed config file) so tests never touch the process env.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use muster_core::operator_principal;
+use serde::Deserialize;
+
+pub const DEFAULT_URL: &str = "http://127.0.0.1:7420";
+
+/// The environment variables muster reads, captured once. Empty values count as unset.
+#[derive(Debug, Clone, Default)]
+pub struct Env {
+    pub muster_url: Option<String>,
+    pub muster_operator: Option<String>,
+    pub muster_session_id: Option<String>,
+    pub claude_code_session_id: Option<String>,
+    pub muster_token: Option<String>,
+    pub user: Option<String>,
+    pub home: Option<String>,
+    pub xdg_config_home: Option<String>,
+    pub xdg_state_home: Option<String>,
+    pub hostname: Option<String>,
+}
+
+impl Env {
+    pub fn from_process() -> Self {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        Env {
+            muster_url: var("MUSTER_URL"),
+            muster_operator: var("MUSTER_OPERATOR"),
+            muster_session_id: var("MUSTER_SESSION_ID"),
+            claude_code_session_id: var("CLAUDE_CODE_SESSION_ID"),
+            muster_token: var("MUSTER_TOKEN"),
+            user: var("USER"),
+            home: var("HOME"),
+            xdg_config_home: var("XDG_CONFIG_HOME"),
+            xdg_state_home: var("XDG_STATE_HOME"),
+            hostname: var("HOSTNAME"),
+        }
+    }
+}
+
+/// `config.toml`: every key optional; unknown keys are ignored so newer files
+/// still load in older clients.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+pub struct FileConfig {
+    pub url: Option<String>,
+    pub operator: Option<String>,
+    pub token: Option<String>,
+}
+
+/// The config file as found on disk.
+#[derive(Debug, Clone, Default)]
+pub struct LoadedConfig {
+    /// Where it is (or would be); `None` when neither XDG_CONFIG_HOME nor HOME is set.
+    pub path: Option<PathBuf>,
+    pub exists: bool,
+    pub values: FileConfig,
+    /// Why the file could not be used, if it exists but is unreadable or malformed.
+    pub error: Option<String>,
+}
+
+/// An XDG base directory: the variable if it is an absolute path (the spec
+/// says to ignore relative ones), else `$HOME/<fallback>`.
+fn xdg_dir(xdg: Option<&str>, home: Option<&str>, fallback: &str) -> Option<PathBuf> {
+    match xdg {
+        Some(dir) if Path::new(dir).is_absolute() => Some(PathBuf::from(dir)),
+        _ => home.map(|h| Path::new(h).join(fallback)),
+    }
+}
+
+/// `$XDG_CONFIG_HOME/muster/config.toml`, else `~/.config/muster/config.toml`.
+pub fn config_path(env: &Env) -> Option<PathBuf> {
+    xdg_dir(
+        env.xdg_config_home.as_deref(),
+        env.home.as_deref(),
+        ".config",
+    )
+    .map(|d| d.join("muster").join("config.toml"))
+}
+
+/// `$XDG_STATE_HOME/muster`, else `~/.local/state/muster`.
+pub fn default_data_dir(env: &Env) -> Option<PathBuf> {
+    xdg_dir(
+        env.xdg_state_home.as_deref(),
+        env.home.as_deref(),
+        ".local/state",
+    )
+    .map(|d| d.join("muster"))
+}
+
+pub fn parse_config(text: &str) -> Result<FileConfig, String> {
+    toml::from_str(text).map_err(|e| one_line_toml_error(&e.to_string()))
+}
+
+/// toml's errors draw a multi-line snippet; keep the position and the reason on one line.
+fn one_line_toml_error(text: &str) -> String {
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    match (lines.first(), lines.last()) {
+        (Some(first), Some(last)) if lines.len() > 1 => format!("{first}: {last}"),
+        _ => text.trim().to_string(),
+    }
+}
+
+/// Reads the config file if there is one. A missing file is no error; a broken one is
+/// reported in `error` and its values are ignored.
+pub fn load_config(path: Option<PathBuf>) -> LoadedConfig {
+    let Some(path) = path else {
+        return LoadedConfig::default();
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) => match parse_config(&text) {
+            Ok(values) => LoadedConfig {
+                path: Some(path),
+                exists: true,
+                values,
+                error: None,
+            },
+            Err(e) => LoadedConfig {
+                path: Some(path),
+                exists: true,
+                values: FileConfig::default(),
+                error: Some(e),
+            },
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => LoadedConfig {
+            path: Some(path),
+            exists: false,
+            values: FileConfig::default(),
+            error: None,
+        },
+        Err(e) => LoadedConfig {
+            path: Some(path),
+            exists: true,
+            values: FileConfig::default(),
+            error: Some(e.to_string()),
+        },
+    }
+}
+
+/// Where a resolved value came from, for `doctor` and error messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    Flag,
+    Env(&'static str),
+    ConfigFile(PathBuf),
+    Default,
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Flag => write!(f, "command line"),
+            Source::Env(name) => write!(f, "{name}"),
+            Source::ConfigFile(path) => write!(f, "{}", path.display()),
+            Source::Default => write!(f, "default"),
+        }
+    }
+}
+
+impl Source {
+    /// A short machine name: flag, env, config, default.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Source::Flag => "flag",
+            Source::Env(_) => "env",
+            Source::ConfigFile(_) => "config",
+            Source::Default => "default",
+        }
+    }
+}
+
+/// The daemon URL: `--url`, else MUSTER_URL, else `url` in config.toml, else the default.
+/// The URL must be `http://host[:port]`; a trailing slash is dropped.
+pub fn resolve_url(
+    flag: Option<&str>,
+    env: &Env,
+    config: &LoadedConfig,
+) -> Result<(String, Source), String> {
+    let (raw, source) = if let Some(url) = flag {
+        (url.to_string(), Source::Flag)
+    } else if let Some(url) = &env.muster_url {
+        (url.clone(), Source::Env("MUSTER_URL"))
+    } else if let (Some(url), Some(path)) = (&config.values.url, &config.path) {
+        (url.clone(), Source::ConfigFile(path.clone()))
+    } else {
+        (DEFAULT_URL.to_string(), Source::Default)
+    };
+    let url =
+        normalize_url(&raw).map_err(|why| format!("daemon URL {raw:?} (from {source}) {why}"))?;
+    Ok((url, source))
+}
+
+/// Checks a daemon URL and strips its trailing slashes. Only plain http is
+/// spoken (the daemon is on loopback or a trusted network behind a token).
+pub fn normalize_url(raw: &str) -> Result<String, String> {
+    let trimmed = raw.trim().trim_end_matches('/');
+    let parsed = reqwest::Url::parse(trimmed).map_err(|e| format!("is not a URL: {e}"))?;
+    if parsed.scheme() != "http" {
+        return Err(format!(
+            "uses {}://; muster speaks plain http:// (e.g. {DEFAULT_URL})",
+            parsed.scheme()
+        ));
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err("has no host".to_string());
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err("must not have a query or fragment".to_string());
+    }
+    Ok(trimmed.to_string())
+}
+
+/// The operator (the person at the keyboard): MUSTER_OPERATOR, else `operator`
+/// in config.toml, else $USER, else "operator".
+pub fn resolve_operator(env: &Env, config: &LoadedConfig) -> (String, Source) {
+    if let Some(op) = &env.muster_operator {
+        return (op.trim().to_string(), Source::Env("MUSTER_OPERATOR"));
+    }
+    if let (Some(op), Some(path)) = (
+        config
+            .values
+            .operator
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty()),
+        &config.path,
+    ) {
+        return (op.to_string(), Source::ConfigFile(path.clone()));
+    }
+    if let Some(user) = &env.user {
+        return (user.trim().to_string(), Source::Env("USER"));
+    }
+    ("operator".to_string(), Source::Default)
+}
+
+/// This process's session identity, if a harness gave it one:
+/// MUSTER_SESSION_ID, else CLAUDE_CODE_SESSION_ID.
+pub fn session_from_env(env: &Env) -> Option<(String, &'static str)> {
+    if let Some(id) = &env.muster_session_id {
+        return Some((id.trim().to_string(), "MUSTER_SESSION_ID"));
+    }
+    env.claude_code_session_id
+        .as_ref()
+        .map(|id| (id.trim().to_string(), "CLAUDE_CODE_SESSION_ID"))
+}
+
+/// Who a command acts as: `--as`, else this session, else the operator as `op:<name>`.
+pub fn resolve_as(flag: Option<&str>, env: &Env, operator: &str) -> (String, Source) {
+    if let Some(who) = flag.map(str::trim).filter(|s| !s.is_empty()) {
+        return (who.to_string(), Source::Flag);
+    }
+    if let Some((id, var)) = session_from_env(env) {
+        return (id, Source::Env(var));
+    }
+    (operator_principal(operator), Source::Default)
+}
+
+/// The bearer token clients present: MUSTER_TOKEN, else `token` in config.toml.
+pub fn resolve_token(env: &Env, config: &LoadedConfig) -> Option<String> {
+    env.muster_token
+        .clone()
+        .or_else(|| config.values.token.clone())
+        .filter(|t| !t.trim().is_empty())
+}
+
+/// The host name sent with hook calls: /etc/hostname, else $HOSTNAME, else the
+/// kernel's, else "localhost". Read from files so no libc call is needed.
+pub fn hostname(env: &Env) -> String {
+    let from_file = |path: &str| {
+        std::fs::read_to_string(path)
+            .ok()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+    };
+    from_file("/etc/hostname")
+        .or_else(|| env.hostname.clone())
+        .or_else(|| from_file("/proc/sys/kernel/hostname"))
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config_with(url: Option<&str>, operator: Option<&str>) -> LoadedConfig {
+        LoadedConfig {
+            path: Some(PathBuf::from("/home/a/.config/muster/config.toml")),
+            exists: true,
+            values: FileConfig {
+                url: url.map(Into::into),
+                operator: operator.map(Into::into),
+                token: None,
+            },
+            error: None,
+        }
+    }
+
+    #[test]
+    fn url_precedence_is_flag_env_config_default() {
+        // Proves --url beats MUSTER_URL beats config.toml beats the built-in default.
+        let mut env = Env {
+            muster_url: Some("http://env:1".into()),
+            ..Env::default()
+        };
+        let config = config_with(Some("http://file:2/"), None);
+        assert_eq!(
+            resolve_url(Some("http://flag:3"), &env, &config).unwrap(),
+            ("http://flag:3".into(), Source::Flag)
+        );
+        assert_eq!(
+            resolve_url(None, &env, &config).unwrap(),
+            ("http://env:1".into(), Source::Env("MUSTER_URL"))
+        );
+        env.muster_url = None;
+        let (url, source) = resolve_url(None, &env, &config).unwrap();
+        assert_eq!(url, "http://file:2");
+        assert_eq!(source.kind(), "config");
+        assert_eq!(
+            resolve_url(None, &env, &LoadedConfig::default()).unwrap(),
+            (DEFAULT_URL.into(), Source::Default)
+        );
+    }
+
+    #[test]
+    fn bad_urls_are_refused_with_their_source() {
+        // Proves a malformed or https URL is an error naming where it came from, not a panic.
+        let env = Env {
+            muster_url: Some("https://x:1".into()),
+            ..Env::default()
+        };
+        let err = resolve_url(None, &env, &LoadedConfig::default()).unwrap_err();
+        assert!(
+            err.contains("MUSTER_URL") && err.contains("http://"),
+            "{err}"
+        );
+        assert!(resolve_url(Some("not a url"), &env, &LoadedConfig::default()).is_err());
+        assert!(resolve_url(Some("http://h:1/?q=1"), &env, &LoadedConfig::default()).is_err());
+    }
+
+    #[test]
+    fn as_precedence_is_flag_session_env_then_operator() {
+        // Proves --as beats MUSTER_SESSION_ID beats CLAUDE_CODE_SESSION_ID beats op:<operator>.
+        let mut env = Env {
+            muster_session_id: Some("m-1".into()),
+            claude_code_session_id: Some("c-2".into()),
+            ..Env::default()
+        };
+        assert_eq!(
+            resolve_as(Some("calm-heron"), &env, "alice"),
+            ("calm-heron".into(), Source::Flag)
+        );
+        assert_eq!(
+            resolve_as(None, &env, "alice"),
+            ("m-1".into(), Source::Env("MUSTER_SESSION_ID"))
+        );
+        env.muster_session_id = None;
+        assert_eq!(
+            resolve_as(None, &env, "alice"),
+            ("c-2".into(), Source::Env("CLAUDE_CODE_SESSION_ID"))
+        );
+        env.claude_code_session_id = None;
+        assert_eq!(
+            resolve_as(None, &env, "alice"),
+            ("op:alice".into(), Source::Default)
+        );
+        assert_eq!(resolve_as(Some("  "), &env, "alice").0, "op:alice");
+    }
+
+    #[test]
+    fn operator_precedence_is_env_config_user_default() {
+        // Proves MUSTER_OPERATOR beats config.toml beats $USER beats "operator".
+        let mut env = Env {
+            muster_operator: Some("mo".into()),
+            user: Some("unix".into()),
+            ..Env::default()
+        };
+        let config = config_with(None, Some("cfg"));
+        assert_eq!(resolve_operator(&env, &config).0, "mo");
+        env.muster_operator = None;
+        assert_eq!(resolve_operator(&env, &config).0, "cfg");
+        assert_eq!(
+            resolve_operator(&env, &LoadedConfig::default()),
+            ("unix".into(), Source::Env("USER"))
+        );
+        env.user = None;
+        assert_eq!(
+            resolve_operator(&env, &LoadedConfig::default()),
+            ("operator".into(), Source::Default)
+        );
+    }
+
+    #[test]
+    fn xdg_paths_fall_back_to_home_and_ignore_relative_dirs() {
+        // Proves config and data paths follow XDG, falling back to ~/.config and ~/.local/state.
+        let mut env = Env {
+            home: Some("/home/a".into()),
+            ..Env::default()
+        };
+        assert_eq!(
+            config_path(&env).unwrap(),
+            PathBuf::from("/home/a/.config/muster/config.toml")
+        );
+        assert_eq!(
+            default_data_dir(&env).unwrap(),
+            PathBuf::from("/home/a/.local/state/muster")
+        );
+        env.xdg_config_home = Some("/x/cfg".into());
+        env.xdg_state_home = Some("relative/state".into());
+        assert_eq!(
+            config_path(&env).unwrap(),
+            PathBuf::from("/x/cfg/muster/config.toml")
+        );
+        assert_eq!(
+            default_data_dir(&env).unwrap(),
+            PathBuf::from("/home/a/.local/state/muster")
+        );
+        assert!(config_path(&Env::default()).is_none());
+    }
+
+    #[test]
+    fn config_file_parses_known_keys_and_reports_broken_files() {
+        // Proves config.toml's keys are read, unknown keys ignored, and a broken file reported, not fatal.
+        let parsed =
+            parse_config("url = \"http://h:1\"\noperator = \"bob\"\nfuture = 3\n").unwrap();
+        assert_eq!(parsed.url.as_deref(), Some("http://h:1"));
+        assert_eq!(parsed.operator.as_deref(), Some("bob"));
+        let err = parse_config("url = [").unwrap_err();
+        assert!(!err.contains('\n') && err.contains("line 1"), "{err}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        assert!(!load_config(Some(path.clone())).exists);
+        std::fs::write(&path, "url = [").unwrap();
+        let loaded = load_config(Some(path));
+        assert!(loaded.exists && loaded.error.is_some() && loaded.values == FileConfig::default());
+    }
+}

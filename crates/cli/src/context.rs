@@ -1,0 +1,75 @@
+//! What every client command knows before it talks to the daemon: the daemon
+//! URL and where it came from, the operator, the token, the config file, and
+//! whether to print JSON.
+
+use muster_core::api::ErrorBody;
+
+use crate::client::{Client, ClientError};
+use crate::config::{self, Env, LoadedConfig, Source};
+use crate::output;
+
+pub struct Context {
+    pub env: Env,
+    pub config: LoadedConfig,
+    pub url: String,
+    pub url_source: Source,
+    pub operator: String,
+    pub operator_source: Source,
+    pub token: Option<String>,
+    pub json: bool,
+}
+
+impl Context {
+    pub fn resolve(
+        url_flag: Option<&str>,
+        json: bool,
+        env: Env,
+        config: LoadedConfig,
+    ) -> Result<Self, ClientError> {
+        let (url, url_source) =
+            config::resolve_url(url_flag, &env, &config).map_err(ClientError::Local)?;
+        let (operator, operator_source) = config::resolve_operator(&env, &config);
+        let token = config::resolve_token(&env, &config);
+        Ok(Context {
+            env,
+            config,
+            url,
+            url_source,
+            operator,
+            operator_source,
+            token,
+            json,
+        })
+    }
+
+    /// Who a command acts as (see `config::resolve_as`).
+    pub fn acting_as(&self, flag: Option<&str>) -> String {
+        config::resolve_as(flag, &self.env, &self.operator).0
+    }
+
+    pub fn client(&self) -> Result<Client, ClientError> {
+        Client::new(&self.url, self.token.clone())
+    }
+
+    pub fn streaming_client(&self) -> Result<Client, ClientError> {
+        Client::streaming(&self.url, self.token.clone())
+    }
+}
+
+/// Reports a failed command the one way every command does: `error: …` and
+/// close matches on stderr, the `ErrorBody` on stdout with `--json`.
+pub fn report_error(err: &ClientError, json: bool) {
+    let body: ErrorBody = err.to_body();
+    if json {
+        if let Ok(text) = serde_json::to_string_pretty(&body) {
+            output::emit_line(&text);
+        }
+    }
+    eprintln!("error: {}", output::clean(&err.to_string(), false));
+    if !body.error.matches.is_empty() {
+        eprintln!("close matches:");
+        for m in &body.error.matches {
+            eprintln!("  {}", output::clean(&m.to_string(), false));
+        }
+    }
+}

@@ -1,0 +1,289 @@
+//! `muster hook <event>`: the command hook a harness runs. It forwards the
+//! hook JSON to the daemon and prints the answer. It fails open: whatever goes
+//! wrong, the harness gets nothing on stdout, one line on stderr, exit 0, and
+//! never waits more than `DEADLINE`.
+
+use std::fmt;
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use muster_core::limits::DEFAULT_MAX_REQUEST_BYTES;
+use tokio::time::{timeout_at, Instant};
+
+use crate::cli::HookArgs;
+use crate::client::transport_reason;
+use crate::config::{self, Env};
+
+/// The most a hook may hold up the harness: stdin, connect and answer together.
+pub const DEADLINE: Duration = Duration::from_secs(2);
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+/// Largest hook input forwarded; the daemon would refuse more anyway.
+pub const MAX_INPUT_BYTES: usize = DEFAULT_MAX_REQUEST_BYTES;
+
+/// Why the hook gave up; printed as one line, then the harness carries on.
+#[derive(Debug)]
+pub enum HookFailure {
+    BadUrl(String),
+    Runtime(String),
+    Internal,
+    Input(String),
+    InputTooLarge,
+    InputTimeout,
+    Unreachable {
+        url: String,
+        reason: String,
+    },
+    Timeout {
+        url: String,
+    },
+    Refused {
+        url: String,
+        status: reqwest::StatusCode,
+        detail: String,
+    },
+}
+
+impl fmt::Display for HookFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HookFailure::BadUrl(why) => write!(f, "{why}"),
+            HookFailure::Runtime(why) => write!(f, "cannot start: {why}"),
+            HookFailure::Internal => write!(f, "internal error"),
+            HookFailure::Input(why) => write!(f, "cannot read the hook input ({why})"),
+            HookFailure::InputTooLarge => {
+                write!(f, "hook input is over {} bytes, not sent", MAX_INPUT_BYTES)
+            }
+            HookFailure::InputTimeout => {
+                write!(f, "hook input did not end within {}s", DEADLINE.as_secs())
+            }
+            HookFailure::Unreachable { url, reason } => {
+                write!(f, "daemon unreachable at {url} ({reason})")
+            }
+            HookFailure::Timeout { url } => write!(
+                f,
+                "daemon at {url} did not answer within {}s",
+                DEADLINE.as_secs()
+            ),
+            HookFailure::Refused {
+                url,
+                status,
+                detail,
+            } if detail.is_empty() => write!(f, "daemon at {url} answered {status}"),
+            HookFailure::Refused {
+                url,
+                status,
+                detail,
+            } => write!(f, "daemon at {url} answered {status} ({detail})"),
+        }
+    }
+}
+
+/// The one stderr line for a failure.
+pub fn failure_line(failure: &HookFailure) -> String {
+    let text: String = failure
+        .to_string()
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    format!("muster hook: {text}; continuing without muster")
+}
+
+/// Runs the hook and always returns exit code 0.
+pub fn run(args: &HookArgs, url_flag: Option<&str>, env: &Env) -> i32 {
+    // Even a bug here must not break the harness: a panic becomes one more failure line.
+    std::panic::set_hook(Box::new(|_| {}));
+    let outcome = std::panic::catch_unwind(|| forward(args, url_flag, env))
+        .unwrap_or(Err(HookFailure::Internal));
+    match outcome {
+        Ok(body) => {
+            if !body.is_empty() {
+                let mut out = std::io::stdout().lock();
+                let _ = out.write_all(&body).and_then(|_| out.flush());
+            }
+        }
+        Err(failure) => {
+            let _ = writeln!(std::io::stderr(), "{}", failure_line(&failure));
+        }
+    }
+    0
+}
+
+fn forward(args: &HookArgs, url_flag: Option<&str>, env: &Env) -> Result<Vec<u8>, HookFailure> {
+    // Config problems are for `muster doctor` to report; a hook stays quiet and uses defaults.
+    let file = config::load_config(config::config_path(env));
+    let (url, _) = config::resolve_url(url_flag, env, &file).map_err(HookFailure::BadUrl)?;
+    let (operator, _) = config::resolve_operator(env, &file);
+    let token = config::resolve_token(env, &file);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| HookFailure::Runtime(e.to_string()))?;
+    let request = HookRequest {
+        endpoint: format!(
+            "{url}/hook/{}?harness={}",
+            args.event.as_str(),
+            args.harness.as_str()
+        ),
+        url,
+        pid: std::os::unix::process::parent_id(),
+        host: config::hostname(env),
+        operator,
+        token,
+    };
+    let result = runtime.block_on(async {
+        let deadline = Instant::now() + DEADLINE;
+        let input = read_stdin(deadline).await?;
+        post(&request, input, deadline).await
+    });
+    // A stdin reader still blocked must not hold the process; main exits right after.
+    runtime.shutdown_background();
+    result
+}
+
+/// Reads stdin on its own thread, bounded in size and by the deadline.
+async fn read_stdin(deadline: Instant) -> Result<Vec<u8>, HookFailure> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(read_bounded(std::io::stdin().lock()));
+    });
+    match timeout_at(deadline, rx).await {
+        Err(_) => Err(HookFailure::InputTimeout),
+        Ok(Err(_)) => Err(HookFailure::Input("reader stopped".into())),
+        Ok(Ok(result)) => result,
+    }
+}
+
+/// Reads at most `MAX_INPUT_BYTES + 1` bytes; more than the limit is refused, not truncated.
+pub fn read_bounded(input: impl Read) -> Result<Vec<u8>, HookFailure> {
+    let mut bytes = Vec::new();
+    input
+        .take(MAX_INPUT_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| HookFailure::Input(e.to_string()))?;
+    if bytes.len() > MAX_INPUT_BYTES {
+        return Err(HookFailure::InputTooLarge);
+    }
+    Ok(bytes)
+}
+
+pub struct HookRequest {
+    pub url: String,
+    pub endpoint: String,
+    pub pid: u32,
+    pub host: String,
+    pub operator: String,
+    pub token: Option<String>,
+}
+
+async fn post(req: &HookRequest, body: Vec<u8>, deadline: Instant) -> Result<Vec<u8>, HookFailure> {
+    let unreachable = |e: reqwest::Error| {
+        if e.is_timeout() {
+            HookFailure::Timeout {
+                url: req.url.clone(),
+            }
+        } else {
+            HookFailure::Unreachable {
+                url: req.url.clone(),
+                reason: transport_reason(&e),
+            }
+        }
+    };
+    let client = reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(deadline.saturating_duration_since(Instant::now()))
+        .no_proxy()
+        .user_agent(concat!("muster-hook/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| HookFailure::Runtime(e.to_string()))?;
+    let mut builder = client
+        .post(&req.endpoint)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .header("x-muster-pid", req.pid.to_string())
+        .header("x-muster-host", header_safe(&req.host))
+        .header("x-muster-operator", header_safe(&req.operator))
+        .body(body);
+    if let Some(token) = &req.token {
+        builder = builder.bearer_auth(token);
+    }
+    let exchange = async {
+        let resp = builder.send().await.map_err(unreachable)?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(unreachable)?;
+        if !status.is_success() {
+            return Err(HookFailure::Refused {
+                url: req.url.clone(),
+                status,
+                detail: error_detail(&bytes),
+            });
+        }
+        Ok(bytes.to_vec())
+    };
+    timeout_at(deadline, exchange).await.unwrap_or_else(|_| {
+        Err(HookFailure::Timeout {
+            url: req.url.clone(),
+        })
+    })
+}
+
+/// A header value with anything that is not visible ASCII replaced, so a
+/// strange host or operator name cannot make the request invalid.
+fn header_safe(value: &str) -> String {
+    value
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect()
+}
+
+/// The message of an `ErrorBody`, else the start of the body text.
+fn error_detail(bytes: &[u8]) -> String {
+    if let Ok(body) = serde_json::from_slice::<muster_core::api::ErrorBody>(bytes) {
+        return body.error.message.chars().take(200).collect();
+    }
+    String::from_utf8_lossy(bytes)
+        .trim()
+        .chars()
+        .take(200)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn input_over_the_limit_is_refused_whole() {
+        // Proves hook input of exactly 1 MiB passes and one byte more is refused rather than truncated.
+        assert_eq!(
+            read_bounded(&vec![b'x'; MAX_INPUT_BYTES][..])
+                .unwrap()
+                .len(),
+            MAX_INPUT_BYTES
+        );
+        assert!(matches!(
+            read_bounded(&vec![b'x'; MAX_INPUT_BYTES + 1][..]),
+            Err(HookFailure::InputTooLarge)
+        ));
+    }
+
+    #[test]
+    fn failure_is_one_line_naming_the_daemon() {
+        // Proves the fail-open message is a single line that names the URL, the reason and that work continues.
+        let line = failure_line(&HookFailure::Unreachable {
+            url: "http://127.0.0.1:9".into(),
+            reason: "connection\nrefused".into(),
+        });
+        assert_eq!(line, "muster hook: daemon unreachable at http://127.0.0.1:9 (connection refused); continuing without muster");
+    }
+
+    #[test]
+    fn header_values_are_made_safe() {
+        // Proves non-ASCII or control characters in host/operator names cannot break the request.
+        assert_eq!(header_safe("héllo\nx"), "h?llo?x");
+    }
+}

@@ -1,0 +1,234 @@
+//! The shim's end of the link to the daemon (`/ws`): connects, says hello
+//! for its session, answers requests, hands pushes to the MCP side, pings,
+//! and re-links with exponential backoff and jitter whenever the link drops.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures_util::{SinkExt, StreamExt};
+use muster_core::api::{ErrorDetail, RegisterRequest};
+use muster_core::link::{ClientFrame, Op, ServerFrame, HEARTBEAT_MS, LINK_PROTOCOL};
+use muster_core::Message;
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+type Reply = Result<Value, ErrorDetail>;
+
+/// What the MCP side asks of the link.
+enum Command {
+    Request(Op, oneshot::Sender<Reply>),
+    Delivered(Vec<String>),
+}
+
+/// A cheap handle to the link task.
+#[derive(Clone)]
+pub struct Link {
+    commands: mpsc::Sender<Command>,
+    /// True while a link is up (a welcome was received).
+    pub up: watch::Receiver<bool>,
+}
+
+fn error(code: &str, message: impl Into<String>) -> ErrorDetail {
+    ErrorDetail { code: code.into(), message: message.into(), matches: Vec::new() }
+}
+
+impl Link {
+    /// Starts the link task. Pushes arrive on the returned receiver.
+    pub fn start(ws_url: String, hello: RegisterRequest, can_push: bool) -> (Link, mpsc::Receiver<Message>) {
+        let (commands, rx) = mpsc::channel(256);
+        let (pushes_tx, pushes) = mpsc::channel(1_024);
+        let (up_tx, up) = watch::channel(false);
+        tokio::spawn(run(ws_url, hello, can_push, rx, pushes_tx, up_tx));
+        (Link { commands, up }, pushes)
+    }
+
+    /// Runs an operation on the daemon. Fails at once, with a reason, if the
+    /// link is down: a request is never silently retried, since a send
+    /// might then happen twice.
+    pub async fn request(&self, op: Op) -> Reply {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Request(op, tx))
+            .await
+            .map_err(|_| error("link_closed", "the shim is shutting down"))?;
+        rx.await.map_err(|_| error("link_lost", "the connection to the muster daemon dropped; try again"))?
+    }
+
+    /// Tells the daemon these pushes were written to the harness.
+    pub async fn delivered(&self, ids: Vec<String>) {
+        let _ = self.commands.send(Command::Delivered(ids)).await;
+    }
+}
+
+/// Delay before re-link attempt `n` (0-based): 100 ms doubling to 1 s, with
+/// ±20% jitter so a fleet of shims does not reconnect in lockstep. Capped
+/// low because a daemon restart must see every shim back within 2 s.
+pub fn backoff(attempt: u32) -> Duration {
+    let base = 100u64.saturating_mul(1 << attempt.min(4)).min(1_000);
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    let jitter = (nanos % 400) as i64 - 200; // -200..200 per mille of 20%
+    let ms = base as i64 + base as i64 * jitter / 1_000;
+    Duration::from_millis(ms.max(10) as u64)
+}
+
+async fn run(
+    ws_url: String,
+    hello: RegisterRequest,
+    can_push: bool,
+    mut commands: mpsc::Receiver<Command>,
+    pushes: mpsc::Sender<Message>,
+    up: watch::Sender<bool>,
+) {
+    let mut attempt = 0;
+    loop {
+        match session(&ws_url, &hello, can_push, &mut commands, &pushes, &up).await {
+            Ended::Shutdown => return,
+            Ended::Fatal(e) => {
+                tracing::error!("muster refused the link: {}", e.message);
+                let _ = up.send(false);
+                // Refused (e.g. bad session id): keep answering requests with the reason.
+                while let Some(cmd) = commands.recv().await {
+                    if let Command::Request(_, tx) = cmd {
+                        let _ = tx.send(Err(e.clone()));
+                    }
+                }
+                return;
+            }
+            Ended::Dropped(linked) => {
+                let _ = up.send(false);
+                if linked {
+                    attempt = 0;
+                }
+                tokio::time::sleep(backoff(attempt)).await;
+                attempt = attempt.saturating_add(1);
+                // Fail what arrived while down rather than hold it for an unknown time.
+                while let Ok(cmd) = commands.try_recv() {
+                    if let Command::Request(_, tx) = cmd {
+                        let _ = tx.send(Err(error("daemon_unreachable", "the muster daemon is not reachable right now")));
+                    }
+                }
+            }
+        }
+    }
+}
+
+enum Ended {
+    /// The MCP side is gone.
+    Shutdown,
+    /// The daemon refused us for good.
+    Fatal(ErrorDetail),
+    /// The connection failed or dropped; `true` if it had been up.
+    Dropped(bool),
+}
+
+async fn session(
+    ws_url: &str,
+    hello: &RegisterRequest,
+    can_push: bool,
+    commands: &mut mpsc::Receiver<Command>,
+    pushes: &mpsc::Sender<Message>,
+    up: &watch::Sender<bool>,
+) -> Ended {
+    let Ok(Ok((ws, _))) =
+        tokio::time::timeout(Duration::from_secs(5), tokio_tungstenite::connect_async(ws_url)).await
+    else {
+        return Ended::Dropped(false);
+    };
+    let (mut sink, mut stream) = ws.split();
+    let frame = ClientFrame::Hello { protocol: LINK_PROTOCOL, session: hello.clone(), can_push };
+    if send(&mut sink, &frame).await.is_err() {
+        return Ended::Dropped(false);
+    }
+    let mut pending: HashMap<u64, oneshot::Sender<Reply>> = HashMap::new();
+    let mut next_id = 1u64;
+    let mut linked = false;
+    let mut heartbeat = tokio::time::interval(Duration::from_millis(HEARTBEAT_MS as u64));
+    heartbeat.tick().await;
+    let ended = loop {
+        tokio::select! {
+            cmd = commands.recv(), if linked => match cmd {
+                None => break Ended::Shutdown,
+                Some(Command::Request(op, tx)) => {
+                    let id = next_id;
+                    next_id += 1;
+                    if send(&mut sink, &ClientFrame::Request { id, op }).await.is_err() {
+                        let _ = tx.send(Err(error("link_lost", "the connection to the muster daemon dropped")));
+                        break Ended::Dropped(linked);
+                    }
+                    pending.insert(id, tx);
+                }
+                Some(Command::Delivered(message_ids)) => {
+                    if send(&mut sink, &ClientFrame::Delivered { message_ids }).await.is_err() {
+                        break Ended::Dropped(linked);
+                    }
+                }
+            },
+            msg = stream.next() => {
+                let text = match msg {
+                    Some(Ok(WsMessage::Text(text))) => text,
+                    Some(Ok(WsMessage::Close(_))) | Some(Err(_)) | None => break Ended::Dropped(linked),
+                    Some(Ok(_)) => continue,
+                };
+                match serde_json::from_str::<ServerFrame>(&text) {
+                    Ok(ServerFrame::Welcome { session, .. }) => {
+                        linked = true;
+                        tracing::info!(session = %session.id, nickname = %session.nickname, "linked to muster");
+                        let _ = up.send(true);
+                    }
+                    Ok(ServerFrame::Reply { id, result, error: err }) => {
+                        if let Some(tx) = pending.remove(&id) {
+                            let _ = tx.send(match err {
+                                Some(e) => Err(e),
+                                None => Ok(result.unwrap_or(Value::Null)),
+                            });
+                        }
+                    }
+                    Ok(ServerFrame::Push { message }) => {
+                        if pushes.send(message).await.is_err() {
+                            break Ended::Shutdown;
+                        }
+                    }
+                    Ok(ServerFrame::Pong { .. }) => {}
+                    Ok(ServerFrame::Fatal { error: e }) if !linked => break Ended::Fatal(e),
+                    Ok(ServerFrame::Fatal { error: e }) => tracing::warn!("daemon: {}", e.message),
+                    Err(e) => tracing::warn!("unreadable frame from the daemon: {e}"),
+                }
+            }
+            _ = heartbeat.tick() => {
+                let at = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+                if send(&mut sink, &ClientFrame::Ping { at }).await.is_err() {
+                    break Ended::Dropped(linked);
+                }
+            }
+        }
+    };
+    for (_, tx) in pending.drain() {
+        let _ = tx.send(Err(error("link_lost", "the connection to the muster daemon dropped before it answered")));
+    }
+    let _ = sink.close().await;
+    ended
+}
+
+async fn send<S>(sink: &mut S, frame: &ClientFrame) -> Result<(), ()>
+where
+    S: futures_util::Sink<WsMessage> + Unpin,
+{
+    let text = serde_json::to_string(frame).map_err(|_| ())?;
+    sink.send(WsMessage::Text(text.into())).await.map_err(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_to_a_low_cap_with_jitter() {
+        for attempt in 0..20 {
+            let d = backoff(attempt).as_millis();
+            assert!((10..=1_200).contains(&d), "attempt {attempt}: {d} ms");
+        }
+        assert!(backoff(0).as_millis() <= 120);
+        assert!(backoff(10).as_millis() >= 800);
+    }
+}

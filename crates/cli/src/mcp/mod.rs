@@ -1,0 +1,135 @@
+//! `muster mcp`: the per-session stdio MCP server a harness launches. It
+//! links to the daemon for its session, offers muster's tools, and writes
+//! inbound mail to the harness as `notifications/claude/channel` — only
+//! after the client has initialized, and reporting each one delivered only
+//! once it was written out. It exits when stdin closes or its parent dies.
+
+mod link;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use muster_core::api::{ErrorDetail, RegisterRequest};
+use muster_core::link::Op;
+use muster_daemon::mcp::{push_channel, Executor, McpServer};
+use rmcp::ServiceExt;
+use serde_json::Value;
+
+use self::link::Link;
+
+/// Runs a tool's operation over the link.
+struct LinkExecutor(Link);
+
+impl Executor for LinkExecutor {
+    async fn execute(&self, op: Op) -> Result<Value, ErrorDetail> {
+        self.0.request(op).await
+    }
+}
+
+/// Where the shim learns everything it needs from its environment.
+pub struct ShimEnv {
+    pub url: String,
+    pub session_id: Option<String>,
+    pub operator: String,
+    pub host: String,
+    pub harness: String,
+    /// `MUSTER_CHANNELS=off` says the harness does not show channel pushes.
+    pub channels: bool,
+}
+
+impl ShimEnv {
+    pub fn from_process(url: String, operator: String, host: String) -> Self {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+        ShimEnv {
+            url,
+            session_id: var("MUSTER_SESSION_ID").or_else(|| var("CLAUDE_CODE_SESSION_ID")),
+            operator,
+            host,
+            harness: var("MUSTER_HARNESS").unwrap_or_else(|| "claude".into()),
+            channels: !matches!(var("MUSTER_CHANNELS").as_deref(), Some("off" | "0" | "false" | "no")),
+        }
+    }
+}
+
+/// `http://host:port` → `ws://host:port/ws`.
+pub fn ws_url(url: &str) -> anyhow::Result<String> {
+    let rest = if let Some(r) = url.strip_prefix("http://") {
+        format!("ws://{r}")
+    } else if let Some(r) = url.strip_prefix("https://") {
+        format!("wss://{r}")
+    } else {
+        bail!("the daemon URL {url:?} must start with http://");
+    };
+    Ok(format!("{}/ws", rest.trim_end_matches('/')))
+}
+
+pub async fn run(env: ShimEnv) -> anyhow::Result<()> {
+    let Some(session_id) = env.session_id else {
+        bail!(
+            "muster mcp needs to know its session: set MUSTER_SESSION_ID (Claude Code sets \
+             CLAUDE_CODE_SESSION_ID for the servers it starts). No id is invented."
+        );
+    };
+    muster_core::validate::session_id(&session_id).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let parent = std::os::unix::process::parent_id();
+    let hello = RegisterRequest {
+        id: session_id,
+        harness: Some(env.harness),
+        host: Some(env.host),
+        operator: Some(env.operator),
+        pid: Some(parent),
+        cwd: std::env::current_dir().ok().map(|d| d.display().to_string()),
+        ..RegisterRequest::default()
+    };
+    let (link, mut pushes) = Link::start(ws_url(&env.url)?, hello, env.channels);
+    let server = McpServer::new(Arc::new(LinkExecutor(link.clone())));
+    let service = server
+        .clone()
+        .serve((tokio::io::stdin(), tokio::io::stdout()))
+        .await
+        .context("the MCP client did not initialize")?;
+
+    // Pushes wait until the client has initialized, then go out in order.
+    let pusher = tokio::spawn(async move {
+        let Some(peer) = server.initialized().await else { return };
+        while let Some(message) = pushes.recv().await {
+            match push_channel(&peer, &message).await {
+                Ok(()) => link.delivered(vec![message.id]).await,
+                Err(e) => {
+                    tracing::warn!("could not write a push to the client: {e}");
+                    return;
+                }
+            }
+        }
+    });
+
+    tokio::select! {
+        reason = service.waiting() => tracing::info!("MCP client closed ({reason:?}); exiting"),
+        _ = parent_died(parent) => tracing::info!("parent process {parent} is gone; exiting"),
+    }
+    pusher.abort();
+    Ok(())
+}
+
+/// Resolves when the process that started us has exited (we are re-parented).
+async fn parent_died(parent: u32) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if std::os::unix::process::parent_id() != parent {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ws_url_from_http() {
+        assert_eq!(ws_url("http://127.0.0.1:7420").unwrap(), "ws://127.0.0.1:7420/ws");
+        assert_eq!(ws_url("http://localhost:1/").unwrap(), "ws://localhost:1/ws");
+        assert!(ws_url("ftp://x").is_err());
+    }
+}
