@@ -157,6 +157,18 @@ Example (a Claude Code settings.json hook command):\n  muster hook prompt-submit
 --json has no effect here: the output is whatever the harness expects."
     )]
     Hook(HookArgs),
+
+    /// Run the per-session MCP server a harness launches (stdio)
+    #[command(long_about = "Run muster's MCP server on stdin/stdout for one agent session. A harness \
+launches it (see `muster install`); it links to the daemon, offers muster's tools (roster, \
+send_message, broadcast, read_messages, wait_for_message, …) and pushes inbound mail to the agent \
+as notifications/claude/channel.\n\n\
+The session is MUSTER_SESSION_ID, else CLAUDE_CODE_SESSION_ID (Claude Code sets it); without \
+either it refuses to start. MUSTER_CHANNELS=off says the harness does not show channel pushes, \
+so mail reaches the agent through its hooks instead. MUSTER_HARNESS names the harness \
+(default claude). stdout carries only MCP messages; logs go to stderr.\n\n\
+Example (.mcp.json):\n  {\"mcpServers\": {\"muster\": {\"command\": \"muster\", \"args\": [\"mcp\"]}}}")]
+    Mcp,
 }
 
 #[derive(Debug, Args)]

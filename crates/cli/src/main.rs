@@ -6,6 +6,7 @@ mod commands;
 mod config;
 mod context;
 mod hook;
+mod mcp;
 mod output;
 mod sse;
 
@@ -23,12 +24,43 @@ fn main() {
         // The hook path stays lean: no tracing, no config warnings, never fails.
         Command::Hook(args) => hook::run(&args, cli.url.as_deref(), &env),
         Command::Serve(args) => commands::serve::run(args, &env),
+        Command::Mcp => run_mcp(cli.url.as_deref(), &env),
         command => {
             init_tracing("warn");
             run_client(command, cli.url.as_deref(), cli.json, env)
         }
     };
     std::process::exit(code);
+}
+
+/// `muster mcp`: stdout is the protocol, so every word for people goes to stderr.
+fn run_mcp(url_flag: Option<&str>, env: &Env) -> i32 {
+    init_tracing("warn");
+    let file = config::load_config(config::config_path(env));
+    let url = match config::resolve_url(url_flag, env, &file) {
+        Ok((url, _)) => url,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    let (operator, _) = config::resolve_operator(env, &file);
+    let host = config::hostname(env);
+    let shim = mcp::ShimEnv::from_process(url, operator, host);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return 1;
+        }
+    };
+    match runtime.block_on(mcp::run(shim)) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("muster mcp: {e:#}");
+            1
+        }
+    }
 }
 
 /// Logs go to stderr, filtered by RUST_LOG, else `default`.

@@ -61,3 +61,14 @@ fn tail_streams_changes() {
     assert!(v["kind"].as_str().unwrap().starts_with("session."), "{v}");
     assert_eq!(v["data"]["id"], id);
 }
+
+// Proves SIGTERM stops the daemon promptly even while a client holds the
+// event stream open (the stream ends instead of holding shutdown hostage).
+#[test]
+fn sigterm_stops_the_daemon_with_a_tail_attached() {
+    let mut d = TestDaemon::start(&[]);
+    let mut tail = muster_cmd(&d.url).args(["tail", "--json"]).stdout(Stdio::null()).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(d.terminate(Duration::from_secs(4)), "muster serve exited cleanly within 4 s");
+    let _ = tail.kill();
+}

@@ -18,6 +18,7 @@ use muster_core::{validate, Activity, CoreError, Delivery, DeliveryState, Messag
 use muster_store::{Change, InboxQuery, Store};
 use serde_json::json;
 use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::error::ApiError;
@@ -60,6 +61,8 @@ pub struct Hub {
     started_at: Millis,
     store_desc: String,
     links_known: AtomicBool,
+    /// Cancelled when the daemon stops: long-lived streams and links end.
+    pub shutdown: CancellationToken,
 }
 
 fn check_field(field: &'static str, value: &Option<String>, max: usize) -> Result<(), CoreError> {
@@ -138,6 +141,7 @@ impl Hub {
             started_at: clock.wall(),
             store_desc,
             links_known: AtomicBool::new(false),
+            shutdown: CancellationToken::new(),
         }))
     }
 

@@ -10,6 +10,8 @@ mod gitinfo;
 mod hooks;
 mod hub;
 mod link;
+pub mod mcp;
+mod mcp_http;
 mod metrics;
 mod ops;
 mod routes;
@@ -28,6 +30,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 pub use hub::Hub;
+
+/// How long `stop` waits for open requests to finish.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Which store holds the daemon's durable state.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,10 +86,18 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Stops accepting, finishes in-flight requests and waits for the end.
+    /// Stops accepting, ends event streams and links, finishes in-flight
+    /// requests (waiting at most a few seconds) and returns.
     pub async fn stop(self) -> anyhow::Result<()> {
+        self.hub.shutdown.cancel();
         let _ = self.shutdown.send(true);
-        self.task.await.context("daemon task failed")?
+        match tokio::time::timeout(SHUTDOWN_GRACE, self.task).await {
+            Ok(joined) => joined.context("daemon task failed")?,
+            Err(_) => {
+                tracing::warn!("some connections were still open after {SHUTDOWN_GRACE:?}; stopping anyway");
+                Ok(())
+            }
+        }
     }
 }
 

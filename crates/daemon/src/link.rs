@@ -123,7 +123,11 @@ async fn serve(hub: Arc<Hub>, socket: WebSocket) {
     let mut requests = JoinSet::new();
     let silence = Duration::from_millis(3 * HEARTBEAT_MS as u64);
     loop {
-        let msg = match tokio::time::timeout(silence, stream.next()).await {
+        let next = tokio::select! {
+            next = tokio::time::timeout(silence, stream.next()) => next,
+            _ = hub.shutdown.cancelled() => break,
+        };
+        let msg = match next {
             Ok(Some(Ok(msg))) => msg,
             Ok(Some(Err(_)) | None) => break,
             Err(_) => {

@@ -51,6 +51,7 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/metrics", get(metrics))
         .route("/hook/{event}", post(hooks::handle))
         .route("/ws", get(crate::link::upgrade))
+        .nest_service("/mcp", crate::mcp_http::service(hub.clone()))
         .nest("/api/v1", api)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route; see `muster --help`") })
         .layer(DefaultBodyLimit::max(limit))
@@ -233,6 +234,7 @@ async fn leave(State(hub): State<Arc<Hub>>, ApiJson(req): ApiJson<RoomRequest>) 
 async fn events(State(hub): State<Arc<Hub>>) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
     let rx = hub.events.subscribe();
     let ready = SseEvent::default().event("ready").data(format!("{{\"version\":\"{}\"}}", env!("CARGO_PKG_VERSION")));
+    let stopping = hub.shutdown.clone().cancelled_owned();
     let changes = BroadcastStream::new(rx).map(|item| {
         Ok(match item {
             Ok(event) => SseEvent::default()
@@ -245,7 +247,9 @@ async fn events(State(hub): State<Arc<Hub>>) -> Sse<impl Stream<Item = Result<Ss
             }
         })
     });
-    Sse::new(stream::once(async move { Ok(ready) }).chain(changes)).keep_alive(KeepAlive::default())
+    // The stream ends when the daemon stops, so shutdown need not wait for clients.
+    let events = stream::once(async move { Ok(ready) }).chain(changes).take_until(stopping);
+    Sse::new(events).keep_alive(KeepAlive::default())
 }
 
 async fn metrics(State(hub): State<Arc<Hub>>) -> impl IntoResponse {

@@ -26,8 +26,8 @@ pub async fn dispatch(command: Command, ctx: &Context) -> Result<i32, ClientErro
         Command::Tail => tail::run(ctx).await,
         Command::Status => status::run(ctx).await,
         Command::Doctor => doctor::run(ctx).await,
-        Command::Serve(_) | Command::Hook(_) => {
-            Err(ClientError::local("serve and hook are not client commands"))
+        Command::Serve(_) | Command::Hook(_) | Command::Mcp => {
+            Err(ClientError::local("serve, hook and mcp are not client commands"))
         }
     }
 }

@@ -10,7 +10,7 @@ use muster_core::api::{ErrorDetail, RegisterRequest};
 use muster_core::link::{ClientFrame, Op, ServerFrame, HEARTBEAT_MS, LINK_PROTOCOL};
 use muster_core::Message;
 use serde_json::Value;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 type Reply = Result<Value, ErrorDetail>;
@@ -25,8 +25,6 @@ enum Command {
 #[derive(Clone)]
 pub struct Link {
     commands: mpsc::Sender<Command>,
-    /// True while a link is up (a welcome was received).
-    pub up: watch::Receiver<bool>,
 }
 
 fn error(code: &str, message: impl Into<String>) -> ErrorDetail {
@@ -38,9 +36,8 @@ impl Link {
     pub fn start(ws_url: String, hello: RegisterRequest, can_push: bool) -> (Link, mpsc::Receiver<Message>) {
         let (commands, rx) = mpsc::channel(256);
         let (pushes_tx, pushes) = mpsc::channel(1_024);
-        let (up_tx, up) = watch::channel(false);
-        tokio::spawn(run(ws_url, hello, can_push, rx, pushes_tx, up_tx));
-        (Link { commands, up }, pushes)
+        tokio::spawn(run(ws_url, hello, can_push, rx, pushes_tx));
+        (Link { commands }, pushes)
     }
 
     /// Runs an operation on the daemon. Fails at once, with a reason, if the
@@ -78,15 +75,13 @@ async fn run(
     can_push: bool,
     mut commands: mpsc::Receiver<Command>,
     pushes: mpsc::Sender<Message>,
-    up: watch::Sender<bool>,
 ) {
     let mut attempt = 0;
     loop {
-        match session(&ws_url, &hello, can_push, &mut commands, &pushes, &up).await {
+        match session(&ws_url, &hello, can_push, &mut commands, &pushes).await {
             Ended::Shutdown => return,
             Ended::Fatal(e) => {
                 tracing::error!("muster refused the link: {}", e.message);
-                let _ = up.send(false);
                 // Refused (e.g. bad session id): keep answering requests with the reason.
                 while let Some(cmd) = commands.recv().await {
                     if let Command::Request(_, tx) = cmd {
@@ -96,7 +91,6 @@ async fn run(
                 return;
             }
             Ended::Dropped(linked) => {
-                let _ = up.send(false);
                 if linked {
                     attempt = 0;
                 }
@@ -128,7 +122,6 @@ async fn session(
     can_push: bool,
     commands: &mut mpsc::Receiver<Command>,
     pushes: &mpsc::Sender<Message>,
-    up: &watch::Sender<bool>,
 ) -> Ended {
     let Ok(Ok((ws, _))) =
         tokio::time::timeout(Duration::from_secs(5), tokio_tungstenite::connect_async(ws_url)).await
@@ -174,7 +167,6 @@ async fn session(
                     Ok(ServerFrame::Welcome { session, .. }) => {
                         linked = true;
                         tracing::info!(session = %session.id, nickname = %session.nickname, "linked to muster");
-                        let _ = up.send(true);
                     }
                     Ok(ServerFrame::Reply { id, result, error: err }) => {
                         if let Some(tx) = pending.remove(&id) {

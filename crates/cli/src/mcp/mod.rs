@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use muster_core::api::{ErrorDetail, RegisterRequest};
 use muster_core::link::Op;
-use muster_daemon::mcp::{push_channel, Executor, McpServer};
+use muster_daemon::mcp::{push_channel, CallContext, Executor, McpServer};
 use rmcp::ServiceExt;
 use serde_json::Value;
 
@@ -22,7 +22,7 @@ use self::link::Link;
 struct LinkExecutor(Link);
 
 impl Executor for LinkExecutor {
-    async fn execute(&self, op: Op) -> Result<Value, ErrorDetail> {
+    async fn execute(&self, op: Op, _call: CallContext) -> Result<Value, ErrorDetail> {
         self.0.request(op).await
     }
 }

@@ -52,19 +52,42 @@ impl TestDaemon {
                 let _ = tx.send(line);
             }
         });
-        let line = rx.recv_timeout(Duration::from_secs(30)).expect("muster serve printed no listening line");
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("muster serve printed no listening line");
         let url = line
             .split_whitespace()
             .find(|w| w.starts_with("http://"))
             .unwrap_or_else(|| panic!("no URL in {line:?}"))
             .to_string();
-        TestDaemon { child, url, data_dir: data_dir.to_path_buf(), _tmp: None }
+        TestDaemon {
+            child,
+            url,
+            data_dir: data_dir.to_path_buf(),
+            _tmp: None,
+        }
     }
 
     /// `kill -9`: no shutdown code runs.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then waits up to `limit` for the process to exit; returns
+    /// whether it exited in time (and with status 0).
+    pub fn terminate(&mut self, limit: Duration) -> bool {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
     }
 
     /// Runs `muster <args>` against this daemon, acting as nobody in particular.
@@ -75,9 +98,17 @@ impl TestDaemon {
     /// Runs `muster <args>` and parses its `--json` stdout, asserting success.
     pub fn muster_json(&self, args: &[&str]) -> Value {
         let out = self.muster(args);
-        assert!(out.status.success(), "muster {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-        serde_json::from_slice(&out.stdout)
-            .unwrap_or_else(|e| panic!("muster {args:?} printed no JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+        assert!(
+            out.status.success(),
+            "muster {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "muster {args:?} printed no JSON ({e}): {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
     }
 
     /// Feeds a hook payload to `muster hook <event>` as a harness would; returns stdout.
@@ -89,10 +120,19 @@ impl TestDaemon {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn muster hook");
-        child.stdin.take().unwrap().write_all(payload.to_string().as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(payload.to_string().as_bytes())
+            .unwrap();
         let out = child.wait_with_output().unwrap();
         assert!(out.status.success(), "hook must exit 0");
-        assert!(out.stderr.is_empty(), "hook wrote to stderr: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.stderr.is_empty(),
+            "hook wrote to stderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap()
     }
 
@@ -119,7 +159,12 @@ impl TestDaemon {
     pub fn roster_ids(&self) -> Vec<String> {
         let (status, v) = self.get("/api/v1/roster");
         assert_eq!(status, 200);
-        v["sessions"].as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap().to_string()).collect()
+        v["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["id"].as_str().unwrap().to_string())
+            .collect()
     }
 
     pub fn status(&self) -> Value {
@@ -148,7 +193,10 @@ pub fn muster_cmd(url: &str) -> Command {
 }
 
 pub fn http() -> reqwest::blocking::Client {
-    reqwest::blocking::Client::builder().timeout(Duration::from_secs(30)).build().unwrap()
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
 }
 
 fn status_json(resp: reqwest::blocking::Response) -> (u16, Value) {
@@ -189,5 +237,7 @@ pub fn context_of(stdout: &str) -> Option<String> {
         return None;
     }
     let v: Value = serde_json::from_str(stdout).unwrap_or_else(|e| panic!("hook printed non-JSON ({e}): {stdout}"));
-    v["hookSpecificOutput"]["additionalContext"].as_str().map(str::to_string)
+    v["hookSpecificOutput"]["additionalContext"]
+        .as_str()
+        .map(str::to_string)
 }

@@ -1,0 +1,203 @@
+//! muster's MCP server, shared by the stdio shim (`muster mcp`) and `/mcp`:
+//! the tool list, argument checking, and the `claude/channel` push. What a
+//! tool call does is left to an [`Executor`]: the shim forwards it over its
+//! link, `/mcp` runs it in the daemon.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use muster_core::api::ErrorDetail;
+use muster_core::link::Op;
+use muster_core::tools::{self, INSTRUCTIONS, TOOLS};
+use muster_core::validate::clean_peer_text;
+use muster_core::{inbox::format_utc, Message};
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, CustomNotification, Implementation,
+    JsonObject, ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, ServerNotification, Tool,
+};
+use rmcp::service::{NotificationContext, Peer, RequestContext, ServiceError};
+use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
+use serde_json::{json, Value};
+use tokio::sync::watch;
+
+/// The method Claude Code shows as a `<channel>` in the model's context.
+pub const CHANNEL_METHOD: &str = "notifications/claude/channel";
+
+/// Who a tool call says it comes from, by each route a harness may use.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CallContext {
+    /// `X-Muster-Session` header of an HTTP MCP request.
+    pub session_header: Option<String>,
+    /// `params._meta.sessionId` (Codex puts its session there).
+    pub meta_session: Option<String>,
+    /// A `_session_id` argument (added by muster's opencode plugin and Gemini hook).
+    pub arg_session: Option<String>,
+}
+
+impl CallContext {
+    fn of(request: &CallToolRequestParams, context: &RequestContext<RoleServer>) -> Self {
+        let text = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_string).filter(|s| !s.is_empty());
+        let parts = context.extensions.get::<axum::http::request::Parts>();
+        CallContext {
+            session_header: parts
+                .and_then(|p| p.headers.get("x-muster-session"))
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+                .filter(|s| !s.is_empty()),
+            meta_session: text(request.meta.as_ref().and_then(|m| m.0 .0.get("sessionId")))
+                .or_else(|| text(context.meta.0 .0.get("sessionId"))),
+            arg_session: text(request.arguments.as_ref().and_then(|a| a.get("_session_id"))),
+        }
+    }
+}
+
+/// Runs a tool's operation for the session a call belongs to.
+pub trait Executor: Send + Sync + 'static {
+    fn execute(&self, op: Op, call: CallContext) -> impl Future<Output = Result<Value, ErrorDetail>> + Send;
+}
+
+pub struct McpServer<E> {
+    executor: Arc<E>,
+    /// Set once the client has sent `notifications/initialized`.
+    peer: watch::Sender<Option<Peer<RoleServer>>>,
+}
+
+impl<E> Clone for McpServer<E> {
+    fn clone(&self) -> Self {
+        McpServer { executor: self.executor.clone(), peer: self.peer.clone() }
+    }
+}
+
+impl<E: Executor> McpServer<E> {
+    pub fn new(executor: Arc<E>) -> Self {
+        McpServer { executor, peer: watch::channel(None).0 }
+    }
+
+    /// Resolves to the client's peer once it has initialized; pushes wait
+    /// for this so none is sent before the client can take it.
+    pub async fn initialized(&self) -> Option<Peer<RoleServer>> {
+        let mut rx = self.peer.subscribe();
+        let peer = rx.wait_for(Option::is_some).await.ok()?;
+        peer.clone()
+    }
+}
+
+/// The tool list as MCP describes it.
+pub fn tool_list() -> Vec<Tool> {
+    TOOLS
+        .iter()
+        .map(|t| {
+            let schema: JsonObject = match (t.schema)() {
+                Value::Object(map) => map,
+                _ => JsonObject::new(),
+            };
+            Tool::new_with_raw(t.name, Some(t.description.into()), schema)
+        })
+        .collect()
+}
+
+fn text_result(value: &Value) -> CallToolResult {
+    let text = serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string());
+    CallToolResult::success(vec![ContentBlock::text(text)])
+}
+
+impl<E: Executor> ServerHandler for McpServer<E> {
+    fn get_info(&self) -> ServerConfig {
+        let mut experimental = std::collections::BTreeMap::new();
+        experimental.insert("claude/channel".to_string(), JsonObject::new());
+        let capabilities = ServerCapabilities::builder().enable_tools().enable_experimental_with(experimental).build();
+        ServerConfig::new(capabilities)
+            .with_server_info(Implementation::new("muster", env!("CARGO_PKG_VERSION")))
+            .with_instructions(INSTRUCTIONS)
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, McpError> {
+        Ok(ListToolsResult::with_all_items(tool_list()))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, McpError> {
+        let call = CallContext::of(&request, &context);
+        let args = request.arguments.unwrap_or_default();
+        // Unknown tools and wrong argument types are protocol errors: the
+        // call never ran. Failures of a call that ran are tool errors the
+        // agent can read.
+        let op = tools::parse_call(&request.name, &args).map_err(|e| McpError::invalid_params(e.to_string(), None))?;
+        let result = match self.executor.execute(op, call).await {
+            Ok(value) => text_result(&value),
+            Err(e) => {
+                let mut text = e.message;
+                for m in &e.matches {
+                    text.push_str(&format!("\n- {m}"));
+                }
+                CallToolResult::error(vec![ContentBlock::text(text)])
+            }
+        };
+        Ok(result.into())
+    }
+
+    async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
+        let _ = self.peer.send(Some(context.peer.clone()));
+    }
+}
+
+/// The channel notification for one message: the body (escaped peer text)
+/// as content, and string-only meta whose keys are letters, digits and `_`.
+pub fn channel_params(m: &Message) -> Value {
+    let mut meta = serde_json::Map::new();
+    meta.insert("message_id".into(), json!(m.id));
+    meta.insert("from".into(), json!(m.from));
+    meta.insert("from_nickname".into(), json!(clean_peer_text(&m.from_nickname)));
+    meta.insert("kind".into(), json!(m.to.kind()));
+    meta.insert("sent_at".into(), json!(format_utc(m.sent_at)));
+    if let Some(r) = &m.reply_to {
+        meta.insert("reply_to".into(), json!(r));
+    }
+    json!({"content": clean_peer_text(&m.body), "meta": meta})
+}
+
+/// Writes one message to the client as a `claude/channel` notification;
+/// returns once the transport has taken it.
+pub async fn push_channel(peer: &Peer<RoleServer>, m: &Message) -> Result<(), ServiceError> {
+    let notification = CustomNotification::new(CHANNEL_METHOD, Some(channel_params(m)));
+    peer.send_notification(ServerNotification::CustomNotification(notification)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use muster_core::Target;
+
+    #[test]
+    fn channel_meta_is_strings_with_plain_keys() {
+        let m = Message {
+            id: "01ABC".into(),
+            from: "s-1".into(),
+            from_nickname: "swift-otter".into(),
+            to: Target::Session("s-2".into()),
+            reply_to: Some("01AAA".into()),
+            body: "look at <this>\u{202E}".into(),
+            sent_at: 0,
+        };
+        let p = channel_params(&m);
+        assert_eq!(p["content"], "look at &lt;this&gt;");
+        for (k, v) in p["meta"].as_object().unwrap() {
+            assert!(k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'), "{k}");
+            assert!(v.is_string(), "{k}");
+        }
+    }
+
+    #[test]
+    fn every_tool_is_listed_with_an_object_schema() {
+        let tools = tool_list();
+        assert_eq!(tools.len(), TOOLS.len());
+        assert!(tools.iter().all(|t| t.input_schema.get("type") == Some(&json!("object"))));
+    }
+}

@@ -1,0 +1,56 @@
+//! `/mcp`: muster's MCP server over Streamable HTTP, for harnesses that
+//! connect to an HTTP MCP server directly. Tool calls run in the daemon for
+//! the session the request names; such a session is hook-only (no link), so
+//! each call also counts as seeing it.
+
+use std::sync::Arc;
+
+use muster_core::api::ErrorDetail;
+use muster_core::link::Op;
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use serde_json::Value;
+
+use crate::error::ApiError;
+use crate::hub::{Hub, Observed};
+use crate::mcp::{CallContext, Executor, McpServer};
+
+/// Runs calls in the hub for the session the request names.
+pub struct HubExecutor(pub Arc<Hub>);
+
+impl Executor for HubExecutor {
+    async fn execute(&self, op: Op, call: CallContext) -> Result<Value, ErrorDetail> {
+        run(&self.0, op, call).await.map_err(ApiError::detail)
+    }
+}
+
+async fn run(hub: &Arc<Hub>, op: Op, call: CallContext) -> Result<Value, ApiError> {
+    let Some(session) = call.session_header.or(call.meta_session).or(call.arg_session) else {
+        return Err(ApiError::bad_request(
+            "this call names no session: send the X-Muster-Session header (or _meta.sessionId) with your session id",
+        ));
+    };
+    if hub.lock().session(&session).is_none() {
+        return Err(muster_core::CoreError::UnknownSession(session).into());
+    }
+    hub.observe(Observed { id: session.clone(), ..Observed::default() }).await?;
+    let (value, surfacing) = hub.execute(&session, op).await?;
+    // The answer is handed to rmcp here; there is no later point to hook.
+    if let Some(s) = surfacing {
+        s.complete();
+    }
+    Ok(value)
+}
+
+/// The `/mcp` service, to nest in the router.
+pub fn service(hub: Arc<Hub>) -> StreamableHttpService<McpServer<HubExecutor>, LocalSessionManager> {
+    let mut config = StreamableHttpServerConfig::default();
+    config.max_request_body_bytes = hub.config.max_request_bytes;
+    // Host and Origin are checked by the router's guard for every route,
+    // with the token rules; rmcp's own loopback list would refuse a daemon
+    // bound beyond loopback with a token.
+    config = config.disable_allowed_hosts();
+    config.cancellation_token = hub.shutdown.child_token();
+    let server = McpServer::new(Arc::new(HubExecutor(hub)));
+    StreamableHttpService::new(move || Ok(server.clone()), Arc::new(LocalSessionManager::default()), config)
+}
