@@ -428,37 +428,27 @@ impl Hub {
             let claimed = st.claim_unread(&p, false);
             (p, claimed)
         };
-        let mut messages: Vec<InboxMessage> = Vec::new();
+        let ids = claimed.iter().map(|(m, _)| m.id.clone()).collect();
+        // Dropped on any early return, which releases the claim.
+        let mut surfacing = Surfacing::new(self.clone(), principal.clone(), ids);
+        // By id: the store's view (with `all`) overlaid by what this read claimed.
+        let mut by_id: std::collections::BTreeMap<String, InboxMessage> = Default::default();
         if all {
-            let earlier = self
-                .store
-                .inbox(InboxQuery { recipient: principal.clone(), include_read: true, limit })
-                .await;
-            let earlier = match earlier {
-                Ok(e) => e,
-                Err(e) => {
-                    let ids: Vec<String> = claimed.iter().map(|(m, _)| m.id.clone()).collect();
-                    self.lock().unclaim(&principal, &ids);
-                    return Err(e.into());
-                }
-            };
-            messages.extend(
-                earlier
-                    .into_iter()
-                    .filter(|e| e.state >= DeliveryState::Surfaced)
-                    .map(|e| InboxMessage { message: e.message, state: e.state }),
-            );
+            let query = InboxQuery { recipient: principal.clone(), include_read: true, limit };
+            for e in self.store.inbox(query).await? {
+                by_id.insert(e.message.id.clone(), InboxMessage { message: e.message, state: e.state });
+            }
         }
-        let mut ids = Vec::with_capacity(claimed.len());
         for (m, state) in claimed {
-            ids.push(m.id.clone());
-            messages.push(InboxMessage { message: (*m).clone(), state });
+            by_id.insert(m.id.clone(), InboxMessage { message: (*m).clone(), state });
         }
-        messages.sort_by(|a, b| a.message.id.cmp(&b.message.id));
-        if messages.len() > limit {
-            messages.drain(..messages.len() - limit);
-        }
-        let surfacing = Surfacing::new(self.clone(), principal.clone(), ids);
+        // Unread mail is shown oldest first (the rest comes next time);
+        // history shows the newest.
+        let skip = if all { by_id.len().saturating_sub(limit) } else { 0 };
+        let messages: Vec<InboxMessage> = by_id.into_values().skip(skip).take(limit).collect();
+        // Only what is shown may be marked surfaced; the rest stays unread.
+        let shown: std::collections::HashSet<&str> = messages.iter().map(|m| m.message.id.as_str()).collect();
+        surfacing.keep_only(&shown);
         Ok((Inbox { principal, messages }, surfacing))
     }
 

@@ -40,6 +40,16 @@ impl Surfacing {
         }
     }
 
+    /// Keeps only the claimed messages in `shown` and releases the rest.
+    pub fn keep_only(&mut self, shown: &std::collections::HashSet<&str>) {
+        let (keep, rest): (Vec<String>, Vec<String>) =
+            std::mem::take(&mut self.ids).into_iter().partition(|id| shown.contains(id.as_str()));
+        self.ids = keep;
+        if !rest.is_empty() {
+            self.hub.lock().unclaim(&self.recipient, &rest);
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.ids.is_empty()
     }
