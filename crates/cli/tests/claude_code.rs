@@ -320,3 +320,112 @@ fn a_scripted_tool_call_runs_through_pre_tool_use() {
     let me = h.known_session(&id).expect("the session is known");
     assert_eq!(me["last_tool"], "Read", "PreToolUse told muster the tool's name: {me}");
 }
+
+/// A `muster mcp` shim for a peer session, driven by hand over stdio: it is
+/// initialized like a client would, and its stdout lines are collected.
+struct PeerShim {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl PeerShim {
+    fn start(url: &str, session: &str) -> Self {
+        use std::io::{BufRead, BufReader, Write};
+        let mut child = muster_cmd(url)
+            .arg("mcp")
+            .env("MUSTER_SESSION_ID", session)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn muster mcp");
+        let mut stdin = child.stdin.take().unwrap();
+        for line in [
+            json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18",
+                "capabilities": {}, "clientInfo": {"name": "peer", "version": "1"}}}),
+            json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+        ] {
+            writeln!(stdin, "{line}").unwrap();
+        }
+        // Keep stdin open (closing it ends the shim) by leaking it into a thread.
+        std::thread::spawn(move || {
+            let _keep = stdin;
+            std::thread::sleep(RUN_LIMIT * 2);
+        });
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        PeerShim { child, lines }
+    }
+
+    /// The first channel notification whose content holds `needle`.
+    fn channel_with(&self, needle: &str, limit: Duration) -> Option<Value> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            let Ok(line) = self.lines.recv_timeout(Duration::from_millis(100)) else { continue };
+            let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("shim wrote non-JSON {line:?}: {e}"));
+            if v["method"] == "notifications/claude/channel" && count(&v["params"]["content"], needle) > 0 {
+                return Some(v);
+            }
+        }
+        None
+    }
+}
+
+impl Drop for PeerShim {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// Proves a scripted `tool_use` of mcp__muster__send_message in a real Claude Code run goes through `muster mcp` and reaches a peer shim as a live channel notification, and the tool result tells the model it was pushed.
+#[test]
+fn claude_send_message_reaches_a_peer_shim_live() {
+    let h = Harness::new();
+    std::fs::write(
+        h.project.path().join(".mcp.json"),
+        serde_json::to_string_pretty(&json!({"mcpServers": {"muster": {
+            "command": BIN, "args": ["mcp"], "env": {"MUSTER_URL": h.daemon.url, "MUSTER_OPERATOR": "tester"}}}}))
+        .unwrap(),
+    )
+    .unwrap();
+    let settings_path = h.project.path().join(".claude/settings.json");
+    let mut settings: Value = serde_json::from_str(&read(&settings_path)).unwrap();
+    settings["enabledMcpjsonServers"] = json!(["muster"]);
+    std::fs::write(&settings_path, settings.to_string()).unwrap();
+
+    let peer_id = new_uuid();
+    let peer = PeerShim::start(&h.daemon.url, &peer_id);
+    let linked = wait_until(Duration::from_secs(10), || {
+        let roster = h.daemon.get("/api/v1/roster").1;
+        roster["sessions"].as_array().unwrap().iter().any(|s| s["id"] == peer_id.as_str() && s["link"] == "link")
+    });
+    assert!(linked.is_some(), "the peer shim linked to the daemon");
+
+    let marker = format!("PUSHMARK{}", new_uuid().replace('-', ""));
+    h.stub.push(Turn::tool_use(
+        "mcp__muster__send_message",
+        json!({"to": peer_id, "body": format!("tests pass on my side ({marker})")}),
+    ));
+    h.stub.push(Turn::text("sent"));
+    let id = new_uuid();
+    let result = h.run(&["-p", "tell the peer", "--session-id", &id, "--allowedTools", "mcp__muster__send_message"]);
+    assert_eq!(result["result"], "sent", "{result}");
+
+    let bodies = h.stub.message_bodies();
+    let tool_result = bodies
+        .iter()
+        .find(|b| count(b, "tool_result") > 0)
+        .unwrap_or_else(|| panic!("no request carries the tool result: {bodies:?}"));
+    assert!(count(tool_result, "pushed") > 0, "the model is told the message was pushed: {tool_result}");
+
+    let push = peer.channel_with(&marker, Duration::from_secs(10)).expect("the peer shim got the channel notification");
+    let meta = push["params"]["meta"].as_object().unwrap();
+    assert_eq!(meta["from"], id.as_str(), "the push names the Claude session as sender: {push}");
+    assert!(meta.values().all(Value::is_string), "meta values are strings: {push}");
+}

@@ -144,7 +144,8 @@ impl<E: Executor> ServerHandler for McpServer<E> {
     }
 
     async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
-        let _ = self.peer.send(Some(context.peer.clone()));
+        // send_replace stores the value even when nobody is subscribed yet.
+        self.peer.send_replace(Some(context.peer.clone()));
     }
 }
 
