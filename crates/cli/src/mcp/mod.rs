@@ -5,6 +5,7 @@
 //! once it was written out. It exits when stdin closes or its parent dies.
 
 mod link;
+mod stdio;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -84,11 +85,14 @@ pub async fn run(env: ShimEnv) -> anyhow::Result<()> {
     };
     let (link, mut pushes) = Link::start(ws_url(&env.url)?, hello, env.channels);
     let server = McpServer::new(Arc::new(LinkExecutor(link.clone())));
-    let service = server
-        .clone()
-        .serve((tokio::io::stdin(), tokio::io::stdout()))
-        .await
-        .context("the MCP client did not initialize")?;
+    // The client's stdio passes through a guard that answers malformed
+    // lines itself; the MCP server sees only JSON-RPC messages.
+    let (server_in, filter_out) = tokio::io::duplex(1 << 20);
+    let (server_out, merge_in) = tokio::io::duplex(1 << 20);
+    let (errors_tx, errors_rx) = tokio::sync::mpsc::channel(64);
+    let input = tokio::spawn(stdio::filter_input(tokio::io::stdin(), filter_out, errors_tx));
+    let output = tokio::spawn(stdio::merge_output(merge_in, errors_rx, tokio::io::stdout()));
+    let service = server.clone().serve((server_in, server_out)).await.context("the MCP client did not initialize")?;
 
     // Pushes wait until the client has initialized, then go out in order.
     let pusher = tokio::spawn(async move {
@@ -109,6 +113,8 @@ pub async fn run(env: ShimEnv) -> anyhow::Result<()> {
         _ = parent_died(parent) => tracing::info!("parent process {parent} is gone; exiting"),
     }
     pusher.abort();
+    input.abort();
+    let _ = tokio::time::timeout(Duration::from_millis(500), output).await;
     Ok(())
 }
 
