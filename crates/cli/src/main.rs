@@ -6,6 +6,7 @@ mod commands;
 mod config;
 mod context;
 mod hook;
+mod install;
 mod mcp;
 mod output;
 mod sse;
@@ -24,6 +25,7 @@ fn main() {
         // The hook path stays lean: no tracing, no config warnings, never fails.
         Command::Hook(args) => hook::run(&args, cli.url.as_deref(), &env),
         Command::Serve(args) => commands::serve::run(args, &env),
+        Command::Install(args) => install::run(&args, cli.json, &env),
         Command::Mcp => run_mcp(cli.url.as_deref(), &env),
         command => {
             init_tracing("warn");
@@ -54,7 +56,11 @@ fn run_mcp(url_flag: Option<&str>, env: &Env) -> i32 {
             return 1;
         }
     };
-    match runtime.block_on(mcp::run(shim)) {
+    let result = runtime.block_on(mcp::run(shim));
+    // A blocking read of stdin may still be pending (the parent died with
+    // our stdin open); do not wait for it.
+    runtime.shutdown_background();
+    match result {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("muster mcp: {e:#}");

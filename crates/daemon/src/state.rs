@@ -327,8 +327,9 @@ impl State {
             .insert(message.id.clone(), Unread { message, state, claimed: false });
     }
 
+    /// Deliveries still queued: neither pushed live nor surfaced.
     pub fn unread_total(&self) -> usize {
-        self.unread.values().map(BTreeMap::len).sum()
+        self.unread.values().flat_map(BTreeMap::values).filter(|u| u.state == DeliveryState::Queued).count()
     }
 
     /// Claims the recipient's unread mail (oldest first) for one response,

@@ -65,7 +65,20 @@ pub fn ws_url(url: &str) -> anyhow::Result<String> {
     Ok(format!("{}/ws", rest.trim_end_matches('/')))
 }
 
+/// Runs the shim until the client closes stdin or the parent process dies,
+/// whichever comes first (even before the client has initialized).
 pub async fn run(env: ShimEnv) -> anyhow::Result<()> {
+    let parent = std::os::unix::process::parent_id();
+    tokio::select! {
+        served = serve(env, parent) => served,
+        _ = parent_died(parent) => {
+            tracing::info!("parent process {parent} is gone; exiting");
+            Ok(())
+        }
+    }
+}
+
+async fn serve(env: ShimEnv, parent: u32) -> anyhow::Result<()> {
     let Some(session_id) = env.session_id else {
         bail!(
             "muster mcp needs to know its session: set MUSTER_SESSION_ID (Claude Code sets \
@@ -73,7 +86,6 @@ pub async fn run(env: ShimEnv) -> anyhow::Result<()> {
         );
     };
     muster_core::validate::session_id(&session_id).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let parent = std::os::unix::process::parent_id();
     let hello = RegisterRequest {
         id: session_id,
         harness: Some(env.harness),
@@ -108,10 +120,8 @@ pub async fn run(env: ShimEnv) -> anyhow::Result<()> {
         }
     });
 
-    tokio::select! {
-        reason = service.waiting() => tracing::info!("MCP client closed ({reason:?}); exiting"),
-        _ = parent_died(parent) => tracing::info!("parent process {parent} is gone; exiting"),
-    }
+    let reason = service.waiting().await;
+    tracing::info!("MCP client closed ({reason:?}); exiting");
     pusher.abort();
     input.abort();
     let _ = tokio::time::timeout(Duration::from_millis(500), output).await;
