@@ -78,6 +78,10 @@ pub struct Session {
     /// Whether the session can take live pushes (a shim with channels shown).
     pub can_push: bool,
     pub link: LinkKind,
+    /// A shim link is attached right now. Live state, never stored: a
+    /// session loaded from the store starts with it false.
+    #[serde(default)]
+    pub link_up: bool,
     pub connected_at: Millis,
     /// Wall clock of the last hook call or link activity; persisted, so the
     /// hook-only backstop survives restarts.
@@ -105,6 +109,7 @@ impl Session {
             last_tool: None,
             can_push: false,
             link: LinkKind::Hooks,
+            link_up: false,
             connected_at: now,
             last_seen_at: now,
             left_at: None,

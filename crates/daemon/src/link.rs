@@ -201,6 +201,7 @@ impl Hub {
             let changed = entry.session.link != LinkKind::Link || entry.session.can_push != can_push;
             entry.session.link = LinkKind::Link;
             entry.session.can_push = can_push;
+            entry.session.link_up = true;
             let session = entry.session.clone();
             let commit = changed.then(|| self.store.submit(vec![Change::PutSession(session.clone())]));
             (session, commit)
@@ -223,6 +224,7 @@ impl Hub {
         }
         let link = entry.link.take();
         entry.link_down_since = mono;
+        entry.session.link_up = false;
         if let Some(link) = link {
             let ids: Vec<String> = link.in_flight.into_iter().collect();
             st.unclaim(id, &ids);

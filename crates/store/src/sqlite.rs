@@ -378,6 +378,7 @@ fn session_from(r: &Row<'_>) -> rusqlite::Result<Session> {
         last_tool: r.get("last_tool")?,
         can_push: r.get("can_push")?,
         link: LinkKind::parse(&link).unwrap_or_default(),
+        link_up: false,
         connected_at: r.get("connected_at")?,
         last_seen_at: r.get("last_seen_at")?,
         left_at: r.get("left_at")?,

@@ -1,7 +1,7 @@
 //! `muster roster`: who is on the roster, as a table.
 
 use muster_core::api::Roster;
-use muster_core::{Millis, Session};
+use muster_core::{LinkKind, Millis, Session};
 
 use crate::cli::RosterArgs;
 use crate::client::{decode, ClientError};
@@ -71,10 +71,12 @@ pub fn render(sessions: &[Session], all: bool, now: Millis) -> String {
         } else {
             format!("{} (away)", s.nickname)
         };
-        let link = if s.can_push {
-            format!("{}+push", s.link.as_str())
-        } else {
-            s.link.as_str().to_string()
+        // Whether a shim is attached *now*, not only whether one ever was.
+        let link = match (s.link, s.link_up) {
+            (LinkKind::Hooks, _) => "hooks".to_string(),
+            (LinkKind::Link, true) if s.can_push => "linked+push".to_string(),
+            (LinkKind::Link, true) => "linked".to_string(),
+            (LinkKind::Link, false) => "link lost".to_string(),
         };
         let status = if s.status.is_empty() {
             "-".to_string()
@@ -118,7 +120,7 @@ pub fn render(sessions: &[Session], all: bool, now: Millis) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use muster_core::{Activity, LinkKind};
+    use muster_core::Activity;
 
     fn session(id: &str, nick: &str, seen: Millis) -> Session {
         let mut s = Session::new(id, nick, 0);
@@ -138,6 +140,7 @@ mod tests {
         a.last_tool = Some("Edit".into());
         a.status = "refactoring db".into();
         a.link = LinkKind::Link;
+        a.link_up = true;
         a.can_push = true;
         let text = render(&[a], false, now);
         let mut lines = text.lines();
@@ -154,7 +157,7 @@ mod tests {
             "muster@main",
             "busy (Edit)",
             "refactoring db",
-            "link+push",
+            "linked+push",
             "4s ago",
         ] {
             assert!(row.contains(part), "{part} missing in {row}");
