@@ -94,3 +94,94 @@ fn shim_exits_when_its_parent_dies() {
     let gone = wait_until(Duration::from_secs(3), || !alive(pid));
     assert!(gone.is_some(), "the shim (pid {pid}) outlived its parent by 3 s");
 }
+
+/// A shim whose stdout answers are read back by request id.
+struct Driven {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<serde_json::Value>,
+}
+
+impl Driven {
+    fn start(d: &TestDaemon, env: &[(&str, &str)]) -> Self {
+        use std::io::{BufRead, BufReader};
+        let mut cmd = muster_cmd(&d.url);
+        cmd.arg("mcp").stdin(Stdio::piped()).stdout(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(serde_json::from_str(&line).expect("the shim writes only JSON-RPC"));
+            }
+        });
+        let mut me = Driven { child, lines };
+        me.send(json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18",
+            "capabilities": {}, "clientInfo": {"name": "codex-like", "version": "1"}}}));
+        me.answer(1);
+        me.send(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
+        me
+    }
+
+    fn send(&mut self, v: serde_json::Value) {
+        writeln!(self.child.stdin.as_mut().unwrap(), "{v}").unwrap();
+    }
+
+    fn answer(&self, id: u64) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(v) = self.lines.recv_timeout(Duration::from_millis(100)) {
+                if v["id"] == id {
+                    return v;
+                }
+            }
+        }
+        panic!("no answer to request {id}");
+    }
+
+    /// Calls a tool with the given `_meta`, returning the JSON-RPC answer.
+    fn call(&mut self, id: u64, tool: &str, args: serde_json::Value, meta: serde_json::Value) -> serde_json::Value {
+        let mut params = json!({"name": tool, "arguments": args});
+        if !meta.is_null() {
+            params["_meta"] = meta;
+        }
+        self.send(json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": params}));
+        self.answer(id)
+    }
+}
+
+impl Drop for Driven {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// Proves per-call identity: a shim for a harness that names the session on
+// each call (MUSTER_HARNESS=codex, no session variable) acts for exactly the
+// session in `_meta.sessionId` or `_session_id`, registers it, and refuses a
+// call that names none.
+#[test]
+fn per_call_shim_acts_for_the_session_each_call_names() {
+    let d = TestDaemon::start(&[]);
+    let mut shim = Driven::start(&d, &[("MUSTER_HARNESS", "codex")]);
+    let (a, b) = ("80000000-0000-4000-8000-00000000000a", "80000000-0000-4000-8000-00000000000b");
+    assert_eq!(d.post_json("/api/v1/sessions", &json!({"id": b})).0, 200);
+
+    let sent = shim.call(2, "send_message", json!({"to": b, "body": "from codex"}), json!({"sessionId": a}));
+    let text = sent["result"]["content"][0]["text"].as_str().unwrap_or_else(|| panic!("{sent}"));
+    let v: serde_json::Value = serde_json::from_str(text).unwrap();
+    assert_eq!(v["message"]["from"], a, "acts as the session in _meta.sessionId: {v}");
+    let me = d.get("/api/v1/roster").1["sessions"].as_array().unwrap().iter().find(|s| s["id"] == a).cloned();
+    assert_eq!(me.expect("the named session was registered")["harness"], "codex");
+
+    let who = shim.call(3, "whoami", json!({"_session_id": b}), serde_json::Value::Null);
+    let text = who["result"]["content"][0]["text"].as_str().unwrap();
+    assert_eq!(serde_json::from_str::<serde_json::Value>(text).unwrap()["id"], b, "or the one in _session_id");
+
+    let anon = shim.call(4, "whoami", json!({}), serde_json::Value::Null);
+    assert_eq!(anon["result"]["isError"], true, "a call naming no session is refused: {anon}");
+    assert!(anon["result"]["content"][0]["text"].as_str().unwrap().contains("names no session"), "{anon}");
+}

@@ -20,12 +20,24 @@ pub enum ClientFrame {
     /// First frame: who this link speaks for, and whether it can show pushes.
     Hello {
         protocol: u32,
+        /// The session this link speaks for. With `per_call`, its id is
+        /// empty and its other fields describe every session a call names.
         session: RegisterRequest,
         /// The harness shows `notifications/claude/channel` (live push).
         can_push: bool,
+        /// The harness names the session on each call (Codex, opencode,
+        /// Gemini CLI): the link acts, per request, for that session.
+        #[serde(default)]
+        per_call: bool,
     },
-    /// An operation, answered by a `Reply` with the same id.
-    Request { id: u64, op: Op },
+    /// An operation, answered by a `Reply` with the same id. `session` names
+    /// who acts on a per-call link (and must match a session link's own).
+    Request {
+        id: u64,
+        op: Op,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        session: Option<String>,
+    },
     /// These pushed messages were written to the agent's harness.
     Delivered { message_ids: Vec<String> },
     Ping { at: Millis },
@@ -35,8 +47,8 @@ pub enum ClientFrame {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerFrame {
-    /// Answer to `Hello`: the session as registered.
-    Welcome { protocol: u32, session: Session },
+    /// Answer to `Hello`: the session as registered (none on a per-call link).
+    Welcome { protocol: u32, session: Option<Session> },
     /// Answer to a `Request`: `result` on success, else `error`.
     Reply {
         id: u64,
@@ -93,7 +105,11 @@ mod tests {
 
     #[test]
     fn frames_round_trip_as_tagged_json() {
-        let f = ClientFrame::Request { id: 7, op: Op::Send { to: "x".into(), body: "hi".into(), reply_to: None } };
+        let f = ClientFrame::Request {
+            id: 7,
+            op: Op::Send { to: "x".into(), body: "hi".into(), reply_to: None },
+            session: None,
+        };
         let text = serde_json::to_string(&f).unwrap();
         assert_eq!(text, r#"{"type":"request","id":7,"op":{"op":"send","to":"x","body":"hi","reply_to":null}}"#);
         assert_eq!(serde_json::from_str::<ClientFrame>(&text).unwrap(), f);

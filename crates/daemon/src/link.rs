@@ -11,7 +11,7 @@ use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::response::Response;
 use futures_util::{SinkExt, StreamExt};
-use muster_core::api::ErrorDetail;
+use muster_core::api::{ErrorDetail, RegisterRequest};
 use muster_core::link::{ClientFrame, ServerFrame, HEARTBEAT_MS, LINK_PROTOCOL};
 use muster_core::{DeliveryState, LinkKind, Message, Session};
 use muster_store::Change;
@@ -79,8 +79,10 @@ async fn serve(hub: Arc<Hub>, socket: WebSocket) {
     })
     .await
     .unwrap_or_else(|_| Err("no hello within 10 s".into()));
-    let (session, can_push) = match hello {
-        Ok(ClientFrame::Hello { protocol, session, can_push }) if protocol == LINK_PROTOCOL => (session, can_push),
+    let (session, can_push, per_call) = match hello {
+        Ok(ClientFrame::Hello { protocol, session, can_push, per_call }) if protocol == LINK_PROTOCOL => {
+            (session, can_push, per_call)
+        }
         Ok(ClientFrame::Hello { protocol, .. }) => {
             let why = format!("link protocol {protocol} is not supported; this daemon speaks {LINK_PROTOCOL}");
             let _ = sink.send(fatal("protocol_mismatch", why)).await;
@@ -97,14 +99,18 @@ async fn serve(hub: Arc<Hub>, socket: WebSocket) {
     };
     let (tx, mut rx) = mpsc::channel::<Outgoing>(OUTBOX);
     let conn = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
-    let session = match hub.attach_link(session.into(), can_push, conn, tx.clone()).await {
-        Ok(s) => s,
-        Err(e) => {
-            let _ = sink.send(fatal(e.code, e.message)).await;
-            return;
+    let (speaker, welcome) = if per_call {
+        (Speaker::PerCall(session), None)
+    } else {
+        match hub.attach_link(session.into(), can_push, conn, tx.clone()).await {
+            Ok(s) => (Speaker::Session(s.id.clone()), Some(s)),
+            Err(e) => {
+                let _ = sink.send(fatal(e.code, e.message)).await;
+                return;
+            }
         }
     };
-    let id = session.id.clone();
+    let speaker = Arc::new(speaker);
     let writer = tokio::spawn(async move {
         while let Some(out) = rx.recv().await {
             let Ok(text) = serde_json::to_string(&out.frame) else { continue };
@@ -117,8 +123,10 @@ async fn serve(hub: Arc<Hub>, socket: WebSocket) {
         }
         let _ = sink.close().await;
     });
-    let _ = tx.send(ServerFrame::Welcome { protocol: LINK_PROTOCOL, session }.into()).await;
-    hub.push_queued(&id).await;
+    let _ = tx.send(ServerFrame::Welcome { protocol: LINK_PROTOCOL, session: welcome }.into()).await;
+    if let Speaker::Session(id) = &*speaker {
+        hub.push_queued(id).await;
+    }
 
     let mut requests = JoinSet::new();
     let silence = Duration::from_millis(3 * HEARTBEAT_MS as u64);
@@ -131,7 +139,7 @@ async fn serve(hub: Arc<Hub>, socket: WebSocket) {
             Ok(Some(Ok(msg))) => msg,
             Ok(Some(Err(_)) | None) => break,
             Err(_) => {
-                tracing::info!(session = %id, "link silent past three heartbeats; dropping it");
+                tracing::info!(link = speaker.describe(), "link silent past three heartbeats; dropping it");
                 break;
             }
         };
@@ -143,12 +151,18 @@ async fn serve(hub: Arc<Hub>, socket: WebSocket) {
                 continue;
             }
         };
-        hub.seen(&id);
+        if let Speaker::Session(id) = &*speaker {
+            hub.seen(id);
+        }
         match frame {
-            ClientFrame::Request { id: req, op } => {
-                let (hub, tx, session) = (hub.clone(), tx.clone(), id.clone());
+            ClientFrame::Request { id: req, op, session } => {
+                let (hub, tx, speaker) = (hub.clone(), tx.clone(), speaker.clone());
                 requests.spawn(async move {
-                    let out = match hub.execute(&session, op).await {
+                    let result = match hub.who_acts(&speaker, session).await {
+                        Ok(session) => hub.execute(&session, op).await,
+                        Err(e) => Err(e),
+                    };
+                    let out = match result {
                         Ok((result, surfacing)) => Outgoing {
                             frame: ServerFrame::Reply { id: req, result: Some(result), error: None },
                             surfacing,
@@ -158,7 +172,11 @@ async fn serve(hub: Arc<Hub>, socket: WebSocket) {
                     let _ = tx.send(out).await;
                 });
             }
-            ClientFrame::Delivered { message_ids } => hub.on_delivered(&id, &message_ids).await,
+            ClientFrame::Delivered { message_ids } => {
+                if let Speaker::Session(id) = &*speaker {
+                    hub.on_delivered(id, &message_ids).await;
+                }
+            }
             ClientFrame::Ping { at } => {
                 let _ = tx.send(ServerFrame::Pong { at }.into()).await;
             }
@@ -170,9 +188,28 @@ async fn serve(hub: Arc<Hub>, socket: WebSocket) {
     }
     // The caller went away: cancel what it was waiting for.
     requests.abort_all();
-    hub.detach_link(&id, conn);
+    if let Speaker::Session(id) = &*speaker {
+        hub.detach_link(id, conn);
+    }
     drop(tx);
     let _ = writer.await;
+}
+
+/// Whom a link speaks for.
+enum Speaker {
+    /// One session, fixed at hello (a Claude Code shim).
+    Session(String),
+    /// Whichever session each request names; the hello's fields describe them.
+    PerCall(RegisterRequest),
+}
+
+impl Speaker {
+    fn describe(&self) -> String {
+        match self {
+            Speaker::Session(id) => id.clone(),
+            Speaker::PerCall(template) => format!("per-call {}", template.harness.as_deref().unwrap_or("link")),
+        }
+    }
 }
 
 fn fatal_frame(code: &str, message: String) -> Outgoing {
@@ -180,6 +217,30 @@ fn fatal_frame(code: &str, message: String) -> Outgoing {
 }
 
 impl Hub {
+    /// The session a request acts as. A session link acts only as its own
+    /// session; a per-call link acts as the session the harness named,
+    /// registering it (hook-only: its hooks keep it live) if it is new.
+    async fn who_acts(&self, speaker: &Speaker, named: Option<String>) -> Result<String, ApiError> {
+        match (speaker, named) {
+            (Speaker::Session(id), None) => Ok(id.clone()),
+            (Speaker::Session(id), Some(named)) if named == *id => Ok(named),
+            (Speaker::Session(id), Some(named)) => Err(ApiError::new(
+                axum::http::StatusCode::FORBIDDEN,
+                "wrong_session",
+                format!("this link speaks for session {id}, not {named}"),
+            )),
+            (Speaker::PerCall(_), None) => Err(ApiError::bad_request(
+                "this call names no session: Codex sends _meta.sessionId, and muster's opencode plugin and \
+                 Gemini hook add _session_id; check that muster's hooks are installed (muster install)",
+            )),
+            (Speaker::PerCall(template), Some(named)) => {
+                let registration = RegisterRequest { id: named.clone(), ..template.clone() };
+                self.observe(registration.into()).await?;
+                Ok(named)
+            }
+        }
+    }
+
     /// Registers the hello's session as linked and attaches the link.
     async fn attach_link(
         &self,

@@ -17,7 +17,8 @@ type Reply = Result<Value, ErrorDetail>;
 
 /// What the MCP side asks of the link.
 enum Command {
-    Request(Op, oneshot::Sender<Reply>),
+    /// An operation, for the session it names (per-call links only).
+    Request(Op, Option<String>, oneshot::Sender<Reply>),
     Delivered(Vec<String>),
 }
 
@@ -33,20 +34,20 @@ fn error(code: &str, message: impl Into<String>) -> ErrorDetail {
 
 impl Link {
     /// Starts the link task. Pushes arrive on the returned receiver.
-    pub fn start(ws_url: String, hello: RegisterRequest, can_push: bool) -> (Link, mpsc::Receiver<Message>) {
+    pub fn start(ws_url: String, hello: Hello) -> (Link, mpsc::Receiver<Message>) {
         let (commands, rx) = mpsc::channel(256);
         let (pushes_tx, pushes) = mpsc::channel(1_024);
-        tokio::spawn(run(ws_url, hello, can_push, rx, pushes_tx));
+        tokio::spawn(run(ws_url, hello, rx, pushes_tx));
         (Link { commands }, pushes)
     }
 
     /// Runs an operation on the daemon. Fails at once, with a reason, if the
     /// link is down: a request is never silently retried, since a send
     /// might then happen twice.
-    pub async fn request(&self, op: Op) -> Reply {
+    pub async fn request(&self, op: Op, session: Option<String>) -> Reply {
         let (tx, rx) = oneshot::channel();
         self.commands
-            .send(Command::Request(op, tx))
+            .send(Command::Request(op, session, tx))
             .await
             .map_err(|_| error("link_closed", "the shim is shutting down"))?;
         rx.await.map_err(|_| error("link_lost", "the connection to the muster daemon dropped; try again"))?
@@ -69,22 +70,30 @@ pub fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(ms.max(10) as u64)
 }
 
+/// What the shim says when it links.
+#[derive(Debug, Clone)]
+pub struct Hello {
+    /// The session (for a per-call link: the fields every named session gets).
+    pub session: RegisterRequest,
+    pub can_push: bool,
+    pub per_call: bool,
+}
+
 async fn run(
     ws_url: String,
-    hello: RegisterRequest,
-    can_push: bool,
+    hello: Hello,
     mut commands: mpsc::Receiver<Command>,
     pushes: mpsc::Sender<Message>,
 ) {
     let mut attempt = 0;
     loop {
-        match session(&ws_url, &hello, can_push, &mut commands, &pushes).await {
+        match session(&ws_url, &hello, &mut commands, &pushes).await {
             Ended::Shutdown => return,
             Ended::Fatal(e) => {
                 tracing::error!("muster refused the link: {}", e.message);
                 // Refused (e.g. bad session id): keep answering requests with the reason.
                 while let Some(cmd) = commands.recv().await {
-                    if let Command::Request(_, tx) = cmd {
+                    if let Command::Request(_, _, tx) = cmd {
                         let _ = tx.send(Err(e.clone()));
                     }
                 }
@@ -98,7 +107,7 @@ async fn run(
                 attempt = attempt.saturating_add(1);
                 // Fail what arrived while down rather than hold it for an unknown time.
                 while let Ok(cmd) = commands.try_recv() {
-                    if let Command::Request(_, tx) = cmd {
+                    if let Command::Request(_, _, tx) = cmd {
                         let _ = tx.send(Err(error("daemon_unreachable", "the muster daemon is not reachable right now")));
                     }
                 }
@@ -118,8 +127,7 @@ enum Ended {
 
 async fn session(
     ws_url: &str,
-    hello: &RegisterRequest,
-    can_push: bool,
+    hello: &Hello,
     commands: &mut mpsc::Receiver<Command>,
     pushes: &mpsc::Sender<Message>,
 ) -> Ended {
@@ -129,7 +137,12 @@ async fn session(
         return Ended::Dropped(false);
     };
     let (mut sink, mut stream) = ws.split();
-    let frame = ClientFrame::Hello { protocol: LINK_PROTOCOL, session: hello.clone(), can_push };
+    let frame = ClientFrame::Hello {
+        protocol: LINK_PROTOCOL,
+        session: hello.session.clone(),
+        can_push: hello.can_push,
+        per_call: hello.per_call,
+    };
     if send(&mut sink, &frame).await.is_err() {
         return Ended::Dropped(false);
     }
@@ -142,10 +155,10 @@ async fn session(
         tokio::select! {
             cmd = commands.recv(), if linked => match cmd {
                 None => break Ended::Shutdown,
-                Some(Command::Request(op, tx)) => {
+                Some(Command::Request(op, session, tx)) => {
                     let id = next_id;
                     next_id += 1;
-                    if send(&mut sink, &ClientFrame::Request { id, op }).await.is_err() {
+                    if send(&mut sink, &ClientFrame::Request { id, op, session }).await.is_err() {
                         let _ = tx.send(Err(error("link_lost", "the connection to the muster daemon dropped")));
                         break Ended::Dropped(linked);
                     }
@@ -166,7 +179,10 @@ async fn session(
                 match serde_json::from_str::<ServerFrame>(&text) {
                     Ok(ServerFrame::Welcome { session, .. }) => {
                         linked = true;
-                        tracing::info!(session = %session.id, nickname = %session.nickname, "linked to muster");
+                        match session {
+                            Some(s) => tracing::info!(session = %s.id, nickname = %s.nickname, "linked to muster"),
+                            None => tracing::info!("linked to muster; each call names its session"),
+                        }
                     }
                     Ok(ServerFrame::Reply { id, result, error: err }) => {
                         if let Some(tx) = pending.remove(&id) {

@@ -20,13 +20,23 @@ use serde_json::Value;
 use self::link::Link;
 
 /// Runs a tool's operation over the link.
-struct LinkExecutor(Link);
+struct LinkExecutor {
+    link: Link,
+    /// The harness names the session on each call.
+    per_call: bool,
+}
 
 impl Executor for LinkExecutor {
-    async fn execute(&self, op: Op, _call: CallContext) -> Result<Value, ErrorDetail> {
-        self.0.request(op).await
+    async fn execute(&self, op: Op, call: CallContext) -> Result<Value, ErrorDetail> {
+        // A per-call link acts for the session the harness named: Codex's
+        // `_meta.sessionId`, or the `_session_id` muster's plugin/hook adds.
+        let session = if self.per_call { call.meta_session.or(call.arg_session) } else { None };
+        self.link.request(op, session).await
     }
 }
+
+/// Harnesses whose MCP server is told the session on each call, not at start.
+const PER_CALL_HARNESSES: [&str; 3] = ["codex", "opencode", "gemini"];
 
 /// Where the shim learns everything it needs from its environment.
 pub struct ShimEnv {
@@ -79,14 +89,20 @@ pub async fn run(env: ShimEnv) -> anyhow::Result<()> {
 }
 
 async fn serve(env: ShimEnv, parent: u32) -> anyhow::Result<()> {
-    let Some(session_id) = env.session_id else {
-        bail!(
+    let per_call = env.session_id.is_none() && PER_CALL_HARNESSES.contains(&env.harness.as_str());
+    let session_id = match env.session_id {
+        Some(id) => {
+            muster_core::validate::session_id(&id).map_err(|e| anyhow::anyhow!("{e}"))?;
+            id
+        }
+        None if per_call => String::new(),
+        None => bail!(
             "muster mcp needs to know its session: set MUSTER_SESSION_ID (Claude Code sets \
-             CLAUDE_CODE_SESSION_ID for the servers it starts). No id is invented."
-        );
+             CLAUDE_CODE_SESSION_ID for the servers it starts), or MUSTER_HARNESS=codex|opencode|gemini \
+             for a harness that names the session on each call. No id is invented."
+        ),
     };
-    muster_core::validate::session_id(&session_id).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let hello = RegisterRequest {
+    let session = RegisterRequest {
         id: session_id,
         harness: Some(env.harness),
         host: Some(env.host),
@@ -95,8 +111,10 @@ async fn serve(env: ShimEnv, parent: u32) -> anyhow::Result<()> {
         cwd: std::env::current_dir().ok().map(|d| d.display().to_string()),
         ..RegisterRequest::default()
     };
-    let (link, mut pushes) = Link::start(ws_url(&env.url)?, hello, env.channels);
-    let server = McpServer::new(Arc::new(LinkExecutor(link.clone())));
+    // Per-call harnesses cannot show channel pushes; their mail comes by hooks.
+    let hello = link::Hello { session, can_push: env.channels && !per_call, per_call };
+    let (link, mut pushes) = Link::start(ws_url(&env.url)?, hello);
+    let server = McpServer::new(Arc::new(LinkExecutor { link: link.clone(), per_call }));
     // The client's stdio passes through a guard that answers malformed
     // lines itself; the MCP server sees only JSON-RPC messages.
     let (server_in, filter_out) = tokio::io::duplex(1 << 20);
