@@ -15,6 +15,7 @@ pub mod link;
 pub mod liveness;
 pub mod model;
 pub mod nickname;
+pub mod paths;
 pub mod tools;
 pub mod validate;
 
