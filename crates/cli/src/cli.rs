@@ -169,6 +169,10 @@ so mail reaches the agent through its hooks instead. MUSTER_HARNESS names the ha
 (default claude). stdout carries only MCP messages; logs go to stderr.\n\n\
 Example (.mcp.json):\n  {\"mcpServers\": {\"muster\": {\"command\": \"muster\", \"args\": [\"mcp\"]}}}")]
     Mcp,
+
+    /// Add muster's MCP server and hooks to a harness's settings (or remove them)
+    #[command(long_about = crate::install::HELP)]
+    Install(InstallArgs),
 }
 
 #[derive(Debug, Args)]
@@ -310,6 +314,34 @@ pub struct HookArgs {
     /// Which harness runs the hook (decides the answer's JSON form)
     #[arg(long, value_enum, default_value_t = Harness::Claude)]
     pub harness: Harness,
+}
+
+#[derive(Debug, Args)]
+pub struct InstallArgs {
+    /// The harness to set up
+    #[arg(value_enum)]
+    pub harness: InstallHarness,
+    /// Write the project files of DIR (an existing directory) [default: the current directory]
+    #[arg(long, value_name = "DIR", conflicts_with = "user")]
+    pub project: Option<PathBuf>,
+    /// Write your user-wide files (in your home directory) instead of a project's
+    #[arg(long)]
+    pub user: bool,
+    /// Print the diff of each file that would change, and change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Remove what `muster install` added, restoring each file it changed
+    #[arg(long)]
+    pub uninstall: bool,
+}
+
+/// The harnesses `muster install` knows how to set up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum InstallHarness {
+    Claude,
+    Codex,
+    Opencode,
+    Gemini,
 }
 
 /// The hook events the daemon serves at `/hook/{event}`.

@@ -26,7 +26,7 @@ pub async fn dispatch(command: Command, ctx: &Context) -> Result<i32, ClientErro
         Command::Tail => tail::run(ctx).await,
         Command::Status => status::run(ctx).await,
         Command::Doctor => doctor::run(ctx).await,
-        Command::Serve(_) | Command::Hook(_) | Command::Mcp => {
+        Command::Serve(_) | Command::Hook(_) | Command::Mcp | Command::Install(_) => {
             Err(ClientError::local("serve, hook and mcp are not client commands"))
         }
     }
