@@ -262,3 +262,30 @@ pub fn automatic_rooms_of(session: &Session) -> Vec<String> {
 pub fn is_automatic_room(name: &str) -> bool {
     name == "everyone" || name.starts_with("project:") || name.starts_with("op:")
 }
+
+/// A session's claim on a path or glob within one repository.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reservation {
+    pub id: String,
+    pub session_id: String,
+    /// Absolute path of the repository root the pattern is relative to.
+    pub root: String,
+    /// Normalized pattern relative to `root` (see `paths`).
+    pub pattern: String,
+    pub exclusive: bool,
+    pub reason: String,
+    pub created_at: Millis,
+    pub expires_at: Millis,
+}
+
+impl Reservation {
+    pub fn live(&self, now: Millis) -> bool {
+        self.expires_at > now
+    }
+
+    /// Whether this claim and another cannot both be held: same repository,
+    /// overlapping patterns, and at least one of them exclusive.
+    pub fn conflicts_with(&self, root: &str, pattern: &str, exclusive: bool) -> bool {
+        self.root == root && (self.exclusive || exclusive) && crate::paths::overlaps(&self.pattern, pattern)
+    }
+}

@@ -8,7 +8,7 @@
 pub mod sqlite;
 
 use async_trait::async_trait;
-use muster_core::{Delivery, DeliveryState, Membership, Message, Millis, Room, Session};
+use muster_core::{Delivery, DeliveryState, Membership, Message, Millis, Reservation, Room, Session};
 
 pub use sqlite::SqliteStore;
 
@@ -44,6 +44,11 @@ pub enum Change {
     PutRoom(Room),
     JoinRoom(Membership),
     LeaveRoom { room: String, session_id: String },
+    /// Insert or replace a reservation (by id).
+    PutReservation(Reservation),
+    DeleteReservation { id: String },
+    /// Every reservation a session holds (it left the roster).
+    DeleteReservationsOf { session_id: String },
 }
 
 /// What the daemon loads at start.
@@ -55,6 +60,8 @@ pub struct Snapshot {
     pub memberships: Vec<Membership>,
     /// Deliveries still `queued` or `pushed`, with their messages, oldest first.
     pub unread: Vec<(Message, Delivery)>,
+    /// Reservations, expired ones included (the daemon drops those).
+    pub reservations: Vec<Reservation>,
 }
 
 /// A recipient's view of one message.
@@ -103,6 +110,9 @@ pub trait Store: Send + Sync + 'static {
     async fn inbox(&self, query: InboxQuery) -> Result<Vec<InboxEntry>, StoreError>;
     /// One message by id.
     async fn message(&self, id: &str) -> Result<Option<Message>, StoreError>;
+    /// The thread `id` belongs to (its root and every reply below it),
+    /// oldest first, as far as `reader` (a principal) sent or received it.
+    async fn thread(&self, id: &str, reader: &str) -> Result<Vec<Message>, StoreError>;
     /// Deletes messages sent before `cutoff` with their deliveries, and
     /// forgets sessions that left the roster before it.
     async fn prune(&self, cutoff: Millis) -> Result<PruneReport, StoreError>;

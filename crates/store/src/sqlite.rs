@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use muster_core::{
-    Activity, Delivery, DeliveryState, LinkKind, Membership, Message, Millis, Room, Session, Target,
+    Activity, Delivery, DeliveryState, LinkKind, Membership, Message, Millis, Reservation, Room, Session, Target,
 };
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use tokio::sync::oneshot;
@@ -73,7 +73,23 @@ CREATE TABLE memberships (
     joined_at INTEGER NOT NULL,
     PRIMARY KEY (room, session_id)
 ) WITHOUT ROWID;
+"#, r#"
+CREATE TABLE reservations (
+    id TEXT PRIMARY KEY,
+    session_id TEXT NOT NULL,
+    root TEXT NOT NULL,
+    pattern TEXT NOT NULL,
+    exclusive INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+CREATE INDEX reservations_session ON reservations(session_id);
+CREATE INDEX messages_reply_to ON messages(reply_to) WHERE reply_to IS NOT NULL;
 "#];
+
+/// The schema version a fully migrated database is at.
+pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
 
 enum Job {
     Apply { changes: Vec<Change>, done: Option<oneshot::Sender<Result<(), String>>> },
@@ -340,6 +356,20 @@ fn apply_change(tx: &Connection, change: &Change) -> rusqlite::Result<()> {
             tx.prepare_cached("DELETE FROM memberships WHERE room = ?1 AND session_id = ?2")?
                 .execute(params![room, session_id])?;
         }
+        Change::PutReservation(r) => {
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO reservations
+                    (id, session_id, root, pattern, exclusive, reason, created_at, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?
+            .execute(params![r.id, r.session_id, r.root, r.pattern, r.exclusive, r.reason, r.created_at, r.expires_at])?;
+        }
+        Change::DeleteReservation { id } => {
+            tx.prepare_cached("DELETE FROM reservations WHERE id = ?1")?.execute(params![id])?;
+        }
+        Change::DeleteReservationsOf { session_id } => {
+            tx.prepare_cached("DELETE FROM reservations WHERE session_id = ?1")?.execute(params![session_id])?;
+        }
     }
     Ok(())
 }
@@ -401,7 +431,7 @@ fn message_from(r: &Row<'_>) -> rusqlite::Result<Message> {
 }
 
 fn load(conn: &Connection) -> Result<Snapshot, StoreError> {
-    // One read transaction, so all four queries see the same commit: a
+    // One read transaction, so all the queries see the same commit: a
     // batch landing between them cannot yield a torn snapshot (say, a
     // membership of a session that is not in `sessions`).
     let tx = conn.unchecked_transaction()?;
@@ -435,8 +465,26 @@ fn load(conn: &Connection) -> Result<Snapshot, StoreError> {
             Ok((message, delivery))
         })?
         .collect::<Result<_, _>>()?;
+    let reservations = conn
+        .prepare(
+            "SELECT id, session_id, root, pattern, exclusive, reason, created_at, expires_at
+             FROM reservations ORDER BY created_at, id",
+        )?
+        .query_map([], |r| {
+            Ok(Reservation {
+                id: r.get(0)?,
+                session_id: r.get(1)?,
+                root: r.get(2)?,
+                pattern: r.get(3)?,
+                exclusive: r.get(4)?,
+                reason: r.get(5)?,
+                created_at: r.get(6)?,
+                expires_at: r.get(7)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
     tx.commit()?;
-    Ok(Snapshot { sessions, rooms, memberships, unread })
+    Ok(Snapshot { sessions, rooms, memberships, unread, reservations })
 }
 
 #[async_trait]
@@ -485,6 +533,34 @@ impl Store for SqliteStore {
                 .prepare_cached(&format!("SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.id = ?1"))?
                 .query_row(params![id], message_from)
                 .optional()?)
+        })
+        .await
+    }
+
+    async fn thread(&self, id: &str, reader: &str) -> Result<Vec<Message>, StoreError> {
+        let (id, reader) = (id.to_string(), reader.to_string());
+        self.read(move |conn| {
+            // Up to the root through reply_to, then down through every reply.
+            let sql = format!(
+                "WITH RECURSIVE up(id, reply_to, depth) AS (
+                     SELECT id, reply_to, 0 FROM messages WHERE id = ?1
+                     UNION ALL
+                     SELECT m.id, m.reply_to, up.depth + 1 FROM messages m JOIN up ON m.id = up.reply_to
+                     WHERE up.depth < 1000
+                 ),
+                 root(id) AS (SELECT id FROM up ORDER BY depth DESC LIMIT 1),
+                 down(id, depth) AS (
+                     SELECT id, 0 FROM root
+                     UNION ALL
+                     SELECT m.id, down.depth + 1 FROM messages m JOIN down ON m.reply_to = down.id
+                     WHERE down.depth < 1000
+                 )
+                 SELECT {MESSAGE_COLUMNS} FROM messages m JOIN down ON m.id = down.id
+                 WHERE m.sender = ?2
+                    OR EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = m.id AND d.recipient = ?2)
+                 ORDER BY m.id LIMIT 1000"
+            );
+            Ok(conn.prepare_cached(&sql)?.query_map(params![id, reader], message_from)?.collect::<Result<_, _>>()?)
         })
         .await
     }

@@ -120,7 +120,7 @@ async fn fresh_store_is_empty_and_migrated() {
     drop(store);
     let conn = rusqlite::Connection::open(&path).unwrap();
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
-    assert_eq!(version, 1);
+    assert_eq!(version as usize, muster_store::sqlite::SCHEMA_VERSION);
     let mode: String = conn.pragma_query_value(None, "journal_mode", |r| r.get(0)).unwrap();
     assert_eq!(mode.to_lowercase(), "wal");
 }
@@ -197,6 +197,7 @@ async fn round_trip_survives_reopen() {
             (m2.clone(), m2_bob),
             (m2.clone(), m2_carol),
         ],
+        reservations: vec![],
     };
     assert_eq!(load(&store).await, expected, "before reopen");
 
@@ -764,4 +765,78 @@ async fn load_is_a_consistent_snapshot_under_writes() {
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     writer.await.unwrap();
+}
+
+// Proves reservations round-trip, replace by id, and are deleted one by one
+// or all of a session's at once, across a reopen.
+#[tokio::test]
+async fn reservations_round_trip_and_delete() {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("muster.db");
+    let r = |id: &str, session: &str| muster_core::Reservation {
+        id: id.into(),
+        session_id: session.into(),
+        root: "/repo".into(),
+        pattern: format!("src/{id}.rs"),
+        exclusive: true,
+        reason: "refactor".into(),
+        created_at: 1,
+        expires_at: 100,
+    };
+    {
+        let store = SqliteStore::open(&path).unwrap();
+        let mut changed = r("a", "s1");
+        changed.expires_at = 200;
+        store
+            .apply(vec![
+                Change::PutReservation(r("a", "s1")),
+                Change::PutReservation(r("b", "s1")),
+                Change::PutReservation(r("c", "s2")),
+                Change::PutReservation(changed),
+            ])
+            .await
+            .unwrap();
+        store.apply(vec![Change::DeleteReservation { id: "b".into() }]).await.unwrap();
+    }
+    let store = SqliteStore::open(&path).unwrap();
+    let loaded = store.load().await.unwrap().reservations;
+    assert_eq!(loaded.iter().map(|r| (r.id.as_str(), r.expires_at)).collect::<Vec<_>>(), [("a", 200), ("c", 100)]);
+    store.apply(vec![Change::DeleteReservationsOf { session_id: "s1".into() }]).await.unwrap();
+    let loaded = store.load().await.unwrap().reservations;
+    assert_eq!(loaded.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["c"]);
+}
+
+// Proves a thread is found from any of its messages (root and all replies),
+// oldest first, and only as far as the reader sent or received them.
+#[tokio::test]
+async fn thread_from_any_message_as_the_reader_sees_it() {
+    let dir = TempDir::new().unwrap();
+    let store = SqliteStore::open(dir.path().join("muster.db")).unwrap();
+    let msg = |id: &str, from: &str, to: &str, reply_to: Option<&str>| Change::PutMessage {
+        message: Message {
+            id: id.into(),
+            from: from.into(),
+            from_nickname: from.into(),
+            to: Target::Session(to.into()),
+            reply_to: reply_to.map(str::to_string),
+            body: id.into(),
+            sent_at: 1,
+        },
+        deliveries: vec![Delivery { message_id: id.into(), recipient: to.into(), state: DeliveryState::Queued, updated_at: 1 }],
+    };
+    store
+        .apply(vec![
+            msg("01A", "alice", "bob", None),
+            msg("01B", "bob", "alice", Some("01A")),
+            msg("01C", "alice", "bob", Some("01B")),
+            msg("01D", "alice", "carol", Some("01A")),
+            msg("01E", "alice", "bob", None),
+        ])
+        .await
+        .unwrap();
+    let ids = |v: Vec<Message>| v.into_iter().map(|m| m.id).collect::<Vec<_>>();
+    assert_eq!(ids(store.thread("01C", "bob").await.unwrap()), ["01A", "01B", "01C"]);
+    assert_eq!(ids(store.thread("01A", "alice").await.unwrap()), ["01A", "01B", "01C", "01D"]);
+    assert_eq!(ids(store.thread("01D", "carol").await.unwrap()), ["01D"]);
+    assert!(store.thread("nope", "bob").await.unwrap().is_empty());
 }
