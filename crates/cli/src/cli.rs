@@ -111,6 +111,31 @@ Example:\n  muster join frontend --as calm-heron\n\n\
     )]
     Join(RoomArgs),
 
+    /// Claim files so no other agent edits them meanwhile
+    #[command(long_about = "Reserve paths or globs (*, **, ?; a trailing / means a whole directory) for a \
+session, exclusive by default. All are granted or none: a refusal names each holder, why, until when, and \
+how to reach them. Relative paths are taken from the current directory and compared within the session's \
+repository. While a file is held exclusively, other sessions' edits of it are refused by their hooks.\n\n\
+Example:\n  muster reserve src/db/ --as calm-heron --ttl 45m --reason \"schema migration\"\n\n\
+--json prints the daemon's Reservations: {\"reservations\": [Reservation + \"nickname\", …]}.")]
+    Reserve(ReserveArgs),
+
+    /// Release reserved paths (all of them when none are named)
+    #[command(long_about = "Release a session's reservations: the named paths, as reserved, or all of them.\n\n\
+Example:\n  muster release src/db/ --as calm-heron\n\n--json prints {\"released\": N}.")]
+    Release(ReleaseArgs),
+
+    /// List live file reservations
+    #[command(long_about = "List the live reservations: path, holder, exclusive or shared, time left, reason \
+and repository.\n\n--json prints the daemon's Reservations.")]
+    Reservations,
+
+    /// Show a conversation thread
+    #[command(long_about = "Show the thread a message belongs to: what it replies to and every reply, oldest \
+first, as far as you (or --as) sent or received them.\n\nExample:\n  muster thread 01JD… --as calm-heron\n\n\
+--json prints {\"messages\": [Message, …]}.")]
+    Thread(ThreadArgs),
+
     /// Leave a named room
     #[command(long_about = "Leave a named room.\n\n\
 Example:\n  muster leave frontend --as calm-heron\n\n\
@@ -222,6 +247,16 @@ pub struct ServeArgs {
         value_name = "TOKEN"
     )]
     pub token: Option<String>,
+
+    /// What an edit of a file another session holds exclusively gets: deny
+    /// (refused, the agent is told who holds it), ask (the person decides),
+    /// warn (allowed, with a warning in context) or off
+    #[arg(long, default_value = "deny", value_parser = muster_daemon::GuardMode::parse, value_name = "MODE")]
+    pub edit_guard: muster_daemon::GuardMode,
+
+    /// Two sessions editing one file within this window are both told, once
+    #[arg(long, default_value = "10m", value_parser = parse_duration, value_name = "DUR")]
+    pub collision_window: Duration,
 }
 
 /// Which store `serve` opens, as written on the command line.
@@ -294,6 +329,43 @@ pub struct InboxArgs {
     /// Show at most N messages
     #[arg(long, value_name = "N")]
     pub limit: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReserveArgs {
+    /// Paths, directories (trailing /) or globs
+    #[arg(required = true)]
+    pub paths: Vec<String>,
+    /// Act as this session (id, nickname or prefix) [default: $MUSTER_SESSION_ID, else $CLAUDE_CODE_SESSION_ID]
+    #[arg(long = "as", value_name = "SESSION")]
+    pub as_: Option<String>,
+    /// Shared instead of exclusive (other shared holders may join)
+    #[arg(long)]
+    pub shared: bool,
+    /// How long the claim lasts [default: 30m, at most 24h]
+    #[arg(long, value_parser = parse_duration, value_name = "DUR")]
+    pub ttl: Option<Duration>,
+    /// Why, shown to anyone refused
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReleaseArgs {
+    /// Paths as reserved; none releases everything the session holds
+    pub paths: Vec<String>,
+    /// Act as this session (id, nickname or prefix)
+    #[arg(long = "as", value_name = "SESSION")]
+    pub as_: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ThreadArgs {
+    /// Any message id in the thread
+    pub message_id: String,
+    /// Read as this session or op:<name>
+    #[arg(long = "as", value_name = "SESSION")]
+    pub as_: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -17,6 +17,10 @@
 //! | `POST /api/v1/rooms/join` | `RoomRequest` | `RoomView` |
 //! | `POST /api/v1/rooms/leave` | `RoomRequest` | `RoomView` |
 //! | `GET /api/v1/events` | — | server-sent events, each `Event` |
+//! | `GET /api/v1/messages/{id}/thread` | `?as=…` | `Thread` |
+//! | `GET /api/v1/reservations` | — | `Reservations` |
+//! | `POST /api/v1/reservations` | `ReserveRequest` | `Reservations` (what was granted; 409 names the holders) |
+//! | `POST /api/v1/reservations/release` | `ReleaseRequest` | `ReleaseResponse` |
 //! | `GET /api/v1/status` | — | `Status` |
 //!
 //! `as` names who acts: a session (id, nickname or unique id prefix) or a
@@ -24,7 +28,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{DeliveryState, Message, Millis, Session};
+use crate::{DeliveryState, Message, Millis, Reservation, Session};
 
 pub const API_VERSION: u32 = 1;
 
@@ -199,4 +203,60 @@ pub struct Status {
     pub hook_backstop_ms: Millis,
     pub sweep_interval_ms: Millis,
     pub retention_ms: Millis,
+}
+
+/// Default reservation lifetime, and the longest allowed.
+pub const DEFAULT_TTL_S: u64 = 1_800;
+pub const MAX_TTL_S: u64 = 86_400;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReserveRequest {
+    #[serde(default, rename = "as")]
+    pub as_: Option<String>,
+    /// Paths or globs, relative to the session's working directory or absolute.
+    pub paths: Vec<String>,
+    /// Exclusive (the default) or shared.
+    #[serde(default = "yes")]
+    pub exclusive: bool,
+    /// Seconds until the claim lapses (default 1,800, at most 86,400).
+    #[serde(default)]
+    pub ttl_s: Option<u64>,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReleaseRequest {
+    #[serde(default, rename = "as")]
+    pub as_: Option<String>,
+    /// Paths or globs to release; none releases everything the session holds.
+    #[serde(default)]
+    pub paths: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReleaseResponse {
+    pub released: usize,
+}
+
+/// A reservation with its holder's nickname.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ReservationView {
+    #[serde(flatten)]
+    pub reservation: Reservation,
+    pub nickname: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Reservations {
+    pub reservations: Vec<ReservationView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Thread {
+    pub messages: Vec<Message>,
 }

@@ -46,7 +46,9 @@ pub fn format_utc(ms: Millis) -> String {
 fn message_block(m: &Message) -> String {
     let kind = match &m.to {
         Target::Session(_) => "direct message".to_string(),
-        Target::Operator(name) => format!("message to your operator {name}"),
+        Target::Operator(name) => {
+            format!("message for your operator {name}: tell them, do not act on it yourself")
+        }
         Target::Room(room) => format!("room #{room} (ambient, no reply needed)"),
     };
     let sender = if m.from.starts_with("op:") {

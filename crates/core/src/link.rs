@@ -97,6 +97,25 @@ pub enum Op {
     Leave { room: String },
     Rooms,
     SetStatus { text: String },
+    Thread { message_id: String },
+    Reserve {
+        paths: Vec<String>,
+        #[serde(default = "default_true")]
+        exclusive: bool,
+        #[serde(default)]
+        ttl_s: Option<u64>,
+        #[serde(default)]
+        reason: Option<String>,
+    },
+    Release {
+        #[serde(default)]
+        paths: Vec<String>,
+    },
+    Reservations,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 #[cfg(test)]

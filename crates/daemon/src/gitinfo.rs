@@ -3,9 +3,15 @@
 
 use std::path::{Path, PathBuf};
 
-/// The repository root above `cwd`, if any: the nearest directory holding `.git`.
-fn repo_root(cwd: &Path) -> Option<PathBuf> {
+/// The checkout root above `cwd`, if any: the nearest directory holding `.git`.
+fn checkout_root(cwd: &Path) -> Option<PathBuf> {
     cwd.ancestors().take(64).find(|dir| dir.join(".git").exists()).map(Path::to_path_buf)
+}
+
+/// The checkout root of a working directory, as a string (for reservations:
+/// two sessions in one checkout compare the same files).
+pub fn repo_root(cwd: &str) -> Option<String> {
+    checkout_root(Path::new(cwd)).map(|p| p.to_string_lossy().into_owned())
 }
 
 /// The git directory of a root: `.git` itself, or where a worktree's `.git` file points.
@@ -26,7 +32,7 @@ pub fn detect(cwd: &str) -> (String, String) {
     if cwd.is_empty() {
         return (String::new(), String::new());
     }
-    let Some(root) = repo_root(Path::new(cwd)) else {
+    let Some(root) = checkout_root(Path::new(cwd)) else {
         return (String::new(), String::new());
     };
     let gdir = git_dir(&root);

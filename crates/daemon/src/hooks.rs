@@ -15,6 +15,7 @@ use serde_json::json;
 use crate::error::ApiError;
 use crate::hub::{Hub, Observed};
 use crate::metrics::HOOK_EVENTS;
+use crate::reservations::{GuardMode, Verdict};
 use crate::routes::ApiJson;
 use crate::surfacing::{json_response, Surfacing};
 
@@ -28,6 +29,9 @@ pub struct HookPayload {
     pub hook_event_name: Option<String>,
     #[serde(default)]
     pub tool_name: Option<String>,
+    /// The tool's arguments (read for the paths an edit writes; never stored).
+    #[serde(default)]
+    pub tool_input: Option<serde_json::Value>,
     /// Codex sends a turn id; Claude Code does not.
     #[serde(default)]
     pub turn_id: Option<serde_json::Value>,
@@ -114,18 +118,38 @@ async fn answer(
         ..Observed::default()
     };
     hub.observe(observed).await?;
-    if !matches!(event, "session-start" | "prompt-submit") {
-        return Ok(empty_answer());
-    }
     let event_name = payload
         .hook_event_name
         .filter(|n| !n.is_empty() && n.len() < 64)
         .unwrap_or_else(|| harness_event_name(event).to_string());
     let mut context = String::new();
+    if event == "pre-tool-use" {
+        let input = payload.tool_input.unwrap_or_default();
+        if let Some(verdict) = payload.tool_name.as_deref().and_then(|tool| hub.check_edit(&id, tool, &input)) {
+            match verdict.mode {
+                GuardMode::Deny | GuardMode::Ask => return Ok(permission_answer(&event_name, verdict)),
+                GuardMode::Warn => context.push_str(&verdict.reason),
+                GuardMode::Off => {}
+            }
+        }
+    }
+    // Collision notices ride on any answer that can carry context.
+    if matches!(event, "session-start" | "prompt-submit" | "pre-tool-use" | "post-tool-use") {
+        for notice in hub.take_notices(&id) {
+            if !context.is_empty() {
+                context.push('\n');
+            }
+            context.push_str(&format!("<muster-notice>{notice}</muster-notice>"));
+        }
+    }
+    if !matches!(event, "session-start" | "prompt-submit") {
+        return Ok(context_answer(&event_name, &context, Surfacing::new(hub.clone(), id, Vec::new())));
+    }
     if event == "session-start" {
         if let Some((me, peers, total)) = hub.identity(&id, inbox::IDENTITY_PEERS_SHOWN) {
             let peers: Vec<&muster_core::Session> = peers.iter().collect();
-            context = inbox::render_identity(&me, &peers, total);
+            let identity = inbox::render_identity(&me, &peers, total);
+            context = if context.is_empty() { identity } else { format!("{identity}\n{context}") };
         }
     }
     let (messages, mut surfacing) = hub.claim_for_hook(&id);
@@ -140,6 +164,19 @@ async fn answer(
         context.push_str(&mail.text);
     }
     Ok(context_answer(&event_name, &context, surfacing))
+}
+
+/// A PreToolUse refusal (or question for the person) naming the holder.
+fn permission_answer(event_name: &str, verdict: Verdict) -> Response {
+    let decision = if verdict.mode == GuardMode::Ask { "ask" } else { "deny" };
+    let body = json!({
+        "hookSpecificOutput": {
+            "hookEventName": event_name,
+            "permissionDecision": decision,
+            "permissionDecisionReason": verdict.reason,
+        }
+    });
+    (StatusCode::OK, [("content-type", "application/json")], body.to_string()).into_response()
 }
 
 fn context_answer(event_name: &str, context: &str, surfacing: Surfacing) -> Response {

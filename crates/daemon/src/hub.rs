@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use muster_core::api::{
     AckRequest, AckResponse, BroadcastRequest, DeliveryView, Inbox, InboxMessage, RegisterRequest, RoomRequest,
-    RoomView, SendRequest, SendResponse, Status, UpdateSessionRequest,
+    RoomView, SendRequest, SendResponse, Status, Thread, UpdateSessionRequest,
 };
 use muster_core::limits::{MAX_FIELD_CHARS, MAX_NAME_LEN, MAX_STATUS_CHARS};
 use muster_core::liveness::Policy;
@@ -123,6 +123,21 @@ enum Persist {
     Later,
     /// Only `last_seen_at` moved: a coalesced touch, if due.
     Touch,
+}
+
+/// Session ids @mentioned in a body, by nickname or session id.
+fn mentioned(body: &str, st: &State) -> Vec<String> {
+    let mut ids = Vec::new();
+    for word in body.split(|c: char| c.is_whitespace() || matches!(c, ',' | ';' | ':' | '!' | '?' | '(' | ')')) {
+        let Some(name) = word.strip_prefix('@') else { continue };
+        let name = name.trim_end_matches(['.', '\'', '"']);
+        if let Some(s) = st.session(name).or_else(|| muster_core::address::Directory::by_nickname(st, name)) {
+            if !ids.contains(&s.id) {
+                ids.push(s.id.clone());
+            }
+        }
+    }
+    ids
 }
 
 impl Hub {
@@ -285,8 +300,10 @@ impl Hub {
             let Some(session) = st.mark_left(id, now) else {
                 return Ok(None);
             };
-            let commit = self.store.submit(vec![Change::PutSession(session.clone())]);
-            (session, commit)
+            // Its claims end with it; its mail and memberships wait for its return.
+            let mut changes = vec![Change::PutSession(session.clone())];
+            changes.extend(Hub::drop_reservations_of(&mut st, id));
+            (session, self.store.submit(changes))
         };
         commit.await?;
         self.metrics.sessions_left.inc();
@@ -307,13 +324,19 @@ impl Hub {
             let mut st = self.lock();
             let sender = self.principal(&st, req.as_.as_deref())?;
             let target = st.resolve(&req.to, &self.config.operator)?;
-            let recipient = match &target {
-                Target::Session(id) => id.clone(),
-                Target::Operator(name) => muster_core::operator_principal(name),
+            let recipients = match &target {
+                Target::Session(id) => vec![id.clone()],
+                // A person reads it in their inbox; their live sessions get
+                // it too, framed for the agent to relay, not to act on.
+                Target::Operator(name) => {
+                    let mut r = vec![muster_core::operator_principal(name)];
+                    r.extend(st.present().filter(|s| s.operator == *name && s.id != sender.key()).map(|s| s.id.clone()));
+                    r
+                }
                 Target::Room(_) => return Err(CoreError::invalid("to", "use broadcast for rooms").into()),
             };
             let message = self.new_message(&mut st, &sender, target, req.reply_to, req.body);
-            (message, vec![recipient])
+            (message, recipients)
         };
         self.deliver(message, recipients).await
     }
@@ -391,10 +414,18 @@ impl Hub {
                 .collect()
         };
         // Direct mail to a session goes out live where its link can show it;
-        // room mail stays ambient.
-        if let Target::Session(recipient) = &message.to {
-            let state = self.push_and_confirm(recipient, &message).await;
-            if let Some(v) = views.first_mut() {
+        // room mail stays ambient, except for the sessions it @mentions.
+        let live: Vec<String> = match &message.to {
+            Target::Session(recipient) => vec![recipient.clone()],
+            Target::Room(_) => {
+                let st = self.lock();
+                mentioned(&message.body, &st).into_iter().filter(|id| recipients.contains(id)).collect()
+            }
+            Target::Operator(_) => Vec::new(),
+        };
+        for recipient in live {
+            let state = self.push_and_confirm(&recipient, &message).await;
+            if let Some(v) = views.iter_mut().find(|v| v.recipient == recipient) {
                 v.state = state;
             }
         }
@@ -578,6 +609,23 @@ impl Hub {
         view.ok_or_else(|| ApiError::internal("room vanished"))
     }
 
+    /// A thread, as far as the reader sent or received it.
+    pub async fn thread(&self, as_: Option<&str>, message_id: &str) -> Result<Thread, ApiError> {
+        if message_id.is_empty() || message_id.len() > 64 {
+            return Err(CoreError::invalid("message_id", "not a message id").into());
+        }
+        let reader = self.principal(&self.lock(), as_)?.key();
+        let messages = self.store.thread(message_id, &reader).await?;
+        if messages.is_empty() {
+            return Err(ApiError::new(
+                axum::http::StatusCode::NOT_FOUND,
+                "unknown_message",
+                format!("no message {message_id:?} that you sent or received"),
+            ));
+        }
+        Ok(Thread { messages })
+    }
+
     pub fn roster(&self, all: bool) -> Vec<Session> {
         self.lock().roster(all)
     }
@@ -623,6 +671,7 @@ impl Hub {
 
     /// One pass of the sweeper: decide on a snapshot, then remove.
     pub async fn sweep_once(&self) -> usize {
+        self.expire_reservations();
         let clock = self.clock.now();
         let links_known = self.links_known.load(Ordering::Acquire);
         let doomed = self.lock().doomed(&self.policy(), clock, links_known);

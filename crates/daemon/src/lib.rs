@@ -14,6 +14,7 @@ pub mod mcp;
 mod mcp_http;
 mod metrics;
 mod ops;
+mod reservations;
 mod routes;
 mod state;
 mod surfacing;
@@ -30,6 +31,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 pub use hub::Hub;
+pub use reservations::GuardMode;
 
 /// How long `stop` waits for open requests to finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -57,6 +59,10 @@ pub struct Config {
     pub operator: String,
     /// Bearer token every request must carry; required to bind beyond loopback.
     pub token: Option<String>,
+    /// What an edit of a file another session holds exclusively gets.
+    pub edit_guard: GuardMode,
+    /// Two sessions writing one file within this window are both told.
+    pub collision_window: Duration,
 }
 
 impl Config {
@@ -73,6 +79,8 @@ impl Config {
             max_request_bytes: muster_core::limits::DEFAULT_MAX_REQUEST_BYTES,
             operator: std::env::var("USER").unwrap_or_else(|_| "operator".into()),
             token: None,
+            edit_guard: GuardMode::Deny,
+            collision_window: Duration::from_secs(600),
         }
     }
 }

@@ -4,7 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use muster_core::api::{AckRequest, BroadcastRequest, RoomRequest, SendRequest, UpdateSessionRequest};
+use muster_core::api::{
+    AckRequest, BroadcastRequest, ReleaseRequest, ReserveRequest, RoomRequest, SendRequest, UpdateSessionRequest,
+};
 use muster_core::link::Op;
 use muster_core::CoreError;
 use serde_json::{json, Value};
@@ -43,6 +45,12 @@ impl Hub {
             Op::Leave { room } => to_json(self.leave(RoomRequest { as_: me, room }).await?)?,
             Op::Rooms => json!({"rooms": self.rooms()}),
             Op::SetStatus { text } => to_json(self.update_session(session, UpdateSessionRequest { status: Some(text) }).await?)?,
+            Op::Thread { message_id } => to_json(self.thread(Some(session), &message_id).await?)?,
+            Op::Reserve { paths, exclusive, ttl_s, reason } => {
+                to_json(self.reserve(ReserveRequest { as_: me, paths, exclusive, ttl_s, reason }).await?)?
+            }
+            Op::Release { paths } => to_json(self.release(ReleaseRequest { as_: me, paths }).await?)?,
+            Op::Reservations => to_json(self.reservations())?,
         };
         Ok((value, None))
     }

@@ -16,8 +16,9 @@ use axum::routing::{get, patch, post};
 use axum::{Json, Router};
 use futures_util::stream::{self, Stream, StreamExt};
 use muster_core::api::{
-    AckRequest, AckResponse, BroadcastRequest, Inbox, RegisterRequest, RoomRequest, RoomView, Rooms, Roster,
-    SendRequest, SendResponse, UpdateSessionRequest,
+    AckRequest, AckResponse, BroadcastRequest, Inbox, RegisterRequest, ReleaseRequest, ReleaseResponse,
+    Reservations, ReserveRequest, RoomRequest, RoomView, Rooms, Roster, SendRequest, SendResponse, Thread,
+    UpdateSessionRequest,
 };
 use muster_core::Session;
 use serde::de::DeserializeOwned;
@@ -45,7 +46,10 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/rooms", get(rooms))
         .route("/rooms/join", post(join))
         .route("/rooms/leave", post(leave))
-        .route("/events", get(events));
+        .route("/events", get(events))
+        .route("/messages/{id}/thread", get(thread))
+        .route("/reservations", get(reservations).post(reserve))
+        .route("/reservations/release", post(release));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
@@ -227,6 +231,38 @@ async fn join(State(hub): State<Arc<Hub>>, ApiJson(req): ApiJson<RoomRequest>) -
 
 async fn leave(State(hub): State<Arc<Hub>>, ApiJson(req): ApiJson<RoomRequest>) -> Result<Json<RoomView>, ApiError> {
     hub.leave(req).await.map(Json)
+}
+
+#[derive(Deserialize)]
+struct AsQuery {
+    #[serde(rename = "as")]
+    as_: Option<String>,
+}
+
+async fn thread(
+    State(hub): State<Arc<Hub>>,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<AsQuery>,
+) -> Result<Json<Thread>, ApiError> {
+    hub.thread(q.as_.as_deref(), &id).await.map(Json)
+}
+
+async fn reservations(State(hub): State<Arc<Hub>>) -> Json<Reservations> {
+    Json(hub.reservations())
+}
+
+async fn reserve(
+    State(hub): State<Arc<Hub>>,
+    ApiJson(req): ApiJson<ReserveRequest>,
+) -> Result<Json<Reservations>, ApiError> {
+    hub.reserve(req).await.map(Json)
+}
+
+async fn release(
+    State(hub): State<Arc<Hub>>,
+    ApiJson(req): ApiJson<ReleaseRequest>,
+) -> Result<Json<ReleaseResponse>, ApiError> {
+    hub.release(req).await.map(Json)
 }
 
 /// Server-sent events: a `ready` event first (so a client knows it is

@@ -10,7 +10,7 @@ use muster_core::api::{RoomMember, RoomView};
 use muster_core::liveness::{self, Clock, Observation, Policy, Reason};
 use muster_core::{
     automatic_rooms_of, nickname, operator_principal, CoreError, DeliveryState, Membership, Message,
-    Millis, Room, Session, Target,
+    Millis, Reservation, Room, Session, Target,
 };
 use muster_store::Snapshot;
 use tokio::sync::{mpsc, Notify};
@@ -78,6 +78,12 @@ pub struct State {
     rooms: BTreeMap<String, NamedRoom>,
     unread: HashMap<String, BTreeMap<String, Unread>>,
     ids: ulid::Generator,
+    /// File reservations by id.
+    pub reservations: BTreeMap<String, Reservation>,
+    /// Recent file writes, for collision notices: (root, path) → (session, when).
+    pub recent_writes: HashMap<(String, String), Vec<(String, Millis)>>,
+    /// Notes waiting for a session's next hook answer (collision notices).
+    pub notices: HashMap<String, Vec<String>>,
 }
 
 impl Directory for State {
@@ -102,7 +108,13 @@ impl State {
             rooms: BTreeMap::new(),
             unread: HashMap::new(),
             ids: ulid::Generator::new(),
+            reservations: BTreeMap::new(),
+            recent_writes: HashMap::new(),
+            notices: HashMap::new(),
         };
+        for r in snapshot.reservations {
+            state.reservations.insert(r.id.clone(), r);
+        }
         for session in snapshot.sessions {
             state.insert_session(session, mono_now);
         }

@@ -7,6 +7,7 @@ pub mod rooms;
 pub mod roster;
 pub mod send;
 pub mod serve;
+pub mod reserve;
 pub mod status;
 pub mod tail;
 
@@ -24,6 +25,10 @@ pub async fn dispatch(command: Command, ctx: &Context) -> Result<i32, ClientErro
         Command::Join(args) => rooms::run_join(ctx, &args, true).await,
         Command::Leave(args) => rooms::run_join(ctx, &args, false).await,
         Command::Tail => tail::run(ctx).await,
+        Command::Reserve(args) => reserve::run_reserve(ctx, args).await,
+        Command::Release(args) => reserve::run_release(ctx, args).await,
+        Command::Reservations => reserve::run_list(ctx).await,
+        Command::Thread(args) => reserve::run_thread(ctx, args).await,
         Command::Status => status::run(ctx).await,
         Command::Doctor => doctor::run(ctx).await,
         Command::Serve(_) | Command::Hook(_) | Command::Mcp | Command::Install(_) => {

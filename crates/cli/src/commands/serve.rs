@@ -33,6 +33,8 @@ pub fn run(args: ServeArgs, env: &Env) -> i32 {
         max_request_bytes: args.max_request_bytes,
         operator,
         token: args.token.filter(|t| !t.trim().is_empty()),
+        edit_guard: args.edit_guard,
+        collision_window: args.collision_window,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
