@@ -429,3 +429,50 @@ fn claude_send_message_reaches_a_peer_shim_live() {
     assert_eq!(meta["from"], id.as_str(), "the push names the Claude session as sender: {push}");
     assert!(meta.values().all(Value::is_string), "meta values are strings: {push}");
 }
+
+// Proves the edit guard in a real Claude Code run: a scripted `Edit` of a file another session holds exclusively is refused by the PreToolUse hook, the file is untouched, and the refusal, naming the holder, reaches the model in the tool result.
+#[test]
+fn claude_edit_of_a_reserved_file_is_refused_with_the_holder_named() {
+    let h = Harness::new();
+    let file = h.project.path().join("schema.sql");
+    std::fs::write(&file, "create table t (id int);\n").unwrap();
+    let project = h.project.path().to_str().unwrap();
+    let holder = new_uuid();
+    let (status, v) = h.daemon.post_json("/api/v1/sessions", &json!({"id": holder, "cwd": project}));
+    assert_eq!(status, 200, "{v}");
+    let holder_nick = v["nickname"].as_str().unwrap().to_string();
+    let (status, v) = h.daemon.post_json(
+        "/api/v1/reservations",
+        &json!({"as": holder, "paths": [file.to_str().unwrap()], "reason": "migrating the schema"}),
+    );
+    assert_eq!(status, 200, "{v}");
+
+    h.stub.push(Turn::tool_use(
+        "Edit",
+        json!({"file_path": file.to_str().unwrap(), "old_string": "int", "new_string": "bigint"}),
+    ));
+    h.stub.push(Turn::text("ok, leaving it"));
+    let id = new_uuid();
+    let result = h.run(&["-p", "widen the id column", "--session-id", &id, "--allowedTools", "Edit"]);
+    assert_eq!(result["result"], "ok, leaving it", "{result}");
+
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "create table t (id int);\n", "the edit did not happen");
+    let bodies = h.stub.message_bodies();
+    let tool_result = bodies
+        .iter()
+        .find(|b| count(b, "tool_result") > 0)
+        .unwrap_or_else(|| panic!("no request carries the tool result: {bodies:?}"));
+    assert!(count(tool_result, &holder_nick) > 0, "the refusal names the holder {holder_nick}: {tool_result}");
+    assert!(count(tool_result, "migrating the schema") > 0, "and why they hold it: {tool_result}");
+
+    // Control: once released, the same scripted edit goes through.
+    let (status, v) = h.daemon.post_json("/api/v1/reservations/release", &json!({"as": holder}));
+    assert_eq!((status, v["released"].as_u64()), (200, Some(1)), "{v}");
+    h.stub.push(Turn::tool_use(
+        "Edit",
+        json!({"file_path": file.to_str().unwrap(), "old_string": "int", "new_string": "bigint"}),
+    ));
+    h.stub.push(Turn::text("done"));
+    h.run(&["-p", "widen it now", "--resume", &id, "--allowedTools", "Edit"]);
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "create table t (id bigint);\n", "the edit went through");
+}
