@@ -423,9 +423,10 @@ impl Hub {
             }
             Target::Operator(_) => Vec::new(),
         };
-        for recipient in live {
-            let state = self.push_and_confirm(&recipient, &message).await;
-            if let Some(v) = views.iter_mut().find(|v| v.recipient == recipient) {
+        // Several mentioned sessions confirm in parallel, not one after another.
+        let pushes = live.iter().map(|recipient| self.push_and_confirm(recipient, &message));
+        for (recipient, state) in live.iter().zip(futures_util::future::join_all(pushes).await) {
+            if let Some(v) = views.iter_mut().find(|v| v.recipient == *recipient) {
                 v.state = state;
             }
         }
