@@ -4,13 +4,21 @@
 //!   concurrent keep-alive connections (target: at least 20,000/s);
 //! - **sends**: durable `POST /api/v1/messages` per second through the API
 //!   (target: at least 10,000/s), checking that nothing acknowledged is lost;
-//! - **sweep**: one liveness sweep at 100,000 sessions (target: under 10 ms).
+//! - **sweep**: one liveness sweep at 100,000 sessions (target: under 10 ms);
+//! - **delivery**: end-to-end latency from one `muster mcp` shim's
+//!   `send_message` to the peer shim's channel notification, serially
+//!   (target: p99 under 1 ms) and with 16 senders across 16 shim pairs
+//!   (target: at least 5,000 delivered messages/s).
 //!
 //! Client and daemon run in this one process on one multi-thread tokio
-//! runtime, talking over loopback TCP. The bench reports; it does not gate:
-//! it exits 0 on a MISS and non-zero only when something failed.
+//! runtime, talking over loopback TCP. The delivery bench also starts real
+//! `muster mcp` child processes, so it needs the `muster` binary built next
+//! to this one: `cargo build --release -p muster -p muster-bench`. The bench
+//! reports; it does not gate: it exits 0 on a MISS and non-zero only when
+//! something failed.
 
 mod daemon;
+mod delivery;
 mod hooks;
 mod http;
 mod load;
@@ -18,6 +26,7 @@ mod report;
 mod sends;
 mod sweep;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -32,6 +41,7 @@ enum Which {
     Hooks,
     Sends,
     Sweep,
+    Delivery,
 }
 
 #[derive(Debug, Parser)]
@@ -59,6 +69,15 @@ struct Args {
     /// Sessions in the sweep bench.
     #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     sweep_sessions: u64,
+    /// Sender shims in the concurrent delivery phase (each writes to its own receiver shim).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=256))]
+    delivery_senders: u64,
+    /// Most messages measured in the serial delivery phase (it also ends after --seconds).
+    #[arg(long, default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    delivery_messages: u64,
+    /// The `muster` binary the delivery bench runs as `muster mcp` [default: next to muster-bench].
+    #[arg(long, value_name = "PATH")]
+    muster: Option<PathBuf>,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -71,16 +90,47 @@ pub struct Opts {
     pub hook_connections: usize,
     pub send_concurrency: usize,
     pub sweep_sessions: usize,
+    pub delivery_senders: usize,
+    pub delivery_messages: u64,
+    pub muster_binary: PathBuf,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    let wants = |w: Which| args.which == Which::All || args.which == w;
+    let muster_binary = match args
+        .muster
+        .clone()
+        .map(Ok)
+        .unwrap_or_else(delivery::default_muster_binary)
+    {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("muster-bench: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    if wants(Which::Delivery) {
+        if !muster_binary.is_file() {
+            eprintln!(
+                "muster-bench: the delivery bench runs real `muster mcp` shims, but {} does not exist.\n\
+                 Build it first: {}   (or pass --muster PATH, or pick another bench)",
+                muster_binary.display(),
+                delivery::build_command()
+            );
+            return ExitCode::from(2);
+        }
+        warn_if_stale(&muster_binary);
+    }
     let opts = Opts {
         warmup: Duration::from_secs(args.warmup),
         measure: Duration::from_secs(args.seconds),
         hook_connections: args.hook_connections as usize,
         send_concurrency: args.send_concurrency as usize,
         sweep_sessions: args.sweep_sessions as usize,
+        delivery_senders: args.delivery_senders as usize,
+        delivery_messages: args.delivery_messages,
+        muster_binary,
     };
     let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -90,17 +140,17 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let wants = |w: Which| args.which == Which::All || args.which == w;
 
     let mut sections: Vec<Section> = Vec::new();
     let mut fatal: Vec<String> = Vec::new();
     runtime.block_on(async {
         type Bench =
             for<'a> fn(&'a Opts) -> std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<Section>> + 'a>>;
-        let benches: [(Which, &str, Bench); 3] = [
+        let benches: [(Which, &str, Bench); 4] = [
             (Which::Hooks, "hooks", |o| Box::pin(hooks::run(o))),
             (Which::Sends, "sends", |o| Box::pin(sends::run(o))),
             (Which::Sweep, "sweep", |o| Box::pin(sweep::run(o))),
+            (Which::Delivery, "delivery", |o| Box::pin(delivery::run(o))),
         ];
         for (which, name, bench) in benches {
             if !wants(which) {
@@ -117,10 +167,16 @@ fn main() -> ExitCode {
     });
     runtime.shutdown_timeout(Duration::from_secs(5));
 
-    let machine = format!(
+    let mut machine = format!(
         "{cpus} CPU(s); bench client and daemon share one process and one multi-thread tokio runtime \
          ({cpus} worker threads) over loopback TCP, so the client's work competes with the daemon's"
     );
+    if wants(Which::Delivery) {
+        machine.push_str(&format!(
+            "; the delivery bench adds {} `muster mcp` child processes on the same CPUs",
+            2 * args.delivery_senders
+        ));
+    }
     let errors: Vec<String> = sections
         .iter()
         .flat_map(|s| s.errors.iter().map(move |e| format!("{}: {e}", s.name)))
@@ -160,5 +216,21 @@ fn main() -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+/// A `muster` older than this bench may speak an older link protocol than
+/// the daemon compiled in here: say how to rebuild both.
+fn warn_if_stale(muster: &std::path::Path) {
+    let modified = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let me = std::env::current_exe().ok().and_then(|e| modified(&e));
+    if let (Some(theirs), Some(mine)) = (modified(muster), me) {
+        if theirs < mine {
+            eprintln!(
+                "muster-bench: note: {} is older than muster-bench; if the daemon changed since, rebuild both: \
+                 cargo build --release -p muster -p muster-bench",
+                muster.display()
+            );
+        }
     }
 }
