@@ -49,7 +49,9 @@ fn run_mcp(url_flag: Option<&str>, env: &Env) -> i32 {
     let (operator, _) = config::resolve_operator(env, &file);
     let host = config::hostname(env);
     let shim = mcp::ShimEnv::from_process(url, operator, host);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    // One thread: a shim is a relay, and hopping between worker threads
+    // costs more than it gains.
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -12,6 +12,22 @@ use tokio::sync::mpsc;
 /// body is a few kilobytes).
 pub const MAX_LINE_BYTES: usize = 1 << 20;
 
+/// The fields that make a JSON-RPC message, read without building the rest
+/// (this runs on every line, so it borrows and skips what it does not need).
+#[derive(serde::Deserialize)]
+struct Probe<'a> {
+    #[serde(borrow, default)]
+    jsonrpc: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default)]
+    id: Option<Value>,
+    #[serde(default)]
+    method: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    result: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    error: Option<serde::de::IgnoredAny>,
+}
+
 /// Why a client line is refused, as a JSON-RPC error response.
 fn refusal(line: &[u8]) -> Option<Value> {
     let error = |id: Value, code: i64, message: String| {
@@ -20,19 +36,24 @@ fn refusal(line: &[u8]) -> Option<Value> {
     if line.len() > MAX_LINE_BYTES {
         return error(Value::Null, -32600, format!("message over {MAX_LINE_BYTES} bytes"));
     }
-    let value: Value = match serde_json::from_slice(line) {
-        Ok(v) => v,
+    let probe: Probe = match serde_json::from_slice(line) {
+        Ok(p) => p,
+        Err(e) if e.is_data() => {
+            let what = if line.first() == Some(&b'[') {
+                "expected one JSON-RPC object (batches are not supported)".to_string()
+            } else {
+                format!("not a JSON-RPC message: {e}")
+            };
+            return error(Value::Null, -32600, format!("invalid request: {what}"));
+        }
         Err(e) => return error(Value::Null, -32700, format!("parse error: {e}")),
     };
-    let Some(obj) = value.as_object() else {
-        return error(Value::Null, -32600, "invalid request: expected one JSON-RPC object (batches are not supported)".into());
-    };
-    let id = obj.get("id").cloned().unwrap_or(Value::Null);
-    if obj.get("jsonrpc") != Some(&json!("2.0")) {
+    let id = probe.id.clone().unwrap_or(Value::Null);
+    if probe.jsonrpc.as_deref() != Some("2.0") {
         return error(id, -32600, "invalid request: \"jsonrpc\" must be \"2.0\"".into());
     }
-    let is_call = obj.get("method").is_some_and(Value::is_string);
-    let is_answer = obj.contains_key("id") && (obj.contains_key("result") || obj.contains_key("error"));
+    let is_call = probe.method.is_some();
+    let is_answer = probe.id.is_some() && (probe.result.is_some() || probe.error.is_some());
     if !is_call && !is_answer {
         return error(id, -32600, "invalid request: neither a method call nor a response".into());
     }
