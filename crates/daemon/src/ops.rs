@@ -89,6 +89,13 @@ impl Hub {
                 continue;
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                // One last look: mail may have become readable without a wake.
+                if self.lock().has_unread(session) {
+                    let (inbox, surfacing) = self.inbox(Some(session), false, READ_LIMIT).await?;
+                    if !inbox.messages.is_empty() {
+                        return Ok((to_json(inbox)?, Some(surfacing)));
+                    }
+                }
                 return Ok((json!({"messages": [], "timed_out": true}), None));
             }
         }

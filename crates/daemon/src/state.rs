@@ -374,13 +374,24 @@ impl State {
     /// Records a claimed message as pushed: hooks no longer offer it, a
     /// read still shows it. False if it was not waiting for that.
     pub fn mark_pushed(&mut self, recipient: &str, id: &str) -> bool {
-        match self.unread.get_mut(recipient).and_then(|m| m.get_mut(id)) {
+        let pushed = match self.unread.get_mut(recipient).and_then(|m| m.get_mut(id)) {
             Some(u) if u.state == DeliveryState::Queued => {
                 u.state = DeliveryState::Pushed;
                 u.claimed = false;
                 true
             }
             _ => false,
+        };
+        if pushed {
+            self.wake(recipient);
+        }
+        pushed
+    }
+
+    /// Wakes whoever waits for the recipient's mail: it is readable again.
+    fn wake(&self, recipient: &str) {
+        if let Some(e) = self.sessions.get(recipient) {
+            e.mail.notify_waiters();
         }
     }
 
@@ -415,6 +426,9 @@ impl State {
                     u.claimed = false;
                 }
             }
+        }
+        if !ids.is_empty() {
+            self.wake(recipient);
         }
     }
 
