@@ -120,8 +120,8 @@ async fn serve(env: ShimEnv, parent: u32) -> anyhow::Result<()> {
     let (server_in, filter_out) = tokio::io::duplex(1 << 20);
     let (server_out, merge_in) = tokio::io::duplex(1 << 20);
     let (errors_tx, errors_rx) = tokio::sync::mpsc::channel(64);
-    let input = tokio::spawn(stdio::filter_input(tokio::io::stdin(), filter_out, errors_tx));
-    let output = tokio::spawn(stdio::merge_output(merge_in, errors_rx, tokio::io::stdout()));
+    let input = tokio::spawn(stdio::filter_input(stdio::stdin(), filter_out, errors_tx));
+    let output = tokio::spawn(stdio::merge_output(merge_in, errors_rx, stdio::stdout()));
     let service = server.clone().serve((server_in, server_out)).await.context("the MCP client did not initialize")?;
 
     // Pushes wait until the client has initialized, then go out in order.

@@ -8,6 +8,36 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, DuplexStream};
 use tokio::sync::mpsc;
 
+/// Stdin as an async reader: a pipe (what MCP clients give us) is read
+/// directly by the runtime; anything else goes through tokio's blocking
+/// reader. The pipe path saves a thread hand-off on every message.
+pub fn stdin() -> Box<dyn AsyncRead + Unpin + Send> {
+    use std::os::fd::AsFd;
+    let pipe = std::io::stdin()
+        .as_fd()
+        .try_clone_to_owned()
+        .ok()
+        .and_then(|fd| tokio::net::unix::pipe::Receiver::from_owned_fd(fd).ok());
+    match pipe {
+        Some(p) => Box::new(p),
+        None => Box::new(tokio::io::stdin()),
+    }
+}
+
+/// Stdout as an async writer, a pipe written directly where possible.
+pub fn stdout() -> Box<dyn AsyncWrite + Unpin + Send> {
+    use std::os::fd::AsFd;
+    let pipe = std::io::stdout()
+        .as_fd()
+        .try_clone_to_owned()
+        .ok()
+        .and_then(|fd| tokio::net::unix::pipe::Sender::from_owned_fd(fd).ok());
+    match pipe {
+        Some(p) => Box::new(p),
+        None => Box::new(tokio::io::stdout()),
+    }
+}
+
 /// Longest line accepted from the client (a tool call with a full message
 /// body is a few kilobytes).
 pub const MAX_LINE_BYTES: usize = 1 << 20;
