@@ -111,6 +111,12 @@ Example:\n  muster join frontend --as calm-heron\n\n\
     )]
     Join(RoomArgs),
 
+    /// Leave a named room
+    #[command(long_about = "Leave a named room.\n\n\
+Example:\n  muster leave frontend --as calm-heron\n\n\
+--json prints the daemon's RoomView: {\"name\", \"kind\", \"members\"}.")]
+    Leave(RoomArgs),
+
     /// Claim files so no other agent edits them meanwhile
     #[command(long_about = "Reserve paths or globs (*, **, ?; a trailing / means a whole directory) for a \
 session, exclusive by default. All are granted or none: a refusal names each holder, why, until when, and \
@@ -135,12 +141,6 @@ and repository.\n\n--json prints the daemon's Reservations.")]
 first, as far as you (or --as) sent or received them.\n\nExample:\n  muster thread 01JD… --as calm-heron\n\n\
 --json prints {\"messages\": [Message, …]}.")]
     Thread(ThreadArgs),
-
-    /// Leave a named room
-    #[command(long_about = "Leave a named room.\n\n\
-Example:\n  muster leave frontend --as calm-heron\n\n\
---json prints the daemon's RoomView: {\"name\", \"kind\", \"members\"}.")]
-    Leave(RoomArgs),
 
     /// Follow changes live (sessions, messages, deliveries)
     #[command(
