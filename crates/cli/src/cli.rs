@@ -142,6 +142,14 @@ first, as far as you (or --as) sent or received them.\n\nExample:\n  muster thre
 --json prints {\"messages\": [Message, …]}.")]
     Thread(ThreadArgs),
 
+    /// A git pre-commit hook refusing commits of files other sessions hold
+    #[command(long_about = "Install (or remove) a git pre-commit hook that refuses a commit when it \
+touches a file another agent session holds exclusively, naming the holder. With the daemon down the \
+commit goes through (and the hook says so). The committer is MUSTER_SESSION_ID / \
+CLAUDE_CODE_SESSION_ID when set: its own claims never block it.\n\n\
+Example:\n  muster guard install --repo .\n  muster guard uninstall")]
+    Guard(GuardArgs),
+
     /// Follow changes live (sessions, messages, deliveries)
     #[command(
         long_about = "Follow the daemon's event stream: sessions joining and leaving, \
@@ -357,6 +365,29 @@ pub struct ReleaseArgs {
     /// Act as this session (id, nickname or prefix)
     #[arg(long = "as", value_name = "SESSION")]
     pub as_: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct GuardArgs {
+    #[command(subcommand)]
+    pub action: GuardAction,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum GuardAction {
+    /// Write .git/hooks/pre-commit (refuses to replace a hook that is not muster's)
+    Install {
+        /// The repository [default: the current directory]
+        #[arg(long, default_value = ".")]
+        repo: PathBuf,
+    },
+    /// Remove muster's pre-commit hook
+    Uninstall {
+        #[arg(long, default_value = ".")]
+        repo: PathBuf,
+    },
+    /// Check the staged files (what the hook runs); exit 1 if another session holds one
+    Check,
 }
 
 #[derive(Debug, Args)]

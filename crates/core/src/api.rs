@@ -21,6 +21,7 @@
 //! | `GET /api/v1/reservations` | — | `Reservations` |
 //! | `POST /api/v1/reservations` | `ReserveRequest` | `Reservations` (what was granted; 409 names the holders) |
 //! | `POST /api/v1/reservations/release` | `ReleaseRequest` | `ReleaseResponse` |
+//! | `POST /api/v1/reservations/check` | `CheckRequest` | `Reservations` (the claims in the way) |
 //! | `GET /api/v1/status` | — | `Status` |
 //!
 //! `as` names who acts: a session (id, nickname or unique id prefix) or a
@@ -259,4 +260,13 @@ pub struct Reservations {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Thread {
     pub messages: Vec<Message>,
+}
+
+/// Which of these files (absolute paths) others hold exclusively; `as`, if
+/// a session, is not in its own way.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CheckRequest {
+    #[serde(default, rename = "as")]
+    pub as_: Option<String>,
+    pub paths: Vec<String>,
 }

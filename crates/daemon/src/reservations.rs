@@ -9,7 +9,8 @@ use std::collections::HashSet;
 
 use axum::http::StatusCode;
 use muster_core::api::{
-    ReleaseRequest, ReleaseResponse, ReservationView, Reservations, ReserveRequest, DEFAULT_TTL_S, MAX_TTL_S,
+    CheckRequest, ReleaseRequest, ReleaseResponse, ReservationView, Reservations, ReserveRequest, DEFAULT_TTL_S,
+    MAX_TTL_S,
 };
 use muster_core::inbox::format_utc;
 use muster_core::limits::MAX_STATUS_CHARS;
@@ -213,6 +214,36 @@ impl Hub {
             self.events.publish("reservation.released", || json!({"session": me.id, "ids": ids}));
         }
         Ok(ReleaseResponse { released: ids.len() })
+    }
+
+    /// The exclusive claims of other live sessions on these absolute paths
+    /// (for the git pre-commit guard, which knows files, not sessions).
+    pub fn check_paths(&self, req: CheckRequest) -> Result<Reservations, ApiError> {
+        if req.paths.len() > 10_000 {
+            return Err(CoreError::invalid("paths", "at most 10,000 at once").into());
+        }
+        let now = self.clock.wall();
+        let st = self.lock();
+        let me = match st.principal(req.as_.as_deref(), &self.config.operator)? {
+            Principal::Session(id) => Some(id),
+            Principal::Operator(_) => None,
+        };
+        let mut hits: Vec<ReservationView> = Vec::new();
+        for path in &req.paths {
+            if !path.starts_with('/') || path.len() > MAX_PATTERN_LEN {
+                return Err(CoreError::invalid("paths", format!("{path:?} must be an absolute path")).into());
+            }
+            let dir = path.rsplit_once('/').map_or("/", |(d, _)| if d.is_empty() { "/" } else { d });
+            let Some(root) = gitinfo::repo_root(dir) else { continue };
+            let Ok(rel) = paths::normalize(path, &root, &root) else { continue };
+            for r in st.live_reservations(now) {
+                let mine = me.as_deref() == Some(r.session_id.as_str());
+                if !mine && r.exclusive && r.root == root && paths::matches(&r.pattern, &rel) && !hits.iter().any(|h| h.reservation.id == r.id) {
+                    hits.push(view(&st, r));
+                }
+            }
+        }
+        Ok(Reservations { reservations: hits })
     }
 
     pub fn reservations(&self) -> Reservations {

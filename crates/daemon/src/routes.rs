@@ -16,7 +16,7 @@ use axum::routing::{get, patch, post};
 use axum::{Json, Router};
 use futures_util::stream::{self, Stream, StreamExt};
 use muster_core::api::{
-    AckRequest, AckResponse, BroadcastRequest, Inbox, RegisterRequest, ReleaseRequest, ReleaseResponse,
+    AckRequest, AckResponse, BroadcastRequest, CheckRequest, Inbox, RegisterRequest, ReleaseRequest, ReleaseResponse,
     Reservations, ReserveRequest, RoomRequest, RoomView, Rooms, Roster, SendRequest, SendResponse, Thread,
     UpdateSessionRequest,
 };
@@ -49,7 +49,8 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/events", get(events))
         .route("/messages/{id}/thread", get(thread))
         .route("/reservations", get(reservations).post(reserve))
-        .route("/reservations/release", post(release));
+        .route("/reservations/release", post(release))
+        .route("/reservations/check", post(check));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
@@ -263,6 +264,10 @@ async fn release(
     ApiJson(req): ApiJson<ReleaseRequest>,
 ) -> Result<Json<ReleaseResponse>, ApiError> {
     hub.release(req).await.map(Json)
+}
+
+async fn check(State(hub): State<Arc<Hub>>, ApiJson(req): ApiJson<CheckRequest>) -> Result<Json<Reservations>, ApiError> {
+    hub.check_paths(req).map(Json)
 }
 
 /// Server-sent events: a `ready` event first (so a client knows it is

@@ -2,6 +2,7 @@
 //! code on success; failures come back as a `ClientError` for `main` to report.
 
 pub mod doctor;
+pub mod guard;
 pub mod inbox;
 pub mod rooms;
 pub mod roster;
@@ -29,6 +30,7 @@ pub async fn dispatch(command: Command, ctx: &Context) -> Result<i32, ClientErro
         Command::Release(args) => reserve::run_release(ctx, args).await,
         Command::Reservations => reserve::run_list(ctx).await,
         Command::Thread(args) => reserve::run_thread(ctx, args).await,
+        Command::Guard(args) => guard::run(ctx, args).await,
         Command::Status => status::run(ctx).await,
         Command::Doctor => doctor::run(ctx).await,
         Command::Serve(_) | Command::Hook(_) | Command::Mcp | Command::Install(_) => {
