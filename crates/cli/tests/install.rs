@@ -194,7 +194,7 @@ const CODEX: Case = Case {
         assert_eq!(server["args"].as_array().unwrap()[0].as_str(), Some("mcp"));
         assert_eq!(server["env"]["MUSTER_HARNESS"].as_str(), Some("codex"));
         assert_eq!(server["env"]["MUSTER_CHANNELS"].as_str(), Some("off"));
-        assert_eq!(config["features"]["codex_hooks"].as_bool(), Some(true));
+        assert_eq!(config["features"]["hooks"].as_bool(), Some(true));
         assert_eq!(config["features"]["web_search"].as_bool(), Some(true));
         let hooks = sb.json(".codex/hooks.json");
         assert_eq!(

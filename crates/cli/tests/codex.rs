@@ -1,0 +1,382 @@
+//! End to end with the real Codex CLI binary, offline: `muster install codex`
+//! sets up a temporary project and `$CODEX_HOME`, then `codex exec` runs whole
+//! turns against a scripted local Responses API stub, with muster's hooks and
+//! its MCP server (`muster mcp`, per-call identity from `_meta.sessionId`)
+//! talking to a real `muster serve`.
+//!
+//! The binary comes from `MUSTER_CODEX_BIN` (set by .ci/run), else from the
+//! cache `scripts/install-codex.sh` installs into. Without it these tests
+//! fail, saying how to install it.
+
+mod common;
+#[path = "support/peer_shim.rs"]
+mod peer_shim;
+#[path = "support/responses_stub.rs"]
+mod responses_stub;
+#[path = "support/sandbox.rs"]
+mod sandbox;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use peer_shim::PeerShim;
+use responses_stub::{ResponsesStub, Turn};
+use sandbox::{harness_bin, new_uuid, snapshot, Running, Sandbox};
+use serde_json::{json, Value};
+
+/// How long one `codex exec` may take before the test gives up on it (a run takes about a second).
+const RUN_LIMIT: Duration = Duration::from_secs(30);
+
+/// The variable `codex` reads the stub's (fake) API key from.
+const KEY_VAR: &str = "MUSTER_TEST_STUB_KEY";
+
+fn codex_bin() -> PathBuf {
+    harness_bin("MUSTER_CODEX_BIN", "codex/bin/codex", "install-codex.sh")
+}
+
+/// The user's own Codex config before muster is installed: a model provider
+/// that is the stub, and nothing that reaches beyond loopback (plugin sync and
+/// analytics would look up hosts on the internet).
+fn user_config(stub: &ResponsesStub) -> String {
+    format!(
+        "# the tester's own Codex setup\nmodel = \"stub-model\"\nmodel_provider = \"stub\"\n\
+         check_for_update_on_startup = false\n\n[model_providers.stub]\nname = \"stub\"\n\
+         base_url = \"{}/v1\"\nenv_key = \"{KEY_VAR}\"\nwire_api = \"responses\"\n\n\
+         [features]\nplugins = false\n\n[analytics]\nenabled = false\n",
+        stub.url
+    )
+}
+
+/// A daemon, a stub, and a sandbox whose project has muster installed for Codex.
+struct Harness {
+    bin: PathBuf,
+    daemon: TestDaemon,
+    stub: ResponsesStub,
+    sb: Sandbox,
+    runs: std::cell::Cell<u32>,
+}
+
+/// One finished `codex exec --json` run.
+struct Run {
+    /// The session (thread) id from the `thread.started` event.
+    id: String,
+    events: Vec<Value>,
+}
+
+impl Run {
+    fn agent_text(&self) -> Vec<String> {
+        self.events
+            .iter()
+            .filter(|e| e["type"] == "item.completed" && e["item"]["type"] == "agent_message")
+            .map(|e| e["item"]["text"].as_str().unwrap_or_default().to_string())
+            .collect()
+    }
+}
+
+fn parse_events(stdout: &str) -> Vec<Value> {
+    stdout
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+fn thread_id(events: &[Value]) -> Option<String> {
+    events
+        .iter()
+        .find(|e| e["type"] == "thread.started")
+        .and_then(|e| e["thread_id"].as_str())
+        .map(str::to_string)
+}
+
+impl Harness {
+    /// Lays down the user's Codex config, then installs muster into the project.
+    fn new() -> Self {
+        let h = Self::bare();
+        h.sb.install("codex", &[]);
+        h
+    }
+
+    /// Everything but the install.
+    fn bare() -> Self {
+        let bin = codex_bin();
+        let daemon = TestDaemon::start(&[]);
+        let stub = ResponsesStub::start();
+        let sb = Sandbox::new();
+        sb.write(&sb.codex_home().join("config.toml"), &user_config(&stub));
+        Harness {
+            bin,
+            daemon,
+            stub,
+            sb,
+            runs: std::cell::Cell::new(0),
+        }
+    }
+
+    /// The files `muster install codex --project` touches.
+    fn config_files(&self) -> Vec<PathBuf> {
+        vec![
+            self.sb.project.join(".codex/config.toml"),
+            self.sb.project.join(".codex/hooks.json"),
+            self.sb.codex_home().join("config.toml"),
+        ]
+    }
+
+    /// Starts `codex exec <args> --json` in the project, offline.
+    fn spawn(&self, args: &[&str]) -> Running {
+        let n = self.runs.get() + 1;
+        self.runs.set(n);
+        let mut cmd = Command::new(&self.bin);
+        self.sb
+            .env(&mut cmd)
+            .arg("exec")
+            .args(args)
+            .args(["--json", "--skip-git-repo-check"])
+            .current_dir(&self.sb.project)
+            .env(KEY_VAR, "sk-test-offline")
+            // For the hooks and (through env_vars) muster's MCP server.
+            .env("MUSTER_URL", &self.daemon.url)
+            .env("MUSTER_OPERATOR", "tester");
+        Running::spawn(cmd, &self.sb.home, &format!("codex-run{n}"))
+    }
+
+    fn finish(&self, running: Running) -> Run {
+        let err = running.err.clone();
+        let events = parse_events(&running.finish(RUN_LIMIT));
+        let id = thread_id(&events).unwrap_or_else(|| {
+            panic!("codex printed no thread.started: {events:?}\nstderr: {}", read(&err));
+        });
+        assert!(
+            events.iter().any(|e| e["type"] == "turn.completed"),
+            "the turn did not complete: {events:?}\nstderr: {}",
+            read(&err)
+        );
+        Run { id, events }
+    }
+
+    /// Runs a new session with `prompt`.
+    fn run(&self, prompt: &str) -> Run {
+        self.finish(self.spawn(&[prompt]))
+    }
+
+    /// Runs another turn of session `id`.
+    fn resume(&self, id: &str, prompt: &str) -> Run {
+        let run = self.finish(self.spawn(&["resume", id, prompt]));
+        assert_eq!(run.id, id, "the resumed run is the same session");
+        run
+    }
+
+    /// The session `id` as the daemon knows it, whether on the roster or gone.
+    fn known_session(&self, id: &str) -> Option<Value> {
+        let (status, v) = self.daemon.get("/api/v1/roster?all=true");
+        assert_eq!(status, 200, "{v}");
+        v["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"] == id)
+            .cloned()
+    }
+}
+
+fn read(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_default()
+}
+
+/// Occurrences of `needle` in a request body (as JSON text).
+fn count(body: &Value, needle: &str) -> usize {
+    body.to_string().matches(needle).count()
+}
+
+/// The input items this turn added: those after the last assistant message
+/// (earlier ones are the resumed session's history, replayed).
+fn fresh_part(body: &Value) -> Value {
+    let input = body["input"].as_array().cloned().unwrap_or_default();
+    let last_assistant = input.iter().rposition(|i| i["role"] == "assistant");
+    Value::Array(input[last_assistant.map_or(0, |i| i + 1)..].to_vec())
+}
+
+// Proves a real `codex exec` in a project set up only by `muster install codex` runs muster's hooks (trusted by the install, no bypass flag): the session is on the roster mid-turn under Codex's own thread id, and the model's request carries muster's identity for it.
+#[test]
+fn codex_session_joins_the_roster_under_its_own_id() {
+    let h = Harness::new();
+    h.stub.push(Turn::text("hello from the stub"));
+    h.stub.hold();
+    let running = h.spawn(&["hello"]);
+    assert!(
+        h.stub.wait_for_requests(0, 1, RUN_LIMIT),
+        "Codex made no model request; stderr: {}",
+        running.stderr()
+    );
+    let id = thread_id(&parse_events(&running.stdout())).expect("thread.started is printed before the model request");
+    let (status, roster) = h.daemon.get("/api/v1/roster");
+    assert_eq!(status, 200);
+    let me = roster["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == id.as_str())
+        .unwrap_or_else(|| {
+            panic!(
+                "session {id} is not on the roster mid-turn: {roster}\nstderr: {}",
+                running.stderr()
+            )
+        })
+        .clone();
+    assert_eq!(me["harness"], "codex", "{me}");
+    assert_eq!(me["activity"], "busy", "UserPromptSubmit marks the session busy: {me}");
+    assert_eq!(Path::new(me["cwd"].as_str().unwrap()), h.sb.project, "{me}");
+    let nickname = me["nickname"].as_str().unwrap().to_string();
+    h.stub.release();
+
+    let run = h.finish(running);
+    assert_eq!(run.agent_text(), ["hello from the stub"], "{:?}", run.events);
+    assert!(
+        h.stub.unknown().is_empty(),
+        "Codex called paths the stub does not serve: {:?}",
+        h.stub.unknown()
+    );
+    let first = &h.stub.bodies()[0];
+    assert_eq!(
+        count(first, "<muster-identity>"),
+        1,
+        "the identity is injected once: {first}"
+    );
+    assert!(
+        count(first, &nickname) > 0 && count(first, &id) > 0,
+        "the identity names {nickname} and {id}: {first}"
+    );
+    let me = h.known_session(&id).unwrap();
+    assert_eq!(me["activity"], "idle", "Stop marked the session idle: {me}");
+}
+
+// Proves mail sent to a Codex session between turns reaches the model request of its next turn (`codex exec resume`) exactly once, and the turn after that does not carry it again.
+#[test]
+fn mail_reaches_the_next_codex_turn_exactly_once() {
+    let h = Harness::new();
+    let first = h.run("hello");
+    assert!(
+        h.known_session(&first.id).is_some(),
+        "the first run registered {}",
+        first.id
+    );
+
+    let marker = format!("MAILMARK{}", new_uuid().replace('-', ""));
+    let sent = h.daemon.muster_json(&[
+        "send",
+        &first.id,
+        &format!("please rebase onto main ({marker})"),
+        "--json",
+    ]);
+    assert_eq!(sent["state"], "queued", "{sent}");
+
+    let mark = h.stub.mark();
+    h.resume(&first.id, "next");
+    let bodies = h.stub.bodies_since(mark);
+    assert!(!bodies.is_empty(), "the resumed run made no model request");
+    let total: usize = bodies.iter().map(|b| count(b, &marker)).sum();
+    assert_eq!(
+        total,
+        1,
+        "the mail appears exactly once across the run's {} request(s): {bodies:?}",
+        bodies.len()
+    );
+    assert_eq!(
+        count(&fresh_part(&bodies[0]), &marker),
+        1,
+        "the mail arrives with this turn: {}",
+        bodies[0]
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || h.daemon.status()["unread_deliveries"] == 0).is_some(),
+        "the delivery is marked surfaced: {}",
+        h.daemon.status()
+    );
+
+    let mark = h.stub.mark();
+    h.resume(&first.id, "third");
+    let bodies = h.stub.bodies_since(mark);
+    assert!(!bodies.is_empty(), "the third run made no model request");
+    for body in &bodies {
+        assert_eq!(
+            count(&fresh_part(body), &marker),
+            0,
+            "the third turn carries the mail again: {body}"
+        );
+        assert!(
+            count(body, &marker) <= 1,
+            "the mail is in the history at most once: {body}"
+        );
+    }
+}
+
+// Proves a scripted call of muster's send_message in a real Codex run goes through the installed `muster mcp` (per-call identity from `_meta.sessionId`), is sent as the Codex session, and reaches a peer shim as a live channel notification; the tool result tells the model it was pushed.
+#[test]
+fn codex_send_message_is_attributed_and_pushed_live() {
+    let h = Harness::new();
+    let peer = PeerShim::start(&h.daemon, &new_uuid());
+    let marker = format!("PUSHMARK{}", new_uuid().replace('-', ""));
+    h.stub.push(Turn::mcp_call(
+        "muster",
+        "send_message",
+        json!({"to": peer.id, "body": format!("tests pass ({marker})")}),
+    ));
+    h.stub.push(Turn::text("sent"));
+
+    let run = h.run("tell the peer");
+    assert_eq!(run.agent_text(), ["sent"], "{:?}", run.events);
+    assert_eq!(h.stub.pending(), 0, "both scripted turns were used");
+    let call = run
+        .events
+        .iter()
+        .find(|e| e["type"] == "item.completed" && e["item"]["type"] == "mcp_tool_call")
+        .unwrap_or_else(|| panic!("no MCP tool call in {:?}", run.events));
+    assert_eq!(call["item"]["status"], "completed", "{call}");
+
+    let push = peer
+        .channel_with(&marker, Duration::from_secs(10))
+        .expect("the peer shim got the channel notification");
+    assert_eq!(
+        push["params"]["meta"]["from"],
+        run.id.as_str(),
+        "the push names the Codex session as sender: {push}"
+    );
+    let bodies = h.stub.bodies();
+    let output = bodies
+        .iter()
+        .flat_map(|b| b["input"].as_array().cloned().unwrap_or_default())
+        .find(|i| i["type"] == "function_call_output")
+        .unwrap_or_else(|| panic!("no request carries the tool result: {bodies:?}"));
+    assert!(
+        count(&output, "pushed") > 0,
+        "the model is told the message was pushed: {output}"
+    );
+    assert!(
+        count(&output, &run.id) > 0,
+        "the result names the sender {}: {output}",
+        run.id
+    );
+}
+
+// Proves `muster install codex --uninstall` after a real Codex run leaves the project's .codex files and the user's $CODEX_HOME/config.toml byte for byte as they were before install.
+#[test]
+fn codex_uninstall_restores_the_config_files() {
+    let h = Harness::bare();
+    let before = snapshot(&h.config_files());
+    let out = h.sb.install("codex", &[]);
+    assert!(out.contains("marked trusted"), "install says what it trusted: {out}");
+    assert_ne!(snapshot(&h.config_files()), before, "install changed nothing");
+    h.run("hello");
+    h.sb.install("codex", &["--uninstall"]);
+    assert_eq!(
+        snapshot(&h.config_files()),
+        before,
+        "uninstall did not restore the files"
+    );
+    assert!(
+        !h.sb.project.join(".codex").exists(),
+        "the .codex dir install created is gone"
+    );
+}
