@@ -10,6 +10,8 @@
 mod common;
 #[path = "support/messages_stub.rs"]
 mod messages_stub;
+#[path = "support/peer_shim.rs"]
+mod peer_shim;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -18,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use messages_stub::{MessagesStub, Turn};
+use peer_shim::PeerShim;
 use serde_json::{json, Value};
 
 /// How long one `claude -p` run may take before the test gives up on it.
@@ -321,68 +324,6 @@ fn a_scripted_tool_call_runs_through_pre_tool_use() {
     assert_eq!(me["last_tool"], "Read", "PreToolUse told muster the tool's name: {me}");
 }
 
-/// A `muster mcp` shim for a peer session, driven by hand over stdio: it is
-/// initialized like a client would, and its stdout lines are collected.
-struct PeerShim {
-    child: Child,
-    lines: std::sync::mpsc::Receiver<String>,
-}
-
-impl PeerShim {
-    fn start(url: &str, session: &str) -> Self {
-        use std::io::{BufRead, BufReader, Write};
-        let mut child = muster_cmd(url)
-            .arg("mcp")
-            .env("MUSTER_SESSION_ID", session)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn muster mcp");
-        let mut stdin = child.stdin.take().unwrap();
-        for line in [
-            json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18",
-                "capabilities": {}, "clientInfo": {"name": "peer", "version": "1"}}}),
-            json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
-        ] {
-            writeln!(stdin, "{line}").unwrap();
-        }
-        // Keep stdin open (closing it ends the shim) by leaking it into a thread.
-        std::thread::spawn(move || {
-            let _keep = stdin;
-            std::thread::sleep(RUN_LIMIT * 2);
-        });
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        PeerShim { child, lines }
-    }
-
-    /// The first channel notification whose content holds `needle`.
-    fn channel_with(&self, needle: &str, limit: Duration) -> Option<Value> {
-        let start = Instant::now();
-        while start.elapsed() < limit {
-            let Ok(line) = self.lines.recv_timeout(Duration::from_millis(100)) else { continue };
-            let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("shim wrote non-JSON {line:?}: {e}"));
-            if v["method"] == "notifications/claude/channel" && count(&v["params"]["content"], needle) > 0 {
-                return Some(v);
-            }
-        }
-        None
-    }
-}
-
-impl Drop for PeerShim {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 // Proves a scripted `tool_use` of mcp__muster__send_message in a real Claude Code run goes through `muster mcp` and reaches a peer shim as a live channel notification, and the tool result tells the model it was pushed.
 #[test]
 fn claude_send_message_reaches_a_peer_shim_live() {
@@ -400,7 +341,7 @@ fn claude_send_message_reaches_a_peer_shim_live() {
     std::fs::write(&settings_path, settings.to_string()).unwrap();
 
     let peer_id = new_uuid();
-    let peer = PeerShim::start(&h.daemon.url, &peer_id);
+    let peer = PeerShim::start(&h.daemon, &peer_id);
     let linked = wait_until(Duration::from_secs(10), || {
         let roster = h.daemon.get("/api/v1/roster").1;
         roster["sessions"].as_array().unwrap().iter().any(|s| s["id"] == peer_id.as_str() && s["link"] == "link")
