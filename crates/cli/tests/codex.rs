@@ -380,3 +380,40 @@ fn codex_uninstall_restores_the_config_files() {
         "the .codex dir install created is gone"
     );
 }
+
+// Proves `muster install codex --user` alone (nothing written into the project) makes a real `codex exec` run muster's hooks from $CODEX_HOME (trusted by the install) and its MCP server: the session registers under its thread id, the model sees its identity, and a muster tool call acts for that session.
+#[test]
+fn codex_user_install_works_in_any_project() {
+    let h = Harness::bare();
+    h.sb.install_user("codex", &[]);
+    h.stub.push(Turn::mcp_call("muster", "whoami", json!({})));
+    h.stub.push(Turn::text("done"));
+
+    let run = h.run("who am i");
+    assert_eq!(run.agent_text(), ["done"], "{:?}", run.events);
+    let me = h
+        .known_session(&run.id)
+        .unwrap_or_else(|| panic!("{} is not known to muster", run.id));
+    assert_eq!(me["harness"], "codex", "{me}");
+    let bodies = h.stub.bodies();
+    assert_eq!(
+        count(&bodies[0], "<muster-identity>"),
+        1,
+        "the identity is injected once: {}",
+        bodies[0]
+    );
+    let output = bodies
+        .iter()
+        .flat_map(|b| b["input"].as_array().cloned().unwrap_or_default())
+        .find(|i| i["type"] == "function_call_output")
+        .unwrap_or_else(|| panic!("no request carries the tool result: {bodies:?}"));
+    assert!(
+        count(&output, &format!("\\\"id\\\": \\\"{}\\\"", run.id)) > 0,
+        "whoami answered for {}: {output}",
+        run.id
+    );
+    assert!(
+        !h.sb.project.join(".codex").exists(),
+        "a user install writes nothing into the project"
+    );
+}

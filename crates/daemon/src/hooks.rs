@@ -13,6 +13,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::error::ApiError;
+use crate::hook_forms;
 use crate::hub::{Hub, Observed};
 use crate::metrics::HOOK_EVENTS;
 use crate::reservations::{GuardMode, Verdict};
@@ -100,6 +101,8 @@ async fn answer(
     let harness = query.harness.or_else(|| header(headers, "x-muster-harness")).unwrap_or_else(|| {
         if payload.turn_id.is_some() { "codex" } else { "claude" }.to_string()
     });
+    let named_input =
+        hook_forms::gemini_tool_input(&harness, event, &id, payload.tool_name.as_deref(), payload.tool_input.as_ref());
     let (activity, tool) = match event {
         "stop" => (Activity::Idle, None),
         "pre-tool-use" => (Activity::Busy, payload.tool_name.clone()),
@@ -143,6 +146,9 @@ async fn answer(
         }
     }
     if !matches!(event, "session-start" | "prompt-submit") {
+        if let Some(input) = named_input {
+            return Ok(hook_forms::tool_input_answer(&event_name, input, &context));
+        }
         return Ok(context_answer(&event_name, &context, Surfacing::new(hub.clone(), id, Vec::new())));
     }
     if event == "session-start" {

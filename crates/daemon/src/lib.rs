@@ -7,6 +7,7 @@ mod clock;
 mod error;
 mod events;
 mod gitinfo;
+mod hook_forms;
 mod hooks;
 mod hub;
 mod link;

@@ -64,17 +64,30 @@ impl Sandbox {
 
     /// `muster install <harness> --project <project> <extra>`; asserts exit 0; returns stdout.
     pub fn install(&self, harness: &str, extra: &[&str]) -> String {
+        let project = self.project.to_str().expect("a UTF-8 project path");
+        let mut args = vec![harness, "--project", project];
+        args.extend_from_slice(extra);
+        self.muster_install(&args)
+    }
+
+    /// `muster install <harness> --user <extra>`; asserts exit 0; returns stdout.
+    pub fn install_user(&self, harness: &str, extra: &[&str]) -> String {
+        let mut args = vec![harness, "--user"];
+        args.extend_from_slice(extra);
+        self.muster_install(&args)
+    }
+
+    fn muster_install(&self, args: &[&str]) -> String {
         let mut cmd = Command::new(BIN);
         self.env(&mut cmd)
-            .args(["install", harness, "--project"])
-            .arg(&self.project)
-            .args(extra)
+            .arg("install")
+            .args(args)
             .current_dir(&self.project)
             .stdin(Stdio::null());
         let out = cmd.output().expect("run muster install");
         assert!(
             out.status.success(),
-            "muster install {harness} {extra:?} failed\nstdout: {}\nstderr: {}",
+            "muster install {args:?} failed\nstdout: {}\nstderr: {}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );

@@ -1,0 +1,384 @@
+//! End to end with the real Gemini CLI, offline: `muster install gemini` sets
+//! up a temporary project (its `.gemini/settings.json`, and the folder trusted
+//! in the temporary home), then `gemini -p` runs whole turns against a scripted
+//! local Gemini API stub, with muster's hooks (SessionStart, BeforeAgent,
+//! BeforeTool naming the session in muster's tool calls, AfterAgent,
+//! SessionEnd) and its MCP server talking to a real `muster serve`.
+//!
+//! The CLI comes from `MUSTER_GEMINI_BIN` (set by .ci/run), else from the
+//! cache `scripts/install-gemini.sh` installs into. Without it these tests
+//! fail, saying how to install it.
+
+mod common;
+#[path = "support/gemini_stub.rs"]
+mod gemini_stub;
+#[path = "support/peer_shim.rs"]
+mod peer_shim;
+#[path = "support/sandbox.rs"]
+mod sandbox;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use gemini_stub::{GeminiStub, Turn};
+use peer_shim::PeerShim;
+use sandbox::{harness_bin, new_uuid, snapshot, Running, Sandbox};
+use serde_json::{json, Value};
+
+/// How long one `gemini -p` may take before the test gives up on it (a run takes about 2 s).
+const RUN_LIMIT: Duration = Duration::from_secs(30);
+
+fn gemini_bin() -> PathBuf {
+    harness_bin(
+        "MUSTER_GEMINI_BIN",
+        "gemini/node_modules/@google/gemini-cli/bundle/gemini.js",
+        "install-gemini.sh",
+    )
+}
+
+/// The user's own Gemini CLI settings before muster is installed: a pinned
+/// model (no router request), API-key auth, and no usage statistics or
+/// telemetry (they would look up hosts on the internet).
+fn user_settings() -> String {
+    serde_json::to_string_pretty(&json!({
+        "model": {"name": "gemini-2.5-flash"},
+        "security": {"auth": {"selectedType": "gemini-api-key"}},
+        "privacy": {"usageStatisticsEnabled": false},
+        "telemetry": {"enabled": false},
+        "general": {"enableAutoUpdate": false, "enableAutoUpdateNotification": false},
+    }))
+    .unwrap()
+}
+
+/// A daemon, a stub, and a sandbox whose project has muster installed for Gemini CLI.
+struct Harness {
+    bin: PathBuf,
+    daemon: TestDaemon,
+    stub: GeminiStub,
+    sb: Sandbox,
+    runs: std::cell::Cell<u32>,
+}
+
+impl Harness {
+    fn new() -> Self {
+        let h = Self::bare();
+        h.sb.install("gemini", &[]);
+        h
+    }
+
+    fn bare() -> Self {
+        let bin = gemini_bin();
+        let daemon = TestDaemon::start(&[]);
+        let stub = GeminiStub::start();
+        let sb = Sandbox::new();
+        sb.write(&sb.home.join(".gemini/settings.json"), &user_settings());
+        Harness {
+            bin,
+            daemon,
+            stub,
+            sb,
+            runs: std::cell::Cell::new(0),
+        }
+    }
+
+    /// The files `muster install gemini --project` touches.
+    fn config_files(&self) -> Vec<PathBuf> {
+        vec![
+            self.sb.project.join(".gemini/settings.json"),
+            self.sb.home.join(".gemini/trustedFolders.json"),
+        ]
+    }
+
+    /// Starts `gemini -p <prompt> <args> --output-format json` in the project, offline.
+    fn spawn(&self, prompt: &str, args: &[&str]) -> Running {
+        let n = self.runs.get() + 1;
+        self.runs.set(n);
+        let mut cmd = Command::new(&self.bin);
+        self.sb
+            .env(&mut cmd)
+            .args(["-p", prompt])
+            .args(args)
+            .args(["--output-format", "json"])
+            .current_dir(&self.sb.project)
+            .env("GEMINI_API_KEY", "test-offline")
+            .env("GOOGLE_GEMINI_BASE_URL", &self.stub.url)
+            // One process (no relaunch with a bigger heap), so the test kills the real one.
+            .env("GEMINI_CLI_NO_RELAUNCH", "true")
+            // For the hooks and muster's MCP server, which inherit Gemini CLI's environment.
+            .env("MUSTER_URL", &self.daemon.url)
+            .env("MUSTER_OPERATOR", "tester");
+        Running::spawn(cmd, &self.sb.home, &format!("gemini-run{n}"))
+    }
+
+    /// Waits for the run; returns its `--output-format json` result.
+    fn finish(&self, running: Running) -> Value {
+        let err = running.err.clone();
+        let out = running.finish(RUN_LIMIT);
+        let result: Value = serde_json::from_str(out.trim())
+            .unwrap_or_else(|e| panic!("gemini printed no JSON result ({e}): {out}\nstderr: {}", read(&err)));
+        assert!(
+            result.get("error").is_none_or(Value::is_null),
+            "gemini reported an error: {result}"
+        );
+        result
+    }
+
+    /// Runs a new session with the id `id`.
+    fn run(&self, id: &str, prompt: &str) -> Value {
+        let result = self.finish(self.spawn(prompt, &["--session-id", id]));
+        assert_eq!(result["session_id"], id, "{result}");
+        result
+    }
+
+    /// Runs another turn of session `id`.
+    fn resume(&self, id: &str, prompt: &str) -> Value {
+        let result = self.finish(self.spawn(prompt, &["--resume", id]));
+        assert_eq!(
+            result["session_id"], id,
+            "the resumed run is the same session: {result}"
+        );
+        result
+    }
+
+    fn known_session(&self, id: &str) -> Option<Value> {
+        let (status, v) = self.daemon.get("/api/v1/roster?all=true");
+        assert_eq!(status, 200, "{v}");
+        v["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"] == id)
+            .cloned()
+    }
+}
+
+fn read(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_default()
+}
+
+fn count(body: &Value, needle: &str) -> usize {
+    body.to_string().matches(needle).count()
+}
+
+/// The contents this turn added: those after the last model turn (earlier
+/// ones are the resumed session's history, replayed).
+fn fresh_part(body: &Value) -> Value {
+    let contents = body["contents"].as_array().cloned().unwrap_or_default();
+    let last_model = contents.iter().rposition(|c| c["role"] == "model");
+    Value::Array(contents[last_model.map_or(0, |i| i + 1)..].to_vec())
+}
+
+// Proves a real `gemini -p` in a project set up only by `muster install gemini` (settings and folder trust; no --skip-trust) is on muster's roster mid-turn under its own session id, its model request carries muster's identity, and SessionEnd takes it off the roster.
+#[test]
+fn gemini_session_joins_the_roster_under_its_own_id() {
+    let h = Harness::new();
+    let id = new_uuid();
+    h.stub.push(Turn::text("hello from the stub"));
+    h.stub.hold();
+    let running = h.spawn("hello", &["--session-id", &id]);
+    assert!(
+        h.stub.wait_for_requests(0, 1, RUN_LIMIT),
+        "Gemini CLI made no model request; stderr: {}",
+        running.stderr()
+    );
+    let (status, roster) = h.daemon.get("/api/v1/roster");
+    assert_eq!(status, 200);
+    let me = roster["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == id.as_str())
+        .unwrap_or_else(|| {
+            panic!(
+                "session {id} is not on the roster mid-turn: {roster}\nstderr: {}",
+                running.stderr()
+            )
+        })
+        .clone();
+    assert_eq!(me["harness"], "gemini", "{me}");
+    assert_eq!(me["activity"], "busy", "BeforeAgent marks the session busy: {me}");
+    assert_eq!(Path::new(me["cwd"].as_str().unwrap()), h.sb.project, "{me}");
+    let nickname = me["nickname"].as_str().unwrap().to_string();
+    h.stub.release();
+
+    let result = h.finish(running);
+    assert_eq!(result["session_id"], id.as_str(), "{result}");
+    assert_eq!(result["response"], "hello from the stub", "{result}");
+    assert!(
+        h.stub.unknown().is_empty(),
+        "Gemini CLI called paths the stub does not serve: {:?}",
+        h.stub.unknown()
+    );
+    let first = &h.stub.bodies()[0];
+    // Gemini CLI escapes hook context (`&lt;muster-identity&gt;`), so the tag is counted without its brackets.
+    assert_eq!(
+        count(first, "muster-identity&gt;"),
+        2,
+        "the identity is injected once (opening and closing tag): {first}"
+    );
+    assert!(
+        count(first, &nickname) > 0 && count(first, &id) > 0,
+        "the identity names {nickname} and {id}: {first}"
+    );
+    let gone = h.known_session(&id).expect("a session that left stays known");
+    assert!(
+        !gone["left_at"].is_null(),
+        "SessionEnd took the session off the roster: {gone}"
+    );
+}
+
+// Proves mail sent to a Gemini CLI session between turns reaches the model request of its next turn (`gemini --resume`) exactly once, and the turn after that does not carry it again.
+#[test]
+fn mail_reaches_the_next_gemini_turn_exactly_once() {
+    let h = Harness::new();
+    let id = new_uuid();
+    h.run(&id, "hello");
+    assert!(h.known_session(&id).is_some(), "the first run registered {id}");
+
+    let marker = format!("MAILMARK{}", new_uuid().replace('-', ""));
+    let sent = h
+        .daemon
+        .muster_json(&["send", &id, &format!("please rebase onto main ({marker})"), "--json"]);
+    assert_eq!(sent["state"], "queued", "{sent}");
+
+    let mark = h.stub.mark();
+    h.resume(&id, "next");
+    let bodies = h.stub.bodies_since(mark);
+    assert!(!bodies.is_empty(), "the resumed run made no model request");
+    let total: usize = bodies.iter().map(|b| count(b, &marker)).sum();
+    assert_eq!(
+        total,
+        1,
+        "the mail appears exactly once across the run's {} request(s): {bodies:?}",
+        bodies.len()
+    );
+    assert_eq!(
+        count(&fresh_part(&bodies[0]), &marker),
+        1,
+        "the mail arrives with this turn: {}",
+        bodies[0]
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || h.daemon.status()["unread_deliveries"] == 0).is_some(),
+        "the delivery is marked surfaced: {}",
+        h.daemon.status()
+    );
+
+    let mark = h.stub.mark();
+    h.resume(&id, "third");
+    let bodies = h.stub.bodies_since(mark);
+    assert!(!bodies.is_empty(), "the third run made no model request");
+    for body in &bodies {
+        assert_eq!(
+            count(&fresh_part(body), &marker),
+            0,
+            "the third turn carries the mail again: {body}"
+        );
+        assert!(
+            count(body, &marker) <= 1,
+            "the mail is in the history at most once: {body}"
+        );
+    }
+}
+
+// Proves a scripted call of mcp_muster_send_message in a real Gemini CLI run gets `_session_id` from muster's BeforeTool hook answer, is sent as the Gemini session through the installed `muster mcp`, and reaches a peer shim as a live channel notification; the tool result tells the model it was pushed.
+#[test]
+fn gemini_send_message_is_attributed_and_pushed_live() {
+    let h = Harness::new();
+    let peer = PeerShim::start(&h.daemon, &new_uuid());
+    let marker = format!("PUSHMARK{}", new_uuid().replace('-', ""));
+    h.stub.push(Turn::call(
+        "mcp_muster_send_message",
+        json!({"to": peer.id, "body": format!("tests pass ({marker})")}),
+    ));
+    h.stub.push(Turn::text("sent"));
+    let id = new_uuid();
+
+    let result = h.run(&id, "tell the peer");
+    assert_eq!(result["response"], "sent", "{result}");
+    assert_eq!(h.stub.pending(), 0, "both scripted turns were used");
+
+    let push = peer
+        .channel_with(&marker, Duration::from_secs(10))
+        .expect("the peer shim got the channel notification");
+    assert_eq!(
+        push["params"]["meta"]["from"],
+        id.as_str(),
+        "the push names the Gemini session as sender: {push}"
+    );
+    let bodies = h.stub.bodies();
+    let response = bodies
+        .iter()
+        .flat_map(|b| b["contents"].as_array().cloned().unwrap_or_default())
+        .flat_map(|c| c["parts"].as_array().cloned().unwrap_or_default())
+        .find(|p| p.get("functionResponse").is_some())
+        .unwrap_or_else(|| panic!("no request carries the tool result: {bodies:?}"));
+    assert!(
+        count(&response, "pushed") > 0,
+        "the model is told the message was pushed: {response}"
+    );
+    assert!(
+        count(&response, &id) > 0,
+        "the result names the sender {id}: {response}"
+    );
+}
+
+// Proves `muster install gemini --uninstall` after a real Gemini CLI run leaves the project's .gemini/settings.json and the user's ~/.gemini/trustedFolders.json byte for byte as they were before install.
+#[test]
+fn gemini_uninstall_restores_the_config_files() {
+    let h = Harness::bare();
+    let before = snapshot(&h.config_files());
+    let out = h.sb.install("gemini", &[]);
+    assert!(out.contains("marked trusted"), "install says what it trusted: {out}");
+    assert_ne!(snapshot(&h.config_files()), before, "install changed nothing");
+    h.run(&new_uuid(), "hello");
+    h.sb.install("gemini", &["--uninstall"]);
+    assert_eq!(
+        snapshot(&h.config_files()),
+        before,
+        "uninstall did not restore the files"
+    );
+}
+
+// Proves `muster install gemini --user` alone (~/.gemini/settings.json; nothing in the project) makes a real `gemini -p` in a folder the user trusted register its session, give the model its identity, and name the session in muster's tool calls through the BeforeTool answer.
+#[test]
+fn gemini_user_install_works_in_a_trusted_folder() {
+    let h = Harness::bare();
+    // The user trusted this folder in Gemini CLI: a user install trusts no folder itself.
+    let trust = json!({ h.sb.project.to_str().unwrap(): "TRUST_FOLDER" });
+    h.sb.write(&h.sb.home.join(".gemini/trustedFolders.json"), &trust.to_string());
+    h.sb.install_user("gemini", &[]);
+    h.stub.push(Turn::call("mcp_muster_whoami", json!({})));
+    h.stub.push(Turn::text("done"));
+    let id = new_uuid();
+
+    let result = h.run(&id, "who am i");
+    assert_eq!(result["response"], "done", "{result}");
+    let me = h
+        .known_session(&id)
+        .unwrap_or_else(|| panic!("{id} is not known to muster"));
+    assert_eq!(me["harness"], "gemini", "{me}");
+    let bodies = h.stub.bodies();
+    assert_eq!(
+        count(&bodies[0], "muster-identity&gt;"),
+        2,
+        "the identity is injected once: {}",
+        bodies[0]
+    );
+    let response = bodies
+        .iter()
+        .flat_map(|b| b["contents"].as_array().cloned().unwrap_or_default())
+        .flat_map(|c| c["parts"].as_array().cloned().unwrap_or_default())
+        .find(|p| p.get("functionResponse").is_some())
+        .unwrap_or_else(|| panic!("no request carries the tool result: {bodies:?}"));
+    assert!(
+        count(&response, &format!("\\\"id\\\": \\\"{id}\\\"")) > 0,
+        "whoami answered for {id}: {response}"
+    );
+    assert!(
+        !h.sb.project.join(".gemini").exists(),
+        "a user install writes nothing into the project"
+    );
+}
