@@ -102,7 +102,14 @@ export const MusterPlugin = async ({ client, directory }) => {
     // not tell the MCP server, so the call carries it as `_session_id`.
     "tool.execute.before": async (input, output) => {
       if (input.tool?.startsWith("muster_") && output.args) output.args._session_id = input.sessionID;
-      await post("pre-tool-use", "PreToolUse", input.sessionID, { tool_name: input.tool });
+      const answer = await post("pre-tool-use", "PreToolUse", input.sessionID, {
+        tool_name: input.tool,
+        tool_input: output.args ?? {},
+      });
+      // muster's edit guard: a file another session holds exclusively. Throwing
+      // refuses the call; opencode hands the message to the model as the result.
+      const out = answer?.hookSpecificOutput;
+      if (out?.permissionDecision === "deny") throw new Error(out.permissionDecisionReason || "refused by muster");
     },
   };
 };

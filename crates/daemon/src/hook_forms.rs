@@ -34,6 +34,24 @@ pub fn gemini_tool_input(
     Some(Value::Object(input))
 }
 
+/// A refusal of a tool call in the harness's form: Gemini CLI obeys a
+/// top-level `decision`/`reason`; Claude Code and Codex read
+/// `hookSpecificOutput.permissionDecision` (`deny`, or `ask` for the person).
+pub fn refusal(harness: &str, event_name: &str, ask: bool, reason: &str) -> Response {
+    let body = if harness == "gemini" {
+        json!({"decision": "deny", "reason": reason})
+    } else {
+        json!({
+            "hookSpecificOutput": {
+                "hookEventName": event_name,
+                "permissionDecision": if ask { "ask" } else { "deny" },
+                "permissionDecisionReason": reason,
+            }
+        })
+    };
+    (StatusCode::OK, [("content-type", "application/json")], body.to_string()).into_response()
+}
+
 /// The BeforeTool answer carrying `input` (all the tool's arguments: one of
 /// Gemini's code paths replaces them rather than merging), plus any context.
 pub fn tool_input_answer(event_name: &str, input: Value, context: &str) -> Response {

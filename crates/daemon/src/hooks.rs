@@ -16,7 +16,7 @@ use crate::error::ApiError;
 use crate::hook_forms;
 use crate::hub::{Hub, Observed};
 use crate::metrics::HOOK_EVENTS;
-use crate::reservations::{GuardMode, Verdict};
+use crate::reservations::GuardMode;
 use crate::routes::ApiJson;
 use crate::surfacing::{json_response, Surfacing};
 
@@ -111,7 +111,7 @@ async fn answer(
     };
     let observed = Observed {
         id: id.clone(),
-        harness: Some(harness),
+        harness: Some(harness.clone()),
         host: header(headers, "x-muster-host"),
         operator: header(headers, "x-muster-operator"),
         pid: header(headers, "x-muster-pid").and_then(|p| p.parse().ok()),
@@ -130,7 +130,10 @@ async fn answer(
         let input = payload.tool_input.unwrap_or_default();
         if let Some(verdict) = payload.tool_name.as_deref().and_then(|tool| hub.check_edit(&id, tool, &input)) {
             match verdict.mode {
-                GuardMode::Deny | GuardMode::Ask => return Ok(permission_answer(&event_name, verdict)),
+                GuardMode::Deny | GuardMode::Ask => {
+                    let ask = verdict.mode == GuardMode::Ask;
+                    return Ok(hook_forms::refusal(&harness, &event_name, ask, &verdict.reason));
+                }
                 GuardMode::Warn => context.push_str(&verdict.reason),
                 GuardMode::Off => {}
             }
@@ -170,19 +173,6 @@ async fn answer(
         context.push_str(&mail.text);
     }
     Ok(context_answer(&event_name, &context, surfacing))
-}
-
-/// A PreToolUse refusal (or question for the person) naming the holder.
-fn permission_answer(event_name: &str, verdict: Verdict) -> Response {
-    let decision = if verdict.mode == GuardMode::Ask { "ask" } else { "deny" };
-    let body = json!({
-        "hookSpecificOutput": {
-            "hookEventName": event_name,
-            "permissionDecision": decision,
-            "permissionDecisionReason": verdict.reason,
-        }
-    });
-    (StatusCode::OK, [("content-type", "application/json")], body.to_string()).into_response()
 }
 
 fn context_answer(event_name: &str, context: &str, surfacing: Surfacing) -> Response {

@@ -357,15 +357,25 @@ fn record_write(st: &mut State, me: &Session, root: &str, rel: String, now: Mill
 }
 
 /// The files a tool call would write: Claude Code's Edit, Write, MultiEdit
-/// and NotebookEdit, and Codex's apply_patch. Shell writes are out of scope.
+/// and NotebookEdit; Gemini CLI's write_file and replace; opencode's edit
+/// and write; and any call carrying an apply_patch patch (Codex runs it as
+/// its own tool or through its shell). Other shell writes are out of scope.
 pub fn written_paths(tool: &str, input: &Value) -> Vec<String> {
-    let field = |k: &str| input.get(k).and_then(Value::as_str).map(str::to_string);
-    match tool {
-        "Edit" | "Write" | "MultiEdit" => field("file_path").into_iter().collect(),
-        "NotebookEdit" => field("notebook_path").into_iter().collect(),
-        "apply_patch" => patch_paths(input),
-        _ => Vec::new(),
+    let field = |keys: &[&str]| keys.iter().find_map(|k| input.get(*k).and_then(Value::as_str)).map(str::to_string);
+    let named = match tool {
+        "Edit" | "Write" | "MultiEdit" | "write_file" | "replace" | "edit" | "write" => {
+            field(&["file_path", "filePath"])
+        }
+        "NotebookEdit" => field(&["notebook_path"]),
+        _ => None,
+    };
+    let mut paths: Vec<String> = named.into_iter().collect();
+    for p in patch_paths(input) {
+        if !paths.contains(&p) {
+            paths.push(p);
+        }
     }
+    paths
 }
 
 /// Paths named by `*** Add/Update/Delete File:` (and `*** Move to:`) lines
@@ -408,5 +418,10 @@ mod tests {
         assert!(written_paths("Bash", &json!({"command": "echo > a"})).is_empty());
         let patch = "*** Begin Patch\n*** Update File: src/a.rs\n@@\n-x\n+y\n*** Add File: src/b.rs\n+z\n*** End Patch";
         assert_eq!(written_paths("apply_patch", &json!({"command": ["apply_patch", patch]})), ["src/a.rs", "src/b.rs"]);
+        // Codex 0.171 runs apply_patch through its shell.
+        let heredoc = format!("apply_patch <<'EOF'\n{patch}\nEOF");
+        assert_eq!(written_paths("Bash", &json!({"command": heredoc})), ["src/a.rs", "src/b.rs"]);
+        assert_eq!(written_paths("write_file", &json!({"file_path": "g.rs", "content": "x"})), ["g.rs"]);
+        assert_eq!(written_paths("edit", &json!({"filePath": "/r/o.rs"})), ["/r/o.rs"]);
     }
 }
