@@ -44,11 +44,11 @@ What is written where (project DIR / --user):
             --user: ~/.claude.json: mcpServers.muster; ~/.claude/settings.json: hooks
   codex     DIR/.codex/ or $CODEX_HOME (~/.codex): config.toml: [mcp_servers.muster] and
             [features] hooks = true; hooks.json: the hooks; $CODEX_HOME/config.toml also gets the
-            trusted_hash of muster's hooks and, for DIR, [projects."DIR"] trust_level = "trusted"
+            trusted_hash of muster's hooks and, for DIR, [projects.\"DIR\"] trust_level = \"trusted\"
   opencode  DIR/opencode.json or ~/.config/opencode/opencode.json: mcp.muster; the plugin
             DIR/.opencode/plugins/muster.js or ~/.config/opencode/plugins/muster.js
   gemini    DIR/.gemini/settings.json or ~/.gemini/settings.json: mcpServers.muster and hooks;
-            for DIR also ~/.gemini/trustedFolders.json: "DIR/": "TRUST_FOLDER"
+            for DIR also ~/.gemini/trustedFolders.json: \"DIR/\": \"TRUST_FOLDER\"
 
 Only muster's entries are added: the rest of each file (other keys, their order, your own hooks, \
 TOML comments) is kept. Installing again changes nothing. Before muster first changes a file it \
