@@ -417,3 +417,77 @@ fn codex_user_install_works_in_any_project() {
         "a user install writes nothing into the project"
     );
 }
+
+/// A scripted call of Codex's shell tool (`exec_command`) running apply_patch
+/// on `file` (relative to the project), widening its id column.
+fn patch_call(file: &str) -> Turn {
+    let patch = format!(
+        "*** Begin Patch\n*** Update File: {file}\n@@\n-create table t (id int);\n+create table t (id bigint);\n*** End Patch"
+    );
+    Turn::Call {
+        namespace: None,
+        name: "exec_command".into(),
+        arguments: json!({"cmd": format!("apply_patch <<'EOF'\n{patch}\nEOF\n")}),
+    }
+}
+
+// Proves muster's edit guard in a real Codex run: a scripted apply_patch (through Codex's shell tool) on a file another session reserved is refused by the PreToolUse hook, the file is untouched and the tool result the model gets names the holder and why they hold it; once released, the same scripted patch goes through.
+#[test]
+fn codex_patch_of_a_reserved_file_is_refused_with_the_holder_named() {
+    let h = Harness::new();
+    let file = h.sb.project.join("schema.sql");
+    std::fs::write(&file, "create table t (id int);\n").unwrap();
+    let project = h.sb.project.to_str().unwrap();
+    let holder = new_uuid();
+    let (status, v) = h
+        .daemon
+        .post_json("/api/v1/sessions", &json!({"id": holder, "cwd": project}));
+    assert_eq!(status, 200, "{v}");
+    let holder_nick = v["nickname"].as_str().unwrap().to_string();
+    let (status, v) = h.daemon.post_json(
+        "/api/v1/reservations",
+        &json!({"as": holder, "paths": [file.to_str().unwrap()], "reason": "migrating the schema"}),
+    );
+    assert_eq!(status, 200, "{v}");
+
+    h.stub.push(patch_call("schema.sql"));
+    h.stub.push(Turn::text("ok, leaving it"));
+    // `codex exec` is read-only by default; workspace-write lets the control's patch land.
+    let run = h.finish(h.spawn(&["--sandbox", "workspace-write", "widen the id column"]));
+    assert_eq!(run.agent_text(), ["ok, leaving it"], "{:?}", run.events);
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        "create table t (id int);\n",
+        "the patch did not happen"
+    );
+    let bodies = h.stub.bodies();
+    let output = bodies
+        .iter()
+        .flat_map(|b| b["input"].as_array().cloned().unwrap_or_default())
+        .find(|i| i["type"] == "function_call_output")
+        .unwrap_or_else(|| panic!("no request carries the tool result: {bodies:?}"));
+    assert!(
+        count(&output, &holder_nick) > 0,
+        "the refusal names the holder {holder_nick}: {output}"
+    );
+    assert!(
+        count(&output, "migrating the schema") > 0,
+        "and why they hold it: {output}"
+    );
+
+    // Control: once released, the same scripted patch goes through.
+    let (status, v) = h
+        .daemon
+        .post_json("/api/v1/reservations/release", &json!({"as": holder}));
+    assert_eq!((status, v["released"].as_u64()), (200, Some(1)), "{v}");
+    h.stub.push(patch_call("schema.sql"));
+    h.stub.push(Turn::text("done"));
+    let run2 = h.finish(h.spawn(&["--sandbox", "workspace-write", "resume", &run.id, "widen it now"]));
+    assert_eq!(run2.id, run.id, "the resumed run is the same session");
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        "create table t (id bigint);\n",
+        "the patch went through: {:?}",
+        run2.events
+    );
+}

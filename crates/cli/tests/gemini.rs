@@ -382,3 +382,69 @@ fn gemini_user_install_works_in_a_trusted_folder() {
         "a user install writes nothing into the project"
     );
 }
+
+// Proves muster's edit guard in a real Gemini CLI run: a scripted `replace` of a file another session reserved is refused by the BeforeTool hook (Gemini's `decision: deny` form), the file is untouched and the tool result the model gets names the holder and why they hold it; once released, the same scripted edit goes through.
+#[test]
+fn gemini_edit_of_a_reserved_file_is_refused_with_the_holder_named() {
+    let h = Harness::new();
+    let file = h.sb.project.join("schema.sql");
+    std::fs::write(&file, "create table t (id int);\n").unwrap();
+    let project = h.sb.project.to_str().unwrap();
+    let holder = new_uuid();
+    let (status, v) = h
+        .daemon
+        .post_json("/api/v1/sessions", &json!({"id": holder, "cwd": project}));
+    assert_eq!(status, 200, "{v}");
+    let holder_nick = v["nickname"].as_str().unwrap().to_string();
+    let (status, v) = h.daemon.post_json(
+        "/api/v1/reservations",
+        &json!({"as": holder, "paths": [file.to_str().unwrap()], "reason": "migrating the schema"}),
+    );
+    assert_eq!(status, 200, "{v}");
+
+    let edit = json!({"file_path": file.to_str().unwrap(), "old_string": "id int", "new_string": "id bigint",
+        "instruction": "widen the id column"});
+    h.stub.push(Turn::call("replace", edit.clone()));
+    h.stub.push(Turn::text("ok, leaving it"));
+    let id = new_uuid();
+    // Headless Gemini CLI offers edit tools only when edits are auto-approved.
+    let result = h.finish(h.spawn(
+        "widen the id column",
+        &["--session-id", &id, "--approval-mode", "auto_edit"],
+    ));
+    assert_eq!(result["response"], "ok, leaving it", "{result}");
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        "create table t (id int);\n",
+        "the edit did not happen"
+    );
+    let bodies = h.stub.bodies();
+    let response = bodies
+        .iter()
+        .flat_map(|b| b["contents"].as_array().cloned().unwrap_or_default())
+        .flat_map(|c| c["parts"].as_array().cloned().unwrap_or_default())
+        .find(|p| p.get("functionResponse").is_some())
+        .unwrap_or_else(|| panic!("no request carries the tool result: {bodies:?}"));
+    assert!(
+        count(&response, &holder_nick) > 0,
+        "the refusal names the holder {holder_nick}: {response}"
+    );
+    assert!(
+        count(&response, "migrating the schema") > 0,
+        "and why they hold it: {response}"
+    );
+
+    // Control: once released, the same scripted edit goes through.
+    let (status, v) = h
+        .daemon
+        .post_json("/api/v1/reservations/release", &json!({"as": holder}));
+    assert_eq!((status, v["released"].as_u64()), (200, Some(1)), "{v}");
+    h.stub.push(Turn::call("replace", edit));
+    h.stub.push(Turn::text("done"));
+    let result = h.finish(h.spawn("widen it now", &["--resume", &id, "--approval-mode", "auto_edit"]));
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        "create table t (id bigint);\n",
+        "the edit went through: {result}"
+    );
+}

@@ -448,3 +448,72 @@ fn opencode_user_install_works_in_any_project() {
         "a user install writes nothing into the project"
     );
 }
+
+// Proves muster's edit guard in a real opencode run: a scripted `edit` of a file another session reserved is refused by muster's plugin (tool.execute.before throws), the file is untouched and the tool result the model gets names the holder and why they hold it; once released, the same scripted edit goes through.
+#[test]
+fn opencode_edit_of_a_reserved_file_is_refused_with_the_holder_named() {
+    let h = Harness::new();
+    let file = h.sb.project.join("schema.sql");
+    std::fs::write(&file, "create table t (id int);\n").unwrap();
+    let project = h.sb.project.to_str().unwrap();
+    let holder = new_uuid();
+    let (status, v) = h
+        .daemon
+        .post_json("/api/v1/sessions", &json!({"id": holder, "cwd": project}));
+    assert_eq!(status, 200, "{v}");
+    let holder_nick = v["nickname"].as_str().unwrap().to_string();
+    let (status, v) = h.daemon.post_json(
+        "/api/v1/reservations",
+        &json!({"as": holder, "paths": [file.to_str().unwrap()], "reason": "migrating the schema"}),
+    );
+    assert_eq!(status, 200, "{v}");
+
+    let edit = json!({"filePath": file.to_str().unwrap(), "oldString": "int", "newString": "bigint"});
+    h.stub.push(Turn::tool_call("edit", edit.clone()));
+    h.stub.push(Turn::text("ok, leaving it"));
+    let run = h.run("widen the id column");
+    assert_eq!(run.texts(), ["ok, leaving it"], "{:?}", run.events);
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        "create table t (id int);\n",
+        "the edit did not happen"
+    );
+    let call = run
+        .events
+        .iter()
+        .find(|e| e["type"] == "tool_use" && e["part"]["tool"] == "edit")
+        .unwrap_or_else(|| panic!("no edit call in {:?}", run.events));
+    assert_eq!(
+        call["part"]["state"]["status"], "error",
+        "opencode reports the edit refused: {call}"
+    );
+    let bodies = h.stub.bodies();
+    let result = bodies
+        .iter()
+        .flat_map(|b| b["messages"].as_array().cloned().unwrap_or_default())
+        .find(|m| m["role"] == "tool")
+        .unwrap_or_else(|| panic!("no request carries the tool result: {bodies:?}"));
+    assert!(
+        count(&result, &holder_nick) > 0,
+        "the refusal names the holder {holder_nick}: {result}"
+    );
+    assert!(
+        count(&result, "migrating the schema") > 0,
+        "and why they hold it: {result}"
+    );
+
+    // Control: once released, the same scripted edit goes through.
+    let (status, v) = h
+        .daemon
+        .post_json("/api/v1/reservations/release", &json!({"as": holder}));
+    assert_eq!((status, v["released"].as_u64()), (200, Some(1)), "{v}");
+    h.stub.push(Turn::tool_call("edit", edit));
+    h.stub.push(Turn::text("done"));
+    let run2 = h.resume(&run.id, "widen it now");
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        "create table t (id bigint);\n",
+        "the edit went through: {:?}",
+        run2.events
+    );
+}
