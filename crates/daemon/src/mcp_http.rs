@@ -3,7 +3,9 @@
 //! the session the request names; such a session is hook-only (no link), so
 //! each call also counts as seeing it.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
+use axum::http::StatusCode;
 
 use muster_core::api::ErrorDetail;
 use muster_core::link::Op;
@@ -15,31 +17,58 @@ use crate::error::ApiError;
 use crate::hub::{Hub, Observed};
 use crate::mcp::{CallContext, Executor, McpServer};
 
-/// Runs calls in the hub for the session the request names.
-pub struct HubExecutor(pub Arc<Hub>);
+/// Runs calls in the hub for the session the request names. One executor
+/// serves one MCP session, which is bound to the first muster session it
+/// acts for: it can never act for another.
+pub struct HubExecutor {
+    hub: Arc<Hub>,
+    bound: Mutex<Option<String>>,
+}
 
 impl Executor for HubExecutor {
     async fn execute(&self, op: Op, call: CallContext) -> Result<Value, ErrorDetail> {
-        run(&self.0, op, call).await.map_err(ApiError::detail)
+        self.run(op, call).await.map_err(ApiError::detail)
     }
 }
 
-async fn run(hub: &Arc<Hub>, op: Op, call: CallContext) -> Result<Value, ApiError> {
-    let Some(session) = call.session_header.or(call.meta_session).or(call.arg_session) else {
-        return Err(ApiError::bad_request(
-            "this call names no session: send the X-Muster-Session header (or _meta.sessionId) with your session id",
-        ));
-    };
-    if hub.lock().session(&session).is_none() {
-        return Err(muster_core::CoreError::UnknownSession(session).into());
+impl HubExecutor {
+    /// The session this call acts for: the one named, if this MCP session
+    /// is not yet bound to another.
+    fn bind(&self, named: String) -> Result<String, ApiError> {
+        let mut bound = self.bound.lock().unwrap_or_else(|p| p.into_inner());
+        match bound.as_deref() {
+            Some(id) if id != named => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "wrong_session",
+                format!("this MCP session speaks for session {id}, not {named}"),
+            )),
+            Some(_) => Ok(named),
+            None => {
+                *bound = Some(named.clone());
+                Ok(named)
+            }
+        }
     }
-    hub.observe(Observed { id: session.clone(), ..Observed::default() }).await?;
-    let (value, surfacing) = hub.execute(&session, op).await?;
-    // The answer is handed to rmcp here; there is no later point to hook.
-    if let Some(s) = surfacing {
-        s.complete();
+
+    async fn run(&self, op: Op, call: CallContext) -> Result<Value, ApiError> {
+        let hub = &self.hub;
+        let Some(named) = call.session_header.or(call.meta_session).or(call.arg_session) else {
+            return Err(ApiError::bad_request(
+                "this call names no session: send the X-Muster-Session header (or _meta.sessionId) with your session id",
+            ));
+        };
+        if hub.lock().session(&named).is_none() {
+            return Err(muster_core::CoreError::UnknownSession(named).into());
+        }
+        let session = self.bind(named)?;
+        hub.observe(Observed { id: session.clone(), ..Observed::default() }).await?;
+        let (value, surfacing) = hub.execute(&session, op).await?;
+        // The answer is handed to rmcp here; there is no later point to hook.
+        if let Some(s) = surfacing {
+            s.complete();
+        }
+        Ok(value)
     }
-    Ok(value)
 }
 
 /// The `/mcp` service, to nest in the router.
@@ -51,6 +80,7 @@ pub fn service(hub: Arc<Hub>) -> StreamableHttpService<McpServer<HubExecutor>, L
     // bound beyond loopback with a token.
     config = config.disable_allowed_hosts();
     config.cancellation_token = hub.shutdown.child_token();
-    let server = McpServer::new(Arc::new(HubExecutor(hub)));
-    StreamableHttpService::new(move || Ok(server.clone()), Arc::new(LocalSessionManager::default()), config)
+    // A fresh executor (and so a fresh binding) for every MCP session.
+    let factory = move || Ok(McpServer::new(Arc::new(HubExecutor { hub: hub.clone(), bound: Mutex::new(None) })));
+    StreamableHttpService::new(factory, Arc::new(LocalSessionManager::default()), config)
 }
