@@ -1,8 +1,10 @@
 //! The hub: every operation of the daemon, whichever route it came by.
 //!
-//! The rule for every change: validate under the lock, write to the store,
-//! then apply to memory and publish the event. A request is answered only
-//! after its change is durable, so nothing acknowledged is lost.
+//! The rules for every change: validate and change memory under the lock,
+//! submitting the change to the store while still holding it (so the store
+//! sees changes in memory's order); answer only once the store has made it
+//! durable, so nothing acknowledged is lost. A new message is stored before
+//! it becomes visible to any reader.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
