@@ -56,6 +56,7 @@ fn tail_streams_changes() {
         }
     }
     let _ = tail.kill();
+    let _ = tail.wait();
     let line = got.expect("tail printed an event");
     let v: serde_json::Value = serde_json::from_str(&line).unwrap();
     assert!(v["kind"].as_str().unwrap().starts_with("session."), "{v}");
@@ -71,4 +72,5 @@ fn sigterm_stops_the_daemon_with_a_tail_attached() {
     std::thread::sleep(Duration::from_millis(300));
     assert!(d.terminate(Duration::from_secs(4)), "muster serve exited cleanly within 4 s");
     let _ = tail.kill();
+    let _ = tail.wait();
 }

@@ -162,7 +162,7 @@ mod tests {
 
     #[test]
     fn no_decisions_before_links_are_known() {
-        let obs = vec![("a".to_string(), linked(false, 0, 0)), ("b".to_string(), hooks(0))];
+        let obs = [("a".to_string(), linked(false, 0, 0)), ("b".to_string(), hooks(0))];
         let clock = at(10_000_000_000, 10_000_000_000);
         let view = obs.iter().map(|(k, o)| (k, *o));
         assert!(sweep(&P, view, clock, false).is_empty());

@@ -314,7 +314,7 @@ impl Hub {
         let link = entry.link.as_mut().expect("checked above");
         let frame = ServerFrame::Push { message: (**message).clone() };
         if link.tx.try_send(frame.into()).is_err() {
-            st.unclaim(recipient, &[message.id.clone()]);
+            st.unclaim(recipient, std::slice::from_ref(&message.id));
             return false;
         }
         link.in_flight.insert(message.id.clone());
