@@ -12,6 +12,8 @@ mod common;
 mod messages_stub;
 #[path = "support/peer_shim.rs"]
 mod peer_shim;
+#[path = "support/sandbox.rs"]
+mod sandbox;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -21,6 +23,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use messages_stub::{MessagesStub, Turn};
 use peer_shim::PeerShim;
+use sandbox::{after_last, count, harness_bin, known_session, new_uuid, read, reserved_schema};
 use serde_json::{json, Value};
 
 /// How long one `claude -p` run may take before the test gives up on it.
@@ -37,40 +40,10 @@ const HOOKS: [(&str, &str); 5] = [
 
 /// The Claude Code executable, or a failure that says how to get it.
 fn claude_bin() -> PathBuf {
-    const HOW: &str = "run scripts/install-claude-code.sh (it installs the pinned @anthropic-ai/claude-code \
-                       with npm and prints the executable's path) and export MUSTER_CLAUDE_BIN=<that path>";
-    if let Some(p) = std::env::var_os("MUSTER_CLAUDE_BIN").filter(|p| !p.is_empty()) {
-        let p = PathBuf::from(p);
-        assert!(p.is_file(), "MUSTER_CLAUDE_BIN={} does not exist: {HOW}", p.display());
-        return p;
-    }
-    let cache = std::env::var_os("MUSTER_HARNESS_CACHE")
-        .filter(|p| !p.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/muster-harnesses")))
-        .expect("neither MUSTER_HARNESS_CACHE nor HOME is set");
-    let p = cache.join("claude-code/node_modules/@anthropic-ai/claude-code/bin/claude.exe");
-    assert!(
-        p.is_file(),
-        "Claude Code is not installed (MUSTER_CLAUDE_BIN is unset and {} does not exist): {HOW}",
-        p.display()
-    );
-    p
-}
-
-/// A session id Claude Code accepts (a UUID), unique per call.
-fn new_uuid() -> String {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static N: AtomicU32 = AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
-    let n = N.fetch_add(1, Ordering::Relaxed);
-    format!(
-        "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
-        std::process::id(),
-        n & 0xffff,
-        (nanos >> 48) & 0xfff,
-        (nanos >> 36) & 0xfff,
-        nanos & 0xffff_ffff_ffff
+    harness_bin(
+        "MUSTER_CLAUDE_BIN",
+        "claude-code/node_modules/@anthropic-ai/claude-code/bin/claude.exe",
+        "install-claude-code.sh",
     )
 }
 
@@ -121,10 +94,6 @@ impl Running {
         assert_eq!(result["is_error"], false, "claude {:?} reported an error: {result}\nstderr: {err}", self.args);
         result
     }
-}
-
-fn read(p: &Path) -> String {
-    std::fs::read_to_string(p).unwrap_or_default()
 }
 
 impl Harness {
@@ -188,26 +157,11 @@ impl Harness {
     fn run(&self, args: &[&str]) -> Value {
         self.spawn(args).finish()
     }
-
-    /// The session `id` as the daemon knows it, whether on the roster or gone.
-    fn known_session(&self, id: &str) -> Option<Value> {
-        let (status, v) = self.daemon.get("/api/v1/roster?all=true");
-        assert_eq!(status, 200, "{v}");
-        v["sessions"].as_array().unwrap().iter().find(|s| s["id"] == id).cloned()
-    }
 }
 
-/// Occurrences of `needle` in a request body (as JSON text).
-fn count(body: &Value, needle: &str) -> usize {
-    body.to_string().matches(needle).count()
-}
-
-/// The part of a request this turn added: the messages after the last
-/// assistant message (earlier ones are the resumed transcript, replayed).
+/// The part of a request this turn added: the messages after the last assistant message.
 fn fresh_part(body: &Value) -> Value {
-    let messages = body["messages"].as_array().cloned().unwrap_or_default();
-    let last_assistant = messages.iter().rposition(|m| m["role"] == "assistant");
-    Value::Array(messages[last_assistant.map_or(0, |i| i + 1)..].to_vec())
+    after_last(&body["messages"], "assistant")
 }
 
 // Proves a real `claude -p` puts its --session-id on muster's roster (harness "claude") via hooks and its model request carries muster's identity.
@@ -220,7 +174,7 @@ fn claude_session_joins_the_roster_and_the_model_sees_its_identity() {
     // Hold the model's answer so the roster can be read mid-turn.
     h.stub.hold();
     let run = h.spawn(&["-p", "hello", "--session-id", &id]);
-    assert!(h.stub.wait_for_messages(0, 1, RUN_LIMIT), "Claude Code made no model request; stderr: {}", read(&run.err));
+    assert!(h.stub.wait_for_requests(0, 1, RUN_LIMIT), "Claude Code made no model request; stderr: {}", read(&run.err));
     let (status, roster) = h.daemon.get("/api/v1/roster");
     assert_eq!(status, 200);
     let me = roster["sessions"]
@@ -242,7 +196,7 @@ fn claude_session_joins_the_roster_and_the_model_sees_its_identity() {
     assert_eq!(result["result"], "hello from the stub", "{result}");
     assert!(h.stub.unknown().is_empty(), "Claude Code called paths the stub does not serve: {:?}", h.stub.unknown());
 
-    let bodies = h.stub.message_bodies();
+    let bodies = h.stub.bodies();
     let with_identity: Vec<&Value> = bodies.iter().filter(|b| count(b, "<muster-identity>") > 0).collect();
     assert!(!with_identity.is_empty(), "no model request carries muster's identity: {bodies:?}");
     let first = with_identity[0];
@@ -255,7 +209,7 @@ fn claude_session_joins_the_roster_and_the_model_sees_its_identity() {
         wait_until(Duration::from_secs(10), || !h.daemon.roster_ids().contains(&id)).is_some(),
         "SessionEnd did not take {id} off the roster"
     );
-    let gone = h.known_session(&id).expect("a session that left stays known");
+    let gone = known_session(&h.daemon, &id).expect("a session that left stays known");
     assert!(!gone["left_at"].is_null(), "{gone}");
     assert_eq!(gone["nickname"], nickname.as_str(), "{gone}");
 }
@@ -266,7 +220,7 @@ fn mail_reaches_the_resumed_session_exactly_once() {
     let h = Harness::new();
     let id = new_uuid();
     h.run(&["-p", "hello", "--session-id", &id]);
-    assert!(h.known_session(&id).is_some(), "the first run registered {id}");
+    assert!(known_session(&h.daemon, &id).is_some(), "the first run registered {id}");
 
     let marker = format!("MAILMARK{}", new_uuid().replace('-', ""));
     let sent = h.daemon.muster_json(&["send", &id, &format!("please rebase onto main ({marker})"), "--json"]);
@@ -276,7 +230,7 @@ fn mail_reaches_the_resumed_session_exactly_once() {
     let mark = h.stub.mark();
     let second = h.run(&["-p", "next", "--resume", &id]);
     assert_eq!(second["session_id"], id.as_str(), "{second}");
-    let bodies = h.stub.message_bodies_since(mark);
+    let bodies = h.stub.bodies_since(mark);
     assert!(!bodies.is_empty(), "the resumed run made no model request");
     let total: usize = bodies.iter().map(|b| count(b, &marker)).sum();
     assert_eq!(
@@ -294,7 +248,7 @@ fn mail_reaches_the_resumed_session_exactly_once() {
 
     let mark = h.stub.mark();
     h.run(&["-p", "third", "--resume", &id]);
-    let bodies = h.stub.message_bodies_since(mark);
+    let bodies = h.stub.bodies_since(mark);
     assert!(!bodies.is_empty(), "the third run made no model request");
     for body in &bodies {
         assert_eq!(count(&fresh_part(body), &marker), 0, "the third turn carries the mail again: {body}");
@@ -316,11 +270,11 @@ fn a_scripted_tool_call_runs_through_pre_tool_use() {
     assert_eq!(result["result"], "read it", "{result}");
     assert_eq!(h.stub.pending(), 0, "both scripted turns were used");
 
-    let bodies = h.stub.message_bodies();
+    let bodies = h.stub.bodies();
     let after_tool = bodies.iter().find(|b| count(b, "tool_result") > 0).expect("a request carries the tool result");
     assert!(count(after_tool, "TOOLRESULT-4711") > 0, "the Read result reaches the model: {after_tool}");
 
-    let me = h.known_session(&id).expect("the session is known");
+    let me = known_session(&h.daemon, &id).expect("the session is known");
     assert_eq!(me["last_tool"], "Read", "PreToolUse told muster the tool's name: {me}");
 }
 
@@ -358,7 +312,7 @@ fn claude_send_message_reaches_a_peer_shim_live() {
     let result = h.run(&["-p", "tell the peer", "--session-id", &id, "--allowedTools", "mcp__muster__send_message"]);
     assert_eq!(result["result"], "sent", "{result}");
 
-    let bodies = h.stub.message_bodies();
+    let bodies = h.stub.bodies();
     let tool_result = bodies
         .iter()
         .find(|b| count(b, "tool_result") > 0)
@@ -375,18 +329,8 @@ fn claude_send_message_reaches_a_peer_shim_live() {
 #[test]
 fn claude_edit_of_a_reserved_file_is_refused_with_the_holder_named() {
     let h = Harness::new();
-    let file = h.project.path().join("schema.sql");
-    std::fs::write(&file, "create table t (id int);\n").unwrap();
-    let project = h.project.path().to_str().unwrap();
-    let holder = new_uuid();
-    let (status, v) = h.daemon.post_json("/api/v1/sessions", &json!({"id": holder, "cwd": project}));
-    assert_eq!(status, 200, "{v}");
-    let holder_nick = v["nickname"].as_str().unwrap().to_string();
-    let (status, v) = h.daemon.post_json(
-        "/api/v1/reservations",
-        &json!({"as": holder, "paths": [file.to_str().unwrap()], "reason": "migrating the schema"}),
-    );
-    assert_eq!(status, 200, "{v}");
+    let (file, holder) = reserved_schema(&h.daemon, h.project.path());
+    let holder_nick = &holder.nickname;
 
     h.stub.push(Turn::tool_use(
         "Edit",
@@ -398,17 +342,16 @@ fn claude_edit_of_a_reserved_file_is_refused_with_the_holder_named() {
     assert_eq!(result["result"], "ok, leaving it", "{result}");
 
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "create table t (id int);\n", "the edit did not happen");
-    let bodies = h.stub.message_bodies();
+    let bodies = h.stub.bodies();
     let tool_result = bodies
         .iter()
         .find(|b| count(b, "tool_result") > 0)
         .unwrap_or_else(|| panic!("no request carries the tool result: {bodies:?}"));
-    assert!(count(tool_result, &holder_nick) > 0, "the refusal names the holder {holder_nick}: {tool_result}");
+    assert!(count(tool_result, holder_nick) > 0, "the refusal names the holder {holder_nick}: {tool_result}");
     assert!(count(tool_result, "migrating the schema") > 0, "and why they hold it: {tool_result}");
 
     // Control: once released, the same scripted edit goes through.
-    let (status, v) = h.daemon.post_json("/api/v1/reservations/release", &json!({"as": holder}));
-    assert_eq!((status, v["released"].as_u64()), (200, Some(1)), "{v}");
+    holder.release(&h.daemon);
     h.stub.push(Turn::tool_use(
         "Edit",
         json!({"file_path": file.to_str().unwrap(), "old_string": "int", "new_string": "bigint"}),

@@ -23,7 +23,10 @@ use std::time::Duration;
 use common::*;
 use peer_shim::PeerShim;
 use responses_stub::{ResponsesStub, Turn};
-use sandbox::{harness_bin, new_uuid, snapshot, Running, Sandbox};
+use sandbox::{
+    after_last, count, harness_bin, json_lines, known_session, new_uuid, read, reserved_schema, snapshot, Running,
+    Sandbox,
+};
 use serde_json::{json, Value};
 
 /// How long one `codex exec` may take before the test gives up on it (a run takes about a second).
@@ -73,14 +76,6 @@ impl Run {
             .map(|e| e["item"]["text"].as_str().unwrap_or_default().to_string())
             .collect()
     }
-}
-
-fn parse_events(stdout: &str) -> Vec<Value> {
-    stdout
-        .lines()
-        .filter(|l| l.starts_with('{'))
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
 }
 
 fn thread_id(events: &[Value]) -> Option<String> {
@@ -144,7 +139,7 @@ impl Harness {
 
     fn finish(&self, running: Running) -> Run {
         let err = running.err.clone();
-        let events = parse_events(&running.finish(RUN_LIMIT));
+        let events = json_lines(&running.finish(RUN_LIMIT));
         let id = thread_id(&events).unwrap_or_else(|| {
             panic!("codex printed no thread.started: {events:?}\nstderr: {}", read(&err));
         });
@@ -167,35 +162,20 @@ impl Harness {
         assert_eq!(run.id, id, "the resumed run is the same session");
         run
     }
-
-    /// The session `id` as the daemon knows it, whether on the roster or gone.
-    fn known_session(&self, id: &str) -> Option<Value> {
-        let (status, v) = self.daemon.get("/api/v1/roster?all=true");
-        assert_eq!(status, 200, "{v}");
-        v["sessions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["id"] == id)
-            .cloned()
-    }
 }
 
-fn read(p: &Path) -> String {
-    std::fs::read_to_string(p).unwrap_or_default()
-}
-
-/// Occurrences of `needle` in a request body (as JSON text).
-fn count(body: &Value, needle: &str) -> usize {
-    body.to_string().matches(needle).count()
-}
-
-/// The input items this turn added: those after the last assistant message
-/// (earlier ones are the resumed session's history, replayed).
+/// The input items this turn added: those after the last assistant message.
 fn fresh_part(body: &Value) -> Value {
-    let input = body["input"].as_array().cloned().unwrap_or_default();
-    let last_assistant = input.iter().rposition(|i| i["role"] == "assistant");
-    Value::Array(input[last_assistant.map_or(0, |i| i + 1)..].to_vec())
+    after_last(&body["input"], "assistant")
+}
+
+/// The first tool result (`function_call_output` input item) the model was sent.
+fn tool_output(bodies: &[Value]) -> Value {
+    bodies
+        .iter()
+        .flat_map(|b| b["input"].as_array().cloned().unwrap_or_default())
+        .find(|i| i["type"] == "function_call_output")
+        .unwrap_or_else(|| panic!("no request carries the tool result: {bodies:?}"))
 }
 
 // Proves a real `codex exec` in a project set up only by `muster install codex` runs muster's hooks (trusted by the install, no bypass flag): the session is on the roster mid-turn under Codex's own thread id, and the model's request carries muster's identity for it.
@@ -210,7 +190,7 @@ fn codex_session_joins_the_roster_under_its_own_id() {
         "Codex made no model request; stderr: {}",
         running.stderr()
     );
-    let id = thread_id(&parse_events(&running.stdout())).expect("thread.started is printed before the model request");
+    let id = thread_id(&json_lines(&running.stdout())).expect("thread.started is printed before the model request");
     let (status, roster) = h.daemon.get("/api/v1/roster");
     assert_eq!(status, 200);
     let me = roster["sessions"]
@@ -248,7 +228,7 @@ fn codex_session_joins_the_roster_under_its_own_id() {
         count(first, &nickname) > 0 && count(first, &id) > 0,
         "the identity names {nickname} and {id}: {first}"
     );
-    let me = h.known_session(&id).unwrap();
+    let me = known_session(&h.daemon, &id).unwrap();
     assert_eq!(me["activity"], "idle", "Stop marked the session idle: {me}");
 }
 
@@ -258,7 +238,7 @@ fn mail_reaches_the_next_codex_turn_exactly_once() {
     let h = Harness::new();
     let first = h.run("hello");
     assert!(
-        h.known_session(&first.id).is_some(),
+        known_session(&h.daemon, &first.id).is_some(),
         "the first run registered {}",
         first.id
     );
@@ -344,11 +324,7 @@ fn codex_send_message_is_attributed_and_pushed_live() {
         "the push names the Codex session as sender: {push}"
     );
     let bodies = h.stub.bodies();
-    let output = bodies
-        .iter()
-        .flat_map(|b| b["input"].as_array().cloned().unwrap_or_default())
-        .find(|i| i["type"] == "function_call_output")
-        .unwrap_or_else(|| panic!("no request carries the tool result: {bodies:?}"));
+    let output = tool_output(&bodies);
     assert!(
         count(&output, "pushed") > 0,
         "the model is told the message was pushed: {output}"
@@ -391,9 +367,7 @@ fn codex_user_install_works_in_any_project() {
 
     let run = h.run("who am i");
     assert_eq!(run.agent_text(), ["done"], "{:?}", run.events);
-    let me = h
-        .known_session(&run.id)
-        .unwrap_or_else(|| panic!("{} is not known to muster", run.id));
+    let me = known_session(&h.daemon, &run.id).unwrap_or_else(|| panic!("{} is not known to muster", run.id));
     assert_eq!(me["harness"], "codex", "{me}");
     let bodies = h.stub.bodies();
     assert_eq!(
@@ -402,11 +376,7 @@ fn codex_user_install_works_in_any_project() {
         "the identity is injected once: {}",
         bodies[0]
     );
-    let output = bodies
-        .iter()
-        .flat_map(|b| b["input"].as_array().cloned().unwrap_or_default())
-        .find(|i| i["type"] == "function_call_output")
-        .unwrap_or_else(|| panic!("no request carries the tool result: {bodies:?}"));
+    let output = tool_output(&bodies);
     assert!(
         count(&output, &format!("\\\"id\\\": \\\"{}\\\"", run.id)) > 0,
         "whoami answered for {}: {output}",
@@ -435,20 +405,8 @@ fn patch_call(file: &str) -> Turn {
 #[test]
 fn codex_patch_of_a_reserved_file_is_refused_with_the_holder_named() {
     let h = Harness::new();
-    let file = h.sb.project.join("schema.sql");
-    std::fs::write(&file, "create table t (id int);\n").unwrap();
-    let project = h.sb.project.to_str().unwrap();
-    let holder = new_uuid();
-    let (status, v) = h
-        .daemon
-        .post_json("/api/v1/sessions", &json!({"id": holder, "cwd": project}));
-    assert_eq!(status, 200, "{v}");
-    let holder_nick = v["nickname"].as_str().unwrap().to_string();
-    let (status, v) = h.daemon.post_json(
-        "/api/v1/reservations",
-        &json!({"as": holder, "paths": [file.to_str().unwrap()], "reason": "migrating the schema"}),
-    );
-    assert_eq!(status, 200, "{v}");
+    let (file, holder) = reserved_schema(&h.daemon, &h.sb.project);
+    let holder_nick = &holder.nickname;
 
     h.stub.push(patch_call("schema.sql"));
     h.stub.push(Turn::text("ok, leaving it"));
@@ -461,13 +419,9 @@ fn codex_patch_of_a_reserved_file_is_refused_with_the_holder_named() {
         "the patch did not happen"
     );
     let bodies = h.stub.bodies();
-    let output = bodies
-        .iter()
-        .flat_map(|b| b["input"].as_array().cloned().unwrap_or_default())
-        .find(|i| i["type"] == "function_call_output")
-        .unwrap_or_else(|| panic!("no request carries the tool result: {bodies:?}"));
+    let output = tool_output(&bodies);
     assert!(
-        count(&output, &holder_nick) > 0,
+        count(&output, holder_nick) > 0,
         "the refusal names the holder {holder_nick}: {output}"
     );
     assert!(
@@ -476,10 +430,7 @@ fn codex_patch_of_a_reserved_file_is_refused_with_the_holder_named() {
     );
 
     // Control: once released, the same scripted patch goes through.
-    let (status, v) = h
-        .daemon
-        .post_json("/api/v1/reservations/release", &json!({"as": holder}));
-    assert_eq!((status, v["released"].as_u64()), (200, Some(1)), "{v}");
+    holder.release(&h.daemon);
     h.stub.push(patch_call("schema.sql"));
     h.stub.push(Turn::text("done"));
     let run2 = h.finish(h.spawn(&["--sandbox", "workspace-write", "resume", &run.id, "widen it now"]));

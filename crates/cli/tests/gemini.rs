@@ -24,7 +24,9 @@ use std::time::Duration;
 use common::*;
 use gemini_stub::{GeminiStub, Turn};
 use peer_shim::PeerShim;
-use sandbox::{harness_bin, new_uuid, snapshot, Running, Sandbox};
+use sandbox::{
+    after_last, count, harness_bin, known_session, new_uuid, read, reserved_schema, snapshot, Running, Sandbox,
+};
 use serde_json::{json, Value};
 
 /// How long one `gemini -p` may take before the test gives up on it (a run takes about 2 s).
@@ -141,33 +143,21 @@ impl Harness {
         );
         result
     }
-
-    fn known_session(&self, id: &str) -> Option<Value> {
-        let (status, v) = self.daemon.get("/api/v1/roster?all=true");
-        assert_eq!(status, 200, "{v}");
-        v["sessions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["id"] == id)
-            .cloned()
-    }
 }
 
-fn read(p: &Path) -> String {
-    std::fs::read_to_string(p).unwrap_or_default()
-}
-
-fn count(body: &Value, needle: &str) -> usize {
-    body.to_string().matches(needle).count()
-}
-
-/// The contents this turn added: those after the last model turn (earlier
-/// ones are the resumed session's history, replayed).
+/// The contents this turn added: those after the last model turn.
 fn fresh_part(body: &Value) -> Value {
-    let contents = body["contents"].as_array().cloned().unwrap_or_default();
-    let last_model = contents.iter().rposition(|c| c["role"] == "model");
-    Value::Array(contents[last_model.map_or(0, |i| i + 1)..].to_vec())
+    after_last(&body["contents"], "model")
+}
+
+/// The first tool result (`functionResponse` part) the model was sent.
+fn function_response(bodies: &[Value]) -> Value {
+    bodies
+        .iter()
+        .flat_map(|b| b["contents"].as_array().cloned().unwrap_or_default())
+        .flat_map(|c| c["parts"].as_array().cloned().unwrap_or_default())
+        .find(|p| p.get("functionResponse").is_some())
+        .unwrap_or_else(|| panic!("no request carries the tool result: {bodies:?}"))
 }
 
 // Proves a real `gemini -p` in a project set up only by `muster install gemini` (settings and folder trust; no --skip-trust) is on muster's roster mid-turn under its own session id, its model request carries muster's identity, and SessionEnd takes it off the roster.
@@ -222,7 +212,7 @@ fn gemini_session_joins_the_roster_under_its_own_id() {
         count(first, &nickname) > 0 && count(first, &id) > 0,
         "the identity names {nickname} and {id}: {first}"
     );
-    let gone = h.known_session(&id).expect("a session that left stays known");
+    let gone = known_session(&h.daemon, &id).expect("a session that left stays known");
     assert!(
         !gone["left_at"].is_null(),
         "SessionEnd took the session off the roster: {gone}"
@@ -235,7 +225,7 @@ fn mail_reaches_the_next_gemini_turn_exactly_once() {
     let h = Harness::new();
     let id = new_uuid();
     h.run(&id, "hello");
-    assert!(h.known_session(&id).is_some(), "the first run registered {id}");
+    assert!(known_session(&h.daemon, &id).is_some(), "the first run registered {id}");
 
     let marker = format!("MAILMARK{}", new_uuid().replace('-', ""));
     let sent = h
@@ -309,12 +299,7 @@ fn gemini_send_message_is_attributed_and_pushed_live() {
         "the push names the Gemini session as sender: {push}"
     );
     let bodies = h.stub.bodies();
-    let response = bodies
-        .iter()
-        .flat_map(|b| b["contents"].as_array().cloned().unwrap_or_default())
-        .flat_map(|c| c["parts"].as_array().cloned().unwrap_or_default())
-        .find(|p| p.get("functionResponse").is_some())
-        .unwrap_or_else(|| panic!("no request carries the tool result: {bodies:?}"));
+    let response = function_response(&bodies);
     assert!(
         count(&response, "pushed") > 0,
         "the model is told the message was pushed: {response}"
@@ -356,9 +341,7 @@ fn gemini_user_install_works_in_a_trusted_folder() {
 
     let result = h.run(&id, "who am i");
     assert_eq!(result["response"], "done", "{result}");
-    let me = h
-        .known_session(&id)
-        .unwrap_or_else(|| panic!("{id} is not known to muster"));
+    let me = known_session(&h.daemon, &id).unwrap_or_else(|| panic!("{id} is not known to muster"));
     assert_eq!(me["harness"], "gemini", "{me}");
     let bodies = h.stub.bodies();
     assert_eq!(
@@ -367,12 +350,7 @@ fn gemini_user_install_works_in_a_trusted_folder() {
         "the identity is injected once: {}",
         bodies[0]
     );
-    let response = bodies
-        .iter()
-        .flat_map(|b| b["contents"].as_array().cloned().unwrap_or_default())
-        .flat_map(|c| c["parts"].as_array().cloned().unwrap_or_default())
-        .find(|p| p.get("functionResponse").is_some())
-        .unwrap_or_else(|| panic!("no request carries the tool result: {bodies:?}"));
+    let response = function_response(&bodies);
     assert!(
         count(&response, &format!("\\\"id\\\": \\\"{id}\\\"")) > 0,
         "whoami answered for {id}: {response}"
@@ -387,20 +365,8 @@ fn gemini_user_install_works_in_a_trusted_folder() {
 #[test]
 fn gemini_edit_of_a_reserved_file_is_refused_with_the_holder_named() {
     let h = Harness::new();
-    let file = h.sb.project.join("schema.sql");
-    std::fs::write(&file, "create table t (id int);\n").unwrap();
-    let project = h.sb.project.to_str().unwrap();
-    let holder = new_uuid();
-    let (status, v) = h
-        .daemon
-        .post_json("/api/v1/sessions", &json!({"id": holder, "cwd": project}));
-    assert_eq!(status, 200, "{v}");
-    let holder_nick = v["nickname"].as_str().unwrap().to_string();
-    let (status, v) = h.daemon.post_json(
-        "/api/v1/reservations",
-        &json!({"as": holder, "paths": [file.to_str().unwrap()], "reason": "migrating the schema"}),
-    );
-    assert_eq!(status, 200, "{v}");
+    let (file, holder) = reserved_schema(&h.daemon, &h.sb.project);
+    let holder_nick = &holder.nickname;
 
     let edit = json!({"file_path": file.to_str().unwrap(), "old_string": "id int", "new_string": "id bigint",
         "instruction": "widen the id column"});
@@ -419,14 +385,9 @@ fn gemini_edit_of_a_reserved_file_is_refused_with_the_holder_named() {
         "the edit did not happen"
     );
     let bodies = h.stub.bodies();
-    let response = bodies
-        .iter()
-        .flat_map(|b| b["contents"].as_array().cloned().unwrap_or_default())
-        .flat_map(|c| c["parts"].as_array().cloned().unwrap_or_default())
-        .find(|p| p.get("functionResponse").is_some())
-        .unwrap_or_else(|| panic!("no request carries the tool result: {bodies:?}"));
+    let response = function_response(&bodies);
     assert!(
-        count(&response, &holder_nick) > 0,
+        count(&response, holder_nick) > 0,
         "the refusal names the holder {holder_nick}: {response}"
     );
     assert!(
@@ -435,10 +396,7 @@ fn gemini_edit_of_a_reserved_file_is_refused_with_the_holder_named() {
     );
 
     // Control: once released, the same scripted edit goes through.
-    let (status, v) = h
-        .daemon
-        .post_json("/api/v1/reservations/release", &json!({"as": holder}));
-    assert_eq!((status, v["released"].as_u64()), (200, Some(1)), "{v}");
+    holder.release(&h.daemon);
     h.stub.push(Turn::call("replace", edit));
     h.stub.push(Turn::text("done"));
     let result = h.finish(h.spawn("widen it now", &["--resume", &id, "--approval-mode", "auto_edit"]));

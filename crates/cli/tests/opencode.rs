@@ -24,7 +24,10 @@ use std::time::Duration;
 use chat_stub::{ChatStub, Turn};
 use common::*;
 use peer_shim::PeerShim;
-use sandbox::{cache_root, harness_bin, new_uuid, snapshot, Running, Sandbox};
+use sandbox::{
+    after_last, cache_root, count, harness_bin, json_lines, known_session, new_uuid, read, reserved_schema, snapshot,
+    Running, Sandbox,
+};
 use serde_json::{json, Value};
 
 /// How long one `opencode run` may take before the test gives up on it (a run takes about 4 s).
@@ -163,11 +166,7 @@ impl Harness {
     fn finish(&self, running: Running) -> Run {
         let err = running.err.clone();
         let out = running.finish(RUN_LIMIT);
-        let events: Vec<Value> = out
-            .lines()
-            .filter(|l| l.starts_with('{'))
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect();
+        let events = json_lines(&out);
         let id = events
             .iter()
             .find_map(|e| e["sessionID"].as_str())
@@ -193,33 +192,20 @@ impl Harness {
         assert_eq!(run.id, id, "the continued run is the same session");
         run
     }
-
-    fn known_session(&self, id: &str) -> Option<Value> {
-        let (status, v) = self.daemon.get("/api/v1/roster?all=true");
-        assert_eq!(status, 200, "{v}");
-        v["sessions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["id"] == id)
-            .cloned()
-    }
 }
 
-fn read(p: &Path) -> String {
-    std::fs::read_to_string(p).unwrap_or_default()
-}
-
-fn count(body: &Value, needle: &str) -> usize {
-    body.to_string().matches(needle).count()
-}
-
-/// The messages this turn added: those after the last assistant message
-/// (earlier ones are the continued session's history, replayed).
+/// The messages this turn added: those after the last assistant message.
 fn fresh_part(body: &Value) -> Value {
-    let messages = body["messages"].as_array().cloned().unwrap_or_default();
-    let last_assistant = messages.iter().rposition(|m| m["role"] == "assistant");
-    Value::Array(messages[last_assistant.map_or(0, |i| i + 1)..].to_vec())
+    after_last(&body["messages"], "assistant")
+}
+
+/// The first tool result (`role: "tool"` message) the model was sent.
+fn tool_result(bodies: &[Value]) -> Value {
+    bodies
+        .iter()
+        .flat_map(|b| b["messages"].as_array().cloned().unwrap_or_default())
+        .find(|m| m["role"] == "tool")
+        .unwrap_or_else(|| panic!("no request carries the tool result: {bodies:?}"))
 }
 
 // Proves a real `opencode run` in a project set up only by `muster install opencode` puts its session on muster's roster mid-turn under opencode's own session id (through muster's plugin), and the model's request carries muster's identity for it.
@@ -291,7 +277,7 @@ fn mail_reaches_the_next_opencode_turn_exactly_once() {
     let h = Harness::new();
     let first = h.run("hello");
     assert!(
-        h.known_session(&first.id).is_some(),
+        known_session(&h.daemon, &first.id).is_some(),
         "the first run registered {}",
         first.id
     );
@@ -381,11 +367,7 @@ fn opencode_send_message_is_attributed_and_pushed_live() {
         "the push names the opencode session as sender: {push}"
     );
     let bodies = h.stub.bodies();
-    let result = bodies
-        .iter()
-        .flat_map(|b| b["messages"].as_array().cloned().unwrap_or_default())
-        .find(|m| m["role"] == "tool")
-        .unwrap_or_else(|| panic!("no request carries the tool result: {bodies:?}"));
+    let result = tool_result(&bodies);
     assert!(
         count(&result, "pushed") > 0,
         "the model is told the message was pushed: {result}"
@@ -422,9 +404,7 @@ fn opencode_user_install_works_in_any_project() {
 
     let run = h.run("who am i");
     assert_eq!(run.texts(), ["done"], "{:?}", run.events);
-    let me = h
-        .known_session(&run.id)
-        .unwrap_or_else(|| panic!("{} is not known to muster", run.id));
+    let me = known_session(&h.daemon, &run.id).unwrap_or_else(|| panic!("{} is not known to muster", run.id));
     assert_eq!(me["harness"], "opencode", "{me}");
     let bodies = h.stub.bodies();
     assert_eq!(
@@ -433,11 +413,7 @@ fn opencode_user_install_works_in_any_project() {
         "the identity is injected once: {}",
         bodies[0]
     );
-    let result = bodies
-        .iter()
-        .flat_map(|b| b["messages"].as_array().cloned().unwrap_or_default())
-        .find(|m| m["role"] == "tool")
-        .unwrap_or_else(|| panic!("no request carries the tool result: {bodies:?}"));
+    let result = tool_result(&bodies);
     assert!(
         count(&result, &format!("\\\"id\\\": \\\"{}\\\"", run.id)) > 0,
         "whoami answered for {}: {result}",
@@ -453,20 +429,8 @@ fn opencode_user_install_works_in_any_project() {
 #[test]
 fn opencode_edit_of_a_reserved_file_is_refused_with_the_holder_named() {
     let h = Harness::new();
-    let file = h.sb.project.join("schema.sql");
-    std::fs::write(&file, "create table t (id int);\n").unwrap();
-    let project = h.sb.project.to_str().unwrap();
-    let holder = new_uuid();
-    let (status, v) = h
-        .daemon
-        .post_json("/api/v1/sessions", &json!({"id": holder, "cwd": project}));
-    assert_eq!(status, 200, "{v}");
-    let holder_nick = v["nickname"].as_str().unwrap().to_string();
-    let (status, v) = h.daemon.post_json(
-        "/api/v1/reservations",
-        &json!({"as": holder, "paths": [file.to_str().unwrap()], "reason": "migrating the schema"}),
-    );
-    assert_eq!(status, 200, "{v}");
+    let (file, holder) = reserved_schema(&h.daemon, &h.sb.project);
+    let holder_nick = &holder.nickname;
 
     let edit = json!({"filePath": file.to_str().unwrap(), "oldString": "int", "newString": "bigint"});
     h.stub.push(Turn::tool_call("edit", edit.clone()));
@@ -488,13 +452,9 @@ fn opencode_edit_of_a_reserved_file_is_refused_with_the_holder_named() {
         "opencode reports the edit refused: {call}"
     );
     let bodies = h.stub.bodies();
-    let result = bodies
-        .iter()
-        .flat_map(|b| b["messages"].as_array().cloned().unwrap_or_default())
-        .find(|m| m["role"] == "tool")
-        .unwrap_or_else(|| panic!("no request carries the tool result: {bodies:?}"));
+    let result = tool_result(&bodies);
     assert!(
-        count(&result, &holder_nick) > 0,
+        count(&result, holder_nick) > 0,
         "the refusal names the holder {holder_nick}: {result}"
     );
     assert!(
@@ -503,10 +463,7 @@ fn opencode_edit_of_a_reserved_file_is_refused_with_the_holder_named() {
     );
 
     // Control: once released, the same scripted edit goes through.
-    let (status, v) = h
-        .daemon
-        .post_json("/api/v1/reservations/release", &json!({"as": holder}));
-    assert_eq!((status, v["released"].as_u64()), (200, Some(1)), "{v}");
+    holder.release(&h.daemon);
     h.stub.push(Turn::tool_call("edit", edit));
     h.stub.push(Turn::text("done"));
     let run2 = h.resume(&run.id, "widen it now");

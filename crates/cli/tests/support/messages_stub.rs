@@ -1,38 +1,36 @@
-//! A scripted stub of the Anthropic Messages API on 127.0.0.1:0, for driving
-//! a real Claude Code offline (`ANTHROPIC_BASE_URL=<stub.url>`).
+//! A scripted stub of the Anthropic Messages API, for driving a real Claude
+//! Code offline (`ANTHROPIC_BASE_URL=<stub.url>`). The server, the recording,
+//! the turn queue and hold/release are [`stub_server`]'s; here are the routes
+//! and the wire format.
 //!
 //! - `POST /v1/messages` with `"stream": true` answers with server-sent events
 //!   (`message_start`, `content_block_start`, `content_block_delta`,
 //!   `content_block_stop`, `message_delta`, `message_stop`) for the next
-//!   scripted [`Turn`]; with the queue empty it answers [`DEFAULT_REPLY`].
+//!   scripted [`Turn`]; with the queue empty it answers the default reply.
+//!   [`MessagesStub::hold`] makes these requests wait.
 //! - `POST /v1/messages` without `stream` answers one JSON message. Such a
 //!   request takes a scripted turn only if it offers tools (a main-loop
-//!   request); side requests (titles and the like) get [`DEFAULT_REPLY`].
+//!   request); side requests (titles and the like) get the default reply.
 //! - `POST /v1/messages/count_tokens` answers a rough count.
 //! - `HEAD|GET /api/hello` (Claude Code's connectivity probe, made when
 //!   nonessential traffic is not disabled) answers 200.
-//! - Anything else is logged on stderr and recorded (see [`MessagesStub::unknown`])
-//!   and answered 404 in the API's error shape.
+//! - Anything else is answered 404 in the API's error shape.
 //!
-//! Every request is recorded with its body as JSON, for the test to inspect.
-//! [`MessagesStub::hold`] makes streaming requests wait until
-//! [`MessagesStub::release`], so a test can look at the world mid-turn.
+//! [`MessagesStub::bodies`] are those of every `POST /v1/messages`.
 
 #![allow(dead_code)]
 
-use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+#[path = "stub_server.rs"]
+mod stub_server;
 
-use axum::body::Bytes;
-use axum::http::{header, Method, StatusCode, Uri};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::Router;
 use serde_json::{json, Value};
+pub use stub_server::Recorded;
+use stub_server::{halves, is_main_loop, model_of, rough_tokens, sse_events, Api, Ids, Route};
 
-/// What the stub says when nothing is scripted.
-pub const DEFAULT_REPLY: &str = "OK from the stub.";
+/// The running stub; `url` is the value for `ANTHROPIC_BASE_URL`.
+pub type MessagesStub = stub_server::StubServer<Messages>;
 
 /// The stub's answer to one main-loop request.
 #[derive(Clone, Debug)]
@@ -48,219 +46,64 @@ impl Turn {
         Turn::Text(s.into())
     }
     pub fn tool_use(name: impl Into<String>, input: Value) -> Self {
-        Turn::ToolUse { name: name.into(), input }
+        Turn::ToolUse {
+            name: name.into(),
+            input,
+        }
     }
 }
 
-/// One request the stub received.
-#[derive(Clone, Debug)]
-pub struct Recorded {
-    pub method: String,
-    /// Path and query, as sent (Claude Code adds `?beta=true`).
-    pub uri: String,
-    /// The body parsed as JSON; `Value::String` if it was not JSON, `Null` if empty.
-    pub body: Value,
-}
+/// The Messages API.
+pub struct Messages;
 
-impl Recorded {
-    pub fn path(&self) -> &str {
-        self.uri.split('?').next().unwrap_or("")
-    }
-    /// Whether this is a model request (`POST /v1/messages`).
-    pub fn is_message(&self) -> bool {
-        self.method == "POST" && self.path() == "/v1/messages"
-    }
-}
+impl Api for Messages {
+    type Turn = Turn;
+    const NAME: &'static str = "messages_stub";
 
-struct Shared {
-    turns: Mutex<VecDeque<Turn>>,
-    log: Mutex<Vec<Recorded>>,
-    unknown: Mutex<Vec<String>>,
-    /// `true`: streaming requests are answered; `false`: they wait.
-    open: tokio::sync::watch::Sender<bool>,
-    ids: AtomicU64,
-}
-
-impl Shared {
-    fn next_id(&self, prefix: &str) -> String {
-        format!("{prefix}_stub{:08}", self.ids.fetch_add(1, Ordering::Relaxed))
-    }
-}
-
-/// The running stub. Stops serving when dropped.
-pub struct MessagesStub {
-    /// `http://127.0.0.1:PORT`, the value for `ANTHROPIC_BASE_URL`.
-    pub url: String,
-    shared: Arc<Shared>,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-}
-
-impl MessagesStub {
-    pub fn start() -> Self {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the Messages API stub");
-        listener.set_nonblocking(true).expect("nonblocking listener");
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let (open, _) = tokio::sync::watch::channel(true);
-        let shared = Arc::new(Shared {
-            turns: Mutex::new(VecDeque::new()),
-            log: Mutex::new(Vec::new()),
-            unknown: Mutex::new(Vec::new()),
-            open,
-            ids: AtomicU64::new(1),
-        });
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let state = shared.clone();
-        std::thread::Builder::new()
-            .name("messages-stub".into())
-            .spawn(move || {
-                let rt = tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(2)
-                    .enable_all()
-                    .build()
-                    .expect("stub runtime");
-                rt.block_on(async move {
-                    let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
-                    let app = Router::new().fallback(move |method: Method, uri: Uri, body: Bytes| {
-                        let state = state.clone();
-                        async move { handle(state, method, uri, body).await }
-                    });
-                    let _ = axum::serve(listener, app)
-                        .with_graceful_shutdown(async {
-                            let _ = stop_rx.await;
-                        })
-                        .await;
-                });
-                // Connections a harness left open do not keep the thread alive.
-                rt.shutdown_timeout(Duration::from_millis(100));
-            })
-            .expect("spawn the stub thread");
-        MessagesStub { url, shared, shutdown: Some(stop_tx) }
+    fn text(text: &str) -> Turn {
+        Turn::text(text)
     }
 
-    /// Queues a turn for the next main-loop request.
-    pub fn push(&self, turn: Turn) {
-        self.shared.turns.lock().unwrap().push_back(turn);
-    }
-
-    /// Turns still queued.
-    pub fn pending(&self) -> usize {
-        self.shared.turns.lock().unwrap().len()
-    }
-
-    /// Every request so far, oldest first.
-    pub fn requests(&self) -> Vec<Recorded> {
-        self.shared.log.lock().unwrap().clone()
-    }
-
-    /// How many requests were recorded so far: a mark for [`Self::message_bodies_since`].
-    pub fn mark(&self) -> usize {
-        self.shared.log.lock().unwrap().len()
-    }
-
-    /// Bodies of every `POST /v1/messages` so far.
-    pub fn message_bodies(&self) -> Vec<Value> {
-        self.message_bodies_since(0)
-    }
-
-    /// Bodies of the `POST /v1/messages` recorded after `mark`.
-    pub fn message_bodies_since(&self, mark: usize) -> Vec<Value> {
-        let log = self.shared.log.lock().unwrap();
-        log.iter().skip(mark).filter(|r| r.is_message()).map(|r| r.body.clone()).collect()
-    }
-
-    /// `METHOD URI` of each request the stub did not recognise.
-    pub fn unknown(&self) -> Vec<String> {
-        self.shared.unknown.lock().unwrap().clone()
-    }
-
-    /// From now on, streaming `/v1/messages` requests are recorded at once but
-    /// answered only after [`Self::release`].
-    pub fn hold(&self) {
-        self.shared.open.send_replace(false);
-    }
-
-    /// Answers the held requests and stops holding.
-    pub fn release(&self) {
-        self.shared.open.send_replace(true);
-    }
-
-    /// Waits until `n` model requests were recorded after `mark`.
-    pub fn wait_for_messages(&self, mark: usize, n: usize, limit: Duration) -> bool {
-        let start = Instant::now();
-        while start.elapsed() < limit {
-            if self.message_bodies_since(mark).len() >= n {
-                return true;
+    fn route(req: &Recorded) -> Route {
+        match (req.method.as_str(), req.path()) {
+            ("POST", "/v1/messages") => {
+                let stream = req.body["stream"] == json!(true);
+                Route::Model {
+                    held: stream,
+                    scripted: stream || is_main_loop(&req.body),
+                }
             }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        false
-    }
-}
-
-impl Drop for MessagesStub {
-    fn drop(&mut self) {
-        self.release();
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-    }
-}
-
-async fn handle(state: Arc<Shared>, method: Method, uri: Uri, body: Bytes) -> Response {
-    let parsed = if body.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&body).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()))
-    };
-    let uri_text = uri.path_and_query().map(|p| p.to_string()).unwrap_or_else(|| uri.path().to_string());
-    state.log.lock().unwrap().push(Recorded {
-        method: method.to_string(),
-        uri: uri_text.clone(),
-        body: parsed.clone(),
-    });
-
-    match (&method, uri.path()) {
-        (&Method::POST, "/v1/messages") => {
-            if parsed["stream"] == json!(true) {
-                let mut open = state.open.subscribe();
-                let _ = open.wait_for(|open| *open).await;
-                let turn = state.turns.lock().unwrap().pop_front().unwrap_or_else(|| Turn::text(DEFAULT_REPLY));
-                stream_answer(&state, &parsed, &turn)
-            } else {
-                let main_loop = parsed["tools"].as_array().is_some_and(|t| !t.is_empty());
-                let turn = if main_loop { state.turns.lock().unwrap().pop_front() } else { None };
-                let turn = turn.unwrap_or_else(|| Turn::text(DEFAULT_REPLY));
-                json_answer(&state, &parsed, &turn)
+            ("POST", "/v1/messages/count_tokens") => {
+                Route::Answer(axum::Json(json!({ "input_tokens": rough_tokens(&req.body) })).into_response())
             }
-        }
-        (&Method::POST, "/v1/messages/count_tokens") => {
-            let tokens = (parsed.to_string().len() / 4).max(1);
-            axum::Json(json!({ "input_tokens": tokens })).into_response()
-        }
-        (&Method::HEAD | &Method::GET, "/api/hello") => StatusCode::OK.into_response(),
-        _ => {
-            let what = format!("{method} {uri_text}");
-            eprintln!("messages_stub: unknown request {what}");
-            state.unknown.lock().unwrap().push(what.clone());
-            (
-                StatusCode::NOT_FOUND,
-                axum::Json(json!({
-                    "type": "error",
-                    "error": { "type": "not_found_error", "message": format!("the stub does not serve {what}") }
-                })),
-            )
-                .into_response()
+            ("HEAD" | "GET", "/api/hello") => Route::Answer(StatusCode::OK.into_response()),
+            _ => Route::Unknown,
         }
     }
-}
 
-fn model_of(req: &Value) -> Value {
-    req.get("model").cloned().filter(Value::is_string).unwrap_or_else(|| json!("claude-stub"))
+    fn is_model(req: &Recorded) -> bool {
+        req.is_post("/v1/messages")
+    }
+
+    fn answer(req: &Recorded, turn: &Turn, ids: &Ids) -> Response {
+        if req.body["stream"] == json!(true) {
+            stream_answer(ids, &req.body, turn)
+        } else {
+            json_answer(ids, &req.body, turn)
+        }
+    }
+
+    fn not_found(what: &str) -> Value {
+        json!({
+            "type": "error",
+            "error": { "type": "not_found_error", "message": format!("the stub does not serve {what}") }
+        })
+    }
 }
 
 fn usage(req: &Value, output_tokens: usize) -> Value {
     json!({
-        "input_tokens": (req.to_string().len() / 4).max(1),
+        "input_tokens": rough_tokens(req),
         "output_tokens": output_tokens,
         "cache_creation_input_tokens": 0,
         "cache_read_input_tokens": 0,
@@ -268,24 +111,24 @@ fn usage(req: &Value, output_tokens: usize) -> Value {
 }
 
 /// The content block (complete), its stop reason and a rough token count.
-fn block_of(state: &Shared, turn: &Turn) -> (Value, &'static str, usize) {
+fn block_of(ids: &Ids, turn: &Turn) -> (Value, &'static str, usize) {
     match turn {
         Turn::Text(text) => (json!({ "type": "text", "text": text }), "end_turn", text.len() / 4 + 1),
         Turn::ToolUse { name, input } => (
-            json!({ "type": "tool_use", "id": state.next_id("toolu"), "name": name, "input": input }),
+            json!({ "type": "tool_use", "id": ids.next("toolu"), "name": name, "input": input }),
             "tool_use",
             input.to_string().len() / 4 + 1,
         ),
     }
 }
 
-fn json_answer(state: &Shared, req: &Value, turn: &Turn) -> Response {
-    let (block, stop_reason, out) = block_of(state, turn);
+fn json_answer(ids: &Ids, req: &Value, turn: &Turn) -> Response {
+    let (block, stop_reason, out) = block_of(ids, turn);
     axum::Json(json!({
-        "id": state.next_id("msg"),
+        "id": ids.next("msg"),
         "type": "message",
         "role": "assistant",
-        "model": model_of(req),
+        "model": model_of(req, "claude-stub"),
         "content": [block],
         "stop_reason": stop_reason,
         "stop_sequence": null,
@@ -294,17 +137,17 @@ fn json_answer(state: &Shared, req: &Value, turn: &Turn) -> Response {
     .into_response()
 }
 
-fn stream_answer(state: &Shared, req: &Value, turn: &Turn) -> Response {
-    let (block, stop_reason, out) = block_of(state, turn);
+fn stream_answer(ids: &Ids, req: &Value, turn: &Turn) -> Response {
+    let (block, stop_reason, out) = block_of(ids, turn);
     let mut events: Vec<(&str, Value)> = vec![(
         "message_start",
         json!({
             "type": "message_start",
             "message": {
-                "id": state.next_id("msg"),
+                "id": ids.next("msg"),
                 "type": "message",
                 "role": "assistant",
-                "model": model_of(req),
+                "model": model_of(req, "claude-stub"),
                 "content": [],
                 "stop_reason": null,
                 "stop_sequence": null,
@@ -346,20 +189,5 @@ fn stream_answer(state: &Shared, req: &Value, turn: &Turn) -> Response {
         json!({"type": "message_delta", "delta": {"stop_reason": stop_reason, "stop_sequence": null}, "usage": {"output_tokens": out}}),
     ));
     events.push(("message_stop", json!({"type": "message_stop"})));
-
-    let mut body = String::new();
-    for (name, data) in events {
-        body.push_str(&format!("event: {name}\ndata: {data}\n\n"));
-    }
-    ([(header::CONTENT_TYPE, "text/event-stream"), (header::CACHE_CONTROL, "no-cache")], body).into_response()
-}
-
-/// `s` in two pieces split at a char boundary, so deltas really accumulate.
-fn halves(s: &str) -> Vec<String> {
-    let mut mid = s.len() / 2;
-    while !s.is_char_boundary(mid) {
-        mid += 1;
-    }
-    let (a, b) = s.split_at(mid);
-    [a, b].into_iter().filter(|p| !p.is_empty()).map(str::to_string).collect()
+    sse_events(events)
 }

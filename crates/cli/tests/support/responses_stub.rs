@@ -1,33 +1,28 @@
-//! A scripted stub of the OpenAI Responses API on 127.0.0.1:0, for driving a
-//! real Codex CLI offline (a `model_providers.<name>` with `base_url =
-//! "<stub.url>/v1"` and `wire_api = "responses"`).
+//! A scripted stub of the OpenAI Responses API, for driving a real Codex CLI
+//! offline (a `model_providers.<name>` with `base_url = "<stub.url>/v1"` and
+//! `wire_api = "responses"`). The server, the recording (headers included),
+//! the turn queue and hold/release are [`stub_server`]'s; here are the routes
+//! and the wire format.
 //!
 //! - `POST /v1/responses` answers with server-sent events (`response.created`,
 //!   `response.output_item.added`, `response.output_text.delta` for text,
 //!   `response.output_item.done`, `response.completed`) for the next scripted
-//!   [`Turn`]; with the queue empty it answers [`DEFAULT_REPLY`].
-//! - Anything else is logged on stderr, recorded (see [`ResponsesStub::unknown`])
-//!   and answered 404 in the API's error shape.
-//!
-//! Every request is recorded with its headers and its body as JSON.
-//! [`ResponsesStub::hold`] makes model requests wait until
-//! [`ResponsesStub::release`], so a test can look at the world mid-turn.
+//!   [`Turn`]; with the queue empty it answers the default reply.
+//!   [`ResponsesStub::hold`] makes these requests wait.
+//! - Anything else is answered 404 in the API's error shape.
 
 #![allow(dead_code)]
 
-use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+#[path = "stub_server.rs"]
+mod stub_server;
 
-use axum::body::Bytes;
-use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
-use axum::response::{IntoResponse, Response};
-use axum::Router;
+use axum::response::Response;
 use serde_json::{json, Value};
+pub use stub_server::Recorded;
+use stub_server::{halves, model_of, rough_tokens, sse_events, Api, Ids, Route};
 
-/// What the stub says when nothing is scripted.
-pub const DEFAULT_REPLY: &str = "OK from the stub.";
+/// The running stub (the provider's `base_url` is its `url` plus `/v1`).
+pub type ResponsesStub = stub_server::StubServer<Responses>;
 
 /// The stub's answer to one model request.
 #[derive(Clone, Debug)]
@@ -57,231 +52,44 @@ impl Turn {
     }
 }
 
-/// One request the stub received.
-#[derive(Clone, Debug)]
-pub struct Recorded {
-    pub method: String,
-    pub uri: String,
-    pub headers: Vec<(String, String)>,
-    /// The body parsed as JSON; `Value::String` if it was not JSON, `Null` if empty.
-    pub body: Value,
-}
+/// The Responses API.
+pub struct Responses;
 
-impl Recorded {
-    pub fn path(&self) -> &str {
-        self.uri.split('?').next().unwrap_or("")
-    }
-    /// Whether this is a model request (`POST /v1/responses`).
-    pub fn is_model(&self) -> bool {
-        self.method == "POST" && self.path() == "/v1/responses"
-    }
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
+impl Api for Responses {
+    type Turn = Turn;
+    const NAME: &'static str = "responses_stub";
 
-struct Shared {
-    turns: Mutex<VecDeque<Turn>>,
-    log: Mutex<Vec<Recorded>>,
-    unknown: Mutex<Vec<String>>,
-    /// `true`: model requests are answered; `false`: they wait.
-    open: tokio::sync::watch::Sender<bool>,
-    ids: AtomicU64,
-}
-
-impl Shared {
-    fn next_id(&self, prefix: &str) -> String {
-        format!("{prefix}_stub{:08}", self.ids.fetch_add(1, Ordering::Relaxed))
-    }
-}
-
-/// The running stub. Stops serving when dropped.
-pub struct ResponsesStub {
-    /// `http://127.0.0.1:PORT` (the provider's `base_url` is this plus `/v1`).
-    pub url: String,
-    shared: Arc<Shared>,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-}
-
-impl ResponsesStub {
-    pub fn start() -> Self {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the Responses API stub");
-        listener.set_nonblocking(true).expect("nonblocking listener");
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let (open, _) = tokio::sync::watch::channel(true);
-        let shared = Arc::new(Shared {
-            turns: Mutex::new(VecDeque::new()),
-            log: Mutex::new(Vec::new()),
-            unknown: Mutex::new(Vec::new()),
-            open,
-            ids: AtomicU64::new(1),
-        });
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let state = shared.clone();
-        std::thread::Builder::new()
-            .name("responses-stub".into())
-            .spawn(move || {
-                let rt = tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(2)
-                    .enable_all()
-                    .build()
-                    .expect("stub runtime");
-                rt.block_on(async move {
-                    let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
-                    let app =
-                        Router::new().fallback(move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
-                            let state = state.clone();
-                            async move { handle(state, method, uri, headers, body).await }
-                        });
-                    let _ = axum::serve(listener, app)
-                        .with_graceful_shutdown(async {
-                            let _ = stop_rx.await;
-                        })
-                        .await;
-                });
-                rt.shutdown_timeout(Duration::from_millis(100));
-            })
-            .expect("spawn the stub thread");
-        ResponsesStub {
-            url,
-            shared,
-            shutdown: Some(stop_tx),
-        }
+    fn text(text: &str) -> Turn {
+        Turn::text(text)
     }
 
-    /// Queues a turn for the next model request.
-    pub fn push(&self, turn: Turn) {
-        self.shared.turns.lock().unwrap().push_back(turn);
-    }
-
-    /// Turns still queued.
-    pub fn pending(&self) -> usize {
-        self.shared.turns.lock().unwrap().len()
-    }
-
-    /// Every request so far, oldest first.
-    pub fn requests(&self) -> Vec<Recorded> {
-        self.shared.log.lock().unwrap().clone()
-    }
-
-    /// How many requests were recorded so far: a mark for [`Self::bodies_since`].
-    pub fn mark(&self) -> usize {
-        self.shared.log.lock().unwrap().len()
-    }
-
-    /// Bodies of every model request so far.
-    pub fn bodies(&self) -> Vec<Value> {
-        self.bodies_since(0)
-    }
-
-    /// Bodies of the model requests recorded after `mark`.
-    pub fn bodies_since(&self, mark: usize) -> Vec<Value> {
-        let log = self.shared.log.lock().unwrap();
-        log.iter()
-            .skip(mark)
-            .filter(|r| r.is_model())
-            .map(|r| r.body.clone())
-            .collect()
-    }
-
-    /// `METHOD URI` of each request the stub did not recognise.
-    pub fn unknown(&self) -> Vec<String> {
-        self.shared.unknown.lock().unwrap().clone()
-    }
-
-    /// From now on, model requests are recorded at once but answered only after [`Self::release`].
-    pub fn hold(&self) {
-        self.shared.open.send_replace(false);
-    }
-
-    /// Answers the held requests and stops holding.
-    pub fn release(&self) {
-        self.shared.open.send_replace(true);
-    }
-
-    /// Waits until `n` model requests were recorded after `mark`.
-    pub fn wait_for_requests(&self, mark: usize, n: usize, limit: Duration) -> bool {
-        let start = Instant::now();
-        while start.elapsed() < limit {
-            if self.bodies_since(mark).len() >= n {
-                return true;
+    fn route(req: &Recorded) -> Route {
+        if Self::is_model(req) {
+            Route::Model {
+                held: true,
+                scripted: true,
             }
-            std::thread::sleep(Duration::from_millis(20));
+        } else {
+            Route::Unknown
         }
-        false
+    }
+
+    fn is_model(req: &Recorded) -> bool {
+        req.is_post("/v1/responses")
+    }
+
+    fn answer(req: &Recorded, turn: &Turn, ids: &Ids) -> Response {
+        stream_answer(ids, &req.body, turn)
+    }
+
+    fn not_found(what: &str) -> Value {
+        json!({"error": {"type": "invalid_request_error", "message": format!("the stub does not serve {what}")}})
     }
 }
 
-impl Drop for ResponsesStub {
-    fn drop(&mut self) {
-        self.release();
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-    }
-}
-
-async fn handle(state: Arc<Shared>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
-    let parsed = if body.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&body).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()))
-    };
-    let uri_text = uri
-        .path_and_query()
-        .map(|p| p.to_string())
-        .unwrap_or_else(|| uri.path().to_string());
-    let headers = headers
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.as_str().to_string(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            )
-        })
-        .collect();
-    state.log.lock().unwrap().push(Recorded {
-        method: method.to_string(),
-        uri: uri_text.clone(),
-        headers,
-        body: parsed.clone(),
-    });
-
-    match (&method, uri.path()) {
-        (&Method::POST, "/v1/responses") => {
-            let mut open = state.open.subscribe();
-            let _ = open.wait_for(|open| *open).await;
-            let turn = state
-                .turns
-                .lock()
-                .unwrap()
-                .pop_front()
-                .unwrap_or_else(|| Turn::text(DEFAULT_REPLY));
-            stream_answer(&state, &parsed, &turn)
-        }
-        _ => {
-            let what = format!("{method} {uri_text}");
-            eprintln!("responses_stub: unknown request {what}");
-            state.unknown.lock().unwrap().push(what.clone());
-            (
-                StatusCode::NOT_FOUND,
-                axum::Json(json!({"error": {"type": "invalid_request_error", "message": format!("the stub does not serve {what}")}})),
-            )
-                .into_response()
-        }
-    }
-}
-
-fn stream_answer(state: &Shared, req: &Value, turn: &Turn) -> Response {
-    let response_id = state.next_id("resp");
-    let model = req
-        .get("model")
-        .cloned()
-        .filter(Value::is_string)
-        .unwrap_or_else(|| json!("stub-model"));
+fn stream_answer(ids: &Ids, req: &Value, turn: &Turn) -> Response {
+    let response_id = ids.next("resp");
+    let model = model_of(req, "stub-model");
     let response = |status: &str, output: Value| json!({"id": response_id, "object": "response", "created_at": 0, "model": model, "status": status, "output": output});
     let mut events: Vec<(&str, Value)> = vec![(
         "response.created",
@@ -289,7 +97,7 @@ fn stream_answer(state: &Shared, req: &Value, turn: &Turn) -> Response {
     )];
     let item = match turn {
         Turn::Text(text) => {
-            let id = state.next_id("msg");
+            let id = ids.next("msg");
             let done = json!({"type": "message", "id": id, "role": "assistant", "status": "completed",
                 "content": [{"type": "output_text", "text": text, "annotations": []}]});
             events.push((
@@ -310,7 +118,7 @@ fn stream_answer(state: &Shared, req: &Value, turn: &Turn) -> Response {
             name,
             arguments,
         } => {
-            let mut call = json!({"type": "function_call", "id": state.next_id("fc"), "call_id": state.next_id("call"),
+            let mut call = json!({"type": "function_call", "id": ids.next("fc"), "call_id": ids.next("call"),
                 "name": name, "arguments": arguments.to_string(), "status": "completed"});
             if let Some(ns) = namespace {
                 call["namespace"] = json!(ns);
@@ -327,38 +135,12 @@ fn stream_answer(state: &Shared, req: &Value, turn: &Turn) -> Response {
         json!({"type": "response.output_item.done", "output_index": 0, "item": item}),
     ));
     let mut completed = response("completed", json!([item]));
-    let input_tokens = (req.to_string().len() / 4).max(1);
+    let input_tokens = rough_tokens(req);
     completed["usage"] = json!({"input_tokens": input_tokens, "input_tokens_details": {"cached_tokens": 0},
         "output_tokens": 5, "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": input_tokens + 5});
     events.push((
         "response.completed",
         json!({"type": "response.completed", "response": completed}),
     ));
-
-    let mut body = String::new();
-    for (name, data) in events {
-        body.push_str(&format!("event: {name}\ndata: {data}\n\n"));
-    }
-    (
-        [
-            (header::CONTENT_TYPE, "text/event-stream"),
-            (header::CACHE_CONTROL, "no-cache"),
-        ],
-        body,
-    )
-        .into_response()
-}
-
-/// `s` in two pieces split at a char boundary, so deltas really accumulate.
-fn halves(s: &str) -> Vec<String> {
-    let mut mid = s.len() / 2;
-    while !s.is_char_boundary(mid) {
-        mid += 1;
-    }
-    let (a, b) = s.split_at(mid);
-    [a, b]
-        .into_iter()
-        .filter(|p| !p.is_empty())
-        .map(str::to_string)
-        .collect()
+    sse_events(events)
 }

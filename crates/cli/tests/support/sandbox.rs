@@ -1,7 +1,8 @@
 //! A throwaway home and project for running a real harness: HOME, XDG_* and
 //! CODEX_HOME all point into one temp dir, so neither `muster install` nor the
 //! harness ever touches the real user's files. Also finds a harness binary
-//! installed by its `scripts/install-<harness>.sh`.
+//! installed by its `scripts/install-<harness>.sh`, and holds the helpers the
+//! real-harness tests (claude_code.rs, codex.rs, opencode.rs, gemini.rs) share.
 
 #![allow(dead_code)]
 
@@ -9,7 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::common::BIN;
+use serde_json::{json, Value};
+
+use super::common::{TestDaemon, BIN};
 
 pub struct Sandbox {
     _root: tempfile::TempDir,
@@ -218,4 +221,76 @@ impl Drop for Running {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The text of file `p` ("" if it cannot be read).
+pub fn read(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_default()
+}
+
+/// The JSON objects among the lines a harness printed.
+pub fn json_lines(stdout: &str) -> Vec<Value> {
+    stdout
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// Occurrences of `needle` in a request body (as JSON text).
+pub fn count(body: &Value, needle: &str) -> usize {
+    body.to_string().matches(needle).count()
+}
+
+/// The items of `list` after the last one whose `role` is `role`: in a model
+/// request's conversation, what this turn added (earlier items are the
+/// resumed session's history, replayed).
+pub fn after_last(list: &Value, role: &str) -> Value {
+    let items = list.as_array().cloned().unwrap_or_default();
+    let last = items.iter().rposition(|i| i["role"] == role);
+    Value::Array(items[last.map_or(0, |i| i + 1)..].to_vec())
+}
+
+/// The session `id` as the daemon knows it, whether on the roster or gone.
+pub fn known_session(daemon: &TestDaemon, id: &str) -> Option<Value> {
+    let (status, v) = daemon.get("/api/v1/roster?all=true");
+    assert_eq!(status, 200, "{v}");
+    v["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == id)
+        .cloned()
+}
+
+/// Another session, holding a reservation (see [`reserved_schema`]).
+pub struct Holder {
+    pub id: String,
+    pub nickname: String,
+}
+
+impl Holder {
+    /// Releases what the holder reserved; asserts it was one reservation.
+    pub fn release(&self, daemon: &TestDaemon) {
+        let (status, v) = daemon.post_json("/api/v1/reservations/release", &json!({"as": self.id}));
+        assert_eq!((status, v["released"].as_u64()), (200, Some(1)), "{v}");
+    }
+}
+
+/// Writes `create table t (id int);` to `<project>/schema.sql` and has a new
+/// session in `project` reserve that file, "migrating the schema". Returns the
+/// file and its holder.
+pub fn reserved_schema(daemon: &TestDaemon, project: &Path) -> (PathBuf, Holder) {
+    let file = project.join("schema.sql");
+    std::fs::write(&file, "create table t (id int);\n").unwrap();
+    let id = new_uuid();
+    let (status, v) = daemon.post_json("/api/v1/sessions", &json!({"id": id, "cwd": project.to_str().unwrap()}));
+    assert_eq!(status, 200, "{v}");
+    let nickname = v["nickname"].as_str().unwrap().to_string();
+    let (status, v) = daemon.post_json(
+        "/api/v1/reservations",
+        &json!({"as": id, "paths": [file.to_str().unwrap()], "reason": "migrating the schema"}),
+    );
+    assert_eq!(status, 200, "{v}");
+    (file, Holder { id, nickname })
 }
