@@ -378,7 +378,7 @@ fn codex_user_install_works_in_any_project() {
     );
     let output = tool_output(&bodies);
     assert!(
-        count(&output, &format!("\\\"id\\\": \\\"{}\\\"", run.id)) > 0,
+        count(&output, &format!("\\\"id\\\":\\\"{}\\\"", run.id)) > 0,
         "whoami answered for {}: {output}",
         run.id
     );

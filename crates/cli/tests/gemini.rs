@@ -352,7 +352,7 @@ fn gemini_user_install_works_in_a_trusted_folder() {
     );
     let response = function_response(&bodies);
     assert!(
-        count(&response, &format!("\\\"id\\\": \\\"{id}\\\"")) > 0,
+        count(&response, &format!("\\\"id\\\":\\\"{id}\\\"")) > 0,
         "whoami answered for {id}: {response}"
     );
     assert!(

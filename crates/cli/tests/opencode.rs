@@ -415,7 +415,7 @@ fn opencode_user_install_works_in_any_project() {
     );
     let result = tool_result(&bodies);
     assert!(
-        count(&result, &format!("\\\"id\\\": \\\"{}\\\"", run.id)) > 0,
+        count(&result, &format!("\\\"id\\\":\\\"{}\\\"", run.id)) > 0,
         "whoami answered for {}: {result}",
         run.id
     );

@@ -96,8 +96,9 @@ pub fn tool_list() -> Vec<Tool> {
         .collect()
 }
 
+/// A tool's answer as compact JSON: every byte lands in the agent's context.
 fn text_result(value: &Value) -> CallToolResult {
-    let text = serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string());
+    let text = value.to_string();
     CallToolResult::success(vec![ContentBlock::text(text)])
 }
 
