@@ -74,3 +74,19 @@ fn sigterm_stops_the_daemon_with_a_tail_attached() {
     let _ = tail.kill();
     let _ = tail.wait();
 }
+
+// Proves the web dashboard is served at / as HTML with a same-origin content policy, and reads the daemon's own API and event stream.
+#[test]
+fn dashboard_is_served_at_the_root() {
+    let d = TestDaemon::start(&[]);
+    let resp = http().get(format!("{}/", d.url)).send().unwrap();
+    assert_eq!(resp.status(), 200);
+    let ctype = resp.headers()["content-type"].to_str().unwrap().to_string();
+    let csp = resp.headers()["content-security-policy"].to_str().unwrap().to_string();
+    assert!(ctype.starts_with("text/html"), "{ctype}");
+    assert!(csp.contains("default-src 'self'"), "{csp}");
+    let page = resp.text().unwrap();
+    for part in ["<title>muster</title>", "/api/v1/roster", "/api/v1/reservations", "EventSource(\"/api/v1/events\")"] {
+        assert!(page.contains(part), "missing {part}");
+    }
+}

@@ -52,6 +52,7 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/reservations/release", post(release))
         .route("/reservations/check", post(check));
     Router::new()
+        .route("/", get(dashboard))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
         .route("/hook/{event}", post(hooks::handle))
@@ -293,6 +294,24 @@ async fn events(State(hub): State<Arc<Hub>>) -> Sse<impl Stream<Item = Result<Ss
     Sse::new(events).keep_alive(KeepAlive::default())
 }
 
+/// The web dashboard: one static page that reads the JSON API and follows
+/// the event stream. It writes peer text with `textContent` only.
+const DASHBOARD: &str = include_str!("../assets/dashboard.html");
+
+async fn dashboard() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            // Only this origin's API; no third-party anything.
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; frame-ancestors 'none'",
+            ),
+        ],
+        DASHBOARD,
+    )
+}
+
 async fn metrics(State(hub): State<Arc<Hub>>) -> impl IntoResponse {
     let gauges = {
         let status = hub.status();
@@ -304,4 +323,27 @@ async fn metrics(State(hub): State<Arc<Hub>>) -> impl IntoResponse {
         }
     };
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], hub.metrics.render(&gauges))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dashboard_never_parses_data_as_html() {
+        // Proves the page writes daemon data only as text: peer text cannot inject markup or script.
+        assert!(!DASHBOARD.contains("innerHTML") && !DASHBOARD.contains("outerHTML"));
+        assert!(!DASHBOARD.contains("insertAdjacentHTML") && !DASHBOARD.contains("document.write"));
+        assert!(DASHBOARD.contains("textContent"));
+    }
+
+    #[test]
+    fn loopback_authorities() {
+        for ok in ["127.0.0.1:7420", "localhost", "LOCALHOST:1", "[::1]:7420", "127.1.2.3"] {
+            assert!(is_loopback_authority(ok), "{ok}");
+        }
+        for bad in ["example.com", "10.0.0.1:7420", "evil.localhost.example:80", "[2001:db8::1]:80"] {
+            assert!(!is_loopback_authority(bad), "{bad}");
+        }
+    }
 }
