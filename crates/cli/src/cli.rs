@@ -160,6 +160,18 @@ Example:\n  muster tail\n  muster tail --json | jq 'select(.kind == \"message.se
     )]
     Tail,
 
+    /// A live terminal dashboard: roster, reservations, events
+    #[command(
+        long_about = "A full-screen dashboard that keeps itself current: the roster (who, where, doing \
+what, linked or not, last seen), the live file reservations with their time left, and the latest \
+events as `muster tail` words them. It refreshes on every event and at least every --interval, and \
+rides out daemon restarts (it says \"daemon unreachable, retrying…\" and reconnects).\n\n\
+Keys: q, Esc or Ctrl-C quit.\n\n\
+Example:\n  muster top --interval 5s\n\n\
+It needs a terminal; in scripts use `muster tail` or `muster roster --json`. --json has no effect here."
+    )]
+    Top(TopArgs),
+
     /// Show the daemon's status
     #[command(
         long_about = "Show what the daemon reports about itself: version, store, data \
@@ -293,6 +305,13 @@ pub struct RosterArgs {
     /// Also show sessions that left the roster (their mail waits for them)
     #[arg(long)]
     pub all: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    /// Refresh the roster and reservations at least this often
+    #[arg(long, default_value = "2s", value_parser = parse_duration, value_name = "DUR")]
+    pub interval: Duration,
 }
 
 #[derive(Debug, Args)]

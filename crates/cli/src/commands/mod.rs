@@ -11,6 +11,7 @@ pub mod serve;
 pub mod reserve;
 pub mod status;
 pub mod tail;
+pub mod top;
 
 use crate::cli::Command;
 use crate::client::ClientError;
@@ -26,6 +27,7 @@ pub async fn dispatch(command: Command, ctx: &Context) -> Result<i32, ClientErro
         Command::Join(args) => rooms::run_join(ctx, &args, true).await,
         Command::Leave(args) => rooms::run_join(ctx, &args, false).await,
         Command::Tail => tail::run(ctx).await,
+        Command::Top(args) => top::run(ctx, &args).await,
         Command::Reserve(args) => reserve::run_reserve(ctx, args).await,
         Command::Release(args) => reserve::run_release(ctx, args).await,
         Command::Reservations => reserve::run_list(ctx).await,
