@@ -151,7 +151,7 @@ impl Shim {
             .env("MUSTER_URL", url)
             .env("MUSTER_SESSION_ID", id)
             .env("MUSTER_HARNESS", "claude")
-            .env_remove("MUSTER_CHANNELS")
+            .env("MUSTER_CHANNELS", "on")
             .env_remove("CLAUDE_CODE_SESSION_ID")
             .current_dir(cwd)
             .stdin(Stdio::piped())

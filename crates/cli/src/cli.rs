@@ -209,8 +209,10 @@ launches it (see `muster install`); it links to the daemon, offers muster's tool
 send_message, broadcast, read_messages, wait_for_message, …) and pushes inbound mail to the agent \
 as notifications/claude/channel.\n\n\
 The session is MUSTER_SESSION_ID, else CLAUDE_CODE_SESSION_ID (Claude Code sets it); without \
-either it refuses to start. MUSTER_CHANNELS=off says the harness does not show channel pushes, \
-so mail reaches the agent through its hooks instead. MUSTER_HARNESS names the harness \
+either it refuses to start. Pushes are claimed only when the harness shows them: \
+Claude Code launched with `--dangerously-load-development-channels server:muster` (or `--channels` \
+naming muster; read from its command line), or MUSTER_CHANNELS=on; MUSTER_CHANNELS=off, or no \
+such flag, means mail reaches the agent through its hooks instead. MUSTER_HARNESS names the harness \
 (default claude). stdout carries only MCP messages; logs go to stderr.\n\n\
 Example (.mcp.json):\n  {\"mcpServers\": {\"muster\": {\"command\": \"muster\", \"args\": [\"mcp\"]}}}")]
     Mcp,

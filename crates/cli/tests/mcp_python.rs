@@ -87,7 +87,7 @@ impl PyClient {
             .env_remove("MUSTER_SESSION_ID")
             .env_remove("CLAUDE_CODE_SESSION_ID")
             .env_remove("MUSTER_TOKEN")
-            .env_remove("MUSTER_CHANNELS")
+            .env("MUSTER_CHANNELS", "on")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());

@@ -185,3 +185,49 @@ fn per_call_shim_acts_for_the_session_each_call_names() {
     assert_eq!(anon["result"]["isError"], true, "a call naming no session is refused: {anon}");
     assert!(anon["result"]["content"][0]["text"].as_str().unwrap().contains("names no session"), "{anon}");
 }
+
+/// `can_push` of a session as the roster shows it, once the session is linked.
+fn linked_can_push(d: &TestDaemon, id: &str) -> Option<bool> {
+    let mut found = None;
+    wait_until(Duration::from_secs(10), || {
+        let roster = d.get("/api/v1/roster").1;
+        found = roster["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"] == id && s["link_up"] == true)
+            .map(|s| s["can_push"].as_bool().unwrap());
+        found.is_some()
+    });
+    found
+}
+
+// Proves pushes are only claimed where they are shown: a shim whose parent was not launched with a channel naming muster (and no MUSTER_CHANNELS) declines pushes, so its mail comes through hooks; one whose parent's command line has `--dangerously-load-development-channels server:muster` takes them.
+#[test]
+fn channel_display_is_detected_from_the_parent_command_line() {
+    let d = TestDaemon::start(&[]);
+    let start = |id: &str, flags: &str| {
+        let script = format!("sleep 30 | '{BIN}' mcp; true");
+        let mut cmd = std::process::Command::new("sh");
+        cmd.args(["-c", &script, "sh"]);
+        if !flags.is_empty() {
+            cmd.args(flags.split(' '));
+        }
+        cmd.env("MUSTER_URL", &d.url)
+            .env("MUSTER_SESSION_ID", id)
+            .env("XDG_CONFIG_HOME", "/nonexistent-muster-test-config")
+            .env_remove("MUSTER_CHANNELS")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut plain = start("c0000000-plain", "");
+    let mut shown = start("c0000000-shown", "--dangerously-load-development-channels server:muster");
+    assert_eq!(linked_can_push(&d, "c0000000-plain"), Some(false), "no flag: no pushes");
+    assert_eq!(linked_can_push(&d, "c0000000-shown"), Some(true), "the channel flag: pushes");
+    for child in [&mut plain, &mut shown] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}

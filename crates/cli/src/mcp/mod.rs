@@ -58,9 +58,42 @@ impl ShimEnv {
             operator,
             host,
             harness: var("MUSTER_HARNESS").unwrap_or_else(|| "claude".into()),
-            channels: !matches!(var("MUSTER_CHANNELS").as_deref(), Some("off" | "0" | "false" | "no")),
+            channels: match var("MUSTER_CHANNELS").as_deref() {
+                Some("off" | "0" | "false" | "no") => false,
+                Some(_) => true,
+                None => parent_shows_channels(),
+            },
         }
     }
+}
+
+/// Whether the process that started us shows muster's channel: Claude Code
+/// displays `notifications/claude/channel` only when launched with
+/// `--channels …` or `--dangerously-load-development-channels …` naming this
+/// server, and says nothing of it in the MCP handshake, so we read its
+/// command line. When in doubt, no: mail then reaches the agent through its
+/// hooks instead of being pushed where nobody sees it.
+fn parent_shows_channels() -> bool {
+    let parent = std::os::unix::process::parent_id();
+    std::fs::read(format!("/proc/{parent}/cmdline")).is_ok_and(|raw| {
+        let args: Vec<String> = raw.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+        names_muster_channel(&args)
+    })
+}
+
+/// Whether a command line turns on a channel naming muster.
+fn names_muster_channel(args: &[String]) -> bool {
+    const FLAGS: [&str; 2] = ["--channels", "--dangerously-load-development-channels"];
+    args.iter().enumerate().any(|(i, arg)| {
+        let value = FLAGS.iter().find_map(|flag| {
+            if arg == flag {
+                args.get(i + 1).map(String::as_str)
+            } else {
+                arg.strip_prefix(flag).and_then(|rest| rest.strip_prefix('='))
+            }
+        });
+        value.is_some_and(|v| v.contains("muster"))
+    })
 }
 
 /// `http://host:port` → `ws://host:port/ws`.
@@ -159,6 +192,16 @@ async fn parent_died(parent: u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn channel_flags_naming_muster_turn_pushes_on() {
+        let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(names_muster_channel(&args(&["claude", "--dangerously-load-development-channels", "server:muster"])));
+        assert!(names_muster_channel(&args(&["claude", "--channels=plugin:muster@local"])));
+        assert!(!names_muster_channel(&args(&["claude", "--channels", "plugin:other@x"])));
+        assert!(!names_muster_channel(&args(&["claude", "-p", "talk to muster"])));
+        assert!(!names_muster_channel(&args(&["claude", "--channels"])));
+    }
 
     #[test]
     fn ws_url_from_http() {

@@ -184,6 +184,9 @@ pub fn muster_cmd(url: &str) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.env("MUSTER_URL", url)
         .env("MUSTER_OPERATOR", "tester")
+        // Shims started by tests have no Claude Code parent to show pushes
+        // (detected from its command line); the tests act as one that does.
+        .env("MUSTER_CHANNELS", "on")
         .env("XDG_CONFIG_HOME", "/nonexistent-muster-test-config")
         .env_remove("MUSTER_SESSION_ID")
         .env_remove("CLAUDE_CODE_SESSION_ID")

@@ -27,7 +27,7 @@ impl PeerShim {
             .arg("mcp")
             .env("MUSTER_SESSION_ID", session)
             .env_remove("MUSTER_HARNESS")
-            .env_remove("MUSTER_CHANNELS")
+            .env("MUSTER_CHANNELS", "on")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
