@@ -29,15 +29,6 @@ use serde_json::{json, Value};
 /// How long one `claude -p` run may take before the test gives up on it.
 const RUN_LIMIT: Duration = Duration::from_secs(120);
 
-/// The events muster hooks into, with the `muster hook` argument for each.
-const HOOKS: [(&str, &str); 5] = [
-    ("SessionStart", "session-start"),
-    ("UserPromptSubmit", "prompt-submit"),
-    ("PreToolUse", "pre-tool-use"),
-    ("Stop", "stop"),
-    ("SessionEnd", "session-end"),
-];
-
 /// The Claude Code executable, or a failure that says how to get it.
 fn claude_bin() -> PathBuf {
     harness_bin(
@@ -103,19 +94,18 @@ impl Harness {
         let stub = MessagesStub::start();
         let project = tempfile::tempdir().expect("project dir");
         let home = tempfile::tempdir().expect("home dir");
-        let mut hooks = serde_json::Map::new();
-        for (event, arg) in HOOKS {
-            hooks.insert(
-                event.to_string(),
-                json!([{ "hooks": [{ "type": "command", "command": format!("'{BIN}' hook {arg}"), "timeout": 10 }] }]),
-            );
-        }
-        std::fs::create_dir_all(project.path().join(".claude")).unwrap();
-        std::fs::write(
-            project.path().join(".claude/settings.json"),
-            serde_json::to_string_pretty(&json!({ "hooks": hooks })).unwrap(),
-        )
-        .unwrap();
+        // The project is set up the way a user would: `muster install claude`
+        // (hooks in .claude/settings.json, the MCP server in .mcp.json). Its
+        // install record goes to the throwaway home, never the real one.
+        let install = muster_cmd(&daemon.url)
+            .args(["install", "claude", "--project"])
+            .arg(project.path())
+            .env("HOME", home.path())
+            .env("XDG_STATE_HOME", home.path().join(".local/state"))
+            .env("XDG_CONFIG_HOME", home.path().join(".config"))
+            .output()
+            .expect("run muster install");
+        assert!(install.status.success(), "muster install claude failed: {}", String::from_utf8_lossy(&install.stderr));
         Harness { bin, daemon, stub, project, home, runs: std::cell::Cell::new(0) }
     }
 
@@ -278,22 +268,12 @@ fn a_scripted_tool_call_runs_through_pre_tool_use() {
     assert_eq!(me["last_tool"], "Read", "PreToolUse told muster the tool's name: {me}");
 }
 
-// Proves a scripted `tool_use` of mcp__muster__send_message in a real Claude Code run goes through `muster mcp` and reaches a peer shim as a live channel notification, and the tool result tells the model it was pushed.
+// Proves a scripted `tool_use` of mcp__muster__send_message in a real Claude Code run (set up by `muster install claude`) goes through `muster mcp` and reaches a peer shim as a live channel notification, and the tool result tells the model it was pushed.
 #[test]
 fn claude_send_message_reaches_a_peer_shim_live() {
+    // `muster install claude` put the server in .mcp.json and approved it;
+    // Claude Code starts it with its own environment (MUSTER_URL included).
     let h = Harness::new();
-    std::fs::write(
-        h.project.path().join(".mcp.json"),
-        serde_json::to_string_pretty(&json!({"mcpServers": {"muster": {
-            "command": BIN, "args": ["mcp"], "env": {"MUSTER_URL": h.daemon.url, "MUSTER_OPERATOR": "tester"}}}}))
-        .unwrap(),
-    )
-    .unwrap();
-    let settings_path = h.project.path().join(".claude/settings.json");
-    let mut settings: Value = serde_json::from_str(&read(&settings_path)).unwrap();
-    settings["enabledMcpjsonServers"] = json!(["muster"]);
-    std::fs::write(&settings_path, settings.to_string()).unwrap();
-
     let peer_id = new_uuid();
     let peer = PeerShim::start(&h.daemon, &peer_id);
     let linked = wait_until(Duration::from_secs(10), || {
