@@ -81,6 +81,12 @@ fn now() -> Millis {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as Millis).unwrap_or(0)
 }
 
+/// `4m05s` left on a reservation (never negative).
+pub fn time_left(expires_at: Millis, now: Millis) -> String {
+    let left = (expires_at - now).max(0) / 1000;
+    format!("{}m{:02}s", left / 60, left % 60)
+}
+
 pub fn render(list: &Reservations, now: Millis) -> String {
     if list.reservations.is_empty() {
         return "no reservations\n".to_string();
@@ -88,12 +94,11 @@ pub fn render(list: &Reservations, now: Millis) -> String {
     let mut table = Table::new(&["PATH", "HOLDER", "KIND", "EXPIRES", "REASON", "REPOSITORY"]);
     for r in &list.reservations {
         let res = &r.reservation;
-        let left = (res.expires_at - now).max(0) / 1000;
         table.row(vec![
             truncate(&clean(&res.pattern, false), 50),
             format!("{} ({})", clean(&r.nickname, false), short_id(&res.session_id)),
             if res.exclusive { "exclusive" } else { "shared" }.to_string(),
-            format!("in {}m{:02}s", left / 60, left % 60),
+            format!("in {}", time_left(res.expires_at, now)),
             truncate(&clean(&res.reason, false), 40),
             truncate(&clean(&res.root, false), 40),
         ]);

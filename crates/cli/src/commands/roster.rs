@@ -8,6 +8,16 @@ use crate::client::{decode, ClientError};
 use crate::context::Context;
 use crate::output::{self, ago, clean, short_id, truncate, Table};
 
+/// Whether a session's shim is attached *now*, not only whether one ever was.
+pub fn link_state(s: &Session) -> &'static str {
+    match (s.link, s.link_up) {
+        (LinkKind::Hooks, _) => "hooks",
+        (LinkKind::Link, true) if s.can_push => "linked+push",
+        (LinkKind::Link, true) => "linked",
+        (LinkKind::Link, false) => "link lost",
+    }
+}
+
 pub async fn run(ctx: &Context, args: &RosterArgs) -> Result<i32, ClientError> {
     let query = if args.all {
         vec![("all", "true".to_string())]
@@ -71,13 +81,7 @@ pub fn render(sessions: &[Session], all: bool, now: Millis) -> String {
         } else {
             format!("{} (away)", s.nickname)
         };
-        // Whether a shim is attached *now*, not only whether one ever was.
-        let link = match (s.link, s.link_up) {
-            (LinkKind::Hooks, _) => "hooks".to_string(),
-            (LinkKind::Link, true) if s.can_push => "linked+push".to_string(),
-            (LinkKind::Link, true) => "linked".to_string(),
-            (LinkKind::Link, false) => "link lost".to_string(),
-        };
+        let link = link_state(s).to_string();
         let status = if s.status.is_empty() {
             "-".to_string()
         } else {

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use muster_core::api::{ReservationView, Reservations, Roster, Status};
-use muster_core::{LinkKind, Millis, Session};
+use muster_core::{Millis, Session};
 use ratatui::crossterm::event::{self, Event as TermEvent, KeyCode, KeyEventKind, KeyModifiers};
 use ratatui::crossterm::{cursor, execute, terminal};
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 
 use crate::cli::TopArgs;
 use crate::client::{decode, Client, ClientError};
-use crate::commands::{roster, tail};
+use crate::commands::{reserve, roster, tail};
 use crate::context::Context;
 use crate::output::{ago, clean, now_millis, short_id, truncate};
 use crate::sse::{SseEvent, SseParser};
@@ -314,16 +314,6 @@ pub fn header(status: Option<&Status>, url: &str, problem: Option<&str>) -> Para
     Paragraph::new(Line::from(spans))
 }
 
-/// Whether a session's shim is attached now, as `muster roster` says it.
-pub fn link_state(s: &Session) -> &'static str {
-    match (s.link, s.link_up) {
-        (LinkKind::Hooks, _) => "hooks",
-        (LinkKind::Link, true) if s.can_push => "linked+push",
-        (LinkKind::Link, true) => "linked",
-        (LinkKind::Link, false) => "link lost",
-    }
-}
-
 fn or_dash(text: &str) -> String {
     if text.is_empty() {
         "-".to_string()
@@ -352,7 +342,7 @@ pub fn roster_table(sessions: &[Session], now: Millis) -> Table<'static> {
                 clean(&roster::place(s), false),
                 clean(&roster::activity(s), false),
                 or_dash(&s.status),
-                link_state(s).to_string(),
+                roster::link_state(s).to_string(),
                 ago(s.last_seen_at, now),
             ])
         })
@@ -387,12 +377,6 @@ pub fn roster_table(sessions: &[Session], now: Millis) -> Table<'static> {
     .block(panel(title))
 }
 
-/// `4m05s` left on a reservation (never negative).
-fn time_left(expires_at: Millis, now: Millis) -> String {
-    let left = (expires_at - now).max(0) / 1000;
-    format!("{}m{:02}s", left / 60, left % 60)
-}
-
 /// The reservations panel: path, holder, kind, time left.
 pub fn reservations_table(list: &[ReservationView], now: Millis) -> Table<'static> {
     let rows: Vec<Row> = list
@@ -403,7 +387,7 @@ pub fn reservations_table(list: &[ReservationView], now: Millis) -> Table<'stati
                 truncate(&clean(&res.pattern, false), 80),
                 format!("{} ({})", clean(&r.nickname, false), short_id(&res.session_id)),
                 if res.exclusive { "exclusive" } else { "shared" }.to_string(),
-                time_left(res.expires_at, now),
+                reserve::time_left(res.expires_at, now),
             ])
         })
         .collect();
@@ -435,7 +419,7 @@ pub fn event_log(events: &VecDeque<String>, area: Rect) -> Paragraph<'static> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use muster_core::{Activity, Reservation};
+    use muster_core::{Activity, LinkKind, Reservation};
     use ratatui::backend::TestBackend;
     use ratatui::widgets::Widget;
     use ratatui::Terminal;
