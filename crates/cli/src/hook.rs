@@ -189,6 +189,7 @@ async fn post(req: &HookRequest, body: Vec<u8>, deadline: Instant) -> Result<Vec
         }
     };
     let client = reqwest::Client::builder()
+        .tcp_nodelay(true)
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(deadline.saturating_duration_since(Instant::now()))
         .no_proxy()

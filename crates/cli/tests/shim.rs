@@ -3,13 +3,16 @@
 //! its parent goes away.
 
 mod common;
+#[path = "support/peer_shim.rs"]
+mod peer_shim;
 
 use std::io::Write;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use serde_json::json;
+use peer_shim::{discover_meta, Handshake, PeerShim};
+use serde_json::{json, Value};
 
 /// `muster_links` from /metrics: shim links attached now.
 fn links(d: &TestDaemon) -> u64 {
@@ -187,8 +190,9 @@ fn per_call_shim_acts_for_the_session_each_call_names() {
 }
 
 /// `can_push` of a session as the roster shows it, once the session is linked.
-fn linked_can_push(d: &TestDaemon, id: &str) -> Option<bool> {
+fn linked_can_push(d: &TestDaemon, id: &str, expected: bool) -> Option<bool> {
     let mut found = None;
+    // A shim links first and says it takes pushes once its client's handshake is done.
     wait_until(Duration::from_secs(10), || {
         let roster = d.get("/api/v1/roster").1;
         found = roster["sessions"]
@@ -197,7 +201,7 @@ fn linked_can_push(d: &TestDaemon, id: &str) -> Option<bool> {
             .iter()
             .find(|s| s["id"] == id && s["link_up"] == true)
             .map(|s| s["can_push"].as_bool().unwrap());
-        found.is_some()
+        found == Some(expected)
     });
     found
 }
@@ -207,7 +211,11 @@ fn linked_can_push(d: &TestDaemon, id: &str) -> Option<bool> {
 fn channel_display_is_detected_from_the_parent_command_line() {
     let d = TestDaemon::start(&[]);
     let start = |id: &str, flags: &str| {
-        let script = format!("sleep 30 | '{BIN}' mcp; true");
+        // The shim claims pushes only after its client's handshake.
+        let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18",
+            "capabilities": {}, "clientInfo": {"name": "test", "version": "1"}}});
+        let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+        let script = format!("(printf '%s\\n' '{init}' '{initialized}'; sleep 30) | '{BIN}' mcp; true");
         let mut cmd = std::process::Command::new("sh");
         cmd.args(["-c", &script, "sh"]);
         if !flags.is_empty() {
@@ -224,10 +232,55 @@ fn channel_display_is_detected_from_the_parent_command_line() {
     };
     let mut plain = start("c0000000-plain", "");
     let mut shown = start("c0000000-shown", "--dangerously-load-development-channels server:muster");
-    assert_eq!(linked_can_push(&d, "c0000000-plain"), Some(false), "no flag: no pushes");
-    assert_eq!(linked_can_push(&d, "c0000000-shown"), Some(true), "the channel flag: pushes");
+    assert_eq!(linked_can_push(&d, "c0000000-plain", false), Some(false), "no flag: no pushes");
+    assert_eq!(linked_can_push(&d, "c0000000-shown", true), Some(true), "the channel flag: pushes");
     for child in [&mut plain, &mut shown] {
         let _ = child.kill();
         let _ = child.wait();
     }
+}
+
+/// Sends `body` to `to` as the operator; returns the answer and how long it took.
+fn timed_send(d: &TestDaemon, to: &str, body: &str) -> (Value, Duration) {
+    let started = Instant::now();
+    let (status, answer) = d.post_json("/api/v1/messages", &json!({"to": to, "body": body}));
+    assert_eq!(status, 200, "{answer}");
+    (answer, started.elapsed())
+}
+
+// Proves defect 1 of the delivery issue is gone: a client that speaks only the
+// 2026-07-28 revision (`server/discover`, `tools/list`; no initialize, no
+// initialized), as Claude Code 2.1.332 does, gets live pushes: the send
+// answers `pushed` at once and the channel line reaches the client.
+#[test]
+fn a_discover_only_client_gets_pushes() {
+    let d = TestDaemon::start(&[]);
+    let peer = PeerShim::start_with(&d, "d1500000-0000-4000-8000-000000000001", Handshake::Discover);
+    let (answer, took) = timed_send(&d, &peer.id, "after discover");
+    assert_eq!(answer["state"], "pushed", "{answer}");
+    assert!(took < Duration::from_millis(400), "a send to a ready shim took {took:?}");
+    let line = peer.channel_with("after discover", Duration::from_secs(5)).expect("the channel line reached the client");
+    assert_eq!(line["params"]["meta"]["message_id"], answer["message"]["id"]);
+}
+
+// Proves no sender waits on a shim that cannot write: a shim whose client has
+// not finished any handshake is linked but takes no pushes, so a send to it
+// answers `queued` without waiting out a confirm window; once the client
+// finishes its handshake, the waiting mail is pushed to it, once.
+#[test]
+fn a_shim_before_its_handshake_never_stalls_a_sender() {
+    let d = TestDaemon::start(&[]);
+    let mut peer = PeerShim::start_with(&d, "d1500000-0000-4000-8000-000000000002", Handshake::None);
+    let (answer, took) = timed_send(&d, &peer.id, "before the handshake");
+    assert_eq!(answer["state"], "queued", "{answer}");
+    assert!(took < Duration::from_millis(400), "a send to a shim without a handshake took {took:?}");
+    peer.send_line(&json!({"jsonrpc": "2.0", "id": 1, "method": "server/discover", "params": {"_meta": discover_meta()}}));
+    peer.send_line(&json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {"_meta": discover_meta()}}));
+    let pushes: Vec<Value> = peer
+        .lines_within(Duration::from_secs(2))
+        .into_iter()
+        .filter(|l| l["method"] == "notifications/claude/channel")
+        .collect();
+    assert_eq!(pushes.len(), 1, "{pushes:?}");
+    assert_eq!(pushes[0]["params"]["meta"]["message_id"], answer["message"]["id"]);
 }

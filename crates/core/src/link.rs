@@ -8,7 +8,7 @@ use crate::api::{ErrorDetail, RegisterRequest};
 use crate::{Message, Millis, Session};
 
 /// Bumped on any incompatible change; the daemon refuses other versions.
-pub const LINK_PROTOCOL: u32 = 1;
+pub const LINK_PROTOCOL: u32 = 2;
 
 /// How often a shim pings; the daemon drops a link silent for three times this.
 pub const HEARTBEAT_MS: Millis = 10_000;
@@ -23,7 +23,9 @@ pub enum ClientFrame {
         /// The session this link speaks for. With `per_call`, its id is
         /// empty and its other fields describe every session a call names.
         session: RegisterRequest,
-        /// The harness shows `notifications/claude/channel` (live push).
+        /// The shim can write `notifications/claude/channel` to its harness
+        /// now: its MCP client has finished a handshake. A shim that links
+        /// before that says false, then `Ready` once it can.
         can_push: bool,
         /// The harness names the session on each call (Codex, opencode,
         /// Gemini CLI): the link acts, per request, for that session.
@@ -40,6 +42,10 @@ pub enum ClientFrame {
     },
     /// These pushed messages were written to the agent's harness.
     Delivered { message_ids: Vec<String> },
+    /// Whether the shim can write pushes from now on (its MCP client
+    /// finished a handshake). Until then the daemon pushes nothing to it, so
+    /// no sender waits on a shim that cannot write.
+    Ready { can_push: bool },
     Ping { at: Millis },
 }
 

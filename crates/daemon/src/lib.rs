@@ -149,6 +149,14 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
     let background = tasks::spawn(hub.clone(), shutdown.subscribe());
     // The listener is up: shims can re-link from now on, so the sweeper may decide.
     hub.mark_links_known();
+    // Every accepted socket sends small frames at once: with Nagle on, a push
+    // written after another still-unacknowledged frame waited for the peer's
+    // delayed ACK (a 40 ms step on the reply path).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!("cannot set TCP_NODELAY on an accepted socket: {e}");
+        }
+    });
     let task = tokio::spawn(async move {
         let served = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(async move {

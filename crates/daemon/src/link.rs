@@ -29,7 +29,8 @@ const MAX_FRAME_BYTES: usize = 1 << 20;
 /// Frames waiting for a slow link before pushes fall back to hooks.
 const OUTBOX: usize = 1_024;
 /// How long a sender waits for a push to be confirmed before answering `queued`.
-pub const PUSH_CONFIRM: Duration = Duration::from_secs(2);
+/// A ready shim confirms in about a millisecond; this bounds a stuck one.
+pub const PUSH_CONFIRM: Duration = Duration::from_millis(500);
 
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
 
@@ -177,6 +178,11 @@ async fn serve(hub: Arc<Hub>, socket: WebSocket) {
                     hub.on_delivered(id, &message_ids).await;
                 }
             }
+            ClientFrame::Ready { can_push } => {
+                if let Speaker::Session(id) = &*speaker {
+                    hub.set_can_push(id, conn, can_push).await;
+                }
+            }
             ClientFrame::Ping { at } => {
                 let _ = tx.send(ServerFrame::Pong { at }.into()).await;
             }
@@ -272,6 +278,29 @@ impl Hub {
         }
         self.events.publish("session.linked", || json!(session));
         Ok(session)
+    }
+
+    /// The shim's MCP client finished its handshake (or, false, cannot take
+    /// pushes): record it, then push whatever waited.
+    async fn set_can_push(&self, id: &str, conn: u64, can_push: bool) {
+        let (session, commit) = {
+            let mut st = self.lock();
+            let Some(entry) = st.entry_mut(id) else { return };
+            if entry.link.as_ref().is_none_or(|l| l.conn != conn) || entry.session.can_push == can_push {
+                return;
+            }
+            entry.session.can_push = can_push;
+            let session = entry.session.clone();
+            let commit = self.store.submit(vec![Change::PutSession(session.clone())]);
+            (session, commit)
+        };
+        if let Err(e) = commit.await {
+            tracing::warn!("could not record that {id} takes pushes: {e}");
+        }
+        self.events.publish("session.updated", || json!(session));
+        if can_push {
+            self.push_queued(id).await;
+        }
     }
 
     /// Detaches a link if it is still the session's current one: the grace

@@ -58,7 +58,9 @@ pub trait Executor: Send + Sync + 'static {
 
 pub struct McpServer<E> {
     executor: Arc<E>,
-    /// Set once the client has sent `notifications/initialized`.
+    /// Set once the client has finished either handshake: the classic
+    /// `notifications/initialized`, or the 2026-07-28 `server/discover`
+    /// (current Claude Code sends no initialize at all).
     peer: watch::Sender<Option<Peer<RoleServer>>>,
 }
 
@@ -73,9 +75,16 @@ impl<E: Executor> McpServer<E> {
         McpServer { executor, peer: watch::channel(None).0 }
     }
 
-    /// Resolves to the client's peer once it has initialized; pushes wait
-    /// for this so none is sent before the client can take it.
-    pub async fn initialized(&self) -> Option<Peer<RoleServer>> {
+    /// Records that the client finished the 2026-07-28 handshake (its first
+    /// request with inline metadata after `server/discover`): no
+    /// `initialized` will come, and notifications can go out now.
+    pub fn mark_ready(&self, peer: Peer<RoleServer>) {
+        self.peer.send_replace(Some(peer));
+    }
+
+    /// Resolves to the client's peer once it has completed a handshake;
+    /// pushes wait for this so none is sent before the client can take it.
+    pub async fn ready(&self) -> Option<Peer<RoleServer>> {
         let mut rx = self.peer.subscribe();
         let peer = rx.wait_for(Option::is_some).await.ok()?;
         peer.clone()

@@ -20,6 +20,8 @@ enum Command {
     /// An operation, for the session it names (per-call links only).
     Request(Op, Option<String>, oneshot::Sender<Reply>),
     Delivered(Vec<String>),
+    /// The MCP client finished its handshake: pushes can be written now.
+    Ready,
 }
 
 /// A cheap handle to the link task.
@@ -53,6 +55,12 @@ impl Link {
         rx.await.map_err(|_| error("link_lost", "the connection to the muster daemon dropped; try again"))?
     }
 
+    /// Tells the daemon the shim can write pushes from now on (and on every
+    /// later re-link).
+    pub async fn ready(&self) {
+        let _ = self.commands.send(Command::Ready).await;
+    }
+
     /// Tells the daemon these pushes were written to the harness.
     pub async fn delivered(&self, ids: Vec<String>) {
         let _ = self.commands.send(Command::Delivered(ids)).await;
@@ -75,19 +83,22 @@ pub fn backoff(attempt: u32) -> Duration {
 pub struct Hello {
     /// The session (for a per-call link: the fields every named session gets).
     pub session: RegisterRequest,
+    /// Whether pushes can be written now (false until the MCP handshake).
     pub can_push: bool,
+    /// Whether this shim pushes at all once its client is ready.
+    pub wants_push: bool,
     pub per_call: bool,
 }
 
 async fn run(
     ws_url: String,
-    hello: Hello,
+    mut hello: Hello,
     mut commands: mpsc::Receiver<Command>,
     pushes: mpsc::Sender<Message>,
 ) {
     let mut attempt = 0;
     loop {
-        match session(&ws_url, &hello, &mut commands, &pushes).await {
+        match session(&ws_url, &mut hello, &mut commands, &pushes).await {
             Ended::Shutdown => return,
             Ended::Fatal(e) => {
                 tracing::error!("muster refused the link: {}", e.message);
@@ -127,12 +138,13 @@ enum Ended {
 
 async fn session(
     ws_url: &str,
-    hello: &Hello,
+    hello: &mut Hello,
     commands: &mut mpsc::Receiver<Command>,
     pushes: &mpsc::Sender<Message>,
 ) -> Ended {
+    // `true`: TCP_NODELAY, so a small frame never waits for a delayed ACK.
     let Ok(Ok((ws, _))) =
-        tokio::time::timeout(Duration::from_secs(5), tokio_tungstenite::connect_async(ws_url)).await
+        tokio::time::timeout(Duration::from_secs(5), tokio_tungstenite::connect_async_with_config(ws_url, None, true)).await
     else {
         return Ended::Dropped(false);
     };
@@ -166,6 +178,13 @@ async fn session(
                 }
                 Some(Command::Delivered(message_ids)) => {
                     if send(&mut sink, &ClientFrame::Delivered { message_ids }).await.is_err() {
+                        break Ended::Dropped(linked);
+                    }
+                }
+                Some(Command::Ready) => {
+                    // A re-link says so in its hello from now on.
+                    hello.can_push = hello.wants_push;
+                    if send(&mut sink, &ClientFrame::Ready { can_push: hello.can_push }).await.is_err() {
                         break Ended::Dropped(linked);
                     }
                 }

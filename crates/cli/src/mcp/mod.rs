@@ -1,7 +1,8 @@
 //! `muster mcp`: the per-session stdio MCP server a harness launches. It
 //! links to the daemon for its session, offers muster's tools, and writes
 //! inbound mail to the harness as `notifications/claude/channel` — only
-//! after the client has initialized, and reporting each one delivered only
+//! after the client has finished a handshake (`initialize` + `initialized`,
+//! or the 2026-07-28 `server/discover`), and reporting each one delivered only
 //! once it was written out. It exits when stdin closes or its parent dies.
 
 mod link;
@@ -145,7 +146,8 @@ async fn serve(env: ShimEnv, parent: u32) -> anyhow::Result<()> {
         ..RegisterRequest::default()
     };
     // Per-call harnesses cannot show channel pushes; their mail comes by hooks.
-    let hello = link::Hello { session, can_push: env.channels && !per_call, per_call };
+    // Nothing is pushed until the MCP client has finished a handshake.
+    let hello = link::Hello { session, can_push: false, wants_push: env.channels && !per_call, per_call };
     let (link, mut pushes) = Link::start(ws_url(&env.url)?, hello);
     let server = McpServer::new(Arc::new(LinkExecutor { link: link.clone(), per_call }));
     // The client's stdio passes through a guard that answers malformed
@@ -156,10 +158,18 @@ async fn serve(env: ShimEnv, parent: u32) -> anyhow::Result<()> {
     let input = tokio::spawn(stdio::filter_input(stdio::stdin(), filter_out, errors_tx));
     let output = tokio::spawn(stdio::merge_output(merge_in, errors_rx, stdio::stdout()));
     let service = server.clone().serve((server_in, server_out)).await.context("the MCP client did not initialize")?;
+    // rmcp returns once the lifecycle is chosen. With `initialize` the client
+    // still owes `notifications/initialized` (the handler records it); with
+    // the 2026-07-28 revision there is no peer info and nothing more to wait for.
+    if service.peer().peer_info().is_none() {
+        server.mark_ready(service.peer().clone());
+    }
 
-    // Pushes wait until the client has initialized, then go out in order.
+    // Pushes wait until the client has finished a handshake (either
+    // revision's), then the daemon is told and they go out in order.
     let pusher = tokio::spawn(async move {
-        let Some(peer) = server.initialized().await else { return };
+        let Some(peer) = server.ready().await else { return };
+        link.ready().await;
         while let Some(message) = pushes.recv().await {
             match push_channel(&peer, &message).await {
                 Ok(()) => link.delivered(vec![message.id]).await,

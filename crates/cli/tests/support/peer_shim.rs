@@ -16,13 +16,42 @@ use super::common::{muster_cmd, wait_until, TestDaemon};
 pub struct PeerShim {
     pub id: String,
     child: Child,
+    /// Kept open: closing it ends the shim.
+    stdin: std::process::ChildStdin,
     lines: std::sync::mpsc::Receiver<String>,
 }
 
+/// How the test's client opens the MCP session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handshake {
+    /// `initialize` + `notifications/initialized` (MCP up to 2025-11-25).
+    Initialize,
+    /// `server/discover` then `tools/list`, and nothing else: the 2026-07-28
+    /// revision, which Claude Code 2.1.332 speaks.
+    Discover,
+    /// No handshake at all: the shim links but cannot write pushes.
+    None,
+}
+
+/// The `_meta` every 2026-07-28 request carries.
+pub fn discover_meta() -> Value {
+    json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientInfo": {"name": "peer", "version": "1"},
+        "io.modelcontextprotocol/clientCapabilities": {}
+    })
+}
+
 impl PeerShim {
-    /// Starts the shim as session `session` (MUSTER_SESSION_ID, channels on) and
-    /// waits until the daemon shows it linked.
+    /// Starts the shim as session `session` (MUSTER_SESSION_ID, channels on),
+    /// opened with a classic handshake, and waits until the daemon shows it
+    /// linked and taking pushes.
     pub fn start(daemon: &TestDaemon, session: &str) -> Self {
+        Self::start_with(daemon, session, Handshake::Initialize)
+    }
+
+    /// As `start`, with the handshake given. Without one, waits only for the link.
+    pub fn start_with(daemon: &TestDaemon, session: &str, handshake: Handshake) -> Self {
         let mut child = muster_cmd(&daemon.url)
             .arg("mcp")
             .env("MUSTER_SESSION_ID", session)
@@ -34,18 +63,21 @@ impl PeerShim {
             .spawn()
             .expect("spawn muster mcp");
         let mut stdin = child.stdin.take().unwrap();
-        for line in [
-            json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18",
-                "capabilities": {}, "clientInfo": {"name": "peer", "version": "1"}}}),
-            json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
-        ] {
+        let lines = match handshake {
+            Handshake::Initialize => vec![
+                json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18",
+                    "capabilities": {}, "clientInfo": {"name": "peer", "version": "1"}}}),
+                json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+            ],
+            Handshake::Discover => vec![
+                json!({"jsonrpc": "2.0", "id": 1, "method": "server/discover", "params": {"_meta": discover_meta()}}),
+                json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {"_meta": discover_meta()}}),
+            ],
+            Handshake::None => Vec::new(),
+        };
+        for line in lines {
             writeln!(stdin, "{line}").unwrap();
         }
-        // Keep stdin open (closing it ends the shim) until the shim is killed.
-        std::thread::spawn(move || {
-            let _keep = stdin;
-            std::thread::sleep(Duration::from_secs(300));
-        });
         let stdout = child.stdout.take().unwrap();
         let (tx, lines) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -56,6 +88,7 @@ impl PeerShim {
         let peer = PeerShim {
             id: session.to_string(),
             child,
+            stdin,
             lines,
         };
         let linked = wait_until(Duration::from_secs(10), || {
@@ -64,10 +97,32 @@ impl PeerShim {
                 .as_array()
                 .unwrap()
                 .iter()
-                .any(|s| s["id"] == session && s["link"] == "link")
+                .any(|s| {
+                    s["id"] == session
+                        && s["link"] == "link"
+                        && s["link_up"] == true
+                        && (handshake == Handshake::None || s["can_push"] == true)
+                })
         });
         assert!(linked.is_some(), "the peer shim {session} did not link to the daemon");
         peer
+    }
+
+    /// Writes one JSON-RPC line to the shim, as its client.
+    pub fn send_line(&mut self, line: &Value) {
+        writeln!(self.stdin, "{line}").unwrap();
+    }
+
+    /// Every stdout line the shim wrote within `limit`.
+    pub fn lines_within(&self, limit: Duration) -> Vec<Value> {
+        let start = Instant::now();
+        let mut out = Vec::new();
+        while start.elapsed() < limit {
+            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(50)) {
+                out.push(serde_json::from_str(&line).unwrap_or_else(|e| panic!("shim wrote non-JSON {line:?}: {e}")));
+            }
+        }
+        out
     }
 
     /// The first channel notification whose content holds `needle`.
