@@ -220,6 +220,55 @@ Example (.mcp.json):\n  {\"mcpServers\": {\"muster\": {\"command\": \"muster\", 
     /// Add muster's MCP server and hooks to a harness's settings (or remove them)
     #[command(long_about = crate::install::HELP)]
     Install(InstallArgs),
+
+    /// Run a harness under a pseudo-terminal so muster can wake it when mail comes
+    #[command(
+        long_about = "Run a harness (claude, codex, gemini, opencode, or any program) under a \
+pseudo-terminal. When the daemon says a session of this run is idle with direct mail (or an \
+@mention) waiting, muster types one short line into it that makes the agent read its mail.\n\n\
+Your terminal is passed through untouched: keystrokes go to the harness as they are (Ctrl-C \
+included), its output comes back byte for byte, its window is sized like yours and follows \
+every resize. SIGTERM and SIGHUP sent to `muster run` go to the harness, and `muster run` exits \
+with the harness's exit code (128+N if signal N killed it; 127 if the program does not \
+exist). Without a terminal on stdin it still runs, at $COLUMNS x $LINES or 80x24.\n\n\
+A wake is typed only when you have typed nothing for --quiet (3s): while you type it waits, \
+and after 60 s of continuous typing it is dropped (the mail then reaches the agent with your \
+next prompt). Wakes that pile up are typed as one line: the text, then Enter a moment later.\n\n\
+The harness gets MUSTER_RUN_ID (this run's id; muster's hooks pass it to the daemon, which \
+ties the session to this run) and MUSTER_URL. Waking follows the daemon's stream \
+GET /api/v1/wake?run=<id>&how=pty, reopened quietly whenever the daemon is away; --no-wake or \
+MUSTER_WAKE=off never opens it. muster run itself never writes to your terminal once the \
+harness runs: with MUSTER_RUN_LOG=<file> it logs there (RUST_LOG filters, default info).\n\n\
+Options go before the harness; everything after it is the harness's own.\n\n\
+Examples:\n  muster run claude\n  muster run --no-wake codex\n  \
+muster run --quiet 5s claude --dangerously-load-development-channels server:muster\n\n\
+--json has no effect here."
+    )]
+    Run(RunArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Never type into the harness: the wake stream is not opened [env: MUSTER_WAKE=off]
+    #[arg(long)]
+    pub no_wake: bool,
+
+    /// Type a wake only after this long without a keystroke from you
+    #[arg(long, default_value = "3s", value_parser = parse_duration, value_name = "DUR")]
+    pub quiet: Duration,
+
+    /// The harness to run: claude, codex, gemini, opencode, or any program on PATH
+    #[arg(value_name = "HARNESS")]
+    pub harness: String,
+
+    /// The harness's own arguments, passed as they are
+    #[arg(
+        value_name = "ARGS",
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        num_args = 0..
+    )]
+    pub args: Vec<std::ffi::OsString>,
 }
 
 #[derive(Debug, Args)]

@@ -9,6 +9,7 @@ mod hook;
 mod install;
 mod mcp;
 mod output;
+mod run;
 mod sse;
 
 use clap::Parser;
@@ -27,6 +28,8 @@ fn main() {
         Command::Serve(args) => commands::serve::run(args, &env),
         Command::Install(args) => install::run(&args, cli.json, &env),
         Command::Mcp => run_mcp(cli.url.as_deref(), &env),
+        // It owns the terminal: no tracing to stderr, no client context.
+        Command::Run(args) => run::run(&args, cli.url.as_deref(), &env),
         command => {
             init_tracing("warn");
             run_client(command, cli.url.as_deref(), cli.json, env)

@@ -35,7 +35,11 @@ pub async fn dispatch(command: Command, ctx: &Context) -> Result<i32, ClientErro
         Command::Guard(args) => guard::run(ctx, args).await,
         Command::Status => status::run(ctx).await,
         Command::Doctor => doctor::run(ctx).await,
-        Command::Serve(_) | Command::Hook(_) | Command::Mcp | Command::Install(_) => {
+        Command::Serve(_)
+        | Command::Hook(_)
+        | Command::Mcp
+        | Command::Install(_)
+        | Command::Run(_) => {
             Err(ClientError::local("serve, hook and mcp are not client commands"))
         }
     }

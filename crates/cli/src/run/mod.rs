@@ -1,0 +1,284 @@
+//! `muster run <harness> [args…]`: the harness under a pseudo-terminal, so
+//! an idle session can be woken by typing one line into it.
+//!
+//! - `pty`: find and spawn the program, copy bytes both ways, exit status.
+//! - `term`: our own terminal: raw mode, window size, forwarded signals.
+//! - `wake`: the daemon's wake stream for this run.
+//! - `typing`: when a wake may be typed (never while the person types).
+//!
+//! Nothing here writes to the terminal except the harness's own bytes: the
+//! only messages are errors before the harness starts, and logs go to
+//! `MUSTER_RUN_LOG` or nowhere.
+
+mod pty;
+mod term;
+mod typing;
+mod wake;
+
+use std::ffi::OsString;
+use std::io::IsTerminal;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::cli::RunArgs;
+use crate::client::Client;
+use crate::config::{self, Env};
+
+/// The environment `muster run` reads beyond what [`Env`] holds, captured once.
+#[derive(Debug, Clone, Default)]
+struct RunEnv {
+    wake: Option<String>,
+    log_file: Option<OsString>,
+    path: Option<OsString>,
+    columns: Option<String>,
+    lines: Option<String>,
+}
+
+impl RunEnv {
+    fn from_process() -> Self {
+        RunEnv {
+            wake: std::env::var("MUSTER_WAKE").ok(),
+            log_file: std::env::var_os("MUSTER_RUN_LOG").filter(|v| !v.is_empty()),
+            path: std::env::var_os("PATH"),
+            columns: std::env::var("COLUMNS").ok(),
+            lines: std::env::var("LINES").ok(),
+        }
+    }
+}
+
+/// Whether this run opens the wake stream: not with `--no-wake`, nor with
+/// MUSTER_WAKE set to off (or 0, false, no).
+fn wake_enabled(no_wake: bool, env_value: Option<&str>) -> bool {
+    let off = env_value.is_some_and(|v| {
+        matches!(
+            v.trim().to_ascii_lowercase().as_str(),
+            "off" | "0" | "false" | "no"
+        )
+    });
+    !no_wake && !off
+}
+
+/// A fresh run id, `run-<16 hex>`: names this run to the daemon, so only
+/// the sessions started under it are woken through it.
+fn new_run_id() -> String {
+    let mut bytes = [0u8; 8];
+    if getrandom::fill(&mut bytes).is_err() {
+        // No OS randomness (very unusual): time and pid still make it unique here.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        bytes = (nanos ^ (u64::from(std::process::id()) << 32)).to_be_bytes();
+    }
+    run_id_from(bytes)
+}
+
+fn run_id_from(bytes: [u8; 8]) -> String {
+    format!("run-{:016x}", u64::from_be_bytes(bytes))
+}
+
+/// Logs go to the file MUSTER_RUN_LOG names (filtered by RUST_LOG, default
+/// info), else nowhere: the terminal belongs to the harness.
+fn init_logging(log_file: Option<&OsString>) {
+    let Some(path) = log_file else { return };
+    let Ok(file) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    else {
+        return;
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(Mutex::new(file))
+        .with_ansi(false)
+        .try_init();
+}
+
+/// How this run talks to the daemon.
+struct Daemon {
+    url: String,
+    token: Option<String>,
+}
+
+fn resolve_daemon(url_flag: Option<&str>, env: &Env) -> Result<Daemon, String> {
+    let file = config::load_config(config::config_path(env));
+    let (url, _) = config::resolve_url(url_flag, env, &file)?;
+    Ok(Daemon {
+        url,
+        token: config::resolve_token(env, &file),
+    })
+}
+
+/// `muster run`: returns the exit code (the harness's, or why it never ran).
+pub fn run(args: &RunArgs, url_flag: Option<&str>, env: &Env) -> i32 {
+    let run_env = RunEnv::from_process();
+    init_logging(run_env.log_file.as_ref());
+    let daemon = match resolve_daemon(url_flag, env) {
+        Ok(daemon) => daemon,
+        Err(e) => {
+            eprintln!("muster run: {e}");
+            return 2;
+        }
+    };
+    let cwd = match std::env::current_dir() {
+        Ok(cwd) => cwd,
+        Err(e) => {
+            eprintln!("muster run: cannot read the current directory: {e}");
+            return 1;
+        }
+    };
+    let program = match pty::find_program(&args.harness, run_env.path.as_deref(), &cwd) {
+        Ok(program) => program,
+        Err(e) => {
+            eprintln!("muster run: {e}");
+            return e.exit_code();
+        }
+    };
+
+    let run_id = new_run_id();
+    let stdin_is_tty = std::io::stdin().is_terminal();
+    let size = term::initial_size(
+        stdin_is_tty,
+        run_env.columns.as_deref(),
+        run_env.lines.as_deref(),
+    );
+    let extra_env = [
+        ("MUSTER_RUN_ID", run_id.clone()),
+        ("MUSTER_URL", daemon.url.clone()),
+    ];
+    let harness = match pty::spawn(&program, &args.args, &cwd, &extra_env, size) {
+        Ok(harness) => harness,
+        Err(e) => {
+            eprintln!("muster run: cannot start {}: {e:#}", program.display());
+            return pty::EXIT_NOT_EXECUTABLE;
+        }
+    };
+    tracing::info!(%run_id, program = %program.display(), cols = size.cols, rows = size.rows, "harness started");
+
+    // From here on the terminal is the harness's. If raw mode cannot be had
+    // the run still works, only with our terminal's own line editing.
+    let raw = if stdin_is_tty {
+        term::RawMode::enable()
+            .inspect_err(|e| tracing::warn!("raw mode unavailable: {e}"))
+            .ok()
+    } else {
+        None
+    };
+    let wake = wake_enabled(args.no_wake, run_env.wake.as_deref()).then_some(WakeSetup {
+        daemon,
+        run_id,
+        quiet: args.quiet,
+    });
+    let code = drive(harness, stdin_is_tty, wake);
+    drop(raw);
+    code
+}
+
+/// What the wake side needs.
+struct WakeSetup {
+    daemon: Daemon,
+    run_id: String,
+    quiet: Duration,
+}
+
+/// Runs the copiers, the signal follower and (if on) the waker until the
+/// harness exits; returns its exit code.
+fn drive(harness: pty::Harness, stdin_is_tty: bool, wake: Option<WakeSetup>) -> i32 {
+    let pty::Harness {
+        master,
+        child,
+        reader,
+        writer,
+        pid,
+    } = harness;
+    let clock = Arc::new(typing::InputClock::default());
+    let (output_done, output_closed) = std::sync::mpsc::channel();
+    pty::copy_output(reader, output_done);
+    pty::copy_stdin(writer.clone(), clock.clone(), stdin_is_tty);
+
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            // The harness runs and its bytes flow (those are threads); only
+            // signals and wakes are lost.
+            tracing::warn!("no async runtime ({e}): no signals or wakes");
+            return pty::wait(child);
+        }
+    };
+    let master: term::SharedMaster = Arc::new(Mutex::new(master));
+    let code = runtime.block_on(async move {
+        tokio::spawn(term::follow_signals(pid, master, stdin_is_tty));
+        if let Some(setup) = wake {
+            start_waking(setup, clock, writer);
+        }
+        tokio::task::spawn_blocking(move || pty::wait(child))
+            .await
+            .unwrap_or(1)
+    });
+    // The last output can trail the exit a little; never wait long, since a
+    // grandchild may hold the pty open for ever.
+    let _ = output_closed.recv_timeout(Duration::from_millis(500));
+    // Blocked reads of stdin and of the pty may still be pending; do not wait for them.
+    runtime.shutdown_background();
+    tracing::info!(code, "harness exited");
+    code
+}
+
+fn start_waking(setup: WakeSetup, clock: Arc<typing::InputClock>, writer: typing::SharedWriter) {
+    let client = match Client::streaming(&setup.daemon.url, setup.daemon.token.clone()) {
+        Ok(client) => client,
+        Err(e) => {
+            tracing::warn!("no wakes: {e}");
+            return;
+        }
+    };
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(typing::typer(rx, clock, writer, setup.quiet));
+    tokio::spawn(wake::follow(client, setup.run_id, tx));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wake_is_on_unless_the_flag_or_muster_wake_says_off() {
+        // Proves --no-wake and MUSTER_WAKE=off (or 0/false/no, any case) turn waking off; anything else leaves it on.
+        assert!(wake_enabled(false, None));
+        assert!(wake_enabled(false, Some("on")));
+        assert!(wake_enabled(false, Some("")));
+        assert!(!wake_enabled(true, None));
+        assert!(!wake_enabled(true, Some("on")));
+        for off in ["off", "OFF", " Off ", "0", "false", "no"] {
+            assert!(!wake_enabled(false, Some(off)), "{off}");
+        }
+    }
+
+    #[test]
+    fn run_ids_are_run_dash_16_hex_and_differ() {
+        // Proves the run id shape the daemon and hooks rely on, and that two runs get different ids.
+        assert_eq!(
+            run_id_from([0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef]),
+            "run-0123456789abcdef"
+        );
+        assert_eq!(run_id_from([0; 8]), "run-0000000000000000");
+        let (a, b) = (new_run_id(), new_run_id());
+        assert_ne!(a, b);
+        for id in [&a, &b] {
+            assert_eq!(id.len(), 20, "{id}");
+            assert!(id.starts_with("run-"), "{id}");
+            assert!(
+                id[4..]
+                    .chars()
+                    .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()),
+                "{id}"
+            );
+        }
+    }
+}
