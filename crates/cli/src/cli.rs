@@ -328,6 +328,12 @@ pub struct ServeArgs {
     /// Two sessions editing one file within this window are both told, once
     #[arg(long, default_value = "10m", value_parser = parse_duration, value_name = "DUR")]
     pub collision_window: Duration,
+
+    /// At most one wake (a turn started in an idle session for its direct
+    /// mail or @mentions) per session per this long; mail within it is woken
+    /// for when it ends
+    #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DUR")]
+    pub wake_cooldown: Duration,
 }
 
 /// Which store `serve` opens, as written on the command line.

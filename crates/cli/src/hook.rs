@@ -13,6 +13,7 @@ use tokio::time::{timeout_at, Instant};
 use crate::cli::HookArgs;
 use crate::client::transport_reason;
 use crate::config::{self, Env};
+use crate::transcript;
 
 /// The most a hook may hold up the harness: stdin, connect and answer together.
 pub const DEADLINE: Duration = Duration::from_secs(2);
@@ -118,7 +119,13 @@ fn forward(args: &HookArgs, url_flag: Option<&str>, env: &Env) -> Result<Vec<u8>
         .enable_all()
         .build()
         .map_err(|e| HookFailure::Runtime(e.to_string()))?;
+    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
     let request = HookRequest {
+        // Set by `muster run` for the harness it runs: binds the session to
+        // that run, whose waker can start its turns.
+        run: var("MUSTER_RUN_ID"),
+        wake: var("MUSTER_WAKE"),
+        seen_dir: config::default_data_dir(env).map(|d| d.join("seen")),
         endpoint: format!(
             "{url}/hook/{}?harness={}",
             args.event.as_str(),
@@ -133,11 +140,34 @@ fn forward(args: &HookArgs, url_flag: Option<&str>, env: &Env) -> Result<Vec<u8>
     let result = runtime.block_on(async {
         let deadline = Instant::now() + DEADLINE;
         let input = read_stdin(deadline).await?;
+        let input = with_seen(input, request.seen_dir.as_deref());
         post(&request, input, deadline).await
     });
     // A stdin reader still blocked must not hold the process; main exits right after.
     runtime.shutdown_background();
     result
+}
+
+/// The hook input with `muster_seen` added: the muster message ids the
+/// transcript (`transcript_path`) gained since the last hook, and any in
+/// the prompt itself (a channel push that started this turn). It is added
+/// (empty too) only when the transcript could be read: that tells the daemon
+/// a push missing from it was dropped by the harness. Input that is not a
+/// JSON object goes as it is; the daemon says what is wrong with it.
+fn with_seen(input: Vec<u8>, seen_dir: Option<&std::path::Path>) -> Vec<u8> {
+    let Ok(serde_json::Value::Object(mut payload)) = serde_json::from_slice::<serde_json::Value>(&input) else {
+        return input;
+    };
+    let transcript = payload.get("transcript_path").and_then(|p| p.as_str()).filter(|p| !p.is_empty());
+    let Some(mut seen) = transcript.zip(seen_dir).and_then(|(path, dir)| transcript::seen_since_last(path.as_ref(), dir))
+    else {
+        return input;
+    };
+    if let Some(prompt) = payload.get("prompt").and_then(|p| p.as_str()) {
+        transcript::ids_in(prompt.as_bytes(), &mut seen);
+    }
+    payload.insert("muster_seen".into(), serde_json::json!(seen));
+    serde_json::to_vec(&payload).unwrap_or(input)
 }
 
 /// Reads stdin on its own thread, bounded in size and by the deadline.
@@ -167,6 +197,10 @@ pub fn read_bounded(input: impl Read) -> Result<Vec<u8>, HookFailure> {
 }
 
 pub struct HookRequest {
+    pub run: Option<String>,
+    pub wake: Option<String>,
+    /// Where transcript offsets are kept (see `transcript`).
+    pub seen_dir: Option<std::path::PathBuf>,
     pub url: String,
     pub endpoint: String,
     pub pid: u32,
@@ -205,6 +239,12 @@ async fn post(req: &HookRequest, body: Vec<u8>, deadline: Instant) -> Result<Vec
         .body(body);
     if let Some(token) = &req.token {
         builder = builder.bearer_auth(token);
+    }
+    if let Some(run) = &req.run {
+        builder = builder.header("x-muster-run", header_safe(run));
+    }
+    if let Some(wake) = &req.wake {
+        builder = builder.header("x-muster-wake", header_safe(wake));
     }
     let exchange = async {
         let resp = builder.send().await.map_err(unreachable)?;

@@ -11,6 +11,7 @@ mod mcp;
 mod output;
 mod run;
 mod sse;
+mod transcript;
 
 use clap::Parser;
 

@@ -477,7 +477,7 @@ fn claude_hooks_fail_open_without_a_daemon() {
         listener.local_addr().unwrap().port()
     };
     let events = settings["hooks"].as_object().unwrap();
-    assert_eq!(events.len(), 5);
+    assert_eq!(events.len(), 6);
     for (event, _) in events {
         for command in hook_commands(&settings["hooks"], event) {
             let mut child = Command::new("sh")

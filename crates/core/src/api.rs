@@ -80,6 +80,9 @@ pub struct RegisterRequest {
 pub struct UpdateSessionRequest {
     #[serde(default)]
     pub status: Option<String>,
+    /// `false`: never start a turn in this session for mail; `true` allows it again.
+    #[serde(default)]
+    pub wake: Option<bool>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -109,6 +112,20 @@ pub struct DeliveryView {
     pub state: DeliveryState,
     /// Whether the recipient is on the roster now (false: mail waits for its return).
     pub present: bool,
+    /// An idle recipient was woken to read it (a turn was started for it).
+    #[serde(default)]
+    pub woken: bool,
+}
+
+/// What the daemon tells a waker (`GET /api/v1/wake`, event `wake`): start
+/// a turn in this idle session, whose mail is waiting.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WakeEvent {
+    pub session: String,
+    /// The urgent mail that caused the wake (it surfaces with the turn).
+    pub message_ids: Vec<String>,
+    /// The one short line to put into the session.
+    pub prompt: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

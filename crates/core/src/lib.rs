@@ -18,6 +18,7 @@ pub mod nickname;
 pub mod paths;
 pub mod tools;
 pub mod validate;
+pub mod wake;
 
 pub use error::{CoreError, Match};
 pub use model::*;

@@ -82,6 +82,12 @@ pub struct Session {
     /// session loaded from the store starts with it false.
     #[serde(default)]
     pub link_up: bool,
+    /// How an idle turn of this session can be started by mail (`pty` for
+    /// `muster run`, `opencode` for its plugin, `codex` for app-server), or
+    /// `off` when it opted out; `None` when nothing can wake it. Live state,
+    /// never stored.
+    #[serde(default)]
+    pub wake: Option<String>,
     pub connected_at: Millis,
     /// Wall clock of the last hook call or link activity; persisted, so the
     /// hook-only backstop survives restarts.
@@ -110,6 +116,7 @@ impl Session {
             can_push: false,
             link: LinkKind::Hooks,
             link_up: false,
+            wake: None,
             connected_at: now,
             last_seen_at: now,
             left_at: None,
@@ -192,6 +199,8 @@ pub enum DeliveryState {
     Pushed,
     /// Put into the agent's context by a hook, or read by a tool or the CLI.
     Surfaced,
+    /// Found in the harness's own transcript: the model had it in its context.
+    Seen,
     /// The recipient said it has dealt with it.
     Acked,
 }
@@ -202,6 +211,7 @@ impl DeliveryState {
             DeliveryState::Queued => "queued",
             DeliveryState::Pushed => "pushed",
             DeliveryState::Surfaced => "surfaced",
+            DeliveryState::Seen => "seen",
             DeliveryState::Acked => "acked",
         }
     }
@@ -210,6 +220,7 @@ impl DeliveryState {
             "queued" => Some(DeliveryState::Queued),
             "pushed" => Some(DeliveryState::Pushed),
             "surfaced" => Some(DeliveryState::Surfaced),
+            "seen" => Some(DeliveryState::Seen),
             "acked" => Some(DeliveryState::Acked),
             _ => None,
         }

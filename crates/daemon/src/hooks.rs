@@ -14,7 +14,7 @@ use serde_json::json;
 
 use crate::error::ApiError;
 use crate::hook_forms;
-use crate::hub::{Hub, Observed};
+use crate::hub::{Hub, Moment, Observed};
 use crate::metrics::HOOK_EVENTS;
 use crate::reservations::GuardMode;
 use crate::routes::ApiJson;
@@ -36,7 +36,21 @@ pub struct HookPayload {
     /// Codex sends a turn id; Claude Code does not.
     #[serde(default)]
     pub turn_id: Option<serde_json::Value>,
+    /// Message ids `muster hook` found in the harness's transcript since its
+    /// last call (or in this payload's prompt): the model has seen them.
+    /// Present only when the transcript was read, so only then does a push
+    /// missing from it count as dropped.
+    #[serde(default)]
+    pub muster_seen: Option<Vec<String>>,
 }
+
+/// Most Stop hooks held in a row (since the last user prompt): each holds
+/// for new mail only, and this bounds two agents answering each other
+/// inside one never-ending turn.
+const MAX_HOLDS_IN_ROW: u8 = 5;
+
+/// Most seen ids taken from one hook call.
+const MAX_SEEN_PER_HOOK: usize = 500;
 
 #[derive(Debug, Deserialize)]
 pub struct HookQuery {
@@ -104,10 +118,11 @@ async fn answer(
     let named_input =
         hook_forms::gemini_tool_input(&harness, event, &id, payload.tool_name.as_deref(), payload.tool_input.as_ref());
     let (activity, tool) = match event {
-        "stop" => (Activity::Idle, None),
-        "pre-tool-use" => (Activity::Busy, payload.tool_name.clone()),
-        "session-start" => (Activity::Idle, None),
-        _ => (Activity::Busy, None),
+        // Idle only once the stop is known not to be held (below).
+        "stop" => (None, None),
+        "pre-tool-use" => (Some(Activity::Busy), payload.tool_name.clone()),
+        "session-start" => (Some(Activity::Idle), None),
+        _ => (Some(Activity::Busy), None),
     };
     let observed = Observed {
         id: id.clone(),
@@ -116,11 +131,17 @@ async fn answer(
         operator: header(headers, "x-muster-operator"),
         pid: header(headers, "x-muster-pid").and_then(|p| p.parse().ok()),
         cwd: payload.cwd,
-        activity: Some(activity),
+        activity,
         tool,
         ..Observed::default()
     };
     hub.observe(observed).await?;
+    let wake_off = header(headers, "x-muster-wake").map(|v| matches!(v.as_str(), "off" | "0" | "false" | "no"));
+    hub.note_wake_headers(&id, header(headers, "x-muster-run").as_deref(), wake_off);
+    let previous_hook = hub.note_hook(&id, event == "prompt-submit");
+    let transcript_read = payload.muster_seen.is_some();
+    let seen: Vec<String> = payload.muster_seen.unwrap_or_default().into_iter().take(MAX_SEEN_PER_HOOK).collect();
+    hub.mark_seen(&id, &seen).await;
     let event_name = payload
         .hook_event_name
         .filter(|n| !n.is_empty() && n.len() < 64)
@@ -148,12 +169,17 @@ async fn answer(
             context.push_str(&format!("<muster-notice>{notice}</muster-notice>"));
         }
     }
-    if !matches!(event, "session-start" | "prompt-submit") {
-        if let Some(input) = named_input {
-            return Ok(hook_forms::tool_input_answer(&event_name, input, &context));
+    let moment = match event {
+        "session-start" | "prompt-submit" => Moment::TurnStart,
+        "post-tool-use" => Moment::MidTurn,
+        "stop" => Moment::Stop,
+        _ => {
+            if let Some(input) = named_input {
+                return Ok(hook_forms::tool_input_answer(&event_name, input, &context));
+            }
+            return Ok(context_answer(&event_name, &context, Surfacing::new(hub.clone(), id, Vec::new())));
         }
-        return Ok(context_answer(&event_name, &context, Surfacing::new(hub.clone(), id, Vec::new())));
-    }
+    };
     if event == "session-start" {
         if let Some((me, peers, total)) = hub.identity(&id, inbox::IDENTITY_PEERS_SHOWN) {
             let peers: Vec<&muster_core::Session> = peers.iter().collect();
@@ -161,18 +187,48 @@ async fn answer(
             context = if context.is_empty() { identity } else { format!("{identity}\n{context}") };
         }
     }
-    let (messages, mut surfacing) = hub.claim_for_hook(&id);
-    if !messages.is_empty() {
+    let (messages, mut surfacing) = hub.claim_for_hook(&id, moment, previous_hook, transcript_read);
+    let mail = (!messages.is_empty()).then(|| {
         let refs: Vec<&muster_core::Message> = messages.iter().map(|m| &**m).collect();
         let hint = format!("or read it now with `muster inbox --as {id}`");
         let mail = inbox::render_mail(&refs, json_len(&context), &hint);
         surfacing.keep_first(mail.included);
+        mail
+    });
+    if moment == Moment::Stop {
+        return Ok(stop_answer(hub, &id, mail.map(|m| m.text), surfacing));
+    }
+    if let Some(mail) = mail {
+        if moment == Moment::MidTurn {
+            hub.metrics.deliveries_mid_turn.add(mail.included as u64);
+        }
         if !context.is_empty() {
             context.push('\n');
         }
         context.push_str(&mail.text);
     }
     Ok(context_answer(&event_name, &context, surfacing))
+}
+
+/// The Stop hook's answer. With urgent mail unread (and the hold bound not
+/// reached), the turn is kept going with the mail as its reason: Claude
+/// Code, Codex and Gemini CLI (AfterAgent) all read `decision: "block"` +
+/// `reason` that way. Each message holds once, since holding surfaces it,
+/// so the continuation's own Stop (`stop_hook_active`) ends the turn unless
+/// newer mail came. Otherwise the session is idle now, and mail that could not hold it
+/// may wake it.
+fn stop_answer(hub: &Arc<Hub>, id: &str, mail: Option<String>, surfacing: Surfacing) -> Response {
+    if let Some(reason) = mail {
+        if hub.hold_stop(id, MAX_HOLDS_IN_ROW) {
+            hub.metrics.stops_held.inc();
+            let body = json!({"decision": "block", "reason": reason});
+            return json_response(StatusCode::OK, serde_json::to_vec(&body).unwrap_or_default(), surfacing);
+        }
+    }
+    // Released before going idle, so a wake sees the mail as undelivered.
+    drop(surfacing);
+    hub.went_idle(id);
+    empty_answer()
 }
 
 fn context_answer(event_name: &str, context: &str, surfacing: Surfacing) -> Response {

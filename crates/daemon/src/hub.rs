@@ -26,13 +26,30 @@ use crate::clock::Clock;
 use crate::error::ApiError;
 use crate::events::Bus;
 use crate::metrics::Metrics;
-use crate::state::{Principal, State};
+use crate::state::{Claim, Principal, State};
 use crate::surfacing::Surfacing;
 use crate::{gitinfo, Config};
 
 /// Touches of `last_seen_at` closer together than this are not written
 /// again; the hook backstop is measured in minutes.
 const TOUCH_PERSIST_MS: Millis = 1_000;
+
+/// A push that a harness shows reaches an idle session's transcript within
+/// this (Claude Code starts the turn in about 120 ms); a turn-start hook
+/// that finds an older push missing from the transcript surfaces it.
+const PUSH_SHOWN_WITHIN_MS: Millis = 2_000;
+
+/// Where in a session's turn a hook fires; it decides which mail the hook
+/// may hand to the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Moment {
+    /// Session start or a user prompt: all mail nothing delivered yet.
+    TurnStart,
+    /// After a tool ran: urgent mail only (direct and @mentions).
+    MidTurn,
+    /// The turn is about to end: urgent mail holds it.
+    Stop,
+}
 
 /// What a hook call or registration tells us about a session.
 #[derive(Debug, Clone, Default)]
@@ -130,9 +147,7 @@ enum Persist {
 /// Session ids @mentioned in a body, by nickname or session id.
 fn mentioned(body: &str, st: &State) -> Vec<String> {
     let mut ids = Vec::new();
-    for word in body.split(|c: char| c.is_whitespace() || matches!(c, ',' | ';' | ':' | '!' | '?' | '(' | ')')) {
-        let Some(name) = word.strip_prefix('@') else { continue };
-        let name = name.trim_end_matches(['.', '\'', '"']);
+    for name in muster_core::wake::mentions(body) {
         if let Some(s) = st.session(name).or_else(|| muster_core::address::Directory::by_nickname(st, name)) {
             if !ids.contains(&s.id) {
                 ids.push(s.id.clone());
@@ -280,6 +295,12 @@ impl Hub {
 
     pub async fn update_session(&self, id: &str, req: UpdateSessionRequest) -> Result<Session, ApiError> {
         check_field("status", &req.status, MAX_STATUS_CHARS)?;
+        if let Some(allowed) = req.wake {
+            if self.lock().entry(id).is_none() {
+                return Err(CoreError::UnknownSession(id.to_string()).into());
+            }
+            self.set_wake_allowed(id, allowed);
+        }
         let (session, commit) = {
             let mut st = self.lock();
             let entry = st.entry_mut(id).ok_or_else(|| CoreError::UnknownSession(id.to_string()))?;
@@ -317,7 +338,7 @@ impl Hub {
         Ok(st.principal(as_, &self.config.operator)?)
     }
 
-    pub async fn send(&self, req: SendRequest) -> Result<SendResponse, ApiError> {
+    pub async fn send(self: &Arc<Self>, req: SendRequest) -> Result<SendResponse, ApiError> {
         validate::body(&req.body)?;
         if let Some(r) = req.reply_to.as_deref() {
             self.check_reply_to(r).await?;
@@ -343,7 +364,7 @@ impl Hub {
         self.deliver(message, recipients).await
     }
 
-    pub async fn broadcast(&self, req: BroadcastRequest) -> Result<SendResponse, ApiError> {
+    pub async fn broadcast(self: &Arc<Self>, req: BroadcastRequest) -> Result<SendResponse, ApiError> {
         validate::body(&req.body)?;
         let room = req.room.trim().trim_start_matches('#').to_string();
         validate::name("room", &room)?;
@@ -385,7 +406,7 @@ impl Hub {
 
     /// Stores a message with a queued delivery per recipient, then makes it
     /// visible to hooks and readers. Answered only once durable.
-    async fn deliver(&self, message: Message, recipients: Vec<String>) -> Result<SendResponse, ApiError> {
+    async fn deliver(self: &Arc<Self>, message: Message, recipients: Vec<String>) -> Result<SendResponse, ApiError> {
         let now = message.sent_at;
         let deliveries: Vec<Delivery> = recipients
             .iter()
@@ -411,7 +432,13 @@ impl Hub {
                         }
                         None => (r.trim_start_matches("op:").to_string(), true),
                     };
-                    DeliveryView { recipient: r.clone(), nickname, state: DeliveryState::Queued, present }
+                    DeliveryView {
+                        recipient: r.clone(),
+                        nickname,
+                        state: DeliveryState::Queued,
+                        present,
+                        woken: false,
+                    }
                 })
                 .collect()
         };
@@ -430,6 +457,8 @@ impl Hub {
         for (recipient, state) in live.iter().zip(futures_util::future::join_all(pushes).await) {
             if let Some(v) = views.iter_mut().find(|v| v.recipient == *recipient) {
                 v.state = state;
+                // Not pushed: an idle recipient with a waker gets a turn started for it.
+                v.woken = state != DeliveryState::Pushed && self.consider_wake(recipient);
             }
         }
         self.metrics.messages_sent.inc();
@@ -438,6 +467,8 @@ impl Hub {
             "none"
         } else if views.iter().all(|v| v.state == DeliveryState::Pushed) {
             "pushed"
+        } else if views.iter().all(|v| v.state == DeliveryState::Pushed || v.woken) {
+            "woken"
         } else {
             "queued"
         };
@@ -459,7 +490,7 @@ impl Hub {
         let (principal, claimed) = {
             let mut st = self.lock();
             let p = self.principal(&st, as_)?.key();
-            let claimed = st.claim_unread(&p, false);
+            let claimed = st.claim_unread(&p, Claim::All, None);
             (p, claimed)
         };
         let ids = claimed.iter().map(|(m, _)| m.id.clone()).collect();
@@ -486,12 +517,112 @@ impl Hub {
         Ok((Inbox { principal, messages }, surfacing))
     }
 
-    /// Mail for a hook answer: the session's queued mail (not mail already pushed live).
-    pub fn claim_for_hook(self: &Arc<Self>, session_id: &str) -> (Vec<Arc<Message>>, Surfacing) {
-        let claimed = self.lock().claim_unread(session_id, true);
+    /// Mail for a hook answer at `moment`: what nothing has delivered yet
+    /// (at a turn's start everything queued; mid-turn and at the stop only
+    /// urgent mail), plus pushes the harness evidently dropped: pushed long
+    /// enough ago that a shown push would be in the transcript by now, and
+    /// not reported seen by a hook that read the transcript.
+    pub fn claim_for_hook(
+        self: &Arc<Self>,
+        session_id: &str,
+        moment: Moment,
+        previous_hook: Millis,
+        transcript_read: bool,
+    ) -> (Vec<Arc<Message>>, Surfacing) {
+        let claimed = {
+            let mut st = self.lock();
+            let mono = self.clock.mono();
+            let (claim, pushed_before) = match moment {
+                // An idle Claude Code starts a turn for a shown push within
+                // about 120 ms; older pushes not in the transcript were dropped.
+                Moment::TurnStart => (Claim::Queued, mono - PUSH_SHOWN_WITHIN_MS),
+                // Mid-turn a shown push enters the model request after the
+                // next tool result, so only pushes from before the previous
+                // hook must be in the transcript by now.
+                Moment::MidTurn | Moment::Stop => (Claim::Urgent, previous_hook),
+            };
+            // Without the transcript nothing says a push was dropped.
+            st.claim_unread(session_id, claim, transcript_read.then_some(pushed_before))
+        };
         let messages: Vec<Arc<Message>> = claimed.into_iter().map(|(m, _)| m).collect();
         let ids = messages.iter().map(|m| m.id.clone()).collect();
         (messages, Surfacing::new(self.clone(), session_id.to_string(), ids))
+    }
+
+    /// Records a hook call of `id` now; returns when its previous one was
+    /// (monotonic, 0 if none). A user prompt restarts the count of held stops.
+    pub(crate) fn note_hook(&self, id: &str, user_prompt: bool) -> Millis {
+        let now = self.clock.mono();
+        let mut st = self.lock();
+        let Some(entry) = st.entry_mut(id) else { return 0 };
+        if user_prompt {
+            entry.holds_in_row = 0;
+        }
+        std::mem::replace(&mut entry.last_hook, now)
+    }
+
+    /// Whether a Stop of `id` may be held once more (and counts it).
+    pub(crate) fn hold_stop(&self, id: &str, max_in_row: u8) -> bool {
+        let mut st = self.lock();
+        let Some(entry) = st.entry_mut(id) else { return false };
+        if entry.holds_in_row >= max_in_row {
+            return false;
+        }
+        entry.holds_in_row += 1;
+        true
+    }
+
+    /// The session's turn ended: it is idle, and urgent mail that did not
+    /// hold the turn may wake it (after the cooldown if one runs).
+    pub(crate) fn went_idle(self: &Arc<Self>, id: &str) {
+        let session = {
+            let mut st = self.lock();
+            let Some(entry) = st.entry_mut(id) else { return };
+            if entry.session.activity == Activity::Idle {
+                None
+            } else {
+                entry.session.activity = Activity::Idle;
+                let session = entry.session.clone();
+                self.store.apply_later(vec![Change::PutSession(session.clone())]);
+                Some(session)
+            }
+        };
+        if let Some(session) = session {
+            self.events.publish("session.updated", || json!(session));
+        }
+        self.consider_wake(id);
+    }
+
+    /// The hook client found these messages in the harness's transcript:
+    /// they reached the model. Advances what was surfaced or pushed to
+    /// `seen` (ids that are not this session's mail change nothing), and
+    /// takes pushed mail out of the hooks' way for good.
+    pub(crate) async fn mark_seen(&self, id: &str, ids: &[String]) {
+        let ids: Vec<String> = ids.iter().filter(|m| m.len() == 26).cloned().collect();
+        if ids.is_empty() {
+            return;
+        }
+        let now = self.clock.wall();
+        let changes = ids
+            .iter()
+            .map(|m| Change::AdvanceDelivery {
+                message_id: m.clone(),
+                recipient: id.to_string(),
+                state: DeliveryState::Seen,
+                at: now,
+            })
+            .collect();
+        let commit = {
+            let mut st = self.lock();
+            st.remove_seen(id, &ids);
+            self.store.submit(changes)
+        };
+        if let Err(e) = commit.await {
+            tracing::warn!("could not record seen mail for {id}: {e}");
+            return;
+        }
+        self.metrics.deliveries_seen.add(ids.len() as u64);
+        self.events.publish("delivery.updated", || json!({"recipient": id, "message_ids": ids, "state": "seen"}));
     }
 
     /// Called once an answer carrying mail has been written.

@@ -20,6 +20,7 @@ mod routes;
 mod state;
 mod surfacing;
 mod tasks;
+mod wake;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -64,6 +65,8 @@ pub struct Config {
     pub edit_guard: GuardMode,
     /// Two sessions writing one file within this window are both told.
     pub collision_window: Duration,
+    /// At most one wake of an idle session per this long.
+    pub wake_cooldown: Duration,
 }
 
 impl Config {
@@ -82,6 +85,7 @@ impl Config {
             token: None,
             edit_guard: GuardMode::Deny,
             collision_window: Duration::from_secs(600),
+            wake_cooldown: Duration::from_millis(muster_core::wake::DEFAULT_COOLDOWN_MS as u64),
         }
     }
 }

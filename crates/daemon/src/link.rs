@@ -387,12 +387,13 @@ impl Hub {
         let now = self.clock.wall();
         let commit = {
             let mut st = self.lock();
+            let mono = self.clock.mono();
             let mut changes = Vec::new();
             for id in ids.iter().take(10_000) {
                 if let Some(link) = st.entry_mut(recipient).and_then(|e| e.link.as_mut()) {
                     link.in_flight.remove(id);
                 }
-                if st.mark_pushed(recipient, id) {
+                if st.mark_pushed(recipient, id, mono) {
                     changes.push(Change::AdvanceDelivery {
                         message_id: id.clone(),
                         recipient: recipient.to_string(),

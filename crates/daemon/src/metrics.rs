@@ -52,6 +52,11 @@ pub struct Metrics {
     pub deliveries_queued: Counter,
     pub deliveries_surfaced: Counter,
     pub deliveries_pushed: Counter,
+    pub deliveries_seen: Counter,
+    /// Mail put into a running turn (mid-turn) or holding one at its stop.
+    pub deliveries_mid_turn: Counter,
+    pub stops_held: Counter,
+    pub wakes: Counter,
     pub sessions_joined: Counter,
     pub sessions_left: Counter,
     pub sweeps: Counter,
@@ -105,8 +110,16 @@ impl Metrics {
                 ("{state=\"queued\"}", self.deliveries_queued.get()),
                 ("{state=\"pushed\"}", self.deliveries_pushed.get()),
                 ("{state=\"surfaced\"}", self.deliveries_surfaced.get()),
+                ("{state=\"seen\"}", self.deliveries_seen.get()),
             ],
         );
+        counter(
+            "muster_mid_turn_deliveries_total",
+            "Messages put into a running turn after a tool result.",
+            &[("", self.deliveries_mid_turn.get())],
+        );
+        counter("muster_stops_held_total", "Turns kept going at their stop with unread mail.", &[("", self.stops_held.get())]);
+        counter("muster_wakes_total", "Turns started in idle sessions for their mail.", &[("", self.wakes.get())]);
         counter("muster_sessions_joined_total", "Sessions that joined or returned.", &[("", self.sessions_joined.get())]);
         counter("muster_sessions_left_total", "Sessions that left the roster.", &[("", self.sessions_left.get())]);
         counter("muster_sweeps_total", "Sweeper passes.", &[("", self.sweeps.get())]);

@@ -44,7 +44,7 @@ impl Hub {
             Op::Join { room } => to_json(self.join(RoomRequest { as_: me, room }).await?)?,
             Op::Leave { room } => to_json(self.leave(RoomRequest { as_: me, room }).await?)?,
             Op::Rooms => json!({"rooms": self.rooms()}),
-            Op::SetStatus { text } => to_json(self.update_session(session, UpdateSessionRequest { status: Some(text) }).await?)?,
+            Op::SetStatus { text } => to_json(self.update_session(session, UpdateSessionRequest { status: Some(text), wake: None }).await?)?,
             Op::Thread { message_id } => to_json(self.thread(Some(session), &message_id).await?)?,
             Op::Reserve { paths, exclusive, ttl_s, reason } => {
                 to_json(self.reserve(ReserveRequest { as_: me, paths, exclusive, ttl_s, reason }).await?)?

@@ -47,6 +47,7 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/rooms/join", post(join))
         .route("/rooms/leave", post(leave))
         .route("/events", get(events))
+        .route("/wake", get(crate::wake::stream))
         .route("/messages/{id}/thread", get(thread))
         .route("/reservations", get(reservations).post(reserve))
         .route("/reservations/release", post(release))

@@ -39,6 +39,49 @@ pub struct SessionEntry {
     pub link_down_since: Millis,
     /// The `last_seen_at` last written to the store; touches are coalesced.
     pub persisted_seen: Millis,
+    /// Monotonic time of the session's latest hook call (0 before any).
+    pub last_hook: Millis,
+    /// Stop hooks held in a row with mail since the last user prompt; a
+    /// bound, so two agents can never keep each other in one endless turn.
+    pub holds_in_row: u8,
+    /// What can start a turn in it when it is idle (see `wake`).
+    pub wake: WakeState,
+}
+
+/// A session's side of waking: which run (a `muster run`, an opencode
+/// plugin) its hooks came from, and the cooldown.
+#[derive(Debug, Default)]
+pub struct WakeState {
+    /// The run id its hooks carry (`X-Muster-Run`).
+    pub run: Option<String>,
+    /// The session asked never to be woken.
+    pub off: bool,
+    /// Monotonic time of its last wake.
+    pub last: Option<Millis>,
+    /// A wake is scheduled for the end of the cooldown.
+    pub pending: bool,
+}
+
+/// A connected waker: the process that can start turns for one run.
+#[derive(Debug)]
+pub struct Waker {
+    /// Identifies the stream, so a stale one cannot unregister a newer.
+    pub conn: u64,
+    /// `pty`, `opencode` or `codex`.
+    pub how: String,
+    pub tx: mpsc::Sender<muster_core::api::WakeEvent>,
+}
+
+/// Which unread mail an answer takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// Everything unread, pushed included (a read by a tool or the CLI).
+    All,
+    /// Mail nothing has delivered yet (a turn's start).
+    Queued,
+    /// Undelivered mail that may interrupt: direct mail and @mentions
+    /// (mid-turn, at the stop).
+    Urgent,
 }
 
 /// Who acts: a session or a person.
@@ -64,6 +107,10 @@ struct Unread {
     state: DeliveryState,
     /// Taken by a response being written; not offered to another.
     claimed: bool,
+    /// Direct mail or an @mention of the recipient (see `wake::is_urgent`).
+    urgent: bool,
+    /// Monotonic time the recipient's shim confirmed the push.
+    pushed_at: Option<Millis>,
 }
 
 #[derive(Debug, Clone)]
@@ -84,6 +131,8 @@ pub struct State {
     pub recent_writes: HashMap<(String, String), Vec<(String, Millis)>>,
     /// Notes waiting for a session's next hook answer (collision notices).
     pub notices: HashMap<String, Vec<String>>,
+    /// Connected wakers by run id.
+    pub wakers: HashMap<String, Waker>,
 }
 
 impl Directory for State {
@@ -111,6 +160,7 @@ impl State {
             reservations: BTreeMap::new(),
             recent_writes: HashMap::new(),
             notices: HashMap::new(),
+            wakers: HashMap::new(),
         };
         for r in snapshot.reservations {
             state.reservations.insert(r.id.clone(), r);
@@ -129,10 +179,10 @@ impl State {
         let mut messages: HashMap<String, Arc<Message>> = HashMap::new();
         for (message, delivery) in snapshot.unread {
             let message = messages.entry(message.id.clone()).or_insert_with(|| Arc::new(message)).clone();
-            state.unread.entry(delivery.recipient).or_default().insert(
-                delivery.message_id,
-                Unread { message, state: delivery.state, claimed: false },
-            );
+            // Pushed before this daemon started: the next hook that cannot
+            // find it in the transcript surfaces it.
+            let pushed_at = (delivery.state == DeliveryState::Pushed).then_some(Millis::MIN);
+            state.add_unread_at(message, &delivery.recipient, delivery.state, pushed_at);
         }
         state
     }
@@ -142,7 +192,16 @@ impl State {
         let persisted_seen = session.last_seen_at;
         self.sessions.insert(
             session.id.clone(),
-            SessionEntry { session, link: None, mail: Arc::new(Notify::new()), link_down_since: mono_now, persisted_seen },
+            SessionEntry {
+                session,
+                link: None,
+                mail: Arc::new(Notify::new()),
+                link_down_since: mono_now,
+                persisted_seen,
+                last_hook: 0,
+                holds_in_row: 0,
+                wake: WakeState::default(),
+            },
         );
     }
 
@@ -333,10 +392,16 @@ impl State {
     }
 
     pub fn add_unread(&mut self, message: Arc<Message>, recipient: &str, state: DeliveryState) {
+        self.add_unread_at(message, recipient, state, None);
+    }
+
+    fn add_unread_at(&mut self, message: Arc<Message>, recipient: &str, state: DeliveryState, pushed_at: Option<Millis>) {
+        let nickname = self.session(recipient).map_or("", |s| s.nickname.as_str());
+        let urgent = muster_core::wake::is_urgent(&message, recipient, nickname);
         self.unread
             .entry(recipient.to_string())
             .or_default()
-            .insert(message.id.clone(), Unread { message, state, claimed: false });
+            .insert(message.id.clone(), Unread { message, state, claimed: false, urgent, pushed_at });
     }
 
     /// Deliveries still queued: neither pushed live nor surfaced.
@@ -345,14 +410,27 @@ impl State {
     }
 
     /// Claims the recipient's unread mail (oldest first) for one response,
-    /// so no concurrent response offers it too. `only_queued` skips mail
-    /// already pushed live (hooks must not repeat it).
-    pub fn claim_unread(&mut self, recipient: &str, only_queued: bool) -> Vec<(Arc<Message>, DeliveryState)> {
+    /// so no concurrent response offers it too. `claim` says which; mail
+    /// pushed live is taken by a hook only if it was pushed before
+    /// `pushed_before` and is still not seen (the harness dropped the push).
+    pub fn claim_unread(
+        &mut self,
+        recipient: &str,
+        claim: Claim,
+        pushed_before: Option<Millis>,
+    ) -> Vec<(Arc<Message>, DeliveryState)> {
         let Some(mail) = self.unread.get_mut(recipient) else {
             return Vec::new();
         };
+        let wanted = |u: &Unread| match u.state {
+            DeliveryState::Queued => claim != Claim::Urgent || u.urgent,
+            DeliveryState::Pushed => {
+                claim == Claim::All || pushed_before.is_some_and(|t| u.pushed_at.is_some_and(|p| p < t))
+            }
+            _ => false,
+        };
         mail.values_mut()
-            .filter(|u| !u.claimed && (!only_queued || u.state == DeliveryState::Queued))
+            .filter(|u| !u.claimed && wanted(u))
             .map(|u| {
                 u.claimed = true;
                 (u.message.clone(), u.state)
@@ -371,13 +449,15 @@ impl State {
         }
     }
 
-    /// Records a claimed message as pushed: hooks no longer offer it, a
-    /// read still shows it. False if it was not waiting for that.
-    pub fn mark_pushed(&mut self, recipient: &str, id: &str) -> bool {
+    /// Records a claimed message as pushed at `mono_now`: turn hooks no
+    /// longer offer it (unless the transcript shows the push never reached
+    /// the model), a read still shows it. False if it was not waiting for that.
+    pub fn mark_pushed(&mut self, recipient: &str, id: &str, mono_now: Millis) -> bool {
         let pushed = match self.unread.get_mut(recipient).and_then(|m| m.get_mut(id)) {
             Some(u) if u.state == DeliveryState::Queued => {
                 u.state = DeliveryState::Pushed;
                 u.claimed = false;
+                u.pushed_at = Some(mono_now);
                 true
             }
             _ => false,
@@ -393,6 +473,22 @@ impl State {
         if let Some(e) = self.sessions.get(recipient) {
             e.mail.notify_waiters();
         }
+    }
+
+    /// Sessions whose hooks named `run`.
+    pub fn sessions_of_run(&self, run: &str) -> Vec<String> {
+        self.sessions.values().filter(|e| e.wake.run.as_deref() == Some(run)).map(|e| e.session.id.clone()).collect()
+    }
+
+    /// Ids of the recipient's urgent mail that nothing has delivered yet
+    /// (neither claimed nor pushed), oldest first.
+    pub fn urgent_queued(&self, recipient: &str) -> Vec<String> {
+        self.unread.get(recipient).map_or_else(Vec::new, |m| {
+            m.iter()
+                .filter(|(_, u)| !u.claimed && u.urgent && u.state == DeliveryState::Queued)
+                .map(|(id, _)| id.clone())
+                .collect()
+        })
     }
 
     /// Whether the recipient has mail no answer has claimed.
@@ -429,6 +525,20 @@ impl State {
         }
         if !ids.is_empty() {
             self.wake(recipient);
+        }
+    }
+
+    /// Drops mail the transcript shows the model has seen from the unread
+    /// set, unless an answer has it claimed right now (that answer marks it).
+    pub fn remove_seen(&mut self, recipient: &str, ids: &[String]) {
+        let Some(mail) = self.unread.get_mut(recipient) else { return };
+        for id in ids {
+            if mail.get(id).is_some_and(|u| !u.claimed) {
+                mail.remove(id);
+            }
+        }
+        if mail.is_empty() {
+            self.unread.remove(recipient);
         }
     }
 

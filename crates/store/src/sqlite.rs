@@ -86,6 +86,10 @@ CREATE TABLE reservations (
 );
 CREATE INDEX reservations_session ON reservations(session_id);
 CREATE INDEX messages_reply_to ON messages(reply_to) WHERE reply_to IS NOT NULL;
+"#, r#"
+-- Delivery state `seen` (found in the harness's transcript) sits between
+-- surfaced (2) and acked, which moves from 3 to 4.
+UPDATE deliveries SET state = 4 WHERE state = 3;
 "#];
 
 /// The schema version a fully migrated database is at.
@@ -229,7 +233,8 @@ fn state_code(s: DeliveryState) -> i64 {
         DeliveryState::Queued => 0,
         DeliveryState::Pushed => 1,
         DeliveryState::Surfaced => 2,
-        DeliveryState::Acked => 3,
+        DeliveryState::Seen => 3,
+        DeliveryState::Acked => 4,
     }
 }
 
@@ -238,7 +243,8 @@ fn state_from(code: i64) -> rusqlite::Result<DeliveryState> {
         0 => DeliveryState::Queued,
         1 => DeliveryState::Pushed,
         2 => DeliveryState::Surfaced,
-        3 => DeliveryState::Acked,
+        3 => DeliveryState::Seen,
+        4 => DeliveryState::Acked,
         other => {
             return Err(rusqlite::Error::FromSqlConversionFailure(
                 0,
@@ -337,8 +343,8 @@ fn apply_change(tx: &Connection, change: &Change) -> rusqlite::Result<()> {
         }
         Change::AckUpTo { recipient, upto, at } => {
             tx.prepare_cached(
-                "UPDATE deliveries SET state = 3, updated_at = ?3
-                 WHERE recipient = ?1 AND message_id <= ?2 AND state < 3",
+                "UPDATE deliveries SET state = 4, updated_at = ?3
+                 WHERE recipient = ?1 AND message_id <= ?2 AND state < 4",
             )?
             .execute(params![recipient, upto, at])?;
         }
@@ -409,6 +415,7 @@ fn session_from(r: &Row<'_>) -> rusqlite::Result<Session> {
         can_push: r.get("can_push")?,
         link: LinkKind::parse(&link).unwrap_or_default(),
         link_up: false,
+        wake: None,
         connected_at: r.get("connected_at")?,
         last_seen_at: r.get("last_seen_at")?,
         left_at: r.get("left_at")?,
@@ -510,7 +517,7 @@ impl Store for SqliteStore {
 
     async fn inbox(&self, q: InboxQuery) -> Result<Vec<InboxEntry>, StoreError> {
         self.read(move |conn| {
-            let max_state = if q.include_read { 3 } else { 1 };
+            let max_state = if q.include_read { 4 } else { 1 };
             let mut entries: Vec<InboxEntry> = conn
                 .prepare_cached(&format!(
                     "SELECT {MESSAGE_COLUMNS}, d.state FROM deliveries d JOIN messages m ON m.id = d.message_id

@@ -68,7 +68,7 @@ fn kind(target: &Target) -> String {
 fn freshness(state: DeliveryState) -> &'static str {
     match state {
         DeliveryState::Queued | DeliveryState::Pushed => "new",
-        DeliveryState::Surfaced => "read",
+        DeliveryState::Surfaced | DeliveryState::Seen => "read",
         DeliveryState::Acked => "acked",
     }
 }

@@ -169,6 +169,7 @@ mod tests {
             nickname: nickname.into(),
             state,
             present,
+            woken: false,
         }
     }
 

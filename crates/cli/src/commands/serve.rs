@@ -35,6 +35,7 @@ pub fn run(args: ServeArgs, env: &Env) -> i32 {
         token: args.token.filter(|t| !t.trim().is_empty()),
         edit_guard: args.edit_guard,
         collision_window: args.collision_window,
+        wake_cooldown: args.wake_cooldown,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -8,10 +8,12 @@ use super::json_merge::JsonEdit;
 use super::{Layout, Muster, Scope, Target};
 
 /// Claude Code's hook events and the muster hook each runs.
-const HOOKS: [(&str, &str); 5] = [
+const HOOKS: [(&str, &str); 6] = [
     ("SessionStart", "session-start"),
     ("UserPromptSubmit", "prompt-submit"),
     ("PreToolUse", "pre-tool-use"),
+    // Mail that arrives during a turn reaches the model after the next tool result.
+    ("PostToolUse", "post-tool-use"),
     ("Stop", "stop"),
     ("SessionEnd", "session-end"),
 ];

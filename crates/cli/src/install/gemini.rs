@@ -16,10 +16,12 @@ use super::json_merge::JsonEdit;
 use super::{Layout, Muster, Scope, Target};
 
 /// Gemini CLI's hook events and the muster hook each runs.
-const HOOKS: [(&str, &str); 5] = [
+const HOOKS: [(&str, &str); 6] = [
     ("SessionStart", "session-start"),
     ("BeforeAgent", "prompt-submit"),
     ("BeforeTool", "pre-tool-use"),
+    // Mail that arrives during a turn reaches the model after the next tool result.
+    ("AfterTool", "post-tool-use"),
     ("AfterAgent", "stop"),
     ("SessionEnd", "session-end"),
 ];
