@@ -284,3 +284,35 @@ fn a_shim_before_its_handshake_never_stalls_a_sender() {
     assert_eq!(pushes.len(), 1, "{pushes:?}");
     assert_eq!(pushes[0]["params"]["meta"]["message_id"], answer["message"]["id"]);
 }
+
+// Proves a shim that means to push steers Claude Code onto the one connection
+// kind on which it shows pushes: with channels on, `server/discover` is
+// refused with "method not found" (Claude Code 2.1.332 then falls back to
+// `initialize`); with channels off it is answered, and the modern revision
+// is used.
+#[test]
+fn server_discover_is_refused_only_by_a_shim_that_pushes() {
+    let d = TestDaemon::start(&[]);
+    for (channels, refused) in [("on", true), ("off", false)] {
+        let mut child = muster_cmd(&d.url)
+            .arg("mcp")
+            .env("MUSTER_SESSION_ID", format!("d1500000-0000-4000-8000-00000000000{}", refused as u8))
+            .env("MUSTER_CHANNELS", channels)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let discover = json!({"jsonrpc": "2.0", "id": 1, "method": "server/discover", "params": {"_meta": discover_meta()}});
+        writeln!(child.stdin.as_mut().unwrap(), "{discover}").unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+        let answer: Value = serde_json::from_str(&line).unwrap();
+        if refused {
+            assert_eq!(answer["error"]["code"], -32601, "channels {channels}: {answer}");
+        } else {
+            assert!(answer["result"]["supportedVersions"].as_array().is_some_and(|v| !v.is_empty()), "{answer}");
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}

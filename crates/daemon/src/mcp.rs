@@ -12,7 +12,8 @@ use muster_core::tools::{self, INSTRUCTIONS, TOOLS};
 use muster_core::validate::clean_peer_text;
 use muster_core::{inbox::format_utc, Message};
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, CustomNotification, Implementation,
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, CustomNotification, DiscoverRequestMethod,
+    DiscoverResult, Implementation,
     JsonObject, ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, ServerNotification, Tool,
 };
 use rmcp::service::{NotificationContext, Peer, RequestContext, ServiceError};
@@ -58,6 +59,11 @@ pub trait Executor: Send + Sync + 'static {
 
 pub struct McpServer<E> {
     executor: Arc<E>,
+    /// Refuse the 2026-07-28 `server/discover`, so the client opens with a
+    /// classic `initialize`: Claude Code 2.1.332 delivers channel pushes only
+    /// on such a connection ("a modern protocol revision has no unsolicited
+    /// notification path"), so a shim that means to push must ask for it.
+    legacy_only: bool,
     /// Set once the client has finished either handshake: the classic
     /// `notifications/initialized`, or the 2026-07-28 `server/discover`
     /// (current Claude Code sends no initialize at all).
@@ -66,13 +72,20 @@ pub struct McpServer<E> {
 
 impl<E> Clone for McpServer<E> {
     fn clone(&self) -> Self {
-        McpServer { executor: self.executor.clone(), peer: self.peer.clone() }
+        McpServer { executor: self.executor.clone(), legacy_only: self.legacy_only, peer: self.peer.clone() }
     }
 }
 
 impl<E: Executor> McpServer<E> {
     pub fn new(executor: Arc<E>) -> Self {
-        McpServer { executor, peer: watch::channel(None).0 }
+        McpServer { executor, legacy_only: false, peer: watch::channel(None).0 }
+    }
+
+    /// A server that answers `server/discover` with "method not found", so
+    /// clients fall back to `initialize` (see `legacy_only`).
+    pub fn legacy_only(mut self) -> Self {
+        self.legacy_only = true;
+        self
     }
 
     /// Records that the client finished the 2026-07-28 handshake (its first
@@ -151,6 +164,13 @@ impl<E: Executor> ServerHandler for McpServer<E> {
             }
         };
         Ok(result.into())
+    }
+
+    async fn discover(&self, _context: RequestContext<RoleServer>) -> Result<DiscoverResult, McpError> {
+        if self.legacy_only {
+            return Err(McpError::method_not_found::<DiscoverRequestMethod>());
+        }
+        Ok(DiscoverResult::from_server_info(self.supported_protocol_versions().into_owned(), self.get_info()))
     }
 
     async fn on_initialized(&self, context: NotificationContext<RoleServer>) {

@@ -148,8 +148,12 @@ async fn serve(env: ShimEnv, parent: u32) -> anyhow::Result<()> {
     // Per-call harnesses cannot show channel pushes; their mail comes by hooks.
     // Nothing is pushed until the MCP client has finished a handshake.
     let hello = link::Hello { session, can_push: false, wants_push: env.channels && !per_call, per_call };
-    let (link, mut pushes) = Link::start(ws_url(&env.url)?, hello);
-    let server = McpServer::new(Arc::new(LinkExecutor { link: link.clone(), per_call }));
+    let (link, mut pushes) = Link::start(ws_url(&env.url)?, hello.clone());
+    let mut server = McpServer::new(Arc::new(LinkExecutor { link: link.clone(), per_call }));
+    if hello.wants_push {
+        // The only connection on which today's Claude Code shows pushes.
+        server = server.legacy_only();
+    }
     // The client's stdio passes through a guard that answers malformed
     // lines itself; the MCP server sees only JSON-RPC messages.
     let (server_in, filter_out) = tokio::io::duplex(1 << 20);
