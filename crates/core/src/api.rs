@@ -277,6 +277,21 @@ pub struct Reservations {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Thread {
     pub messages: Vec<Message>,
+    /// How far each message the reader sent got with each recipient
+    /// (`queued` → `pushed` → `surfaced` → `seen` → `acked`): whether the
+    /// recipient's model has it in its context yet.
+    #[serde(default)]
+    pub deliveries: Vec<ThreadDelivery>,
+}
+
+/// One recipient's progress with one message of a thread.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThreadDelivery {
+    pub message_id: String,
+    pub recipient: String,
+    pub nickname: String,
+    pub state: DeliveryState,
+    pub updated_at: Millis,
 }
 
 /// Which of these files (absolute paths) others hold exclusively; `as`, if

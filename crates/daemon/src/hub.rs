@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use muster_core::api::{
     AckRequest, AckResponse, BroadcastRequest, DeliveryView, Inbox, InboxMessage, RegisterRequest, RoomRequest,
-    RoomView, SendRequest, SendResponse, Status, Thread, UpdateSessionRequest,
+    RoomView, SendRequest, SendResponse, Status, Thread, ThreadDelivery, UpdateSessionRequest,
 };
 use muster_core::limits::{MAX_FIELD_CHARS, MAX_NAME_LEN, MAX_STATUS_CHARS};
 use muster_core::liveness::Policy;
@@ -757,7 +757,21 @@ impl Hub {
                 format!("no message {message_id:?} that you sent or received"),
             ));
         }
-        Ok(Thread { messages })
+        let mut deliveries = Vec::new();
+        for m in messages.iter().filter(|m| m.from == reader) {
+            for d in self.store.deliveries(&m.id).await? {
+                let nickname = self.lock().display_name(&Principal::Session(d.recipient.clone()));
+                let nickname = nickname.trim_start_matches("op:").to_string();
+                deliveries.push(ThreadDelivery {
+                    message_id: d.message_id,
+                    recipient: d.recipient,
+                    nickname,
+                    state: d.state,
+                    updated_at: d.updated_at,
+                });
+            }
+        }
+        Ok(Thread { messages, deliveries })
     }
 
     pub fn roster(&self, all: bool) -> Vec<Session> {

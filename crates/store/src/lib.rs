@@ -110,6 +110,8 @@ pub trait Store: Send + Sync + 'static {
     async fn inbox(&self, query: InboxQuery) -> Result<Vec<InboxEntry>, StoreError>;
     /// One message by id.
     async fn message(&self, id: &str) -> Result<Option<Message>, StoreError>;
+    /// Every delivery record of one message, by recipient.
+    async fn deliveries(&self, message_id: &str) -> Result<Vec<Delivery>, StoreError>;
     /// The thread `id` belongs to (its root and every reply below it),
     /// oldest first, as far as `reader` (a principal) sent or received it.
     async fn thread(&self, id: &str, reader: &str) -> Result<Vec<Message>, StoreError>;

@@ -544,6 +544,26 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn deliveries(&self, message_id: &str) -> Result<Vec<Delivery>, StoreError> {
+        let message_id = message_id.to_string();
+        self.read(move |conn| {
+            conn.prepare_cached(
+                "SELECT recipient, state, updated_at FROM deliveries WHERE message_id = ?1 ORDER BY recipient",
+            )?
+            .query_map(params![message_id], |r| {
+                Ok(Delivery {
+                    message_id: message_id.clone(),
+                    recipient: r.get(0)?,
+                    state: state_from(r.get(1)?)?,
+                    updated_at: r.get(2)?,
+                })
+            })?
+            .collect::<Result<_, _>>()
+            .map_err(Into::into)
+        })
+        .await
+    }
+
     async fn thread(&self, id: &str, reader: &str) -> Result<Vec<Message>, StoreError> {
         let (id, reader) = (id.to_string(), reader.to_string());
         self.read(move |conn| {

@@ -124,8 +124,24 @@ pub async fn run_thread(ctx: &Context, args: ThreadArgs) -> Result<i32, ClientEr
             clean(&m.from_nickname, false),
             clean(&m.body, false).replace('\n', "\n  ")
         ));
+        let states = delivery_line(&thread, &m.id);
+        if !states.is_empty() {
+            output::emit_line(&format!("  → {states}"));
+        }
     }
     Ok(0)
+}
+
+/// `calm-heron: seen, op:ann: surfaced` for a message the reader sent:
+/// how far it got with each recipient (`seen`: in the recipient's model context).
+fn delivery_line(thread: &Thread, message_id: &str) -> String {
+    thread
+        .deliveries
+        .iter()
+        .filter(|d| d.message_id == message_id)
+        .map(|d| format!("{}: {}", clean(&d.nickname, false), d.state.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[cfg(test)]
