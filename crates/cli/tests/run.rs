@@ -361,6 +361,12 @@ struct WakeServer {
 
 impl WakeServer {
     fn start() -> Self {
+        Self::start_on("127.0.0.1:0")
+    }
+
+    /// On a given address (to come up where a `muster run` already looks).
+    fn start_on(addr: &str) -> Self {
+        let addr = addr.to_string();
         let (events, _) = broadcast::channel(16);
         let state = ServerState {
             requests: Arc::default(),
@@ -375,7 +381,7 @@ impl WakeServer {
                 .build()
                 .unwrap();
             rt.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let listener = tokio::net::TcpListener::bind(&addr).await.unwrap();
                 let addr = listener.local_addr().unwrap();
                 url_tx.send(format!("http://{addr}")).unwrap();
                 let app = Router::new()
@@ -409,6 +415,14 @@ impl WakeServer {
     }
 
     /// Sends one `event: wake` to every open stream.
+    /// Ends every open stream (the daemon going away mid-stream).
+    fn close_streams(&self) {
+        self.state
+            .events
+            .send(CLOSE.to_string())
+            .expect("no wake stream is open");
+    }
+
     fn wake(&self, session: &str, message_ids: &[&str], prompt: &str) {
         let data =
             serde_json::json!({"session": session, "message_ids": message_ids, "prompt": prompt});
@@ -418,6 +432,9 @@ impl WakeServer {
             .expect("no wake stream is open");
     }
 }
+
+/// Sent on the event channel to end the streams instead of a wake.
+const CLOSE: &str = "close";
 
 impl Drop for WakeServer {
     fn drop(&mut self) {
@@ -448,6 +465,7 @@ async fn wake_stream(
     let wakes = futures_util::stream::unfold(rx, |mut rx| async move {
         loop {
             match tokio::time::timeout(Duration::from_secs(1), rx.recv()).await {
+                Ok(Ok(data)) if data == CLOSE => return None,
                 Ok(Ok(data)) => {
                     let frame = format!("event: wake\ndata: {data}\n\n");
                     return Some((Ok(Bytes::from(frame)), rx));
@@ -708,6 +726,45 @@ fn the_window_size_is_the_terminals_and_follows_resizes() {
         let log = run.wait_log(&want, |log| of_kind(log, "winch").last() == Some(&want));
         assert_eq!(of_kind(&log, "winch").last(), Some(&want));
     }
+}
+
+#[test]
+fn the_wake_stream_is_opened_once_the_daemon_is_up_and_reopened_when_it_drops() {
+    // Proves reconnection: started while nothing listens at the daemon's address, muster run opens the stream once a daemon comes up there; when that stream ends it opens a new one (same run id), and a wake sent on the new one is typed. The screen shows none of it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    let run = PaneRun::start(RunSpec {
+        url: &url,
+        options: &["--quiet", "500ms"],
+        env: &[],
+        mode: "lines",
+        size: (100, 30),
+    });
+    std::thread::sleep(Duration::from_millis(1000));
+    let server = WakeServer::start_on(&format!("127.0.0.1:{port}"));
+    let first = server.wait_for_stream();
+    server.close_streams();
+    let reopened = wait_until(Duration::from_secs(15), || server.requests().len() >= 2);
+    assert!(
+        reopened.is_some(),
+        "the stream was not reopened\n{}",
+        run.explain()
+    );
+    let requests = server.requests();
+    assert_eq!(requests.len(), 2, "{requests:?}");
+    assert_eq!(requests[1].query, first.query);
+    server.wake("sess-1", &["01C"], "mail after a reconnect");
+    let log = run.wait_log("the wake line", |log| !of_kind(log, "line").is_empty());
+    assert_eq!(of_kind(&log, "line"), ["mail after a reconnect"]);
+    assert!(
+        !run.tmux.capture().contains("daemon"),
+        "muster run wrote to the terminal\n{}",
+        run.explain()
+    );
 }
 
 // ---------------------------------------------------------------- without a terminal
