@@ -38,8 +38,9 @@ pub fn restore() {
     let _ = terminal::disable_raw_mode();
 }
 
-/// A panic anywhere in `muster run` ends the run: the terminal is restored
-/// first so the message is readable and the shell usable, then the process
+/// While our terminal is raw, a panic anywhere in `muster run` ends the
+/// run: the terminal is restored first so the message is readable and the
+/// shell usable, then the process
 /// exits, which closes the pty master and so hangs the harness up, as
 /// closing a terminal window would. Carrying on with a thread gone (the
 /// keyboard copier, say) would leave a session nobody can drive.
