@@ -66,7 +66,10 @@ Example:\n  muster roster --all\n\n\
     #[command(
         long_about = "Send a direct message. <to> is a session id, a nickname, a unique id \
 prefix, or a person as op:<name>. The answer says what happened: pushed (the recipient got it \
-live), queued (it surfaces at the recipient's next turn), or why it was refused.\n\n\
+live), woken (it was idle; a turn was started for it), queued (it reaches the recipient after \
+its next tool call, at its stop, or at its next turn), or why it was refused. `muster thread \
+<message id>` shows later how far it got: surfaced (in the agent's context), seen (found in \
+the harness's own transcript), acked.\n\n\
 Example:\n  muster send calm-heron \"I'm refactoring src/db.rs; please stay out of it\"\n  \
 git diff | muster send calm-heron -\n\n\
 --json prints the daemon's SendResponse: {\"message\", \"state\", \"deliveries\"}."

@@ -73,6 +73,7 @@ pub fn render(sessions: &[Session], all: bool, now: Millis) -> String {
         "ACTIVITY",
         "STATUS",
         "LINK",
+        "WAKE",
         "SEEN",
     ]);
     for s in &ordered {
@@ -104,6 +105,7 @@ pub fn render(sessions: &[Session], all: bool, now: Millis) -> String {
                 truncate(&activity(s), 30),
                 status,
                 link,
+                s.wake.clone().unwrap_or_else(|| "-".to_string()),
                 seen,
             ]
             .iter()

@@ -84,6 +84,9 @@ pub fn delivery_line(d: &DeliveryView) -> String {
     let person = d.recipient.starts_with("op:");
     match d.state {
         DeliveryState::Pushed => format!("pushed to {who}"),
+        DeliveryState::Queued if d.woken => {
+            format!("queued for {who}: it was idle, a turn was started for it (woken)")
+        }
         DeliveryState::Queued if person => {
             format!("queued for {who}: waits in their inbox (muster inbox)")
         }
