@@ -503,3 +503,47 @@ fn a_push_missing_from_the_transcript_is_surfaced_by_a_later_hook() {
     })
     .expect("seen");
 }
+
+// Proves the mid-turn rule for pushes: Claude Code gives a shown push to the
+// model with the request after the next tool result, so a push that came
+// while a tool ran is not surfaced by that tool's post-tool-use hook (it
+// may still be shown); if it is still missing from the transcript at the
+// next tool's post-tool-use, it was dropped, and that hook surfaces it, once.
+#[test]
+fn a_push_during_a_tool_is_surfaced_one_tool_later_if_never_shown() {
+    let d = TestDaemon::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let transcript = dir.path().join("session.jsonl");
+    std::fs::write(&transcript, "{\"type\":\"user\"}\n").unwrap();
+    let extra = json!({"transcript_path": transcript.display().to_string(), "tool_name": "Bash"});
+    let peer = PeerShim::start(&d, "m1d00000-0000-4000-8000-000000000008");
+    let id = peer.id.clone();
+    hook_as(&d, "prompt-submit", &id, "UserPromptSubmit", extra.clone());
+    hook_as(&d, "pre-tool-use", &id, "PreToolUse", extra.clone());
+    assert_eq!(
+        send(&d, &id, "pushed while the tool ran")["state"],
+        "pushed"
+    );
+    peer.channel_with("pushed while the tool ran", Duration::from_secs(5))
+        .unwrap();
+    let first = hook_as(&d, "post-tool-use", &id, "PostToolUse", extra.clone());
+    assert_eq!(
+        context_of(&first),
+        None,
+        "it may still be shown with the next request: {first}"
+    );
+    hook_as(&d, "pre-tool-use", &id, "PreToolUse", extra.clone());
+    let second = context_of(&hook_as(
+        &d,
+        "post-tool-use",
+        &id,
+        "PostToolUse",
+        extra.clone(),
+    ))
+    .unwrap();
+    assert!(second.contains("pushed while the tool ran"), "{second}");
+    assert_eq!(
+        context_of(&hook_as(&d, "post-tool-use", &id, "PostToolUse", extra)),
+        None
+    );
+}

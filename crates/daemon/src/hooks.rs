@@ -138,7 +138,7 @@ async fn answer(
     hub.observe(observed).await?;
     let wake_off = header(headers, "x-muster-wake").map(|v| matches!(v.as_str(), "off" | "0" | "false" | "no"));
     hub.note_wake_headers(&id, header(headers, "x-muster-run").as_deref(), wake_off);
-    let previous_hook = hub.note_hook(&id, event == "prompt-submit");
+    let previous_boundary = hub.note_hook(&id, event);
     let transcript_read = payload.muster_seen.is_some();
     let seen: Vec<String> = payload.muster_seen.unwrap_or_default().into_iter().take(MAX_SEEN_PER_HOOK).collect();
     hub.mark_seen(&id, &seen).await;
@@ -187,7 +187,7 @@ async fn answer(
             context = if context.is_empty() { identity } else { format!("{identity}\n{context}") };
         }
     }
-    let (messages, mut surfacing) = hub.claim_for_hook(&id, moment, previous_hook, transcript_read);
+    let (messages, mut surfacing) = hub.claim_for_hook(&id, moment, previous_boundary, transcript_read);
     let mail = (!messages.is_empty()).then(|| {
         let refs: Vec<&muster_core::Message> = messages.iter().map(|m| &**m).collect();
         let hint = format!("or read it now with `muster inbox --as {id}`");

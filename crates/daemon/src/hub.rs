@@ -526,7 +526,7 @@ impl Hub {
         self: &Arc<Self>,
         session_id: &str,
         moment: Moment,
-        previous_hook: Millis,
+        previous_boundary: Millis,
         transcript_read: bool,
     ) -> (Vec<Arc<Message>>, Surfacing) {
         let claimed = {
@@ -536,10 +536,11 @@ impl Hub {
                 // An idle Claude Code starts a turn for a shown push within
                 // about 120 ms; older pushes not in the transcript were dropped.
                 Moment::TurnStart => (Claim::Queued, mono - PUSH_SHOWN_WITHIN_MS),
-                // Mid-turn a shown push enters the model request after the
-                // next tool result, so only pushes from before the previous
-                // hook must be in the transcript by now.
-                Moment::MidTurn | Moment::Stop => (Claim::Urgent, previous_hook),
+                // Mid-turn a shown push enters the next model request (the
+                // one after the next tool result), so only pushes from
+                // before the previous request boundary must be in the
+                // transcript by now.
+                Moment::MidTurn | Moment::Stop => (Claim::Urgent, previous_boundary),
             };
             // Without the transcript nothing says a push was dropped.
             st.claim_unread(session_id, claim, transcript_read.then_some(pushed_before))
@@ -549,16 +550,22 @@ impl Hub {
         (messages, Surfacing::new(self.clone(), session_id.to_string(), ids))
     }
 
-    /// Records a hook call of `id` now; returns when its previous one was
-    /// (monotonic, 0 if none). A user prompt restarts the count of held stops.
-    pub(crate) fn note_hook(&self, id: &str, user_prompt: bool) -> Millis {
+    /// Records a hook call of `id` (`event`); returns when its previous
+    /// *request boundary* was (monotonic, 0 if none): the last hook after
+    /// which the harness sent the model a request (session start, a user
+    /// prompt, a tool result). A user prompt restarts the count of held stops.
+    pub(crate) fn note_hook(&self, id: &str, event: &str) -> Millis {
         let now = self.clock.mono();
         let mut st = self.lock();
         let Some(entry) = st.entry_mut(id) else { return 0 };
-        if user_prompt {
+        if event == "prompt-submit" {
             entry.holds_in_row = 0;
         }
-        std::mem::replace(&mut entry.last_hook, now)
+        let previous = entry.last_boundary;
+        if matches!(event, "session-start" | "prompt-submit" | "post-tool-use") {
+            entry.last_boundary = now;
+        }
+        previous
     }
 
     /// Whether a Stop of `id` may be held once more (and counts it).

@@ -39,8 +39,9 @@ pub struct SessionEntry {
     pub link_down_since: Millis,
     /// The `last_seen_at` last written to the store; touches are coalesced.
     pub persisted_seen: Millis,
-    /// Monotonic time of the session's latest hook call (0 before any).
-    pub last_hook: Millis,
+    /// Monotonic time of the session's latest hook after which its harness
+    /// sends the model a request (see `Hub::note_hook`; 0 before any).
+    pub last_boundary: Millis,
     /// Stop hooks held in a row with mail since the last user prompt; a
     /// bound, so two agents can never keep each other in one endless turn.
     pub holds_in_row: u8,
@@ -198,7 +199,7 @@ impl State {
                 mail: Arc::new(Notify::new()),
                 link_down_since: mono_now,
                 persisted_seen,
-                last_hook: 0,
+                last_boundary: 0,
                 holds_in_row: 0,
                 wake: WakeState::default(),
             },
