@@ -191,6 +191,9 @@ pub fn channel_params(m: &Message) -> Value {
     if let Some(r) = &m.reply_to {
         meta.insert("reply_to".into(), json!(r));
     }
+    // Claude Code's own SendMessage reaches only Claude Code sessions; a
+    // reply through it would never reach a muster peer.
+    meta.insert("reply_with".into(), json!("muster send_message"));
     json!({"content": clean_peer_text(&m.body), "meta": meta})
 }
 
