@@ -25,7 +25,8 @@ use common::*;
 use gemini_stub::{GeminiStub, Turn};
 use peer_shim::PeerShim;
 use sandbox::{
-    after_last, count, harness_bin, known_session, new_uuid, read, reserved_schema, snapshot, Running, Sandbox,
+    after_last, count, harness_bin, json_lines, known_session, new_uuid, read, reserved_schema,
+    snapshot, Running, Sandbox,
 };
 use serde_json::{json, Value};
 
@@ -118,8 +119,12 @@ impl Harness {
     fn finish(&self, running: Running) -> Value {
         let err = running.err.clone();
         let out = running.finish(RUN_LIMIT);
-        let result: Value = serde_json::from_str(out.trim())
-            .unwrap_or_else(|e| panic!("gemini printed no JSON result ({e}): {out}\nstderr: {}", read(&err)));
+        let result: Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| {
+            panic!(
+                "gemini printed no JSON result ({e}): {out}\nstderr: {}",
+                read(&err)
+            )
+        });
         assert!(
             result.get("error").is_none_or(Value::is_null),
             "gemini reported an error: {result}"
@@ -188,7 +193,10 @@ fn gemini_session_joins_the_roster_under_its_own_id() {
         })
         .clone();
     assert_eq!(me["harness"], "gemini", "{me}");
-    assert_eq!(me["activity"], "busy", "BeforeAgent marks the session busy: {me}");
+    assert_eq!(
+        me["activity"], "busy",
+        "BeforeAgent marks the session busy: {me}"
+    );
     assert_eq!(Path::new(me["cwd"].as_str().unwrap()), h.sb.project, "{me}");
     let nickname = me["nickname"].as_str().unwrap().to_string();
     h.stub.release();
@@ -225,12 +233,18 @@ fn mail_reaches_the_next_gemini_turn_exactly_once() {
     let h = Harness::new();
     let id = new_uuid();
     h.run(&id, "hello");
-    assert!(known_session(&h.daemon, &id).is_some(), "the first run registered {id}");
+    assert!(
+        known_session(&h.daemon, &id).is_some(),
+        "the first run registered {id}"
+    );
 
     let marker = format!("MAILMARK{}", new_uuid().replace('-', ""));
-    let sent = h
-        .daemon
-        .muster_json(&["send", &id, &format!("please rebase onto main ({marker})"), "--json"]);
+    let sent = h.daemon.muster_json(&[
+        "send",
+        &id,
+        &format!("please rebase onto main ({marker})"),
+        "--json",
+    ]);
     assert_eq!(sent["state"], "queued", "{sent}");
 
     let mark = h.stub.mark();
@@ -251,7 +265,10 @@ fn mail_reaches_the_next_gemini_turn_exactly_once() {
         bodies[0]
     );
     assert!(
-        wait_until(Duration::from_secs(5), || h.daemon.status()["unread_deliveries"] == 0).is_some(),
+        wait_until(Duration::from_secs(5), || h.daemon.status()
+            ["unread_deliveries"]
+            == 0)
+        .is_some(),
         "the delivery is marked surfaced: {}",
         h.daemon.status()
     );
@@ -316,8 +333,15 @@ fn gemini_uninstall_restores_the_config_files() {
     let h = Harness::bare();
     let before = snapshot(&h.config_files());
     let out = h.sb.install("gemini", &[]);
-    assert!(out.contains("marked trusted"), "install says what it trusted: {out}");
-    assert_ne!(snapshot(&h.config_files()), before, "install changed nothing");
+    assert!(
+        out.contains("marked trusted"),
+        "install says what it trusted: {out}"
+    );
+    assert_ne!(
+        snapshot(&h.config_files()),
+        before,
+        "install changed nothing"
+    );
     h.run(&new_uuid(), "hello");
     h.sb.install("gemini", &["--uninstall"]);
     assert_eq!(
@@ -333,7 +357,10 @@ fn gemini_user_install_works_in_a_trusted_folder() {
     let h = Harness::bare();
     // The user trusted this folder in Gemini CLI: a user install trusts no folder itself.
     let trust = json!({ h.sb.project.to_str().unwrap(): "TRUST_FOLDER" });
-    h.sb.write(&h.sb.home.join(".gemini/trustedFolders.json"), &trust.to_string());
+    h.sb.write(
+        &h.sb.home.join(".gemini/trustedFolders.json"),
+        &trust.to_string(),
+    );
     h.sb.install_user("gemini", &[]);
     h.stub.push(Turn::call("mcp_muster_whoami", json!({})));
     h.stub.push(Turn::text("done"));
@@ -399,10 +426,285 @@ fn gemini_edit_of_a_reserved_file_is_refused_with_the_holder_named() {
     holder.release(&h.daemon);
     h.stub.push(Turn::call("replace", edit));
     h.stub.push(Turn::text("done"));
-    let result = h.finish(h.spawn("widen it now", &["--resume", &id, "--approval-mode", "auto_edit"]));
+    let result = h.finish(h.spawn(
+        "widen it now",
+        &["--resume", &id, "--approval-mode", "auto_edit"],
+    ));
     assert_eq!(
         std::fs::read_to_string(&file).unwrap(),
         "create table t (id bigint);\n",
         "the edit went through: {result}"
     );
+}
+
+/// The session `id` on the roster now (Null if it is not there).
+fn roster_entry(h: &Harness, id: &str) -> Value {
+    let (status, roster) = h.daemon.get("/api/v1/roster");
+    assert_eq!(status, 200, "{roster}");
+    roster["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == id)
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+/// Sends `body` from the operator to `to`; returns the send answer.
+fn send(h: &Harness, to: &str, body: &str) -> Value {
+    let (status, answer) = h
+        .daemon
+        .post_json("/api/v1/messages", &json!({"to": to, "body": body}));
+    assert_eq!(status, 200, "{answer}");
+    answer
+}
+
+/// The delivery state of `message` for `recipient`, as its sender reads it in the thread.
+fn delivery_state(h: &Harness, message: &str, recipient: &str) -> String {
+    let (status, thread) = h.daemon.get(&format!("/api/v1/messages/{message}/thread"));
+    assert_eq!(status, 200, "{thread}");
+    thread["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["message_id"] == message && d["recipient"] == recipient)
+        .map(|d| d["state"].as_str().unwrap_or_default().to_string())
+        .unwrap_or_default()
+}
+
+/// A marker unique to this call, to find one message's text in model requests.
+fn marker(prefix: &str) -> String {
+    format!("{prefix}{}", new_uuid().replace('-', ""))
+}
+
+/// The chat recording files Gemini CLI keeps under `~/.gemini/tmp` (its `transcript_path`s).
+fn recordings(h: &Harness) -> Vec<PathBuf> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path.extension().is_some_and(|e| e == "jsonl") {
+                out.push(path);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(&h.sb.home.join(".gemini/tmp"), &mut out);
+    out
+}
+
+// Proves mid-turn delivery in a real `gemini -p` turn of three tool calls: a
+// direct message sent while the first tool (`sleep 3`) runs reaches the model
+// in the request that follows that tool's result (inside the tool result, as
+// AfterTool `additionalContext`), exactly once; no later request carries it
+// as new content (only as that earlier tool result in the history); a room
+// message sent at the same moment is in none of this turn's requests
+// (ambient mail waits for the next turn); and the next hook, having read the
+// transcript Gemini CLI names in `transcript_path`, advances the direct
+// delivery to `seen` while the room delivery stays `queued`.
+#[test]
+fn mail_sent_during_a_gemini_tool_reaches_the_request_after_its_result() {
+    let h = Harness::new();
+    let id = new_uuid();
+    let direct = marker("MIDDIRECT");
+    let ambient = marker("MIDROOM");
+    h.stub.push(Turn::call(
+        "run_shell_command",
+        json!({"command": "sleep 3"}),
+    ));
+    h.stub.push(Turn::call(
+        "run_shell_command",
+        json!({"command": "echo two"}),
+    ));
+    h.stub.push(Turn::call(
+        "run_shell_command",
+        json!({"command": "echo three"}),
+    ));
+    h.stub.push(Turn::text("all done"));
+    // Headless Gemini CLI offers the shell tool only when tools are auto-approved.
+    let running = h.spawn(
+        "run three commands",
+        &["--session-id", &id, "--approval-mode", "yolo"],
+    );
+
+    // The first tool is running: its BeforeTool hook named it and no second model request came yet.
+    let started = wait_until(RUN_LIMIT, || {
+        roster_entry(&h, &id)["last_tool"] == "run_shell_command"
+    });
+    assert!(
+        started.is_some(),
+        "the first tool never started: {}\nstderr: {}",
+        roster_entry(&h, &id),
+        running.stderr()
+    );
+    assert_eq!(
+        h.stub.bodies().len(),
+        1,
+        "the sleep is still running when the mail is sent"
+    );
+    let sent = send(&h, &id, &format!("stop and rebase ({direct})"));
+    assert_eq!(sent["state"], "queued", "{sent}");
+    let direct_id = sent["message"]["id"].as_str().unwrap().to_string();
+    let (status, room) = h.daemon.post_json(
+        "/api/v1/broadcast",
+        &json!({"room": "everyone", "body": format!("lunch at noon ({ambient})")}),
+    );
+    assert_eq!(status, 200, "{room}");
+    let room_id = room["message"]["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        h.stub.bodies().len(),
+        1,
+        "the mail was sent before the sleep ended"
+    );
+
+    let result = h.finish(running);
+    assert_eq!(result["response"], "all done", "{result}");
+    assert_eq!(h.stub.pending(), 0, "every scripted turn was used");
+    let bodies = h.stub.bodies();
+    assert_eq!(
+        bodies.len(),
+        4,
+        "one request per tool result and the first: {bodies:?}"
+    );
+    assert_eq!(
+        count(&bodies[0], &direct),
+        0,
+        "the mail was not there before it was sent"
+    );
+    let after_sleep = fresh_part(&bodies[1]);
+    assert_eq!(
+        count(&after_sleep, &direct),
+        1,
+        "the request after the sleep's result carries the direct mail once: {after_sleep}"
+    );
+    assert_eq!(
+        count(&after_sleep, "functionResponse"),
+        1,
+        "and that is the request with the sleep's result: {after_sleep}"
+    );
+    assert_eq!(count(&after_sleep, "sleep 3"), 0, "{after_sleep}");
+    for (n, body) in bodies.iter().enumerate().skip(2) {
+        assert_eq!(
+            count(&fresh_part(body), &direct),
+            0,
+            "request {n} carries the mail as new content: {body}"
+        );
+        assert_eq!(
+            count(body, &direct),
+            1,
+            "request {n} has it once, in the history: {body}"
+        );
+    }
+    for (n, body) in bodies.iter().enumerate() {
+        assert_eq!(
+            count(body, &ambient),
+            0,
+            "request {n} carries the ambient room mail: {body}"
+        );
+    }
+    assert_eq!(delivery_state(&h, &direct_id, &id), "seen");
+    assert_eq!(delivery_state(&h, &room_id, &id), "queued");
+    let recording = recordings(&h)
+        .into_iter()
+        .map(|p| read(&p))
+        .find(|t| t.contains(&id))
+        .expect("Gemini CLI recorded the session");
+    // The recording (JSON lines) holds the mail where the model got it: in
+    // the tool call's recorded result and in the functionResponse user entry.
+    let holding: Vec<Value> = json_lines(&recording)
+        .into_iter()
+        .filter(|entry| count(entry, &direct_id) > 0)
+        .collect();
+    assert_eq!(holding.len(), 2, "{recording}");
+    assert_eq!(holding[0]["type"], "gemini", "{}", holding[0]);
+    assert_eq!(
+        count(&holding[0]["toolCalls"][0]["result"], &direct_id),
+        1,
+        "{}",
+        holding[0]
+    );
+    assert_eq!(holding[1]["type"], "user", "{}", holding[1]);
+    assert_eq!(
+        count(&holding[1]["content"][0]["functionResponse"], &direct_id),
+        1,
+        "{}",
+        holding[1]
+    );
+}
+
+// Proves the hold at the stop in a real `gemini -p` turn: direct mail sent
+// while the turn's last model request is held by the stub is unread when the
+// turn would end, so muster's AfterAgent hook answers `decision: block` with
+// the mail as the reason and Gemini CLI sends one more model request whose
+// new user text carries the mail exactly once; that continuation's own
+// AfterAgent (`stop_hook_active`) lets the turn end: no further request. The
+// mail reaches `seen` (the continuation's AfterAgent found it in the chat
+// recording named by `transcript_path`), and the continuation's user entry
+// in that recording holds it.
+#[test]
+fn a_gemini_turn_ending_with_direct_mail_unread_continues_once_with_it() {
+    let h = Harness::new();
+    let id = new_uuid();
+    let direct = marker("STOPDIRECT");
+    h.stub.push(Turn::text("first answer"));
+    h.stub.push(Turn::text("read the mail"));
+    h.stub.hold();
+    let running = h.spawn("hello", &["--session-id", &id]);
+    assert!(
+        h.stub.wait_for_requests(0, 1, RUN_LIMIT),
+        "Gemini CLI made no model request; stderr: {}",
+        running.stderr()
+    );
+    let sent = send(&h, &id, &format!("one more thing ({direct})"));
+    assert_eq!(sent["state"], "queued", "{sent}");
+    let direct_id = sent["message"]["id"].as_str().unwrap().to_string();
+    h.stub.release();
+
+    let result = h.finish(running);
+    let bodies = h.stub.bodies();
+    assert_eq!(
+        bodies.len(),
+        2,
+        "the held stop made exactly one more request: {bodies:?}\n{result}"
+    );
+    assert_eq!(h.stub.pending(), 0, "both scripted turns were used");
+    assert_eq!(count(&bodies[0], &direct), 0, "{}", bodies[0]);
+    let fresh = fresh_part(&bodies[1]);
+    assert_eq!(
+        count(&fresh, &direct),
+        1,
+        "the continuation carries the mail once, as new content: {fresh}"
+    );
+    assert_eq!(count(&bodies[1], &direct), 1, "{}", bodies[1]);
+    assert_eq!(
+        count(&fresh, &format!("id=\\\"{direct_id}\\\"")),
+        1,
+        "framed as muster mail with its id: {fresh}"
+    );
+    assert_eq!(
+        fresh.as_array().unwrap().len(),
+        1,
+        "one user entry: {fresh}"
+    );
+    assert_eq!(fresh[0]["role"], "user", "{fresh}");
+    assert_eq!(
+        count(&bodies[1], "first answer"),
+        1,
+        "the first answer is in the history: {}",
+        bodies[1]
+    );
+    assert_eq!(delivery_state(&h, &direct_id, &id), "seen");
+    let recording = recordings(&h)
+        .into_iter()
+        .map(|p| read(&p))
+        .find(|t| t.contains(&id))
+        .expect("Gemini CLI recorded the session");
+    let holding: Vec<Value> = json_lines(&recording)
+        .into_iter()
+        .filter(|entry| count(entry, &direct_id) > 0)
+        .collect();
+    assert_eq!(holding.len(), 1, "{recording}");
+    assert_eq!(holding[0]["type"], "user", "{}", holding[0]);
+    assert_eq!(count(&holding[0]["content"], &direct), 1, "{}", holding[0]);
 }
