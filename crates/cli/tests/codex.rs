@@ -442,3 +442,323 @@ fn codex_patch_of_a_reserved_file_is_refused_with_the_holder_named() {
         run2.events
     );
 }
+
+// ---------------------------------------------------------------- when mail reaches the model
+
+/// A scripted call of Codex's shell tool (`exec_command`) running `cmd`.
+fn shell(cmd: &str) -> Turn {
+    Turn::Call {
+        namespace: None,
+        name: "exec_command".into(),
+        arguments: json!({"cmd": cmd}),
+    }
+}
+
+/// `POST /api/v1/messages` as the operator; the answer.
+fn send(daemon: &TestDaemon, to: &str, body: &str) -> Value {
+    let (status, answer) = daemon.post_json("/api/v1/messages", &json!({"to": to, "body": body}));
+    assert_eq!(status, 200, "{answer}");
+    answer
+}
+
+/// `POST /api/v1/broadcast` as the operator; the answer.
+fn broadcast(daemon: &TestDaemon, room: &str, body: &str) -> Value {
+    let (status, answer) = daemon.post_json("/api/v1/broadcast", &json!({"room": room, "body": body}));
+    assert_eq!(status, 200, "{answer}");
+    answer
+}
+
+/// A fresh marker word for one message.
+fn marker(prefix: &str) -> String {
+    format!("{prefix}{}", new_uuid().replace('-', ""))
+}
+
+/// The position of the first input item of `body` that satisfies `pred`.
+fn position(body: &Value, pred: impl Fn(&Value) -> bool) -> Option<usize> {
+    body["input"].as_array()?.iter().position(pred)
+}
+
+/// The input items `body` adds to `previous` (Codex resends the whole
+/// conversation each time; asserts that `previous` is its start).
+fn new_items(previous: &Value, body: &Value) -> Value {
+    let (old, new) = (previous["input"].as_array().unwrap(), body["input"].as_array().unwrap());
+    assert!(
+        new.len() >= old.len() && new[..old.len()] == old[..],
+        "a model request does not extend the one before it:\nbefore: {previous}\nafter: {body}"
+    );
+    Value::Array(new[old.len()..].to_vec())
+}
+
+/// Delivery state of `message` for `recipient`, read by its sender (the operator).
+fn delivery_state(daemon: &TestDaemon, message: &str, recipient: &str) -> String {
+    let (status, thread) = daemon.get(&format!("/api/v1/messages/{message}/thread"));
+    assert_eq!(status, 200, "{thread}");
+    thread["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["message_id"] == message && d["recipient"] == recipient)
+        .map(|d| d["state"].as_str().unwrap_or_default().to_string())
+        .unwrap_or_default()
+}
+
+// Proves mid-turn delivery in a real Codex turn of three shell calls (`sleep 3`, `true`, `true`, then text): a direct message sent while `sleep 3` runs (after the first model request, before the second) is in the very next model request, as a developer message (PostToolUse additionalContext) placed with that tool's call and output, exactly once; the two later requests carry it only as the same history item, never as new content; an ambient room message sent at the same moment is in none of the turn's requests.
+#[test]
+fn direct_mail_sent_while_a_tool_runs_reaches_the_next_model_request_once() {
+    let h = Harness::new();
+    h.stub.push(shell("sleep 3"));
+    h.stub.push(shell("true"));
+    h.stub.push(shell("true"));
+    h.stub.push(Turn::text("all done"));
+    let running = h.spawn(&["run three commands"]);
+    assert!(
+        h.stub.wait_for_requests(0, 1, RUN_LIMIT),
+        "Codex made no model request; stderr: {}",
+        running.stderr()
+    );
+    let id = thread_id(&json_lines(&running.stdout())).expect("thread.started comes before the model request");
+    let direct = marker("DIRECTMARK");
+    let ambient = marker("AMBIENTMARK");
+    let sent = send(&h.daemon, &id, &format!("stop and rebase ({direct})"));
+    let room = broadcast(&h.daemon, "everyone", &format!("lunch is at noon ({ambient})"));
+    assert_eq!(sent["state"], "queued", "{sent}");
+    assert_eq!(
+        room["deliveries"][0]["recipient"],
+        id.as_str(),
+        "the session is in the room: {room}"
+    );
+    assert_eq!(
+        h.stub.bodies().len(),
+        1,
+        "both were sent while the first tool ran (no second request yet)"
+    );
+
+    let run = h.finish(running);
+    assert_eq!(run.agent_text(), ["all done"], "{:?}", run.events);
+    let bodies = h.stub.bodies();
+    assert_eq!(
+        bodies.len(),
+        4,
+        "one request per tool call plus the final one: {bodies:?}"
+    );
+    assert_eq!(count(&bodies[0], &direct), 0, "the first request predates the mail");
+
+    let second = &bodies[1];
+    assert_eq!(
+        count(second, &direct),
+        1,
+        "the mail is in the next request once: {second}"
+    );
+    let call = position(second, |i| i["type"] == "function_call").expect("the first call");
+    let output = position(second, |i| i["type"] == "function_call_output").expect("its output");
+    let mail = position(second, |i| i.to_string().contains(&direct)).unwrap();
+    assert_eq!(
+        (call + 1, output),
+        (mail, mail + 1),
+        "the mail sits with the first tool's call and output: {second}"
+    );
+    let item = &second["input"][mail];
+    assert_eq!(
+        (item["type"].as_str(), item["role"].as_str()),
+        (Some("message"), Some("developer")),
+        "{item}"
+    );
+    let text = item["content"][0]["text"].as_str().unwrap();
+    assert!(
+        text.starts_with("<muster-mail>") && text.ends_with("</muster-mail>"),
+        "{text}"
+    );
+    assert_eq!(
+        count(
+            item,
+            &format!("<message id=\\\"{}\\\"", sent["message"]["id"].as_str().unwrap())
+        ),
+        1,
+        "{item}"
+    );
+
+    for k in 2..4 {
+        assert_eq!(
+            count(&new_items(&bodies[k - 1], &bodies[k]), &direct),
+            0,
+            "request {k} carries the mail again as new content: {}",
+            bodies[k]
+        );
+        assert_eq!(count(&bodies[k], &direct), 1, "request {k} has it once, as history");
+    }
+    for (k, body) in bodies.iter().enumerate() {
+        assert_eq!(
+            count(body, &ambient),
+            0,
+            "the ambient room message is in request {k}: {body}"
+        );
+    }
+    let message = sent["message"]["id"].as_str().unwrap();
+    assert_eq!(
+        delivery_state(&h.daemon, message, &id),
+        "seen",
+        "the later hooks found it in the rollout"
+    );
+    let room_id = room["message"]["id"].as_str().unwrap();
+    assert_eq!(
+        delivery_state(&h.daemon, room_id, &id),
+        "queued",
+        "ambient mail waits for the next turn"
+    );
+}
+
+// Proves the hold at the stop in a real Codex turn: with direct mail sent while the turn's final model request is held by the stub, the Stop hook keeps the turn going: exactly one more model request follows, whose new input is the model's answer and one user message carrying the mail (Codex wraps the hook's reason in <hook_prompt>, escaping its tags), once; the second stop ends the turn normally (no third request), and the session is idle.
+#[test]
+fn a_turn_ending_with_direct_mail_unread_continues_once_with_it() {
+    let h = Harness::new();
+    h.stub.push(Turn::text("first answer"));
+    h.stub.push(Turn::text("read the mail"));
+    h.stub.hold();
+    let running = h.spawn(&["hello"]);
+    assert!(
+        h.stub.wait_for_requests(0, 1, RUN_LIMIT),
+        "Codex made no model request; stderr: {}",
+        running.stderr()
+    );
+    let id = thread_id(&json_lines(&running.stdout())).expect("thread.started comes before the model request");
+    let direct = marker("STOPMARK");
+    let sent = send(&h.daemon, &id, &format!("stop and rebase ({direct})"));
+    assert_eq!(sent["state"], "queued", "{sent}");
+    h.stub.release();
+
+    let run = h.finish(running);
+    assert_eq!(run.agent_text(), ["first answer", "read the mail"], "{:?}", run.events);
+    let bodies = h.stub.bodies();
+    assert_eq!(bodies.len(), 2, "one held stop, then a normal one: {bodies:?}");
+    assert_eq!(count(&bodies[0], &direct), 0);
+    let new = new_items(&bodies[0], &bodies[1]);
+    let new = new.as_array().unwrap();
+    assert_eq!(new.len(), 2, "{new:?}");
+    assert_eq!(
+        (new[0]["role"].as_str(), new[0]["content"][0]["text"].as_str()),
+        (Some("assistant"), Some("first answer")),
+        "{new:?}"
+    );
+    assert_eq!(new[1]["role"], "user", "{new:?}");
+    let text = new[1]["content"][0]["text"].as_str().unwrap();
+    assert!(text.starts_with("<hook_prompt hook_run_id=\"stop:"), "{text}");
+    assert!(text.contains("&lt;muster-mail&gt;"), "{text}");
+    let message = sent["message"]["id"].as_str().unwrap();
+    assert_eq!(text.matches(&direct).count(), 1, "{text}");
+    assert_eq!(text.matches(&format!("id=\"{message}\"")).count(), 1, "{text}");
+    assert_eq!(
+        count(&bodies[1], &direct),
+        1,
+        "the mail is in the request once: {}",
+        bodies[1]
+    );
+    let me = known_session(&h.daemon, &id).unwrap();
+    assert_eq!(me["activity"], "idle", "the second stop ended the turn: {me}");
+    assert_eq!(
+        delivery_state(&h.daemon, message, &id),
+        "seen",
+        "the second Stop hook found the mail in the rollout"
+    );
+}
+
+/// Codex's transcript (rollout) of session `id`, the file its hooks get as `transcript_path`.
+fn rollout(sb: &Sandbox, id: &str) -> PathBuf {
+    let found = Command::new("find")
+        .arg(sb.codex_home().join("sessions"))
+        .args(["-name", &format!("rollout-*-{id}.jsonl")])
+        .output()
+        .unwrap();
+    let paths: Vec<PathBuf> = String::from_utf8_lossy(&found.stdout)
+        .lines()
+        .map(PathBuf::from)
+        .collect();
+    assert_eq!(paths.len(), 1, "one rollout for {id}: {paths:?}");
+    paths[0].clone()
+}
+
+/// `(type, payload.type, payload.role)` of each rollout line that holds `needle`.
+fn rollout_entries_with(path: &Path, needle: &str) -> Vec<(String, String, String)> {
+    let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
+    read(path)
+        .lines()
+        .filter(|l| l.contains(needle))
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("rollout line is not JSON ({e}): {l}"));
+            (s(&v["type"]), s(&v["payload"]["type"]), s(&v["payload"]["role"]))
+        })
+        .collect()
+}
+
+// Proves `seen` with Codex's own transcript: the hooks' transcript_path is the rollout JSONL, which records the PostToolUse context as a developer message (a response_item) holding the message id; while the model request right after that tool is held (no hook has run since), the delivery is `surfaced`; after the next tool's hooks have read the rollout it is `seen`.
+#[test]
+fn mail_surfaced_mid_turn_is_seen_once_the_rollout_shows_it() {
+    let h = Harness::new();
+    h.stub.push(shell("sleep 2"));
+    h.stub.push(shell("sleep 2"));
+    h.stub.push(Turn::text("done"));
+    let running = h.spawn(&["two commands"]);
+    assert!(
+        h.stub.wait_for_requests(0, 1, RUN_LIMIT),
+        "Codex made no model request; stderr: {}",
+        running.stderr()
+    );
+    let id = thread_id(&json_lines(&running.stdout())).expect("thread.started comes before the model request");
+    // Hold only once the first request was answered (a hold applies to requests still waiting).
+    let commands_started = |n: usize| {
+        wait_until(RUN_LIMIT, || {
+            json_lines(&running.stdout())
+                .iter()
+                .filter(|e| e["type"] == "item.started" && e["item"]["type"] == "command_execution")
+                .count()
+                == n
+        })
+        .is_some()
+    };
+    assert!(
+        commands_started(1),
+        "the first command never started: {}",
+        running.stdout()
+    );
+    h.stub.hold();
+    let direct = marker("SEENMARK");
+    let sent = send(&h.daemon, &id, &format!("check the build ({direct})"));
+    let message = sent["message"]["id"].as_str().unwrap().to_string();
+    assert_eq!(h.stub.bodies().len(), 1, "sent while the first tool runs");
+
+    // The request after the first tool is held: PostToolUse surfaced the mail, no hook ran since.
+    assert!(h.stub.wait_for_requests(0, 2, RUN_LIMIT), "{}", running.stderr());
+    assert_eq!(count(&h.stub.bodies()[1], &direct), 1);
+    assert_eq!(delivery_state(&h.daemon, &message, &id), "surfaced");
+    let path = rollout(&h.sb, &id);
+    let developer_message = [(
+        "response_item".to_string(),
+        "message".to_string(),
+        "developer".to_string(),
+    )];
+    let entries = rollout_entries_with(&path, &format!("<message id=\\\"{message}\\\""));
+    assert_eq!(
+        entries, developer_message,
+        "before the request is even answered, the rollout holds the hook context as the developer message the model got: {}",
+        read(&path)
+    );
+
+    h.stub.release();
+    assert!(
+        commands_started(2),
+        "the second command never started: {}",
+        running.stdout()
+    );
+    h.stub.hold();
+    assert!(h.stub.wait_for_requests(0, 3, RUN_LIMIT), "{}", running.stderr());
+    assert_eq!(
+        delivery_state(&h.daemon, &message, &id),
+        "seen",
+        "the second tool's hooks read the rollout"
+    );
+    h.stub.release();
+    let run = h.finish(running);
+    assert_eq!(run.agent_text(), ["done"], "{:?}", run.events);
+
+    let entries = rollout_entries_with(&path, &format!("<message id=\\\"{message}\\\""));
+    assert_eq!(entries, developer_message, "and still once at the end: {}", read(&path));
+}
