@@ -228,7 +228,8 @@ Example (.mcp.json):\n  {\"mcpServers\": {\"muster\": {\"command\": \"muster\", 
     #[command(
         long_about = "Run a harness (claude, codex, gemini, opencode, or any program) under a \
 pseudo-terminal. When the daemon says a session of this run is idle with direct mail (or an \
-@mention) waiting, muster types one short line into it that makes the agent read its mail.\n\n\
+@mention) waiting, muster types one short line into it that makes the agent read its mail \
+(Codex gets that turn through its app-server instead: see below).\n\n\
 Your terminal is passed through untouched: keystrokes go to the harness as they are (Ctrl-C \
 included), its output comes back byte for byte, its window is sized like yours and follows \
 every resize. SIGTERM and SIGHUP sent to `muster run` go to the harness, and `muster run` exits \
@@ -237,9 +238,25 @@ exist). Without a terminal on stdin it still runs, at $COLUMNS x $LINES or 80x24
 A wake is typed only when you have typed nothing for --quiet (3s): while you type it waits, \
 and after 60 s of continuous typing it is dropped (the mail then reaches the agent with your \
 next prompt). Wakes that pile up are typed as one line: the text, then Enter a moment later.\n\n\
+Codex (a program named codex) is woken without typing. muster starts an app-server of its own \
+for the run, `codex app-server --listen unix://<socket>` (the socket in a new 0700 directory \
+under $TMPDIR), in the current directory and with MUSTER_RUN_ID and MUSTER_URL (Codex runs a \
+remote TUI's hooks in the app-server's environment), waits until it answers, then runs the TUI \
+as `codex --remote unix://<socket> -C <current directory> [args…]` (no -C if you gave one; \
+--no-daemon, which Codex refuses next to --remote, is left out: this app-server is no shared \
+daemon). A wake for a session \
+(Codex's thread id) is sent to that app-server as `thread/queue/add`: an idle session starts a \
+turn at once, a busy one gets it as its own next turn once the running one ends (never mixed \
+into your turn), and the TUI shows it. When the TUI exits, muster stops the app-server and \
+removes its socket (if muster run itself is killed, the kernel stops the app-server and the next \
+run removes what was left). If the app-server cannot start, or the arguments are a \
+non-interactive subcommand (exec, login, …), --remote or --help, codex runs like any other \
+harness and wakes are typed; MUSTER_RUN_LOG says why. With --no-wake codex runs as it is, with \
+no app-server.\n\n\
 The harness gets MUSTER_RUN_ID (this run's id; muster's hooks pass it to the daemon, which \
 ties the session to this run) and MUSTER_URL. Waking follows the daemon's stream \
-GET /api/v1/wake?run=<id>&how=pty, reopened quietly whenever the daemon is away; --no-wake or \
+GET /api/v1/wake?run=<id>&how=pty (how=codex for Codex on muster's app-server; the roster's \
+wake column says the same), reopened quietly whenever the daemon is away; --no-wake or \
 MUSTER_WAKE=off never opens it. muster run itself never writes to your terminal once the \
 harness runs: with MUSTER_RUN_LOG=<file> it logs there (RUST_LOG filters, default info).\n\n\
 Options go before the harness; everything after it is the harness's own.\n\n\
@@ -252,7 +269,7 @@ muster run --quiet 5s claude --dangerously-load-development-channels server:must
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Never type into the harness: the wake stream is not opened [env: MUSTER_WAKE=off]
+    /// Never wake the harness: the wake stream is not opened (and Codex gets no app-server of muster's) [env: MUSTER_WAKE=off]
     #[arg(long)]
     pub no_wake: bool,
 
@@ -260,11 +277,11 @@ pub struct RunArgs {
     #[arg(long, default_value = "3s", value_parser = parse_duration, value_name = "DUR")]
     pub quiet: Duration,
 
-    /// The harness to run: claude, codex, gemini, opencode, or any program on PATH
+    /// The harness to run: claude, codex (on an app-server of muster's), gemini, opencode, or any program on PATH
     #[arg(value_name = "HARNESS")]
     pub harness: String,
 
-    /// The harness's own arguments, passed as they are
+    /// The harness's own arguments, passed as they are (Codex's after --remote and -C)
     #[arg(
         value_name = "ARGS",
         trailing_var_arg = true,

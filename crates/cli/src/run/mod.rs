@@ -1,15 +1,19 @@
 //! `muster run <harness> [args…]`: the harness under a pseudo-terminal, so
-//! an idle session can be woken by typing one line into it.
+//! an idle session can be woken by typing one line into it; Codex is woken
+//! through an app-server of muster's own instead, and nothing is typed.
 //!
 //! - `pty`: find and spawn the program, copy bytes both ways, exit status.
 //! - `term`: our own terminal: raw mode, window size, forwarded signals.
 //! - `wake`: the daemon's wake stream for this run.
 //! - `typing`: when a wake may be typed (never while the person types).
+//! - `codex`: `codex app-server` for the run, the TUI on it (`--remote`),
+//!   and wakes as `thread/queue/add`.
 //!
 //! Nothing here writes to the terminal except the harness's own bytes: the
 //! only messages are errors before the harness starts, and logs go to
 //! `MUSTER_RUN_LOG` or nowhere.
 
+mod codex;
 mod pty;
 mod term;
 mod typing;
@@ -149,7 +153,26 @@ pub fn run(args: &RunArgs, url_flag: Option<&str>, env: &Env) -> i32 {
         ("MUSTER_RUN_ID", run_id.clone()),
         ("MUSTER_URL", daemon.url.clone()),
     ];
-    let harness = match pty::spawn(&program, &args.args, &cwd, &extra_env, size) {
+    let waking = wake_enabled(args.no_wake, run_env.wake.as_deref());
+    // Codex gets an app-server of our own, the TUI runs on it, and wakes go
+    // through it; if that cannot be had, it runs like any harness.
+    let app_server = if waking && codex::is_codex(&program) {
+        start_app_server(&program, &cwd, &extra_env, &run_id, &args.args)
+    } else {
+        None
+    };
+    let harness_args = match &app_server {
+        Some((_, tui_args)) => tui_args.clone(),
+        None => args.args.clone(),
+    };
+    let (app_server, via) = match app_server {
+        Some((server, _)) => {
+            let socket = server.socket().to_path_buf();
+            (Some(server), Via::Codex(socket))
+        }
+        None => (None, Via::Pty),
+    };
+    let harness = match pty::spawn(&program, &harness_args, &cwd, &extra_env, size) {
         Ok(harness) => harness,
         Err(e) => {
             eprintln!("muster run: cannot start {}: {e:#}", program.display());
@@ -167,14 +190,53 @@ pub fn run(args: &RunArgs, url_flag: Option<&str>, env: &Env) -> i32 {
     } else {
         None
     };
-    let wake = wake_enabled(args.no_wake, run_env.wake.as_deref()).then_some(WakeSetup {
+    let wake = waking.then_some(WakeSetup {
         daemon,
         run_id,
         quiet: args.quiet,
+        via,
     });
     let code = drive(harness, stdin_is_tty, wake);
     drop(raw);
+    // The TUI is gone: its app-server goes too (dropping it stops it, on
+    // every return path above as well).
+    drop(app_server);
     code
+}
+
+/// Starts muster's own app-server for a Codex run and waits until it
+/// answers; returns it with the TUI's arguments, or `None` (logged why) when
+/// Codex runs as a plain harness instead.
+fn start_app_server(
+    program: &std::path::Path,
+    cwd: &std::path::Path,
+    env: &[(&str, String)],
+    run_id: &str,
+    args: &[OsString],
+) -> Option<(codex::AppServer, Vec<OsString>)> {
+    let parsed = codex::read_args(args);
+    if let Some(why) = codex::why_not_remote(&parsed) {
+        tracing::info!("no app-server for this codex run ({why}); wakes are typed");
+        return None;
+    }
+    let mut server = match codex::AppServer::start(program, cwd, env, run_id) {
+        Ok(server) => server,
+        Err(e) => {
+            tracing::warn!("no app-server for codex, so wakes are typed into the pty: {e}");
+            return None;
+        }
+    };
+    match server.wait_ready(codex::READY_LIMIT) {
+        Ok(took) => {
+            tracing::info!(took_ms = took.as_millis() as u64, "codex app-server ready");
+            let tui = codex::tui_args(server.socket(), cwd, args, &parsed);
+            Some((server, tui))
+        }
+        Err(e) => {
+            tracing::warn!("no app-server for codex, so wakes are typed into the pty: {e}");
+            None
+        }
+    }
 }
 
 /// What the wake side needs.
@@ -182,6 +244,15 @@ struct WakeSetup {
     daemon: Daemon,
     run_id: String,
     quiet: Duration,
+    via: Via,
+}
+
+/// How wakes reach the harness.
+enum Via {
+    /// Typed into the pty.
+    Pty,
+    /// `thread/queue/add` on muster's own Codex app-server at this socket.
+    Codex(std::path::PathBuf),
 }
 
 /// Runs the copiers, the signal follower and (if on) the waker until the
@@ -239,8 +310,17 @@ fn start_waking(setup: WakeSetup, clock: Arc<typing::InputClock>, writer: typing
         }
     };
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(typing::typer(rx, clock, writer, setup.quiet));
-    tokio::spawn(wake::follow(client, setup.run_id, tx));
+    let how = match setup.via {
+        Via::Pty => {
+            tokio::spawn(typing::typer(rx, clock, writer, setup.quiet));
+            wake::How::Pty
+        }
+        Via::Codex(socket) => {
+            tokio::spawn(codex::waker(rx, socket));
+            wake::How::Codex
+        }
+    };
+    tokio::spawn(wake::follow(client, setup.run_id, how, tx));
 }
 
 #[cfg(test)]

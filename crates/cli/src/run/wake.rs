@@ -1,7 +1,7 @@
 //! The wake stream: the daemon tells this run when one of its sessions is
 //! idle with direct mail waiting.
 //!
-//! `GET {url}/api/v1/wake?run=<run id>&how=pty` answers server-sent events:
+//! `GET {url}/api/v1/wake?run=<run id>&how=<pty|codex>` answers server-sent events:
 //! `event: ready` (data `{}`) once the daemon has bound the stream to the
 //! run, then `event: wake` with data
 //! `{"session": "<id>", "message_ids": ["…"], "prompt": "<one short line>"}`
@@ -46,10 +46,28 @@ pub enum Note {
     Ignored,
 }
 
+/// How this run wakes its sessions, as the daemon's roster shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum How {
+    /// By typing a line into the harness's pty.
+    Pty,
+    /// Through muster's own `codex app-server` (`thread/queue/add`).
+    Codex,
+}
+
+impl How {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            How::Pty => "pty",
+            How::Codex => "codex",
+        }
+    }
+}
+
 /// The stream's path and query for this run.
-pub fn wake_path(run_id: &str) -> String {
+pub fn wake_path(run_id: &str, how: How) -> String {
     // Run ids are `run-<hex>`, so they need no escaping.
-    format!("/api/v1/wake?run={run_id}&how=pty")
+    format!("/api/v1/wake?run={run_id}&how={}", how.as_str())
 }
 
 pub fn interpret(event: &SseEvent) -> Note {
@@ -93,10 +111,10 @@ impl Backoff {
     }
 }
 
-/// Follows the wake stream for the whole run, sending each wake to the typer.
-/// Returns only when the typer is gone.
-pub async fn follow(client: Client, run_id: String, wakes: mpsc::UnboundedSender<Wake>) {
-    let path = wake_path(&run_id);
+/// Follows the wake stream for the whole run, sending each wake to the typer
+/// (or the Codex waker). Returns only when that is gone.
+pub async fn follow(client: Client, run_id: String, how: How, wakes: mpsc::UnboundedSender<Wake>) {
+    let path = wake_path(&run_id, how);
     let mut backoff = Backoff::default();
     loop {
         match client.open_stream(&path).await {
@@ -165,11 +183,15 @@ mod tests {
     }
 
     #[test]
-    fn the_stream_names_the_run_and_pty() {
-        // Proves the request path the daemon is asked for.
+    fn the_stream_names_the_run_and_how() {
+        // Proves the request path the daemon is asked for: the run, and pty or codex.
         assert_eq!(
-            wake_path("run-0123456789abcdef"),
+            wake_path("run-0123456789abcdef", How::Pty),
             "/api/v1/wake?run=run-0123456789abcdef&how=pty"
+        );
+        assert_eq!(
+            wake_path("run-0123456789abcdef", How::Codex),
+            "/api/v1/wake?run=run-0123456789abcdef&how=codex"
         );
     }
 
