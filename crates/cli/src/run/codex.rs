@@ -356,7 +356,11 @@ impl AppServer {
                 let left = limit.saturating_sub(start.elapsed()).min(CALL_LIMIT);
                 let probe = async { tokio::time::timeout(left, Connection::open(&socket)).await };
                 match runtime.block_on(probe) {
-                    Ok(Ok(_)) => return Ok(start.elapsed()),
+                    Ok(Ok(conn)) => {
+                        let took = start.elapsed();
+                        runtime.block_on(conn.close());
+                        return Ok(took);
+                    }
                     Ok(Err(e)) => last_error = e,
                     Err(_) => last_error = "initialize not answered".into(),
                 }
