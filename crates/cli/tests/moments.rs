@@ -547,3 +547,25 @@ fn a_push_during_a_tool_is_surfaced_one_tool_later_if_never_shown() {
         None
     );
 }
+
+// Proves a harness that exits at its stop whatever the answer (`opencode
+// run`) can say `X-Muster-Hold: off`: its stop is not held, and the mail
+// stays unread for its next turn instead of being marked delivered.
+#[test]
+fn a_stop_that_cannot_be_held_leaves_the_mail_unread() {
+    let d = TestDaemon::start(&[]);
+    let id = "m1d00000-0000-4000-8000-000000000009";
+    hook_as(&d, "prompt-submit", id, "UserPromptSubmit", json!({}));
+    send(&d, id, "keep me for the next turn");
+    let resp = http()
+        .post(format!("{}/hook/stop", d.url))
+        .header("content-type", "application/json")
+        .header("x-muster-hold", "off")
+        .body(payload(id, "Stop").to_string())
+        .send()
+        .unwrap();
+    assert_eq!(resp.text().unwrap(), "{}");
+    assert_eq!(session(&d, id)["activity"], "idle");
+    let next_turn = context_of(&hook_as(&d, "prompt-submit", id, "UserPromptSubmit", json!({}))).unwrap();
+    assert!(next_turn.contains("keep me for the next turn"), "{next_turn}");
+}

@@ -73,6 +73,11 @@ fn header(headers: &HeaderMap, name: &str) -> Option<String> {
     headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string).filter(|s| !s.is_empty())
 }
 
+/// A header saying no: `off`, `0`, `false` or `no`.
+fn is_off(value: &str) -> bool {
+    matches!(value.trim().to_ascii_lowercase().as_str(), "off" | "0" | "false" | "no")
+}
+
 fn empty_answer() -> Response {
     (StatusCode::OK, [("content-type", "application/json")], "{}").into_response()
 }
@@ -136,7 +141,7 @@ async fn answer(
         ..Observed::default()
     };
     hub.observe(observed).await?;
-    let wake_off = header(headers, "x-muster-wake").map(|v| matches!(v.as_str(), "off" | "0" | "false" | "no"));
+    let wake_off = header(headers, "x-muster-wake").map(|v| is_off(&v));
     hub.note_wake_headers(&id, header(headers, "x-muster-run").as_deref(), wake_off);
     let previous_boundary = hub.note_hook(&id, event);
     let transcript_read = payload.muster_seen.is_some();
@@ -196,7 +201,11 @@ async fn answer(
         mail
     });
     if moment == Moment::Stop {
-        return Ok(stop_answer(hub, &id, mail.map(|m| m.text), surfacing));
+        // A harness about to exit whatever the answer (`opencode run`) says
+        // `X-Muster-Hold: off`: holding would mark mail delivered that no
+        // model request will carry.
+        let holdable = header(headers, "x-muster-hold").is_none_or(|v| !is_off(&v));
+        return Ok(stop_answer(hub, &id, mail.filter(|_| holdable).map(|m| m.text), surfacing));
     }
     if let Some(mail) = mail {
         if moment == Moment::MidTurn {
