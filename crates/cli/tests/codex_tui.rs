@@ -344,10 +344,8 @@ fn mail_to_the_idle_tui_starts_a_turn_that_carries_it_once() {
             "round {round}: the wake took {:?} (target: under 2 s)",
             seen - started
         );
-        eprintln!(
-            "wake {round}: send -> woken turn's first model request {} ms",
-            (seen - started).as_millis()
-        );
+        // Read by scripts/bench-wake.sh.
+        eprintln!("wake-latency codex {}", (seen - started).as_millis());
 
         t.wait_session("idle after the woken turn", &tmux, |s| s["activity"] == "idle");
         let bodies = t.turn_bodies(mark);

@@ -1047,6 +1047,8 @@ fn opencode_wake_latency_over_five_wakes() {
         assert_eq!(count(&fresh_part(body), &mail), 1, "wake {i}: {body}");
         assert_eq!(count(body, &mail), 1, "wake {i}: {body}");
         figures.push(latency.as_millis());
+        // Read by scripts/bench-wake.sh.
+        eprintln!("wake-latency opencode {}", latency.as_millis());
     }
     eprintln!("opencode wake latency, send to first model request (ms): {figures:?}");
     assert!(figures.iter().all(|ms| *ms < 2000), "{figures:?}");
