@@ -2,8 +2,19 @@
 //! up a temporary project (its `.gemini/settings.json`, and the folder trusted
 //! in the temporary home), then `gemini -p` runs whole turns against a scripted
 //! local Gemini API stub, with muster's hooks (SessionStart, BeforeAgent,
-//! BeforeTool naming the session in muster's tool calls, AfterAgent,
-//! SessionEnd) and its MCP server talking to a real `muster serve`.
+//! BeforeTool naming the session in muster's tool calls, AfterTool carrying
+//! mail mid-turn, AfterAgent holding a stop for unread mail, SessionEnd) and
+//! its MCP server talking to a real `muster serve`.
+//!
+//! What Gemini CLI 0.61.0 does that these tests rely on: every hook's input
+//! has `transcript_path`, the session's chat recording
+//! (`~/.gemini/tmp/<project>/chats/session-<time>-<id8>.jsonl`, JSON lines:
+//! a metadata line, then one line per message — user entries with their
+//! parts, hook context included; gemini entries, rewritten with
+//! `toolCalls[].result` once tools ran; `$set` updates), written before the
+//! model request that carries it, so the next hook finds muster's message
+//! ids there. An AfterAgent answer `decision: block` sends its `reason` as
+//! the next user text and fires BeforeAgent again for that continuation.
 //!
 //! The CLI comes from `MUSTER_GEMINI_BIN` (set by .ci/run), else from the
 //! cache `scripts/install-gemini.sh` installs into. Without it these tests
