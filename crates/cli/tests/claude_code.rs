@@ -875,6 +875,35 @@ fn a_turn_ending_with_direct_mail_unread_continues_with_it() {
     live.close();
 }
 
+// Proves the mail that holds a Claude Code stop reaches the model once: the continuation request carries it exactly once. (Claude Code 2.1.332 renders a Stop hook's `reason` twice — a user "Stop hook feedback" message and a system "Stop hook blocking error" message — but its `hookSpecificOutput.additionalContext` once.)
+#[test]
+fn the_held_stop_puts_the_mail_in_the_request_once() {
+    let h = Harness::new();
+    let id = new_uuid();
+    let peer = h.peer();
+    h.stub.push(Turn::text("first answer"));
+    h.stub.push(Turn::text("answered the mail"));
+    h.stub.hold();
+    let run = h.spawn(&["-p", "say something", "--session-id", &id]);
+    assert!(
+        h.stub.wait_for_requests(0, 1, RUN_LIMIT),
+        "no model request; stderr: {}",
+        read(&run.err)
+    );
+    let mark = marker("ONCEMARK");
+    h.send(&peer, &id, &format!("read me once ({mark})"));
+    h.stub.release();
+    run.finish();
+    let bodies = h.turn_bodies(0);
+    assert_eq!(bodies.len(), 2, "{bodies:?}");
+    assert_eq!(
+        count(&bodies[1], &mark),
+        1,
+        "the continuation request carries the mail exactly once: {}",
+        fresh_part(&bodies[1])
+    );
+}
+
 // Proves `seen` with a real Claude Code: mail surfaced by the UserPromptSubmit hook is `surfaced` while that turn's model request is still unanswered (no hook has run since), and the next hook (the turn's Stop, which reads the transcript) makes it `seen`, as the sender reads it from the thread.
 #[test]
 fn surfaced_mail_becomes_seen_at_the_next_hook() {

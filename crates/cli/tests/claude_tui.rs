@@ -394,6 +394,15 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
+/// The lines of Claude Code's debug log about the muster MCP server.
+fn muster_log_lines(debug_log: &Path) -> String {
+    read(debug_log)
+        .lines()
+        .filter(|l| l.contains("\"muster\""))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Claude Code's debug log line for a channel notification from muster.
 fn channel_lines(debug_log: &Path) -> usize {
     read(debug_log)
@@ -528,6 +537,103 @@ fn a_push_starts_a_turn_in_the_idle_tui_that_carries_it_once() {
     );
     assert!(bodies.iter().all(|b| count(b, &m) <= 1), "{bodies:?}");
     assert_eq!(channel_lines(&debug), 1, "one notification for one message");
+}
+
+// Proves a push that starts a fresh session's first turn is `seen` at that turn's UserPromptSubmit (the next hook), whose prompt is the channel text with the message id — before the model answers.
+#[test]
+fn a_push_that_starts_the_first_turn_is_seen_at_its_prompt() {
+    let t = Tui::new(&[]);
+    let id = new_uuid();
+    let peer = t.peer();
+    let debug = t.sb.home.join("claude-debug.log");
+    let tmux = launch_with_channel(&t, &id, &debug);
+    t.wait_session(&id, "a shim taking pushes, idle", &tmux, |s| {
+        s["link_up"] == true && s["can_push"] == true && s["activity"] == "idle"
+    });
+    assert!(
+        wait_until(STEP, || listening(&debug)).is_some(),
+        "Claude Code never listened for the channel"
+    );
+    t.stub.hold();
+    let m = marker("FIRSTMARK");
+    let (sent, _) = t.send(&peer, &id, &format!("first words ({m})"));
+    assert_eq!(sent["state"], "pushed", "{sent}");
+    let message_id = sent["message"]["id"].as_str().unwrap().to_string();
+    assert!(
+        t.request_with(0, &m, STEP).is_some(),
+        "the push started no turn\n{}",
+        t.explain(&tmux)
+    );
+    let held = t.delivery_state(&message_id, &peer, &id);
+    t.stub.release();
+    t.wait_session(&id, "idle after the turn", &tmux, |s| {
+        s["activity"] == "idle"
+    });
+    let after = t.delivery_state(&message_id, &peer, &id);
+    assert_eq!(
+        (held.as_str(), after.as_str()),
+        ("seen", "seen"),
+        "state at the held request, then after the turn"
+    );
+}
+
+// Proves no send to a Claude Code shim stalls: a send to the TUI's session the moment it joins the roster (its SessionStart hook ran; its shim has not finished the MCP handshake) answers at once, and the mail still reaches the model exactly once, in a turn Claude Code starts by itself once the shim can push.
+#[test]
+fn a_send_before_the_shim_handshake_answers_at_once_and_arrives_once() {
+    let t = Tui::new(&[]);
+    let id = new_uuid();
+    let peer = t.peer();
+    let debug = t.sb.home.join("claude-debug.log");
+    let tmux = launch_with_channel(&t, &id, &debug);
+    let start = Instant::now();
+    let before = loop {
+        if let Some(s) = t.on_roster(&id) {
+            break s;
+        }
+        assert!(
+            start.elapsed() < STEP,
+            "the session never joined\n{}",
+            t.explain(&tmux)
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    let m = marker("EARLYMARK");
+    let (sent, took) = t.send(&peer, &id, &format!("welcome aboard ({m})"));
+    let after = t.on_roster(&id).unwrap();
+    eprintln!(
+        "FIGURE early send: answered {} in {:.1} ms; roster before: link {} link_up {} can_push {}; after: can_push {}; claude listening: {}",
+        sent["state"],
+        ms(took),
+        before["link"],
+        before["link_up"],
+        before["can_push"],
+        after["can_push"],
+        listening(&debug)
+    );
+    assert_eq!(
+        before["can_push"], false,
+        "sent before the shim could push: {before}"
+    );
+    assert!(took < Duration::from_millis(100), "the send took {took:?}");
+    assert_eq!(sent["state"], "queued", "{sent}");
+    let message_id = sent["message"]["id"].as_str().unwrap().to_string();
+
+    // A push Claude Code shows starts a turn within about 150 ms.
+    let at = t.request_with(0, &m, Duration::from_secs(10));
+    assert!(
+        at.is_some(),
+        "the early mail never reached a model request (state {})\n--- Claude Code's log of the muster server:\n{}\n{}",
+        t.delivery_state(&message_id, &peer, &id),
+        muster_log_lines(&debug),
+        t.explain(&tmux)
+    );
+    t.wait_session(&id, "idle after the turn", &tmux, |s| {
+        s["activity"] == "idle"
+    });
+    let bodies = t.turn_bodies(0);
+    let fresh: usize = bodies.iter().map(|b| count(&fresh_part(b), &m)).sum();
+    assert_eq!(fresh, 1, "the early mail, once: {bodies:?}");
+    assert_eq!(t.delivery_state(&message_id, &peer, &id), "seen");
 }
 
 /// Launches `muster run --quiet 1s claude --session-id <id>` and waits
