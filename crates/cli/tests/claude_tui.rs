@@ -672,7 +672,7 @@ fn prompt_texts(body: &Value) -> Vec<String> {
     texts
 }
 
-// Proves waking through `muster run claude` with the real TUI: after a first prompt typed by the test, the idle session (roster: idle, wake "pty") is sent direct mail three times (each more than the 1 s cooldown after the last wake); each send answers `woken`, and with no keys from the test a new turn starts whose model request has muster's wake prompt as the typed prompt and carries the mail exactly once (no later request has it as new content). Prints each send → request latency.
+// Proves waking through `muster run claude` with the real TUI: after a first prompt typed by the test, the idle session (roster: idle, wake "pty") is sent direct mail three times (each more than the 1 s cooldown after the last wake); each send answers `woken`, and with no keys from the test a new turn starts whose model request has muster's wake prompt as the typed prompt and carries the mail exactly once (no later request has it as new content). Prints each send → request latency (`wake-latency claude <ms>`, read by scripts/bench-wake.sh).
 #[test]
 fn muster_run_wakes_the_idle_tui_for_direct_mail() {
     let t = Tui::new(&["--wake-cooldown", "1s"]);
@@ -744,6 +744,10 @@ fn muster_run_wakes_the_idle_tui_for_direct_mail() {
         "FIGURE muster run wake: send -> woken turn's model request: {}",
         shown.join(", ")
     );
+    // One line per wake for scripts/bench-wake.sh.
+    for d in &latencies {
+        eprintln!("wake-latency claude {:.0}", ms(*d));
+    }
     let all = t.turn_bodies(0);
     assert_eq!(all.len(), 4, "one typed turn and three woken ones: {all:?}");
 }
