@@ -8,12 +8,16 @@
 //! - **delivery**: end-to-end latency from one `muster mcp` shim's
 //!   `send_message` to the peer shim's channel notification, serially
 //!   (target: p99 under 1 ms) and with 16 senders across 16 shim pairs
-//!   (target: at least 5,000 delivered messages/s).
+//!   (target: at least 5,000 delivered messages/s), the reply pattern (a
+//!   ring of 2 and of 4 shims, each sending once it got the previous push;
+//!   target: p99 under 2 ms, no 40 ms step), and CPU per delivered message,
+//!   daemon plus shims, at 16 senders (target: at most 150 µs).
 //!
-//! Client and daemon run in this one process on one multi-thread tokio
-//! runtime, talking over loopback TCP. The delivery bench also starts real
-//! `muster mcp` child processes, so it needs the `muster` binary built next
-//! to this one: `cargo build --release -p muster -p muster-bench`. The bench
+//! For hooks, sends and sweep, client and daemon run in this one process on
+//! one multi-thread tokio runtime, talking over loopback TCP. The delivery
+//! bench runs the daemon as a `muster serve` child process and real
+//! `muster mcp` shims, so it needs the `muster` binary built next to this
+//! one: `cargo build --release -p muster -p muster-bench`. The bench
 //! reports; it does not gate: it exits 0 on a MISS and non-zero only when
 //! something failed.
 
@@ -132,8 +136,13 @@ fn main() -> ExitCode {
         delivery_messages: args.delivery_messages,
         muster_binary,
     };
-    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("muster-bench: cannot start the tokio runtime: {e}");
@@ -144,8 +153,11 @@ fn main() -> ExitCode {
     let mut sections: Vec<Section> = Vec::new();
     let mut fatal: Vec<String> = Vec::new();
     runtime.block_on(async {
-        type Bench =
-            for<'a> fn(&'a Opts) -> std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<Section>> + 'a>>;
+        type Bench = for<'a> fn(
+            &'a Opts,
+        ) -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = anyhow::Result<Section>> + 'a>,
+        >;
         let benches: [(Which, &str, Bench); 4] = [
             (Which::Hooks, "hooks", |o| Box::pin(hooks::run(o))),
             (Which::Sends, "sends", |o| Box::pin(sends::run(o))),
@@ -168,13 +180,15 @@ fn main() -> ExitCode {
     runtime.shutdown_timeout(Duration::from_secs(5));
 
     let mut machine = format!(
-        "{cpus} CPU(s); bench client and daemon share one process and one multi-thread tokio runtime \
-         ({cpus} worker threads) over loopback TCP, so the client's work competes with the daemon's"
+        "{cpus} CPU(s); hooks, sends and sweep: bench client and daemon share one process and one \
+         multi-thread tokio runtime ({cpus} worker threads) over loopback TCP, so the client's work \
+         competes with the daemon's"
     );
     if wants(Which::Delivery) {
         machine.push_str(&format!(
-            "; the delivery bench adds {} `muster mcp` child processes on the same CPUs",
-            2 * args.delivery_senders
+            "; delivery: the daemon runs as a `muster serve` child process with {} `muster mcp` child \
+             processes, all on the same CPUs as the bench's scripted clients",
+            2 * args.delivery_senders + delivery::RING_SHIMS as u64
         ));
     }
     let errors: Vec<String> = sections
