@@ -11,7 +11,10 @@
 //!   (target: at least 5,000 delivered messages/s), the reply pattern (a
 //!   ring of 2 and of 4 shims, each sending once it got the previous push;
 //!   target: p99 under 2 ms, no 40 ms step), and CPU per delivered message,
-//!   daemon plus shims, at 16 senders (target: at most 150 µs).
+//!   daemon plus shims, at 16 senders (target: at most 150 µs);
+//! - **footprint**: the tokens muster adds to every model request
+//!   (instructions, identity note, every tool schema), counted with
+//!   tiktoken's o200k_base (target: under 1,200).
 //!
 //! For hooks, sends and sweep, client and daemon run in this one process on
 //! one multi-thread tokio runtime, talking over loopback TCP. The delivery
@@ -23,6 +26,7 @@
 
 mod daemon;
 mod delivery;
+mod footprint;
 mod hooks;
 mod http;
 mod load;
@@ -46,6 +50,7 @@ enum Which {
     Sends,
     Sweep,
     Delivery,
+    Footprint,
 }
 
 #[derive(Debug, Parser)]
@@ -158,11 +163,14 @@ fn main() -> ExitCode {
         ) -> std::pin::Pin<
             Box<dyn std::future::Future<Output = anyhow::Result<Section>> + 'a>,
         >;
-        let benches: [(Which, &str, Bench); 4] = [
+        let benches: [(Which, &str, Bench); 5] = [
             (Which::Hooks, "hooks", |o| Box::pin(hooks::run(o))),
             (Which::Sends, "sends", |o| Box::pin(sends::run(o))),
             (Which::Sweep, "sweep", |o| Box::pin(sweep::run(o))),
             (Which::Delivery, "delivery", |o| Box::pin(delivery::run(o))),
+            (Which::Footprint, "footprint", |_| {
+                Box::pin(async { footprint::run() })
+            }),
         ];
         for (which, name, bench) in benches {
             if !wants(which) {
