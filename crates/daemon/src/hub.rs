@@ -553,13 +553,17 @@ impl Hub {
     /// Records a hook call of `id` (`event`); returns when its previous
     /// *request boundary* was (monotonic, 0 if none): the last hook after
     /// which the harness sent the model a request (session start, a user
-    /// prompt, a tool result). A user prompt restarts the count of held stops.
+    /// prompt, a tool result). A user prompt restarts the count of held
+    /// stops; the prompt-submit of a held stop's continuation does not.
     pub(crate) fn note_hook(&self, id: &str, event: &str) -> Millis {
         let now = self.clock.mono();
         let mut st = self.lock();
         let Some(entry) = st.entry_mut(id) else { return 0 };
-        if event == "prompt-submit" {
-            entry.holds_in_row = 0;
+        match event {
+            "prompt-submit" if entry.continuation_due => entry.continuation_due = false,
+            "prompt-submit" => entry.holds_in_row = 0,
+            "stop" => entry.continuation_due = false,
+            _ => {}
         }
         let previous = entry.last_boundary;
         if matches!(event, "session-start" | "prompt-submit" | "post-tool-use") {
@@ -576,6 +580,7 @@ impl Hub {
             return false;
         }
         entry.holds_in_row += 1;
+        entry.continuation_due = true;
         true
     }
 

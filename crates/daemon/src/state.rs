@@ -45,6 +45,9 @@ pub struct SessionEntry {
     /// Stop hooks held in a row with mail since the last user prompt; a
     /// bound, so two agents can never keep each other in one endless turn.
     pub holds_in_row: u8,
+    /// A held stop's continuation is due: Gemini CLI fires its BeforeAgent
+    /// (prompt-submit) again for it, which must not count as a new prompt.
+    pub continuation_due: bool,
     /// What can start a turn in it when it is idle (see `wake`).
     pub wake: WakeState,
 }
@@ -201,6 +204,7 @@ impl State {
                 persisted_seen,
                 last_boundary: 0,
                 holds_in_row: 0,
+                continuation_due: false,
                 wake: WakeState::default(),
             },
         );

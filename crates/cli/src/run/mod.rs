@@ -266,8 +266,10 @@ fn drive(harness: pty::Harness, stdin_is_tty: bool, wake: Option<WakeSetup>) -> 
         pid,
     } = harness;
     let clock = Arc::new(typing::InputClock::default());
+    // Stamped by every chunk of the harness's output.
+    let output = Arc::new(typing::InputClock::default());
     let (output_done, output_closed) = std::sync::mpsc::channel();
-    pty::copy_output(reader, output_done);
+    pty::copy_output(reader, output_done, output.clone());
     pty::copy_stdin(writer.clone(), clock.clone(), stdin_is_tty);
 
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -286,7 +288,7 @@ fn drive(harness: pty::Harness, stdin_is_tty: bool, wake: Option<WakeSetup>) -> 
     let code = runtime.block_on(async move {
         tokio::spawn(term::follow_signals(pid, master, stdin_is_tty));
         if let Some(setup) = wake {
-            start_waking(setup, clock, writer);
+            start_waking(setup, clock, output, writer);
         }
         tokio::task::spawn_blocking(move || pty::wait(child))
             .await
@@ -301,7 +303,14 @@ fn drive(harness: pty::Harness, stdin_is_tty: bool, wake: Option<WakeSetup>) -> 
     code
 }
 
-fn start_waking(setup: WakeSetup, clock: Arc<typing::InputClock>, writer: typing::SharedWriter) {
+/// `clock` stamps the person's last keystroke, `output` the harness's last
+/// output (a wake's Enter waits until the harness has drawn the typed text).
+fn start_waking(
+    setup: WakeSetup,
+    clock: Arc<typing::InputClock>,
+    output: Arc<typing::InputClock>,
+    writer: typing::SharedWriter,
+) {
     let client = match Client::streaming(&setup.daemon.url, setup.daemon.token.clone()) {
         Ok(client) => client,
         Err(e) => {
@@ -312,7 +321,7 @@ fn start_waking(setup: WakeSetup, clock: Arc<typing::InputClock>, writer: typing
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let how = match setup.via {
         Via::Pty => {
-            tokio::spawn(typing::typer(rx, clock, writer, setup.quiet));
+            tokio::spawn(typing::typer(rx, clock, output, writer, setup.quiet));
             wake::How::Pty
         }
         Via::Codex(socket) => {

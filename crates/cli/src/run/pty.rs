@@ -229,7 +229,7 @@ fn send_eof(writer: &SharedWriter, last_byte: u8) {
 
 /// Copies the pty's output to our stdout byte for byte; says on `done` when
 /// the child's side is closed.
-pub fn copy_output(mut reader: Box<dyn Read + Send>, done: std_mpsc::Sender<()>) {
+pub fn copy_output(mut reader: Box<dyn Read + Send>, done: std_mpsc::Sender<()>, output: Arc<InputClock>) {
     std::thread::spawn(move || {
         let mut stdout = std::io::stdout().lock();
         let mut buf = vec![0u8; 16 * 1024];
@@ -237,6 +237,7 @@ pub fn copy_output(mut reader: Box<dyn Read + Send>, done: std_mpsc::Sender<()>)
             match reader.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => {
+                    output.mark(std::time::Instant::now());
                     if stdout
                         .write_all(&buf[..n])
                         .and_then(|_| stdout.flush())

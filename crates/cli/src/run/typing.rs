@@ -167,12 +167,23 @@ impl Pending {
     }
 }
 
+/// After typing, the harness's output must be quiet this long before the
+/// Enter goes: TUIs read an Enter right behind a burst of keys as part of a
+/// paste (Gemini CLI: within 30 ms of the last key it processed), and a
+/// freshly started TUI took up to 280 ms to draw a 90-character line.
+pub const SETTLE: Duration = Duration::from_millis(100);
+/// The most the Enter waits for the output to settle.
+pub const MAX_SETTLE: Duration = Duration::from_millis(1500);
+
 /// Types `line` into the pty if the person is still quiet, holding the
-/// writer's lock throughout so no keystroke interleaves: the text, a pause,
-/// then `\r` on its own. Returns whether it typed.
+/// writer's lock throughout so no keystroke interleaves: the text, a pause
+/// until the harness's `output` has settled, then `\r` on its own. Returns
+/// whether it typed.
+
 pub fn type_line(
     writer: &SharedWriter,
     clock: &InputClock,
+    output: &InputClock,
     window: Duration,
     line: &str,
 ) -> std::io::Result<bool> {
@@ -184,7 +195,18 @@ pub fn type_line(
     }
     pty.write_all(line.as_bytes())?;
     pty.flush()?;
+    let wrote = Instant::now();
     std::thread::sleep(CR_PAUSE);
+    // The harness has taken the text in once it has drawn it and gone quiet.
+    loop {
+        let now = Instant::now();
+        let last = output.last().map_or(wrote, |l| l.max(wrote));
+        if now.saturating_duration_since(last) >= SETTLE || now - wrote >= MAX_SETTLE {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    tracing::info!(waited_ms = wrote.elapsed().as_millis() as u64, "cr after output settled");
     pty.write_all(b"\r")?;
     pty.flush()?;
     Ok(true)
@@ -194,6 +216,7 @@ pub fn type_line(
 pub async fn typer(
     mut wakes: mpsc::UnboundedReceiver<Wake>,
     clock: Arc<InputClock>,
+    output: Arc<InputClock>,
     writer: SharedWriter,
     window: Duration,
 ) {
@@ -218,9 +241,9 @@ pub async fn typer(
                 pending = None;
             }
             Decision::TypeNow => {
-                let (w, c, line) = (writer.clone(), clock.clone(), current.prompt.clone());
+                let (w, c, o, line) = (writer.clone(), clock.clone(), output.clone(), current.prompt.clone());
                 let typed =
-                    tokio::task::spawn_blocking(move || type_line(&w, &c, window, &line)).await;
+                    tokio::task::spawn_blocking(move || type_line(&w, &c, &o, window, &line)).await;
                 match typed {
                     Ok(Ok(true)) => {
                         tracing::info!(sessions = ?current.sessions, messages = ?current.message_ids, "wake typed");
@@ -379,10 +402,10 @@ mod tests {
         let writer: SharedWriter = Arc::new(Mutex::new(Box::new(rec.clone())));
         let clock = InputClock::default();
         clock.mark(Instant::now());
-        assert!(!type_line(&writer, &clock, 10 * S, "hello").unwrap());
+        assert!(!type_line(&writer, &clock, &InputClock::default(), 10 * S, "hello").unwrap());
         assert!(rec.0.lock().unwrap().is_empty());
 
-        assert!(type_line(&writer, &clock, Duration::ZERO, "hello").unwrap());
+        assert!(type_line(&writer, &clock, &InputClock::default(), Duration::ZERO, "hello").unwrap());
         let writes = rec.0.lock().unwrap().clone();
         assert_eq!(writes.len(), 2, "{writes:?}");
         assert_eq!(writes[0].1, b"hello");
