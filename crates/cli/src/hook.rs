@@ -148,25 +148,29 @@ fn forward(args: &HookArgs, url_flag: Option<&str>, env: &Env) -> Result<Vec<u8>
     result
 }
 
-/// The hook input with `muster_seen` added: the muster message ids the
-/// transcript (`transcript_path`) gained since the last hook, and any in
-/// the prompt itself (a channel push that started this turn). It is added
-/// (empty too) only when the transcript could be read: that tells the daemon
-/// a push missing from it was dropped by the harness. Input that is not a
-/// JSON object goes as it is; the daemon says what is wrong with it.
+/// The hook input with what the model has seen added: `muster_seen`, the
+/// muster message ids the transcript (`transcript_path`) gained since the
+/// last hook plus any in the prompt itself (a channel push that started
+/// this turn), and `muster_transcript_read`, whether the transcript could be
+/// read — only then does a push missing from it count as dropped. Input
+/// that is not a JSON object goes as it is; the daemon says what is wrong.
 fn with_seen(input: Vec<u8>, seen_dir: Option<&std::path::Path>) -> Vec<u8> {
     let Ok(serde_json::Value::Object(mut payload)) = serde_json::from_slice::<serde_json::Value>(&input) else {
         return input;
     };
     let transcript = payload.get("transcript_path").and_then(|p| p.as_str()).filter(|p| !p.is_empty());
-    let Some(mut seen) = transcript.zip(seen_dir).and_then(|(path, dir)| transcript::seen_since_last(path.as_ref(), dir))
-    else {
-        return input;
-    };
+    let from_transcript =
+        transcript.zip(seen_dir).and_then(|(path, dir)| transcript::seen_since_last(path.as_ref(), dir));
+    let read = from_transcript.is_some();
+    let mut seen = from_transcript.unwrap_or_default();
     if let Some(prompt) = payload.get("prompt").and_then(|p| p.as_str()) {
         transcript::ids_in(prompt.as_bytes(), &mut seen);
     }
+    if seen.is_empty() && !read {
+        return input;
+    }
     payload.insert("muster_seen".into(), serde_json::json!(seen));
+    payload.insert("muster_transcript_read".into(), serde_json::json!(read));
     serde_json::to_vec(&payload).unwrap_or(input)
 }
 

@@ -111,12 +111,17 @@ impl Record {
 }
 
 /// The ids written to `transcript` since the last call for it, or `None`
-/// when the transcript cannot be read (not written yet, gone): then nothing
-/// can be said about what the model saw. `seen` is a report, never a reason
-/// to fail a hook.
+/// when the transcript cannot be read: then nothing can be said about what
+/// the model saw. A transcript the harness names but has not written yet
+/// (Claude Code creates it after a session's first prompt) is empty.
+/// `seen` is a report, never a reason to fail a hook.
 pub fn seen_since_last(transcript: &Path, state_dir: &Path) -> Option<Vec<String>> {
     let mut found = Vec::new();
-    let mut file = File::open(transcript).ok()?;
+    let mut file = match File::open(transcript) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Some(found),
+        Err(_) => return None,
+    };
     let len = file.metadata().ok()?.len();
     let record_path = offset_file(state_dir, transcript);
     let previous = Record::load(&record_path);
@@ -200,9 +205,10 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_transcript_cannot_tell() {
-        // Proves a hook for a session whose transcript does not exist yet says nothing about what was seen (not "nothing seen").
+    fn a_transcript_not_written_yet_is_empty_and_an_unreadable_one_cannot_tell() {
+        // Proves a transcript the harness has not created yet counts as empty (nothing shown yet), while one that exists but cannot be read says nothing.
         let dir = tempfile::tempdir().unwrap();
-        assert_eq!(seen_since_last(&dir.path().join("none.jsonl"), dir.path()), None);
+        assert_eq!(seen_since_last(&dir.path().join("none.jsonl"), dir.path()), Some(Vec::new()));
+        assert_eq!(seen_since_last(dir.path(), dir.path()), None, "a directory is not a transcript");
     }
 }

@@ -117,9 +117,10 @@ fn mid_turn_takes_direct_mail_and_mentions_and_leaves_ambient_mail() {
 }
 
 // Proves the hold at the stop: a Stop with direct mail unread answers
-// `decision: block` with the mail as the reason (the session stays busy);
-// the continuation's Stop ends the turn (`{}`), the session goes idle, and
-// the held mail is never handed over again.
+// `decision: block` (the session stays busy) — for Claude Code with the mail
+// as context and a short reason (it renders a reason twice), for Codex and
+// Gemini CLI with the mail as the reason; the continuation's Stop ends the
+// turn (`{}`), the session goes idle, and held mail is never handed over again.
 #[test]
 fn a_stop_with_direct_mail_unread_is_held_once() {
     let d = TestDaemon::start(&[]);
@@ -138,11 +139,19 @@ fn a_stop_with_direct_mail_unread_is_held_once() {
     .unwrap();
     assert_eq!(held["decision"], "block", "{held}");
     let reason = held["reason"].as_str().unwrap();
-    assert!(reason.contains("answer me before you stop"), "{reason}");
-    assert!(!reason.contains("ambient"), "{reason}");
     assert!(
-        reason.contains(sent["message"]["id"].as_str().unwrap()),
+        !reason.contains("answer me before you stop") && reason.contains("send_message"),
         "{reason}"
+    );
+    assert_eq!(held["hookSpecificOutput"]["hookEventName"], "Stop");
+    let mail = held["hookSpecificOutput"]["additionalContext"]
+        .as_str()
+        .unwrap();
+    assert!(mail.contains("answer me before you stop"), "{mail}");
+    assert!(!mail.contains("ambient"), "{mail}");
+    assert!(
+        mail.contains(sent["message"]["id"].as_str().unwrap()),
+        "{mail}"
     );
     assert_eq!(session(&d, id)["activity"], "busy");
 
@@ -164,6 +173,20 @@ fn a_stop_with_direct_mail_unread_is_held_once() {
     assert!(
         next_turn.contains("ambient: does not hold a turn"),
         "{next_turn}"
+    );
+
+    // Codex (and Gemini CLI) take the reason as the continuation's input.
+    send(&d, id, "for codex");
+    let (status, codex) = d.post_json("/hook/stop?harness=codex", &payload(id, "Stop"));
+    assert_eq!(status, 200);
+    assert_eq!(codex["decision"], "block", "{codex}");
+    assert!(
+        codex["reason"].as_str().unwrap().contains("for codex"),
+        "{codex}"
+    );
+    assert!(
+        codex.get("hookSpecificOutput").is_none(),
+        "Codex's Stop takes no hookSpecificOutput: {codex}"
     );
 }
 
@@ -277,7 +300,8 @@ fn hook_in_run(
 // the waker gets one wake naming the session and the message; a second
 // message inside the cooldown wakes nobody at once and is woken for when
 // the cooldown ends; room mail without a mention never wakes; a session that
-// is busy is not woken.
+// is busy is not woken; mail right after a turn ended is woken for half a
+// second later (a TUI that just finished a turn may not take a typed line).
 #[test]
 fn an_idle_session_in_a_run_is_woken_once_per_cooldown() {
     let d = TestDaemon::start(&["--wake-cooldown", "1500ms"]);
@@ -300,8 +324,9 @@ fn an_idle_session_in_a_run_is_woken_once_per_cooldown() {
     hook_in_run(&d, run, "stop", id, "Stop", None);
     assert_eq!(session(&d, id)["activity"], "idle");
     broadcast(&d, "everyone", "ambient: wakes nobody");
+    // Also past the half second a wake waits after a turn's end.
     assert!(
-        waker.next(Duration::from_millis(300)).is_none(),
+        waker.next(Duration::from_millis(600)).is_none(),
         "room mail without a mention woke the session"
     );
 
@@ -566,6 +591,44 @@ fn a_stop_that_cannot_be_held_leaves_the_mail_unread() {
         .unwrap();
     assert_eq!(resp.text().unwrap(), "{}");
     assert_eq!(session(&d, id)["activity"], "idle");
-    let next_turn = context_of(&hook_as(&d, "prompt-submit", id, "UserPromptSubmit", json!({}))).unwrap();
-    assert!(next_turn.contains("keep me for the next turn"), "{next_turn}");
+    let next_turn = context_of(&hook_as(
+        &d,
+        "prompt-submit",
+        id,
+        "UserPromptSubmit",
+        json!({}),
+    ))
+    .unwrap();
+    assert!(
+        next_turn.contains("keep me for the next turn"),
+        "{next_turn}"
+    );
+}
+
+// Proves a wake waits half a second after the turn's end: mail sent the
+// moment a session goes idle answers `woken`, and the wake follows about
+// 500 ms after the stop, not at once.
+#[test]
+fn a_wake_right_after_a_stop_waits_for_the_tui_to_settle() {
+    let d = TestDaemon::start(&[]);
+    let (id, run) = (
+        "m1d00000-0000-4000-8000-00000000000a",
+        "run-00000000000000aa",
+    );
+    let waker = Waker::open(&d, run, "pty");
+    hook_in_run(&d, run, "prompt-submit", id, "UserPromptSubmit", None);
+    hook_in_run(&d, run, "stop", id, "Stop", None);
+    let stopped = Instant::now();
+    let answer = send(&d, id, "right after the stop");
+    assert_eq!(answer["state"], "woken", "{answer}");
+    let (kind, wake) = waker
+        .next(Duration::from_secs(3))
+        .expect("the wake after the settle");
+    assert_eq!(kind, "wake");
+    assert_eq!(wake["message_ids"], json!([answer["message"]["id"]]));
+    let waited = stopped.elapsed();
+    assert!(
+        waited >= Duration::from_millis(400) && waited < Duration::from_millis(1_500),
+        "{waited:?}"
+    );
 }

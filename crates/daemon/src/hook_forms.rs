@@ -52,6 +52,28 @@ pub fn refusal(harness: &str, event_name: &str, ask: bool, reason: &str) -> Resp
     (StatusCode::OK, [("content-type", "application/json")], body.to_string()).into_response()
 }
 
+/// What a Claude Code Stop held for mail gives as its reason: Claude Code
+/// 2.1.332 puts a Stop reason into the next request twice (a user "Stop hook
+/// feedback" message and a system "blocking error" message), so the mail
+/// itself goes in `additionalContext`, which it renders once.
+const CLAUDE_HOLD_REASON: &str = "New muster mail arrived (in the context below). Deal with it before you stop; \
+answer with muster's send_message tool.";
+
+/// A Stop (Gemini CLI: AfterAgent) answer that keeps the turn going with
+/// `mail`. Codex and Gemini CLI take the reason as the continuation's input,
+/// once; Claude Code gets it as context (see `CLAUDE_HOLD_REASON`).
+pub fn hold(harness: &str, mail: &str) -> Value {
+    if harness == "claude" {
+        json!({
+            "decision": "block",
+            "reason": CLAUDE_HOLD_REASON,
+            "hookSpecificOutput": {"hookEventName": "Stop", "additionalContext": mail},
+        })
+    } else {
+        json!({"decision": "block", "reason": mail})
+    }
+}
+
 /// The BeforeTool answer carrying `input` (all the tool's arguments: one of
 /// Gemini's code paths replaces them rather than merging), plus any context.
 pub fn tool_input_answer(event_name: &str, input: Value, context: &str) -> Response {

@@ -38,10 +38,12 @@ pub struct HookPayload {
     pub turn_id: Option<serde_json::Value>,
     /// Message ids `muster hook` found in the harness's transcript since its
     /// last call (or in this payload's prompt): the model has seen them.
-    /// Present only when the transcript was read, so only then does a push
-    /// missing from it count as dropped.
     #[serde(default)]
-    pub muster_seen: Option<Vec<String>>,
+    pub muster_seen: Vec<String>,
+    /// Whether `muster hook` could read the transcript: only then does a
+    /// push missing from it count as dropped.
+    #[serde(default)]
+    pub muster_transcript_read: bool,
 }
 
 /// Most Stop hooks held in a row (since the last user prompt): each holds
@@ -144,8 +146,8 @@ async fn answer(
     let wake_off = header(headers, "x-muster-wake").map(|v| is_off(&v));
     hub.note_wake_headers(&id, header(headers, "x-muster-run").as_deref(), wake_off);
     let previous_boundary = hub.note_hook(&id, event);
-    let transcript_read = payload.muster_seen.is_some();
-    let seen: Vec<String> = payload.muster_seen.unwrap_or_default().into_iter().take(MAX_SEEN_PER_HOOK).collect();
+    let transcript_read = payload.muster_transcript_read;
+    let seen: Vec<String> = payload.muster_seen.into_iter().take(MAX_SEEN_PER_HOOK).collect();
     hub.mark_seen(&id, &seen).await;
     let event_name = payload
         .hook_event_name
@@ -205,7 +207,7 @@ async fn answer(
         // `X-Muster-Hold: off`: holding would mark mail delivered that no
         // model request will carry.
         let holdable = header(headers, "x-muster-hold").is_none_or(|v| !is_off(&v));
-        return Ok(stop_answer(hub, &id, mail.filter(|_| holdable).map(|m| m.text), surfacing));
+        return Ok(stop_answer(hub, &id, &harness, mail.filter(|_| holdable).map(|m| m.text), surfacing));
     }
     if let Some(mail) = mail {
         if moment == Moment::MidTurn {
@@ -220,17 +222,15 @@ async fn answer(
 }
 
 /// The Stop hook's answer. With urgent mail unread (and the hold bound not
-/// reached), the turn is kept going with the mail as its reason: Claude
-/// Code, Codex and Gemini CLI (AfterAgent) all read `decision: "block"` +
-/// `reason` that way. Each message holds once, since holding surfaces it,
+/// reached), the turn is kept going with the mail (`hook_forms::hold`). Each message holds once, since holding surfaces it,
 /// so the continuation's own Stop (`stop_hook_active`) ends the turn unless
 /// newer mail came. Otherwise the session is idle now, and mail that could not hold it
 /// may wake it.
-fn stop_answer(hub: &Arc<Hub>, id: &str, mail: Option<String>, surfacing: Surfacing) -> Response {
-    if let Some(reason) = mail {
+fn stop_answer(hub: &Arc<Hub>, id: &str, harness: &str, mail: Option<String>, surfacing: Surfacing) -> Response {
+    if let Some(mail) = mail {
         if hub.hold_stop(id, MAX_HOLDS_IN_ROW) {
             hub.metrics.stops_held.inc();
-            let body = json!({"decision": "block", "reason": reason});
+            let body = hook_forms::hold(harness, &mail);
             return json_response(StatusCode::OK, serde_json::to_vec(&body).unwrap_or_default(), surfacing);
         }
     }

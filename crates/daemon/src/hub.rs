@@ -590,6 +590,7 @@ impl Hub {
         let session = {
             let mut st = self.lock();
             let Some(entry) = st.entry_mut(id) else { return };
+            entry.wake.idle_since = self.clock.mono();
             if entry.session.activity == Activity::Idle {
                 None
             } else {

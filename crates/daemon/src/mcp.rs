@@ -68,17 +68,24 @@ pub struct McpServer<E> {
     /// `notifications/initialized`, or the 2026-07-28 `server/discover`
     /// (current Claude Code sends no initialize at all).
     peer: watch::Sender<Option<Peer<RoleServer>>>,
+    /// Set once a `tools/list` has been answered.
+    listed: watch::Sender<bool>,
 }
 
 impl<E> Clone for McpServer<E> {
     fn clone(&self) -> Self {
-        McpServer { executor: self.executor.clone(), legacy_only: self.legacy_only, peer: self.peer.clone() }
+        McpServer {
+            executor: self.executor.clone(),
+            legacy_only: self.legacy_only,
+            peer: self.peer.clone(),
+            listed: self.listed.clone(),
+        }
     }
 }
 
 impl<E: Executor> McpServer<E> {
     pub fn new(executor: Arc<E>) -> Self {
-        McpServer { executor, legacy_only: false, peer: watch::channel(None).0 }
+        McpServer { executor, legacy_only: false, peer: watch::channel(None).0, listed: watch::channel(false).0 }
     }
 
     /// A server that answers `server/discover` with "method not found", so
@@ -93,6 +100,13 @@ impl<E: Executor> McpServer<E> {
     /// `initialized` will come, and notifications can go out now.
     pub fn mark_ready(&self, peer: Peer<RoleServer>) {
         self.peer.send_replace(Some(peer));
+    }
+
+    /// Resolves once the client has asked for the tool list (the last step
+    /// of Claude Code's start-up before it listens for channel pushes).
+    pub async fn tools_listed(&self) {
+        let mut rx = self.listed.subscribe();
+        let _ = rx.wait_for(|listed| *listed).await;
     }
 
     /// Resolves to the client's peer once it has completed a handshake;
@@ -139,6 +153,7 @@ impl<E: Executor> ServerHandler for McpServer<E> {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
+        self.listed.send_replace(true);
         Ok(ListToolsResult::with_all_items(tool_list()))
     }
 

@@ -62,8 +62,11 @@ pub struct WakeState {
     pub off: bool,
     /// Monotonic time of its last wake.
     pub last: Option<Millis>,
-    /// A wake is scheduled for the end of the cooldown.
-    pub pending: bool,
+    /// A wake is scheduled for this monotonic time (the cooldown's end, or
+    /// just after the turn ended).
+    pub pending: Option<Millis>,
+    /// Monotonic time its last turn ended (a Stop that was not held).
+    pub idle_since: Millis,
 }
 
 /// A connected waker: the process that can start turns for one run.

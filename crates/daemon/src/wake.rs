@@ -39,6 +39,11 @@ const MAX_RUN_LEN: usize = 64;
 /// one is a whole turn; a backlog is pointless).
 const WAKE_QUEUE: usize = 16;
 
+/// A turn that just ended leaves its TUI busy redrawing for a moment; a
+/// line typed into it then can land in its input without being submitted
+/// (seen with Claude Code), so a wake waits this long after a Stop.
+const AFTER_STOP_MS: Millis = 500;
+
 static NEXT_WAKER: AtomicU64 = AtomicU64::new(1);
 
 /// Whether `run` is a usable run id: short, printable, no separators that
@@ -174,15 +179,21 @@ impl Hub {
     }
 
     /// Starts a turn in `id` if it is idle, wakeable, has urgent mail
-    /// nothing delivered, and its cooldown allows; inside the cooldown, a
-    /// wake is scheduled for its end. Returns whether a wake was sent now.
+    /// nothing delivered, and its cooldown allows; inside the cooldown (or
+    /// just after a turn ended), a wake is scheduled for its end. Returns
+    /// whether the session is being woken: a wake went out now or goes out
+    /// within `AFTER_STOP_MS`.
     pub(crate) fn consider_wake(self: &Arc<Self>, id: &str) -> bool {
         let cooldown = self.config.wake_cooldown.as_millis() as Millis;
         let mut st = self.lock();
         let now = self.clock.mono();
         let Some(entry) = st.entry(id) else { return false };
         let idle = entry.session.present() && entry.session.activity == Activity::Idle;
-        if !idle || entry.wake.off || entry.wake.pending {
+        if let Some(at) = entry.wake.pending {
+            // Already scheduled: this mail goes with that wake.
+            return idle && !entry.wake.off && at - now <= AFTER_STOP_MS;
+        }
+        if !idle || entry.wake.off {
             return false;
         }
         let Some(run) = entry.wake.run.clone() else { return false };
@@ -193,15 +204,21 @@ impl Hub {
         if urgent.is_empty() {
             return false;
         }
-        let last = st.entry(id).and_then(|e| e.wake.last);
-        match wake::due(last, now, cooldown) {
+        let (last, idle_since) = st.entry(id).map_or((None, 0), |e| (e.wake.last, e.wake.idle_since));
+        let settling = AFTER_STOP_MS - (now - idle_since);
+        let due = match wake::due(last, now, cooldown) {
+            Due::In(wait) => Due::In(wait.max(settling)),
+            Due::Now if settling > 0 => Due::In(settling),
+            Due::Now => Due::Now,
+        };
+        match due {
             Due::In(wait) => {
                 if let Some(e) = st.entry_mut(id) {
-                    e.wake.pending = true;
+                    e.wake.pending = Some(now + wait);
                 }
                 drop(st);
                 self.schedule_wake(id.to_string(), wait);
-                false
+                wait <= AFTER_STOP_MS
             }
             Due::Now => {
                 let event = WakeEvent { session: id.to_string(), message_ids: urgent, prompt: WAKE_PROMPT.into() };
@@ -230,7 +247,7 @@ impl Hub {
                 _ = hub.shutdown.cancelled() => return,
             }
             if let Some(e) = hub.lock().entry_mut(&id) {
-                e.wake.pending = false;
+                e.wake.pending = None;
             }
             hub.consider_wake(&id);
         });

@@ -173,6 +173,13 @@ async fn serve(env: ShimEnv, parent: u32) -> anyhow::Result<()> {
     // revision's), then the daemon is told and they go out in order.
     let pusher = tokio::spawn(async move {
         let Some(peer) = server.ready().await else { return };
+        if is_claude_code(&peer) {
+            // Claude Code 2.1.332 registers its channel handler some 20 ms
+            // after it has its tool list; a push before that is dropped
+            // without a trace, so the daemon hears "ready" only after it.
+            let _ = tokio::time::timeout(Duration::from_secs(2), server.tools_listed()).await;
+            tokio::time::sleep(CLAUDE_CHANNEL_SETTLE).await;
+        }
         link.ready().await;
         while let Some(message) = pushes.recv().await {
             match push_channel(&peer, &message).await {
@@ -191,6 +198,17 @@ async fn serve(env: ShimEnv, parent: u32) -> anyhow::Result<()> {
     input.abort();
     let _ = tokio::time::timeout(Duration::from_millis(500), output).await;
     Ok(())
+}
+
+/// How long after Claude Code's `tools/list` its channel handler is surely
+/// listening (measured: 16–20 ms).
+const CLAUDE_CHANNEL_SETTLE: Duration = Duration::from_millis(250);
+
+/// Whether the MCP client introduced itself as Claude Code (classic
+/// handshake; the 2026-07-28 one carries no client info here, and on it
+/// Claude Code shows no pushes anyway).
+fn is_claude_code(peer: &rmcp::service::Peer<rmcp::RoleServer>) -> bool {
+    peer.peer_info().is_some_and(|info| info.client_info.name == "claude-code")
 }
 
 /// Resolves when the process that started us has exited (we are re-parented).
