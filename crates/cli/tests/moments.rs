@@ -632,3 +632,62 @@ fn a_wake_right_after_a_stop_waits_for_the_tui_to_settle() {
         "{waited:?}"
     );
 }
+
+// Proves a push the harness dropped still wakes an idle session: a push to
+// an idle, wakeable session that starts no turn (a shown one would within
+// two seconds) is followed by a wake for it; a push that was shown (its
+// prompt-submit reports it seen) wakes nobody.
+#[test]
+fn an_idle_session_whose_push_was_not_shown_is_woken_for_it() {
+    let d = TestDaemon::start(&[]);
+    let run = "run-00000000000000ab";
+    let peer = PeerShim::start(&d, "m1d00000-0000-4000-8000-00000000000b");
+    let id = peer.id.clone();
+    let waker = Waker::open(&d, run, "pty");
+    hook_in_run(&d, run, "stop", &id, "Stop", None);
+    std::thread::sleep(Duration::from_millis(600));
+    let dropped = send(&d, &id, "a push nobody showed");
+    assert_eq!(dropped["state"], "pushed", "{dropped}");
+    let pushed_at = Instant::now();
+    assert!(
+        waker.next(Duration::from_millis(1_500)).is_none(),
+        "woken before a shown push could have started a turn"
+    );
+    let (kind, wake) = waker
+        .next(Duration::from_secs(3))
+        .expect("a wake for the dropped push");
+    assert_eq!(kind, "wake");
+    assert_eq!(wake["message_ids"], json!([dropped["message"]["id"]]));
+    assert!(
+        pushed_at.elapsed() >= Duration::from_millis(2_000),
+        "{:?}",
+        pushed_at.elapsed()
+    );
+
+    // The woken turn's prompt-submit takes it (not in the transcript), then the turn ends.
+    let context = context_of(&hook_in_run(
+        &d,
+        run,
+        "prompt-submit",
+        &id,
+        "UserPromptSubmit",
+        None,
+    ))
+    .unwrap();
+    assert!(context.contains("a push nobody showed"), "{context}");
+    hook_in_run(&d, run, "stop", &id, "Stop", None);
+    std::thread::sleep(Duration::from_millis(600));
+
+    // A shown push: the turn it starts reports it seen in its prompt, and nothing wakes.
+    let shown = send(&d, &id, "a push that was shown");
+    let mid = shown["message"]["id"].as_str().unwrap().to_string();
+    let mut p = payload(&id, "UserPromptSubmit");
+    p["prompt"] = json!(format!(
+        "<channel source=\"muster\" message_id=\"{mid}\">a push that was shown</channel>"
+    ));
+    d.hook("prompt-submit", &p);
+    assert!(
+        waker.next(Duration::from_millis(3_000)).is_none(),
+        "a shown push woke the session"
+    );
+}

@@ -37,7 +37,7 @@ const TOUCH_PERSIST_MS: Millis = 1_000;
 /// A push that a harness shows reaches an idle session's transcript within
 /// this (Claude Code starts the turn in about 120 ms); a turn-start hook
 /// that finds an older push missing from the transcript surfaces it.
-const PUSH_SHOWN_WITHIN_MS: Millis = 2_000;
+pub(crate) const PUSH_SHOWN_WITHIN_MS: Millis = 2_000;
 
 /// Where in a session's turn a hook fires; it decides which mail the hook
 /// may hand to the model.
@@ -457,8 +457,13 @@ impl Hub {
         for (recipient, state) in live.iter().zip(futures_util::future::join_all(pushes).await) {
             if let Some(v) = views.iter_mut().find(|v| v.recipient == *recipient) {
                 v.state = state;
-                // Not pushed: an idle recipient with a waker gets a turn started for it.
-                v.woken = state != DeliveryState::Pushed && self.consider_wake(recipient);
+                // Not pushed: an idle recipient with a waker gets a turn
+                // started for it; pushed: only if the push is not shown.
+                if state == DeliveryState::Pushed {
+                    self.wake_if_push_not_shown(recipient);
+                } else {
+                    v.woken = self.consider_wake(recipient);
+                }
             }
         }
         self.metrics.messages_sent.inc();

@@ -488,12 +488,20 @@ impl State {
         self.sessions.values().filter(|e| e.wake.run.as_deref() == Some(run)).map(|e| e.session.id.clone()).collect()
     }
 
-    /// Ids of the recipient's urgent mail that nothing has delivered yet
-    /// (neither claimed nor pushed), oldest first.
-    pub fn urgent_queued(&self, recipient: &str) -> Vec<String> {
+    /// Ids of the recipient's urgent mail that no model has had yet,
+    /// oldest first: neither claimed nor pushed, or pushed before
+    /// `pushed_before` and still not seen (the harness dropped the push).
+    pub fn urgent_undelivered(&self, recipient: &str, pushed_before: Millis) -> Vec<String> {
         self.unread.get(recipient).map_or_else(Vec::new, |m| {
             m.iter()
-                .filter(|(_, u)| !u.claimed && u.urgent && u.state == DeliveryState::Queued)
+                .filter(|(_, u)| {
+                    let undelivered = match u.state {
+                        DeliveryState::Queued => true,
+                        DeliveryState::Pushed => u.pushed_at.is_some_and(|p| p < pushed_before),
+                        _ => false,
+                    };
+                    !u.claimed && u.urgent && undelivered
+                })
                 .map(|(id, _)| id.clone())
                 .collect()
         })

@@ -30,7 +30,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::error::ApiError;
-use crate::hub::Hub;
+use crate::hub::{Hub, PUSH_SHOWN_WITHIN_MS};
 use crate::state::{State as HubState, Waker};
 
 /// Longest run id accepted (`run-` and 16 hex digits is typical).
@@ -200,7 +200,7 @@ impl Hub {
         if !st.wakers.contains_key(&run) {
             return false;
         }
-        let urgent = st.urgent_queued(id);
+        let urgent = st.urgent_undelivered(id, now - PUSH_SHOWN_WITHIN_MS);
         if urgent.is_empty() {
             return false;
         }
@@ -235,6 +235,32 @@ impl Hub {
                 }
                 sent
             }
+        }
+    }
+
+    /// A push just went to `id`. If it is idle and wakeable, a shown push
+    /// starts a turn in it at once; if none started by the time a shown one
+    /// would have, the harness dropped the push (channels off for the
+    /// account), and the session is woken for it instead.
+    pub(crate) fn wake_if_push_not_shown(self: &Arc<Self>, id: &str) {
+        let wakeable = {
+            let st = self.lock();
+            st.entry(id).is_some_and(|e| {
+                e.session.activity == Activity::Idle
+                    && !e.wake.off
+                    && e.wake.run.as_ref().is_some_and(|r| st.wakers.contains_key(r))
+            })
+        };
+        if wakeable {
+            let hub = self.clone();
+            let id = id.to_string();
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(PUSH_SHOWN_WITHIN_MS as u64 + 100)) => {}
+                    _ = hub.shutdown.cancelled() => return,
+                }
+                hub.consider_wake(&id);
+            });
         }
     }
 
