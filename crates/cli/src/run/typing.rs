@@ -179,7 +179,6 @@ pub const MAX_SETTLE: Duration = Duration::from_millis(1500);
 /// writer's lock throughout so no keystroke interleaves: the text, a pause
 /// until the harness's `output` has settled, then `\r` on its own. Returns
 /// whether it typed.
-
 pub fn type_line(
     writer: &SharedWriter,
     clock: &InputClock,
