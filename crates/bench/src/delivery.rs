@@ -1110,7 +1110,10 @@ struct Ring {
 }
 
 pub async fn run(opts: &Opts) -> anyhow::Result<Section> {
-    let bin = opts.muster_binary.clone();
+    // Absolute: the daemon and the shims run in a temp directory, where a
+    // relative --muster path would name nothing.
+    let bin =
+        std::fs::canonicalize(&opts.muster_binary).unwrap_or_else(|_| opts.muster_binary.clone());
     if !bin.is_file() {
         bail!(
             "{} does not exist; build it first: {}",
