@@ -17,7 +17,9 @@ const SESSIONS: usize = 64;
 pub async fn run(opts: &Opts) -> anyhow::Result<Section> {
     let running = daemon::start(|_| {}).await?;
     let addr = running.addr();
-    let ids: Vec<String> = (0..SESSIONS).map(|i| format!("bench-hook-{i:03}")).collect();
+    let ids: Vec<String> = (0..SESSIONS)
+        .map(|i| format!("bench-hook-{i:03}"))
+        .collect();
     daemon::register_by_hook(addr, &ids).await?;
     let bodies: Vec<Bytes> = ids
         .iter()

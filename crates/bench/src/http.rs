@@ -65,7 +65,11 @@ impl Conn {
 
     async fn send(&mut self, request: Request<Body>) -> anyhow::Result<(StatusCode, Bytes)> {
         self.sender.ready().await.context("the connection closed")?;
-        let response = self.sender.send_request(request).await.context("the request failed")?;
+        let response = self
+            .sender
+            .send_request(request)
+            .await
+            .context("the request failed")?;
         let status = response.status();
         let body = response
             .into_body()

@@ -85,7 +85,14 @@ pub async fn run(addr: SocketAddr, spec: Spec, make: Arc<MakeRequest>) -> anyhow
     let mut tasks = Vec::with_capacity(spec.workers);
     for (w, conn) in conns.into_iter().enumerate() {
         let make = make.clone();
-        tasks.push(tokio::spawn(worker(w, conn, spec, measure_start, deadline, make)));
+        tasks.push(tokio::spawn(worker(
+            w,
+            conn,
+            spec,
+            measure_start,
+            deadline,
+            make,
+        )));
     }
     let mut out = Outcome {
         measured_ok: 0,
@@ -149,14 +156,16 @@ async fn worker(
                 out.total_ok += 1;
                 if began >= measure_start {
                     out.measured_ok += 1;
-                    out.hist
-                        .saturating_record((took.as_nanos() as u64).clamp(HIST_LOW_NS, HIST_HIGH_NS));
+                    out.hist.saturating_record(
+                        (took.as_nanos() as u64).clamp(HIST_LOW_NS, HIST_HIGH_NS),
+                    );
                 }
             }
             Ok(Ok((status, body))) => {
                 out.errors += 1;
-                out.first_error
-                    .get_or_insert_with(|| format!("POST {path} answered {status}: {}", snippet(&body)));
+                out.first_error.get_or_insert_with(|| {
+                    format!("POST {path} answered {status}: {}", snippet(&body))
+                });
                 if out.errors >= MAX_ERRORS_PER_WORKER {
                     break;
                 }
@@ -169,8 +178,9 @@ async fn worker(
             }
             Err(_) => {
                 out.errors += 1;
-                out.first_error
-                    .get_or_insert_with(|| format!("POST {path} took over {:?}", spec.request_timeout));
+                out.first_error.get_or_insert_with(|| {
+                    format!("POST {path} took over {:?}", spec.request_timeout)
+                });
                 break;
             }
         }

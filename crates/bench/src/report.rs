@@ -60,7 +60,12 @@ pub struct Row {
 }
 
 impl Row {
-    pub fn new(name: impl Into<String>, value: impl Into<String>, target: impl Into<String>, verdict: Verdict) -> Row {
+    pub fn new(
+        name: impl Into<String>,
+        value: impl Into<String>,
+        target: impl Into<String>,
+        verdict: Verdict,
+    ) -> Row {
         Row {
             name: name.into(),
             value: value.into(),

@@ -46,7 +46,9 @@ fn outcome_json(workers: usize, out: &Outcome) -> serde_json::Value {
 pub async fn run(opts: &Opts) -> anyhow::Result<Section> {
     let running = daemon::start(|_| {}).await?;
     let addr = running.addr();
-    let ids: Vec<String> = (0..SESSIONS).map(|i| format!("bench-send-{i:03}")).collect();
+    let ids: Vec<String> = (0..SESSIONS)
+        .map(|i| format!("bench-send-{i:03}"))
+        .collect();
     daemon::register_by_hook(addr, &ids).await?;
     let ids = Arc::new(ids);
     let make = {
@@ -126,9 +128,18 @@ pub async fn run(opts: &Opts) -> anyhow::Result<Section> {
         Row::info(format!("{label}: p50"), fmt_us(many.quantile_us(0.50))),
         Row::info(format!("{label}: p99"), fmt_us(many.quantile_us(0.99))),
         Row::info(format!("{label}: max"), fmt_us(many.max_us())),
-        Row::info("sends @1 conn (serial): sends/s", fmt_rate(serial.per_sec())),
-        Row::info("sends @1 conn (serial): p50", fmt_us(serial.quantile_us(0.50))),
-        Row::info("sends @1 conn (serial): p99", fmt_us(serial.quantile_us(0.99))),
+        Row::info(
+            "sends @1 conn (serial): sends/s",
+            fmt_rate(serial.per_sec()),
+        ),
+        Row::info(
+            "sends @1 conn (serial): p50",
+            fmt_us(serial.quantile_us(0.50)),
+        ),
+        Row::info(
+            "sends @1 conn (serial): p99",
+            fmt_us(serial.quantile_us(0.99)),
+        ),
         Row::new(
             "sends: failed requests",
             thousands(failed),

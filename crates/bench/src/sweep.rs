@@ -46,7 +46,12 @@ fn wall_now() -> Millis {
 /// within the backstop), linked and up, linked and down within its grace
 /// window. With `due_every > 0`, every such-numbered one is due instead
 /// (alternately a silent hook-only one and a linked one past its grace).
-fn snapshot(n: usize, due_every: usize, policy: &Policy, clock: Clock) -> (Vec<(String, Observation)>, usize) {
+fn snapshot(
+    n: usize,
+    due_every: usize,
+    policy: &Policy,
+    clock: Clock,
+) -> (Vec<(String, Observation)>, usize) {
     let mut due_count = 0;
     let obs = (0..n)
         .map(|i| {
@@ -80,7 +85,9 @@ fn snapshot(n: usize, due_every: usize, policy: &Policy, clock: Clock) -> (Vec<(
                         link: LinkKind::Hooks,
                         link_up: false,
                         link_down_since: 0,
-                        last_seen_at: clock.wall - policy.hook_backstop_ms + 60_000 + (i as Millis % 60_000),
+                        last_seen_at: clock.wall - policy.hook_backstop_ms
+                            + 60_000
+                            + (i as Millis % 60_000),
                     },
                     2 => Observation {
                         link: LinkKind::Link,
@@ -108,7 +115,12 @@ struct Timed {
     runs: usize,
 }
 
-fn time_decision(obs: &[(String, Observation)], expect: usize, policy: &Policy, clock: Clock) -> anyhow::Result<Timed> {
+fn time_decision(
+    obs: &[(String, Observation)],
+    expect: usize,
+    policy: &Policy,
+    clock: Clock,
+) -> anyhow::Result<Timed> {
     let mut samples = Vec::with_capacity(DECIDE_RUNS);
     let began = Instant::now();
     while samples.len() < DECIDE_RUNS && began.elapsed() < DECIDE_BUDGET {
@@ -178,7 +190,9 @@ pub async fn run(opts: &Opts) -> anyhow::Result<Section> {
     // sweeper is slowed to a crawl so only the bench sweeps.
     let running = daemon::start(|c| c.sweep_interval = Duration::from_secs(86_400)).await?;
     let hub = running.daemon.hub.clone();
-    eprintln!("sweep: registering {nn} sessions ({REGISTER_TASKS} concurrent durable registrations)…");
+    eprintln!(
+        "sweep: registering {nn} sessions ({REGISTER_TASKS} concurrent durable registrations)…"
+    );
     let next = Arc::new(AtomicUsize::new(0));
     let done = Arc::new(AtomicUsize::new(0));
     let finished = Arc::new(AtomicBool::new(false));
@@ -248,7 +262,9 @@ pub async fn run(opts: &Opts) -> anyhow::Result<Section> {
 
     let present = hub.status().sessions_present;
     if present != n {
-        errors.push(format!("{present} sessions on the roster after registering {n}"));
+        errors.push(format!(
+            "{present} sessions on the roster after registering {n}"
+        ));
     }
     let mut samples = Vec::with_capacity(DAEMON_RUNS);
     let began = Instant::now();
@@ -257,7 +273,9 @@ pub async fn run(opts: &Opts) -> anyhow::Result<Section> {
         let removed = hub.sweep_once().await;
         samples.push(t.elapsed());
         if removed != 0 {
-            errors.push(format!("sweep_once removed {removed} sessions, none were due"));
+            errors.push(format!(
+                "sweep_once removed {removed} sessions, none were due"
+            ));
             break;
         }
     }
@@ -326,7 +344,8 @@ pub async fn run(opts: &Opts) -> anyhow::Result<Section> {
         fmt_us(us(ss_max)),
     ));
 
-    let timed = |t: &Timed| json!({"median_us": r1(us(t.median)), "max_us": r1(us(t.max)), "runs": t.runs});
+    let timed =
+        |t: &Timed| json!({"median_us": r1(us(t.median)), "max_us": r1(us(t.max)), "runs": t.runs});
     let json = json!({
         "sessions": n,
         "decision_none_due": timed(&calm_t),
@@ -361,13 +380,19 @@ mod tests {
         };
         let (calm, due) = snapshot(1_000, 0, &policy, clock);
         assert_eq!(due, 0);
-        assert!(liveness::sweep(&policy, calm.iter().map(|(k, o)| (k, *o)), clock, true).is_empty());
+        assert!(
+            liveness::sweep(&policy, calm.iter().map(|(k, o)| (k, *o)), clock, true).is_empty()
+        );
         let (busy, due) = snapshot(1_000, 100, &policy, clock);
         assert_eq!(due, 10);
         let doomed = liveness::sweep(&policy, busy.iter().map(|(k, o)| (k, *o)), clock, true);
         assert_eq!(doomed.len(), 10);
         assert!(doomed.iter().any(|(_, r)| *r == liveness::Reason::LinkLost));
-        assert!(doomed.iter().any(|(_, r)| *r == liveness::Reason::HookBackstop));
-        assert!(busy.iter().all(|(id, _)| muster_core::validate::session_id(id).is_ok()));
+        assert!(doomed
+            .iter()
+            .any(|(_, r)| *r == liveness::Reason::HookBackstop));
+        assert!(busy
+            .iter()
+            .all(|(id, _)| muster_core::validate::session_id(id).is_ok()));
     }
 }

@@ -121,36 +121,46 @@ Example:\n  muster leave frontend --as calm-heron\n\n\
     Leave(RoomArgs),
 
     /// Claim files so no other agent edits them meanwhile
-    #[command(long_about = "Reserve paths or globs (*, **, ?; a trailing / means a whole directory) for a \
+    #[command(
+        long_about = "Reserve paths or globs (*, **, ?; a trailing / means a whole directory) for a \
 session, exclusive by default. All are granted or none: a refusal names each holder, why, until when, and \
 how to reach them. Relative paths are taken from the current directory and compared within the session's \
 repository. While a file is held exclusively, other sessions' edits of it are refused by their hooks.\n\n\
 Example:\n  muster reserve src/db/ --as calm-heron --ttl 45m --reason \"schema migration\"\n\n\
---json prints the daemon's Reservations: {\"reservations\": [Reservation + \"nickname\", …]}.")]
+--json prints the daemon's Reservations: {\"reservations\": [Reservation + \"nickname\", …]}."
+    )]
     Reserve(ReserveArgs),
 
     /// Release reserved paths (all of them when none are named)
-    #[command(long_about = "Release a session's reservations: the named paths, as reserved, or all of them.\n\n\
-Example:\n  muster release src/db/ --as calm-heron\n\n--json prints {\"released\": N}.")]
+    #[command(
+        long_about = "Release a session's reservations: the named paths, as reserved, or all of them.\n\n\
+Example:\n  muster release src/db/ --as calm-heron\n\n--json prints {\"released\": N}."
+    )]
     Release(ReleaseArgs),
 
     /// List live file reservations
-    #[command(long_about = "List the live reservations: path, holder, exclusive or shared, time left, reason \
-and repository.\n\n--json prints the daemon's Reservations.")]
+    #[command(
+        long_about = "List the live reservations: path, holder, exclusive or shared, time left, reason \
+and repository.\n\n--json prints the daemon's Reservations."
+    )]
     Reservations,
 
     /// Show a conversation thread
-    #[command(long_about = "Show the thread a message belongs to: what it replies to and every reply, oldest \
+    #[command(
+        long_about = "Show the thread a message belongs to: what it replies to and every reply, oldest \
 first, as far as you (or --as) sent or received them.\n\nExample:\n  muster thread 01JD… --as calm-heron\n\n\
---json prints {\"messages\": [Message, …]}.")]
+--json prints {\"messages\": [Message, …]}."
+    )]
     Thread(ThreadArgs),
 
     /// A git pre-commit hook refusing commits of files other sessions hold
-    #[command(long_about = "Install (or remove) a git pre-commit hook that refuses a commit when it \
+    #[command(
+        long_about = "Install (or remove) a git pre-commit hook that refuses a commit when it \
 touches a file another agent session holds exclusively, naming the holder. With the daemon down the \
 commit goes through (and the hook says so). The committer is MUSTER_SESSION_ID / \
 CLAUDE_CODE_SESSION_ID when set: its own claims never block it.\n\n\
-Example:\n  muster guard install --repo .\n  muster guard uninstall")]
+Example:\n  muster guard install --repo .\n  muster guard uninstall"
+    )]
     Guard(GuardArgs),
 
     /// Follow changes live (sessions, messages, deliveries)
@@ -207,7 +217,8 @@ Example (a Claude Code settings.json hook command):\n  muster hook prompt-submit
     Hook(HookArgs),
 
     /// Run the per-session MCP server a harness launches (stdio)
-    #[command(long_about = "Run muster's MCP server on stdin/stdout for one agent session. A harness \
+    #[command(
+        long_about = "Run muster's MCP server on stdin/stdout for one agent session. A harness \
 launches it (see `muster install`); it links to the daemon, offers muster's tools (roster, \
 send_message, broadcast, read_messages, wait_for_message, …) and pushes inbound mail to the agent \
 as notifications/claude/channel.\n\n\
@@ -217,7 +228,8 @@ Claude Code launched with `--dangerously-load-development-channels server:muster
 naming muster; read from its command line), or MUSTER_CHANNELS=on; MUSTER_CHANNELS=off, or no \
 such flag, means mail reaches the agent through its hooks instead. MUSTER_HARNESS names the harness \
 (default claude). stdout carries only MCP messages; logs go to stderr.\n\n\
-Example (.mcp.json):\n  {\"mcpServers\": {\"muster\": {\"command\": \"muster\", \"args\": [\"mcp\"]}}}")]
+Example (.mcp.json):\n  {\"mcpServers\": {\"muster\": {\"command\": \"muster\", \"args\": [\"mcp\"]}}}"
+    )]
     Mcp,
 
     /// Add muster's MCP server and hooks to a harness's settings (or remove them)

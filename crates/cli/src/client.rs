@@ -155,7 +155,7 @@ impl Client {
         timeout: Option<Duration>,
     ) -> Result<Self, ClientError> {
         let mut builder = reqwest::Client::builder()
-        .tcp_nodelay(true)
+            .tcp_nodelay(true)
             .connect_timeout(CONNECT_TIMEOUT)
             // The daemon is on loopback or a directly reachable team host; an
             // HTTP_PROXY meant for the internet must not swallow these calls.

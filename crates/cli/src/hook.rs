@@ -155,12 +155,18 @@ fn forward(args: &HookArgs, url_flag: Option<&str>, env: &Env) -> Result<Vec<u8>
 /// read — only then does a push missing from it count as dropped. Input
 /// that is not a JSON object goes as it is; the daemon says what is wrong.
 fn with_seen(input: Vec<u8>, seen_dir: Option<&std::path::Path>) -> Vec<u8> {
-    let Ok(serde_json::Value::Object(mut payload)) = serde_json::from_slice::<serde_json::Value>(&input) else {
+    let Ok(serde_json::Value::Object(mut payload)) =
+        serde_json::from_slice::<serde_json::Value>(&input)
+    else {
         return input;
     };
-    let transcript = payload.get("transcript_path").and_then(|p| p.as_str()).filter(|p| !p.is_empty());
-    let from_transcript =
-        transcript.zip(seen_dir).and_then(|(path, dir)| transcript::seen_since_last(path.as_ref(), dir));
+    let transcript = payload
+        .get("transcript_path")
+        .and_then(|p| p.as_str())
+        .filter(|p| !p.is_empty());
+    let from_transcript = transcript
+        .zip(seen_dir)
+        .and_then(|(path, dir)| transcript::seen_since_last(path.as_ref(), dir));
     let read = from_transcript.is_some();
     let mut seen = from_transcript.unwrap_or_default();
     if let Some(prompt) = payload.get("prompt").and_then(|p| p.as_str()) {

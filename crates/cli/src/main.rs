@@ -55,7 +55,10 @@ fn run_mcp(url_flag: Option<&str>, env: &Env) -> i32 {
     let shim = mcp::ShimEnv::from_process(url, operator, host);
     // One thread: a shim is a relay, and hopping between worker threads
     // costs more than it gains.
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

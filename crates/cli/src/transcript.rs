@@ -51,7 +51,9 @@ pub fn ids_in(text: &[u8], out: &mut Vec<String>) {
             continue;
         }
         let candidate = &text[i..i + ULID_LEN];
-        let ends = text.get(i + ULID_LEN).is_none_or(|b| !b.is_ascii_alphanumeric());
+        let ends = text
+            .get(i + ULID_LEN)
+            .is_none_or(|b| !b.is_ascii_alphanumeric());
         if ends && candidate.iter().all(|b| is_ulid_char(*b)) {
             let id = String::from_utf8_lossy(candidate).into_owned();
             if !out.contains(&id) && out.len() < MAX_IDS {
@@ -70,7 +72,10 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 pub fn scan_lines(chunk: &[u8], out: &mut Vec<String>) -> usize {
     let complete = chunk.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
     for line in chunk[..complete].split(|b| *b == b'\n') {
-        if NOT_IN_CONTEXT.iter().any(|marker| find(line, marker.as_bytes()).is_some()) {
+        if NOT_IN_CONTEXT
+            .iter()
+            .any(|marker| find(line, marker.as_bytes()).is_some())
+        {
             continue;
         }
         ids_in(line, out);
@@ -96,15 +101,26 @@ impl Record {
     fn load(path: &Path) -> Record {
         let text = std::fs::read_to_string(path).unwrap_or_default();
         let mut lines = text.lines();
-        let offset = lines.next().and_then(|l| l.trim().parse().ok()).unwrap_or(0);
-        let reported = lines.next().unwrap_or("").split_whitespace().map(str::to_string).collect();
+        let offset = lines
+            .next()
+            .and_then(|l| l.trim().parse().ok())
+            .unwrap_or(0);
+        let reported = lines
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .map(str::to_string)
+            .collect();
         Record { offset, reported }
     }
 
     fn save(&self, path: &Path) {
         if let Some(dir) = path.parent() {
             if std::fs::create_dir_all(dir).is_ok() {
-                let _ = std::fs::write(path, format!("{}\n{}\n", self.offset, self.reported.join(" ")));
+                let _ = std::fs::write(
+                    path,
+                    format!("{}\n{}\n", self.offset, self.reported.join(" ")),
+                );
             }
         }
     }
@@ -126,7 +142,11 @@ pub fn seen_since_last(transcript: &Path, state_dir: &Path) -> Option<Vec<String
     let record_path = offset_file(state_dir, transcript);
     let previous = Record::load(&record_path);
     // A shorter file was replaced: read it from the start.
-    let from = if previous.offset > len { 0 } else { previous.offset.saturating_sub(OVERLAP_BYTES) };
+    let from = if previous.offset > len {
+        0
+    } else {
+        previous.offset.saturating_sub(OVERLAP_BYTES)
+    };
     let from = from.max(len.saturating_sub(MAX_SCAN_BYTES));
     file.seek(SeekFrom::Start(from)).ok()?;
     let mut chunk = Vec::with_capacity((len - from) as usize);
@@ -137,9 +157,21 @@ pub fn seen_since_last(transcript: &Path, state_dir: &Path) -> Option<Vec<String
     if complete < chunk.len() && !chunk[complete..].contains(&b'\n') {
         ids_in(&chunk[complete..], &mut found);
     }
-    let new: Vec<String> = found.iter().filter(|id| !previous.reported.contains(id)).cloned().collect();
-    let offset = (from + complete as u64).max(if previous.offset > len { 0 } else { previous.offset });
-    Record { offset, reported: found }.save(&record_path);
+    let new: Vec<String> = found
+        .iter()
+        .filter(|id| !previous.reported.contains(id))
+        .cloned()
+        .collect();
+    let offset = (from + complete as u64).max(if previous.offset > len {
+        0
+    } else {
+        previous.offset
+    });
+    Record {
+        offset,
+        reported: found,
+    }
+    .save(&record_path);
     Some(new)
 }
 
@@ -154,8 +186,14 @@ mod tests {
     fn finds_ids_in_every_form_muster_writes() {
         // Proves the forms muster's text takes in transcripts are all found: hook context (escaped JSON), channel meta, tool answers.
         let mut out = Vec::new();
-        ids_in(format!(r#"{{"content":"<message id=\"{A}\" from=\"x\">"}}"#).as_bytes(), &mut out);
-        ids_in(format!(r#"<channel source="muster" message_id="{B}">"#).as_bytes(), &mut out);
+        ids_in(
+            format!(r#"{{"content":"<message id=\"{A}\" from=\"x\">"}}"#).as_bytes(),
+            &mut out,
+        );
+        ids_in(
+            format!(r#"<channel source="muster" message_id="{B}">"#).as_bytes(),
+            &mut out,
+        );
         ids_in(format!(r#"{{"id":"{A}"}}"#).as_bytes(), &mut out);
         assert_eq!(out, vec![A.to_string(), B.to_string()]);
     }
@@ -191,24 +229,49 @@ mod tests {
         let transcript = dir.path().join("t.jsonl");
         let state = dir.path().join("state");
         std::fs::write(&transcript, format!("{{\"id\":\"{A}\"}}\n")).unwrap();
-        assert_eq!(seen_since_last(&transcript, &state).unwrap(), vec![A.to_string()]);
+        assert_eq!(
+            seen_since_last(&transcript, &state).unwrap(),
+            vec![A.to_string()]
+        );
         let padding = "x".repeat(2 * OVERLAP_BYTES as usize);
-        let mut f = std::fs::OpenOptions::new().append(true).open(&transcript).unwrap();
-        std::io::Write::write_all(&mut f, format!("{{\"pad\":\"{padding}\"}}\n").as_bytes()).unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&transcript)
+            .unwrap();
+        std::io::Write::write_all(&mut f, format!("{{\"pad\":\"{padding}\"}}\n").as_bytes())
+            .unwrap();
         assert!(seen_since_last(&transcript, &state).unwrap().is_empty());
         std::io::Write::write_all(&mut f, format!("{{\"id\":\"{B}\"}}").as_bytes()).unwrap();
-        assert_eq!(seen_since_last(&transcript, &state).unwrap(), vec![B.to_string()], "a partial line is still scanned");
+        assert_eq!(
+            seen_since_last(&transcript, &state).unwrap(),
+            vec![B.to_string()],
+            "a partial line is still scanned"
+        );
         std::io::Write::write_all(&mut f, b"\n").unwrap();
-        assert!(seen_since_last(&transcript, &state).unwrap().is_empty(), "completed, it is not reported twice");
+        assert!(
+            seen_since_last(&transcript, &state).unwrap().is_empty(),
+            "completed, it is not reported twice"
+        );
         std::io::Write::write_all(&mut f, format!("{{\"id\":\"{A}\"}}\n").as_bytes()).unwrap();
-        assert_eq!(seen_since_last(&transcript, &state).unwrap(), vec![A.to_string()], "written again later, it counts again");
+        assert_eq!(
+            seen_since_last(&transcript, &state).unwrap(),
+            vec![A.to_string()],
+            "written again later, it counts again"
+        );
     }
 
     #[test]
     fn a_transcript_not_written_yet_is_empty_and_an_unreadable_one_cannot_tell() {
         // Proves a transcript the harness has not created yet counts as empty (nothing shown yet), while one that exists but cannot be read says nothing.
         let dir = tempfile::tempdir().unwrap();
-        assert_eq!(seen_since_last(&dir.path().join("none.jsonl"), dir.path()), Some(Vec::new()));
-        assert_eq!(seen_since_last(dir.path(), dir.path()), None, "a directory is not a transcript");
+        assert_eq!(
+            seen_since_last(&dir.path().join("none.jsonl"), dir.path()),
+            Some(Vec::new())
+        );
+        assert_eq!(
+            seen_since_last(dir.path(), dir.path()),
+            None,
+            "a directory is not a transcript"
+        );
     }
 }

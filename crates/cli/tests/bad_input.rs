@@ -6,13 +6,20 @@ use common::*;
 use serde_json::{json, Value};
 
 fn error_message(v: &Value) -> String {
-    v["error"]["message"].as_str().unwrap_or_else(|| panic!("no error message in {v}")).to_string()
+    v["error"]["message"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error message in {v}"))
+        .to_string()
 }
 
 /// Nothing stored: no session on the roster (even away), no mail anywhere.
 fn assert_nothing_stored(d: &TestDaemon, except_sessions: usize) {
     let all = d.get("/api/v1/roster?all=true").1;
-    assert_eq!(all["sessions"].as_array().unwrap().len(), except_sessions, "{all}");
+    assert_eq!(
+        all["sessions"].as_array().unwrap().len(),
+        except_sessions,
+        "{all}"
+    );
     assert_eq!(d.status()["unread_deliveries"], 0);
 }
 
@@ -28,17 +35,28 @@ fn bad_hook_input_is_refused_clearly() {
         (br#"{"session_id":""}"#.to_vec(), 400, "session_id"),
         (br#"{"session_id":"has space"}"#.to_vec(), 400, "session_id"),
         (br#"{"session_id":42}"#.to_vec(), 400, "wrong shape"),
-        (b"{\"session_id\":\"ok\",\"cwd\":\"\xff\xfe\"}".to_vec(), 400, "UTF-8"),
+        (
+            b"{\"session_id\":\"ok\",\"cwd\":\"\xff\xfe\"}".to_vec(),
+            400,
+            "UTF-8",
+        ),
         (b"[1,2,3]".to_vec(), 400, "wrong shape"),
     ];
     for (body, want, words) in cases {
         let (status, v) = d.post("/hook/prompt-submit", body.clone());
         assert_eq!(status, want, "{:?} -> {v}", String::from_utf8_lossy(&body));
-        assert!(error_message(&v).contains(words), "{:?}: {v}", String::from_utf8_lossy(&body));
+        assert!(
+            error_message(&v).contains(words),
+            "{:?}: {v}",
+            String::from_utf8_lossy(&body)
+        );
     }
     let (status, v) = d.post("/hook/not-an-event", r#"{"session_id":"x"}"#);
     assert_eq!(status, 404);
-    assert!(error_message(&v).contains("prompt-submit"), "lists the events it takes: {v}");
+    assert!(
+        error_message(&v).contains("prompt-submit"),
+        "lists the events it takes: {v}"
+    );
     assert_nothing_stored(&d, 0);
 }
 
@@ -49,7 +67,10 @@ fn a_body_over_the_limit_is_refused() {
     let big = format!(r#"{{"session_id":"big","cwd":"{}"}}"#, "a".repeat(1 << 20));
     let (status, v) = d.post("/hook/session-start", big);
     assert_eq!(status, 413, "{v}");
-    let (status, _) = d.post("/api/v1/messages", format!(r#"{{"to":"x","body":"{}"}}"#, "b".repeat(1 << 20)));
+    let (status, _) = d.post(
+        "/api/v1/messages",
+        format!(r#"{{"to":"x","body":"{}"}}"#, "b".repeat(1 << 20)),
+    );
     assert_eq!(status, 413);
     assert_nothing_stored(&d, 0);
 }
@@ -59,27 +80,68 @@ fn a_body_over_the_limit_is_refused() {
 #[test]
 fn bad_sends_are_refused_and_queue_nothing() {
     let d = TestDaemon::start(&[]);
-    for id in ["abcd0001-0000-4000-8000-000000000000", "abcd0002-0000-4000-8000-000000000000"] {
+    for id in [
+        "abcd0001-0000-4000-8000-000000000000",
+        "abcd0002-0000-4000-8000-000000000000",
+    ] {
         assert_eq!(d.post_json("/api/v1/sessions", &json!({"id": id})).0, 200);
     }
     let a = "abcd0001-0000-4000-8000-000000000000";
     let cases = [
-        (json!({"as": a, "to": "nobody-here", "body": "hi"}), 404, "unknown recipient"),
-        (json!({"as": a, "to": "abcd", "body": "hi"}), 409, "ambiguous"),
-        (json!({"as": a, "to": "abcd0002", "body": "   "}), 400, "empty"),
-        (json!({"as": a, "to": "abcd0002", "body": "x".repeat(6_001)}), 400, "too large"),
-        (json!({"as": a, "to": "abcd0002", "body": "<".repeat(2_000)}), 400, "escaped"),
-        (json!({"as": "ghost", "to": "abcd0002", "body": "hi"}), 404, "unknown session"),
-        (json!({"as": a, "to": "abcd0002", "body": "hi", "reply_to": "01NOPE"}), 400, "reply_to"),
-        (json!({"as": a, "to": "#room", "body": "hi"}), 400, "broadcast"),
+        (
+            json!({"as": a, "to": "nobody-here", "body": "hi"}),
+            404,
+            "unknown recipient",
+        ),
+        (
+            json!({"as": a, "to": "abcd", "body": "hi"}),
+            409,
+            "ambiguous",
+        ),
+        (
+            json!({"as": a, "to": "abcd0002", "body": "   "}),
+            400,
+            "empty",
+        ),
+        (
+            json!({"as": a, "to": "abcd0002", "body": "x".repeat(6_001)}),
+            400,
+            "too large",
+        ),
+        (
+            json!({"as": a, "to": "abcd0002", "body": "<".repeat(2_000)}),
+            400,
+            "escaped",
+        ),
+        (
+            json!({"as": "ghost", "to": "abcd0002", "body": "hi"}),
+            404,
+            "unknown session",
+        ),
+        (
+            json!({"as": a, "to": "abcd0002", "body": "hi", "reply_to": "01NOPE"}),
+            400,
+            "reply_to",
+        ),
+        (
+            json!({"as": a, "to": "#room", "body": "hi"}),
+            400,
+            "broadcast",
+        ),
         (json!({"as": a, "body": "hi"}), 400, "wrong shape"),
     ];
     for (body, want, words) in cases {
         let (status, v) = d.post_json("/api/v1/messages", &body);
         assert_eq!(status, want, "{body} -> {v}");
-        assert!(error_message(&v).to_lowercase().contains(words), "{body} -> {v}");
+        assert!(
+            error_message(&v).to_lowercase().contains(words),
+            "{body} -> {v}"
+        );
     }
-    let (status, v) = d.post_json("/api/v1/broadcast", &json!({"as": a, "room": "no-such-room", "body": "hi"}));
+    let (status, v) = d.post_json(
+        "/api/v1/broadcast",
+        &json!({"as": a, "room": "no-such-room", "body": "hi"}),
+    );
     assert_eq!(status, 404, "{v}");
     let (status, v) = d.post_json("/api/v1/rooms/join", &json!({"as": a, "room": "everyone"}));
     assert_eq!(status, 400, "automatic rooms are not joined by hand: {v}");
@@ -113,13 +175,28 @@ fn random_bodies_never_crash_the_daemon() {
         seed ^= seed << 17;
         seed
     };
-    let fragments: [&[u8]; 8] = [b"{", b"}", b"\"session_id\":", b"\"x\"", b",", b"\xff", b"[", b"null"];
+    let fragments: [&[u8]; 8] = [
+        b"{",
+        b"}",
+        b"\"session_id\":",
+        b"\"x\"",
+        b",",
+        b"\xff",
+        b"[",
+        b"null",
+    ];
     for i in 0..330 {
         let route = routes[i % routes.len()];
         let len = (next() % 24) as usize;
-        let body: Vec<u8> = (0..len).flat_map(|_| fragments[(next() % 8) as usize].to_vec()).collect();
+        let body: Vec<u8> = (0..len)
+            .flat_map(|_| fragments[(next() % 8) as usize].to_vec())
+            .collect();
         let (status, v) = d.post(route, body.clone());
-        assert!((400..500).contains(&status), "{route} {:?} -> {status} {v}", String::from_utf8_lossy(&body));
+        assert!(
+            (400..500).contains(&status),
+            "{route} {:?} -> {status} {v}",
+            String::from_utf8_lossy(&body)
+        );
     }
     assert_eq!(d.get("/healthz").0, 200);
     assert_nothing_stored(&d, 0);

@@ -24,8 +24,8 @@ use common::*;
 use peer_shim::PeerShim;
 use responses_stub::{ResponsesStub, Turn};
 use sandbox::{
-    after_last, count, harness_bin, json_lines, known_session, new_uuid, read, reserved_schema, snapshot, Running,
-    Sandbox,
+    after_last, count, harness_bin, json_lines, known_session, new_uuid, read, reserved_schema,
+    snapshot, Running, Sandbox,
 };
 use serde_json::{json, Value};
 
@@ -141,7 +141,10 @@ impl Harness {
         let err = running.err.clone();
         let events = json_lines(&running.finish(RUN_LIMIT));
         let id = thread_id(&events).unwrap_or_else(|| {
-            panic!("codex printed no thread.started: {events:?}\nstderr: {}", read(&err));
+            panic!(
+                "codex printed no thread.started: {events:?}\nstderr: {}",
+                read(&err)
+            );
         });
         assert!(
             events.iter().any(|e| e["type"] == "turn.completed"),
@@ -190,7 +193,8 @@ fn codex_session_joins_the_roster_under_its_own_id() {
         "Codex made no model request; stderr: {}",
         running.stderr()
     );
-    let id = thread_id(&json_lines(&running.stdout())).expect("thread.started is printed before the model request");
+    let id = thread_id(&json_lines(&running.stdout()))
+        .expect("thread.started is printed before the model request");
     let (status, roster) = h.daemon.get("/api/v1/roster");
     assert_eq!(status, 200);
     let me = roster["sessions"]
@@ -206,13 +210,21 @@ fn codex_session_joins_the_roster_under_its_own_id() {
         })
         .clone();
     assert_eq!(me["harness"], "codex", "{me}");
-    assert_eq!(me["activity"], "busy", "UserPromptSubmit marks the session busy: {me}");
+    assert_eq!(
+        me["activity"], "busy",
+        "UserPromptSubmit marks the session busy: {me}"
+    );
     assert_eq!(Path::new(me["cwd"].as_str().unwrap()), h.sb.project, "{me}");
     let nickname = me["nickname"].as_str().unwrap().to_string();
     h.stub.release();
 
     let run = h.finish(running);
-    assert_eq!(run.agent_text(), ["hello from the stub"], "{:?}", run.events);
+    assert_eq!(
+        run.agent_text(),
+        ["hello from the stub"],
+        "{:?}",
+        run.events
+    );
     assert!(
         h.stub.unknown().is_empty(),
         "Codex called paths the stub does not serve: {:?}",
@@ -270,7 +282,10 @@ fn mail_reaches_the_next_codex_turn_exactly_once() {
         bodies[0]
     );
     assert!(
-        wait_until(Duration::from_secs(5), || h.daemon.status()["unread_deliveries"] == 0).is_some(),
+        wait_until(Duration::from_secs(5), || h.daemon.status()
+            ["unread_deliveries"]
+            == 0)
+        .is_some(),
         "the delivery is marked surfaced: {}",
         h.daemon.status()
     );
@@ -342,8 +357,15 @@ fn codex_uninstall_restores_the_config_files() {
     let h = Harness::bare();
     let before = snapshot(&h.config_files());
     let out = h.sb.install("codex", &[]);
-    assert!(out.contains("marked trusted"), "install says what it trusted: {out}");
-    assert_ne!(snapshot(&h.config_files()), before, "install changed nothing");
+    assert!(
+        out.contains("marked trusted"),
+        "install says what it trusted: {out}"
+    );
+    assert_ne!(
+        snapshot(&h.config_files()),
+        before,
+        "install changed nothing"
+    );
     h.run("hello");
     h.sb.install("codex", &["--uninstall"]);
     assert_eq!(
@@ -367,7 +389,8 @@ fn codex_user_install_works_in_any_project() {
 
     let run = h.run("who am i");
     assert_eq!(run.agent_text(), ["done"], "{:?}", run.events);
-    let me = known_session(&h.daemon, &run.id).unwrap_or_else(|| panic!("{} is not known to muster", run.id));
+    let me = known_session(&h.daemon, &run.id)
+        .unwrap_or_else(|| panic!("{} is not known to muster", run.id));
     assert_eq!(me["harness"], "codex", "{me}");
     let bodies = h.stub.bodies();
     assert_eq!(
@@ -433,7 +456,13 @@ fn codex_patch_of_a_reserved_file_is_refused_with_the_holder_named() {
     holder.release(&h.daemon);
     h.stub.push(patch_call("schema.sql"));
     h.stub.push(Turn::text("done"));
-    let run2 = h.finish(h.spawn(&["--sandbox", "workspace-write", "resume", &run.id, "widen it now"]));
+    let run2 = h.finish(h.spawn(&[
+        "--sandbox",
+        "workspace-write",
+        "resume",
+        &run.id,
+        "widen it now",
+    ]));
     assert_eq!(run2.id, run.id, "the resumed run is the same session");
     assert_eq!(
         std::fs::read_to_string(&file).unwrap(),
@@ -463,7 +492,8 @@ fn send(daemon: &TestDaemon, to: &str, body: &str) -> Value {
 
 /// `POST /api/v1/broadcast` as the operator; the answer.
 fn broadcast(daemon: &TestDaemon, room: &str, body: &str) -> Value {
-    let (status, answer) = daemon.post_json("/api/v1/broadcast", &json!({"room": room, "body": body}));
+    let (status, answer) =
+        daemon.post_json("/api/v1/broadcast", &json!({"room": room, "body": body}));
     assert_eq!(status, 200, "{answer}");
     answer
 }
@@ -481,7 +511,10 @@ fn position(body: &Value, pred: impl Fn(&Value) -> bool) -> Option<usize> {
 /// The input items `body` adds to `previous` (Codex resends the whole
 /// conversation each time; asserts that `previous` is its start).
 fn new_items(previous: &Value, body: &Value) -> Value {
-    let (old, new) = (previous["input"].as_array().unwrap(), body["input"].as_array().unwrap());
+    let (old, new) = (
+        previous["input"].as_array().unwrap(),
+        body["input"].as_array().unwrap(),
+    );
     assert!(
         new.len() >= old.len() && new[..old.len()] == old[..],
         "a model request does not extend the one before it:\nbefore: {previous}\nafter: {body}"
@@ -516,11 +549,16 @@ fn direct_mail_sent_while_a_tool_runs_reaches_the_next_model_request_once() {
         "Codex made no model request; stderr: {}",
         running.stderr()
     );
-    let id = thread_id(&json_lines(&running.stdout())).expect("thread.started comes before the model request");
+    let id = thread_id(&json_lines(&running.stdout()))
+        .expect("thread.started comes before the model request");
     let direct = marker("DIRECTMARK");
     let ambient = marker("AMBIENTMARK");
     let sent = send(&h.daemon, &id, &format!("stop and rebase ({direct})"));
-    let room = broadcast(&h.daemon, "everyone", &format!("lunch is at noon ({ambient})"));
+    let room = broadcast(
+        &h.daemon,
+        "everyone",
+        &format!("lunch is at noon ({ambient})"),
+    );
     assert_eq!(sent["state"], "queued", "{sent}");
     assert_eq!(
         room["deliveries"][0]["recipient"],
@@ -541,7 +579,11 @@ fn direct_mail_sent_while_a_tool_runs_reaches_the_next_model_request_once() {
         4,
         "one request per tool call plus the final one: {bodies:?}"
     );
-    assert_eq!(count(&bodies[0], &direct), 0, "the first request predates the mail");
+    assert_eq!(
+        count(&bodies[0], &direct),
+        0,
+        "the first request predates the mail"
+    );
 
     let second = &bodies[1];
     assert_eq!(
@@ -571,7 +613,10 @@ fn direct_mail_sent_while_a_tool_runs_reaches_the_next_model_request_once() {
     assert_eq!(
         count(
             item,
-            &format!("<message id=\\\"{}\\\"", sent["message"]["id"].as_str().unwrap())
+            &format!(
+                "<message id=\\\"{}\\\"",
+                sent["message"]["id"].as_str().unwrap()
+            )
         ),
         1,
         "{item}"
@@ -584,7 +629,11 @@ fn direct_mail_sent_while_a_tool_runs_reaches_the_next_model_request_once() {
             "request {k} carries the mail again as new content: {}",
             bodies[k]
         );
-        assert_eq!(count(&bodies[k], &direct), 1, "request {k} has it once, as history");
+        assert_eq!(
+            count(&bodies[k], &direct),
+            1,
+            "request {k} has it once, as history"
+        );
     }
     for (k, body) in bodies.iter().enumerate() {
         assert_eq!(
@@ -620,32 +669,52 @@ fn a_turn_ending_with_direct_mail_unread_continues_once_with_it() {
         "Codex made no model request; stderr: {}",
         running.stderr()
     );
-    let id = thread_id(&json_lines(&running.stdout())).expect("thread.started comes before the model request");
+    let id = thread_id(&json_lines(&running.stdout()))
+        .expect("thread.started comes before the model request");
     let direct = marker("STOPMARK");
     let sent = send(&h.daemon, &id, &format!("stop and rebase ({direct})"));
     assert_eq!(sent["state"], "queued", "{sent}");
     h.stub.release();
 
     let run = h.finish(running);
-    assert_eq!(run.agent_text(), ["first answer", "read the mail"], "{:?}", run.events);
+    assert_eq!(
+        run.agent_text(),
+        ["first answer", "read the mail"],
+        "{:?}",
+        run.events
+    );
     let bodies = h.stub.bodies();
-    assert_eq!(bodies.len(), 2, "one held stop, then a normal one: {bodies:?}");
+    assert_eq!(
+        bodies.len(),
+        2,
+        "one held stop, then a normal one: {bodies:?}"
+    );
     assert_eq!(count(&bodies[0], &direct), 0);
     let new = new_items(&bodies[0], &bodies[1]);
     let new = new.as_array().unwrap();
     assert_eq!(new.len(), 2, "{new:?}");
     assert_eq!(
-        (new[0]["role"].as_str(), new[0]["content"][0]["text"].as_str()),
+        (
+            new[0]["role"].as_str(),
+            new[0]["content"][0]["text"].as_str()
+        ),
         (Some("assistant"), Some("first answer")),
         "{new:?}"
     );
     assert_eq!(new[1]["role"], "user", "{new:?}");
     let text = new[1]["content"][0]["text"].as_str().unwrap();
-    assert!(text.starts_with("<hook_prompt hook_run_id=\"stop:"), "{text}");
+    assert!(
+        text.starts_with("<hook_prompt hook_run_id=\"stop:"),
+        "{text}"
+    );
     assert!(text.contains("&lt;muster-mail&gt;"), "{text}");
     let message = sent["message"]["id"].as_str().unwrap();
     assert_eq!(text.matches(&direct).count(), 1, "{text}");
-    assert_eq!(text.matches(&format!("id=\"{message}\"")).count(), 1, "{text}");
+    assert_eq!(
+        text.matches(&format!("id=\"{message}\"")).count(),
+        1,
+        "{text}"
+    );
     assert_eq!(
         count(&bodies[1], &direct),
         1,
@@ -653,7 +722,10 @@ fn a_turn_ending_with_direct_mail_unread_continues_once_with_it() {
         bodies[1]
     );
     let me = known_session(&h.daemon, &id).unwrap();
-    assert_eq!(me["activity"], "idle", "the second stop ended the turn: {me}");
+    assert_eq!(
+        me["activity"], "idle",
+        "the second stop ended the turn: {me}"
+    );
     assert_eq!(
         delivery_state(&h.daemon, message, &id),
         "seen",
@@ -683,8 +755,13 @@ fn rollout_entries_with(path: &Path, needle: &str) -> Vec<(String, String, Strin
         .lines()
         .filter(|l| l.contains(needle))
         .map(|l| {
-            let v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("rollout line is not JSON ({e}): {l}"));
-            (s(&v["type"]), s(&v["payload"]["type"]), s(&v["payload"]["role"]))
+            let v: Value = serde_json::from_str(l)
+                .unwrap_or_else(|e| panic!("rollout line is not JSON ({e}): {l}"));
+            (
+                s(&v["type"]),
+                s(&v["payload"]["type"]),
+                s(&v["payload"]["role"]),
+            )
         })
         .collect()
 }
@@ -702,7 +779,8 @@ fn mail_surfaced_mid_turn_is_seen_once_the_rollout_shows_it() {
         "Codex made no model request; stderr: {}",
         running.stderr()
     );
-    let id = thread_id(&json_lines(&running.stdout())).expect("thread.started comes before the model request");
+    let id = thread_id(&json_lines(&running.stdout()))
+        .expect("thread.started comes before the model request");
     // Hold only once the first request was answered (a hold applies to requests still waiting).
     let commands_started = |n: usize| {
         wait_until(RUN_LIMIT, || {
@@ -726,7 +804,11 @@ fn mail_surfaced_mid_turn_is_seen_once_the_rollout_shows_it() {
     assert_eq!(h.stub.bodies().len(), 1, "sent while the first tool runs");
 
     // The request after the first tool is held: PostToolUse surfaced the mail, no hook ran since.
-    assert!(h.stub.wait_for_requests(0, 2, RUN_LIMIT), "{}", running.stderr());
+    assert!(
+        h.stub.wait_for_requests(0, 2, RUN_LIMIT),
+        "{}",
+        running.stderr()
+    );
     assert_eq!(count(&h.stub.bodies()[1], &direct), 1);
     assert_eq!(delivery_state(&h.daemon, &message, &id), "surfaced");
     let path = rollout(&h.sb, &id);
@@ -749,7 +831,11 @@ fn mail_surfaced_mid_turn_is_seen_once_the_rollout_shows_it() {
         running.stdout()
     );
     h.stub.hold();
-    assert!(h.stub.wait_for_requests(0, 3, RUN_LIMIT), "{}", running.stderr());
+    assert!(
+        h.stub.wait_for_requests(0, 3, RUN_LIMIT),
+        "{}",
+        running.stderr()
+    );
     assert_eq!(
         delivery_state(&h.daemon, &message, &id),
         "seen",
@@ -760,5 +846,10 @@ fn mail_surfaced_mid_turn_is_seen_once_the_rollout_shows_it() {
     assert_eq!(run.agent_text(), ["done"], "{:?}", run.events);
 
     let entries = rollout_entries_with(&path, &format!("<message id=\\\"{message}\\\""));
-    assert_eq!(entries, developer_message, "and still once at the end: {}", read(&path));
+    assert_eq!(
+        entries,
+        developer_message,
+        "and still once at the end: {}",
+        read(&path)
+    );
 }

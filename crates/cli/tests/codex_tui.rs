@@ -46,7 +46,10 @@ struct Tmux {
 
 impl Tmux {
     fn start(command: &str) -> Self {
-        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
         let unique = format!("muster-codex-tui-{}-{nanos}", std::process::id());
         let tmux = Tmux {
             socket: unique.clone(),
@@ -98,16 +101,23 @@ impl Tmux {
 
     /// Types `text` literally, as a person would.
     fn type_text(&self, text: &str) {
-        assert!(self.run(&["send-keys", "-t", &self.name, "-l", text]).status.success());
+        assert!(self
+            .run(&["send-keys", "-t", &self.name, "-l", text])
+            .status
+            .success());
     }
 
     /// Presses one named key: Enter, C-c, …
     fn press(&self, key: &str) {
-        assert!(self.run(&["send-keys", "-t", &self.name, key]).status.success());
+        assert!(self
+            .run(&["send-keys", "-t", &self.name, key])
+            .status
+            .success());
     }
 
     fn capture(&self) -> String {
-        String::from_utf8_lossy(&self.run(&["capture-pane", "-p", "-t", &self.name]).stdout).into_owned()
+        String::from_utf8_lossy(&self.run(&["capture-pane", "-p", "-t", &self.name]).stdout)
+            .into_owned()
     }
 }
 
@@ -248,7 +258,11 @@ impl Tui {
     /// Polls the pane until it shows `text`.
     fn wait_pane(&self, tmux: &Tmux, text: &str) {
         let ok = wait_until(STEP, || tmux.capture().contains(text));
-        assert!(ok.is_some(), "the pane never showed {text:?}\n{}", self.explain(tmux));
+        assert!(
+            ok.is_some(),
+            "the pane never showed {text:?}\n{}",
+            self.explain(tmux)
+        );
     }
 
     /// The app-server's pid and socket, from `muster run`'s log.
@@ -264,7 +278,10 @@ impl Tui {
                 .unwrap_or_else(|| panic!("no {name} in {line}"))
                 .to_string()
         };
-        (field("pid=").parse().unwrap(), PathBuf::from(field("socket=")))
+        (
+            field("pid=").parse().unwrap(),
+            PathBuf::from(field("socket=")),
+        )
     }
 }
 
@@ -282,7 +299,8 @@ fn marker(prefix: &str) -> String {
 }
 
 /// The wake's line, as the daemon words it (`muster_core::wake::WAKE_PROMPT`).
-const WAKE_PROMPT: &str = "New muster mail for you (shown with this prompt). Answer with muster's send_message tool.";
+const WAKE_PROMPT: &str =
+    "New muster mail for you (shown with this prompt). Answer with muster's send_message tool.";
 
 // Proves the Codex wake end to end with the real interactive TUI under `muster run codex`: muster starts its own `codex app-server` (the TUI joins it with --remote and the project as -C); after a first prompt typed into the TUI ends its turn, the session is on the roster idle with wake "codex"; a direct message then answers `woken`, and with no key from the test a new turn starts (shown in the TUI) whose model request carries the wake line and the mail, exactly once; three times in a row (cooldown 1 s). Quitting the TUI stops the app-server and removes its socket directory. Prints send → woken turn's first model request latency for each wake.
 #[test]
@@ -291,7 +309,11 @@ fn mail_to_the_idle_tui_starts_a_turn_that_carries_it_once() {
     let tmux = Tmux::start(&t.command());
     t.wait_pane(&tmux, "Ask Codex to do anything");
     let (server_pid, socket) = t.app_server();
-    assert!(alive(server_pid), "the app-server runs\n{}", t.explain(&tmux));
+    assert!(
+        alive(server_pid),
+        "the app-server runs\n{}",
+        t.explain(&tmux)
+    );
     let run_dir = socket.parent().unwrap().to_path_buf();
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(
@@ -311,12 +333,21 @@ fn mail_to_the_idle_tui_starts_a_turn_that_carries_it_once() {
         "the typed prompt made no model request\n{}",
         t.explain(&tmux)
     );
-    let me = t.wait_session("idle after the first turn, wakeable through codex", &tmux, |s| {
-        s["activity"] == "idle" && s["wake"] == "codex"
-    });
+    let me = t.wait_session(
+        "idle after the first turn, wakeable through codex",
+        &tmux,
+        |s| s["activity"] == "idle" && s["wake"] == "codex",
+    );
     let id = me["id"].as_str().unwrap().to_string();
-    assert_eq!(me["pid"], server_pid, "the hooks run under the app-server: {me}");
-    assert_eq!(t.turn_bodies(0).len(), 1, "one model request for the first turn");
+    assert_eq!(
+        me["pid"], server_pid,
+        "the hooks run under the app-server: {me}"
+    );
+    assert_eq!(
+        t.turn_bodies(0).len(),
+        1,
+        "one model request for the first turn"
+    );
 
     let mut latencies = Vec::new();
     let mut last_wake: Option<Instant> = None;
@@ -335,9 +366,17 @@ fn mail_to_the_idle_tui_starts_a_turn_that_carries_it_once() {
         last_wake = Some(Instant::now());
         assert_eq!(status, 200, "{sent}");
         assert_eq!(sent["state"], "woken", "round {round}: {sent}");
-        assert_eq!(sent["deliveries"][0]["woken"], true, "round {round}: {sent}");
+        assert_eq!(
+            sent["deliveries"][0]["woken"], true,
+            "round {round}: {sent}"
+        );
         let seen = t.request_with(mark, &mail, STEP);
-        let seen = seen.unwrap_or_else(|| panic!("round {round}: no turn carried the mail\n{}", t.explain(&tmux)));
+        let seen = seen.unwrap_or_else(|| {
+            panic!(
+                "round {round}: no turn carried the mail\n{}",
+                t.explain(&tmux)
+            )
+        });
         latencies.push(seen - started);
         assert!(
             seen - started < Duration::from_secs(2),
@@ -347,7 +386,9 @@ fn mail_to_the_idle_tui_starts_a_turn_that_carries_it_once() {
         // Read by scripts/bench-wake.sh.
         eprintln!("wake-latency codex {}", (seen - started).as_millis());
 
-        t.wait_session("idle after the woken turn", &tmux, |s| s["activity"] == "idle");
+        t.wait_session("idle after the woken turn", &tmux, |s| {
+            s["activity"] == "idle"
+        });
         let bodies = t.turn_bodies(mark);
         assert_eq!(
             bodies.len(),
@@ -355,7 +396,11 @@ fn mail_to_the_idle_tui_starts_a_turn_that_carries_it_once() {
             "round {round}: one model request for the woken turn: {bodies:?}"
         );
         let body = &bodies[0];
-        assert_eq!(count(body, &mail), 1, "round {round}: the mail once: {body}");
+        assert_eq!(
+            count(body, &mail),
+            1,
+            "round {round}: the mail once: {body}"
+        );
         // What this turn added: everything after the last turn's answer.
         let fresh = after_last(&body["input"], "assistant");
         assert_eq!(
@@ -397,8 +442,15 @@ fn mail_to_the_idle_tui_starts_a_turn_that_carries_it_once() {
     std::thread::sleep(Duration::from_millis(300));
     tmux.press("C-c");
     let exited = wait_until(STEP, || read(&t.file("code")).ends_with('\n'));
-    assert!(exited.is_some(), "muster run did not exit\n{}", t.explain(&tmux));
-    assert!(!alive(server_pid), "the app-server {server_pid} outlived the run");
+    assert!(
+        exited.is_some(),
+        "muster run did not exit\n{}",
+        t.explain(&tmux)
+    );
+    assert!(
+        !alive(server_pid),
+        "the app-server {server_pid} outlived the run"
+    );
     assert!(!run_dir.exists(), "{} is still there", run_dir.display());
     assert!(read(&t.file("muster-run.log")).contains("codex app-server stopped"));
 }
@@ -429,7 +481,10 @@ fn the_app_server_never_outlives_its_run() {
         read(format!("/proc/{run}/cmdline").as_ref()).contains(BIN),
         "{run} is muster run"
     );
-    assert!(std::fs::symlink_metadata(&socket).is_ok(), "the socket is there");
+    assert!(
+        std::fs::symlink_metadata(&socket).is_ok(),
+        "the socket is there"
+    );
     assert_eq!(unsafe { libc::kill(run, libc::SIGTERM) }, 0);
     let exited = wait_until(STEP, || read(&t.file("code")).ends_with('\n'));
     assert!(
@@ -438,7 +493,10 @@ fn the_app_server_never_outlives_its_run() {
         t.explain(&tmux)
     );
     assert!(!alive(server), "the app-server outlived SIGTERM");
-    assert!(!socket.parent().unwrap().exists(), "the socket directory is gone");
+    assert!(
+        !socket.parent().unwrap().exists(),
+        "the socket directory is gone"
+    );
     drop(tmux);
 
     std::fs::remove_file(t.file("code")).unwrap();
@@ -449,7 +507,10 @@ fn the_app_server_never_outlives_its_run() {
     let run = parent_of(server);
     assert_eq!(unsafe { libc::kill(run, libc::SIGKILL) }, 0);
     let stopped = wait_until(STEP, || !alive(server));
-    assert!(stopped.is_some(), "the app-server outlived SIGKILL of muster run");
+    assert!(
+        stopped.is_some(),
+        "the app-server outlived SIGKILL of muster run"
+    );
     let left = socket.parent().unwrap().to_path_buf();
     assert!(left.exists(), "a killed run cannot clean up");
     drop(tmux);
@@ -515,7 +576,12 @@ fn without_an_app_server_codex_runs_plain_and_wakes_are_typed() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let notes = || -> Vec<Value> { read(&log).lines().map(|l| serde_json::from_str(l).unwrap()).collect() };
+    let notes = || -> Vec<Value> {
+        read(&log)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
     let value = |kind: &str| {
         notes()
             .into_iter()
@@ -549,18 +615,29 @@ fn without_an_app_server_codex_runs_plain_and_wakes_are_typed() {
         "{}",
         explain()
     );
-    let on_roster = wait_until(STEP, || {
-        let (_, v) = daemon.get("/api/v1/roster");
-        v["sessions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|s| s["id"] == session.as_str() && s["wake"] == "pty" && s["activity"] == "idle")
-    });
-    assert!(on_roster.is_some(), "{}\n{}", daemon.get("/api/v1/roster").1, explain());
+    let on_roster =
+        wait_until(STEP, || {
+            let (_, v) = daemon.get("/api/v1/roster");
+            v["sessions"].as_array().unwrap().iter().any(|s| {
+                s["id"] == session.as_str() && s["wake"] == "pty" && s["activity"] == "idle"
+            })
+        });
+    assert!(
+        on_roster.is_some(),
+        "{}\n{}",
+        daemon.get("/api/v1/roster").1,
+        explain()
+    );
 
-    let (status, sent) = daemon.post_json("/api/v1/messages", &json!({"to": session, "body": "wake up"}));
-    assert_eq!((status, sent["state"].as_str()), (200, Some("woken")), "{sent}");
+    let (status, sent) = daemon.post_json(
+        "/api/v1/messages",
+        &json!({"to": session, "body": "wake up"}),
+    );
+    assert_eq!(
+        (status, sent["state"].as_str()),
+        (200, Some("woken")),
+        "{sent}"
+    );
     assert!(
         wait_until(STEP, || value("line").is_some()).is_some(),
         "nothing was typed\n{}",

@@ -52,7 +52,14 @@ fn register(d: &TestDaemon, id: &str, cwd: &str) -> String {
     v["nickname"].as_str().unwrap().to_string()
 }
 
-fn reserve(d: &TestDaemon, as_: &str, paths: &[&str], exclusive: bool, ttl_s: u64, reason: &str) -> (u16, Value) {
+fn reserve(
+    d: &TestDaemon,
+    as_: &str,
+    paths: &[&str],
+    exclusive: bool,
+    ttl_s: u64,
+    reason: &str,
+) -> (u16, Value) {
     d.post_json(
         "/api/v1/reservations",
         &json!({"as": as_, "paths": paths, "exclusive": exclusive, "ttl_s": ttl_s, "reason": reason}),
@@ -60,7 +67,10 @@ fn reserve(d: &TestDaemon, as_: &str, paths: &[&str], exclusive: bool, ttl_s: u6
 }
 
 fn release(d: &TestDaemon, as_: &str, paths: &[&str]) -> usize {
-    let (status, v) = d.post_json("/api/v1/reservations/release", &json!({"as": as_, "paths": paths}));
+    let (status, v) = d.post_json(
+        "/api/v1/reservations/release",
+        &json!({"as": as_, "paths": paths}),
+    );
     assert_eq!(status, 200, "release: {v}");
     v["released"].as_u64().unwrap() as usize
 }
@@ -188,7 +198,10 @@ fn conflict_names_the_holder_and_grants_nothing() {
     ] {
         assert!(msg.contains(needle), "the refusal names {needle:?}: {msg}");
     }
-    assert!(!msg.contains("src/b.rs:"), "only the held path is a conflict: {msg}");
+    assert!(
+        !msg.contains("src/b.rs:"),
+        "only the held path is a conflict: {msg}"
+    );
     assert_eq!(v["error"]["matches"][0]["id"], A, "{v}");
     assert_eq!(v["error"]["matches"][0]["nickname"], nick_a.as_str(), "{v}");
     assert_eq!(
@@ -211,7 +224,10 @@ fn conflict_names_the_holder_and_grants_nothing() {
     assert!(!out.status.success(), "muster reserve of a held path fails");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains(&nick_a), "{stderr}");
-    assert_eq!(held(&d), vec![h(A, "src/a.rs", true), h(C, "src/b.rs", true)]);
+    assert_eq!(
+        held(&d),
+        vec![h(A, "src/a.rs", true), h(C, "src/b.rs", true)]
+    );
 }
 
 // Proves shared claims coexist while shared-vs-exclusive is refused both
@@ -223,8 +239,14 @@ fn shared_claims_coexist_and_exclusive_ones_do_not() {
     for id in [A, B, C] {
         register(&d, id, &repo.dir(""));
     }
-    assert_eq!(reserve(&d, A, &["docs/guide.md"], false, 600, "reading").0, 200);
-    assert_eq!(reserve(&d, B, &["docs/guide.md"], false, 600, "reading too").0, 200);
+    assert_eq!(
+        reserve(&d, A, &["docs/guide.md"], false, 600, "reading").0,
+        200
+    );
+    assert_eq!(
+        reserve(&d, B, &["docs/guide.md"], false, 600, "reading too").0,
+        200
+    );
     let (status, v) = reserve(&d, C, &["docs/guide.md"], true, 600, "");
     assert_eq!(status, 409, "exclusive vs shared holders: {v}");
     let matched: Vec<&str> = v["error"]["matches"]
@@ -275,7 +297,11 @@ fn globs_and_paths_overlap_as_globs_say() {
         409,
         "src/** covers src/a/b.rs"
     );
-    assert_eq!(reserve(&d, B, &["src/*/mod.rs"], false, 600, "").0, 409, "glob vs glob");
+    assert_eq!(
+        reserve(&d, B, &["src/*/mod.rs"], false, 600, "").0,
+        409,
+        "glob vs glob"
+    );
     assert_eq!(
         reserve(&d, B, &["*.md"], true, 600, "").0,
         200,
@@ -300,7 +326,11 @@ fn globs_and_paths_overlap_as_globs_say() {
     );
     assert_eq!(
         held(&d),
-        vec![h(A, "src/x.md", true), h(A, "tests/**", true), h(B, "*.md", true)]
+        vec![
+            h(A, "src/x.md", true),
+            h(A, "tests/**", true),
+            h(B, "*.md", true)
+        ]
     );
 }
 
@@ -322,9 +352,20 @@ fn paths_compare_across_subdirectories_but_not_across_repositories() {
         v["reservations"][0]["pattern"], "crates/core/src/lib.rs",
         "relative to the root: {v}"
     );
-    assert_eq!(reserve(&d, B, &["../../crates/core/src/lib.rs"], true, 600, "").0, 409);
     assert_eq!(
-        reserve(&d, B, &[&repo.file("crates/core/src/lib.rs")], true, 600, "").0,
+        reserve(&d, B, &["../../crates/core/src/lib.rs"], true, 600, "").0,
+        409
+    );
+    assert_eq!(
+        reserve(
+            &d,
+            B,
+            &[&repo.file("crates/core/src/lib.rs")],
+            true,
+            600,
+            ""
+        )
+        .0,
         409
     );
     assert_eq!(
@@ -361,7 +402,10 @@ fn release_by_path_and_release_all() {
     );
     assert_eq!(release(&d, A, &["src/b.rs"]), 1);
     assert_eq!(release(&d, B, &[]), 0, "B holds nothing to release");
-    assert_eq!(held(&d), vec![h(A, "src/a.rs", true), h(A, "src/c.rs", true)]);
+    assert_eq!(
+        held(&d),
+        vec![h(A, "src/a.rs", true), h(A, "src/c.rs", true)]
+    );
     assert_eq!(
         reserve(&d, B, &["b.rs"], true, 600, "").0,
         200,
@@ -374,7 +418,11 @@ fn release_by_path_and_release_all() {
 
     // The CLI releases too.
     let out = d.muster(&["release", "--as", B]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(held(&d), vec![]);
 }
 
@@ -389,7 +437,11 @@ fn claims_expire() {
     assert_eq!(reserve(&d, A, &["src/a.rs"], true, 1, "brief").0, 200);
     assert_eq!(reserve(&d, B, &["src/a.rs"], true, 600, "").0, 409);
     std::thread::sleep(Duration::from_millis(1_500));
-    assert_eq!(reserve(&d, B, &["src/a.rs"], true, 600, "").0, 200, "A's claim expired");
+    assert_eq!(
+        reserve(&d, B, &["src/a.rs"], true, 600, "").0,
+        200,
+        "A's claim expired"
+    );
     assert_eq!(held(&d), vec![h(B, "src/a.rs", true)]);
 }
 
@@ -415,17 +467,31 @@ fn leaving_ends_the_holders_claims() {
         &json!({"session_id": A, "cwd": root, "hook_event_name": "SessionEnd"}),
         &[],
     );
-    assert_eq!(held(&d), vec![h(B, "src/b.rs", true)], "session-end ended A's claim");
+    assert_eq!(
+        held(&d),
+        vec![h(B, "src/b.rs", true)],
+        "session-end ended A's claim"
+    );
     assert_eq!(reserve(&d, C, &["src/a.rs"], true, 600, "").0, 200);
 
-    let resp = http().delete(format!("{}/api/v1/sessions/{B}", d.url)).send().unwrap();
+    let resp = http()
+        .delete(format!("{}/api/v1/sessions/{B}", d.url))
+        .send()
+        .unwrap();
     assert_eq!(resp.status().as_u16(), 200);
-    assert_eq!(held(&d), vec![h(C, "src/a.rs", true)], "DELETE ended B's claim");
+    assert_eq!(
+        held(&d),
+        vec![h(C, "src/a.rs", true)],
+        "DELETE ended B's claim"
+    );
     assert_eq!(reserve(&d, C, &["src/b.rs"], true, 600, "").0, 200);
 
     // A comes back: its old claim is not resurrected.
     register(&d, A, &root);
-    assert_eq!(held(&d), vec![h(C, "src/a.rs", true), h(C, "src/b.rs", true)]);
+    assert_eq!(
+        held(&d),
+        vec![h(C, "src/a.rs", true), h(C, "src/b.rs", true)]
+    );
 }
 
 // Proves the sweeper removing a silent hook-only holder ends its claims.
@@ -456,7 +522,10 @@ fn reservations_survive_a_restart() {
         d.kill9();
     }
     let d = TestDaemon::start_in(data.path(), &[]);
-    assert_eq!(held(&d), vec![h(A, "src/a.rs", true), h(B, "docs/**", false)]);
+    assert_eq!(
+        held(&d),
+        vec![h(A, "src/a.rs", true), h(B, "docs/**", false)]
+    );
     let (status, v) = reserve(&d, B, &["src/a.rs"], true, 600, "");
     assert_eq!(status, 409, "{v}");
     assert!(error_message(&v).contains("kept"), "{v}");
@@ -474,7 +543,15 @@ fn guarded(args: &[&str]) -> (TestDaemon, Repo, String) {
     let nick_a = register(&d, A, &root);
     register(&d, B, &repo.dir("src"));
     assert_eq!(
-        reserve(&d, A, &["src/a.rs", "notes/n.ipynb"], true, 600, "parser rewrite").0,
+        reserve(
+            &d,
+            A,
+            &["src/a.rs", "notes/n.ipynb"],
+            true,
+            600,
+            "parser rewrite"
+        )
+        .0,
         200
     );
     assert_eq!(reserve(&d, A, &["src/shared.rs"], false, 600, "").0, 200);
@@ -495,7 +572,10 @@ fn edit_guard_denies_edits_of_an_exclusively_held_file() {
             json!({"file_path": repo.file("src/a.rs"), "old_string": "x", "new_string": "y"}),
         ),
         ("Write", json!({"file_path": "a.rs", "content": "y"})),
-        ("MultiEdit", json!({"file_path": repo.file("src/a.rs"), "edits": []})),
+        (
+            "MultiEdit",
+            json!({"file_path": repo.file("src/a.rs"), "edits": []}),
+        ),
         (
             "NotebookEdit",
             json!({"notebook_path": repo.file("notes/n.ipynb"), "new_source": "y"}),
@@ -509,7 +589,10 @@ fn edit_guard_denies_edits_of_an_exclusively_held_file() {
             .as_str()
             .unwrap();
         for needle in [nick_a.as_str(), A, "parser rewrite", "send_message", "UTC"] {
-            assert!(reason.contains(needle), "{tool}: the reason names {needle:?}: {reason}");
+            assert!(
+                reason.contains(needle),
+                "{tool}: the reason names {needle:?}: {reason}"
+            );
         }
     }
     // Codex: apply_patch with the patch text, paths relative to the repository root.
@@ -525,7 +608,12 @@ fn edit_guard_denies_edits_of_an_exclusively_held_file() {
     // The hook command a harness runs prints the same refusal.
     let out = d.hook(
         "pre-tool-use",
-        &pre_tool(B, &cwd_b, "Edit", json!({"file_path": repo.file("src/a.rs")})),
+        &pre_tool(
+            B,
+            &cwd_b,
+            "Edit",
+            json!({"file_path": repo.file("src/a.rs")}),
+        ),
     );
     let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
     assert_eq!(decision(&v), Some("deny"), "{out}");
@@ -557,7 +645,11 @@ fn edit_guard_allows_the_holder_reads_shared_and_free_files() {
         &pre_tool(B, &root, "Edit", json!({"file_path": "src/shared.rs"})),
         &[],
     );
-    assert_eq!(decision(&shared), None, "a shared claim does not block edits: {shared}");
+    assert_eq!(
+        decision(&shared),
+        None,
+        "a shared claim does not block edits: {shared}"
+    );
     let free = hook_http(
         &d,
         "pre-tool-use",
@@ -626,7 +718,13 @@ fn edit_guard_off_is_silent() {
 fn notices(answer: &Value) -> Vec<String> {
     let ctx = context(answer);
     ctx.match_indices("<muster-notice>")
-        .map(|(i, _)| ctx[i..].split("</muster-notice>").next().unwrap().to_string())
+        .map(|(i, _)| {
+            ctx[i..]
+                .split("</muster-notice>")
+                .next()
+                .unwrap()
+                .to_string()
+        })
         .collect()
 }
 
@@ -656,9 +754,17 @@ fn collision_notice_tells_both_once() {
     assert_eq!(decision(&b), None, "no reservation: no refusal: {b}");
     let nb = notices(&b);
     assert_eq!(nb.len(), 1, "B is told in that very answer: {b}");
-    assert!(nb[0].contains(&nick_a) && nb[0].contains("src/a.rs"), "{nb:?}");
+    assert!(
+        nb[0].contains(&nick_a) && nb[0].contains("src/a.rs"),
+        "{nb:?}"
+    );
 
-    let a_next = hook_http(&d, "prompt-submit", &turn(A, &root, "UserPromptSubmit"), &[]);
+    let a_next = hook_http(
+        &d,
+        "prompt-submit",
+        &turn(A, &root, "UserPromptSubmit"),
+        &[],
+    );
     let na = notices(&a_next);
     assert_eq!(na.len(), 1, "A is told at its next hook: {a_next}");
     assert!(na[0].contains(&nick_b) && na[0].contains(B), "{na:?}");
@@ -717,7 +823,12 @@ fn collision_outside_the_window_is_not_reported() {
         &[],
     );
     assert_eq!(b, json!({}), "B is told nothing: {b}");
-    let a = hook_http(&d, "prompt-submit", &turn(A, &root, "UserPromptSubmit"), &[]);
+    let a = hook_http(
+        &d,
+        "prompt-submit",
+        &turn(A, &root, "UserPromptSubmit"),
+        &[],
+    );
     assert!(notices(&a).is_empty(), "A is told nothing: {a}");
     assert!(notices(&hook_http(
         &d,
@@ -754,7 +865,16 @@ fn threads_show_root_and_replies_to_participants_only() {
     ]);
     let r1_id = r1["message"]["id"].as_str().unwrap().to_string();
     assert_eq!(r1["message"]["reply_to"], root_id.as_str());
-    let r2 = d.muster_json(&["send", B, "thanks", "--as", A, "--reply-to", &r1_id, "--json"]);
+    let r2 = d.muster_json(&[
+        "send",
+        B,
+        "thanks",
+        "--as",
+        A,
+        "--reply-to",
+        &r1_id,
+        "--json",
+    ]);
     let r2_id = r2["message"]["id"].as_str().unwrap().to_string();
     let expected = vec![root_id.clone(), r1_id.clone(), r2_id.clone()];
 
@@ -779,7 +899,10 @@ fn threads_show_root_and_replies_to_participants_only() {
     let text = d.muster(&["thread", &root_id, "--as", A]);
     assert!(text.status.success());
     let text = String::from_utf8_lossy(&text.stdout);
-    let (p0, p2) = (text.find("can you review").unwrap(), text.find("thanks").unwrap());
+    let (p0, p2) = (
+        text.find("can you review").unwrap(),
+        text.find("thanks").unwrap(),
+    );
     assert!(p0 < p2, "oldest first: {text}");
 
     let (status, v) = d.get(&format!("/api/v1/messages/{root_id}/thread?as={C}"));
@@ -800,7 +923,10 @@ fn threads_show_root_and_replies_to_participants_only() {
     let out = d.muster(&["send", B, "orphan", "--as", A, "--reply-to", "nope"]);
     assert!(!out.status.success(), "the CLI refuses it too");
     let inbox = d.muster_json(&["inbox", "--as", B, "--all", "--json"]);
-    assert!(!inbox.to_string().contains("orphan"), "nothing was sent: {inbox}");
+    assert!(
+        !inbox.to_string().contains("orphan"),
+        "nothing was sent: {inbox}"
+    );
 }
 
 // ---------------------------------------------------------------- operator mail
@@ -819,13 +945,26 @@ fn operator_mail_reaches_the_person_and_their_sessions_framed_for_relay() {
         &turn(A, &root, "SessionStart"),
         &[("x-muster-operator", "alice")],
     );
-    let (status, v) = d.post_json("/api/v1/sessions", &json!({"id": B, "cwd": root, "operator": "alice"}));
+    let (status, v) = d.post_json(
+        "/api/v1/sessions",
+        &json!({"id": B, "cwd": root, "operator": "alice"}),
+    );
     assert_eq!(status, 200, "{v}");
-    let (status, v) = d.post_json("/api/v1/sessions", &json!({"id": C, "cwd": root, "operator": "bob"}));
+    let (status, v) = d.post_json(
+        "/api/v1/sessions",
+        &json!({"id": C, "cwd": root, "operator": "bob"}),
+    );
     assert_eq!(status, 200, "{v}");
     assert_eq!(roster_entry(&d, A).unwrap()["operator"], "alice");
 
-    let sent = d.muster_json(&["send", "op:alice", "the deploy is at 5pm", "--as", C, "--json"]);
+    let sent = d.muster_json(&[
+        "send",
+        "op:alice",
+        "the deploy is at 5pm",
+        "--as",
+        C,
+        "--json",
+    ]);
     let recipients: Vec<&str> = sent["deliveries"]
         .as_array()
         .unwrap()
@@ -846,7 +985,10 @@ fn operator_mail_reaches_the_person_and_their_sessions_framed_for_relay() {
             &[],
         ));
         assert!(ctx.contains("the deploy is at 5pm"), "{id}: {ctx}");
-        assert!(ctx.contains("message for your operator alice"), "{id}: {ctx}");
+        assert!(
+            ctx.contains("message for your operator alice"),
+            "{id}: {ctx}"
+        );
         assert!(ctx.contains("do not act on it yourself"), "{id}: {ctx}");
     }
     let c_ctx = context(&hook_http(
@@ -882,7 +1024,12 @@ fn activity_follows_hooks_and_never_shows_tool_arguments() {
     let repo = Repo::new("proj");
     let root = repo.dir("");
     hook_http(&d, "session-start", &turn(A, &root, "SessionStart"), &[]);
-    hook_http(&d, "prompt-submit", &turn(A, &root, "UserPromptSubmit"), &[]);
+    hook_http(
+        &d,
+        "prompt-submit",
+        &turn(A, &root, "UserPromptSubmit"),
+        &[],
+    );
     assert_eq!(roster_entry(&d, A).unwrap()["activity"], "busy");
 
     let secret = "SECRET-ARGUMENT-4711";
@@ -914,7 +1061,9 @@ fn sixteen_sessions_race_and_exactly_one_holds() {
     const ROUNDS: usize = 20;
     let d = TestDaemon::start(&[]);
     let repo = Repo::new("proj");
-    let ids: Vec<String> = (0..N).map(|i| format!("d0000000-0000-4000-8000-{i:012}")).collect();
+    let ids: Vec<String> = (0..N)
+        .map(|i| format!("d0000000-0000-4000-8000-{i:012}"))
+        .collect();
     for (i, id) in ids.iter().enumerate() {
         // Half work from the root, half from a subdirectory: the same file either way.
         register(&d, id, &repo.dir(if i % 2 == 0 { "" } else { "src" }));
@@ -1041,10 +1190,26 @@ fn bad_reservation_requests_are_refused_and_grant_nothing() {
             json!({"as": A, "paths": ["/etc/passwd"]}),
             "outside",
         ),
-        ("climbing out", json!({"as": A, "paths": ["../../../../x"]}), ""),
-        ("just outside", json!({"as": A, "paths": ["../../x"]}), "outside"),
-        ("ttl 0", json!({"as": A, "paths": ["a.rs"], "ttl_s": 0}), "ttl_s"),
-        ("ttl -5", json!({"as": A, "paths": ["a.rs"], "ttl_s": -5}), ""),
+        (
+            "climbing out",
+            json!({"as": A, "paths": ["../../../../x"]}),
+            "",
+        ),
+        (
+            "just outside",
+            json!({"as": A, "paths": ["../../x"]}),
+            "outside",
+        ),
+        (
+            "ttl 0",
+            json!({"as": A, "paths": ["a.rs"], "ttl_s": 0}),
+            "ttl_s",
+        ),
+        (
+            "ttl -5",
+            json!({"as": A, "paths": ["a.rs"], "ttl_s": -5}),
+            "",
+        ),
         (
             "ttl huge",
             json!({"as": A, "paths": ["a.rs"], "ttl_s": 10_000_000}),
@@ -1058,23 +1223,40 @@ fn bad_reservation_requests_are_refused_and_grant_nothing() {
             json!({"as": A, "paths": ["a.rs"], "reason": "r".repeat(201)}),
             "reason",
         ),
-        ("operator", json!({"as": "op:x", "paths": ["a.rs"]}), "only sessions"),
+        (
+            "operator",
+            json!({"as": "op:x", "paths": ["a.rs"]}),
+            "only sessions",
+        ),
         ("no one", json!({"paths": ["a.rs"]}), "only sessions"),
-        ("unknown session", json!({"as": "nobody-at-all", "paths": ["a.rs"]}), ""),
+        (
+            "unknown session",
+            json!({"as": "nobody-at-all", "paths": ["a.rs"]}),
+            "",
+        ),
         ("paths not a list", json!({"as": A, "paths": "a.rs"}), ""),
     ];
     for (what, body, needle) in cases {
         let (status, v) = d.post_json("/api/v1/reservations", &body);
-        assert!((400..500).contains(&status) && status != 409, "{what}: {status} {v}");
+        assert!(
+            (400..500).contains(&status) && status != 409,
+            "{what}: {status} {v}"
+        );
         let msg = v["error"]["message"]
             .as_str()
             .unwrap_or_else(|| panic!("{what}: not an error body: {v}"));
         assert!(!msg.is_empty());
-        assert!(msg.contains(needle), "{what}: {msg:?} should mention {needle:?}");
+        assert!(
+            msg.contains(needle),
+            "{what}: {msg:?} should mention {needle:?}"
+        );
         assert_eq!(held(&d), vec![], "{what} granted nothing");
     }
     // The edge values are fine.
-    assert_eq!(reserve(&d, A, &["a.rs"], true, 86_400, &"r".repeat(200)).0, 200);
+    assert_eq!(
+        reserve(&d, A, &["a.rs"], true, 86_400, &"r".repeat(200)).0,
+        200
+    );
     let sixty_four: Vec<String> = (0..64).map(|i| format!("f{i}.rs")).collect();
     let (status, v) = d.post_json(
         "/api/v1/reservations",

@@ -38,7 +38,8 @@ impl Driven {
         let (tx, lines) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(serde_json::from_str(&line).expect("the shim writes only JSON-RPC"));
+                let _ =
+                    tx.send(serde_json::from_str(&line).expect("the shim writes only JSON-RPC"));
             }
         });
         let mut me = Driven {
@@ -110,7 +111,10 @@ impl Driven {
     }
 
     fn channel_pushes(&self) -> Vec<&Value> {
-        self.notifications.iter().filter(|n| n["method"] == CHANNEL).collect()
+        self.notifications
+            .iter()
+            .filter(|n| n["method"] == CHANNEL)
+            .collect()
     }
 
     fn kill(&mut self) {
@@ -151,11 +155,19 @@ fn linked(d: &TestDaemon, id: &str) -> String {
         roster_entry(d, id).is_some_and(|s| s["link"] == "link" && s["link_up"] == true)
     })
     .unwrap_or_else(|| panic!("{id} never linked: {:?}", roster_entry(d, id)));
-    roster_entry(d, id).unwrap()["nickname"].as_str().unwrap().to_string()
+    roster_entry(d, id).unwrap()["nickname"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 fn links(d: &TestDaemon) -> u64 {
-    let text = http().get(format!("{}/metrics", d.url)).send().unwrap().text().unwrap();
+    let text = http()
+        .get(format!("{}/metrics", d.url))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
     text.lines()
         .find_map(|l| l.strip_prefix("muster_links "))
         .unwrap()
@@ -180,14 +192,21 @@ const C: &str = "e0000000-0000-4000-8000-00000000000c";
 #[test]
 fn a_mention_pushes_to_the_mentioned_session_only() {
     let d = TestDaemon::start(&[]);
-    assert_eq!(d.post_json("/api/v1/sessions", &json!({"id": A, "cwd": "/tmp"})).0, 200);
+    assert_eq!(
+        d.post_json("/api/v1/sessions", &json!({"id": A, "cwd": "/tmp"}))
+            .0,
+        200
+    );
     let mut b = Driven::start(&d, B, None);
     let mut c = Driven::start(&d, C, None);
     let nick_b = linked(&d, B);
     linked(&d, C);
 
     let body = format!("@{nick_b} please look at the failing test");
-    let (status, sent) = d.post_json("/api/v1/broadcast", &json!({"as": A, "room": "everyone", "body": body}));
+    let (status, sent) = d.post_json(
+        "/api/v1/broadcast",
+        &json!({"as": A, "room": "everyone", "body": body}),
+    );
     assert_eq!(status, 200, "{sent}");
     let state_of = |id: &str| {
         sent["deliveries"]
@@ -200,14 +219,25 @@ fn a_mention_pushes_to_the_mentioned_session_only() {
     assert_eq!(state_of(B), Some(json!("pushed")), "{sent}");
     assert_eq!(state_of(C), Some(json!("queued")), "{sent}");
     assert_eq!(state_of(A), None, "the sender is not a recipient: {sent}");
-    assert_eq!(sent["state"], "queued", "not every recipient got it live: {sent}");
+    assert_eq!(
+        sent["state"], "queued",
+        "not every recipient got it live: {sent}"
+    );
 
     b.drain(Duration::from_millis(500));
     c.drain(Duration::from_millis(500));
     let pushes = b.channel_pushes();
-    assert_eq!(pushes.len(), 1, "B got exactly one push: {:?}", b.notifications);
+    assert_eq!(
+        pushes.len(),
+        1,
+        "B got exactly one push: {:?}",
+        b.notifications
+    );
     assert!(
-        pushes[0]["params"]["content"].as_str().unwrap().contains("please look"),
+        pushes[0]["params"]["content"]
+            .as_str()
+            .unwrap()
+            .contains("please look"),
         "{}",
         pushes[0]
     );
@@ -254,10 +284,17 @@ fn a_mention_pushes_to_the_mentioned_session_only() {
 #[test]
 fn wait_returns_at_once_when_mail_is_unread() {
     let d = TestDaemon::start(&[]);
-    assert_eq!(d.post_json("/api/v1/sessions", &json!({"id": A, "cwd": "/tmp"})).0, 200);
+    assert_eq!(
+        d.post_json("/api/v1/sessions", &json!({"id": A, "cwd": "/tmp"}))
+            .0,
+        200
+    );
     let mut w = Driven::start(&d, B, None);
     linked(&d, B);
-    let (status, v) = d.post_json("/api/v1/messages", &json!({"as": A, "to": B, "body": "already here"}));
+    let (status, v) = d.post_json(
+        "/api/v1/messages",
+        &json!({"as": A, "to": B, "body": "already here"}),
+    );
     assert_eq!(status, 200, "{v}");
     let started = Instant::now();
     let got = ok_json(&w.call("wait_for_message", json!({"timeout_s": 30})));
@@ -294,7 +331,11 @@ fn wait_across(d: &TestDaemon, w: &mut Driven, path: &str, send: Value) -> (Valu
 #[test]
 fn wait_blocks_until_direct_mail_arrives() {
     let d = TestDaemon::start(&[]);
-    assert_eq!(d.post_json("/api/v1/sessions", &json!({"id": A, "cwd": "/tmp"})).0, 200);
+    assert_eq!(
+        d.post_json("/api/v1/sessions", &json!({"id": A, "cwd": "/tmp"}))
+            .0,
+        200
+    );
     let mut w = Driven::start(&d, B, None);
     linked(&d, B);
     let (got, took) = wait_across(
@@ -303,7 +344,10 @@ fn wait_blocks_until_direct_mail_arrives() {
         "/api/v1/messages",
         json!({"as": A, "to": B, "body": "your answer"}),
     );
-    assert!(took >= Duration::from_millis(250), "it waited for the mail: {took:?}");
+    assert!(
+        took >= Duration::from_millis(250),
+        "it waited for the mail: {took:?}"
+    );
     assert!(
         took < Duration::from_secs(5),
         "it returned when the mail came, not at the timeout: {took:?} {got}"
@@ -322,7 +366,11 @@ fn wait_blocks_until_direct_mail_arrives() {
 #[test]
 fn wait_blocks_until_room_mail_arrives() {
     let d = TestDaemon::start(&[]);
-    assert_eq!(d.post_json("/api/v1/sessions", &json!({"id": A, "cwd": "/tmp"})).0, 200);
+    assert_eq!(
+        d.post_json("/api/v1/sessions", &json!({"id": A, "cwd": "/tmp"}))
+            .0,
+        200
+    );
     let mut w = Driven::start(&d, B, None);
     linked(&d, B);
     let send = json!({"as": A, "room": "everyone", "body": "room news"});
@@ -370,7 +418,11 @@ fn wait_times_out_without_mail() {
 #[test]
 fn a_killed_waiter_loses_no_mail() {
     let d = TestDaemon::start(&[]);
-    assert_eq!(d.post_json("/api/v1/sessions", &json!({"id": A, "cwd": "/tmp"})).0, 200);
+    assert_eq!(
+        d.post_json("/api/v1/sessions", &json!({"id": A, "cwd": "/tmp"}))
+            .0,
+        200
+    );
     let mut w = Driven::start(&d, B, None);
     linked(&d, B);
     w.start_call("wait_for_message", json!({"timeout_s": 60}));
@@ -443,7 +495,10 @@ fn mcp_reserve_grants_refuses_and_rejects_bad_input() {
         "reserve",
         json!({"paths": ["src/a.rs"], "reason": "mcp claim", "ttl_s": 600}),
     ));
-    assert_eq!(granted["reservations"][0]["pattern"], "src/a.rs", "{granted}");
+    assert_eq!(
+        granted["reservations"][0]["pattern"], "src/a.rs",
+        "{granted}"
+    );
     let refused = b.call("reserve", json!({"paths": ["a.rs", "b.rs"]}));
     assert_eq!(refused["isError"], true, "{refused}");
     let text = refused["content"][0]["text"].as_str().unwrap();
@@ -458,5 +513,8 @@ fn mcp_reserve_grants_refuses_and_rejects_bad_input() {
         "all or nothing: {list}"
     );
     assert_eq!(ok_json(&a.call("release", json!({})))["released"], 1);
-    assert!(ok_json(&b.call("reserve", json!({"paths": ["a.rs"]})))["reservations"][0]["pattern"] == "src/a.rs");
+    assert!(
+        ok_json(&b.call("reserve", json!({"paths": ["a.rs"]})))["reservations"][0]["pattern"]
+            == "src/a.rs"
+    );
 }

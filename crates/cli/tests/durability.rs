@@ -15,7 +15,10 @@ use serde_json::json;
 fn kill_9_after_1000_acknowledged_sends_loses_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let mut d = TestDaemon::start_in(tmp.path(), &[]);
-    let (a, b) = ("f0000000-0000-4000-8000-0000000000a1", "f0000000-0000-4000-8000-0000000000b2");
+    let (a, b) = (
+        "f0000000-0000-4000-8000-0000000000a1",
+        "f0000000-0000-4000-8000-0000000000b2",
+    );
     for id in [a, b] {
         let (status, _) = d.post_json("/api/v1/sessions", &json!({"id": id, "harness": "test"}));
         assert_eq!(status, 200);
@@ -41,19 +44,30 @@ fn kill_9_after_1000_acknowledged_sends_loses_nothing() {
             })
         })
         .collect();
-    let acked: Vec<String> = workers.into_iter().flat_map(|w| w.join().unwrap()).collect();
+    let acked: Vec<String> = workers
+        .into_iter()
+        .flat_map(|w| w.join().unwrap())
+        .collect();
     assert_eq!(acked.len(), 1_000);
     d.kill9();
 
     let d = TestDaemon::start_in(tmp.path(), &[]);
     let (status, inbox) = d.get(&format!("/api/v1/inbox?as={b}&limit=1000"));
     assert_eq!(status, 200);
-    let got: Vec<String> =
-        inbox["messages"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap().to_string()).collect();
+    let got: Vec<String> = inbox["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(got.len(), 1_000, "every acknowledged send is back");
     let unique: HashSet<&String> = got.iter().collect();
     assert_eq!(unique.len(), 1_000, "none twice");
-    assert_eq!(unique, acked.iter().collect::<HashSet<_>>(), "exactly the acknowledged ones");
+    assert_eq!(
+        unique,
+        acked.iter().collect::<HashSet<_>>(),
+        "exactly the acknowledged ones"
+    );
     // Sorted by id is sorted by send order within each client.
     let mut sorted = got.clone();
     sorted.sort();

@@ -34,7 +34,12 @@ fn pre_commit_guard_refuses_commits_of_held_files() {
     let repo = tmp.path().canonicalize().unwrap();
     let ok = |o: Output| assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     ok(git(&repo, &["init", "-q", "-b", "main"], &d.url, None));
-    ok(git(&repo, &["config", "user.email", "t@example.com"], &d.url, None));
+    ok(git(
+        &repo,
+        &["config", "user.email", "t@example.com"],
+        &d.url,
+        None,
+    ));
     ok(git(&repo, &["config", "user.name", "t"], &d.url, None));
     std::fs::write(repo.join("schema.sql"), "v1\n").unwrap();
 
@@ -48,19 +53,43 @@ fn pre_commit_guard_refuses_commits_of_held_files() {
     );
     assert_eq!(status, 200, "{v}");
 
-    let install = muster_cmd(&d.url).args(["guard", "install", "--repo"]).arg(&repo).output().unwrap();
-    assert!(install.status.success(), "{}", String::from_utf8_lossy(&install.stderr));
-    let again = muster_cmd(&d.url).args(["guard", "install", "--repo"]).arg(&repo).output().unwrap();
+    let install = muster_cmd(&d.url)
+        .args(["guard", "install", "--repo"])
+        .arg(&repo)
+        .output()
+        .unwrap();
+    assert!(
+        install.status.success(),
+        "{}",
+        String::from_utf8_lossy(&install.stderr)
+    );
+    let again = muster_cmd(&d.url)
+        .args(["guard", "install", "--repo"])
+        .arg(&repo)
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&again.stdout).contains("already installed"));
 
     ok(git(&repo, &["add", "schema.sql"], &d.url, None));
     let refused = git(&repo, &["commit", "-q", "-m", "widen"], &d.url, None);
     assert!(!refused.status.success(), "the commit was refused");
     let err = String::from_utf8_lossy(&refused.stderr);
-    assert!(err.contains(&nick) && err.contains("migrating") && err.contains("schema.sql"), "{err}");
+    assert!(
+        err.contains(&nick) && err.contains("migrating") && err.contains("schema.sql"),
+        "{err}"
+    );
 
-    let by_holder = git(&repo, &["commit", "-q", "-m", "by the holder"], &d.url, Some(holder));
-    assert!(by_holder.status.success(), "the holder's own commit passes: {}", String::from_utf8_lossy(&by_holder.stderr));
+    let by_holder = git(
+        &repo,
+        &["commit", "-q", "-m", "by the holder"],
+        &d.url,
+        Some(holder),
+    );
+    assert!(
+        by_holder.status.success(),
+        "the holder's own commit passes: {}",
+        String::from_utf8_lossy(&by_holder.stderr)
+    );
 
     std::fs::write(repo.join("schema.sql"), "v2\n").unwrap();
     ok(git(&repo, &["add", "schema.sql"], &d.url, None));
@@ -69,7 +98,11 @@ fn pre_commit_guard_refuses_commits_of_held_files() {
     assert!(open.status.success(), "fail-open with the daemon down");
     assert!(String::from_utf8_lossy(&open.stderr).contains("unreachable"));
 
-    let removed = muster_cmd(&d.url).args(["guard", "uninstall", "--repo"]).arg(&repo).output().unwrap();
+    let removed = muster_cmd(&d.url)
+        .args(["guard", "uninstall", "--repo"])
+        .arg(&repo)
+        .output()
+        .unwrap();
     assert!(removed.status.success());
     assert!(!repo.join(".git/hooks/pre-commit").exists());
 }

@@ -35,11 +35,21 @@ fn hook_against_a_closed_port_exits_0_quietly_and_fast() {
 
     assert!(elapsed < Duration::from_millis(2_500), "took {elapsed:?}");
     assert_eq!(output.status.code(), Some(0));
-    assert!(output.stdout.is_empty(), "stdout: {:?}", String::from_utf8_lossy(&output.stdout));
+    assert!(
+        output.stdout.is_empty(),
+        "stdout: {:?}",
+        String::from_utf8_lossy(&output.stdout)
+    );
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert_eq!(stderr.lines().count(), 1, "stderr: {stderr:?}");
-    assert!(stderr.starts_with("muster hook: daemon unreachable at "), "stderr: {stderr:?}");
-    assert!(stderr.contains(&url) && stderr.contains("continuing without muster"), "stderr: {stderr:?}");
+    assert!(
+        stderr.starts_with("muster hook: daemon unreachable at "),
+        "stderr: {stderr:?}"
+    );
+    assert!(
+        stderr.contains(&url) && stderr.contains("continuing without muster"),
+        "stderr: {stderr:?}"
+    );
 }
 
 #[test]

@@ -292,14 +292,21 @@ fn seeded(case: &Case) -> Sandbox {
 fn installs_into_user_settings_and_keeps_theirs(case: &Case) {
     let sb = seeded(case);
     let out = sb.install(&[case.harness]);
-    assert!(out.contains("Next: restart") || out.contains("Next: start"), "{out}");
+    assert!(
+        out.contains("Next: restart") || out.contains("Next: start"),
+        "{out}"
+    );
     (case.check)(&sb);
     for rel in case.created {
         assert!(sb.project.join(rel).is_file(), "{rel} not created");
     }
     for (rel, text) in case.seed {
         let backup = sb.project.join(format!("{rel}.muster-backup"));
-        assert_eq!(std::fs::read_to_string(&backup).unwrap(), *text, "backup of {rel}");
+        assert_eq!(
+            std::fs::read_to_string(&backup).unwrap(),
+            *text,
+            "backup of {rel}"
+        );
     }
 }
 
@@ -311,7 +318,10 @@ fn second_install_changes_nothing(case: &Case) {
     let out = sb.install(&[case.harness]);
     assert!(out.contains("already installed"), "{out}");
     assert_eq!(snapshot(&sb.project), after_first);
-    assert_eq!(std::fs::read(sb.state.join("muster/installs.json")).unwrap(), manifest);
+    assert_eq!(
+        std::fs::read(sb.state.join("muster/installs.json")).unwrap(),
+        manifest
+    );
     let report: Value = serde_json::from_str(&sb.install(&[case.harness, "--json"])).unwrap();
     assert_eq!(report["changed"], false);
     assert!(
@@ -329,16 +339,23 @@ fn dry_run_prints_a_diff_and_writes_nothing(case: &Case) {
     let before = snapshot(&sb.project);
     let out = sb.install(&[case.harness, "--dry-run"]);
     assert_eq!(snapshot(&sb.project), before, "dry run changed the project");
-    assert!(snapshot(&sb.state).is_empty(), "dry run wrote the install record");
+    assert!(
+        snapshot(&sb.state).is_empty(),
+        "dry run wrote the install record"
+    );
     assert!(
         out.contains("--- a/") && out.contains("+++ b/") && out.contains("\n@@ "),
         "{out}"
     );
     assert!(out.contains("+") && out.contains("muster"), "{out}");
     assert!(out.contains("Nothing was written"), "{out}");
-    let report: Value = serde_json::from_str(&sb.install(&[case.harness, "--dry-run", "--json"])).unwrap();
+    let report: Value =
+        serde_json::from_str(&sb.install(&[case.harness, "--dry-run", "--json"])).unwrap();
     assert_eq!(report["dry_run"], true);
-    assert!(report["files"][0]["diff"].as_str().unwrap().contains("@@"), "{report}");
+    assert!(
+        report["files"][0]["diff"].as_str().unwrap().contains("@@"),
+        "{report}"
+    );
     assert_eq!(snapshot(&sb.project), before);
 }
 
@@ -347,10 +364,15 @@ fn uninstall_restores_every_byte(case: &Case) {
     let before = snapshot(&sb.project);
     sb.install(&[case.harness]);
     assert_ne!(snapshot(&sb.project), before);
-    let report: Value = serde_json::from_str(&sb.install(&[case.harness, "--uninstall", "--json"])).unwrap();
+    let report: Value =
+        serde_json::from_str(&sb.install(&[case.harness, "--uninstall", "--json"])).unwrap();
     assert_eq!(report["action"], "uninstall");
     assert_eq!(report["changed"], true);
-    assert_eq!(snapshot(&sb.project), before, "uninstall did not restore the project");
+    assert_eq!(
+        snapshot(&sb.project),
+        before,
+        "uninstall did not restore the project"
+    );
     let out = sb.install(&[case.harness, "--uninstall"]);
     assert!(out.contains("not installed"), "{out}");
     assert_eq!(snapshot(&sb.project), before);
@@ -370,9 +392,16 @@ fn invalid_settings_stop_the_run(case: &Case) {
     let stderr = String::from_utf8_lossy(&out.stderr);
     let file = sb.project.join(rel);
     assert!(stderr.contains(&file.display().to_string()), "{stderr}");
-    assert!(stderr.contains("line 2") || stderr.contains("line 3"), "{stderr}");
+    assert!(
+        stderr.contains("line 2") || stderr.contains("line 3"),
+        "{stderr}"
+    );
     assert!(stderr.contains("Nothing was changed"), "{stderr}");
-    assert_eq!(snapshot(&sb.project), before, "a failed install wrote something");
+    assert_eq!(
+        snapshot(&sb.project),
+        before,
+        "a failed install wrote something"
+    );
     assert!(snapshot(&sb.state).is_empty());
 }
 
@@ -386,17 +415,27 @@ fn uninstall_after_user_edit_removes_only_muster(case: &Case) {
         format!("{installed}\n[profiles.later]\nmodel = \"o3\"\n")
     } else {
         let mut value: Value = serde_json::from_str(&installed).unwrap();
-        value.as_object_mut().unwrap().insert("addedLater".into(), json!(true));
+        value
+            .as_object_mut()
+            .unwrap()
+            .insert("addedLater".into(), json!(true));
         serde_json::to_string_pretty(&value).unwrap()
     };
     sb.write(case.edited, &edited);
     let out = sb.install(&[case.harness, "--uninstall"]);
     assert!(out.contains("only muster's entries"), "{out}");
     let after = sb.read(case.edited);
-    assert!(!after.contains("muster"), "muster left in {}:\n{after}", case.edited);
+    assert!(
+        !after.contains("muster"),
+        "muster left in {}:\n{after}",
+        case.edited
+    );
     let seeded_text = seeded_text.unwrap();
     if case.edited.ends_with(".toml") {
-        assert_eq!(after, format!("{seeded_text}\n[profiles.later]\nmodel = \"o3\"\n"));
+        assert_eq!(
+            after,
+            format!("{seeded_text}\n[profiles.later]\nmodel = \"o3\"\n")
+        );
     } else {
         let mut expected: Value = serde_json::from_str(&seeded_text).unwrap();
         expected
@@ -533,9 +572,13 @@ fn user_scope_writes_home_files_and_uninstall_empties_them() {
         assert!(sb.home.join(rel).is_file(), "{rel} missing");
     }
     let claude_json: Value =
-        serde_json::from_str(&std::fs::read_to_string(sb.home.join(".claude.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(sb.home.join(".claude.json")).unwrap())
+            .unwrap();
     assert_eq!(claude_json["mcpServers"]["muster"]["args"], json!(["mcp"]));
-    assert!(snapshot(&sb.project).is_empty(), "--user wrote into the project");
+    assert!(
+        snapshot(&sb.project).is_empty(),
+        "--user wrote into the project"
+    );
     for harness in ["claude", "codex", "opencode", "gemini"] {
         sb.install(&[harness, "--user", "--uninstall"]);
     }
@@ -549,13 +592,20 @@ fn bad_usage_is_refused_before_anything_is_written() {
     let out = sb.muster(&["install", "vim"]);
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("claude, codex, opencode, gemini"), "{stderr}");
+    assert!(
+        stderr.contains("claude, codex, opencode, gemini"),
+        "{stderr}"
+    );
     let out = sb.muster(&["install", "claude", "--project", "/nonexistent/dir"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not an existing directory"));
     let out = sb.muster(&["install", "claude", "--project", ".", "--user"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(snapshot(&sb.project).is_empty() && snapshot(&sb.state).is_empty() && snapshot(&sb.home).is_empty());
+    assert!(
+        snapshot(&sb.project).is_empty()
+            && snapshot(&sb.state).is_empty()
+            && snapshot(&sb.home).is_empty()
+    );
 }
 
 #[test]

@@ -45,13 +45,19 @@ fn python() -> PathBuf {
                        mcp==2.3.0, and prints its python's path) and export MUSTER_PYTHON=<that path>";
     if let Some(p) = std::env::var_os("MUSTER_PYTHON").filter(|p| !p.is_empty()) {
         let p = PathBuf::from(p);
-        assert!(p.exists(), "MUSTER_PYTHON={} does not exist: {HOW}", p.display());
+        assert!(
+            p.exists(),
+            "MUSTER_PYTHON={} does not exist: {HOW}",
+            p.display()
+        );
         return p;
     }
     let cache = std::env::var_os("MUSTER_HARNESS_CACHE")
         .filter(|p| !p.is_empty())
         .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/muster-harnesses")))
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/muster-harnesses"))
+        })
         .expect("neither MUSTER_HARNESS_CACHE nor HOME is set");
     let p = cache.join("py/bin/python");
     assert!(
@@ -127,15 +133,18 @@ impl PyClient {
     fn stdio(url: &str, session: &str, env: &[(&str, &str)]) -> Self {
         let mut all = vec![("MUSTER_URL", url), ("MUSTER_SESSION_ID", session)];
         all.extend_from_slice(env);
-        Self::spawn(session, &["stdio"], &all)
-            .unwrap_or_else(|e| panic!("the Python client could not initialize `muster mcp` for {session}: {e}"))
+        Self::spawn(session, &["stdio"], &all).unwrap_or_else(|e| {
+            panic!("the Python client could not initialize `muster mcp` for {session}: {e}")
+        })
     }
 
     fn next_line(&mut self) -> Value {
-        let line = self
-            .lines
-            .recv_timeout(ANSWER_LIMIT)
-            .unwrap_or_else(|e| panic!("client.py ({}) gave no answer within {ANSWER_LIMIT:?}: {e}", self.name));
+        let line = self.lines.recv_timeout(ANSWER_LIMIT).unwrap_or_else(|e| {
+            panic!(
+                "client.py ({}) gave no answer within {ANSWER_LIMIT:?}: {e}",
+                self.name
+            )
+        });
         serde_json::from_str(&line)
             .unwrap_or_else(|e| panic!("client.py ({}) printed non-JSON ({e}): {line}", self.name))
     }
@@ -165,12 +174,18 @@ impl PyClient {
     /// A call that must succeed; returns its text content parsed as JSON.
     fn call_ok(&mut self, tool: &str, args: Value) -> Value {
         let v = self.call(tool, args.clone());
-        let result = v.get("result").unwrap_or_else(|| panic!("{tool} {args} failed: {v}"));
-        assert_eq!(result["isError"], false, "{tool} {args} answered a tool error: {v}");
+        let result = v
+            .get("result")
+            .unwrap_or_else(|| panic!("{tool} {args} failed: {v}"));
+        assert_eq!(
+            result["isError"], false,
+            "{tool} {args} answered a tool error: {v}"
+        );
         let text = result["content"][0]["text"]
             .as_str()
             .unwrap_or_else(|| panic!("{tool}: no text content: {v}"));
-        serde_json::from_str(text).unwrap_or_else(|e| panic!("{tool}: text is not JSON ({e}): {text}"))
+        serde_json::from_str(text)
+            .unwrap_or_else(|e| panic!("{tool}: text is not JSON ({e}): {text}"))
     }
 
     /// The next notification within `timeout`, if any.
@@ -245,7 +260,11 @@ impl Drop for Serve {
 fn roster_entry(d: &TestDaemon, id: &str) -> Option<Value> {
     let (status, v) = d.get("/api/v1/roster?all=true");
     assert_eq!(status, 200, "{v}");
-    v["sessions"].as_array()?.iter().find(|s| s["id"] == id).cloned()
+    v["sessions"]
+        .as_array()?
+        .iter()
+        .find(|s| s["id"] == id)
+        .cloned()
 }
 
 fn is_linked(d: &TestDaemon, id: &str) -> bool {
@@ -259,7 +278,10 @@ fn linked_nickname(d: &TestDaemon, id: &str) -> String {
         "{id} never showed as linked: {:?}",
         roster_entry(d, id)
     );
-    roster_entry(d, id).unwrap()["nickname"].as_str().unwrap().to_string()
+    roster_entry(d, id).unwrap()["nickname"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 /// B's prompt-submit hook answer, as Claude Code would ask for it.
@@ -307,7 +329,9 @@ fn stdio_send_is_pushed_to_the_other_shim_once() {
     );
     let mut ca = PyClient::stdio(&d.url, a, &[]);
 
-    let instructions = ca.init["instructions"].as_str().expect("the server gives instructions");
+    let instructions = ca.init["instructions"]
+        .as_str()
+        .expect("the server gives instructions");
     assert!(
         instructions.chars().count() < 1_500,
         "instructions are {} chars",
@@ -328,7 +352,10 @@ fn stdio_send_is_pushed_to_the_other_shim_once() {
     }
     for t in &tools {
         assert_eq!(t["inputSchema"]["type"], "object", "{t}");
-        assert!(t["description"].as_str().is_some_and(|s| !s.is_empty()), "{t}");
+        assert!(
+            t["description"].as_str().is_some_and(|s| !s.is_empty()),
+            "{t}"
+        );
     }
 
     let mut cb = PyClient::stdio(&d.url, b, &[]);
@@ -338,7 +365,10 @@ fn stdio_send_is_pushed_to_the_other_shim_once() {
 
     let body = "python says: please review src/lib.rs";
     let sent = ca.call_ok("send_message", json!({"to": nick_b, "body": body}));
-    assert_eq!(sent["state"], "pushed", "B's shim confirmed the push: {sent}");
+    assert_eq!(
+        sent["state"], "pushed",
+        "B's shim confirmed the push: {sent}"
+    );
     let id = sent["message"]["id"]
         .as_str()
         .expect("the answer names the message")
@@ -359,7 +389,8 @@ fn stdio_send_is_pushed_to_the_other_shim_once() {
         "a pushed message is not surfaced again: {ctx:?}"
     );
     assert!(
-        cb.drain_notifications(Duration::from_millis(500)).is_empty(),
+        cb.drain_notifications(Duration::from_millis(500))
+            .is_empty(),
         "pushed once"
     );
     assert_eq!(
@@ -413,7 +444,11 @@ fn stdio_without_a_session_id_refuses_cleanly() {
         .expect("spawn muster mcp");
     let stdin = child.stdin.take();
     assert!(
-        wait_until(Duration::from_secs(10), || matches!(child.try_wait(), Ok(Some(_)))).is_some(),
+        wait_until(Duration::from_secs(10), || matches!(
+            child.try_wait(),
+            Ok(Some(_))
+        ))
+        .is_some(),
         "muster mcp without a session id must exit by itself"
     );
     drop(stdin);
@@ -472,8 +507,16 @@ fn stdio_bad_input_is_refused_and_the_shim_keeps_answering() {
     ];
     for (tool, args) in protocol_errors {
         let v = ca.call(tool, args.clone());
-        assert_eq!(v["error"]["code"], -32602, "{tool} {args} is invalid params: {v}");
-        assert!(v["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+        assert_eq!(
+            v["error"]["code"], -32602,
+            "{tool} {args} is invalid params: {v}"
+        );
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{v}"
+        );
     }
 
     let big = "x".repeat(7_000);
@@ -502,9 +545,12 @@ fn stdio_bad_input_is_refused_and_the_shim_keeps_answering() {
     eprintln!("A's mail after the bad calls: {read}");
 
     // A malformed line gets a JSON-RPC parse error with a null id.
-    let raw = ca.cmd(json!({"raw": "{\"jsonrpc\": \"2.0\", \"id\": 99, \"method\": ", "wait": 1.5}));
+    let raw =
+        ca.cmd(json!({"raw": "{\"jsonrpc\": \"2.0\", \"id\": 99, \"method\": ", "wait": 1.5}));
     let error_with = |answer: &Value, code: i64| -> Value {
-        let lines = answer["server_lines"].as_array().expect("raw answers the lines seen");
+        let lines = answer["server_lines"]
+            .as_array()
+            .expect("raw answers the lines seen");
         let line = lines
             .iter()
             .filter_map(|l| serde_json::from_str::<Value>(l.as_str().unwrap_or("")).ok())
@@ -517,11 +563,21 @@ fn stdio_bad_input_is_refused_and_the_shim_keeps_answering() {
     // Well-formed JSON that is no JSON-RPC message gets an invalid-request error.
     let not_rpc = ca.cmd(json!({"raw": "{\"foo\": 1}", "wait": 1.0}));
     error_with(&not_rpc, -32600);
-    assert!(not_rpc["exit_code"].is_null(), "the shim died on a non-JSON-RPC line: {not_rpc}");
+    assert!(
+        not_rpc["exit_code"].is_null(),
+        "the shim died on a non-JSON-RPC line: {not_rpc}"
+    );
 
     // Still answering, and still nothing stored.
-    assert!(raw["exit_code"].is_null(), "the shim died on a malformed line: {raw}");
-    assert_eq!(ca.call_ok("whoami", json!({}))["id"], a, "the shim still answers");
+    assert!(
+        raw["exit_code"].is_null(),
+        "the shim died on a malformed line: {raw}"
+    );
+    assert_eq!(
+        ca.call_ok("whoami", json!({}))["id"],
+        a,
+        "the shim still answers"
+    );
     assert!(ca.list_tools().len() >= TOOLS.len());
     assert_eq!(d.status()["unread_deliveries"], 0, "nothing was stored");
 }
@@ -534,7 +590,13 @@ fn stdio_bad_input_is_refused_and_the_shim_keeps_answering() {
 fn stdio_shims_relink_after_the_daemon_is_killed() {
     let flags = ["--stale-after", "3s", "--sweep-interval", "100ms"];
     let mut d = TestDaemon::start(&flags);
-    let port = d.url.rsplit(':').next().unwrap().trim_end_matches('/').to_string();
+    let port = d
+        .url
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches('/')
+        .to_string();
     let (a, b) = (
         "a1a1a1a1-0000-4000-8000-000000000031",
         "b2b2b2b2-0000-4000-8000-000000000032",
@@ -544,10 +606,15 @@ fn stdio_shims_relink_after_the_daemon_is_killed() {
     linked_nickname(&d, a);
     let nick_b = linked_nickname(&d, b);
 
-    let before = ca.call_ok("send_message", json!({"to": nick_b, "body": "sent before the crash"}));
+    let before = ca.call_ok(
+        "send_message",
+        json!({"to": nick_b, "body": "sent before the crash"}),
+    );
     assert_eq!(before["state"], "pushed", "{before}");
     let before_id = before["message"]["id"].as_str().unwrap().to_string();
-    let mut seen = vec![cb.notification(Duration::from_secs(5)).expect("the first push arrives")];
+    let mut seen = vec![cb
+        .notification(Duration::from_secs(5))
+        .expect("the first push arrives")];
 
     d.kill9();
     // Same port and data directory. (TestDaemon::start_in always passes
@@ -583,7 +650,10 @@ fn stdio_shims_relink_after_the_daemon_is_killed() {
         );
     }
 
-    let after = ca.call_ok("send_message", json!({"to": nick_b, "body": "sent after the restart"}));
+    let after = ca.call_ok(
+        "send_message",
+        json!({"to": nick_b, "body": "sent after the restart"}),
+    );
     assert_eq!(after["state"], "pushed", "{after}");
     let after_id = after["message"]["id"].as_str().unwrap().to_string();
 
@@ -595,7 +665,11 @@ fn stdio_shims_relink_after_the_daemon_is_killed() {
             "{id} was swept: {:?}",
             roster_entry(&d, id)
         );
-        assert!(is_linked(&d, id), "{id} is still linked: {:?}", roster_entry(&d, id));
+        assert!(
+            is_linked(&d, id),
+            "{id} is still linked: {:?}",
+            roster_entry(&d, id)
+        );
     }
 
     seen.extend(cb.drain_notifications(Duration::from_millis(1_500)));
@@ -643,13 +717,17 @@ fn http_mcp_serves_the_session_named_in_the_header() {
     let nick_b = linked_nickname(&d, b);
     let endpoint = format!("{}/mcp", d.url);
 
-    let mut ca = PyClient::spawn("http-a", &["http", &endpoint, a], &[])
-        .unwrap_or_else(|e| panic!("the Python SDK's Streamable HTTP client could not initialize {endpoint}: {e}"));
+    let mut ca = PyClient::spawn("http-a", &["http", &endpoint, a], &[]).unwrap_or_else(|e| {
+        panic!("the Python SDK's Streamable HTTP client could not initialize {endpoint}: {e}")
+    });
     assert_eq!(ca.init["serverInfo"]["name"], "muster", "{}", ca.init);
     let tools = ca.list_tools();
     let names: BTreeSet<&str> = tools.iter().map(|t| t["name"].as_str().unwrap()).collect();
     for tool in TOOLS {
-        assert!(names.contains(tool), "{tool} is offered over HTTP: {names:?}");
+        assert!(
+            names.contains(tool),
+            "{tool} is offered over HTTP: {names:?}"
+        );
     }
     assert_eq!(
         ca.call_ok("whoami", json!({}))["id"],
@@ -668,10 +746,17 @@ fn http_mcp_serves_the_session_named_in_the_header() {
 
     let limit = [("MCP_CLIENT_TIMEOUT", "10")];
     for (label, args) in [
-        ("no X-Muster-Session header", vec!["http", endpoint.as_str()]),
+        (
+            "no X-Muster-Session header",
+            vec!["http", endpoint.as_str()],
+        ),
         (
             "an unknown session",
-            vec!["http", endpoint.as_str(), "c3c3c3c3-0000-4000-8000-000000000043"],
+            vec![
+                "http",
+                endpoint.as_str(),
+                "c3c3c3c3-0000-4000-8000-000000000043",
+            ],
         ),
     ] {
         match PyClient::spawn(label, &args, &limit) {
@@ -681,7 +766,10 @@ fn http_mcp_serves_the_session_named_in_the_header() {
                 let v = c.call("whoami", json!({}));
                 let refused = v.get("error").is_some() || v["result"]["isError"] == true;
                 assert!(refused, "{label}: whoami must be refused: {v}");
-                let v = c.call("send_message", json!({"to": nick_b, "body": "should not go"}));
+                let v = c.call(
+                    "send_message",
+                    json!({"to": nick_b, "body": "should not go"}),
+                );
                 let refused = v.get("error").is_some() || v["result"]["isError"] == true;
                 assert!(refused, "{label}: send_message must be refused: {v}");
                 eprintln!("{label}: initialize allowed, calls refused: {v}");

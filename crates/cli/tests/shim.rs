@@ -16,8 +16,17 @@ use serde_json::{json, Value};
 
 /// `muster_links` from /metrics: shim links attached now.
 fn links(d: &TestDaemon) -> u64 {
-    let text = http().get(format!("{}/metrics", d.url)).send().unwrap().text().unwrap();
-    text.lines().find_map(|l| l.strip_prefix("muster_links ")).unwrap().parse().unwrap()
+    let text = http()
+        .get(format!("{}/metrics", d.url))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("muster_links "))
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 
 /// A shim for `session`, initialized by hand; its stdin stays open until dropped.
@@ -57,19 +66,38 @@ fn exited_within(child: &mut Child, limit: Duration) -> bool {
 // session leaves after --stale-after.
 #[test]
 fn linked_session_lives_with_its_link_and_leaves_after_the_grace_window() {
-    let d = TestDaemon::start(&["--stale-after", "1s", "--hook-backstop", "1s", "--sweep-interval", "100ms"]);
+    let d = TestDaemon::start(&[
+        "--stale-after",
+        "1s",
+        "--hook-backstop",
+        "1s",
+        "--sweep-interval",
+        "100ms",
+    ]);
     let id = "70000000-0000-4000-8000-000000000001";
     let mut child = shim(&d, id);
     wait_until(Duration::from_secs(5), || links(&d) == 1).expect("the shim linked");
     std::thread::sleep(Duration::from_millis(2_500));
-    assert!(d.roster_ids().contains(&id.to_string()), "still live at 2.5 s: its link is up");
+    assert!(
+        d.roster_ids().contains(&id.to_string()),
+        "still live at 2.5 s: its link is up"
+    );
 
     drop(child.stdin.take());
-    assert!(exited_within(&mut child, Duration::from_secs(3)), "the shim exits when stdin closes");
+    assert!(
+        exited_within(&mut child, Duration::from_secs(3)),
+        "the shim exits when stdin closes"
+    );
     let unlinked = Instant::now();
     wait_until(Duration::from_secs(3), || links(&d) == 0).expect("the daemon saw the link go");
-    wait_until(Duration::from_secs(5), || !d.roster_ids().contains(&id.to_string())).expect("swept after the window");
-    assert!(unlinked.elapsed() >= Duration::from_millis(800), "not before the grace window");
+    wait_until(Duration::from_secs(5), || {
+        !d.roster_ids().contains(&id.to_string())
+    })
+    .expect("swept after the window");
+    assert!(
+        unlinked.elapsed() >= Duration::from_millis(800),
+        "not before the grace window"
+    );
 }
 
 // Proves the shim exits when the process that started it dies, even if its
@@ -91,11 +119,22 @@ fn shim_exits_when_its_parent_dies() {
         .spawn()
         .unwrap();
     assert!(sh.wait().unwrap().success());
-    let pid: u32 = std::fs::read_to_string(pidfile.path()).unwrap().trim().parse().unwrap();
-    let alive = |pid: u32| std::path::Path::new(&format!("/proc/{pid}")).exists()
-        && !std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default().contains(") Z ");
+    let pid: u32 = std::fs::read_to_string(pidfile.path())
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let alive = |pid: u32| {
+        std::path::Path::new(&format!("/proc/{pid}")).exists()
+            && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .unwrap_or_default()
+                .contains(") Z ")
+    };
     let gone = wait_until(Duration::from_secs(3), || !alive(pid));
-    assert!(gone.is_some(), "the shim (pid {pid}) outlived its parent by 3 s");
+    assert!(
+        gone.is_some(),
+        "the shim (pid {pid}) outlived its parent by 3 s"
+    );
 }
 
 /// A shim whose stdout answers are read back by request id.
@@ -117,7 +156,8 @@ impl Driven {
         let (tx, lines) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(serde_json::from_str(&line).expect("the shim writes only JSON-RPC"));
+                let _ =
+                    tx.send(serde_json::from_str(&line).expect("the shim writes only JSON-RPC"));
             }
         });
         let mut me = Driven { child, lines };
@@ -145,7 +185,13 @@ impl Driven {
     }
 
     /// Calls a tool with the given `_meta`, returning the JSON-RPC answer.
-    fn call(&mut self, id: u64, tool: &str, args: serde_json::Value, meta: serde_json::Value) -> serde_json::Value {
+    fn call(
+        &mut self,
+        id: u64,
+        tool: &str,
+        args: serde_json::Value,
+        meta: serde_json::Value,
+    ) -> serde_json::Value {
         let mut params = json!({"name": tool, "arguments": args});
         if !meta.is_null() {
             params["_meta"] = meta;
@@ -170,23 +216,62 @@ impl Drop for Driven {
 fn per_call_shim_acts_for_the_session_each_call_names() {
     let d = TestDaemon::start(&[]);
     let mut shim = Driven::start(&d, &[("MUSTER_HARNESS", "codex")]);
-    let (a, b) = ("80000000-0000-4000-8000-00000000000a", "80000000-0000-4000-8000-00000000000b");
+    let (a, b) = (
+        "80000000-0000-4000-8000-00000000000a",
+        "80000000-0000-4000-8000-00000000000b",
+    );
     assert_eq!(d.post_json("/api/v1/sessions", &json!({"id": b})).0, 200);
 
-    let sent = shim.call(2, "send_message", json!({"to": b, "body": "from codex"}), json!({"sessionId": a}));
-    let text = sent["result"]["content"][0]["text"].as_str().unwrap_or_else(|| panic!("{sent}"));
+    let sent = shim.call(
+        2,
+        "send_message",
+        json!({"to": b, "body": "from codex"}),
+        json!({"sessionId": a}),
+    );
+    let text = sent["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{sent}"));
     let v: serde_json::Value = serde_json::from_str(text).unwrap();
-    assert_eq!(v["message"]["from"], a, "acts as the session in _meta.sessionId: {v}");
-    let me = d.get("/api/v1/roster").1["sessions"].as_array().unwrap().iter().find(|s| s["id"] == a).cloned();
-    assert_eq!(me.expect("the named session was registered")["harness"], "codex");
+    assert_eq!(
+        v["message"]["from"], a,
+        "acts as the session in _meta.sessionId: {v}"
+    );
+    let me = d.get("/api/v1/roster").1["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == a)
+        .cloned();
+    assert_eq!(
+        me.expect("the named session was registered")["harness"],
+        "codex"
+    );
 
-    let who = shim.call(3, "whoami", json!({"_session_id": b}), serde_json::Value::Null);
+    let who = shim.call(
+        3,
+        "whoami",
+        json!({"_session_id": b}),
+        serde_json::Value::Null,
+    );
     let text = who["result"]["content"][0]["text"].as_str().unwrap();
-    assert_eq!(serde_json::from_str::<serde_json::Value>(text).unwrap()["id"], b, "or the one in _session_id");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(text).unwrap()["id"],
+        b,
+        "or the one in _session_id"
+    );
 
     let anon = shim.call(4, "whoami", json!({}), serde_json::Value::Null);
-    assert_eq!(anon["result"]["isError"], true, "a call naming no session is refused: {anon}");
-    assert!(anon["result"]["content"][0]["text"].as_str().unwrap().contains("names no session"), "{anon}");
+    assert_eq!(
+        anon["result"]["isError"], true,
+        "a call naming no session is refused: {anon}"
+    );
+    assert!(
+        anon["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("names no session"),
+        "{anon}"
+    );
 }
 
 /// `can_push` of a session as the roster shows it, once the session is linked.
@@ -215,7 +300,8 @@ fn channel_display_is_detected_from_the_parent_command_line() {
         let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18",
             "capabilities": {}, "clientInfo": {"name": "test", "version": "1"}}});
         let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
-        let script = format!("(printf '%s\\n' '{init}' '{initialized}'; sleep 30) | '{BIN}' mcp; true");
+        let script =
+            format!("(printf '%s\\n' '{init}' '{initialized}'; sleep 30) | '{BIN}' mcp; true");
         let mut cmd = std::process::Command::new("sh");
         cmd.args(["-c", &script, "sh"]);
         if !flags.is_empty() {
@@ -231,9 +317,20 @@ fn channel_display_is_detected_from_the_parent_command_line() {
             .unwrap()
     };
     let mut plain = start("c0000000-plain", "");
-    let mut shown = start("c0000000-shown", "--dangerously-load-development-channels server:muster");
-    assert_eq!(linked_can_push(&d, "c0000000-plain", false), Some(false), "no flag: no pushes");
-    assert_eq!(linked_can_push(&d, "c0000000-shown", true), Some(true), "the channel flag: pushes");
+    let mut shown = start(
+        "c0000000-shown",
+        "--dangerously-load-development-channels server:muster",
+    );
+    assert_eq!(
+        linked_can_push(&d, "c0000000-plain", false),
+        Some(false),
+        "no flag: no pushes"
+    );
+    assert_eq!(
+        linked_can_push(&d, "c0000000-shown", true),
+        Some(true),
+        "the channel flag: pushes"
+    );
     for child in [&mut plain, &mut shown] {
         let _ = child.kill();
         let _ = child.wait();
@@ -255,12 +352,24 @@ fn timed_send(d: &TestDaemon, to: &str, body: &str) -> (Value, Duration) {
 #[test]
 fn a_discover_only_client_gets_pushes() {
     let d = TestDaemon::start(&[]);
-    let peer = PeerShim::start_with(&d, "d1500000-0000-4000-8000-000000000001", Handshake::Discover);
+    let peer = PeerShim::start_with(
+        &d,
+        "d1500000-0000-4000-8000-000000000001",
+        Handshake::Discover,
+    );
     let (answer, took) = timed_send(&d, &peer.id, "after discover");
     assert_eq!(answer["state"], "pushed", "{answer}");
-    assert!(took < Duration::from_millis(400), "a send to a ready shim took {took:?}");
-    let line = peer.channel_with("after discover", Duration::from_secs(5)).expect("the channel line reached the client");
-    assert_eq!(line["params"]["meta"]["message_id"], answer["message"]["id"]);
+    assert!(
+        took < Duration::from_millis(400),
+        "a send to a ready shim took {took:?}"
+    );
+    let line = peer
+        .channel_with("after discover", Duration::from_secs(5))
+        .expect("the channel line reached the client");
+    assert_eq!(
+        line["params"]["meta"]["message_id"],
+        answer["message"]["id"]
+    );
 }
 
 // Proves no sender waits on a shim that cannot write: a shim whose client has
@@ -270,10 +379,14 @@ fn a_discover_only_client_gets_pushes() {
 #[test]
 fn a_shim_before_its_handshake_never_stalls_a_sender() {
     let d = TestDaemon::start(&[]);
-    let mut peer = PeerShim::start_with(&d, "d1500000-0000-4000-8000-000000000002", Handshake::None);
+    let mut peer =
+        PeerShim::start_with(&d, "d1500000-0000-4000-8000-000000000002", Handshake::None);
     let (answer, took) = timed_send(&d, &peer.id, "before the handshake");
     assert_eq!(answer["state"], "queued", "{answer}");
-    assert!(took < Duration::from_millis(400), "a send to a shim without a handshake took {took:?}");
+    assert!(
+        took < Duration::from_millis(400),
+        "a send to a shim without a handshake took {took:?}"
+    );
     peer.send_line(&json!({"jsonrpc": "2.0", "id": 1, "method": "server/discover", "params": {"_meta": discover_meta()}}));
     peer.send_line(&json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {"_meta": discover_meta()}}));
     let pushes: Vec<Value> = peer
@@ -282,7 +395,10 @@ fn a_shim_before_its_handshake_never_stalls_a_sender() {
         .filter(|l| l["method"] == "notifications/claude/channel")
         .collect();
     assert_eq!(pushes.len(), 1, "{pushes:?}");
-    assert_eq!(pushes[0]["params"]["meta"]["message_id"], answer["message"]["id"]);
+    assert_eq!(
+        pushes[0]["params"]["meta"]["message_id"],
+        answer["message"]["id"]
+    );
 }
 
 // Proves a shim that means to push steers Claude Code onto the one connection
@@ -296,7 +412,10 @@ fn server_discover_is_refused_only_by_a_shim_that_pushes() {
     for (channels, refused) in [("on", true), ("off", false)] {
         let mut child = muster_cmd(&d.url)
             .arg("mcp")
-            .env("MUSTER_SESSION_ID", format!("d1500000-0000-4000-8000-00000000000{}", refused as u8))
+            .env(
+                "MUSTER_SESSION_ID",
+                format!("d1500000-0000-4000-8000-00000000000{}", refused as u8),
+            )
             .env("MUSTER_CHANNELS", channels)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -305,12 +424,24 @@ fn server_discover_is_refused_only_by_a_shim_that_pushes() {
         let discover = json!({"jsonrpc": "2.0", "id": 1, "method": "server/discover", "params": {"_meta": discover_meta()}});
         writeln!(child.stdin.as_mut().unwrap(), "{discover}").unwrap();
         let mut line = String::new();
-        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
         let answer: Value = serde_json::from_str(&line).unwrap();
         if refused {
-            assert_eq!(answer["error"]["code"], -32601, "channels {channels}: {answer}");
+            assert_eq!(
+                answer["error"]["code"], -32601,
+                "channels {channels}: {answer}"
+            );
         } else {
-            assert!(answer["result"]["supportedVersions"].as_array().is_some_and(|v| !v.is_empty()), "{answer}");
+            assert!(
+                answer["result"]["supportedVersions"]
+                    .as_array()
+                    .is_some_and(|v| !v.is_empty()),
+                "{answer}"
+            );
         }
         let _ = child.kill();
         let _ = child.wait();

@@ -21,12 +21,27 @@ fn hook_only_session_leaves_after_the_backstop() {
     d.hook("prompt-submit", &payload(id, "UserPromptSubmit")); // refreshes last_seen_at
     let refreshed = Instant::now();
     std::thread::sleep(Duration::from_millis(700));
-    assert!(d.roster_ids().contains(&id.to_string()), "still live 1.4 s after start: the hook refreshed it");
-    wait_until(Duration::from_secs(5), || !d.roster_ids().contains(&id.to_string())).expect("swept");
-    assert!(refreshed.elapsed() >= Duration::from_millis(1_500), "not before the backstop");
+    assert!(
+        d.roster_ids().contains(&id.to_string()),
+        "still live 1.4 s after start: the hook refreshed it"
+    );
+    wait_until(Duration::from_secs(5), || {
+        !d.roster_ids().contains(&id.to_string())
+    })
+    .expect("swept");
+    assert!(
+        refreshed.elapsed() >= Duration::from_millis(1_500),
+        "not before the backstop"
+    );
     assert!(registered.elapsed() < Duration::from_secs(5));
     let all = d.get("/api/v1/roster?all=true").1;
-    let s = all["sessions"].as_array().unwrap().iter().find(|s| s["id"] == id).unwrap().clone();
+    let s = all["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == id)
+        .unwrap()
+        .clone();
     assert!(s["left_at"].is_i64(), "still known after leaving: {s}");
 }
 
@@ -35,15 +50,27 @@ fn hook_only_session_leaves_after_the_backstop() {
 #[test]
 fn session_end_removes_at_once_and_mail_waits_for_return() {
     let d = TestDaemon::start(&[]);
-    let (a, b) = ("20000000-0000-4000-8000-00000000000a", "20000000-0000-4000-8000-00000000000b");
+    let (a, b) = (
+        "20000000-0000-4000-8000-00000000000a",
+        "20000000-0000-4000-8000-00000000000b",
+    );
     d.hook("session-start", &payload(a, "SessionStart"));
     d.hook("session-start", &payload(b, "SessionStart"));
-    assert_eq!(d.hook("session-end", &payload(b, "SessionEnd")).trim(), "{}");
-    assert!(!d.roster_ids().contains(&b.to_string()), "gone at once, no sweep needed");
+    assert_eq!(
+        d.hook("session-end", &payload(b, "SessionEnd")).trim(),
+        "{}"
+    );
+    assert!(
+        !d.roster_ids().contains(&b.to_string()),
+        "gone at once, no sweep needed"
+    );
 
     let sent = d.muster_json(&["send", b, "welcome back", "--as", a, "--json"]);
     assert_eq!(sent["state"], "queued");
-    assert_eq!(sent["deliveries"][0]["present"], false, "the sender is told the recipient is away");
+    assert_eq!(
+        sent["deliveries"][0]["present"], false,
+        "the sender is told the recipient is away"
+    );
 
     let mut resumed = payload(b, "SessionStart");
     resumed["source"] = json!("resume");
@@ -59,26 +86,63 @@ fn session_end_removes_at_once_and_mail_waits_for_return() {
 #[test]
 fn reloaded_linked_session_gets_a_fresh_grace_window() {
     let tmp = tempfile::tempdir().unwrap();
-    let hours_ago = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+    let hours_ago = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
         - 2 * 3_600_000;
     {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         rt.block_on(async {
             let store = SqliteStore::open(tmp.path().join("muster.db")).unwrap();
-            let mut linked = Session::new("30000000-0000-4000-8000-00000000000a", "linked-one", hours_ago);
+            let mut linked = Session::new(
+                "30000000-0000-4000-8000-00000000000a",
+                "linked-one",
+                hours_ago,
+            );
             linked.link = LinkKind::Link;
-            let hooked = Session::new("30000000-0000-4000-8000-00000000000b", "hooked-one", hours_ago);
-            store.apply(vec![Change::PutSession(linked), Change::PutSession(hooked)]).await.unwrap();
+            let hooked = Session::new(
+                "30000000-0000-4000-8000-00000000000b",
+                "hooked-one",
+                hours_ago,
+            );
+            store
+                .apply(vec![Change::PutSession(linked), Change::PutSession(hooked)])
+                .await
+                .unwrap();
         });
     }
     let started = Instant::now();
-    let d = TestDaemon::start_in(tmp.path(), &["--stale-after", "2s", "--sweep-interval", "100ms"]);
-    let (linked, hooked) = ("30000000-0000-4000-8000-00000000000a", "30000000-0000-4000-8000-00000000000b");
-    wait_until(Duration::from_secs(2), || !d.roster_ids().contains(&hooked.to_string()))
-        .expect("the hook-only session, silent for 2 h, is swept at once");
-    assert!(d.roster_ids().contains(&linked.to_string()), "the linked one is in its grace window");
+    let d = TestDaemon::start_in(
+        tmp.path(),
+        &["--stale-after", "2s", "--sweep-interval", "100ms"],
+    );
+    let (linked, hooked) = (
+        "30000000-0000-4000-8000-00000000000a",
+        "30000000-0000-4000-8000-00000000000b",
+    );
+    wait_until(Duration::from_secs(2), || {
+        !d.roster_ids().contains(&hooked.to_string())
+    })
+    .expect("the hook-only session, silent for 2 h, is swept at once");
+    assert!(
+        d.roster_ids().contains(&linked.to_string()),
+        "the linked one is in its grace window"
+    );
     std::thread::sleep(Duration::from_millis(1_000).saturating_sub(started.elapsed()));
-    assert!(d.roster_ids().contains(&linked.to_string()), "still there 1 s after start");
-    wait_until(Duration::from_secs(5), || !d.roster_ids().contains(&linked.to_string())).expect("swept");
-    assert!(started.elapsed() >= Duration::from_millis(2_000), "not before the window ends");
+    assert!(
+        d.roster_ids().contains(&linked.to_string()),
+        "still there 1 s after start"
+    );
+    wait_until(Duration::from_secs(5), || {
+        !d.roster_ids().contains(&linked.to_string())
+    })
+    .expect("swept");
+    assert!(
+        started.elapsed() >= Duration::from_millis(2_000),
+        "not before the window ends"
+    );
 }

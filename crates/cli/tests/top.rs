@@ -17,7 +17,10 @@ struct Tmux {
 
 impl Tmux {
     fn start(command: &str) -> Self {
-        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
         let unique = format!("muster-top-{}-{nanos}", std::process::id());
         let tmux = Tmux {
             socket: unique.clone(),
@@ -61,7 +64,8 @@ impl Tmux {
     }
 
     fn capture(&self) -> String {
-        String::from_utf8_lossy(&self.run(&["capture-pane", "-p", "-t", &self.name]).stdout).into_owned()
+        String::from_utf8_lossy(&self.run(&["capture-pane", "-p", "-t", &self.name]).stdout)
+            .into_owned()
     }
 
     /// Polls the pane (bounded) until every part shows; the last capture either way.
@@ -108,7 +112,10 @@ fn top_shows_the_roster_and_events_live_and_quits_on_q() {
     // Proves `muster top` in a real terminal shows a registered session, adds an event line for a new message, and exits 0 on q with the screen restored.
     let d = TestDaemon::start(&[]);
     let id = "70000000-0000-4000-8000-000000000001";
-    let (status, v) = d.post_json("/api/v1/sessions", &json!({"id": id, "status": "refactoring db"}));
+    let (status, v) = d.post_json(
+        "/api/v1/sessions",
+        &json!({"id": id, "status": "refactoring db"}),
+    );
     assert_eq!(status, 200, "{v}");
     let nickname = v["nickname"]
         .as_str()
@@ -119,23 +126,42 @@ fn top_shows_the_roster_and_events_live_and_quits_on_q() {
     let tmp = tempfile::tempdir().unwrap();
     let code_file = tmp.path().join("exit-code");
     let tmux = Tmux::start(&top_command(&d.url, &code_file));
-    let pane = tmux.wait_for(&[&nickname, "refactoring db", "NICKNAME"], Duration::from_secs(10));
-    assert!(pane.is_ok(), "roster never showed {nickname}:\n{}", pane.unwrap_err());
+    let pane = tmux.wait_for(
+        &[&nickname, "refactoring db", "NICKNAME"],
+        Duration::from_secs(10),
+    );
+    assert!(
+        pane.is_ok(),
+        "roster never showed {nickname}:\n{}",
+        pane.unwrap_err()
+    );
 
     let (status, v) = d.post_json(
         "/api/v1/messages",
         &json!({"as": "op:tester", "to": id, "body": "hello from the test"}),
     );
     assert_eq!(status, 200, "{v}");
-    let pane = tmux.wait_for(&["message.sent", "hello from the test"], Duration::from_secs(10));
-    assert!(pane.is_ok(), "no event line for the message:\n{}", pane.unwrap_err());
+    let pane = tmux.wait_for(
+        &["message.sent", "hello from the test"],
+        Duration::from_secs(10),
+    );
+    assert!(
+        pane.is_ok(),
+        "no event line for the message:\n{}",
+        pane.unwrap_err()
+    );
 
     let out = tmux.run(&["send-keys", "-t", &tmux.name, "q"]);
     assert!(out.status.success());
     let exited = wait_until(Duration::from_secs(10), || {
-        std::fs::read_to_string(&code_file).is_ok_and(|c| c.ends_with('\n')) && tmux.pane_dead() == "1"
+        std::fs::read_to_string(&code_file).is_ok_and(|c| c.ends_with('\n'))
+            && tmux.pane_dead() == "1"
     });
-    assert!(exited.is_some(), "top did not exit after q:\n{}", tmux.capture());
+    assert!(
+        exited.is_some(),
+        "top did not exit after q:\n{}",
+        tmux.capture()
+    );
     assert_eq!(
         std::fs::read_to_string(&code_file).unwrap().trim(),
         "0",
@@ -158,7 +184,9 @@ fn top_refuses_without_a_terminal() {
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("muster top needs a terminal; use `muster tail` or `muster roster --json` in scripts"),
+        stderr.contains(
+            "muster top needs a terminal; use `muster tail` or `muster roster --json` in scripts"
+        ),
         "{stderr}"
     );
     assert!(out.stdout.is_empty());

@@ -21,7 +21,11 @@ pub fn similarity(a: &str, b: &str) -> f64 {
 }
 
 fn as_match(s: &Session) -> Match {
-    Match { id: s.id.clone(), nickname: s.nickname.clone(), present: s.present() }
+    Match {
+        id: s.id.clone(),
+        nickname: s.nickname.clone(),
+        present: s.present(),
+    }
 }
 
 fn operator_known(dir: &dyn Directory, name: &str) -> bool {
@@ -30,7 +34,11 @@ fn operator_known(dir: &dyn Directory, name: &str) -> bool {
 
 /// Resolves a direct-message address. `self_operator` is the operator the
 /// caller acts for, always addressable even with no sessions of their own.
-pub fn resolve(dir: &dyn Directory, address: &str, self_operator: Option<&str>) -> Result<Target, CoreError> {
+pub fn resolve(
+    dir: &dyn Directory,
+    address: &str,
+    self_operator: Option<&str>,
+) -> Result<Target, CoreError> {
     let address = address.trim();
     if address.is_empty() {
         return Err(CoreError::invalid("to", "must not be empty"));
@@ -42,13 +50,19 @@ pub fn resolve(dir: &dyn Directory, address: &str, self_operator: Option<&str>) 
         return Err(unknown(dir, address));
     }
     if address.starts_with('#') {
-        return Err(CoreError::invalid("to", "rooms take `broadcast`, not `send`"));
+        return Err(CoreError::invalid(
+            "to",
+            "rooms take `broadcast`, not `send`",
+        ));
     }
     if let Some(s) = dir.by_id(address).or_else(|| dir.by_nickname(address)) {
         return Ok(Target::Session(s.id.clone()));
     }
     if address.len() >= MIN_ID_PREFIX {
-        let mut hits: Vec<&Session> = dir.sessions().filter(|s| s.id.starts_with(address)).collect();
+        let mut hits: Vec<&Session> = dir
+            .sessions()
+            .filter(|s| s.id.starts_with(address))
+            .collect();
         match hits.len() {
             0 => {}
             1 => return Ok(Target::Session(hits[0].id.clone())),
@@ -70,7 +84,10 @@ pub fn resolve(dir: &dyn Directory, address: &str, self_operator: Option<&str>) 
 /// The unknown-recipient error, with up to five close matches by
 /// similarity of nickname, id or operator name.
 fn unknown(dir: &dyn Directory, address: &str) -> CoreError {
-    let wanted = address.strip_prefix("op:").unwrap_or(address).to_lowercase();
+    let wanted = address
+        .strip_prefix("op:")
+        .unwrap_or(address)
+        .to_lowercase();
     let mut scored: Vec<(f64, Match)> = Vec::new();
     let mut operators: Vec<String> = Vec::new();
     for s in dir.sessions() {
@@ -78,7 +95,11 @@ fn unknown(dir: &dyn Directory, address: &str) -> CoreError {
         let head: String = wanted.chars().take(8).collect();
         let id_head: String = s.id.chars().take(head.chars().count()).collect();
         let by_id = strsim::jaro_winkler(&head, &id_head);
-        let by_substring = if s.nickname.contains(&wanted) { 0.95 } else { 0.0 };
+        let by_substring = if s.nickname.contains(&wanted) {
+            0.95
+        } else {
+            0.0
+        };
         scored.push((by_nick.max(by_id).max(by_substring), as_match(s)));
         if !s.operator.is_empty() && !operators.contains(&s.operator) {
             operators.push(s.operator.clone());
@@ -87,7 +108,14 @@ fn unknown(dir: &dyn Directory, address: &str) -> CoreError {
     for op in operators {
         let score = strsim::jaro_winkler(&wanted, &op.to_lowercase());
         let principal = format!("op:{op}");
-        scored.push((score, Match { id: principal.clone(), nickname: principal, present: true }));
+        scored.push((
+            score,
+            Match {
+                id: principal.clone(),
+                nickname: principal,
+                present: true,
+            },
+        ));
     }
     scored.retain(|(score, _)| *score >= 0.75);
     scored.sort_by(|a, b| b.0.total_cmp(&a.0));
@@ -132,28 +160,57 @@ mod tests {
     #[test]
     fn resolves_id_nickname_prefix_operator() {
         let d = dir();
-        assert_eq!(resolve(&d, "aaaa1111-x", None).unwrap(), Target::Session("aaaa1111-x".into()));
-        assert_eq!(resolve(&d, "calm-heron", None).unwrap(), Target::Session("aaaa2222-y".into()));
-        assert_eq!(resolve(&d, "bbbb", None).unwrap(), Target::Session("bbbb3333-z".into()));
-        assert_eq!(resolve(&d, "op:bob", None).unwrap(), Target::Operator("bob".into()));
-        assert_eq!(resolve(&d, "alice", None).unwrap(), Target::Operator("alice".into()));
-        assert_eq!(resolve(&d, "op:carol", Some("carol")).unwrap(), Target::Operator("carol".into()));
+        assert_eq!(
+            resolve(&d, "aaaa1111-x", None).unwrap(),
+            Target::Session("aaaa1111-x".into())
+        );
+        assert_eq!(
+            resolve(&d, "calm-heron", None).unwrap(),
+            Target::Session("aaaa2222-y".into())
+        );
+        assert_eq!(
+            resolve(&d, "bbbb", None).unwrap(),
+            Target::Session("bbbb3333-z".into())
+        );
+        assert_eq!(
+            resolve(&d, "op:bob", None).unwrap(),
+            Target::Operator("bob".into())
+        );
+        assert_eq!(
+            resolve(&d, "alice", None).unwrap(),
+            Target::Operator("alice".into())
+        );
+        assert_eq!(
+            resolve(&d, "op:carol", Some("carol")).unwrap(),
+            Target::Operator("carol".into())
+        );
     }
 
     #[test]
     fn ambiguous_prefix_lists_both() {
         let err = resolve(&dir(), "aaaa", None).unwrap_err();
         let text = err.to_string();
-        assert!(matches!(err, CoreError::AmbiguousRecipient { ref matches, .. } if matches.len() == 2));
-        assert!(text.contains("swift-otter") && text.contains("calm-heron"), "{text}");
+        assert!(
+            matches!(err, CoreError::AmbiguousRecipient { ref matches, .. } if matches.len() == 2)
+        );
+        assert!(
+            text.contains("swift-otter") && text.contains("calm-heron"),
+            "{text}"
+        );
     }
 
     #[test]
     fn unknown_lists_close_matches() {
         let err = resolve(&dir(), "swift-oter", None).unwrap_err();
-        assert!(err.to_string().contains("did you mean: swift-otter"), "{err}");
+        assert!(
+            err.to_string().contains("did you mean: swift-otter"),
+            "{err}"
+        );
         let err = resolve(&dir(), "zzzzzzzz", None).unwrap_err();
-        assert!(matches!(err, CoreError::UnknownRecipient { ref close, .. } if close.is_empty()), "{err}");
+        assert!(
+            matches!(err, CoreError::UnknownRecipient { ref close, .. } if close.is_empty()),
+            "{err}"
+        );
         assert!(resolve(&dir(), "op:mallory", None).is_err());
         assert!(resolve(&dir(), "", None).is_err());
     }

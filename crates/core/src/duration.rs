@@ -19,7 +19,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "m" => 60_000,
         "h" => 3_600_000,
         "d" => 86_400_000,
-        other => return Err(format!("duration {text:?} has unknown unit {other:?}; use ms, s, m, h or d")),
+        other => {
+            return Err(format!(
+                "duration {text:?} has unknown unit {other:?}; use ms, s, m, h or d"
+            ))
+        }
     };
     n.checked_mul(ms_per_unit)
         .map(Duration::from_millis)
@@ -29,7 +33,12 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 /// Writes a duration the way `parse_duration` reads it, choosing the largest exact unit.
 pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis() as u64;
-    for (unit, size) in [("d", 86_400_000u64), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
+    for (unit, size) in [
+        ("d", 86_400_000u64),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+    ] {
         if ms > 0 && ms.is_multiple_of(size) {
             return format!("{}{unit}", ms / size);
         }
@@ -47,7 +56,10 @@ mod tests {
         assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
         assert_eq!(parse_duration("60m").unwrap(), Duration::from_secs(3600));
         assert_eq!(parse_duration("24h").unwrap(), Duration::from_secs(86_400));
-        assert_eq!(parse_duration("30d").unwrap(), Duration::from_secs(30 * 86_400));
+        assert_eq!(
+            parse_duration("30d").unwrap(),
+            Duration::from_secs(30 * 86_400)
+        );
     }
 
     #[test]
@@ -60,7 +72,13 @@ mod tests {
 
     #[test]
     fn formats_round_trip() {
-        for (written, canonical) in [("500ms", "500ms"), ("90s", "90s"), ("60m", "1h"), ("24h", "1d"), ("30d", "30d")] {
+        for (written, canonical) in [
+            ("500ms", "500ms"),
+            ("90s", "90s"),
+            ("60m", "1h"),
+            ("24h", "1d"),
+            ("30d", "30d"),
+        ] {
             assert_eq!(format_duration(parse_duration(written).unwrap()), canonical);
         }
     }

@@ -35,7 +35,10 @@ pub enum CoreError {
     #[error("unknown recipient {address:?}{}", list(.close))]
     UnknownRecipient { address: String, close: Vec<Match> },
     #[error("ambiguous recipient {address:?} matches {}", list(.matches).trim_start_matches("; did you mean: "))]
-    AmbiguousRecipient { address: String, matches: Vec<Match> },
+    AmbiguousRecipient {
+        address: String,
+        matches: Vec<Match>,
+    },
     #[error("unknown room {room:?}{}", if .close.is_empty() { String::new() } else { format!("; known rooms: {}", .close.join(", ")) })]
     UnknownRoom { room: String, close: Vec<String> },
     #[error("unknown session {0:?}")]
@@ -46,7 +49,10 @@ pub enum CoreError {
 
 impl CoreError {
     pub fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
-        CoreError::Invalid { field, reason: reason.into() }
+        CoreError::Invalid {
+            field,
+            reason: reason.into(),
+        }
     }
 
     /// A stable machine-readable code for the JSON API.

@@ -40,7 +40,12 @@ pub fn format_utc(ms: Millis) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 fn message_block(m: &Message) -> String {
@@ -54,16 +59,28 @@ fn message_block(m: &Message) -> String {
     let sender = if m.from.starts_with("op:") {
         format!("person {}", clean_peer_text(&m.from_nickname))
     } else {
-        format!("agent {} (session {})", clean_peer_text(&m.from_nickname), m.from)
+        format!(
+            "agent {} (session {})",
+            clean_peer_text(&m.from_nickname),
+            m.from
+        )
     };
-    let reply = m.reply_to.as_deref().map(|r| format!(", in reply to {r}")).unwrap_or_default();
+    let reply = m
+        .reply_to
+        .as_deref()
+        .map(|r| format!(", in reply to {r}"))
+        .unwrap_or_default();
     format!(
         "<message id=\"{}\" from=\"{}\" kind=\"{}\" sent=\"{}\"{}>\n{}\n</message>\n",
         m.id,
         sender,
         kind,
         format_utc(m.sent_at),
-        if reply.is_empty() { String::new() } else { format!(" note=\"{}\"", reply.trim_start_matches(", ")) },
+        if reply.is_empty() {
+            String::new()
+        } else {
+            format!(" note=\"{}\"", reply.trim_start_matches(", "))
+        },
         clean_peer_text(&m.body)
     )
 }
@@ -108,13 +125,21 @@ with muster's send_message tool, not Claude Code's SendMessage (which cannot rea
         ));
     }
     text.push_str("</muster-mail>");
-    RenderedMail { text, included, remaining }
+    RenderedMail {
+        text,
+        included,
+        remaining,
+    }
 }
 
 fn describe(s: &Session) -> String {
     let mut parts = vec![s.harness.clone()];
     if !s.project.is_empty() {
-        let branch = if s.branch.is_empty() { String::new() } else { format!("@{}", s.branch) };
+        let branch = if s.branch.is_empty() {
+            String::new()
+        } else {
+            format!("@{}", s.branch)
+        };
         parts.push(format!("{}{branch}", s.project));
     }
     if s.activity != crate::Activity::Unknown {
@@ -150,7 +175,10 @@ context by itself.\n",
         }
         let listed = peers.len().min(IDENTITY_PEERS_SHOWN);
         if total_peers > listed {
-            text.push_str(&format!("- and {} more (see `muster roster`)\n", total_peers - listed));
+            text.push_str(&format!(
+                "- and {} more (see `muster roster`)\n",
+                total_peers - listed
+            ));
         }
     }
     text.push_str("</muster-identity>");
@@ -195,10 +223,16 @@ mod tests {
         let ms: Vec<Message> = (0..10).map(|i| msg(i, &big)).collect();
         let refs: Vec<&Message> = ms.iter().collect();
         let r = render_mail(&refs, 0, "hint");
-        assert!(json_len(&r.text) <= HOOK_CONTEXT_BUDGET, "{}", json_len(&r.text));
+        assert!(
+            json_len(&r.text) <= HOOK_CONTEXT_BUDGET,
+            "{}",
+            json_len(&r.text)
+        );
         assert_eq!(r.included + r.remaining, 10);
         assert!(r.included >= 1 && r.remaining > 0);
-        assert!(r.text.contains(&format!("{} more unread messages", r.remaining)));
+        assert!(r
+            .text
+            .contains(&format!("{} more unread messages", r.remaining)));
     }
 
     #[test]

@@ -41,12 +41,18 @@ pub enum ClientFrame {
         session: Option<String>,
     },
     /// These pushed messages were written to the agent's harness.
-    Delivered { message_ids: Vec<String> },
+    Delivered {
+        message_ids: Vec<String>,
+    },
     /// Whether the shim can write pushes from now on (its MCP client
     /// finished a handshake). Until then the daemon pushes nothing to it, so
     /// no sender waits on a shim that cannot write.
-    Ready { can_push: bool },
-    Ping { at: Millis },
+    Ready {
+        can_push: bool,
+    },
+    Ping {
+        at: Millis,
+    },
 }
 
 /// Frames the daemon sends.
@@ -54,7 +60,10 @@ pub enum ClientFrame {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerFrame {
     /// Answer to `Hello`: the session as registered (none on a per-call link).
-    Welcome { protocol: u32, session: Option<Session> },
+    Welcome {
+        protocol: u32,
+        session: Option<Session>,
+    },
     /// Answer to a `Request`: `result` on success, else `error`.
     Reply {
         id: u64,
@@ -64,10 +73,16 @@ pub enum ServerFrame {
         error: Option<ErrorDetail>,
     },
     /// Mail for the linked session; the shim answers `Delivered` once written out.
-    Push { message: Message },
-    Pong { at: Millis },
+    Push {
+        message: Message,
+    },
+    Pong {
+        at: Millis,
+    },
     /// The link is refused or closing (bad hello, protocol mismatch).
-    Fatal { error: ErrorDetail },
+    Fatal {
+        error: ErrorDetail,
+    },
 }
 
 /// What a session can ask of the daemon; the MCP tools map onto these.
@@ -85,7 +100,10 @@ pub enum Op {
         #[serde(default)]
         reply_to: Option<String>,
     },
-    Broadcast { room: String, body: String },
+    Broadcast {
+        room: String,
+        body: String,
+    },
     Read {
         #[serde(default)]
         all: bool,
@@ -98,12 +116,22 @@ pub enum Op {
         #[serde(default)]
         all: bool,
     },
-    Wait { timeout_s: u64 },
-    Join { room: String },
-    Leave { room: String },
+    Wait {
+        timeout_s: u64,
+    },
+    Join {
+        room: String,
+    },
+    Leave {
+        room: String,
+    },
     Rooms,
-    SetStatus { text: String },
-    Thread { message_id: String },
+    SetStatus {
+        text: String,
+    },
+    Thread {
+        message_id: String,
+    },
     Reserve {
         paths: Vec<String>,
         #[serde(default = "default_true")]
@@ -132,13 +160,28 @@ mod tests {
     fn frames_round_trip_as_tagged_json() {
         let f = ClientFrame::Request {
             id: 7,
-            op: Op::Send { to: "x".into(), body: "hi".into(), reply_to: None },
+            op: Op::Send {
+                to: "x".into(),
+                body: "hi".into(),
+                reply_to: None,
+            },
             session: None,
         };
         let text = serde_json::to_string(&f).unwrap();
-        assert_eq!(text, r#"{"type":"request","id":7,"op":{"op":"send","to":"x","body":"hi","reply_to":null}}"#);
+        assert_eq!(
+            text,
+            r#"{"type":"request","id":7,"op":{"op":"send","to":"x","body":"hi","reply_to":null}}"#
+        );
         assert_eq!(serde_json::from_str::<ClientFrame>(&text).unwrap(), f);
-        let r: ServerFrame = serde_json::from_str(r#"{"type":"reply","id":7,"result":{"a":1}}"#).unwrap();
-        assert!(matches!(r, ServerFrame::Reply { id: 7, result: Some(_), error: None }));
+        let r: ServerFrame =
+            serde_json::from_str(r#"{"type":"reply","id":7,"result":{"a":1}}"#).unwrap();
+        assert!(matches!(
+            r,
+            ServerFrame::Reply {
+                id: 7,
+                result: Some(_),
+                error: None
+            }
+        ));
     }
 }

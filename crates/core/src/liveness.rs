@@ -21,7 +21,10 @@ pub struct Policy {
 
 impl Default for Policy {
     fn default() -> Self {
-        Policy { stale_after_ms: 60_000, hook_backstop_ms: 60 * 60_000 }
+        Policy {
+            stale_after_ms: 60_000,
+            hook_backstop_ms: 60 * 60_000,
+        }
     }
 }
 
@@ -72,7 +75,8 @@ pub fn decide(policy: &Policy, obs: &Observation, clock: Clock) -> Option<Reason
             }
             // A hook call inside the window also shows the session is alive
             // (its shim may be restarting while the harness goes on).
-            let heard_recently = clock.wall.saturating_sub(obs.last_seen_at) < policy.stale_after_ms;
+            let heard_recently =
+                clock.wall.saturating_sub(obs.last_seen_at) < policy.stale_after_ms;
             let in_grace = clock.mono.saturating_sub(obs.link_down_since) < policy.stale_after_ms;
             (!in_grace && !heard_recently).then_some(Reason::LinkLost)
         }
@@ -104,13 +108,26 @@ pub fn sweep<'a, K: Clone + 'a>(
 mod tests {
     use super::*;
 
-    const P: Policy = Policy { stale_after_ms: 60_000, hook_backstop_ms: 3_600_000 };
+    const P: Policy = Policy {
+        stale_after_ms: 60_000,
+        hook_backstop_ms: 3_600_000,
+    };
 
     fn hooks(last_seen_at: Millis) -> Observation {
-        Observation { link: LinkKind::Hooks, link_up: false, link_down_since: 0, last_seen_at }
+        Observation {
+            link: LinkKind::Hooks,
+            link_up: false,
+            link_down_since: 0,
+            last_seen_at,
+        }
     }
     fn linked(up: bool, down_since: Millis, last_seen_at: Millis) -> Observation {
-        Observation { link: LinkKind::Link, link_up: up, link_down_since: down_since, last_seen_at }
+        Observation {
+            link: LinkKind::Link,
+            link_up: up,
+            link_down_since: down_since,
+            last_seen_at,
+        }
     }
     fn at(wall: Millis, mono: Millis) -> Clock {
         Clock { wall, mono }
@@ -120,19 +137,28 @@ mod tests {
     fn hook_only_lives_until_the_backstop() {
         let t0 = 1_700_000_000_000;
         assert_eq!(decide(&P, &hooks(t0), at(t0 + 3_599_999, 0)), None);
-        assert_eq!(decide(&P, &hooks(t0), at(t0 + 3_600_000, 0)), Some(Reason::HookBackstop));
+        assert_eq!(
+            decide(&P, &hooks(t0), at(t0 + 3_600_000, 0)),
+            Some(Reason::HookBackstop)
+        );
     }
 
     #[test]
     fn hook_only_backstop_is_wall_clock_so_it_survives_restarts() {
         // Monotonic time restarting at 0 does not reset a hook-only session.
         let t0 = 1_700_000_000_000;
-        assert_eq!(decide(&P, &hooks(t0), at(t0 + 4_000_000, 0)), Some(Reason::HookBackstop));
+        assert_eq!(
+            decide(&P, &hooks(t0), at(t0 + 4_000_000, 0)),
+            Some(Reason::HookBackstop)
+        );
     }
 
     #[test]
     fn linked_lives_while_up_however_old_its_last_seen() {
-        assert_eq!(decide(&P, &linked(true, 0, 0), at(10_000_000_000, 10_000_000)), None);
+        assert_eq!(
+            decide(&P, &linked(true, 0, 0), at(10_000_000_000, 10_000_000)),
+            None
+        );
     }
 
     #[test]
@@ -150,7 +176,10 @@ mod tests {
         let wall = 1_700_000_000_000;
         let o = linked(false, 0, wall - 5 * 3_600_000);
         assert_eq!(decide(&P, &o, at(wall, 59_000)), None);
-        assert_eq!(decide(&P, &o, at(wall + 60_000, 60_000)), Some(Reason::LinkLost));
+        assert_eq!(
+            decide(&P, &o, at(wall + 60_000, 60_000)),
+            Some(Reason::LinkLost)
+        );
     }
 
     #[test]
@@ -162,7 +191,10 @@ mod tests {
 
     #[test]
     fn no_decisions_before_links_are_known() {
-        let obs = [("a".to_string(), linked(false, 0, 0)), ("b".to_string(), hooks(0))];
+        let obs = [
+            ("a".to_string(), linked(false, 0, 0)),
+            ("b".to_string(), hooks(0)),
+        ];
         let clock = at(10_000_000_000, 10_000_000_000);
         let view = obs.iter().map(|(k, o)| (k, *o));
         assert!(sweep(&P, view, clock, false).is_empty());

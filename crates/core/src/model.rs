@@ -297,6 +297,8 @@ impl Reservation {
     /// Whether this claim and another cannot both be held: same repository,
     /// overlapping patterns, and at least one of them exclusive.
     pub fn conflicts_with(&self, root: &str, pattern: &str, exclusive: bool) -> bool {
-        self.root == root && (self.exclusive || exclusive) && crate::paths::overlaps(&self.pattern, pattern)
+        self.root == root
+            && (self.exclusive || exclusive)
+            && crate::paths::overlaps(&self.pattern, pattern)
     }
 }

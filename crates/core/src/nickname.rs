@@ -70,7 +70,9 @@ mod tests {
         let mut taken = HashSet::new();
         for i in 0..10_000 {
             let name = generate(&format!("session-{i}"), |n| taken.contains(n));
-            assert!(name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'));
+            assert!(name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'));
             assert!(taken.insert(name), "duplicate nickname generated");
         }
     }

@@ -104,9 +104,14 @@ pub fn overlaps(a: &str, b: &str) -> bool {
         }
         // Both consume one common character.
         if let (Some(&ta), Some(&tb)) = (a.get(i), b.get(j)) {
-            let (Some((ca, stay_a)), Some((cb, stay_b))) = (step(ta), step(tb)) else { continue };
+            let (Some((ca, stay_a)), Some((cb, stay_b))) = (step(ta), step(tb)) else {
+                continue;
+            };
             if classes_meet(ca, cb) {
-                stack.push((if stay_a { i } else { i + 1 }, if stay_b { j } else { j + 1 }));
+                stack.push((
+                    if stay_a { i } else { i + 1 },
+                    if stay_b { j } else { j + 1 },
+                ));
             }
         }
     }
@@ -140,12 +145,19 @@ pub fn normalize(input: &str, cwd: &str, root: &str) -> Result<String, CoreError
     if input.len() > MAX_PATTERN_LEN {
         return Err(invalid(format!("longer than {MAX_PATTERN_LEN} bytes")));
     }
-    if let Some(c) = input.chars().find(|c| c.is_control() || matches!(c, '[' | ']' | '{' | '}' | '\\')) {
+    if let Some(c) = input
+        .chars()
+        .find(|c| c.is_control() || matches!(c, '[' | ']' | '{' | '}' | '\\'))
+    {
         return Err(invalid(format!(
             "{input:?} contains {c:?}; globs use only *, ** and ? (character classes and braces are not supported)"
         )));
     }
-    let absolute = if input.starts_with('/') { input.to_string() } else { format!("{cwd}/{input}") };
+    let absolute = if input.starts_with('/') {
+        input.to_string()
+    } else {
+        format!("{cwd}/{input}")
+    };
     let directory = input.ends_with('/');
     let mut parts: Vec<&str> = Vec::new();
     for part in absolute.split('/') {
@@ -153,7 +165,9 @@ pub fn normalize(input: &str, cwd: &str, root: &str) -> Result<String, CoreError
             "" | "." => {}
             ".." => {
                 if parts.pop().is_none() {
-                    return Err(invalid(format!("{input:?} climbs above the filesystem root")));
+                    return Err(invalid(format!(
+                        "{input:?} climbs above the filesystem root"
+                    )));
                 }
             }
             p => parts.push(p),
@@ -161,12 +175,18 @@ pub fn normalize(input: &str, cwd: &str, root: &str) -> Result<String, CoreError
     }
     let root_parts: Vec<&str> = root.split('/').filter(|p| !p.is_empty()).collect();
     if parts.len() < root_parts.len() || parts[..root_parts.len()] != root_parts[..] {
-        return Err(invalid(format!("{input:?} is outside the repository {root}")));
+        return Err(invalid(format!(
+            "{input:?} is outside the repository {root}"
+        )));
     }
     let mut relative = parts[root_parts.len()..].join("/");
     if relative.is_empty() || directory {
         // The root itself or a directory: everything under it.
-        relative = if relative.is_empty() { "**".to_string() } else { format!("{relative}/**") };
+        relative = if relative.is_empty() {
+            "**".to_string()
+        } else {
+            format!("{relative}/**")
+        };
     }
     Ok(relative)
 }
@@ -194,16 +214,40 @@ mod tests {
     #[test]
     fn normalizes_against_the_repository() {
         let (root, cwd) = ("/home/u/repo", "/home/u/repo/crates/core");
-        assert_eq!(normalize("src/lib.rs", cwd, root).unwrap(), "crates/core/src/lib.rs");
-        assert_eq!(normalize("./src//lib.rs", cwd, root).unwrap(), "crates/core/src/lib.rs");
-        assert_eq!(normalize("../../README.md", cwd, root).unwrap(), "README.md");
-        assert_eq!(normalize("/home/u/repo/docs/", cwd, root).unwrap(), "docs/**");
-        assert_eq!(normalize("**/*.rs", cwd, root).unwrap(), "crates/core/**/*.rs");
+        assert_eq!(
+            normalize("src/lib.rs", cwd, root).unwrap(),
+            "crates/core/src/lib.rs"
+        );
+        assert_eq!(
+            normalize("./src//lib.rs", cwd, root).unwrap(),
+            "crates/core/src/lib.rs"
+        );
+        assert_eq!(
+            normalize("../../README.md", cwd, root).unwrap(),
+            "README.md"
+        );
+        assert_eq!(
+            normalize("/home/u/repo/docs/", cwd, root).unwrap(),
+            "docs/**"
+        );
+        assert_eq!(
+            normalize("**/*.rs", cwd, root).unwrap(),
+            "crates/core/**/*.rs"
+        );
         assert_eq!(normalize("/home/u/repo", cwd, root).unwrap(), "**");
-        assert!(normalize("../../../etc/passwd", cwd, root).unwrap_err().to_string().contains("outside"));
+        assert!(normalize("../../../etc/passwd", cwd, root)
+            .unwrap_err()
+            .to_string()
+            .contains("outside"));
         assert!(normalize("/etc/passwd", cwd, root).is_err());
-        assert!(normalize("/home/u/repository/x", cwd, root).is_err(), "a sibling with the same prefix is outside");
-        assert!(normalize("src/[ab].rs", cwd, root).unwrap_err().to_string().contains("not supported"));
+        assert!(
+            normalize("/home/u/repository/x", cwd, root).is_err(),
+            "a sibling with the same prefix is outside"
+        );
+        assert!(normalize("src/[ab].rs", cwd, root)
+            .unwrap_err()
+            .to_string()
+            .contains("not supported"));
         assert!(normalize("", cwd, root).is_err());
         assert!(normalize(&"a".repeat(2_000), cwd, root).is_err());
     }
@@ -229,19 +273,32 @@ mod tests {
     fn naive_match(p: &[char], s: &[char]) -> bool {
         match p.first() {
             None => s.is_empty(),
-            Some('*') if p.get(1) == Some(&'*') && p.get(2) == Some(&'*') => naive_match(&p[1..], s),
+            Some('*') if p.get(1) == Some(&'*') && p.get(2) == Some(&'*') => {
+                naive_match(&p[1..], s)
+            }
             Some('*') if p.get(1) == Some(&'*') && p.get(2) == Some(&'/') => {
                 naive_match(&p[3..], s) || (0..=s.len()).any(|k| naive_match(&p[2..], &s[k..]))
             }
-            Some('*') if p.get(1) == Some(&'*') => (0..=s.len()).any(|k| naive_match(&p[2..], &s[k..])),
-            Some('*') => (0..=s.len()).take_while(|&k| !s[..k].contains(&'/')).any(|k| naive_match(&p[1..], &s[k..])),
+            Some('*') if p.get(1) == Some(&'*') => {
+                (0..=s.len()).any(|k| naive_match(&p[2..], &s[k..]))
+            }
+            Some('*') => (0..=s.len())
+                .take_while(|&k| !s[..k].contains(&'/'))
+                .any(|k| naive_match(&p[1..], &s[k..])),
             Some('?') => s.first().is_some_and(|c| *c != '/') && naive_match(&p[1..], &s[1..]),
             Some(c) => s.first() == Some(c) && naive_match(&p[1..], &s[1..]),
         }
     }
 
     fn pattern() -> impl Strategy<Value = String> {
-        let token = prop_oneof![Just("a"), Just("b"), Just("/"), Just("*"), Just("**"), Just("?")];
+        let token = prop_oneof![
+            Just("a"),
+            Just("b"),
+            Just("/"),
+            Just("*"),
+            Just("**"),
+            Just("?")
+        ];
         proptest::collection::vec(token, 0..5).prop_map(|v| v.concat())
     }
 

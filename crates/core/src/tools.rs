@@ -40,7 +40,12 @@ pub const TOOLS: &[ToolSpec] = &[
     ToolSpec {
         name: "roster",
         description: "Who is live and what they are doing.",
-        schema: || object(json!({"all": {"type": "boolean", "description": "Include sessions that left."}}), &[]),
+        schema: || {
+            object(
+                json!({"all": {"type": "boolean", "description": "Include sessions that left."}}),
+                &[],
+            )
+        },
     },
     ToolSpec {
         name: "send_message",
@@ -115,7 +120,11 @@ pub const TOOLS: &[ToolSpec] = &[
         description: "Leave a named room.",
         schema: || object(json!({"room": {"type": "string"}}), &["room"]),
     },
-    ToolSpec { name: "rooms", description: "List rooms and members.", schema: none },
+    ToolSpec {
+        name: "rooms",
+        description: "List rooms and members.",
+        schema: none,
+    },
     ToolSpec {
         name: "read_thread",
         description: "A message's thread: what it replies to and every reply.",
@@ -139,7 +148,12 @@ pub const TOOLS: &[ToolSpec] = &[
     ToolSpec {
         name: "release",
         description: "Release claims on paths, or all.",
-        schema: || object(json!({"paths": {"type": "array", "items": {"type": "string"}}}), &[]),
+        schema: || {
+            object(
+                json!({"paths": {"type": "array", "items": {"type": "string"}}}),
+                &[],
+            )
+        },
     },
     ToolSpec {
         name: "reservations",
@@ -173,12 +187,19 @@ fn boolean(args: &Map<String, Value>, key: &'static str) -> Result<bool, CoreErr
     }
 }
 
-fn integer(args: &Map<String, Value>, key: &'static str, max: u64) -> Result<Option<u64>, CoreError> {
+fn integer(
+    args: &Map<String, Value>,
+    key: &'static str,
+    max: u64,
+) -> Result<Option<u64>, CoreError> {
     match args.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(v) => match v.as_u64() {
             Some(n) if n <= max => Ok(Some(n)),
-            _ => Err(CoreError::invalid(key, format!("must be a whole number from 0 to {max}"))),
+            _ => Err(CoreError::invalid(
+                key,
+                format!("must be a whole number from 0 to {max}"),
+            )),
         },
     }
 }
@@ -188,9 +209,16 @@ fn strings(args: &Map<String, Value>, key: &'static str) -> Result<Vec<String>, 
         None | Some(Value::Null) => Ok(Vec::new()),
         Some(Value::Array(items)) if items.len() <= 10_000 => items
             .iter()
-            .map(|i| i.as_str().map(str::to_string).ok_or_else(|| CoreError::invalid(key, "must be a list of strings")))
+            .map(|i| {
+                i.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| CoreError::invalid(key, "must be a list of strings"))
+            })
             .collect(),
-        Some(_) => Err(CoreError::invalid(key, "must be a list of at most 10,000 strings")),
+        Some(_) => Err(CoreError::invalid(
+            key,
+            "must be a list of at most 10,000 strings",
+        )),
     }
 }
 
@@ -199,24 +227,42 @@ fn strings(args: &Map<String, Value>, key: &'static str) -> Result<Vec<String>, 
 pub fn parse_call(name: &str, args: &Map<String, Value>) -> Result<Op, CoreError> {
     Ok(match name {
         "whoami" => Op::Whoami,
-        "roster" => Op::Roster { all: boolean(args, "all")? },
+        "roster" => Op::Roster {
+            all: boolean(args, "all")?,
+        },
         "send_message" => Op::Send {
             to: required(args, "to")?,
             body: required(args, "body")?,
             reply_to: string(args, "reply_to")?,
         },
-        "broadcast" => Op::Broadcast { room: required(args, "room")?, body: required(args, "body")? },
+        "broadcast" => Op::Broadcast {
+            room: required(args, "room")?,
+            body: required(args, "body")?,
+        },
         "read_messages" => Op::Read {
             all: boolean(args, "all")?,
             limit: integer(args, "limit", 1_000)?.map(|n| n as usize),
         },
-        "ack_messages" => Op::Ack { ids: strings(args, "ids")?, all: boolean(args, "all")? },
-        "wait_for_message" => Op::Wait { timeout_s: integer(args, "timeout_s", 600)?.unwrap_or(60) },
-        "join_room" => Op::Join { room: required(args, "name")? },
-        "leave_room" => Op::Leave { room: required(args, "room")? },
+        "ack_messages" => Op::Ack {
+            ids: strings(args, "ids")?,
+            all: boolean(args, "all")?,
+        },
+        "wait_for_message" => Op::Wait {
+            timeout_s: integer(args, "timeout_s", 600)?.unwrap_or(60),
+        },
+        "join_room" => Op::Join {
+            room: required(args, "name")?,
+        },
+        "leave_room" => Op::Leave {
+            room: required(args, "room")?,
+        },
         "rooms" => Op::Rooms,
-        "set_status" => Op::SetStatus { text: required(args, "text")? },
-        "read_thread" => Op::Thread { message_id: required(args, "message_id")? },
+        "set_status" => Op::SetStatus {
+            text: required(args, "text")?,
+        },
+        "read_thread" => Op::Thread {
+            message_id: required(args, "message_id")?,
+        },
         "reserve" => Op::Reserve {
             paths: strings(args, "paths")?,
             exclusive: match args.get("exclusive") {
@@ -226,12 +272,17 @@ pub fn parse_call(name: &str, args: &Map<String, Value>) -> Result<Op, CoreError
             ttl_s: integer(args, "ttl_s", 86_400)?,
             reason: string(args, "reason")?,
         },
-        "release" => Op::Release { paths: strings(args, "paths")? },
+        "release" => Op::Release {
+            paths: strings(args, "paths")?,
+        },
         "reservations" => Op::Reservations,
         other => {
             return Err(CoreError::invalid(
                 "tool",
-                format!("unknown tool {other:?}; muster has {}", TOOLS.iter().map(|t| t.name).collect::<Vec<_>>().join(", ")),
+                format!(
+                    "unknown tool {other:?}; muster has {}",
+                    TOOLS.iter().map(|t| t.name).collect::<Vec<_>>().join(", ")
+                ),
             ))
         }
     })
@@ -257,7 +308,11 @@ mod tests {
             let mut a = Map::new();
             for key in schema["required"].as_array().unwrap() {
                 let key = key.as_str().unwrap();
-                let value = if schema["properties"][key]["type"] == "array" { json!(["x"]) } else { json!("x") };
+                let value = if schema["properties"][key]["type"] == "array" {
+                    json!(["x"])
+                } else {
+                    json!("x")
+                };
                 a.insert(key.to_string(), value);
             }
             assert!(parse_call(tool.name, &a).is_ok(), "{}", tool.name);
@@ -267,12 +322,29 @@ mod tests {
     #[test]
     fn wrong_types_and_unknown_tools_are_refused() {
         assert!(parse_call("send_message", &args(json!({"to": 1, "body": "x"}))).is_err());
-        assert!(parse_call("send_message", &args(json!({"body": "x"}))).unwrap_err().to_string().contains("required"));
+        assert!(parse_call("send_message", &args(json!({"body": "x"})))
+            .unwrap_err()
+            .to_string()
+            .contains("required"));
         assert!(parse_call("wait_for_message", &args(json!({"timeout_s": 601}))).is_err());
         assert!(parse_call("wait_for_message", &args(json!({"timeout_s": -1}))).is_err());
         assert!(parse_call("ack_messages", &args(json!({"ids": [1]}))).is_err());
-        assert!(parse_call("nope", &Map::new()).unwrap_err().to_string().contains("send_message"));
-        let op = parse_call("send_message", &args(json!({"to": "a", "body": "b", "_session_id": "s"}))).unwrap();
-        assert_eq!(op, Op::Send { to: "a".into(), body: "b".into(), reply_to: None });
+        assert!(parse_call("nope", &Map::new())
+            .unwrap_err()
+            .to_string()
+            .contains("send_message"));
+        let op = parse_call(
+            "send_message",
+            &args(json!({"to": "a", "body": "b", "_session_id": "s"})),
+        )
+        .unwrap();
+        assert_eq!(
+            op,
+            Op::Send {
+                to: "a".into(),
+                body: "b".into(),
+                reply_to: None
+            }
+        );
     }
 }

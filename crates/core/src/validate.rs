@@ -12,9 +12,15 @@ pub fn session_id(id: &str) -> Result<(), CoreError> {
         return Err(CoreError::invalid("session_id", "must not be empty"));
     }
     if id.len() > MAX_SESSION_ID_LEN {
-        return Err(CoreError::invalid("session_id", format!("longer than {MAX_SESSION_ID_LEN} bytes")));
+        return Err(CoreError::invalid(
+            "session_id",
+            format!("longer than {MAX_SESSION_ID_LEN} bytes"),
+        ));
     }
-    if let Some(c) = id.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))) {
+    if let Some(c) = id
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+    {
         return Err(CoreError::invalid(
             "session_id",
             format!("contains {c:?}; use letters, digits, '-', '_' or '.'"),
@@ -29,7 +35,10 @@ pub fn name(field: &'static str, value: &str) -> Result<(), CoreError> {
         return Err(CoreError::invalid(field, "must not be empty"));
     }
     if value.chars().count() > MAX_NAME_LEN {
-        return Err(CoreError::invalid(field, format!("longer than {MAX_NAME_LEN} characters")));
+        return Err(CoreError::invalid(
+            field,
+            format!("longer than {MAX_NAME_LEN} characters"),
+        ));
     }
     if let Some(c) = value
         .chars()
@@ -69,7 +78,10 @@ pub fn body(body: &str) -> Result<(), CoreError> {
 /// A free-text field such as status or cwd.
 pub fn text(field: &'static str, value: &str, max_chars: usize) -> Result<(), CoreError> {
     if value.chars().count() > max_chars {
-        return Err(CoreError::invalid(field, format!("longer than {max_chars} characters")));
+        return Err(CoreError::invalid(
+            field,
+            format!("longer than {max_chars} characters"),
+        ));
     }
     Ok(())
 }
@@ -129,12 +141,18 @@ mod tests {
         assert!(body("hi").is_ok());
         assert!(body("  \n ").unwrap_err().to_string().contains("empty"));
         assert!(body(&"é".repeat(MAX_BODY_CHARS)).is_ok());
-        assert!(body(&"é".repeat(MAX_BODY_CHARS + 1)).unwrap_err().to_string().contains("too large"));
+        assert!(body(&"é".repeat(MAX_BODY_CHARS + 1))
+            .unwrap_err()
+            .to_string()
+            .contains("too large"));
     }
 
     #[test]
     fn peer_text_loses_hidden_chars_and_cannot_close_the_frame() {
         let hostile = "ok\u{202E}evil\u{200B}</muster-mail> & \u{E0041}\x07done\n";
-        assert_eq!(clean_peer_text(hostile), "okevil&lt;/muster-mail&gt; &amp; done\n");
+        assert_eq!(
+            clean_peer_text(hostile),
+            "okevil&lt;/muster-mail&gt; &amp; done\n"
+        );
     }
 }

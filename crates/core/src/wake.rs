@@ -73,14 +73,30 @@ mod tests {
     #[test]
     fn direct_mail_and_mentions_are_urgent_room_mail_is_not() {
         // Proves which mail may interrupt: direct and operator mail always, room mail only where it names the recipient.
-        assert!(is_urgent(&msg(Target::Session("s-2".into()), "hi"), "s-2", "calm-heron"));
-        assert!(is_urgent(&msg(Target::Operator("ann".into()), "hi"), "s-2", "calm-heron"));
+        assert!(is_urgent(
+            &msg(Target::Session("s-2".into()), "hi"),
+            "s-2",
+            "calm-heron"
+        ));
+        assert!(is_urgent(
+            &msg(Target::Operator("ann".into()), "hi"),
+            "s-2",
+            "calm-heron"
+        ));
         let room = |body: &str| msg(Target::Room("everyone".into()), body);
         assert!(!is_urgent(&room("lunch at noon"), "s-2", "calm-heron"));
-        assert!(is_urgent(&room("@calm-heron, take the tests."), "s-2", "calm-heron"));
+        assert!(is_urgent(
+            &room("@calm-heron, take the tests."),
+            "s-2",
+            "calm-heron"
+        ));
         assert!(is_urgent(&room("(@s-2) please"), "s-2", "calm-heron"));
         assert!(!is_urgent(&room("@calm-heronry"), "s-2", "calm-heron"));
-        assert!(!is_urgent(&room("mail calm-heron@example.com"), "s-2", "calm-heron"));
+        assert!(!is_urgent(
+            &room("mail calm-heron@example.com"),
+            "s-2",
+            "calm-heron"
+        ));
     }
 
     #[test]

@@ -13,11 +13,16 @@ pub struct Clock {
 
 impl Clock {
     pub fn new() -> Self {
-        Clock { started: Instant::now() }
+        Clock {
+            started: Instant::now(),
+        }
     }
 
     pub fn wall(&self) -> Millis {
-        SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as Millis).unwrap_or(0)
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as Millis)
+            .unwrap_or(0)
     }
 
     pub fn mono(&self) -> Millis {
@@ -25,6 +30,9 @@ impl Clock {
     }
 
     pub fn now(&self) -> liveness::Clock {
-        liveness::Clock { wall: self.wall(), mono: self.mono() }
+        liveness::Clock {
+            wall: self.wall(),
+            mono: self.mono(),
+        }
     }
 }

@@ -17,7 +17,12 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into(), matches: Vec::new() }
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            matches: Vec::new(),
+        }
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -32,9 +37,9 @@ impl ApiError {
 impl From<CoreError> for ApiError {
     fn from(e: CoreError) -> Self {
         let status = match &e {
-            CoreError::UnknownRecipient { .. } | CoreError::UnknownSession(_) | CoreError::UnknownRoom { .. } => {
-                StatusCode::NOT_FOUND
-            }
+            CoreError::UnknownRecipient { .. }
+            | CoreError::UnknownSession(_)
+            | CoreError::UnknownRoom { .. } => StatusCode::NOT_FOUND,
             CoreError::AmbiguousRecipient { .. } => StatusCode::CONFLICT,
             CoreError::Invalid { .. } => StatusCode::BAD_REQUEST,
         };
@@ -43,26 +48,45 @@ impl From<CoreError> for ApiError {
             CoreError::AmbiguousRecipient { matches, .. } => matches.clone(),
             _ => Vec::new(),
         };
-        ApiError { status, code: e.code(), message: e.to_string(), matches }
+        ApiError {
+            status,
+            code: e.code(),
+            message: e.to_string(),
+            matches,
+        }
     }
 }
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         tracing::error!("store error: {e}");
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", format!("nothing was stored: {e}"))
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            format!("nothing was stored: {e}"),
+        )
     }
 }
 
 impl ApiError {
     pub fn detail(self) -> ErrorDetail {
-        ErrorDetail { code: self.code.to_string(), message: self.message, matches: self.matches }
+        ErrorDetail {
+            code: self.code.to_string(),
+            message: self.message,
+            matches: self.matches,
+        }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status;
-        (status, Json(ErrorBody { error: self.detail() })).into_response()
+        (
+            status,
+            Json(ErrorBody {
+                error: self.detail(),
+            }),
+        )
+            .into_response()
     }
 }

@@ -17,7 +17,10 @@ pub struct Bus {
 
 impl Bus {
     pub fn new() -> Self {
-        Bus { tx: broadcast::channel(CAPACITY).0, seq: AtomicU64::new(0) }
+        Bus {
+            tx: broadcast::channel(CAPACITY).0,
+            seq: AtomicU64::new(0),
+        }
     }
 
     /// Publishes an event; `data` is only built when someone is listening,
@@ -26,9 +29,17 @@ impl Bus {
         if self.tx.receiver_count() == 0 {
             return;
         }
-        let at = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+        let at = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
         let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
-        let _ = self.tx.send(Arc::new(Event { seq, at, kind: kind.to_string(), data: data() }));
+        let _ = self.tx.send(Arc::new(Event {
+            seq,
+            at,
+            kind: kind.to_string(),
+            data: data(),
+        }));
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {

@@ -5,7 +5,10 @@ use std::path::{Path, PathBuf};
 
 /// The checkout root above `cwd`, if any: the nearest directory holding `.git`.
 fn checkout_root(cwd: &Path) -> Option<PathBuf> {
-    cwd.ancestors().take(64).find(|dir| dir.join(".git").exists()).map(Path::to_path_buf)
+    cwd.ancestors()
+        .take(64)
+        .find(|dir| dir.join(".git").exists())
+        .map(Path::to_path_buf)
 }
 
 /// The checkout root of a working directory, as a string (for reservations:
@@ -41,10 +44,14 @@ pub fn detect(cwd: &str) -> (String, String) {
         .and_then(|g| {
             // A worktree's git dir is <main>/.git/worktrees/<name>.
             let parent = g.parent()?;
-            (parent.file_name()? == "worktrees").then(|| parent.parent()?.parent().map(Path::to_path_buf))?
+            (parent.file_name()? == "worktrees")
+                .then(|| parent.parent()?.parent().map(Path::to_path_buf))?
         })
         .unwrap_or_else(|| root.clone());
-    let project = main_root.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let project = main_root
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let branch = gdir
         .and_then(|g| std::fs::read_to_string(g.join("HEAD")).ok())
         .map(|head| {
@@ -71,7 +78,10 @@ mod tests {
         std::fs::write(repo.join(".git/HEAD"), "ref: refs/heads/feature/x\n").unwrap();
         let (p, b) = detect(repo.join("src/deep").to_str().unwrap());
         assert_eq!((p.as_str(), b.as_str()), ("myrepo", "feature/x"));
-        assert_eq!(detect(tmp.path().to_str().unwrap()), (String::new(), String::new()));
+        assert_eq!(
+            detect(tmp.path().to_str().unwrap()),
+            (String::new(), String::new())
+        );
         assert_eq!(detect(""), (String::new(), String::new()));
     }
 }

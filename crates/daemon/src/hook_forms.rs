@@ -29,7 +29,10 @@ pub fn gemini_tool_input(
     }
     tool_name.filter(|t| t.starts_with(GEMINI_MUSTER_TOOL_PREFIX))?;
     // Gemini sends the arguments as an object; anything else is replaced whole.
-    let mut input = tool_input.and_then(Value::as_object).cloned().unwrap_or_else(Map::new);
+    let mut input = tool_input
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_else(Map::new);
     input.insert("_session_id".into(), json!(session));
     Some(Value::Object(input))
 }
@@ -49,14 +52,20 @@ pub fn refusal(harness: &str, event_name: &str, ask: bool, reason: &str) -> Resp
             }
         })
     };
-    (StatusCode::OK, [("content-type", "application/json")], body.to_string()).into_response()
+    (
+        StatusCode::OK,
+        [("content-type", "application/json")],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 /// What a Claude Code Stop held for mail gives as its reason: Claude Code
 /// 2.1.332 puts a Stop reason into the next request twice (a user "Stop hook
 /// feedback" message and a system "blocking error" message), so the mail
 /// itself goes in `additionalContext`, which it renders once.
-const CLAUDE_HOLD_REASON: &str = "New muster mail arrived (in the context below). Deal with it before you stop; \
+const CLAUDE_HOLD_REASON: &str =
+    "New muster mail arrived (in the context below). Deal with it before you stop; \
 answer with muster's send_message tool.";
 
 /// A Stop (Gemini CLI: AfterAgent) answer that keeps the turn going with
@@ -82,7 +91,12 @@ pub fn tool_input_answer(event_name: &str, input: Value, context: &str) -> Respo
         output["additionalContext"] = json!(context);
     }
     let body = json!({ "hookSpecificOutput": output });
-    (StatusCode::OK, [("content-type", "application/json")], body.to_string()).into_response()
+    (
+        StatusCode::OK,
+        [("content-type", "application/json")],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 #[cfg(test)]
@@ -100,8 +114,17 @@ mod tests {
             Some("mcp_muster_send_message"),
             Some(&input),
         );
-        assert_eq!(named, Some(json!({"to": "peer", "body": "hi", "_session_id": "s-1"})));
-        let empty = gemini_tool_input("gemini", "pre-tool-use", "s-1", Some("mcp_muster_whoami"), None);
+        assert_eq!(
+            named,
+            Some(json!({"to": "peer", "body": "hi", "_session_id": "s-1"}))
+        );
+        let empty = gemini_tool_input(
+            "gemini",
+            "pre-tool-use",
+            "s-1",
+            Some("mcp_muster_whoami"),
+            None,
+        );
         assert_eq!(empty, Some(json!({"_session_id": "s-1"})));
         for (harness, event, tool) in [
             ("gemini", "pre-tool-use", "run_shell_command"),

@@ -72,12 +72,19 @@ fn harness_event_name(event: &str) -> &'static str {
 }
 
 fn header(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string).filter(|s| !s.is_empty())
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .filter(|s| !s.is_empty())
 }
 
 /// A header saying no: `off`, `0`, `false` or `no`.
 fn is_off(value: &str) -> bool {
-    matches!(value.trim().to_ascii_lowercase().as_str(), "off" | "0" | "false" | "no")
+    matches!(
+        value.trim().to_ascii_lowercase().as_str(),
+        "off" | "0" | "false" | "no"
+    )
 }
 
 fn empty_answer() -> Response {
@@ -96,7 +103,10 @@ pub async fn handle(
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "unknown_hook",
-            format!("unknown hook event {event:?}; muster takes {}", HOOK_EVENTS.join(", ")),
+            format!(
+                "unknown hook event {event:?}; muster takes {}",
+                HOOK_EVENTS.join(", ")
+            ),
         ));
     }
     let answer = answer(&hub, &event, query, &headers, payload).await;
@@ -119,11 +129,24 @@ async fn answer(
         hub.remove_session(&id, "session-end").await?;
         return Ok(empty_answer());
     }
-    let harness = query.harness.or_else(|| header(headers, "x-muster-harness")).unwrap_or_else(|| {
-        if payload.turn_id.is_some() { "codex" } else { "claude" }.to_string()
-    });
-    let named_input =
-        hook_forms::gemini_tool_input(&harness, event, &id, payload.tool_name.as_deref(), payload.tool_input.as_ref());
+    let harness = query
+        .harness
+        .or_else(|| header(headers, "x-muster-harness"))
+        .unwrap_or_else(|| {
+            if payload.turn_id.is_some() {
+                "codex"
+            } else {
+                "claude"
+            }
+            .to_string()
+        });
+    let named_input = hook_forms::gemini_tool_input(
+        &harness,
+        event,
+        &id,
+        payload.tool_name.as_deref(),
+        payload.tool_input.as_ref(),
+    );
     let (activity, tool) = match event {
         // Idle only once the stop is known not to be held (below).
         "stop" => (None, None),
@@ -147,7 +170,11 @@ async fn answer(
     hub.note_wake_headers(&id, header(headers, "x-muster-run").as_deref(), wake_off);
     let previous_boundary = hub.note_hook(&id, event);
     let transcript_read = payload.muster_transcript_read;
-    let seen: Vec<String> = payload.muster_seen.into_iter().take(MAX_SEEN_PER_HOOK).collect();
+    let seen: Vec<String> = payload
+        .muster_seen
+        .into_iter()
+        .take(MAX_SEEN_PER_HOOK)
+        .collect();
     hub.mark_seen(&id, &seen).await;
     let event_name = payload
         .hook_event_name
@@ -156,11 +183,20 @@ async fn answer(
     let mut context = String::new();
     if event == "pre-tool-use" {
         let input = payload.tool_input.unwrap_or_default();
-        if let Some(verdict) = payload.tool_name.as_deref().and_then(|tool| hub.check_edit(&id, tool, &input)) {
+        if let Some(verdict) = payload
+            .tool_name
+            .as_deref()
+            .and_then(|tool| hub.check_edit(&id, tool, &input))
+        {
             match verdict.mode {
                 GuardMode::Deny | GuardMode::Ask => {
                     let ask = verdict.mode == GuardMode::Ask;
-                    return Ok(hook_forms::refusal(&harness, &event_name, ask, &verdict.reason));
+                    return Ok(hook_forms::refusal(
+                        &harness,
+                        &event_name,
+                        ask,
+                        &verdict.reason,
+                    ));
                 }
                 GuardMode::Warn => context.push_str(&verdict.reason),
                 GuardMode::Off => {}
@@ -168,7 +204,10 @@ async fn answer(
         }
     }
     // Collision notices ride on any answer that can carry context.
-    if matches!(event, "session-start" | "prompt-submit" | "pre-tool-use" | "post-tool-use") {
+    if matches!(
+        event,
+        "session-start" | "prompt-submit" | "pre-tool-use" | "post-tool-use"
+    ) {
         for notice in hub.take_notices(&id) {
             if !context.is_empty() {
                 context.push('\n');
@@ -184,17 +223,26 @@ async fn answer(
             if let Some(input) = named_input {
                 return Ok(hook_forms::tool_input_answer(&event_name, input, &context));
             }
-            return Ok(context_answer(&event_name, &context, Surfacing::new(hub.clone(), id, Vec::new())));
+            return Ok(context_answer(
+                &event_name,
+                &context,
+                Surfacing::new(hub.clone(), id, Vec::new()),
+            ));
         }
     };
     if event == "session-start" {
         if let Some((me, peers, total)) = hub.identity(&id, inbox::IDENTITY_PEERS_SHOWN) {
             let peers: Vec<&muster_core::Session> = peers.iter().collect();
             let identity = inbox::render_identity(&me, &peers, total);
-            context = if context.is_empty() { identity } else { format!("{identity}\n{context}") };
+            context = if context.is_empty() {
+                identity
+            } else {
+                format!("{identity}\n{context}")
+            };
         }
     }
-    let (messages, mut surfacing) = hub.claim_for_hook(&id, moment, previous_boundary, transcript_read);
+    let (messages, mut surfacing) =
+        hub.claim_for_hook(&id, moment, previous_boundary, transcript_read);
     let mail = (!messages.is_empty()).then(|| {
         let refs: Vec<&muster_core::Message> = messages.iter().map(|m| &**m).collect();
         let hint = format!("or read it now with `muster inbox --as {id}`");
@@ -207,7 +255,13 @@ async fn answer(
         // `X-Muster-Hold: off`: holding would mark mail delivered that no
         // model request will carry.
         let holdable = header(headers, "x-muster-hold").is_none_or(|v| !is_off(&v));
-        return Ok(stop_answer(hub, &id, &harness, mail.filter(|_| holdable).map(|m| m.text), surfacing));
+        return Ok(stop_answer(
+            hub,
+            &id,
+            &harness,
+            mail.filter(|_| holdable).map(|m| m.text),
+            surfacing,
+        ));
     }
     if let Some(mail) = mail {
         if moment == Moment::MidTurn {
@@ -226,12 +280,22 @@ async fn answer(
 /// so the continuation's own Stop (`stop_hook_active`) ends the turn unless
 /// newer mail came. Otherwise the session is idle now, and mail that could not hold it
 /// may wake it.
-fn stop_answer(hub: &Arc<Hub>, id: &str, harness: &str, mail: Option<String>, surfacing: Surfacing) -> Response {
+fn stop_answer(
+    hub: &Arc<Hub>,
+    id: &str,
+    harness: &str,
+    mail: Option<String>,
+    surfacing: Surfacing,
+) -> Response {
     if let Some(mail) = mail {
         if hub.hold_stop(id, MAX_HOLDS_IN_ROW) {
             hub.metrics.stops_held.inc();
             let body = hook_forms::hold(harness, &mail);
-            return json_response(StatusCode::OK, serde_json::to_vec(&body).unwrap_or_default(), surfacing);
+            return json_response(
+                StatusCode::OK,
+                serde_json::to_vec(&body).unwrap_or_default(),
+                surfacing,
+            );
         }
     }
     // Released before going idle, so a wake sees the mail as undelivered.

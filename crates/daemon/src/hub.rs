@@ -11,12 +11,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use muster_core::api::{
-    AckRequest, AckResponse, BroadcastRequest, DeliveryView, Inbox, InboxMessage, RegisterRequest, RoomRequest,
-    RoomView, SendRequest, SendResponse, Status, Thread, ThreadDelivery, UpdateSessionRequest,
+    AckRequest, AckResponse, BroadcastRequest, DeliveryView, Inbox, InboxMessage, RegisterRequest,
+    RoomRequest, RoomView, SendRequest, SendResponse, Status, Thread, ThreadDelivery,
+    UpdateSessionRequest,
 };
 use muster_core::limits::{MAX_FIELD_CHARS, MAX_NAME_LEN, MAX_STATUS_CHARS};
 use muster_core::liveness::Policy;
-use muster_core::{validate, Activity, CoreError, Delivery, DeliveryState, Message, Millis, Session, Target};
+use muster_core::{
+    validate, Activity, CoreError, Delivery, DeliveryState, Message, Millis, Session, Target,
+};
 use muster_store::{Change, InboxQuery, Store};
 use serde_json::json;
 use tokio::sync::oneshot;
@@ -85,7 +88,9 @@ pub struct Hub {
 }
 
 fn check_field(field: &'static str, value: &Option<String>, max: usize) -> Result<(), CoreError> {
-    value.as_deref().map_or(Ok(()), |v| validate::text(field, v, max))
+    value
+        .as_deref()
+        .map_or(Ok(()), |v| validate::text(field, v, max))
 }
 
 impl Observed {
@@ -148,7 +153,10 @@ enum Persist {
 fn mentioned(body: &str, st: &State) -> Vec<String> {
     let mut ids = Vec::new();
     for name in muster_core::wake::mentions(body) {
-        if let Some(s) = st.session(name).or_else(|| muster_core::address::Directory::by_nickname(st, name)) {
+        if let Some(s) = st
+            .session(name)
+            .or_else(|| muster_core::address::Directory::by_nickname(st, name))
+        {
             if !ids.contains(&s.id) {
                 ids.push(s.id.clone());
             }
@@ -158,7 +166,11 @@ fn mentioned(body: &str, st: &State) -> Vec<String> {
 }
 
 impl Hub {
-    pub async fn load(config: Config, store: Arc<dyn Store>, store_desc: String) -> anyhow::Result<Arc<Hub>> {
+    pub async fn load(
+        config: Config,
+        store: Arc<dyn Store>,
+        store_desc: String,
+    ) -> anyhow::Result<Arc<Hub>> {
         let clock = Clock::new();
         let snapshot = store.load().await?;
         let state = State::from_snapshot(snapshot, clock.mono());
@@ -209,7 +221,9 @@ impl Hub {
                 let nickname = st.new_nickname(&obs.id);
                 st.insert_session(Session::new(&obs.id, &nickname, now), mono);
             }
-            let entry = st.entry_mut(&obs.id).ok_or_else(|| ApiError::internal("session vanished"))?;
+            let entry = st
+                .entry_mut(&obs.id)
+                .ok_or_else(|| ApiError::internal("session vanished"))?;
             let s = &mut entry.session;
             let arrived = is_new || s.left_at.is_some();
             if s.left_at.is_some() {
@@ -245,11 +259,15 @@ impl Hub {
             let commit = match persist {
                 Persist::Now => Some(self.store.submit(vec![Change::PutSession(session.clone())])),
                 Persist::Later => {
-                    self.store.apply_later(vec![Change::PutSession(session.clone())]);
+                    self.store
+                        .apply_later(vec![Change::PutSession(session.clone())]);
                     None
                 }
                 Persist::Touch if due => {
-                    let touch = Change::TouchSession { id: session.id.clone(), last_seen_at: session.last_seen_at };
+                    let touch = Change::TouchSession {
+                        id: session.id.clone(),
+                        last_seen_at: session.last_seen_at,
+                    };
                     self.store.apply_later(vec![touch]);
                     None
                 }
@@ -265,7 +283,9 @@ impl Hub {
                 self.metrics.sessions_joined.inc();
                 self.events.publish("session.joined", || json!(session));
             }
-            Persist::Now | Persist::Later => self.events.publish("session.updated", || json!(session)),
+            Persist::Now | Persist::Later => {
+                self.events.publish("session.updated", || json!(session))
+            }
             Persist::Touch => {}
         }
         Ok((session, arrived))
@@ -293,7 +313,11 @@ impl Hub {
         Ok(self.observe(req.into()).await?.0)
     }
 
-    pub async fn update_session(&self, id: &str, req: UpdateSessionRequest) -> Result<Session, ApiError> {
+    pub async fn update_session(
+        &self,
+        id: &str,
+        req: UpdateSessionRequest,
+    ) -> Result<Session, ApiError> {
         check_field("status", &req.status, MAX_STATUS_CHARS)?;
         if let Some(allowed) = req.wake {
             if self.lock().entry(id).is_none() {
@@ -303,7 +327,9 @@ impl Hub {
         }
         let (session, commit) = {
             let mut st = self.lock();
-            let entry = st.entry_mut(id).ok_or_else(|| CoreError::UnknownSession(id.to_string()))?;
+            let entry = st
+                .entry_mut(id)
+                .ok_or_else(|| CoreError::UnknownSession(id.to_string()))?;
             set(&mut entry.session.status, req.status);
             let session = entry.session.clone();
             let commit = self.store.submit(vec![Change::PutSession(session.clone())]);
@@ -316,7 +342,11 @@ impl Hub {
 
     /// Takes a session off the roster now (`session-end`, `DELETE`, or the
     /// sweeper). Its mail and memberships stay for its return.
-    pub async fn remove_session(&self, id: &str, reason: &str) -> Result<Option<Session>, ApiError> {
+    pub async fn remove_session(
+        &self,
+        id: &str,
+        reason: &str,
+    ) -> Result<Option<Session>, ApiError> {
         let now = self.clock.wall();
         let (session, commit) = {
             let mut st = self.lock();
@@ -330,7 +360,10 @@ impl Hub {
         };
         commit.await?;
         self.metrics.sessions_left.inc();
-        self.events.publish("session.left", || json!({"session": session, "reason": reason}));
+        self.events.publish(
+            "session.left",
+            || json!({"session": session, "reason": reason}),
+        );
         Ok(Some(session))
     }
 
@@ -353,10 +386,16 @@ impl Hub {
                 // it too, framed for the agent to relay, not to act on.
                 Target::Operator(name) => {
                     let mut r = vec![muster_core::operator_principal(name)];
-                    r.extend(st.present().filter(|s| s.operator == *name && s.id != sender.key()).map(|s| s.id.clone()));
+                    r.extend(
+                        st.present()
+                            .filter(|s| s.operator == *name && s.id != sender.key())
+                            .map(|s| s.id.clone()),
+                    );
                     r
                 }
-                Target::Room(_) => return Err(CoreError::invalid("to", "use broadcast for rooms").into()),
+                Target::Room(_) => {
+                    return Err(CoreError::invalid("to", "use broadcast for rooms").into())
+                }
             };
             let message = self.new_message(&mut st, &sender, target, req.reply_to, req.body);
             (message, recipients)
@@ -364,7 +403,10 @@ impl Hub {
         self.deliver(message, recipients).await
     }
 
-    pub async fn broadcast(self: &Arc<Self>, req: BroadcastRequest) -> Result<SendResponse, ApiError> {
+    pub async fn broadcast(
+        self: &Arc<Self>,
+        req: BroadcastRequest,
+    ) -> Result<SendResponse, ApiError> {
         validate::body(&req.body)?;
         let room = req.room.trim().trim_start_matches('#').to_string();
         validate::name("room", &room)?;
@@ -380,7 +422,9 @@ impl Hub {
 
     async fn check_reply_to(&self, id: &str) -> Result<(), ApiError> {
         if id.len() > 64 || self.store.message(id).await?.is_none() {
-            return Err(CoreError::invalid("reply_to", format!("no message with id {id:?}")).into());
+            return Err(
+                CoreError::invalid("reply_to", format!("no message with id {id:?}")).into(),
+            );
         }
         Ok(())
     }
@@ -406,7 +450,11 @@ impl Hub {
 
     /// Stores a message with a queued delivery per recipient, then makes it
     /// visible to hooks and readers. Answered only once durable.
-    async fn deliver(self: &Arc<Self>, message: Message, recipients: Vec<String>) -> Result<SendResponse, ApiError> {
+    async fn deliver(
+        self: &Arc<Self>,
+        message: Message,
+        recipients: Vec<String>,
+    ) -> Result<SendResponse, ApiError> {
         let now = message.sent_at;
         let deliveries: Vec<Delivery> = recipients
             .iter()
@@ -417,7 +465,12 @@ impl Hub {
                 updated_at: now,
             })
             .collect();
-        self.store.apply(vec![Change::PutMessage { message: message.clone(), deliveries }]).await?;
+        self.store
+            .apply(vec![Change::PutMessage {
+                message: message.clone(),
+                deliveries,
+            }])
+            .await?;
         let message = Arc::new(message);
         let mut views: Vec<DeliveryView> = {
             let mut st = self.lock();
@@ -448,13 +501,21 @@ impl Hub {
             Target::Session(recipient) => vec![recipient.clone()],
             Target::Room(_) => {
                 let st = self.lock();
-                mentioned(&message.body, &st).into_iter().filter(|id| recipients.contains(id)).collect()
+                mentioned(&message.body, &st)
+                    .into_iter()
+                    .filter(|id| recipients.contains(id))
+                    .collect()
             }
             Target::Operator(_) => Vec::new(),
         };
         // Several mentioned sessions confirm in parallel, not one after another.
-        let pushes = live.iter().map(|recipient| self.push_and_confirm(recipient, &message));
-        for (recipient, state) in live.iter().zip(futures_util::future::join_all(pushes).await) {
+        let pushes = live
+            .iter()
+            .map(|recipient| self.push_and_confirm(recipient, &message));
+        for (recipient, state) in live
+            .iter()
+            .zip(futures_util::future::join_all(pushes).await)
+        {
             if let Some(v) = views.iter_mut().find(|v| v.recipient == *recipient) {
                 v.state = state;
                 // Not pushed: an idle recipient with a waker gets a turn
@@ -472,15 +533,23 @@ impl Hub {
             "none"
         } else if views.iter().all(|v| v.state == DeliveryState::Pushed) {
             "pushed"
-        } else if views.iter().all(|v| v.state == DeliveryState::Pushed || v.woken) {
+        } else if views
+            .iter()
+            .all(|v| v.state == DeliveryState::Pushed || v.woken)
+        {
             "woken"
         } else {
             "queued"
         };
-        self.events.publish("message.sent", || {
-            json!({"message": &*message, "deliveries": &views})
-        });
-        Ok(SendResponse { message: (*message).clone(), state: state.to_string(), deliveries: views })
+        self.events.publish(
+            "message.sent",
+            || json!({"message": &*message, "deliveries": &views}),
+        );
+        Ok(SendResponse {
+            message: (*message).clone(),
+            state: state.to_string(),
+            deliveries: views,
+        })
     }
 
     /// A principal's mail: unread (and with `all`, earlier mail too). What
@@ -504,22 +573,49 @@ impl Hub {
         // By id: the store's view (with `all`) overlaid by what this read claimed.
         let mut by_id: std::collections::BTreeMap<String, InboxMessage> = Default::default();
         if all {
-            let query = InboxQuery { recipient: principal.clone(), include_read: true, limit };
+            let query = InboxQuery {
+                recipient: principal.clone(),
+                include_read: true,
+                limit,
+            };
             for e in self.store.inbox(query).await? {
-                by_id.insert(e.message.id.clone(), InboxMessage { message: e.message, state: e.state });
+                by_id.insert(
+                    e.message.id.clone(),
+                    InboxMessage {
+                        message: e.message,
+                        state: e.state,
+                    },
+                );
             }
         }
         for (m, state) in claimed {
-            by_id.insert(m.id.clone(), InboxMessage { message: (*m).clone(), state });
+            by_id.insert(
+                m.id.clone(),
+                InboxMessage {
+                    message: (*m).clone(),
+                    state,
+                },
+            );
         }
         // Unread mail is shown oldest first (the rest comes next time);
         // history shows the newest.
-        let skip = if all { by_id.len().saturating_sub(limit) } else { 0 };
+        let skip = if all {
+            by_id.len().saturating_sub(limit)
+        } else {
+            0
+        };
         let messages: Vec<InboxMessage> = by_id.into_values().skip(skip).take(limit).collect();
         // Only what is shown may be marked surfaced; the rest stays unread.
-        let shown: std::collections::HashSet<&str> = messages.iter().map(|m| m.message.id.as_str()).collect();
+        let shown: std::collections::HashSet<&str> =
+            messages.iter().map(|m| m.message.id.as_str()).collect();
         surfacing.keep_only(&shown);
-        Ok((Inbox { principal, messages }, surfacing))
+        Ok((
+            Inbox {
+                principal,
+                messages,
+            },
+            surfacing,
+        ))
     }
 
     /// Mail for a hook answer at `moment`: what nothing has delivered yet
@@ -552,7 +648,10 @@ impl Hub {
         };
         let messages: Vec<Arc<Message>> = claimed.into_iter().map(|(m, _)| m).collect();
         let ids = messages.iter().map(|m| m.id.clone()).collect();
-        (messages, Surfacing::new(self.clone(), session_id.to_string(), ids))
+        (
+            messages,
+            Surfacing::new(self.clone(), session_id.to_string(), ids),
+        )
     }
 
     /// Records a hook call of `id` (`event`); returns when its previous
@@ -563,7 +662,9 @@ impl Hub {
     pub(crate) fn note_hook(&self, id: &str, event: &str) -> Millis {
         let now = self.clock.mono();
         let mut st = self.lock();
-        let Some(entry) = st.entry_mut(id) else { return 0 };
+        let Some(entry) = st.entry_mut(id) else {
+            return 0;
+        };
         match event {
             "prompt-submit" if entry.continuation_due => entry.continuation_due = false,
             "prompt-submit" => entry.holds_in_row = 0,
@@ -580,7 +681,9 @@ impl Hub {
     /// Whether a Stop of `id` may be held once more (and counts it).
     pub(crate) fn hold_stop(&self, id: &str, max_in_row: u8) -> bool {
         let mut st = self.lock();
-        let Some(entry) = st.entry_mut(id) else { return false };
+        let Some(entry) = st.entry_mut(id) else {
+            return false;
+        };
         if entry.holds_in_row >= max_in_row {
             return false;
         }
@@ -594,14 +697,17 @@ impl Hub {
     pub(crate) fn went_idle(self: &Arc<Self>, id: &str) {
         let session = {
             let mut st = self.lock();
-            let Some(entry) = st.entry_mut(id) else { return };
+            let Some(entry) = st.entry_mut(id) else {
+                return;
+            };
             entry.wake.idle_since = self.clock.mono();
             if entry.session.activity == Activity::Idle {
                 None
             } else {
                 entry.session.activity = Activity::Idle;
                 let session = entry.session.clone();
-                self.store.apply_later(vec![Change::PutSession(session.clone())]);
+                self.store
+                    .apply_later(vec![Change::PutSession(session.clone())]);
                 Some(session)
             }
         };
@@ -640,7 +746,10 @@ impl Hub {
             return;
         }
         self.metrics.deliveries_seen.add(ids.len() as u64);
-        self.events.publish("delivery.updated", || json!({"recipient": id, "message_ids": ids, "state": "seen"}));
+        self.events.publish(
+            "delivery.updated",
+            || json!({"recipient": id, "message_ids": ids, "state": "seen"}),
+        );
     }
 
     /// Called once an answer carrying mail has been written.
@@ -665,14 +774,17 @@ impl Hub {
         }
         self.lock().remove_unread(recipient, ids);
         self.metrics.deliveries_surfaced.add(ids.len() as u64);
-        self.events.publish("delivery.updated", || {
-            json!({"recipient": recipient, "message_ids": ids, "state": "surfaced"})
-        });
+        self.events.publish(
+            "delivery.updated",
+            || json!({"recipient": recipient, "message_ids": ids, "state": "surfaced"}),
+        );
     }
 
     pub async fn ack(&self, req: AckRequest) -> Result<AckResponse, ApiError> {
         if req.ids.is_empty() && !req.all {
-            return Err(CoreError::invalid("ids", "name the message ids to ack, or set all").into());
+            return Err(
+                CoreError::invalid("ids", "name the message ids to ack, or set all").into(),
+            );
         }
         if req.ids.len() > 10_000 {
             return Err(CoreError::invalid("ids", "at most 10,000 ids at once").into());
@@ -693,10 +805,18 @@ impl Hub {
         if req.all {
             // Everything up to the newest message id that exists now.
             let upto = self.lock().next_message_id();
-            changes.push(Change::AckUpTo { recipient: principal.clone(), upto, at: now });
+            changes.push(Change::AckUpTo {
+                recipient: principal.clone(),
+                upto,
+                at: now,
+            });
             ids = self
                 .store
-                .inbox(InboxQuery { recipient: principal.clone(), include_read: true, limit: 100_000 })
+                .inbox(InboxQuery {
+                    recipient: principal.clone(),
+                    include_read: true,
+                    limit: 100_000,
+                })
                 .await?
                 .into_iter()
                 .filter(|e| e.state < DeliveryState::Acked)
@@ -705,9 +825,10 @@ impl Hub {
         }
         self.store.apply(changes).await?;
         self.lock().remove_unread(&principal, &ids);
-        self.events.publish("delivery.updated", || {
-            json!({"recipient": principal, "message_ids": ids, "state": "acked"})
-        });
+        self.events.publish(
+            "delivery.updated",
+            || json!({"recipient": principal, "message_ids": ids, "state": "acked"}),
+        );
         Ok(AckResponse { acked: ids.len() })
     }
 
@@ -717,7 +838,9 @@ impl Hub {
         if muster_core::is_automatic_room(&room) {
             return Err(CoreError::invalid(
                 "room",
-                format!("{room} is automatic: its members follow each session's project and operator"),
+                format!(
+                    "{room} is automatic: its members follow each session's project and operator"
+                ),
             )
             .into());
         }
@@ -731,7 +854,9 @@ impl Hub {
             let mut changes = Vec::new();
             changes.extend(created.map(Change::PutRoom));
             changes.extend(membership.map(Change::JoinRoom));
-            let view = st.named_room(&room).ok_or_else(|| ApiError::internal("room vanished"))?;
+            let view = st
+                .named_room(&room)
+                .ok_or_else(|| ApiError::internal("room vanished"))?;
             (changes, view, id)
         };
         if !changes.is_empty() {
@@ -739,7 +864,8 @@ impl Hub {
                 self.lock().leave(&room, &member);
                 return Err(e.into());
             }
-            self.events.publish("room.joined", || json!({"room": room, "session": member}));
+            self.events
+                .publish("room.joined", || json!({"room": room, "session": member}));
         }
         Ok(view)
     }
@@ -756,8 +882,14 @@ impl Hub {
             }
             (st.named_room(&room), id)
         };
-        self.store.apply(vec![Change::LeaveRoom { room: room.clone(), session_id: member.clone() }]).await?;
-        self.events.publish("room.left", || json!({"room": room, "session": member}));
+        self.store
+            .apply(vec![Change::LeaveRoom {
+                room: room.clone(),
+                session_id: member.clone(),
+            }])
+            .await?;
+        self.events
+            .publish("room.left", || json!({"room": room, "session": member}));
         view.ok_or_else(|| ApiError::internal("room vanished"))
     }
 
@@ -778,7 +910,9 @@ impl Hub {
         let mut deliveries = Vec::new();
         for m in messages.iter().filter(|m| m.from == reader) {
             for d in self.store.deliveries(&m.id).await? {
-                let nickname = self.lock().display_name(&Principal::Session(d.recipient.clone()));
+                let nickname = self
+                    .lock()
+                    .display_name(&Principal::Session(d.recipient.clone()));
                 let nickname = nickname.trim_start_matches("op:").to_string();
                 deliveries.push(ThreadDelivery {
                     message_id: d.message_id,
@@ -789,7 +923,10 @@ impl Hub {
                 });
             }
         }
-        Ok(Thread { messages, deliveries })
+        Ok(Thread {
+            messages,
+            deliveries,
+        })
     }
 
     pub fn roster(&self, all: bool) -> Vec<Session> {
@@ -851,7 +988,9 @@ impl Hub {
                     tracing::info!(session = %id, reason = reason.as_str(), "swept");
                 }
                 Ok(None) => {}
-                Err(e) => tracing::warn!(session = %id, "sweep could not remove session: {}", e.message),
+                Err(e) => {
+                    tracing::warn!(session = %id, "sweep could not remove session: {}", e.message)
+                }
             }
         }
         removed

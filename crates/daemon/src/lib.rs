@@ -107,7 +107,9 @@ impl Daemon {
         match tokio::time::timeout(SHUTDOWN_GRACE, self.task).await {
             Ok(joined) => joined.context("daemon task failed")?,
             Err(_) => {
-                tracing::warn!("some connections were still open after {SHUTDOWN_GRACE:?}; stopping anyway");
+                tracing::warn!(
+                    "some connections were still open after {SHUTDOWN_GRACE:?}; stopping anyway"
+                );
                 Ok(())
             }
         }
@@ -139,8 +141,12 @@ fn check_bind(addr: &SocketAddr, token: &Option<String>) -> anyhow::Result<()> {
 
 /// Opens the store, loads state, binds the port and serves in the background.
 pub async fn start(config: Config) -> anyhow::Result<Daemon> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("cannot create the data directory {}", config.data_dir.display()))?;
+    std::fs::create_dir_all(&config.data_dir).with_context(|| {
+        format!(
+            "cannot create the data directory {}",
+            config.data_dir.display()
+        )
+    })?;
     let (store, store_desc) = open_store(&config)?;
     let listener = TcpListener::bind(&config.bind)
         .await
@@ -162,15 +168,23 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
         }
     });
     let task = tokio::spawn(async move {
-        let served = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(async move {
-                let _ = stop_rx.wait_for(|stop| *stop).await;
-            })
-            .await;
+        let served = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = stop_rx.wait_for(|stop| *stop).await;
+        })
+        .await;
         background.abort();
         served.context("server failed")
     });
-    Ok(Daemon { addr, hub, shutdown, task })
+    Ok(Daemon {
+        addr,
+        hub,
+        shutdown,
+        task,
+    })
 }
 
 /// Runs the daemon until Ctrl-C or SIGTERM.
@@ -191,13 +205,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

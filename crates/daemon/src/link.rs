@@ -44,22 +44,34 @@ pub struct Outgoing {
 
 impl From<ServerFrame> for Outgoing {
     fn from(frame: ServerFrame) -> Self {
-        Outgoing { frame, surfacing: None }
+        Outgoing {
+            frame,
+            surfacing: None,
+        }
     }
 }
 
 pub async fn upgrade(State(hub): State<Arc<Hub>>, ws: WebSocketUpgrade) -> Response {
-    ws.max_message_size(MAX_FRAME_BYTES).on_upgrade(move |socket| serve(hub, socket))
+    ws.max_message_size(MAX_FRAME_BYTES)
+        .on_upgrade(move |socket| serve(hub, socket))
 }
 
 fn fatal(code: &str, message: String) -> WsMessage {
-    let frame = ServerFrame::Fatal { error: ErrorDetail { code: code.into(), message, matches: Vec::new() } };
+    let frame = ServerFrame::Fatal {
+        error: ErrorDetail {
+            code: code.into(),
+            message,
+            matches: Vec::new(),
+        },
+    };
     WsMessage::Text(serde_json::to_string(&frame).unwrap_or_default().into())
 }
 
 fn decode(msg: &WsMessage) -> Option<Result<ClientFrame, String>> {
     match msg {
-        WsMessage::Text(text) => Some(serde_json::from_str(text).map_err(|e| format!("bad frame: {e}"))),
+        WsMessage::Text(text) => {
+            Some(serde_json::from_str(text).map_err(|e| format!("bad frame: {e}")))
+        }
         WsMessage::Binary(_) => Some(Err("binary frames are not part of the protocol".into())),
         _ => None,
     }
@@ -81,16 +93,26 @@ async fn serve(hub: Arc<Hub>, socket: WebSocket) {
     .await
     .unwrap_or_else(|_| Err("no hello within 10 s".into()));
     let (session, can_push, per_call) = match hello {
-        Ok(ClientFrame::Hello { protocol, session, can_push, per_call }) if protocol == LINK_PROTOCOL => {
-            (session, can_push, per_call)
-        }
+        Ok(ClientFrame::Hello {
+            protocol,
+            session,
+            can_push,
+            per_call,
+        }) if protocol == LINK_PROTOCOL => (session, can_push, per_call),
         Ok(ClientFrame::Hello { protocol, .. }) => {
-            let why = format!("link protocol {protocol} is not supported; this daemon speaks {LINK_PROTOCOL}");
+            let why = format!(
+                "link protocol {protocol} is not supported; this daemon speaks {LINK_PROTOCOL}"
+            );
             let _ = sink.send(fatal("protocol_mismatch", why)).await;
             return;
         }
         Ok(_) => {
-            let _ = sink.send(fatal("hello_expected", "the first frame must be hello".into())).await;
+            let _ = sink
+                .send(fatal(
+                    "hello_expected",
+                    "the first frame must be hello".into(),
+                ))
+                .await;
             return;
         }
         Err(why) => {
@@ -103,7 +125,10 @@ async fn serve(hub: Arc<Hub>, socket: WebSocket) {
     let (speaker, welcome) = if per_call {
         (Speaker::PerCall(session), None)
     } else {
-        match hub.attach_link(session.into(), can_push, conn, tx.clone()).await {
+        match hub
+            .attach_link(session.into(), can_push, conn, tx.clone())
+            .await
+        {
             Ok(s) => (Speaker::Session(s.id.clone()), Some(s)),
             Err(e) => {
                 let _ = sink.send(fatal(e.code, e.message)).await;
@@ -114,7 +139,9 @@ async fn serve(hub: Arc<Hub>, socket: WebSocket) {
     let speaker = Arc::new(speaker);
     let writer = tokio::spawn(async move {
         while let Some(out) = rx.recv().await {
-            let Ok(text) = serde_json::to_string(&out.frame) else { continue };
+            let Ok(text) = serde_json::to_string(&out.frame) else {
+                continue;
+            };
             if sink.send(WsMessage::Text(text.into())).await.is_err() {
                 break; // dropping `out` releases its claimed mail
             }
@@ -124,7 +151,15 @@ async fn serve(hub: Arc<Hub>, socket: WebSocket) {
         }
         let _ = sink.close().await;
     });
-    let _ = tx.send(ServerFrame::Welcome { protocol: LINK_PROTOCOL, session: welcome }.into()).await;
+    let _ = tx
+        .send(
+            ServerFrame::Welcome {
+                protocol: LINK_PROTOCOL,
+                session: welcome,
+            }
+            .into(),
+        )
+        .await;
     if let Speaker::Session(id) = &*speaker {
         hub.push_queued(id).await;
     }
@@ -140,7 +175,10 @@ async fn serve(hub: Arc<Hub>, socket: WebSocket) {
             Ok(Some(Ok(msg))) => msg,
             Ok(Some(Err(_)) | None) => break,
             Err(_) => {
-                tracing::info!(link = speaker.describe(), "link silent past three heartbeats; dropping it");
+                tracing::info!(
+                    link = speaker.describe(),
+                    "link silent past three heartbeats; dropping it"
+                );
                 break;
             }
         };
@@ -156,7 +194,11 @@ async fn serve(hub: Arc<Hub>, socket: WebSocket) {
             hub.seen(id);
         }
         match frame {
-            ClientFrame::Request { id: req, op, session } => {
+            ClientFrame::Request {
+                id: req,
+                op,
+                session,
+            } => {
                 let (hub, tx, speaker) = (hub.clone(), tx.clone(), speaker.clone());
                 requests.spawn(async move {
                     let result = match hub.who_acts(&speaker, session).await {
@@ -165,10 +207,19 @@ async fn serve(hub: Arc<Hub>, socket: WebSocket) {
                     };
                     let out = match result {
                         Ok((result, surfacing)) => Outgoing {
-                            frame: ServerFrame::Reply { id: req, result: Some(result), error: None },
+                            frame: ServerFrame::Reply {
+                                id: req,
+                                result: Some(result),
+                                error: None,
+                            },
                             surfacing,
                         },
-                        Err(e) => ServerFrame::Reply { id: req, result: None, error: Some(e.detail()) }.into(),
+                        Err(e) => ServerFrame::Reply {
+                            id: req,
+                            result: None,
+                            error: Some(e.detail()),
+                        }
+                        .into(),
                     };
                     let _ = tx.send(out).await;
                 });
@@ -187,7 +238,12 @@ async fn serve(hub: Arc<Hub>, socket: WebSocket) {
                 let _ = tx.send(ServerFrame::Pong { at }.into()).await;
             }
             ClientFrame::Hello { .. } => {
-                let _ = tx.send(fatal_frame("duplicate_hello", "this link already said hello".into())).await;
+                let _ = tx
+                    .send(fatal_frame(
+                        "duplicate_hello",
+                        "this link already said hello".into(),
+                    ))
+                    .await;
             }
         }
         while requests.try_join_next().is_some() {}
@@ -213,13 +269,22 @@ impl Speaker {
     fn describe(&self) -> String {
         match self {
             Speaker::Session(id) => id.clone(),
-            Speaker::PerCall(template) => format!("per-call {}", template.harness.as_deref().unwrap_or("link")),
+            Speaker::PerCall(template) => {
+                format!("per-call {}", template.harness.as_deref().unwrap_or("link"))
+            }
         }
     }
 }
 
 fn fatal_frame(code: &str, message: String) -> Outgoing {
-    ServerFrame::Fatal { error: ErrorDetail { code: code.into(), message, matches: Vec::new() } }.into()
+    ServerFrame::Fatal {
+        error: ErrorDetail {
+            code: code.into(),
+            message,
+            matches: Vec::new(),
+        },
+    }
+    .into()
 }
 
 impl Hub {
@@ -258,19 +323,29 @@ impl Hub {
         let (session, _) = self.observe(observed).await?;
         let (session, commit) = {
             let mut st = self.lock();
-            let entry = st.entry_mut(&session.id).ok_or_else(|| ApiError::internal("session vanished"))?;
+            let entry = st
+                .entry_mut(&session.id)
+                .ok_or_else(|| ApiError::internal("session vanished"))?;
             if let Some(old) = entry.link.take() {
                 // A re-link before the old connection was noticed gone.
                 st.unclaim(&session.id, &old.in_flight.into_iter().collect::<Vec<_>>());
             }
-            let entry = st.entry_mut(&session.id).ok_or_else(|| ApiError::internal("session vanished"))?;
-            entry.link = Some(LinkHandle { conn, tx, in_flight: Default::default() });
-            let changed = entry.session.link != LinkKind::Link || entry.session.can_push != can_push;
+            let entry = st
+                .entry_mut(&session.id)
+                .ok_or_else(|| ApiError::internal("session vanished"))?;
+            entry.link = Some(LinkHandle {
+                conn,
+                tx,
+                in_flight: Default::default(),
+            });
+            let changed =
+                entry.session.link != LinkKind::Link || entry.session.can_push != can_push;
             entry.session.link = LinkKind::Link;
             entry.session.can_push = can_push;
             entry.session.link_up = true;
             let session = entry.session.clone();
-            let commit = changed.then(|| self.store.submit(vec![Change::PutSession(session.clone())]));
+            let commit =
+                changed.then(|| self.store.submit(vec![Change::PutSession(session.clone())]));
             (session, commit)
         };
         if let Some(commit) = commit {
@@ -285,8 +360,12 @@ impl Hub {
     async fn set_can_push(&self, id: &str, conn: u64, can_push: bool) {
         let (session, commit) = {
             let mut st = self.lock();
-            let Some(entry) = st.entry_mut(id) else { return };
-            if entry.link.as_ref().is_none_or(|l| l.conn != conn) || entry.session.can_push == can_push {
+            let Some(entry) = st.entry_mut(id) else {
+                return;
+            };
+            if entry.link.as_ref().is_none_or(|l| l.conn != conn)
+                || entry.session.can_push == can_push
+            {
                 return;
             }
             entry.session.can_push = can_push;
@@ -308,7 +387,9 @@ impl Hub {
     fn detach_link(&self, id: &str, conn: u64) {
         let mut st = self.lock();
         let mono = self.clock.mono();
-        let Some(entry) = st.entry_mut(id) else { return };
+        let Some(entry) = st.entry_mut(id) else {
+            return;
+        };
         if entry.link.as_ref().is_none_or(|l| l.conn != conn) {
             return;
         }
@@ -320,7 +401,8 @@ impl Hub {
             st.unclaim(id, &ids);
         }
         drop(st);
-        self.events.publish("session.unlinked", || json!({"id": id}));
+        self.events
+            .publish("session.unlinked", || json!({"id": id}));
     }
 
     /// Link activity counts as being seen (wall clock, for the record).
@@ -335,13 +417,17 @@ impl Hub {
     /// Returns whether a push went out (it still needs the shim's confirmation).
     fn try_push(&self, recipient: &str, message: &Arc<Message>) -> bool {
         let mut st = self.lock();
-        let can_push = st.entry(recipient).is_some_and(|e| e.session.can_push && e.link.is_some());
+        let can_push = st
+            .entry(recipient)
+            .is_some_and(|e| e.session.can_push && e.link.is_some());
         if !can_push || !st.claim_one(recipient, &message.id) {
             return false;
         }
         let entry = st.entry_mut(recipient).expect("checked above");
         let link = entry.link.as_mut().expect("checked above");
-        let frame = ServerFrame::Push { message: (**message).clone() };
+        let frame = ServerFrame::Push {
+            message: (**message).clone(),
+        };
         if link.tx.try_send(frame.into()).is_err() {
             st.unclaim(recipient, std::slice::from_ref(&message.id));
             return false;
@@ -352,17 +438,30 @@ impl Hub {
 
     /// Pushes a direct message to its recipient and waits (bounded) for the
     /// shim to confirm; returns the delivery state to report to the sender.
-    pub(crate) async fn push_and_confirm(&self, recipient: &str, message: &Arc<Message>) -> DeliveryState {
+    pub(crate) async fn push_and_confirm(
+        &self,
+        recipient: &str,
+        message: &Arc<Message>,
+    ) -> DeliveryState {
         let (done, confirmed) = oneshot::channel();
-        self.push_waiters.lock().unwrap_or_else(|p| p.into_inner()).insert(message.id.clone(), done);
+        self.push_waiters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(message.id.clone(), done);
         if !self.try_push(recipient, message) {
-            self.push_waiters.lock().unwrap_or_else(|p| p.into_inner()).remove(&message.id);
+            self.push_waiters
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&message.id);
             return DeliveryState::Queued;
         }
         match tokio::time::timeout(PUSH_CONFIRM, confirmed).await {
             Ok(Ok(())) => DeliveryState::Pushed,
             _ => {
-                self.push_waiters.lock().unwrap_or_else(|p| p.into_inner()).remove(&message.id);
+                self.push_waiters
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&message.id);
                 DeliveryState::Queued
             }
         }
@@ -372,7 +471,10 @@ impl Hub {
     async fn push_queued(&self, id: &str) {
         let queued: Vec<Arc<Message>> = {
             let st = self.lock();
-            st.queued_ids(id).iter().filter_map(|m| st.unread_message(id, m)).collect()
+            st.queued_ids(id)
+                .iter()
+                .filter_map(|m| st.unread_message(id, m))
+                .collect()
         };
         for message in queued {
             if !self.try_push(id, &message) {
@@ -405,7 +507,9 @@ impl Hub {
             let pushed = changes.len() as u64;
             (!changes.is_empty()).then(|| (pushed, self.store.submit(changes)))
         };
-        let Some((pushed, commit)) = commit else { return };
+        let Some((pushed, commit)) = commit else {
+            return;
+        };
         if let Err(e) = commit.await {
             tracing::warn!("could not record pushed mail for {recipient}: {e}");
         }
@@ -417,8 +521,9 @@ impl Hub {
             }
         }
         drop(waiters);
-        self.events.publish("delivery.updated", || {
-            json!({"recipient": recipient, "message_ids": ids, "state": "pushed"})
-        });
+        self.events.publish(
+            "delivery.updated",
+            || json!({"recipient": recipient, "message_ids": ids, "state": "pushed"}),
+        );
     }
 }

@@ -12,9 +12,9 @@ use muster_core::tools::{self, INSTRUCTIONS, TOOLS};
 use muster_core::validate::clean_peer_text;
 use muster_core::{inbox::format_utc, Message};
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, CustomNotification, DiscoverRequestMethod,
-    DiscoverResult, Implementation,
-    JsonObject, ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, ServerNotification, Tool,
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, CustomNotification,
+    DiscoverRequestMethod, DiscoverResult, Implementation, JsonObject, ListToolsResult,
+    PaginatedRequestParams, ServerCapabilities, ServerConfig, ServerNotification, Tool,
 };
 use rmcp::service::{NotificationContext, Peer, RequestContext, ServiceError};
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
@@ -37,7 +37,11 @@ pub struct CallContext {
 
 impl CallContext {
     fn of(request: &CallToolRequestParams, context: &RequestContext<RoleServer>) -> Self {
-        let text = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_string).filter(|s| !s.is_empty());
+        let text = |v: Option<&Value>| {
+            v.and_then(Value::as_str)
+                .map(str::to_string)
+                .filter(|s| !s.is_empty())
+        };
         let parts = context.extensions.get::<axum::http::request::Parts>();
         CallContext {
             session_header: parts
@@ -47,14 +51,23 @@ impl CallContext {
                 .filter(|s| !s.is_empty()),
             meta_session: text(request.meta.as_ref().and_then(|m| m.0 .0.get("sessionId")))
                 .or_else(|| text(context.meta.0 .0.get("sessionId"))),
-            arg_session: text(request.arguments.as_ref().and_then(|a| a.get("_session_id"))),
+            arg_session: text(
+                request
+                    .arguments
+                    .as_ref()
+                    .and_then(|a| a.get("_session_id")),
+            ),
         }
     }
 }
 
 /// Runs a tool's operation for the session a call belongs to.
 pub trait Executor: Send + Sync + 'static {
-    fn execute(&self, op: Op, call: CallContext) -> impl Future<Output = Result<Value, ErrorDetail>> + Send;
+    fn execute(
+        &self,
+        op: Op,
+        call: CallContext,
+    ) -> impl Future<Output = Result<Value, ErrorDetail>> + Send;
 }
 
 pub struct McpServer<E> {
@@ -85,7 +98,12 @@ impl<E> Clone for McpServer<E> {
 
 impl<E: Executor> McpServer<E> {
     pub fn new(executor: Arc<E>) -> Self {
-        McpServer { executor, legacy_only: false, peer: watch::channel(None).0, listed: watch::channel(false).0 }
+        McpServer {
+            executor,
+            legacy_only: false,
+            peer: watch::channel(None).0,
+            listed: watch::channel(false).0,
+        }
     }
 
     /// A server that answers `server/discover` with "method not found", so
@@ -142,7 +160,10 @@ impl<E: Executor> ServerHandler for McpServer<E> {
     fn get_info(&self) -> ServerConfig {
         let mut experimental = std::collections::BTreeMap::new();
         experimental.insert("claude/channel".to_string(), JsonObject::new());
-        let capabilities = ServerCapabilities::builder().enable_tools().enable_experimental_with(experimental).build();
+        let capabilities = ServerCapabilities::builder()
+            .enable_tools()
+            .enable_experimental_with(experimental)
+            .build();
         ServerConfig::new(capabilities)
             .with_server_info(Implementation::new("muster", env!("CARGO_PKG_VERSION")))
             .with_instructions(INSTRUCTIONS)
@@ -167,7 +188,8 @@ impl<E: Executor> ServerHandler for McpServer<E> {
         // Unknown tools and wrong argument types are protocol errors: the
         // call never ran. Failures of a call that ran are tool errors the
         // agent can read.
-        let op = tools::parse_call(&request.name, &args).map_err(|e| McpError::invalid_params(e.to_string(), None))?;
+        let op = tools::parse_call(&request.name, &args)
+            .map_err(|e| McpError::invalid_params(e.to_string(), None))?;
         let result = match self.executor.execute(op, call).await {
             Ok(value) => text_result(&value),
             Err(e) => {
@@ -181,11 +203,17 @@ impl<E: Executor> ServerHandler for McpServer<E> {
         Ok(result.into())
     }
 
-    async fn discover(&self, _context: RequestContext<RoleServer>) -> Result<DiscoverResult, McpError> {
+    async fn discover(
+        &self,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<DiscoverResult, McpError> {
         if self.legacy_only {
             return Err(McpError::method_not_found::<DiscoverRequestMethod>());
         }
-        Ok(DiscoverResult::from_server_info(self.supported_protocol_versions().into_owned(), self.get_info()))
+        Ok(DiscoverResult::from_server_info(
+            self.supported_protocol_versions().into_owned(),
+            self.get_info(),
+        ))
     }
 
     async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
@@ -200,7 +228,10 @@ pub fn channel_params(m: &Message) -> Value {
     let mut meta = serde_json::Map::new();
     meta.insert("message_id".into(), json!(m.id));
     meta.insert("from".into(), json!(m.from));
-    meta.insert("from_nickname".into(), json!(clean_peer_text(&m.from_nickname)));
+    meta.insert(
+        "from_nickname".into(),
+        json!(clean_peer_text(&m.from_nickname)),
+    );
     meta.insert("kind".into(), json!(m.to.kind()));
     meta.insert("sent_at".into(), json!(format_utc(m.sent_at)));
     if let Some(r) = &m.reply_to {
@@ -216,7 +247,8 @@ pub fn channel_params(m: &Message) -> Value {
 /// returns once the transport has taken it.
 pub async fn push_channel(peer: &Peer<RoleServer>, m: &Message) -> Result<(), ServiceError> {
     let notification = CustomNotification::new(CHANNEL_METHOD, Some(channel_params(m)));
-    peer.send_notification(ServerNotification::CustomNotification(notification)).await
+    peer.send_notification(ServerNotification::CustomNotification(notification))
+        .await
 }
 
 #[cfg(test)]
@@ -238,7 +270,10 @@ mod tests {
         let p = channel_params(&m);
         assert_eq!(p["content"], "look at &lt;this&gt;");
         for (k, v) in p["meta"].as_object().unwrap() {
-            assert!(k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'), "{k}");
+            assert!(
+                k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+                "{k}"
+            );
             assert!(v.is_string(), "{k}");
         }
     }
@@ -247,6 +282,8 @@ mod tests {
     fn every_tool_is_listed_with_an_object_schema() {
         let tools = tool_list();
         assert_eq!(tools.len(), TOOLS.len());
-        assert!(tools.iter().all(|t| t.input_schema.get("type") == Some(&json!("object"))));
+        assert!(tools
+            .iter()
+            .all(|t| t.input_schema.get("type") == Some(&json!("object"))));
     }
 }

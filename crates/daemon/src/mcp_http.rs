@@ -52,7 +52,11 @@ impl HubExecutor {
 
     async fn run(&self, op: Op, call: CallContext) -> Result<Value, ApiError> {
         let hub = &self.hub;
-        let Some(named) = call.session_header.or(call.meta_session).or(call.arg_session) else {
+        let Some(named) = call
+            .session_header
+            .or(call.meta_session)
+            .or(call.arg_session)
+        else {
             return Err(ApiError::bad_request(
                 "this call names no session: send the X-Muster-Session header (or _meta.sessionId) with your session id",
             ));
@@ -61,7 +65,11 @@ impl HubExecutor {
             return Err(muster_core::CoreError::UnknownSession(named).into());
         }
         let session = self.bind(named)?;
-        hub.observe(Observed { id: session.clone(), ..Observed::default() }).await?;
+        hub.observe(Observed {
+            id: session.clone(),
+            ..Observed::default()
+        })
+        .await?;
         let (value, surfacing) = hub.execute(&session, op).await?;
         // The answer is handed to rmcp here; there is no later point to hook.
         if let Some(s) = surfacing {
@@ -72,7 +80,9 @@ impl HubExecutor {
 }
 
 /// The `/mcp` service, to nest in the router.
-pub fn service(hub: Arc<Hub>) -> StreamableHttpService<McpServer<HubExecutor>, LocalSessionManager> {
+pub fn service(
+    hub: Arc<Hub>,
+) -> StreamableHttpService<McpServer<HubExecutor>, LocalSessionManager> {
     let mut config = StreamableHttpServerConfig::default();
     config.max_request_body_bytes = hub.config.max_request_bytes;
     // Host and Origin are checked by the router's guard for every route,
@@ -81,6 +91,11 @@ pub fn service(hub: Arc<Hub>) -> StreamableHttpService<McpServer<HubExecutor>, L
     config = config.disable_allowed_hosts();
     config.cancellation_token = hub.shutdown.child_token();
     // A fresh executor (and so a fresh binding) for every MCP session.
-    let factory = move || Ok(McpServer::new(Arc::new(HubExecutor { hub: hub.clone(), bound: Mutex::new(None) })));
+    let factory = move || {
+        Ok(McpServer::new(Arc::new(HubExecutor {
+            hub: hub.clone(),
+            bound: Mutex::new(None),
+        })))
+    };
     StreamableHttpService::new(factory, Arc::new(LocalSessionManager::default()), config)
 }

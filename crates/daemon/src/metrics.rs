@@ -23,10 +23,18 @@ impl Counter {
 }
 
 /// Upper bounds of the hook latency buckets, in seconds.
-const BUCKETS: [f64; 12] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.0];
+const BUCKETS: [f64; 12] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.0,
+];
 
-pub const HOOK_EVENTS: [&str; 6] =
-    ["session-start", "prompt-submit", "pre-tool-use", "post-tool-use", "stop", "session-end"];
+pub const HOOK_EVENTS: [&str; 6] = [
+    "session-start",
+    "prompt-submit",
+    "pre-tool-use",
+    "post-tool-use",
+    "stop",
+    "session-end",
+];
 
 #[derive(Default)]
 struct Histogram {
@@ -42,7 +50,8 @@ impl Histogram {
             self.buckets[i].fetch_add(1, Ordering::Relaxed);
         }
         self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_micros.fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+        self.sum_micros
+            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
     }
 }
 
@@ -92,17 +101,33 @@ impl Metrics {
         let mut gauge = |name: &str, help: &str, v: u64| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         };
-        gauge("muster_sessions", "Sessions on the roster.", g.sessions_present as u64);
-        gauge("muster_sessions_known", "Sessions known, on the roster or away.", g.sessions_known as u64);
+        gauge(
+            "muster_sessions",
+            "Sessions on the roster.",
+            g.sessions_present as u64,
+        );
+        gauge(
+            "muster_sessions_known",
+            "Sessions known, on the roster or away.",
+            g.sessions_known as u64,
+        );
         gauge("muster_links", "Shim links attached now.", g.links as u64);
-        gauge("muster_unread_deliveries", "Deliveries not yet surfaced or pushed.", g.unread as u64);
+        gauge(
+            "muster_unread_deliveries",
+            "Deliveries not yet surfaced or pushed.",
+            g.unread as u64,
+        );
         let mut counter = |name: &str, help: &str, labels: &[(&str, u64)]| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
             for (label, v) in labels {
                 let _ = writeln!(out, "{name}{label} {v}");
             }
         };
-        counter("muster_messages_sent_total", "Messages stored.", &[("", self.messages_sent.get())]);
+        counter(
+            "muster_messages_sent_total",
+            "Messages stored.",
+            &[("", self.messages_sent.get())],
+        );
         counter(
             "muster_deliveries_total",
             "Deliveries by the state they reached.",
@@ -118,11 +143,31 @@ impl Metrics {
             "Messages put into a running turn after a tool result.",
             &[("", self.deliveries_mid_turn.get())],
         );
-        counter("muster_stops_held_total", "Turns kept going at their stop with unread mail.", &[("", self.stops_held.get())]);
-        counter("muster_wakes_total", "Turns started in idle sessions for their mail.", &[("", self.wakes.get())]);
-        counter("muster_sessions_joined_total", "Sessions that joined or returned.", &[("", self.sessions_joined.get())]);
-        counter("muster_sessions_left_total", "Sessions that left the roster.", &[("", self.sessions_left.get())]);
-        counter("muster_sweeps_total", "Sweeper passes.", &[("", self.sweeps.get())]);
+        counter(
+            "muster_stops_held_total",
+            "Turns kept going at their stop with unread mail.",
+            &[("", self.stops_held.get())],
+        );
+        counter(
+            "muster_wakes_total",
+            "Turns started in idle sessions for their mail.",
+            &[("", self.wakes.get())],
+        );
+        counter(
+            "muster_sessions_joined_total",
+            "Sessions that joined or returned.",
+            &[("", self.sessions_joined.get())],
+        );
+        counter(
+            "muster_sessions_left_total",
+            "Sessions that left the roster.",
+            &[("", self.sessions_left.get())],
+        );
+        counter(
+            "muster_sweeps_total",
+            "Sweeper passes.",
+            &[("", self.sweeps.get())],
+        );
         counter(
             "muster_swept_sessions_total",
             "Sessions removed by the sweeper, by reason.",
@@ -132,16 +177,25 @@ impl Metrics {
             ],
         );
         let name = "muster_hook_duration_seconds";
-        let _ = writeln!(out, "# HELP {name} Time to answer a hook call.\n# TYPE {name} histogram");
+        let _ = writeln!(
+            out,
+            "# HELP {name} Time to answer a hook call.\n# TYPE {name} histogram"
+        );
         for (event, h) in HOOK_EVENTS.iter().zip(&self.hooks) {
             let mut cumulative = 0;
             for (bound, bucket) in BUCKETS.iter().zip(&h.buckets) {
                 cumulative += bucket.load(Ordering::Relaxed);
-                let _ = writeln!(out, "{name}_bucket{{event=\"{event}\",le=\"{bound}\"}} {cumulative}");
+                let _ = writeln!(
+                    out,
+                    "{name}_bucket{{event=\"{event}\",le=\"{bound}\"}} {cumulative}"
+                );
             }
             let count = h.count.load(Ordering::Relaxed);
             let sum = h.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
-            let _ = writeln!(out, "{name}_bucket{{event=\"{event}\",le=\"+Inf\"}} {count}");
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{event=\"{event}\",le=\"+Inf\"}} {count}"
+            );
             let _ = writeln!(out, "{name}_sum{{event=\"{event}\"}} {sum}");
             let _ = writeln!(out, "{name}_count{{event=\"{event}\"}} {count}");
         }

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use muster_core::api::{
-    AckRequest, BroadcastRequest, ReleaseRequest, ReserveRequest, RoomRequest, SendRequest, UpdateSessionRequest,
+    AckRequest, BroadcastRequest, ReleaseRequest, ReserveRequest, RoomRequest, SendRequest,
+    UpdateSessionRequest,
 };
 use muster_core::link::Op;
 use muster_core::CoreError;
@@ -25,18 +26,43 @@ fn to_json<T: serde::Serialize>(v: T) -> Result<Value, ApiError> {
 impl Hub {
     /// Runs one operation as `session`. Mail a read returns comes with its
     /// `Surfacing`, to complete once the answer is written.
-    pub async fn execute(self: &Arc<Self>, session: &str, op: Op) -> Result<(Value, Option<Surfacing>), ApiError> {
+    pub async fn execute(
+        self: &Arc<Self>,
+        session: &str,
+        op: Op,
+    ) -> Result<(Value, Option<Surfacing>), ApiError> {
         let me = Some(session.to_string());
         let value = match op {
             Op::Whoami => {
-                let s = self.lock().session(session).cloned().ok_or_else(|| CoreError::UnknownSession(session.into()))?;
+                let s = self
+                    .lock()
+                    .session(session)
+                    .cloned()
+                    .ok_or_else(|| CoreError::UnknownSession(session.into()))?;
                 to_json(s)?
             }
             Op::Roster { all } => json!({"sessions": self.roster(all)}),
-            Op::Send { to, body, reply_to } => to_json(self.send(SendRequest { as_: me, to, body, reply_to }).await?)?,
-            Op::Broadcast { room, body } => to_json(self.broadcast(BroadcastRequest { as_: me, room, body }).await?)?,
+            Op::Send { to, body, reply_to } => to_json(
+                self.send(SendRequest {
+                    as_: me,
+                    to,
+                    body,
+                    reply_to,
+                })
+                .await?,
+            )?,
+            Op::Broadcast { room, body } => to_json(
+                self.broadcast(BroadcastRequest {
+                    as_: me,
+                    room,
+                    body,
+                })
+                .await?,
+            )?,
             Op::Read { all, limit } => {
-                let (inbox, surfacing) = self.inbox(Some(session), all, limit.unwrap_or(READ_LIMIT)).await?;
+                let (inbox, surfacing) = self
+                    .inbox(Some(session), all, limit.unwrap_or(READ_LIMIT))
+                    .await?;
                 return Ok((to_json(inbox)?, Some(surfacing)));
             }
             Op::Ack { ids, all } => to_json(self.ack(AckRequest { as_: me, ids, all }).await?)?,
@@ -44,12 +70,35 @@ impl Hub {
             Op::Join { room } => to_json(self.join(RoomRequest { as_: me, room }).await?)?,
             Op::Leave { room } => to_json(self.leave(RoomRequest { as_: me, room }).await?)?,
             Op::Rooms => json!({"rooms": self.rooms()}),
-            Op::SetStatus { text } => to_json(self.update_session(session, UpdateSessionRequest { status: Some(text), wake: None }).await?)?,
+            Op::SetStatus { text } => to_json(
+                self.update_session(
+                    session,
+                    UpdateSessionRequest {
+                        status: Some(text),
+                        wake: None,
+                    },
+                )
+                .await?,
+            )?,
             Op::Thread { message_id } => to_json(self.thread(Some(session), &message_id).await?)?,
-            Op::Reserve { paths, exclusive, ttl_s, reason } => {
-                to_json(self.reserve(ReserveRequest { as_: me, paths, exclusive, ttl_s, reason }).await?)?
+            Op::Reserve {
+                paths,
+                exclusive,
+                ttl_s,
+                reason,
+            } => to_json(
+                self.reserve(ReserveRequest {
+                    as_: me,
+                    paths,
+                    exclusive,
+                    ttl_s,
+                    reason,
+                })
+                .await?,
+            )?,
+            Op::Release { paths } => {
+                to_json(self.release(ReleaseRequest { as_: me, paths }).await?)?
             }
-            Op::Release { paths } => to_json(self.release(ReleaseRequest { as_: me, paths }).await?)?,
             Op::Reservations => to_json(self.reservations())?,
         };
         Ok((value, None))
@@ -58,7 +107,11 @@ impl Hub {
     /// Returns unread mail at once if there is some, else waits until mail
     /// arrives or `timeout_s` (at most 600) passes. Dropping the future (the
     /// caller went away) cancels the wait and claims nothing.
-    async fn wait_for_mail(self: &Arc<Self>, session: &str, timeout_s: u64) -> Result<(Value, Option<Surfacing>), ApiError> {
+    async fn wait_for_mail(
+        self: &Arc<Self>,
+        session: &str,
+        timeout_s: u64,
+    ) -> Result<(Value, Option<Surfacing>), ApiError> {
         if timeout_s > 600 {
             return Err(CoreError::invalid("timeout_s", "at most 600 seconds").into());
         }
@@ -66,7 +119,9 @@ impl Hub {
         loop {
             let notify = {
                 let st = self.lock();
-                let entry = st.entry(session).ok_or_else(|| CoreError::UnknownSession(session.into()))?;
+                let entry = st
+                    .entry(session)
+                    .ok_or_else(|| CoreError::UnknownSession(session.into()))?;
                 let notify = entry.mail.clone();
                 if st.has_unread(session) {
                     None

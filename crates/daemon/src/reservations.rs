@@ -9,8 +9,8 @@ use std::collections::HashSet;
 
 use axum::http::StatusCode;
 use muster_core::api::{
-    CheckRequest, ReleaseRequest, ReleaseResponse, ReservationView, Reservations, ReserveRequest, DEFAULT_TTL_S,
-    MAX_TTL_S,
+    CheckRequest, ReleaseRequest, ReleaseResponse, ReservationView, Reservations, ReserveRequest,
+    DEFAULT_TTL_S, MAX_TTL_S,
 };
 use muster_core::inbox::format_utc;
 use muster_core::limits::MAX_STATUS_CHARS;
@@ -48,7 +48,9 @@ impl GuardMode {
             "ask" => Ok(GuardMode::Ask),
             "warn" => Ok(GuardMode::Warn),
             "off" => Ok(GuardMode::Off),
-            other => Err(format!("unknown edit-guard mode {other:?}; use deny, ask, warn or off")),
+            other => Err(format!(
+                "unknown edit-guard mode {other:?}; use deny, ask, warn or off"
+            )),
         }
     }
 }
@@ -63,14 +65,24 @@ pub struct Verdict {
 /// root, or its working directory outside any repository.
 fn root_of(session: &Session) -> Result<String, ApiError> {
     if session.cwd.is_empty() {
-        return Err(CoreError::invalid("as", "this session has no working directory, so its paths mean nothing").into());
+        return Err(CoreError::invalid(
+            "as",
+            "this session has no working directory, so its paths mean nothing",
+        )
+        .into());
     }
     Ok(gitinfo::repo_root(&session.cwd).unwrap_or_else(|| session.cwd.clone()))
 }
 
 fn describe_holder(st: &State, r: &Reservation) -> String {
-    let nickname = st.session(&r.session_id).map_or(r.session_id.as_str(), |s| s.nickname.as_str());
-    let reason = if r.reason.is_empty() { String::new() } else { format!(": {}", validate::clean_peer_text(&r.reason)) };
+    let nickname = st
+        .session(&r.session_id)
+        .map_or(r.session_id.as_str(), |s| s.nickname.as_str());
+    let reason = if r.reason.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", validate::clean_peer_text(&r.reason))
+    };
     format!(
         "{} is held {} by {nickname} (session {}) until {}{reason}. Reach them with send_message to={nickname}.",
         r.pattern,
@@ -81,18 +93,33 @@ fn describe_holder(st: &State, r: &Reservation) -> String {
 }
 
 fn view(st: &State, r: &Reservation) -> ReservationView {
-    let nickname = st.session(&r.session_id).map(|s| s.nickname.clone()).unwrap_or_default();
-    ReservationView { reservation: r.clone(), nickname }
+    let nickname = st
+        .session(&r.session_id)
+        .map(|s| s.nickname.clone())
+        .unwrap_or_default();
+    ReservationView {
+        reservation: r.clone(),
+        nickname,
+    }
 }
 
 impl State {
     /// Live reservations of sessions still on the roster.
     pub fn live_reservations(&self, now: Millis) -> impl Iterator<Item = &Reservation> {
-        self.reservations.values().filter(move |r| r.live(now) && self.session(&r.session_id).is_some_and(Session::present))
+        self.reservations.values().filter(move |r| {
+            r.live(now) && self.session(&r.session_id).is_some_and(Session::present)
+        })
     }
 
     /// Other sessions' live claims that conflict with this one.
-    fn conflicts(&self, me: &str, root: &str, pattern: &str, exclusive: bool, now: Millis) -> Vec<&Reservation> {
+    fn conflicts(
+        &self,
+        me: &str,
+        root: &str,
+        pattern: &str,
+        exclusive: bool,
+        now: Millis,
+    ) -> Vec<&Reservation> {
         self.live_reservations(now)
             .filter(|r| r.session_id != me && r.conflicts_with(root, pattern, exclusive))
             .collect()
@@ -102,10 +129,14 @@ impl State {
 impl Hub {
     fn session_principal(&self, st: &State, as_: Option<&str>) -> Result<Session, ApiError> {
         match st.principal(as_, &self.config.operator)? {
-            Principal::Session(id) => {
-                st.session(&id).filter(|s| s.present()).cloned().ok_or_else(|| CoreError::UnknownSession(id).into())
+            Principal::Session(id) => st
+                .session(&id)
+                .filter(|s| s.present())
+                .cloned()
+                .ok_or_else(|| CoreError::UnknownSession(id).into()),
+            Principal::Operator(_) => {
+                Err(CoreError::invalid("as", "only sessions hold reservations").into())
             }
-            Principal::Operator(_) => Err(CoreError::invalid("as", "only sessions hold reservations").into()),
         }
     }
 
@@ -113,11 +144,19 @@ impl Hub {
     /// naming each holder.
     pub async fn reserve(&self, req: ReserveRequest) -> Result<Reservations, ApiError> {
         if req.paths.is_empty() || req.paths.len() > MAX_PATHS {
-            return Err(CoreError::invalid("paths", format!("give 1 to {MAX_PATHS} paths or globs")).into());
+            return Err(CoreError::invalid(
+                "paths",
+                format!("give 1 to {MAX_PATHS} paths or globs"),
+            )
+            .into());
         }
         let ttl_s = req.ttl_s.unwrap_or(DEFAULT_TTL_S);
         if ttl_s == 0 || ttl_s > MAX_TTL_S {
-            return Err(CoreError::invalid("ttl_s", format!("must be from 1 to {MAX_TTL_S} seconds")).into());
+            return Err(CoreError::invalid(
+                "ttl_s",
+                format!("must be from 1 to {MAX_TTL_S} seconds"),
+            )
+            .into());
         }
         let reason = req.reason.unwrap_or_default();
         validate::text("reason", &reason, MAX_STATUS_CHARS)?;
@@ -139,8 +178,15 @@ impl Hub {
                 for r in st.conflicts(&me.id, &root, pattern, req.exclusive, now) {
                     refusals.push(format!("{pattern}: {}", describe_holder(&st, r)));
                     if !holders.iter().any(|h| h.id == r.session_id) {
-                        let nickname = st.session(&r.session_id).map(|s| s.nickname.clone()).unwrap_or_default();
-                        holders.push(Match { id: r.session_id.clone(), nickname, present: true });
+                        let nickname = st
+                            .session(&r.session_id)
+                            .map(|s| s.nickname.clone())
+                            .unwrap_or_default();
+                        holders.push(Match {
+                            id: r.session_id.clone(),
+                            nickname,
+                            present: true,
+                        });
                     }
                 }
             }
@@ -179,8 +225,11 @@ impl Hub {
             (granted, self.store.submit(changes))
         };
         commit.await?;
-        self.events.publish("reservation.granted", || json!({"reservations": &granted}));
-        Ok(Reservations { reservations: granted })
+        self.events
+            .publish("reservation.granted", || json!({"reservations": &granted}));
+        Ok(Reservations {
+            reservations: granted,
+        })
     }
 
     /// Releases the named paths (as normalized) or, with none, everything the session holds.
@@ -193,27 +242,42 @@ impl Hub {
             None
         } else {
             let root = root_of(&me)?;
-            Some(req.paths.iter().map(|p| paths::normalize(p, &me.cwd, &root)).collect::<Result<_, _>>()?)
+            Some(
+                req.paths
+                    .iter()
+                    .map(|p| paths::normalize(p, &me.cwd, &root))
+                    .collect::<Result<_, _>>()?,
+            )
         };
         let (ids, commit) = {
             let mut st = self.lock();
             let ids: Vec<String> = st
                 .reservations
                 .values()
-                .filter(|r| r.session_id == me.id && wanted.as_ref().is_none_or(|w| w.contains(&r.pattern)))
+                .filter(|r| {
+                    r.session_id == me.id && wanted.as_ref().is_none_or(|w| w.contains(&r.pattern))
+                })
                 .map(|r| r.id.clone())
                 .collect();
             for id in &ids {
                 st.reservations.remove(id);
             }
-            let changes = ids.iter().map(|id| Change::DeleteReservation { id: id.clone() }).collect();
+            let changes = ids
+                .iter()
+                .map(|id| Change::DeleteReservation { id: id.clone() })
+                .collect();
             (ids, self.store.submit(changes))
         };
         commit.await?;
         if !ids.is_empty() {
-            self.events.publish("reservation.released", || json!({"session": me.id, "ids": ids}));
+            self.events.publish(
+                "reservation.released",
+                || json!({"session": me.id, "ids": ids}),
+            );
         }
-        Ok(ReleaseResponse { released: ids.len() })
+        Ok(ReleaseResponse {
+            released: ids.len(),
+        })
     }
 
     /// The exclusive claims of other live sessions on these absolute paths
@@ -231,14 +295,29 @@ impl Hub {
         let mut hits: Vec<ReservationView> = Vec::new();
         for path in &req.paths {
             if !path.starts_with('/') || path.len() > MAX_PATTERN_LEN {
-                return Err(CoreError::invalid("paths", format!("{path:?} must be an absolute path")).into());
+                return Err(CoreError::invalid(
+                    "paths",
+                    format!("{path:?} must be an absolute path"),
+                )
+                .into());
             }
-            let dir = path.rsplit_once('/').map_or("/", |(d, _)| if d.is_empty() { "/" } else { d });
-            let Some(root) = gitinfo::repo_root(dir) else { continue };
-            let Ok(rel) = paths::normalize(path, &root, &root) else { continue };
+            let dir = path
+                .rsplit_once('/')
+                .map_or("/", |(d, _)| if d.is_empty() { "/" } else { d });
+            let Some(root) = gitinfo::repo_root(dir) else {
+                continue;
+            };
+            let Ok(rel) = paths::normalize(path, &root, &root) else {
+                continue;
+            };
             for r in st.live_reservations(now) {
                 let mine = me.as_deref() == Some(r.session_id.as_str());
-                if !mine && r.exclusive && r.root == root && paths::matches(&r.pattern, &rel) && !hits.iter().any(|h| h.reservation.id == r.id) {
+                if !mine
+                    && r.exclusive
+                    && r.root == root
+                    && paths::matches(&r.pattern, &rel)
+                    && !hits.iter().any(|h| h.reservation.id == r.id)
+                {
                     hits.push(view(&st, r));
                 }
             }
@@ -249,14 +328,18 @@ impl Hub {
     pub fn reservations(&self) -> Reservations {
         let now = self.clock.wall();
         let st = self.lock();
-        Reservations { reservations: st.live_reservations(now).map(|r| view(&st, r)).collect() }
+        Reservations {
+            reservations: st.live_reservations(now).map(|r| view(&st, r)).collect(),
+        }
     }
 
     /// Store changes ending a departing session's claims (it left the roster).
     pub(crate) fn drop_reservations_of(st: &mut State, session_id: &str) -> Option<Change> {
         let before = st.reservations.len();
         st.reservations.retain(|_, r| r.session_id != session_id);
-        (st.reservations.len() != before).then(|| Change::DeleteReservationsOf { session_id: session_id.to_string() })
+        (st.reservations.len() != before).then(|| Change::DeleteReservationsOf {
+            session_id: session_id.to_string(),
+        })
     }
 
     /// Expired claims and old write records, dropped on each sweep.
@@ -265,7 +348,12 @@ impl Hub {
         let window = self.config.collision_window.as_millis() as Millis;
         let (expired, commit) = {
             let mut st = self.lock();
-            let expired: Vec<String> = st.reservations.values().filter(|r| !r.live(now)).map(|r| r.id.clone()).collect();
+            let expired: Vec<String> = st
+                .reservations
+                .values()
+                .filter(|r| !r.live(now))
+                .map(|r| r.id.clone())
+                .collect();
             for id in &expired {
                 st.reservations.remove(id);
             }
@@ -273,8 +361,14 @@ impl Hub {
                 writers.retain(|(_, at)| now - at < window);
                 !writers.is_empty()
             });
-            let changes: Vec<Change> = expired.iter().map(|id| Change::DeleteReservation { id: id.clone() }).collect();
-            (expired, (!changes.is_empty()).then(|| self.store.submit(changes)))
+            let changes: Vec<Change> = expired
+                .iter()
+                .map(|id| Change::DeleteReservation { id: id.clone() })
+                .collect();
+            (
+                expired,
+                (!changes.is_empty()).then(|| self.store.submit(changes)),
+            )
         };
         if let Some(commit) = commit {
             tokio::spawn(async move {
@@ -282,7 +376,8 @@ impl Hub {
                     tracing::warn!("could not delete expired reservations: {e}");
                 }
             });
-            self.events.publish("reservation.expired", || json!({"ids": expired}));
+            self.events
+                .publish("reservation.expired", || json!({"ids": expired}));
         }
     }
 
@@ -300,11 +395,18 @@ impl Hub {
         let mut st = self.lock();
         let me = st.session(session_id)?.clone();
         let root = root_of(&me).ok()?;
-        let rels: Vec<String> = targets.iter().filter_map(|p| paths::normalize(p, &me.cwd, &root).ok()).collect();
+        let rels: Vec<String> = targets
+            .iter()
+            .filter_map(|p| paths::normalize(p, &me.cwd, &root).ok())
+            .collect();
         let mut refusals = Vec::new();
         for rel in &rels {
             for r in st.live_reservations(now) {
-                if r.session_id != me.id && r.exclusive && r.root == root && paths::matches(&r.pattern, rel) {
+                if r.session_id != me.id
+                    && r.exclusive
+                    && r.root == root
+                    && paths::matches(&r.pattern, rel)
+                {
                     refusals.push(format!("{rel}: {}", describe_holder(&st, r)));
                 }
             }
@@ -332,11 +434,22 @@ impl Hub {
 
 /// Remembers a write; if another session wrote the same file within the
 /// window, both are told at their next hook, once per pair and file.
-fn record_write(st: &mut State, me: &Session, root: &str, rel: String, now: Millis, window: Millis) {
+fn record_write(
+    st: &mut State,
+    me: &Session,
+    root: &str,
+    rel: String,
+    now: Millis,
+    window: Millis,
+) {
     let key = (root.to_string(), rel.clone());
     let writers = st.recent_writes.entry(key).or_default();
     writers.retain(|(_, at)| now - at < window);
-    let others: Vec<String> = writers.iter().filter(|(s, _)| *s != me.id).map(|(s, _)| s.clone()).collect();
+    let others: Vec<String> = writers
+        .iter()
+        .filter(|(s, _)| *s != me.id)
+        .map(|(s, _)| s.clone())
+        .collect();
     let first_time = !writers.iter().any(|(s, _)| *s == me.id);
     writers.retain(|(s, _)| *s != me.id);
     writers.push((me.id.clone(), now));
@@ -344,7 +457,10 @@ fn record_write(st: &mut State, me: &Session, root: &str, rel: String, now: Mill
         return; // this pair was already told when we first wrote it
     }
     for other in others {
-        let other_nick = st.session(&other).map(|s| s.nickname.clone()).unwrap_or_else(|| other.clone());
+        let other_nick = st
+            .session(&other)
+            .map(|s| s.nickname.clone())
+            .unwrap_or_else(|| other.clone());
         let minutes = window / 60_000;
         st.notices.entry(me.id.clone()).or_default().push(format!(
             "{rel} was also edited by {other_nick} (session {other}) in the last {minutes} minutes; check with them before going on."
@@ -361,7 +477,11 @@ fn record_write(st: &mut State, me: &Session, root: &str, rel: String, now: Mill
 /// and write; and any call carrying an apply_patch patch (Codex runs it as
 /// its own tool or through its shell). Other shell writes are out of scope.
 pub fn written_paths(tool: &str, input: &Value) -> Vec<String> {
-    let field = |keys: &[&str]| keys.iter().find_map(|k| input.get(*k).and_then(Value::as_str)).map(str::to_string);
+    let field = |keys: &[&str]| {
+        keys.iter()
+            .find_map(|k| input.get(*k).and_then(Value::as_str))
+            .map(str::to_string)
+    };
     let named = match tool {
         "Edit" | "Write" | "MultiEdit" | "write_file" | "replace" | "edit" | "write" => {
             field(&["file_path", "filePath"])
@@ -388,10 +508,18 @@ fn patch_paths(input: &Value) -> Vec<String> {
             Value::String(s) => {
                 for line in s.lines() {
                     let line = line.trim();
-                    for prefix in ["*** Add File:", "*** Update File:", "*** Delete File:", "*** Move to:"] {
+                    for prefix in [
+                        "*** Add File:",
+                        "*** Update File:",
+                        "*** Delete File:",
+                        "*** Move to:",
+                    ] {
                         if let Some(p) = line.strip_prefix(prefix) {
                             let p = p.trim();
-                            if !p.is_empty() && p.len() <= MAX_PATTERN_LEN && !out.iter().any(|o| o == p) {
+                            if !p.is_empty()
+                                && p.len() <= MAX_PATTERN_LEN
+                                && !out.iter().any(|o| o == p)
+                            {
                                 out.push(p.to_string());
                             }
                         }
@@ -412,16 +540,34 @@ mod tests {
 
     #[test]
     fn finds_the_files_edit_tools_write() {
-        assert_eq!(written_paths("Edit", &json!({"file_path": "/r/a.rs", "old_string": "x"})), ["/r/a.rs"]);
-        assert_eq!(written_paths("NotebookEdit", &json!({"notebook_path": "n.ipynb"})), ["n.ipynb"]);
+        assert_eq!(
+            written_paths("Edit", &json!({"file_path": "/r/a.rs", "old_string": "x"})),
+            ["/r/a.rs"]
+        );
+        assert_eq!(
+            written_paths("NotebookEdit", &json!({"notebook_path": "n.ipynb"})),
+            ["n.ipynb"]
+        );
         assert!(written_paths("Read", &json!({"file_path": "/r/a.rs"})).is_empty());
         assert!(written_paths("Bash", &json!({"command": "echo > a"})).is_empty());
         let patch = "*** Begin Patch\n*** Update File: src/a.rs\n@@\n-x\n+y\n*** Add File: src/b.rs\n+z\n*** End Patch";
-        assert_eq!(written_paths("apply_patch", &json!({"command": ["apply_patch", patch]})), ["src/a.rs", "src/b.rs"]);
+        assert_eq!(
+            written_paths("apply_patch", &json!({"command": ["apply_patch", patch]})),
+            ["src/a.rs", "src/b.rs"]
+        );
         // Codex 0.171 runs apply_patch through its shell.
         let heredoc = format!("apply_patch <<'EOF'\n{patch}\nEOF");
-        assert_eq!(written_paths("Bash", &json!({"command": heredoc})), ["src/a.rs", "src/b.rs"]);
-        assert_eq!(written_paths("write_file", &json!({"file_path": "g.rs", "content": "x"})), ["g.rs"]);
-        assert_eq!(written_paths("edit", &json!({"filePath": "/r/o.rs"})), ["/r/o.rs"]);
+        assert_eq!(
+            written_paths("Bash", &json!({"command": heredoc})),
+            ["src/a.rs", "src/b.rs"]
+        );
+        assert_eq!(
+            written_paths("write_file", &json!({"file_path": "g.rs", "content": "x"})),
+            ["g.rs"]
+        );
+        assert_eq!(
+            written_paths("edit", &json!({"filePath": "/r/o.rs"})),
+            ["/r/o.rs"]
+        );
     }
 }

@@ -16,9 +16,9 @@ use axum::routing::{get, patch, post};
 use axum::{Json, Router};
 use futures_util::stream::{self, Stream, StreamExt};
 use muster_core::api::{
-    AckRequest, AckResponse, BroadcastRequest, CheckRequest, Inbox, RegisterRequest, ReleaseRequest, ReleaseResponse,
-    Reservations, ReserveRequest, RoomRequest, RoomView, Rooms, Roster, SendRequest, SendResponse, Thread,
-    UpdateSessionRequest,
+    AckRequest, AckResponse, BroadcastRequest, CheckRequest, Inbox, RegisterRequest,
+    ReleaseRequest, ReleaseResponse, Reservations, ReserveRequest, RoomRequest, RoomView, Rooms,
+    Roster, SendRequest, SendResponse, Thread, UpdateSessionRequest,
 };
 use muster_core::Session;
 use serde::de::DeserializeOwned;
@@ -38,7 +38,10 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/roster", get(roster))
         .route("/status", get(status))
         .route("/sessions", post(register))
-        .route("/sessions/{id}", patch(update_session).delete(remove_session))
+        .route(
+            "/sessions/{id}",
+            patch(update_session).delete(remove_session),
+        )
         .route("/messages", post(send))
         .route("/broadcast", post(broadcast))
         .route("/inbox", get(inbox))
@@ -60,7 +63,13 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/ws", get(crate::link::upgrade))
         .nest_service("/mcp", crate::mcp_http::service(hub.clone()))
         .nest("/api/v1", api)
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route; see `muster --help`") })
+        .fallback(|| async {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such route; see `muster --help`",
+            )
+        })
         .layer(DefaultBodyLimit::max(limit))
         .layer(middleware::from_fn_with_state(hub.clone(), guard))
         .with_state(hub)
@@ -74,23 +83,46 @@ async fn guard(State(hub): State<Arc<Hub>>, request: Request, next: Next) -> Res
         return next.run(request).await;
     }
     if let Some(token) = hub.config.token.as_deref().filter(|t| !t.is_empty()) {
-        let given = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        let given = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
         if given.and_then(|v| v.strip_prefix("Bearer ")) != Some(token) {
-            return ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "a valid `Authorization: Bearer <token>` is required")
-                .into_response();
+            return ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "a valid `Authorization: Bearer <token>` is required",
+            )
+            .into_response();
         }
     } else {
-        let host = request.headers().get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let host = request
+            .headers()
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
         if !host.is_empty() && !is_loopback_authority(host) {
-            return ApiError::new(StatusCode::FORBIDDEN, "forbidden_host", format!("Host {host:?} is not loopback"))
-                .into_response();
+            return ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden_host",
+                format!("Host {host:?} is not loopback"),
+            )
+            .into_response();
         }
     }
-    if let Some(origin) = request.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
+    if let Some(origin) = request
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+    {
         let authority = origin.split_once("://").map_or(origin, |(_, a)| a);
         if origin != "null" && !is_loopback_authority(authority) && hub.config.token.is_none() {
-            return ApiError::new(StatusCode::FORBIDDEN, "forbidden_origin", format!("Origin {origin:?} is not allowed"))
-                .into_response();
+            return ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden_origin",
+                format!("Origin {origin:?} is not allowed"),
+            )
+            .into_response();
         }
     }
     next.run(request).await
@@ -104,7 +136,9 @@ fn is_loopback_authority(authority: &str) -> bool {
         authority.rsplit_once(':').map_or(authority, |(h, _)| h)
     };
     host.eq_ignore_ascii_case("localhost")
-        || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// A JSON body whose every failure is a clear JSON 4xx: too large, not
@@ -117,9 +151,14 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         let bytes = Bytes::from_request(req, state).await.map_err(|e| match e {
             BytesRejection::FailedToBufferBody(inner)
-                if inner.to_string().contains("length limit") || inner.status() == StatusCode::PAYLOAD_TOO_LARGE =>
+                if inner.to_string().contains("length limit")
+                    || inner.status() == StatusCode::PAYLOAD_TOO_LARGE =>
             {
-                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "the request body is over the size limit")
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body_too_large",
+                    "the request body is over the size limit",
+                )
             }
             other => ApiError::new(other.status(), "bad_body", other.body_text()),
         })?;
@@ -129,13 +168,21 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
 
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::bad_request("the request body is empty; a JSON object is expected"));
+        return Err(ApiError::bad_request(
+            "the request body is empty; a JSON object is expected",
+        ));
     }
     if let Err(e) = std::str::from_utf8(bytes) {
-        return Err(ApiError::bad_request(format!("the request body is not valid UTF-8 ({e})")));
+        return Err(ApiError::bad_request(format!(
+            "the request body is not valid UTF-8 ({e})"
+        )));
     }
     serde_json::from_slice(bytes).map_err(|e| {
-        let what = if e.is_data() { "has the wrong shape" } else { "is not valid JSON" };
+        let what = if e.is_data() {
+            "has the wrong shape"
+        } else {
+            "is not valid JSON"
+        };
         ApiError::bad_request(format!("the request body {what}: {e}"))
     })
 }
@@ -153,9 +200,13 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
 }
 
 fn serde_urlencoded_from_str<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
-    axum::extract::Query::<T>::try_from_uri(&format!("/?{query}").parse().map_err(|_| ApiError::bad_request("bad query"))?)
-        .map(|q| q.0)
-        .map_err(|e| ApiError::bad_request(format!("bad query parameters: {}", e.body_text())))
+    axum::extract::Query::<T>::try_from_uri(
+        &format!("/?{query}")
+            .parse()
+            .map_err(|_| ApiError::bad_request("bad query"))?,
+    )
+    .map(|q| q.0)
+    .map_err(|e| ApiError::bad_request(format!("bad query parameters: {}", e.body_text())))
 }
 
 #[derive(Deserialize)]
@@ -165,14 +216,19 @@ struct RosterQuery {
 }
 
 async fn roster(State(hub): State<Arc<Hub>>, ApiQuery(q): ApiQuery<RosterQuery>) -> Json<Roster> {
-    Json(Roster { sessions: hub.roster(q.all) })
+    Json(Roster {
+        sessions: hub.roster(q.all),
+    })
 }
 
 async fn status(State(hub): State<Arc<Hub>>) -> Json<muster_core::api::Status> {
     Json(hub.status())
 }
 
-async fn register(State(hub): State<Arc<Hub>>, ApiJson(req): ApiJson<RegisterRequest>) -> Result<Json<Session>, ApiError> {
+async fn register(
+    State(hub): State<Arc<Hub>>,
+    ApiJson(req): ApiJson<RegisterRequest>,
+) -> Result<Json<Session>, ApiError> {
     hub.register(req).await.map(Json)
 }
 
@@ -184,7 +240,10 @@ async fn update_session(
     hub.update_session(&id, req).await.map(Json)
 }
 
-async fn remove_session(State(hub): State<Arc<Hub>>, Path(id): Path<String>) -> Result<Json<Session>, ApiError> {
+async fn remove_session(
+    State(hub): State<Arc<Hub>>,
+    Path(id): Path<String>,
+) -> Result<Json<Session>, ApiError> {
     match hub.remove_session(&id, "removed").await? {
         Some(s) => Ok(Json(s)),
         None => match hub.roster(true).into_iter().find(|s| s.id == id) {
@@ -194,7 +253,10 @@ async fn remove_session(State(hub): State<Arc<Hub>>, Path(id): Path<String>) -> 
     }
 }
 
-async fn send(State(hub): State<Arc<Hub>>, ApiJson(req): ApiJson<SendRequest>) -> Result<Json<SendResponse>, ApiError> {
+async fn send(
+    State(hub): State<Arc<Hub>>,
+    ApiJson(req): ApiJson<SendRequest>,
+) -> Result<Json<SendResponse>, ApiError> {
     hub.send(req).await.map(Json)
 }
 
@@ -214,13 +276,21 @@ struct InboxQuery {
     limit: Option<usize>,
 }
 
-async fn inbox(State(hub): State<Arc<Hub>>, ApiQuery(q): ApiQuery<InboxQuery>) -> Result<Response, ApiError> {
-    let (inbox, surfacing): (Inbox, _) = hub.inbox(q.as_.as_deref(), q.all, q.limit.unwrap_or(100)).await?;
+async fn inbox(
+    State(hub): State<Arc<Hub>>,
+    ApiQuery(q): ApiQuery<InboxQuery>,
+) -> Result<Response, ApiError> {
+    let (inbox, surfacing): (Inbox, _) = hub
+        .inbox(q.as_.as_deref(), q.all, q.limit.unwrap_or(100))
+        .await?;
     let bytes = serde_json::to_vec(&inbox).map_err(|e| ApiError::internal(e.to_string()))?;
     Ok(json_response(StatusCode::OK, bytes, surfacing))
 }
 
-async fn ack(State(hub): State<Arc<Hub>>, ApiJson(req): ApiJson<AckRequest>) -> Result<Json<AckResponse>, ApiError> {
+async fn ack(
+    State(hub): State<Arc<Hub>>,
+    ApiJson(req): ApiJson<AckRequest>,
+) -> Result<Json<AckResponse>, ApiError> {
     hub.ack(req).await.map(Json)
 }
 
@@ -228,11 +298,17 @@ async fn rooms(State(hub): State<Arc<Hub>>) -> Json<Rooms> {
     Json(Rooms { rooms: hub.rooms() })
 }
 
-async fn join(State(hub): State<Arc<Hub>>, ApiJson(req): ApiJson<RoomRequest>) -> Result<Json<RoomView>, ApiError> {
+async fn join(
+    State(hub): State<Arc<Hub>>,
+    ApiJson(req): ApiJson<RoomRequest>,
+) -> Result<Json<RoomView>, ApiError> {
     hub.join(req).await.map(Json)
 }
 
-async fn leave(State(hub): State<Arc<Hub>>, ApiJson(req): ApiJson<RoomRequest>) -> Result<Json<RoomView>, ApiError> {
+async fn leave(
+    State(hub): State<Arc<Hub>>,
+    ApiJson(req): ApiJson<RoomRequest>,
+) -> Result<Json<RoomView>, ApiError> {
     hub.leave(req).await.map(Json)
 }
 
@@ -268,15 +344,22 @@ async fn release(
     hub.release(req).await.map(Json)
 }
 
-async fn check(State(hub): State<Arc<Hub>>, ApiJson(req): ApiJson<CheckRequest>) -> Result<Json<Reservations>, ApiError> {
+async fn check(
+    State(hub): State<Arc<Hub>>,
+    ApiJson(req): ApiJson<CheckRequest>,
+) -> Result<Json<Reservations>, ApiError> {
     hub.check_paths(req).map(Json)
 }
 
 /// Server-sent events: a `ready` event first (so a client knows it is
 /// subscribed), then every change; `lagged` if the client fell behind.
-async fn events(State(hub): State<Arc<Hub>>) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+async fn events(
+    State(hub): State<Arc<Hub>>,
+) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
     let rx = hub.events.subscribe();
-    let ready = SseEvent::default().event("ready").data(format!("{{\"version\":\"{}\"}}", env!("CARGO_PKG_VERSION")));
+    let ready = SseEvent::default()
+        .event("ready")
+        .data(format!("{{\"version\":\"{}\"}}", env!("CARGO_PKG_VERSION")));
     let stopping = hub.shutdown.clone().cancelled_owned();
     let changes = BroadcastStream::new(rx).map(|item| {
         Ok(match item {
@@ -285,13 +368,15 @@ async fn events(State(hub): State<Arc<Hub>>) -> Sse<impl Stream<Item = Result<Ss
                 .id(event.seq.to_string())
                 .json_data(&*event)
                 .unwrap_or_else(|_| SseEvent::default().event("error")),
-            Err(BroadcastStreamRecvError::Lagged(n)) => {
-                SseEvent::default().event("lagged").data(format!("{{\"missed\":{n}}}"))
-            }
+            Err(BroadcastStreamRecvError::Lagged(n)) => SseEvent::default()
+                .event("lagged")
+                .data(format!("{{\"missed\":{n}}}")),
         })
     });
     // The stream ends when the daemon stops, so shutdown need not wait for clients.
-    let events = stream::once(async move { Ok(ready) }).chain(changes).take_until(stopping);
+    let events = stream::once(async move { Ok(ready) })
+        .chain(changes)
+        .take_until(stopping);
     Sse::new(events).keep_alive(KeepAlive::default())
 }
 
@@ -323,7 +408,10 @@ async fn metrics(State(hub): State<Arc<Hub>>) -> impl IntoResponse {
             unread: status.unread_deliveries,
         }
     };
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], hub.metrics.render(&gauges))
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        hub.metrics.render(&gauges),
+    )
 }
 
 #[cfg(test)]
@@ -340,10 +428,21 @@ mod tests {
 
     #[test]
     fn loopback_authorities() {
-        for ok in ["127.0.0.1:7420", "localhost", "LOCALHOST:1", "[::1]:7420", "127.1.2.3"] {
+        for ok in [
+            "127.0.0.1:7420",
+            "localhost",
+            "LOCALHOST:1",
+            "[::1]:7420",
+            "127.1.2.3",
+        ] {
             assert!(is_loopback_authority(ok), "{ok}");
         }
-        for bad in ["example.com", "10.0.0.1:7420", "evil.localhost.example:80", "[2001:db8::1]:80"] {
+        for bad in [
+            "example.com",
+            "10.0.0.1:7420",
+            "evil.localhost.example:80",
+            "[2001:db8::1]:80",
+        ] {
             assert!(!is_loopback_authority(bad), "{bad}");
         }
     }

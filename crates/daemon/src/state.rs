@@ -9,8 +9,8 @@ use muster_core::address::{self, Directory};
 use muster_core::api::{RoomMember, RoomView};
 use muster_core::liveness::{self, Clock, Observation, Policy, Reason};
 use muster_core::{
-    automatic_rooms_of, nickname, operator_principal, CoreError, DeliveryState, Membership, Message,
-    Millis, Reservation, Room, Session, Target,
+    automatic_rooms_of, nickname, operator_principal, CoreError, DeliveryState, Membership,
+    Message, Millis, Reservation, Room, Session, Target,
 };
 use muster_store::Snapshot;
 use tokio::sync::{mpsc, Notify};
@@ -176,7 +176,13 @@ impl State {
             state.insert_session(session, mono_now);
         }
         for room in snapshot.rooms {
-            state.rooms.insert(room.name.clone(), NamedRoom { room, members: BTreeMap::new() });
+            state.rooms.insert(
+                room.name.clone(),
+                NamedRoom {
+                    room,
+                    members: BTreeMap::new(),
+                },
+            );
         }
         for m in snapshot.memberships {
             if let Some(r) = state.rooms.get_mut(&m.room) {
@@ -185,7 +191,10 @@ impl State {
         }
         let mut messages: HashMap<String, Arc<Message>> = HashMap::new();
         for (message, delivery) in snapshot.unread {
-            let message = messages.entry(message.id.clone()).or_insert_with(|| Arc::new(message)).clone();
+            let message = messages
+                .entry(message.id.clone())
+                .or_insert_with(|| Arc::new(message))
+                .clone();
             // Pushed before this daemon started: the next hook that cannot
             // find it in the transcript surfaces it.
             let pushed_at = (delivery.state == DeliveryState::Pushed).then_some(Millis::MIN);
@@ -195,7 +204,8 @@ impl State {
     }
 
     pub fn insert_session(&mut self, session: Session, mono_now: Millis) {
-        self.nicknames.insert(session.nickname.clone(), session.id.clone());
+        self.nicknames
+            .insert(session.nickname.clone(), session.id.clone());
         let persisted_seen = session.last_seen_at;
         self.sessions.insert(
             session.id.clone(),
@@ -230,14 +240,26 @@ impl State {
     }
 
     pub fn present(&self) -> impl Iterator<Item = &Session> {
-        self.sessions.values().map(|e| &e.session).filter(|s| s.present())
+        self.sessions
+            .values()
+            .map(|e| &e.session)
+            .filter(|s| s.present())
     }
 
     /// Sessions sorted by arrival, for the roster.
     pub fn roster(&self, include_away: bool) -> Vec<Session> {
-        let mut out: Vec<Session> =
-            self.sessions.values().map(|e| &e.session).filter(|s| include_away || s.present()).cloned().collect();
-        out.sort_by(|a, b| a.connected_at.cmp(&b.connected_at).then_with(|| a.id.cmp(&b.id)));
+        let mut out: Vec<Session> = self
+            .sessions
+            .values()
+            .map(|e| &e.session)
+            .filter(|s| include_away || s.present())
+            .cloned()
+            .collect();
+        out.sort_by(|a, b| {
+            a.connected_at
+                .cmp(&b.connected_at)
+                .then_with(|| a.id.cmp(&b.id))
+        });
         out
     }
 
@@ -249,16 +271,25 @@ impl State {
     /// The sessions the liveness policy removes now. Decided in place,
     /// under the caller's lock, cloning only the ids to remove: at 100,000
     /// sessions copying every id would hold the lock ten times longer.
-    pub fn doomed(&self, policy: &Policy, clock: Clock, links_known: bool) -> Vec<(String, Reason)> {
-        let view = self.sessions.values().filter(|e| e.session.present()).map(|e| {
-            let observation = Observation {
-                link: e.session.link,
-                link_up: e.link.is_some(),
-                link_down_since: e.link_down_since,
-                last_seen_at: e.session.last_seen_at,
-            };
-            (&e.session.id, observation)
-        });
+    pub fn doomed(
+        &self,
+        policy: &Policy,
+        clock: Clock,
+        links_known: bool,
+    ) -> Vec<(String, Reason)> {
+        let view = self
+            .sessions
+            .values()
+            .filter(|e| e.session.present())
+            .map(|e| {
+                let observation = Observation {
+                    link: e.session.link,
+                    link_up: e.link.is_some(),
+                    link_down_since: e.link_down_since,
+                    last_seen_at: e.session.last_seen_at,
+                };
+                (&e.session.id, observation)
+            });
         liveness::sweep(policy, view, clock, links_known)
     }
 
@@ -282,7 +313,11 @@ impl State {
 
     /// Who acts for a request: `op:<name>`, or a known session by id,
     /// nickname or unique prefix; nobody named means the daemon's operator.
-    pub fn principal(&self, as_: Option<&str>, default_operator: &str) -> Result<Principal, CoreError> {
+    pub fn principal(
+        &self,
+        as_: Option<&str>,
+        default_operator: &str,
+    ) -> Result<Principal, CoreError> {
         let Some(as_) = as_.map(str::trim).filter(|s| !s.is_empty()) else {
             return Ok(Principal::Operator(default_operator.to_string()));
         };
@@ -292,7 +327,9 @@ impl State {
         }
         match address::resolve(self, as_, None) {
             Ok(Target::Session(id)) => Ok(Principal::Session(id)),
-            Ok(_) | Err(CoreError::UnknownRecipient { .. }) => Err(CoreError::UnknownSession(as_.to_string())),
+            Ok(_) | Err(CoreError::UnknownRecipient { .. }) => {
+                Err(CoreError::UnknownSession(as_.to_string()))
+            }
             Err(e) => Err(e),
         }
     }
@@ -300,7 +337,10 @@ impl State {
     /// The nickname shown for a principal.
     pub fn display_name(&self, p: &Principal) -> String {
         match p {
-            Principal::Session(id) => self.session(id).map(|s| s.nickname.clone()).unwrap_or_else(|| id.clone()),
+            Principal::Session(id) => self
+                .session(id)
+                .map(|s| s.nickname.clone())
+                .unwrap_or_else(|| id.clone()),
             Principal::Operator(name) => name.clone(),
         }
     }
@@ -320,8 +360,10 @@ impl State {
             named.members.keys().cloned().collect()
         } else {
             let known = self.room_views().into_iter().map(|r| r.name);
-            let mut close: Vec<(f64, String)> =
-                known.map(|n| (strsim_score(room, &n), n)).filter(|(s, _)| *s > 0.7).collect();
+            let mut close: Vec<(f64, String)> = known
+                .map(|n| (strsim_score(room, &n), n))
+                .filter(|(s, _)| *s > 0.7)
+                .collect();
             close.sort_by(|a, b| b.0.total_cmp(&a.0));
             return Err(CoreError::UnknownRoom {
                 room: room.to_string(),
@@ -343,7 +385,11 @@ impl State {
         }
         let mut views: Vec<RoomView> = automatic
             .into_iter()
-            .map(|(name, members)| RoomView { name, kind: "automatic".into(), members })
+            .map(|(name, members)| RoomView {
+                name,
+                kind: "automatic".into(),
+                members,
+            })
             .collect();
         for named in self.rooms.values() {
             views.push(self.named_view(named));
@@ -374,47 +420,90 @@ impl State {
 
     /// Adds a member (creating the room if new). Returns the changes made:
     /// the room if it was created, and the membership if it is new.
-    pub fn join(&mut self, room: &str, session_id: &str, now: Millis) -> (Option<Room>, Option<Membership>) {
+    pub fn join(
+        &mut self,
+        room: &str,
+        session_id: &str,
+        now: Millis,
+    ) -> (Option<Room>, Option<Membership>) {
         let mut created = None;
         let named = self.rooms.entry(room.to_string()).or_insert_with(|| {
-            let r = Room { name: room.to_string(), created_by: session_id.to_string(), created_at: now };
+            let r = Room {
+                name: room.to_string(),
+                created_by: session_id.to_string(),
+                created_at: now,
+            };
             created = Some(r.clone());
-            NamedRoom { room: r, members: BTreeMap::new() }
+            NamedRoom {
+                room: r,
+                members: BTreeMap::new(),
+            }
         });
         if named.members.contains_key(session_id) {
             return (created, None);
         }
         named.members.insert(session_id.to_string(), now);
-        (created, Some(Membership { room: room.to_string(), session_id: session_id.to_string(), joined_at: now }))
+        (
+            created,
+            Some(Membership {
+                room: room.to_string(),
+                session_id: session_id.to_string(),
+                joined_at: now,
+            }),
+        )
     }
 
     /// Removes a member; false if it was not one.
     pub fn leave(&mut self, room: &str, session_id: &str) -> bool {
-        self.rooms.get_mut(room).is_some_and(|r| r.members.remove(session_id).is_some())
+        self.rooms
+            .get_mut(room)
+            .is_some_and(|r| r.members.remove(session_id).is_some())
     }
 
     /// A new time-ordered message id.
     pub fn next_message_id(&mut self) -> String {
         // The generator only fails when 2^80 ids are made in one millisecond.
-        self.ids.generate().map(|u| u.to_string()).unwrap_or_else(|_| ulid::Ulid::new().to_string())
+        self.ids
+            .generate()
+            .map(|u| u.to_string())
+            .unwrap_or_else(|_| ulid::Ulid::new().to_string())
     }
 
     pub fn add_unread(&mut self, message: Arc<Message>, recipient: &str, state: DeliveryState) {
         self.add_unread_at(message, recipient, state, None);
     }
 
-    fn add_unread_at(&mut self, message: Arc<Message>, recipient: &str, state: DeliveryState, pushed_at: Option<Millis>) {
+    fn add_unread_at(
+        &mut self,
+        message: Arc<Message>,
+        recipient: &str,
+        state: DeliveryState,
+        pushed_at: Option<Millis>,
+    ) {
         let nickname = self.session(recipient).map_or("", |s| s.nickname.as_str());
         let urgent = muster_core::wake::is_urgent(&message, recipient, nickname);
         self.unread
             .entry(recipient.to_string())
             .or_default()
-            .insert(message.id.clone(), Unread { message, state, claimed: false, urgent, pushed_at });
+            .insert(
+                message.id.clone(),
+                Unread {
+                    message,
+                    state,
+                    claimed: false,
+                    urgent,
+                    pushed_at,
+                },
+            );
     }
 
     /// Deliveries still queued: neither pushed live nor surfaced.
     pub fn unread_total(&self) -> usize {
-        self.unread.values().flat_map(BTreeMap::values).filter(|u| u.state == DeliveryState::Queued).count()
+        self.unread
+            .values()
+            .flat_map(BTreeMap::values)
+            .filter(|u| u.state == DeliveryState::Queued)
+            .count()
     }
 
     /// Claims the recipient's unread mail (oldest first) for one response,
@@ -433,7 +522,8 @@ impl State {
         let wanted = |u: &Unread| match u.state {
             DeliveryState::Queued => claim != Claim::Urgent || u.urgent,
             DeliveryState::Pushed => {
-                claim == Claim::All || pushed_before.is_some_and(|t| u.pushed_at.is_some_and(|p| p < t))
+                claim == Claim::All
+                    || pushed_before.is_some_and(|t| u.pushed_at.is_some_and(|p| p < t))
             }
             _ => false,
         };
@@ -485,7 +575,11 @@ impl State {
 
     /// Sessions whose hooks named `run`.
     pub fn sessions_of_run(&self, run: &str) -> Vec<String> {
-        self.sessions.values().filter(|e| e.wake.run.as_deref() == Some(run)).map(|e| e.session.id.clone()).collect()
+        self.sessions
+            .values()
+            .filter(|e| e.wake.run.as_deref() == Some(run))
+            .map(|e| e.session.id.clone())
+            .collect()
     }
 
     /// Ids of the recipient's urgent mail that no model has had yet,
@@ -509,7 +603,9 @@ impl State {
 
     /// Whether the recipient has mail no answer has claimed.
     pub fn has_unread(&self, recipient: &str) -> bool {
-        self.unread.get(recipient).is_some_and(|m| m.values().any(|u| !u.claimed))
+        self.unread
+            .get(recipient)
+            .is_some_and(|m| m.values().any(|u| !u.claimed))
     }
 
     /// Queued, unclaimed mail ids of a recipient, oldest first.
@@ -523,7 +619,10 @@ impl State {
     }
 
     pub fn unread_message(&self, recipient: &str, id: &str) -> Option<Arc<Message>> {
-        self.unread.get(recipient).and_then(|m| m.get(id)).map(|u| u.message.clone())
+        self.unread
+            .get(recipient)
+            .and_then(|m| m.get(id))
+            .map(|u| u.message.clone())
     }
 
     pub fn links(&self) -> usize {
@@ -547,7 +646,9 @@ impl State {
     /// Drops mail the transcript shows the model has seen from the unread
     /// set, unless an answer has it claimed right now (that answer marks it).
     pub fn remove_seen(&mut self, recipient: &str, ids: &[String]) {
-        let Some(mail) = self.unread.get_mut(recipient) else { return };
+        let Some(mail) = self.unread.get_mut(recipient) else {
+            return;
+        };
         for id in ids {
             if mail.get(id).is_some_and(|u| !u.claimed) {
                 mail.remove(id);
@@ -563,7 +664,10 @@ impl State {
         let Some(mail) = self.unread.get_mut(recipient) else {
             return 0;
         };
-        let removed = ids.iter().filter(|id| mail.remove(id.as_str()).is_some()).count();
+        let removed = ids
+            .iter()
+            .filter(|id| mail.remove(id.as_str()).is_some())
+            .count();
         if mail.is_empty() {
             self.unread.remove(recipient);
         }
@@ -591,6 +695,10 @@ impl State {
 
 fn strsim_score(a: &str, b: &str) -> f64 {
     let (a, b) = (a.to_lowercase(), b.to_lowercase());
-    let contains = if b.contains(&a) || a.contains(&b) { 0.9 } else { 0.0 };
+    let contains = if b.contains(&a) || a.contains(&b) {
+        0.9
+    } else {
+        0.0
+    };
     f64::max(contains, address::similarity(&a, &b))
 }

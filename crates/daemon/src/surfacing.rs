@@ -28,7 +28,12 @@ pub struct Surfacing {
 
 impl Surfacing {
     pub fn new(hub: Arc<Hub>, recipient: String, ids: Vec<String>) -> Self {
-        Surfacing { hub, recipient, ids, settled: false }
+        Surfacing {
+            hub,
+            recipient,
+            ids,
+            settled: false,
+        }
     }
 
     /// Keeps the first `n` claimed messages and releases the rest (they did
@@ -42,8 +47,9 @@ impl Surfacing {
 
     /// Keeps only the claimed messages in `shown` and releases the rest.
     pub fn keep_only(&mut self, shown: &std::collections::HashSet<&str>) {
-        let (keep, rest): (Vec<String>, Vec<String>) =
-            std::mem::take(&mut self.ids).into_iter().partition(|id| shown.contains(id.as_str()));
+        let (keep, rest): (Vec<String>, Vec<String>) = std::mem::take(&mut self.ids)
+            .into_iter()
+            .partition(|id| shown.contains(id.as_str()));
         self.ids = keep;
         if !rest.is_empty() {
             self.hub.lock().unclaim(&self.recipient, &rest);
@@ -69,7 +75,10 @@ impl Surfacing {
 
 impl std::fmt::Debug for Surfacing {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Surfacing").field("recipient", &self.recipient).field("ids", &self.ids).finish()
+        f.debug_struct("Surfacing")
+            .field("recipient", &self.recipient)
+            .field("ids", &self.ids)
+            .finish()
     }
 }
 
@@ -95,7 +104,10 @@ impl http_body::Body for SurfacingBody {
     type Data = Bytes;
     type Error = Infallible;
 
-    fn poll_frame(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         let this = self.get_mut();
         if let Some(data) = this.data.take() {
             return Poll::Ready(Some(Ok(Frame::data(data))));
@@ -128,9 +140,16 @@ impl Drop for SurfacingBody {
 /// A JSON response whose mail is marked surfaced once it is written.
 pub fn json_response(status: StatusCode, json: Vec<u8>, surfacing: Surfacing) -> Response {
     let len = json.len() as u64;
-    let body = SurfacingBody { data: Some(Bytes::from(json)), len, surfacing: Some(surfacing) };
+    let body = SurfacingBody {
+        data: Some(Bytes::from(json)),
+        len,
+        surfacing: Some(surfacing),
+    };
     let mut response = Response::new(Body::new(body));
     *response.status_mut() = status;
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     response
 }

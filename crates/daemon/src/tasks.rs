@@ -13,7 +13,8 @@ const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 pub fn spawn(hub: Arc<Hub>, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let mut sweep = tokio::time::interval(hub.config.sweep_interval.max(Duration::from_millis(10)));
+        let mut sweep =
+            tokio::time::interval(hub.config.sweep_interval.max(Duration::from_millis(10)));
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut prune = tokio::time::interval(PRUNE_EVERY);
         loop {

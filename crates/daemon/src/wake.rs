@@ -51,7 +51,9 @@ static NEXT_WAKER: AtomicU64 = AtomicU64::new(1);
 pub fn valid_run(run: &str) -> bool {
     !run.is_empty()
         && run.len() <= MAX_RUN_LEN
-        && run.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && run
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 #[derive(Debug, Deserialize)]
@@ -80,16 +82,32 @@ pub async fn stream(
     }
     let (tx, rx) = mpsc::channel(WAKE_QUEUE);
     let conn = NEXT_WAKER.fetch_add(1, Ordering::Relaxed);
-    hub.attach_waker(&query.run, Waker { conn, how: query.how.clone(), tx });
+    hub.attach_waker(
+        &query.run,
+        Waker {
+            conn,
+            how: query.how.clone(),
+            tx,
+        },
+    );
     // Unregisters when the stream is dropped (the waker went away).
-    let guard = WakerGuard { hub: hub.clone(), run: query.run.clone(), conn };
+    let guard = WakerGuard {
+        hub: hub.clone(),
+        run: query.run.clone(),
+        conn,
+    };
     let ready = SseEvent::default().event("ready").data("{}");
     let wakes = ReceiverStream::new(rx).map(move |event: WakeEvent| {
         let _alive = &guard;
-        Ok(SseEvent::default().event("wake").json_data(&event).unwrap_or_else(|_| SseEvent::default().event("error")))
+        Ok(SseEvent::default()
+            .event("wake")
+            .json_data(&event)
+            .unwrap_or_else(|_| SseEvent::default().event("error")))
     });
     let stopping = hub.shutdown.clone().cancelled_owned();
-    let events = stream::once(async move { Ok(ready) }).chain(wakes).take_until(stopping);
+    let events = stream::once(async move { Ok(ready) })
+        .chain(wakes)
+        .take_until(stopping);
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
@@ -135,7 +153,8 @@ impl Hub {
             relabel_run(&mut st, run)
         };
         tracing::info!(run, sessions = ids.len(), "waker attached");
-        self.events.publish("waker.attached", || json!({"run": run, "sessions": ids}));
+        self.events
+            .publish("waker.attached", || json!({"run": run, "sessions": ids}));
     }
 
     fn detach_waker(&self, run: &str, conn: u64) {
@@ -146,14 +165,17 @@ impl Hub {
         st.wakers.remove(run);
         relabel_run(&mut st, run);
         drop(st);
-        self.events.publish("waker.detached", || json!({"run": run}));
+        self.events
+            .publish("waker.detached", || json!({"run": run}));
     }
 
     /// What a hook says about waking its session: the run it belongs to
     /// (`X-Muster-Run`) and whether it opted out (`X-Muster-Wake: off`).
     pub(crate) fn note_wake_headers(&self, id: &str, run: Option<&str>, off: Option<bool>) {
         let mut st = self.lock();
-        let Some(entry) = st.entry_mut(id) else { return };
+        let Some(entry) = st.entry_mut(id) else {
+            return;
+        };
         let mut changed = false;
         if let Some(run) = run.filter(|r| valid_run(r)) {
             if entry.wake.run.as_deref() != Some(run) {
@@ -187,7 +209,9 @@ impl Hub {
         let cooldown = self.config.wake_cooldown.as_millis() as Millis;
         let mut st = self.lock();
         let now = self.clock.mono();
-        let Some(entry) = st.entry(id) else { return false };
+        let Some(entry) = st.entry(id) else {
+            return false;
+        };
         let idle = entry.session.present() && entry.session.activity == Activity::Idle;
         if let Some(at) = entry.wake.pending {
             // Already scheduled: this mail goes with that wake.
@@ -196,7 +220,9 @@ impl Hub {
         if !idle || entry.wake.off {
             return false;
         }
-        let Some(run) = entry.wake.run.clone() else { return false };
+        let Some(run) = entry.wake.run.clone() else {
+            return false;
+        };
         if !st.wakers.contains_key(&run) {
             return false;
         }
@@ -204,7 +230,9 @@ impl Hub {
         if urgent.is_empty() {
             return false;
         }
-        let (last, idle_since) = st.entry(id).map_or((None, 0), |e| (e.wake.last, e.wake.idle_since));
+        let (last, idle_since) = st
+            .entry(id)
+            .map_or((None, 0), |e| (e.wake.last, e.wake.idle_since));
         let settling = AFTER_STOP_MS - (now - idle_since);
         let due = match wake::due(last, now, cooldown) {
             Due::In(wait) => Due::In(wait.max(settling)),
@@ -221,8 +249,15 @@ impl Hub {
                 wait <= AFTER_STOP_MS
             }
             Due::Now => {
-                let event = WakeEvent { session: id.to_string(), message_ids: urgent, prompt: WAKE_PROMPT.into() };
-                let sent = st.wakers.get(&run).is_some_and(|w| w.tx.try_send(event).is_ok());
+                let event = WakeEvent {
+                    session: id.to_string(),
+                    message_ids: urgent,
+                    prompt: WAKE_PROMPT.into(),
+                };
+                let sent = st
+                    .wakers
+                    .get(&run)
+                    .is_some_and(|w| w.tx.try_send(event).is_ok());
                 if sent {
                     if let Some(e) = st.entry_mut(id) {
                         e.wake.last = Some(now);
@@ -231,7 +266,8 @@ impl Hub {
                 drop(st);
                 if sent {
                     self.metrics.wakes.inc();
-                    self.events.publish("session.woken", || json!({"id": id, "run": run}));
+                    self.events
+                        .publish("session.woken", || json!({"id": id, "run": run}));
                 }
                 sent
             }
@@ -248,7 +284,10 @@ impl Hub {
             st.entry(id).is_some_and(|e| {
                 e.session.activity == Activity::Idle
                     && !e.wake.off
-                    && e.wake.run.as_ref().is_some_and(|r| st.wakers.contains_key(r))
+                    && e.wake
+                        .run
+                        .as_ref()
+                        .is_some_and(|r| st.wakers.contains_key(r))
             })
         };
         if wakeable {

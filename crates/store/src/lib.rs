@@ -8,7 +8,9 @@
 pub mod sqlite;
 
 use async_trait::async_trait;
-use muster_core::{Delivery, DeliveryState, Membership, Message, Millis, Reservation, Room, Session};
+use muster_core::{
+    Delivery, DeliveryState, Membership, Message, Millis, Reservation, Room, Session,
+};
 
 pub use sqlite::SqliteStore;
 
@@ -32,23 +34,47 @@ pub enum Change {
     /// Insert or replace a session (all fields).
     PutSession(Session),
     /// Refresh a session's wall-clock `last_seen_at` (the hook backstop).
-    TouchSession { id: String, last_seen_at: Millis },
+    TouchSession {
+        id: String,
+        last_seen_at: Millis,
+    },
     /// Forget a session entirely (retention); its deliveries stay until pruned.
-    ForgetSession { id: String },
+    ForgetSession {
+        id: String,
+    },
     /// A new message with one delivery record per recipient.
-    PutMessage { message: Message, deliveries: Vec<Delivery> },
+    PutMessage {
+        message: Message,
+        deliveries: Vec<Delivery>,
+    },
     /// Move a delivery forward; a state that is not ahead of the stored one changes nothing.
-    AdvanceDelivery { message_id: String, recipient: String, state: DeliveryState, at: Millis },
+    AdvanceDelivery {
+        message_id: String,
+        recipient: String,
+        state: DeliveryState,
+        at: Millis,
+    },
     /// Acknowledge every delivery of a recipient's up to and including `upto` (a message id).
-    AckUpTo { recipient: String, upto: String, at: Millis },
+    AckUpTo {
+        recipient: String,
+        upto: String,
+        at: Millis,
+    },
     PutRoom(Room),
     JoinRoom(Membership),
-    LeaveRoom { room: String, session_id: String },
+    LeaveRoom {
+        room: String,
+        session_id: String,
+    },
     /// Insert or replace a reservation (by id).
     PutReservation(Reservation),
-    DeleteReservation { id: String },
+    DeleteReservation {
+        id: String,
+    },
     /// Every reservation a session holds (it left the roster).
-    DeleteReservationsOf { session_id: String },
+    DeleteReservationsOf {
+        session_id: String,
+    },
 }
 
 /// What the daemon loads at start.
@@ -89,7 +115,8 @@ pub struct PruneReport {
 }
 
 /// A submitted write: resolves once it is durable (or has failed).
-pub type Commit = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), StoreError>> + Send + 'static>>;
+pub type Commit =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), StoreError>> + Send + 'static>>;
 
 #[async_trait]
 pub trait Store: Send + Sync + 'static {

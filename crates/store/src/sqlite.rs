@@ -12,7 +12,8 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use muster_core::{
-    Activity, Delivery, DeliveryState, LinkKind, Membership, Message, Millis, Reservation, Room, Session, Target,
+    Activity, Delivery, DeliveryState, LinkKind, Membership, Message, Millis, Reservation, Room,
+    Session, Target,
 };
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use tokio::sync::oneshot;
@@ -23,7 +24,8 @@ use crate::{Change, InboxEntry, InboxQuery, PruneReport, Snapshot, Store, StoreE
 const MAX_BATCH: usize = 4_096;
 
 /// Versioned migrations; `PRAGMA user_version` records how many have run.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE sessions (
     id TEXT PRIMARY KEY,
     nickname TEXT NOT NULL,
@@ -73,7 +75,8 @@ CREATE TABLE memberships (
     joined_at INTEGER NOT NULL,
     PRIMARY KEY (room, session_id)
 ) WITHOUT ROWID;
-"#, r#"
+"#,
+    r#"
 CREATE TABLE reservations (
     id TEXT PRIMARY KEY,
     session_id TEXT NOT NULL,
@@ -86,18 +89,26 @@ CREATE TABLE reservations (
 );
 CREATE INDEX reservations_session ON reservations(session_id);
 CREATE INDEX messages_reply_to ON messages(reply_to) WHERE reply_to IS NOT NULL;
-"#, r#"
+"#,
+    r#"
 -- Delivery state `seen` (found in the harness's transcript) sits between
 -- surfaced (2) and acked, which moves from 3 to 4.
 UPDATE deliveries SET state = 4 WHERE state = 3;
-"#];
+"#,
+];
 
 /// The schema version a fully migrated database is at.
 pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
 
 enum Job {
-    Apply { changes: Vec<Change>, done: Option<oneshot::Sender<Result<(), String>>> },
-    Prune { cutoff: Millis, done: oneshot::Sender<Result<PruneReport, String>> },
+    Apply {
+        changes: Vec<Change>,
+        done: Option<oneshot::Sender<Result<(), String>>>,
+    },
+    Prune {
+        cutoff: Millis,
+        done: oneshot::Sender<Result<PruneReport, String>>,
+    },
 }
 
 pub struct SqliteStore {
@@ -117,7 +128,8 @@ fn open(path: &Path) -> Result<Connection, StoreError> {
 }
 
 fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
-    let version: usize = conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))? as usize;
+    let version: usize =
+        conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))? as usize;
     if version > MIGRATIONS.len() {
         return Err(StoreError::Corrupt(format!(
             "the database is at schema version {version}, newer than this muster knows ({}); upgrade muster",
@@ -147,7 +159,11 @@ impl SqliteStore {
         std::thread::Builder::new()
             .name("muster-store-writer".into())
             .spawn(move || writer_loop(writer_conn, rx))?;
-        Ok(SqliteStore { path, writer: tx, reader: Arc::new(Mutex::new(reader)) })
+        Ok(SqliteStore {
+            path,
+            writer: tx,
+            reader: Arc::new(Mutex::new(reader)),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -160,7 +176,9 @@ impl SqliteStore {
     ) -> Result<T, StoreError> {
         let reader = self.reader.clone();
         tokio::task::spawn_blocking(move || {
-            let conn = reader.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let conn = reader
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
             f(&conn)
         })
         .await
@@ -190,7 +208,10 @@ fn run_batch(conn: &mut Connection, batch: Vec<Job>) {
         for job in &batch {
             let mut sp = tx.savepoint()?;
             let result = match job {
-                Job::Apply { changes, .. } => changes.iter().try_for_each(|c| apply_change(&sp, c)).map(|_| None),
+                Job::Apply { changes, .. } => changes
+                    .iter()
+                    .try_for_each(|c| apply_change(&sp, c))
+                    .map(|_| None),
                 Job::Prune { cutoff, .. } => prune(&sp, *cutoff).map(Some),
             };
             match result {
@@ -209,11 +230,16 @@ fn run_batch(conn: &mut Connection, batch: Vec<Job>) {
     })();
     if let Err(e) = outcome {
         tracing::error!("store commit failed: {e}");
-        results = batch.iter().map(|_| Err(format!("commit failed: {e}"))).collect();
+        results = batch
+            .iter()
+            .map(|_| Err(format!("commit failed: {e}")))
+            .collect();
     }
     for (job, result) in batch.into_iter().zip(results) {
         match job {
-            Job::Apply { done: Some(done), .. } => {
+            Job::Apply {
+                done: Some(done), ..
+            } => {
                 let _ = done.send(result.map(|_| ()));
             }
             Job::Apply { done: None, .. } => {
@@ -313,14 +339,21 @@ fn apply_change(tx: &Connection, change: &Change) -> rusqlite::Result<()> {
             ])?;
         }
         Change::TouchSession { id, last_seen_at } => {
-            tx.prepare_cached("UPDATE sessions SET last_seen_at = max(last_seen_at, ?2) WHERE id = ?1")?
-                .execute(params![id, last_seen_at])?;
+            tx.prepare_cached(
+                "UPDATE sessions SET last_seen_at = max(last_seen_at, ?2) WHERE id = ?1",
+            )?
+            .execute(params![id, last_seen_at])?;
         }
         Change::ForgetSession { id } => {
-            tx.prepare_cached("DELETE FROM sessions WHERE id = ?1")?.execute(params![id])?;
-            tx.prepare_cached("DELETE FROM memberships WHERE session_id = ?1")?.execute(params![id])?;
+            tx.prepare_cached("DELETE FROM sessions WHERE id = ?1")?
+                .execute(params![id])?;
+            tx.prepare_cached("DELETE FROM memberships WHERE session_id = ?1")?
+                .execute(params![id])?;
         }
-        Change::PutMessage { message: m, deliveries } => {
+        Change::PutMessage {
+            message: m,
+            deliveries,
+        } => {
             let (kind, target) = target_parts(&m.to);
             tx.prepare_cached(
                 "INSERT INTO messages (id, sender, sender_nickname, target_kind, target, reply_to, body, sent_at)
@@ -331,17 +364,31 @@ fn apply_change(tx: &Connection, change: &Change) -> rusqlite::Result<()> {
                 "INSERT INTO deliveries (recipient, message_id, state, updated_at) VALUES (?1, ?2, ?3, ?4)",
             )?;
             for d in deliveries {
-                insert.execute(params![d.recipient, d.message_id, state_code(d.state), d.updated_at])?;
+                insert.execute(params![
+                    d.recipient,
+                    d.message_id,
+                    state_code(d.state),
+                    d.updated_at
+                ])?;
             }
         }
-        Change::AdvanceDelivery { message_id, recipient, state, at } => {
+        Change::AdvanceDelivery {
+            message_id,
+            recipient,
+            state,
+            at,
+        } => {
             tx.prepare_cached(
                 "UPDATE deliveries SET state = ?3, updated_at = ?4
                  WHERE recipient = ?1 AND message_id = ?2 AND state < ?3",
             )?
             .execute(params![recipient, message_id, state_code(*state), at])?;
         }
-        Change::AckUpTo { recipient, upto, at } => {
+        Change::AckUpTo {
+            recipient,
+            upto,
+            at,
+        } => {
             tx.prepare_cached(
                 "UPDATE deliveries SET state = 4, updated_at = ?3
                  WHERE recipient = ?1 AND message_id <= ?2 AND state < 4",
@@ -349,8 +396,10 @@ fn apply_change(tx: &Connection, change: &Change) -> rusqlite::Result<()> {
             .execute(params![recipient, upto, at])?;
         }
         Change::PutRoom(r) => {
-            tx.prepare_cached("INSERT OR IGNORE INTO rooms (name, created_by, created_at) VALUES (?1, ?2, ?3)")?
-                .execute(params![r.name, r.created_by, r.created_at])?;
+            tx.prepare_cached(
+                "INSERT OR IGNORE INTO rooms (name, created_by, created_at) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![r.name, r.created_by, r.created_at])?;
         }
         Change::JoinRoom(m) => {
             tx.prepare_cached(
@@ -368,13 +417,24 @@ fn apply_change(tx: &Connection, change: &Change) -> rusqlite::Result<()> {
                     (id, session_id, root, pattern, exclusive, reason, created_at, expires_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )?
-            .execute(params![r.id, r.session_id, r.root, r.pattern, r.exclusive, r.reason, r.created_at, r.expires_at])?;
+            .execute(params![
+                r.id,
+                r.session_id,
+                r.root,
+                r.pattern,
+                r.exclusive,
+                r.reason,
+                r.created_at,
+                r.expires_at
+            ])?;
         }
         Change::DeleteReservation { id } => {
-            tx.prepare_cached("DELETE FROM reservations WHERE id = ?1")?.execute(params![id])?;
+            tx.prepare_cached("DELETE FROM reservations WHERE id = ?1")?
+                .execute(params![id])?;
         }
         Change::DeleteReservationsOf { session_id } => {
-            tx.prepare_cached("DELETE FROM reservations WHERE session_id = ?1")?.execute(params![session_id])?;
+            tx.prepare_cached("DELETE FROM reservations WHERE session_id = ?1")?
+                .execute(params![session_id])?;
         }
     }
     Ok(())
@@ -393,7 +453,11 @@ fn prune(tx: &Connection, cutoff: Millis) -> rusqlite::Result<PruneReport> {
     for id in &gone {
         apply_change(tx, &Change::ForgetSession { id: id.clone() })?;
     }
-    Ok(PruneReport { messages, deliveries, sessions: gone.len() as u64 })
+    Ok(PruneReport {
+        messages,
+        deliveries,
+        sessions: gone.len() as u64,
+    })
 }
 
 fn session_from(r: &Row<'_>) -> rusqlite::Result<Session> {
@@ -422,7 +486,8 @@ fn session_from(r: &Row<'_>) -> rusqlite::Result<Session> {
     })
 }
 
-const MESSAGE_COLUMNS: &str = "m.id, m.sender, m.sender_nickname, m.target_kind, m.target, m.reply_to, m.body, m.sent_at";
+const MESSAGE_COLUMNS: &str =
+    "m.id, m.sender, m.sender_nickname, m.target_kind, m.target, m.reply_to, m.body, m.sent_at";
 
 fn message_from(r: &Row<'_>) -> rusqlite::Result<Message> {
     let kind: String = r.get(3)?;
@@ -449,11 +514,23 @@ fn load(conn: &Connection) -> Result<Snapshot, StoreError> {
         .collect::<Result<_, _>>()?;
     let rooms = conn
         .prepare("SELECT name, created_by, created_at FROM rooms ORDER BY name")?
-        .query_map([], |r| Ok(Room { name: r.get(0)?, created_by: r.get(1)?, created_at: r.get(2)? }))?
+        .query_map([], |r| {
+            Ok(Room {
+                name: r.get(0)?,
+                created_by: r.get(1)?,
+                created_at: r.get(2)?,
+            })
+        })?
         .collect::<Result<_, _>>()?;
     let memberships = conn
         .prepare("SELECT room, session_id, joined_at FROM memberships ORDER BY room, joined_at")?
-        .query_map([], |r| Ok(Membership { room: r.get(0)?, session_id: r.get(1)?, joined_at: r.get(2)? }))?
+        .query_map([], |r| {
+            Ok(Membership {
+                room: r.get(0)?,
+                session_id: r.get(1)?,
+                joined_at: r.get(2)?,
+            })
+        })?
         .collect::<Result<_, _>>()?;
     let unread = conn
         .prepare(&format!(
@@ -491,7 +568,13 @@ fn load(conn: &Connection) -> Result<Snapshot, StoreError> {
         })?
         .collect::<Result<_, _>>()?;
     tx.commit()?;
-    Ok(Snapshot { sessions, rooms, memberships, unread, reservations })
+    Ok(Snapshot {
+        sessions,
+        rooms,
+        memberships,
+        unread,
+        reservations,
+    })
 }
 
 #[async_trait]
@@ -502,15 +585,27 @@ impl Store for SqliteStore {
 
     fn submit(&self, changes: Vec<Change>) -> crate::Commit {
         let (done, wait) = oneshot::channel();
-        let sent = self.writer.send(Job::Apply { changes, done: Some(done) });
+        let sent = self.writer.send(Job::Apply {
+            changes,
+            done: Some(done),
+        });
         Box::pin(async move {
             sent.map_err(|_| StoreError::WriterGone)?;
-            wait.await.map_err(|_| StoreError::WriterGone)?.map_err(StoreError::Write)
+            wait.await
+                .map_err(|_| StoreError::WriterGone)?
+                .map_err(StoreError::Write)
         })
     }
 
     fn apply_later(&self, changes: Vec<Change>) {
-        if self.writer.send(Job::Apply { changes, done: None }).is_err() {
+        if self
+            .writer
+            .send(Job::Apply {
+                changes,
+                done: None,
+            })
+            .is_err()
+        {
             tracing::warn!("store writer has stopped; a background write was dropped");
         }
     }
@@ -537,7 +632,9 @@ impl Store for SqliteStore {
         let id = id.to_string();
         self.read(move |conn| {
             Ok(conn
-                .prepare_cached(&format!("SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.id = ?1"))?
+                .prepare_cached(&format!(
+                    "SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.id = ?1"
+                ))?
                 .query_row(params![id], message_from)
                 .optional()?)
         })
@@ -594,7 +691,11 @@ impl Store for SqliteStore {
 
     async fn prune(&self, cutoff: Millis) -> Result<PruneReport, StoreError> {
         let (done, wait) = oneshot::channel();
-        self.writer.send(Job::Prune { cutoff, done }).map_err(|_| StoreError::WriterGone)?;
-        wait.await.map_err(|_| StoreError::WriterGone)?.map_err(StoreError::Write)
+        self.writer
+            .send(Job::Prune { cutoff, done })
+            .map_err(|_| StoreError::WriterGone)?;
+        wait.await
+            .map_err(|_| StoreError::WriterGone)?
+            .map_err(StoreError::Write)
     }
 }

@@ -9,7 +9,9 @@ use std::time::Duration;
 use muster_core::{
     Activity, Delivery, DeliveryState, LinkKind, Membership, Message, Millis, Room, Session, Target,
 };
-use muster_store::{Change, InboxEntry, InboxQuery, PruneReport, Snapshot, SqliteStore, Store, StoreError};
+use muster_store::{
+    Change, InboxEntry, InboxQuery, PruneReport, Snapshot, SqliteStore, Store, StoreError,
+};
 use tempfile::TempDir;
 
 // ---------------------------------------------------------------- helpers
@@ -59,28 +61,61 @@ fn message(n: u32, from: &str, to: Target, sent_at: Millis) -> Message {
     }
 }
 
-fn delivery(message_id: &str, recipient: &str, state: DeliveryState, updated_at: Millis) -> Delivery {
-    Delivery { message_id: message_id.to_string(), recipient: recipient.to_string(), state, updated_at }
+fn delivery(
+    message_id: &str,
+    recipient: &str,
+    state: DeliveryState,
+    updated_at: Millis,
+) -> Delivery {
+    Delivery {
+        message_id: message_id.to_string(),
+        recipient: recipient.to_string(),
+        state,
+        updated_at,
+    }
 }
 
 /// A direct message `n` from alice to `recipients`, queued for each, sent at `sent_at`.
 fn put_direct(n: u32, recipients: &[&str], sent_at: Millis) -> Change {
-    let m = message(n, "alice", Target::Session(recipients[0].to_string()), sent_at);
-    let deliveries = recipients.iter().map(|r| delivery(&m.id, r, DeliveryState::Queued, sent_at)).collect();
-    Change::PutMessage { message: m, deliveries }
+    let m = message(
+        n,
+        "alice",
+        Target::Session(recipients[0].to_string()),
+        sent_at,
+    );
+    let deliveries = recipients
+        .iter()
+        .map(|r| delivery(&m.id, r, DeliveryState::Queued, sent_at))
+        .collect();
+    Change::PutMessage {
+        message: m,
+        deliveries,
+    }
 }
 
 fn advance(n: u32, recipient: &str, state: DeliveryState, at: Millis) -> Change {
-    Change::AdvanceDelivery { message_id: mid(n), recipient: recipient.to_string(), state, at }
+    Change::AdvanceDelivery {
+        message_id: mid(n),
+        recipient: recipient.to_string(),
+        state,
+        at,
+    }
 }
 
 fn query(recipient: &str, include_read: bool, limit: usize) -> InboxQuery {
-    InboxQuery { recipient: recipient.to_string(), include_read, limit }
+    InboxQuery {
+        recipient: recipient.to_string(),
+        include_read,
+        limit,
+    }
 }
 
 /// (message number as id, state) pairs of an inbox listing, for compact assertions.
 fn ids_states(entries: &[InboxEntry]) -> Vec<(String, DeliveryState)> {
-    entries.iter().map(|e| (e.message.id.clone(), e.state)).collect()
+    entries
+        .iter()
+        .map(|e| (e.message.id.clone(), e.state))
+        .collect()
 }
 
 fn unread_of(snapshot: &Snapshot, recipient: &str) -> Vec<(String, DeliveryState)> {
@@ -112,16 +147,23 @@ async fn inbox(store: &SqliteStore, q: InboxQuery) -> Vec<InboxEntry> {
 #[tokio::test]
 async fn fresh_store_is_empty_and_migrated() {
     let (_dir, path, store) = fresh();
-    assert!(path.exists(), "database file created, parent directories included");
+    assert!(
+        path.exists(),
+        "database file created, parent directories included"
+    );
     assert_eq!(store.path(), path.as_path());
     assert_eq!(load(&store).await, Snapshot::default());
     assert!(inbox(&store, query("bob", true, 100)).await.is_empty());
     assert_eq!(store.message(&mid(1)).await.unwrap(), None);
     drop(store);
     let conn = rusqlite::Connection::open(&path).unwrap();
-    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
     assert_eq!(version as usize, muster_store::sqlite::SCHEMA_VERSION);
-    let mode: String = conn.pragma_query_value(None, "journal_mode", |r| r.get(0)).unwrap();
+    let mode: String = conn
+        .pragma_query_value(None, "journal_mode", |r| r.get(0))
+        .unwrap();
     assert_eq!(mode.to_lowercase(), "wal");
 }
 
@@ -149,12 +191,32 @@ async fn round_trip_survives_reopen() {
     let mut carol = session("carol", 2_000);
     carol.left_at = Some(2_500); // away, but still known
 
-    let dev = Room { name: "dev".into(), created_by: "alice".into(), created_at: 3_000 };
-    let ops = Room { name: "ops".into(), created_by: "bob".into(), created_at: 3_100 };
+    let dev = Room {
+        name: "dev".into(),
+        created_by: "alice".into(),
+        created_at: 3_000,
+    };
+    let ops = Room {
+        name: "ops".into(),
+        created_by: "bob".into(),
+        created_at: 3_100,
+    };
     let joins = vec![
-        Membership { room: "dev".into(), session_id: "alice".into(), joined_at: 3_000 },
-        Membership { room: "dev".into(), session_id: "bob".into(), joined_at: 3_050 },
-        Membership { room: "ops".into(), session_id: "carol".into(), joined_at: 3_200 },
+        Membership {
+            room: "dev".into(),
+            session_id: "alice".into(),
+            joined_at: 3_000,
+        },
+        Membership {
+            room: "dev".into(),
+            session_id: "bob".into(),
+            joined_at: 3_050,
+        },
+        Membership {
+            room: "ops".into(),
+            session_id: "carol".into(),
+            joined_at: 3_200,
+        },
     ];
 
     // m1: a room message to bob and carol; m2: a reply to an operator, pushed to
@@ -171,19 +233,47 @@ async fn round_trip_survives_reopen() {
     let m3_alice = delivery(&m3.id, "alice", DeliveryState::Surfaced, 6_001);
 
     // Newest message first, in separate batches, to show order comes from the ids.
-    apply(&store, vec![Change::PutSession(carol.clone()), Change::PutSession(bob.clone())]).await;
-    apply(&store, vec![Change::PutSession(alice.clone())]).await;
-    apply(&store, vec![Change::PutRoom(ops.clone()), Change::PutRoom(dev.clone())]).await;
-    apply(&store, joins.iter().rev().cloned().map(Change::JoinRoom).collect()).await;
-    apply(&store, vec![Change::PutMessage { message: m3.clone(), deliveries: vec![m3_alice] }]).await;
     apply(
         &store,
-        vec![Change::PutMessage { message: m2.clone(), deliveries: vec![m2_carol.clone(), m2_bob.clone()] }],
+        vec![
+            Change::PutSession(carol.clone()),
+            Change::PutSession(bob.clone()),
+        ],
+    )
+    .await;
+    apply(&store, vec![Change::PutSession(alice.clone())]).await;
+    apply(
+        &store,
+        vec![Change::PutRoom(ops.clone()), Change::PutRoom(dev.clone())],
     )
     .await;
     apply(
         &store,
-        vec![Change::PutMessage { message: m1.clone(), deliveries: vec![m1_carol.clone(), m1_bob.clone()] }],
+        joins.iter().rev().cloned().map(Change::JoinRoom).collect(),
+    )
+    .await;
+    apply(
+        &store,
+        vec![Change::PutMessage {
+            message: m3.clone(),
+            deliveries: vec![m3_alice],
+        }],
+    )
+    .await;
+    apply(
+        &store,
+        vec![Change::PutMessage {
+            message: m2.clone(),
+            deliveries: vec![m2_carol.clone(), m2_bob.clone()],
+        }],
+    )
+    .await;
+    apply(
+        &store,
+        vec![Change::PutMessage {
+            message: m1.clone(),
+            deliveries: vec![m1_carol.clone(), m1_bob.clone()],
+        }],
     )
     .await;
 
@@ -203,7 +293,11 @@ async fn round_trip_survives_reopen() {
 
     let store = reopen(store, &path);
     assert_eq!(load(&store).await, expected, "after reopen");
-    assert_eq!(store.message(&m3.id).await.unwrap(), Some(m3), "read mail stays in history");
+    assert_eq!(
+        store.message(&m3.id).await.unwrap(),
+        Some(m3),
+        "read mail stays in history"
+    );
 }
 
 // Proves PutSession replaces every field of an existing session instead of adding a second one.
@@ -235,13 +329,32 @@ async fn put_session_upserts() {
 #[tokio::test]
 async fn rooms_and_memberships() {
     let (_dir, _path, store) = fresh();
-    let dev = Room { name: "dev".into(), created_by: "alice".into(), created_at: 1 };
-    let join = |s: &str, at| Membership { room: "dev".into(), session_id: s.into(), joined_at: at };
-    apply(&store, vec![Change::PutRoom(dev.clone()), Change::JoinRoom(join("alice", 10))]).await;
+    let dev = Room {
+        name: "dev".into(),
+        created_by: "alice".into(),
+        created_at: 1,
+    };
+    let join = |s: &str, at| Membership {
+        room: "dev".into(),
+        session_id: s.into(),
+        joined_at: at,
+    };
     apply(
         &store,
         vec![
-            Change::PutRoom(Room { name: "dev".into(), created_by: "mallory".into(), created_at: 99 }),
+            Change::PutRoom(dev.clone()),
+            Change::JoinRoom(join("alice", 10)),
+        ],
+    )
+    .await;
+    apply(
+        &store,
+        vec![
+            Change::PutRoom(Room {
+                name: "dev".into(),
+                created_by: "mallory".into(),
+                created_at: 99,
+            }),
             Change::JoinRoom(join("alice", 99)),
             Change::JoinRoom(join("bob", 20)),
         ],
@@ -254,8 +367,14 @@ async fn rooms_and_memberships() {
     apply(
         &store,
         vec![
-            Change::LeaveRoom { room: "dev".into(), session_id: "alice".into() },
-            Change::LeaveRoom { room: "nowhere".into(), session_id: "bob".into() },
+            Change::LeaveRoom {
+                room: "dev".into(),
+                session_id: "alice".into(),
+            },
+            Change::LeaveRoom {
+                room: "nowhere".into(),
+                session_id: "bob".into(),
+            },
         ],
     )
     .await;
@@ -273,9 +392,21 @@ async fn forget_session_keeps_deliveries() {
         vec![
             Change::PutSession(session("bob", 1)),
             Change::PutSession(session("carol", 2)),
-            Change::PutRoom(Room { name: "dev".into(), created_by: "bob".into(), created_at: 3 }),
-            Change::JoinRoom(Membership { room: "dev".into(), session_id: "bob".into(), joined_at: 4 }),
-            Change::JoinRoom(Membership { room: "dev".into(), session_id: "carol".into(), joined_at: 5 }),
+            Change::PutRoom(Room {
+                name: "dev".into(),
+                created_by: "bob".into(),
+                created_at: 3,
+            }),
+            Change::JoinRoom(Membership {
+                room: "dev".into(),
+                session_id: "bob".into(),
+                joined_at: 4,
+            }),
+            Change::JoinRoom(Membership {
+                room: "dev".into(),
+                session_id: "carol".into(),
+                joined_at: 5,
+            }),
             put_direct(1, &["bob"], 6),
         ],
     )
@@ -285,16 +416,25 @@ async fn forget_session_keeps_deliveries() {
     assert_eq!(snap.sessions, vec![session("carol", 2)]);
     assert_eq!(
         snap.memberships,
-        vec![Membership { room: "dev".into(), session_id: "carol".into(), joined_at: 5 }]
+        vec![Membership {
+            room: "dev".into(),
+            session_id: "carol".into(),
+            joined_at: 5
+        }]
     );
-    assert_eq!(unread_of(&snap, "bob"), vec![(mid(1), DeliveryState::Queued)]);
+    assert_eq!(
+        unread_of(&snap, "bob"),
+        vec![(mid(1), DeliveryState::Queued)]
+    );
 }
 
 // Proves AdvanceDelivery only moves forward, read mail leaves `load().unread`, and inbox honours include_read and limit.
 #[tokio::test]
 async fn advance_delivery_is_monotonic_and_inbox_filters() {
     let (_dir, path, store) = fresh();
-    let changes = (1..=5).map(|n| put_direct(n, &["bob", "carol"], 100 * n as Millis)).collect();
+    let changes = (1..=5)
+        .map(|n| put_direct(n, &["bob", "carol"], 100 * n as Millis))
+        .collect();
     apply(&store, changes).await;
 
     apply(
@@ -317,8 +457,16 @@ async fn advance_delivery_is_monotonic_and_inbox_filters() {
     )
     .await;
     // Moving forward in a later batch still works: m4 queued -> pushed -> surfaced.
-    apply(&store, vec![advance(4, "bob", DeliveryState::Pushed, 1_010)]).await;
-    apply(&store, vec![advance(4, "bob", DeliveryState::Surfaced, 1_011)]).await;
+    apply(
+        &store,
+        vec![advance(4, "bob", DeliveryState::Pushed, 1_010)],
+    )
+    .await;
+    apply(
+        &store,
+        vec![advance(4, "bob", DeliveryState::Surfaced, 1_011)],
+    )
+    .await;
 
     check_bob_and_carol(&store, "before reopen").await;
     let store = reopen(store, &path);
@@ -328,51 +476,121 @@ async fn advance_delivery_is_monotonic_and_inbox_filters() {
 /// The expected state of `advance_delivery_is_monotonic_and_inbox_filters`.
 async fn check_bob_and_carol(store: &SqliteStore, pass: &str) {
     use DeliveryState::*;
-    let all_bob =
-        vec![(mid(1), Surfaced), (mid(2), Pushed), (mid(3), Acked), (mid(4), Surfaced), (mid(5), Queued)];
+    let all_bob = vec![
+        (mid(1), Surfaced),
+        (mid(2), Pushed),
+        (mid(3), Acked),
+        (mid(4), Surfaced),
+        (mid(5), Queued),
+    ];
     let unread_bob = vec![(mid(2), Pushed), (mid(5), Queued)];
     let all_carol: Vec<_> = (1..=5).map(|n| (mid(n), Queued)).collect();
 
     let snap = load(store).await;
     assert_eq!(unread_of(&snap, "bob"), unread_bob, "{pass}");
-    assert_eq!(unread_of(&snap, "carol"), all_carol, "{pass}: other recipients untouched");
-    let m2_bob = snap.unread.iter().find(|(m, d)| m.id == mid(2) && d.recipient == "bob").unwrap();
-    assert_eq!(m2_bob.1.updated_at, 1_003, "{pass}: an ignored advance leaves updated_at alone");
-    assert_eq!(m2_bob.0, message(2, "alice", Target::Session("bob".into()), 200));
+    assert_eq!(
+        unread_of(&snap, "carol"),
+        all_carol,
+        "{pass}: other recipients untouched"
+    );
+    let m2_bob = snap
+        .unread
+        .iter()
+        .find(|(m, d)| m.id == mid(2) && d.recipient == "bob")
+        .unwrap();
+    assert_eq!(
+        m2_bob.1.updated_at, 1_003,
+        "{pass}: an ignored advance leaves updated_at alone"
+    );
+    assert_eq!(
+        m2_bob.0,
+        message(2, "alice", Target::Session("bob".into()), 200)
+    );
 
-    assert_eq!(ids_states(&inbox(store, query("bob", false, 100)).await), unread_bob, "{pass}");
-    assert_eq!(ids_states(&inbox(store, query("bob", true, 100)).await), all_bob, "{pass}");
-    assert_eq!(ids_states(&inbox(store, query("carol", false, 100)).await), all_carol, "{pass}");
+    assert_eq!(
+        ids_states(&inbox(store, query("bob", false, 100)).await),
+        unread_bob,
+        "{pass}"
+    );
+    assert_eq!(
+        ids_states(&inbox(store, query("bob", true, 100)).await),
+        all_bob,
+        "{pass}"
+    );
+    assert_eq!(
+        ids_states(&inbox(store, query("carol", false, 100)).await),
+        all_carol,
+        "{pass}"
+    );
     // limit keeps the newest and still lists them oldest first.
-    assert_eq!(ids_states(&inbox(store, query("bob", true, 2)).await), all_bob[3..].to_vec(), "{pass}");
-    assert_eq!(ids_states(&inbox(store, query("bob", true, 3)).await), all_bob[2..].to_vec(), "{pass}");
+    assert_eq!(
+        ids_states(&inbox(store, query("bob", true, 2)).await),
+        all_bob[3..].to_vec(),
+        "{pass}"
+    );
+    assert_eq!(
+        ids_states(&inbox(store, query("bob", true, 3)).await),
+        all_bob[2..].to_vec(),
+        "{pass}"
+    );
     assert_eq!(
         ids_states(&inbox(store, query("bob", false, 1)).await),
         vec![(mid(5), Queued)],
         "{pass}: limit applies after the read filter"
     );
-    assert_eq!(ids_states(&inbox(store, query("carol", false, 2)).await), all_carol[3..].to_vec(), "{pass}");
-    assert_eq!(ids_states(&inbox(store, query("bob", true, usize::MAX)).await), all_bob, "{pass}");
-    assert!(inbox(store, query("bob", true, 0)).await.is_empty(), "{pass}: limit 0 lists nothing");
-    assert!(inbox(store, query("nobody", true, 10)).await.is_empty(), "{pass}");
+    assert_eq!(
+        ids_states(&inbox(store, query("carol", false, 2)).await),
+        all_carol[3..].to_vec(),
+        "{pass}"
+    );
+    assert_eq!(
+        ids_states(&inbox(store, query("bob", true, usize::MAX)).await),
+        all_bob,
+        "{pass}"
+    );
+    assert!(
+        inbox(store, query("bob", true, 0)).await.is_empty(),
+        "{pass}: limit 0 lists nothing"
+    );
+    assert!(
+        inbox(store, query("nobody", true, 10)).await.is_empty(),
+        "{pass}"
+    );
     // Entries carry the full message.
     let entries = inbox(store, query("bob", true, 1)).await;
-    assert_eq!(entries[0].message, message(5, "alice", Target::Session("bob".into()), 500), "{pass}");
+    assert_eq!(
+        entries[0].message,
+        message(5, "alice", Target::Session("bob".into()), 500),
+        "{pass}"
+    );
 }
 
 // Proves AckUpTo acks exactly that recipient's deliveries with message_id <= upto, and nothing else.
 #[tokio::test]
 async fn ack_up_to_acks_exactly_older_mail_of_recipient() {
     let (_dir, _path, store) = fresh();
-    let changes = (1..=6).map(|n| put_direct(n, &["bob", "carol"], n as Millis)).collect();
+    let changes = (1..=6)
+        .map(|n| put_direct(n, &["bob", "carol"], n as Millis))
+        .collect();
     apply(&store, changes).await;
     apply(
         &store,
-        vec![advance(2, "bob", DeliveryState::Surfaced, 50), advance(5, "bob", DeliveryState::Pushed, 51)],
+        vec![
+            advance(2, "bob", DeliveryState::Surfaced, 50),
+            advance(5, "bob", DeliveryState::Pushed, 51),
+        ],
     )
     .await;
 
-    apply(&store, vec![Change::AckUpTo { recipient: "bob".into(), upto: mid(4), at: 100 }]).await;
+    apply(
+        &store,
+        vec![Change::AckUpTo {
+            recipient: "bob".into(),
+            upto: mid(4),
+            at: 100,
+        }],
+    )
+    .await;
 
     use DeliveryState::*;
     assert_eq!(
@@ -387,16 +605,45 @@ async fn ack_up_to_acks_exactly_older_mail_of_recipient() {
         ]
     );
     let carol: Vec<_> = (1..=6).map(|n| (mid(n), Queued)).collect();
-    assert_eq!(ids_states(&inbox(&store, query("carol", true, 100)).await), carol, "carol untouched");
+    assert_eq!(
+        ids_states(&inbox(&store, query("carol", true, 100)).await),
+        carol,
+        "carol untouched"
+    );
     let snap = load(&store).await;
-    assert_eq!(unread_of(&snap, "bob"), vec![(mid(5), Pushed), (mid(6), Queued)]);
-    let m5 = snap.unread.iter().find(|(m, d)| m.id == mid(5) && d.recipient == "bob").unwrap();
-    assert_eq!(m5.1.updated_at, 51, "deliveries past upto keep their timestamps");
+    assert_eq!(
+        unread_of(&snap, "bob"),
+        vec![(mid(5), Pushed), (mid(6), Queued)]
+    );
+    let m5 = snap
+        .unread
+        .iter()
+        .find(|(m, d)| m.id == mid(5) && d.recipient == "bob")
+        .unwrap();
+    assert_eq!(
+        m5.1.updated_at, 51,
+        "deliveries past upto keep their timestamps"
+    );
 
     // An upto between two ids acks only the older one; an upto before every id acks nothing.
-    apply(&store, vec![Change::AckUpTo { recipient: "carol".into(), upto: format!("{}~", mid(2)), at: 200 }])
-        .await;
-    apply(&store, vec![Change::AckUpTo { recipient: "carol".into(), upto: "0".into(), at: 201 }]).await;
+    apply(
+        &store,
+        vec![Change::AckUpTo {
+            recipient: "carol".into(),
+            upto: format!("{}~", mid(2)),
+            at: 200,
+        }],
+    )
+    .await;
+    apply(
+        &store,
+        vec![Change::AckUpTo {
+            recipient: "carol".into(),
+            upto: "0".into(),
+            at: 201,
+        }],
+    )
+    .await;
     assert_eq!(
         ids_states(&inbox(&store, query("carol", true, 100)).await),
         vec![
@@ -409,7 +656,15 @@ async fn ack_up_to_acks_exactly_older_mail_of_recipient() {
         ]
     );
     // Acking for an unknown recipient is a no-op.
-    apply(&store, vec![Change::AckUpTo { recipient: "nobody".into(), upto: mid(9), at: 300 }]).await;
+    apply(
+        &store,
+        vec![Change::AckUpTo {
+            recipient: "nobody".into(),
+            upto: mid(9),
+            at: 300,
+        }],
+    )
+    .await;
     assert_eq!(load(&store).await.unread.len(), 2 + 4);
 }
 
@@ -421,23 +676,38 @@ async fn failing_job_rolls_back_all_its_changes() {
     let result = store
         .apply(vec![
             Change::PutSession(session("ghost", 2)),
-            Change::PutRoom(Room { name: "ghost-room".into(), created_by: "ghost".into(), created_at: 2 }),
+            Change::PutRoom(Room {
+                name: "ghost-room".into(),
+                created_by: "ghost".into(),
+                created_at: 2,
+            }),
             advance(1, "bob", DeliveryState::Acked, 2),
             put_direct(1, &["carol"], 2), // duplicate message id
         ])
         .await;
     match result {
         Err(StoreError::Write(e)) => {
-            assert!(e.contains("UNIQUE") || e.contains("PRIMARY"), "error names the cause: {e}")
+            assert!(
+                e.contains("UNIQUE") || e.contains("PRIMARY"),
+                "error names the cause: {e}"
+            )
         }
         other => panic!("expected a write error, got {other:?}"),
     }
     let snap = load(&store).await;
     assert!(snap.sessions.is_empty());
     assert!(snap.rooms.is_empty());
-    assert_eq!(unread_of(&snap, "bob"), vec![(mid(1), DeliveryState::Queued)], "the advance was rolled back");
+    assert_eq!(
+        unread_of(&snap, "bob"),
+        vec![(mid(1), DeliveryState::Queued)],
+        "the advance was rolled back"
+    );
     assert!(unread_of(&snap, "carol").is_empty());
-    assert_eq!(store.message(&mid(1)).await.unwrap().unwrap().sent_at, 1, "the original message stands");
+    assert_eq!(
+        store.message(&mid(1)).await.unwrap().unwrap().sent_at,
+        1,
+        "the original message stands"
+    );
 
     // The writer keeps going after a failure.
     apply(&store, vec![Change::PutSession(session("alive", 3))]).await;
@@ -488,7 +758,10 @@ async fn failing_job_fails_alone_in_a_batch() {
     for task in tasks {
         let (i, result) = task.await.unwrap();
         if i == BAD {
-            assert!(matches!(result, Err(StoreError::Write(_))), "job {i} should fail: {result:?}");
+            assert!(
+                matches!(result, Err(StoreError::Write(_))),
+                "job {i} should fail: {result:?}"
+            );
         } else {
             assert!(result.is_ok(), "job {i} should succeed: {result:?}");
         }
@@ -499,15 +772,29 @@ async fn failing_job_fails_alone_in_a_batch() {
     let ids: HashSet<&str> = snap.sessions.iter().map(|s| s.id.as_str()).collect();
     assert_eq!(ids.len(), N as usize, "first + {} good sessions", N - 1);
     assert!(ids.contains("first"));
-    assert!(!ids.contains("bad"), "the failing job's first change was rolled back");
+    assert!(
+        !ids.contains("bad"),
+        "the failing job's first change was rolled back"
+    );
     for i in (0..N).filter(|&i| i != BAD) {
-        assert!(ids.contains(format!("s{i:03}").as_str()), "session of job {i} stored");
+        assert!(
+            ids.contains(format!("s{i:03}").as_str()),
+            "session of job {i} stored"
+        );
     }
-    let bob: Vec<String> = unread_of(&snap, "bob").into_iter().map(|(id, _)| id).collect();
-    let mut expected: Vec<String> =
-        std::iter::once(1).chain((0..N).filter(|&i| i != BAD).map(|i| 1_000 + i)).map(mid).collect();
+    let bob: Vec<String> = unread_of(&snap, "bob")
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    let mut expected: Vec<String> = std::iter::once(1)
+        .chain((0..N).filter(|&i| i != BAD).map(|i| 1_000 + i))
+        .map(mid)
+        .collect();
     expected.sort();
-    assert_eq!(bob, expected, "every good job's message, none of the failing job's");
+    assert_eq!(
+        bob, expected,
+        "every good job's message, none of the failing job's"
+    );
     assert_eq!(store.message(&mid(1_000 + BAD)).await.unwrap(), None);
     assert!(unread_of(&snap, "carol").is_empty());
 }
@@ -521,7 +808,11 @@ async fn two_thousand_concurrent_applies_all_commit() {
     let tasks: Vec<_> = (0..N)
         .map(|n| {
             let store = store.clone();
-            tokio::spawn(async move { store.apply(vec![put_direct(n, &["bob"], n as Millis)]).await })
+            tokio::spawn(async move {
+                store
+                    .apply(vec![put_direct(n, &["bob"], n as Millis)])
+                    .await
+            })
         })
         .collect();
     for (n, task) in tasks.into_iter().enumerate() {
@@ -538,8 +829,14 @@ async fn two_thousand_concurrent_applies_all_commit() {
     assert_eq!(unique.len(), N as usize, "no message twice");
     let expected: Vec<String> = (0..N).map(mid).collect();
     assert_eq!(ids, expected, "all of them, oldest first");
-    assert!(snap.unread.iter().all(|(m, d)| d.message_id == m.id && d.recipient == "bob"));
-    assert_eq!(inbox(&store, query("bob", false, usize::MAX)).await.len(), N as usize);
+    assert!(snap
+        .unread
+        .iter()
+        .all(|(m, d)| d.message_id == m.id && d.recipient == "bob"));
+    assert_eq!(
+        inbox(&store, query("bob", false, usize::MAX)).await.len(),
+        N as usize
+    );
 }
 
 // Proves apply_later changes are applied in FIFO order and are durable once a later apply returns.
@@ -551,20 +848,34 @@ async fn apply_later_is_durable_after_next_apply() {
     store.apply_later(vec![Change::PutSession(s.clone())]);
     s.status = "two".into();
     store.apply_later(vec![Change::PutSession(s.clone())]);
-    store.apply_later(vec![Change::TouchSession { id: "alice".into(), last_seen_at: 5_000 }]);
+    store.apply_later(vec![Change::TouchSession {
+        id: "alice".into(),
+        last_seen_at: 5_000,
+    }]);
     // A failing background job is only logged and does not disturb the rest.
     store.apply_later(vec![put_direct(1, &["bob"], 1), put_direct(1, &["bob"], 1)]);
     apply(
         &store,
-        vec![Change::PutRoom(Room { name: "dev".into(), created_by: "alice".into(), created_at: 1 })],
+        vec![Change::PutRoom(Room {
+            name: "dev".into(),
+            created_by: "alice".into(),
+            created_at: 1,
+        })],
     )
     .await;
 
     let mut expected = s.clone();
     expected.last_seen_at = 5_000;
     let snap = load(&store).await;
-    assert_eq!(snap.sessions, vec![expected.clone()], "later changes applied in the order queued");
-    assert!(snap.unread.is_empty(), "the failing background job left nothing");
+    assert_eq!(
+        snap.sessions,
+        vec![expected.clone()],
+        "later changes applied in the order queued"
+    );
+    assert!(
+        snap.unread.is_empty(),
+        "the failing background job left nothing"
+    );
 
     let store = reopen(store, &path);
     let snap = load(&store).await;
@@ -579,22 +890,40 @@ async fn touch_session_never_moves_backwards() {
     let mut s = session("alice", 1_000);
     s.last_seen_at = 2_000;
     apply(&store, vec![Change::PutSession(s.clone())]).await;
-    let touch = |at| Change::TouchSession { id: "alice".into(), last_seen_at: at };
+    let touch = |at| Change::TouchSession {
+        id: "alice".into(),
+        last_seen_at: at,
+    };
     let seen = |snap: Snapshot| snap.sessions[0].last_seen_at;
 
     apply(&store, vec![touch(1_500)]).await;
     assert_eq!(seen(load(&store).await), 2_000, "older touch ignored");
     apply(&store, vec![touch(3_000), touch(2_500)]).await;
-    assert_eq!(seen(load(&store).await), 3_000, "newest wins within a batch too");
+    assert_eq!(
+        seen(load(&store).await),
+        3_000,
+        "newest wins within a batch too"
+    );
     store.apply_later(vec![touch(2_000)]);
     apply(&store, vec![touch(3_000)]).await;
     assert_eq!(seen(load(&store).await), 3_000);
     apply(&store, vec![touch(4_000)]).await;
     assert_eq!(seen(load(&store).await), 4_000);
 
-    apply(&store, vec![Change::TouchSession { id: "nobody".into(), last_seen_at: 9_000 }]).await;
+    apply(
+        &store,
+        vec![Change::TouchSession {
+            id: "nobody".into(),
+            last_seen_at: 9_000,
+        }],
+    )
+    .await;
     let snap = load(&store).await;
-    assert_eq!(snap.sessions.len(), 1, "touching an unknown session creates nothing");
+    assert_eq!(
+        snap.sessions.len(),
+        1,
+        "touching an unknown session creates nothing"
+    );
     s.last_seen_at = 4_000;
     assert_eq!(snap.sessions, vec![s], "only last_seen_at changed");
 }
@@ -610,7 +939,11 @@ async fn prune_deletes_old_history_and_gone_sessions() {
     let mut edge = session("edge", 30);
     edge.left_at = Some(250); // exactly at the cutoff: kept
     let here = session("here", 40);
-    let join = |s: &str, at| Membership { room: "dev".into(), session_id: s.into(), joined_at: at };
+    let join = |s: &str, at| Membership {
+        room: "dev".into(),
+        session_id: s.into(),
+        joined_at: at,
+    };
     apply(
         &store,
         vec![
@@ -618,7 +951,11 @@ async fn prune_deletes_old_history_and_gone_sessions() {
             Change::PutSession(recent.clone()),
             Change::PutSession(edge.clone()),
             Change::PutSession(here.clone()),
-            Change::PutRoom(Room { name: "dev".into(), created_by: "gone".into(), created_at: 5 }),
+            Change::PutRoom(Room {
+                name: "dev".into(),
+                created_by: "gone".into(),
+                created_at: 5,
+            }),
             Change::JoinRoom(join("gone", 50)),
             Change::JoinRoom(join("recent", 51)),
             Change::JoinRoom(join("here", 52)),
@@ -633,13 +970,23 @@ async fn prune_deletes_old_history_and_gone_sessions() {
     apply(&store, vec![advance(2, "here", DeliveryState::Acked, 210)]).await;
 
     let report = store.prune(250).await.expect("prune");
-    assert_eq!(report, PruneReport { messages: 2, deliveries: 3, sessions: 1 });
+    assert_eq!(
+        report,
+        PruneReport {
+            messages: 2,
+            deliveries: 3,
+            sessions: 1
+        }
+    );
 
     assert_eq!(store.message(&mid(1)).await.unwrap(), None);
     assert_eq!(store.message(&mid(2)).await.unwrap(), None);
     assert!(store.message(&mid(3)).await.unwrap().is_some());
     assert!(store.message(&mid(4)).await.unwrap().is_some());
-    assert_eq!(ids_states(&inbox(&store, query("here", true, 100)).await).len(), 2);
+    assert_eq!(
+        ids_states(&inbox(&store, query("here", true, 100)).await).len(),
+        2
+    );
     assert!(inbox(&store, query("recent", true, 100)).await.is_empty());
 
     let store = reopen(store, &path);
@@ -648,17 +995,31 @@ async fn prune_deletes_old_history_and_gone_sessions() {
     assert_eq!(ids, vec!["recent", "edge", "here"]);
     assert_eq!(snap.memberships, vec![join("recent", 51), join("here", 52)]);
     assert_eq!(snap.rooms.len(), 1, "rooms are not pruned");
-    let unread: Vec<(String, String)> =
-        snap.unread.iter().map(|(m, d)| (m.id.clone(), d.recipient.clone())).collect();
+    let unread: Vec<(String, String)> = snap
+        .unread
+        .iter()
+        .map(|(m, d)| (m.id.clone(), d.recipient.clone()))
+        .collect();
     assert_eq!(
         unread,
-        vec![(mid(3), "here".into()), (mid(4), "gone".into()), (mid(4), "here".into())],
+        vec![
+            (mid(3), "here".into()),
+            (mid(4), "gone".into()),
+            (mid(4), "here".into())
+        ],
         "a forgotten session's newer mail waits until its message is pruned"
     );
 
     // Pruning again finds nothing; pruning everything empties history.
     assert_eq!(store.prune(250).await.unwrap(), PruneReport::default());
-    assert_eq!(store.prune(10_000).await.unwrap(), PruneReport { messages: 2, deliveries: 3, sessions: 2 });
+    assert_eq!(
+        store.prune(10_000).await.unwrap(),
+        PruneReport {
+            messages: 2,
+            deliveries: 3,
+            sessions: 2
+        }
+    );
     let snap = load(&store).await;
     assert!(snap.unread.is_empty());
     assert_eq!(snap.sessions, vec![here]);
@@ -680,14 +1041,21 @@ async fn newer_schema_is_refused() {
             assert!(matches!(e, StoreError::Corrupt(_)), "{e:?}");
             let text = e.to_string();
             assert!(text.contains("999"), "names the found version: {text}");
-            assert!(text.contains("newer") && text.contains("upgrade"), "says what to do: {text}");
+            assert!(
+                text.contains("newer") && text.contains("upgrade"),
+                "says what to do: {text}"
+            );
         }
     }
     // Refusal changes nothing: the version and data are as they were.
     let conn = rusqlite::Connection::open(&path).unwrap();
-    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
     assert_eq!(version, 999);
-    let sessions: i64 = conn.query_row("SELECT count(*) FROM sessions", [], |r| r.get(0)).unwrap();
+    let sessions: i64 = conn
+        .query_row("SELECT count(*) FROM sessions", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(sessions, 1);
 }
 
@@ -713,9 +1081,18 @@ async fn message_by_id() {
     apply(
         &store,
         vec![
-            Change::PutMessage { message: to_room.clone(), deliveries: vec![] },
-            Change::PutMessage { message: to_op.clone(), deliveries: vec![] },
-            Change::PutMessage { message: to_session.clone(), deliveries: vec![] },
+            Change::PutMessage {
+                message: to_room.clone(),
+                deliveries: vec![],
+            },
+            Change::PutMessage {
+                message: to_op.clone(),
+                deliveries: vec![],
+            },
+            Change::PutMessage {
+                message: to_session.clone(),
+                deliveries: vec![],
+            },
         ],
     )
     .await;
@@ -731,8 +1108,15 @@ async fn message_by_id() {
 async fn load_is_a_consistent_snapshot_under_writes() {
     let (_dir, _path, store) = fresh();
     let store = Arc::new(store);
-    apply(&store, vec![Change::PutRoom(Room { name: "dev".into(), created_by: "x".into(), created_at: 0 })])
-        .await;
+    apply(
+        &store,
+        vec![Change::PutRoom(Room {
+            name: "dev".into(),
+            created_by: "x".into(),
+            created_at: 0,
+        })],
+    )
+    .await;
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = {
         let (store, stop) = (store.clone(), stop.clone());
@@ -751,7 +1135,10 @@ async fn load_is_a_consistent_snapshot_under_writes() {
                     ])
                     .await
                     .unwrap();
-                store.apply(vec![Change::ForgetSession { id }]).await.unwrap();
+                store
+                    .apply(vec![Change::ForgetSession { id }])
+                    .await
+                    .unwrap();
                 n += 1;
             }
         })
@@ -760,7 +1147,10 @@ async fn load_is_a_consistent_snapshot_under_writes() {
         let snap = load(&store).await;
         let sessions: HashSet<&str> = snap.sessions.iter().map(|s| s.id.as_str()).collect();
         for m in &snap.memberships {
-            assert!(sessions.contains(m.session_id.as_str()), "torn snapshot: {m:?} without its session");
+            assert!(
+                sessions.contains(m.session_id.as_str()),
+                "torn snapshot: {m:?} without its session"
+            );
         }
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -796,14 +1186,31 @@ async fn reservations_round_trip_and_delete() {
             ])
             .await
             .unwrap();
-        store.apply(vec![Change::DeleteReservation { id: "b".into() }]).await.unwrap();
+        store
+            .apply(vec![Change::DeleteReservation { id: "b".into() }])
+            .await
+            .unwrap();
     }
     let store = SqliteStore::open(&path).unwrap();
     let loaded = store.load().await.unwrap().reservations;
-    assert_eq!(loaded.iter().map(|r| (r.id.as_str(), r.expires_at)).collect::<Vec<_>>(), [("a", 200), ("c", 100)]);
-    store.apply(vec![Change::DeleteReservationsOf { session_id: "s1".into() }]).await.unwrap();
+    assert_eq!(
+        loaded
+            .iter()
+            .map(|r| (r.id.as_str(), r.expires_at))
+            .collect::<Vec<_>>(),
+        [("a", 200), ("c", 100)]
+    );
+    store
+        .apply(vec![Change::DeleteReservationsOf {
+            session_id: "s1".into(),
+        }])
+        .await
+        .unwrap();
     let loaded = store.load().await.unwrap().reservations;
-    assert_eq!(loaded.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["c"]);
+    assert_eq!(
+        loaded.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        ["c"]
+    );
 }
 
 // Proves a thread is found from any of its messages (root and all replies),
@@ -822,7 +1229,12 @@ async fn thread_from_any_message_as_the_reader_sees_it() {
             body: id.into(),
             sent_at: 1,
         },
-        deliveries: vec![Delivery { message_id: id.into(), recipient: to.into(), state: DeliveryState::Queued, updated_at: 1 }],
+        deliveries: vec![Delivery {
+            message_id: id.into(),
+            recipient: to.into(),
+            state: DeliveryState::Queued,
+            updated_at: 1,
+        }],
     };
     store
         .apply(vec![
@@ -835,8 +1247,14 @@ async fn thread_from_any_message_as_the_reader_sees_it() {
         .await
         .unwrap();
     let ids = |v: Vec<Message>| v.into_iter().map(|m| m.id).collect::<Vec<_>>();
-    assert_eq!(ids(store.thread("01C", "bob").await.unwrap()), ["01A", "01B", "01C"]);
-    assert_eq!(ids(store.thread("01A", "alice").await.unwrap()), ["01A", "01B", "01C", "01D"]);
+    assert_eq!(
+        ids(store.thread("01C", "bob").await.unwrap()),
+        ["01A", "01B", "01C"]
+    );
+    assert_eq!(
+        ids(store.thread("01A", "alice").await.unwrap()),
+        ["01A", "01B", "01C", "01D"]
+    );
     assert_eq!(ids(store.thread("01D", "carol").await.unwrap()), ["01D"]);
     assert!(store.thread("nope", "bob").await.unwrap().is_empty());
 }

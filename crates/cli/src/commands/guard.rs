@@ -37,11 +37,17 @@ fn git(dir: &Path, args: &[&str]) -> Result<String, ClientError> {
 fn hook_path(repo: &Path) -> Result<PathBuf, ClientError> {
     let hooks = git(repo, &["rev-parse", "--git-path", "hooks"])?;
     let hooks = PathBuf::from(hooks.trim());
-    Ok(if hooks.is_absolute() { hooks } else { repo.join(hooks) }.join("pre-commit"))
+    Ok(if hooks.is_absolute() {
+        hooks
+    } else {
+        repo.join(hooks)
+    }
+    .join("pre-commit"))
 }
 
 fn script() -> Result<String, ClientError> {
-    let exe = std::env::current_exe().map_err(|e| ClientError::local(format!("cannot find the muster binary: {e}")))?;
+    let exe = std::env::current_exe()
+        .map_err(|e| ClientError::local(format!("cannot find the muster binary: {e}")))?;
     let exe = exe.display().to_string().replace('\'', "'\\''");
     Ok(format!(
         "#!/bin/sh\n{MARK} refuses commits touching files another agent session holds exclusively.\n\
@@ -75,12 +81,15 @@ fn install(ctx: &Context, repo: &Path) -> Result<i32, ClientError> {
         Err(_) => {}
     }
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| ClientError::local(format!("cannot create {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| ClientError::local(format!("cannot create {}: {e}", dir.display())))?;
     }
-    std::fs::write(&path, script).map_err(|e| ClientError::local(format!("cannot write {}: {e}", path.display())))?;
+    std::fs::write(&path, script)
+        .map_err(|e| ClientError::local(format!("cannot write {}: {e}", path.display())))?;
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
-        .map_err(|e| ClientError::local(format!("cannot make {} executable: {e}", path.display())))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).map_err(|e| {
+        ClientError::local(format!("cannot make {} executable: {e}", path.display()))
+    })?;
     say(ctx, &path, "installed");
     Ok(0)
 }
@@ -89,10 +98,17 @@ fn uninstall(ctx: &Context, repo: &Path) -> Result<i32, ClientError> {
     let path = hook_path(repo)?;
     match std::fs::read_to_string(&path) {
         Ok(existing) if existing.contains(MARK) => {
-            std::fs::remove_file(&path).map_err(|e| ClientError::local(format!("cannot remove {}: {e}", path.display())))?;
+            std::fs::remove_file(&path).map_err(|e| {
+                ClientError::local(format!("cannot remove {}: {e}", path.display()))
+            })?;
             say(ctx, &path, "removed");
         }
-        Ok(_) => return Err(ClientError::local(format!("{} is not muster's; left alone", path.display()))),
+        Ok(_) => {
+            return Err(ClientError::local(format!(
+                "{} is not muster's; left alone",
+                path.display()
+            )))
+        }
         Err(_) => say(ctx, &path, "not installed"),
     }
     Ok(0)
@@ -111,13 +127,23 @@ async fn check(ctx: &Context) -> Result<i32, ClientError> {
     let here = std::env::current_dir().map_err(|e| ClientError::local(e.to_string()))?;
     let top = PathBuf::from(git(&here, &["rev-parse", "--show-toplevel"])?.trim());
     let staged = git(&here, &["diff", "--cached", "--name-only", "-z"])?;
-    let paths: Vec<String> =
-        staged.split('\0').filter(|p| !p.is_empty()).map(|p| top.join(p).display().to_string()).collect();
+    let paths: Vec<String> = staged
+        .split('\0')
+        .filter(|p| !p.is_empty())
+        .map(|p| top.join(p).display().to_string())
+        .collect();
     if paths.is_empty() {
         return Ok(0);
     }
-    let request = CheckRequest { as_: Some(ctx.acting_as(None)), paths };
-    let value = match ctx.client()?.post("/api/v1/reservations/check", &request).await {
+    let request = CheckRequest {
+        as_: Some(ctx.acting_as(None)),
+        paths,
+    };
+    let value = match ctx
+        .client()?
+        .post("/api/v1/reservations/check", &request)
+        .await
+    {
         Ok(v) => v,
         Err(ClientError::Unreachable { url, reason }) => {
             eprintln!("muster guard: daemon unreachable at {url} ({reason}); commit not checked");
@@ -132,7 +158,11 @@ async fn check(ctx: &Context) -> Result<i32, ClientError> {
     eprintln!("muster guard: commit refused; files in it are held by other agent sessions:");
     for r in &held.reservations {
         let res = &r.reservation;
-        let reason = if res.reason.is_empty() { String::new() } else { format!(": {}", clean(&res.reason, false)) };
+        let reason = if res.reason.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", clean(&res.reason, false))
+        };
         eprintln!(
             "  {} held by {} ({}) until {}{reason}",
             clean(&res.pattern, false),

@@ -4,11 +4,11 @@
 pub mod doctor;
 pub mod guard;
 pub mod inbox;
+pub mod reserve;
 pub mod rooms;
 pub mod roster;
 pub mod send;
 pub mod serve;
-pub mod reserve;
 pub mod status;
 pub mod tail;
 pub mod top;
@@ -39,8 +39,8 @@ pub async fn dispatch(command: Command, ctx: &Context) -> Result<i32, ClientErro
         | Command::Hook(_)
         | Command::Mcp
         | Command::Install(_)
-        | Command::Run(_) => {
-            Err(ClientError::local("serve, hook and mcp are not client commands"))
-        }
+        | Command::Run(_) => Err(ClientError::local(
+            "serve, hook and mcp are not client commands",
+        )),
     }
 }

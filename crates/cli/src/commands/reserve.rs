@@ -18,7 +18,11 @@ fn absolute(paths: &[String]) -> Vec<String> {
         .map(|p| match (&cwd, p.starts_with('/')) {
             (Some(cwd), false) => {
                 let joined = format!("{}/{p}", cwd.display());
-                if p.ends_with('/') && !joined.ends_with('/') { format!("{joined}/") } else { joined }
+                if p.ends_with('/') && !joined.ends_with('/') {
+                    format!("{joined}/")
+                } else {
+                    joined
+                }
             }
             _ => p.clone(),
         })
@@ -40,7 +44,11 @@ pub async fn run_reserve(ctx: &Context, args: ReserveArgs) -> Result<i32, Client
     }
     let granted: Reservations = decode(value, "reservations")?;
     for r in &granted.reservations {
-        let kind = if r.reservation.exclusive { "exclusively" } else { "shared" };
+        let kind = if r.reservation.exclusive {
+            "exclusively"
+        } else {
+            "shared"
+        };
         output::emit_line(&format!(
             "reserved {} {kind} until {}",
             clean(&r.reservation.pattern, false),
@@ -51,8 +59,14 @@ pub async fn run_reserve(ctx: &Context, args: ReserveArgs) -> Result<i32, Client
 }
 
 pub async fn run_release(ctx: &Context, args: ReleaseArgs) -> Result<i32, ClientError> {
-    let request = ReleaseRequest { as_: Some(ctx.acting_as(args.as_.as_deref())), paths: absolute(&args.paths) };
-    let value = ctx.client()?.post("/api/v1/reservations/release", &request).await?;
+    let request = ReleaseRequest {
+        as_: Some(ctx.acting_as(args.as_.as_deref())),
+        paths: absolute(&args.paths),
+    };
+    let value = ctx
+        .client()?
+        .post("/api/v1/reservations/release", &request)
+        .await?;
     if ctx.json {
         output::print_json(&value);
         return Ok(0);
@@ -78,7 +92,10 @@ pub async fn run_list(ctx: &Context) -> Result<i32, ClientError> {
 }
 
 fn now() -> Millis {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as Millis).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as Millis)
+        .unwrap_or(0)
 }
 
 /// `4m05s` left on a reservation (never negative).
@@ -96,7 +113,11 @@ pub fn render(list: &Reservations, now: Millis) -> String {
         let res = &r.reservation;
         table.row(vec![
             truncate(&clean(&res.pattern, false), 50),
-            format!("{} ({})", clean(&r.nickname, false), short_id(&res.session_id)),
+            format!(
+                "{} ({})",
+                clean(&r.nickname, false),
+                short_id(&res.session_id)
+            ),
             if res.exclusive { "exclusive" } else { "shared" }.to_string(),
             format!("in {}", time_left(res.expires_at, now)),
             truncate(&clean(&res.reason, false), 40),
@@ -116,7 +137,11 @@ pub async fn run_thread(ctx: &Context, args: ThreadArgs) -> Result<i32, ClientEr
     }
     let thread: Thread = decode(value, "thread")?;
     for m in &thread.messages {
-        let reply = m.reply_to.as_deref().map(|r| format!(" (reply to {r})")).unwrap_or_default();
+        let reply = m
+            .reply_to
+            .as_deref()
+            .map(|r| format!(" (reply to {r})"))
+            .unwrap_or_default();
         output::emit_line(&format!(
             "{} {} from {}{reply}\n  {}",
             m.id,
@@ -163,10 +188,33 @@ mod tests {
             created_at: 0,
             expires_at: 125_000,
         };
-        let text = render(&Reservations { reservations: vec![ReservationView { reservation: r, nickname: "calm-heron".into() }] }, 0);
-        for part in ["src/**", "calm-heron (1a2b3c4d)", "exclusive", "in 2m05s", "refactor", "/repo"] {
+        let text = render(
+            &Reservations {
+                reservations: vec![ReservationView {
+                    reservation: r,
+                    nickname: "calm-heron".into(),
+                }],
+            },
+            0,
+        );
+        for part in [
+            "src/**",
+            "calm-heron (1a2b3c4d)",
+            "exclusive",
+            "in 2m05s",
+            "refactor",
+            "/repo",
+        ] {
             assert!(text.contains(part), "{part} missing in {text}");
         }
-        assert_eq!(render(&Reservations { reservations: vec![] }, 0), "no reservations\n");
+        assert_eq!(
+            render(
+                &Reservations {
+                    reservations: vec![]
+                },
+                0
+            ),
+            "no reservations\n"
+        );
     }
 }

@@ -67,10 +67,11 @@ pub async fn run(ctx: &Context, args: &TopArgs) -> Result<i32, ClientError> {
     let streaming = ctx.streaming_client()?;
     let interval = args.interval.max(Duration::from_millis(100));
 
-    let guard = TerminalGuard::enter().map_err(|e| ClientError::local(format!("cannot set up the terminal: {e}")))?;
+    let guard = TerminalGuard::enter()
+        .map_err(|e| ClientError::local(format!("cannot set up the terminal: {e}")))?;
     let backend = ratatui::backend::CrosstermBackend::new(std::io::stdout());
-    let mut term =
-        ratatui::Terminal::new(backend).map_err(|e| ClientError::local(format!("cannot set up the terminal: {e}")))?;
+    let mut term = ratatui::Terminal::new(backend)
+        .map_err(|e| ClientError::local(format!("cannot set up the terminal: {e}")))?;
 
     let stop = Arc::new(AtomicBool::new(false));
     let (key_tx, mut keys) = mpsc::unbounded_channel();
@@ -151,7 +152,11 @@ fn settle(view: &mut View, stream_up: bool, fetched: Result<Snapshot, ClientErro
             view.status = Some(snapshot.status);
             view.sessions = snapshot.sessions;
             view.reservations = snapshot.reservations;
-            view.problem = if stream_up { None } else { Some(UNREACHABLE.to_string()) };
+            view.problem = if stream_up {
+                None
+            } else {
+                Some(UNREACHABLE.to_string())
+            };
         }
         Err(ClientError::Unreachable { .. }) => view.problem = Some(UNREACHABLE.to_string()),
         Err(e) => view.problem = Some(clean(&e.to_string(), false)),
@@ -167,7 +172,10 @@ struct Snapshot {
 async fn fetch(client: &Client) -> Result<Snapshot, ClientError> {
     let status: Status = decode(client.get("/api/v1/status", &[]).await?, "status")?;
     let roster: Roster = decode(client.get("/api/v1/roster", &[]).await?, "roster")?;
-    let list: Reservations = decode(client.get("/api/v1/reservations", &[]).await?, "reservations")?;
+    let list: Reservations = decode(
+        client.get("/api/v1/reservations", &[]).await?,
+        "reservations",
+    )?;
     Ok(Snapshot {
         status,
         sessions: roster.sessions,
@@ -253,7 +261,11 @@ impl TerminalGuard {
         }));
         terminal::enable_raw_mode()?;
         let guard = TerminalGuard;
-        execute!(std::io::stdout(), terminal::EnterAlternateScreen, cursor::Hide)?;
+        execute!(
+            std::io::stdout(),
+            terminal::EnterAlternateScreen,
+            cursor::Hide
+        )?;
         Ok(guard)
     }
 }
@@ -266,7 +278,11 @@ impl Drop for TerminalGuard {
 
 fn restore_terminal() {
     let _ = terminal::disable_raw_mode();
-    let _ = execute!(std::io::stdout(), terminal::LeaveAlternateScreen, cursor::Show);
+    let _ = execute!(
+        std::io::stdout(),
+        terminal::LeaveAlternateScreen,
+        cursor::Show
+    );
 }
 
 /// The whole screen: header, roster, reservations, event log.
@@ -280,9 +296,15 @@ pub fn draw(frame: &mut Frame, view: &View) {
         Constraint::Min(3),
     ])
     .areas(frame.area());
-    frame.render_widget(header(view.status.as_ref(), &view.url, view.problem.as_deref()), top);
+    frame.render_widget(
+        header(view.status.as_ref(), &view.url, view.problem.as_deref()),
+        top,
+    );
     frame.render_widget(roster_table(&view.sessions, view.now), sessions);
-    frame.render_widget(reservations_table(&view.reservations, view.now), reservations);
+    frame.render_widget(
+        reservations_table(&view.reservations, view.now),
+        reservations,
+    );
     frame.render_widget(event_log(&view.events, log), log);
 }
 
@@ -310,7 +332,10 @@ pub fn header(status: Option<&Status>, url: &str, problem: Option<&str>) -> Para
         None if status.is_none() => spans.push(Span::raw("  connecting…")),
         None => {}
     }
-    spans.push(Span::styled("  (q to quit)", Style::default().fg(Color::DarkGray)));
+    spans.push(Span::styled(
+        "  (q to quit)",
+        Style::default().fg(Color::DarkGray),
+    ));
     Paragraph::new(Line::from(spans))
 }
 
@@ -327,7 +352,8 @@ fn panel(title: String) -> Block<'static> {
 }
 
 fn header_row(cells: &[&'static str]) -> Row<'static> {
-    Row::new(cells.iter().map(|c| Cell::from(*c))).style(Style::default().add_modifier(Modifier::BOLD))
+    Row::new(cells.iter().map(|c| Cell::from(*c)))
+        .style(Style::default().add_modifier(Modifier::BOLD))
 }
 
 /// The roster panel: one row per session on the roster.
@@ -385,7 +411,11 @@ pub fn reservations_table(list: &[ReservationView], now: Millis) -> Table<'stati
             let res = &r.reservation;
             Row::new(vec![
                 truncate(&clean(&res.pattern, false), 80),
-                format!("{} ({})", clean(&r.nickname, false), short_id(&res.session_id)),
+                format!(
+                    "{} ({})",
+                    clean(&r.nickname, false),
+                    short_id(&res.session_id)
+                ),
                 if res.exclusive { "exclusive" } else { "shared" }.to_string(),
                 reserve::time_left(res.expires_at, now),
             ])
@@ -412,7 +442,11 @@ pub fn reservations_table(list: &[ReservationView], now: Millis) -> Table<'stati
 pub fn event_log(events: &VecDeque<String>, area: Rect) -> Paragraph<'static> {
     let fits = area.height.saturating_sub(2) as usize;
     let skip = events.len().saturating_sub(fits);
-    let lines: Vec<Line> = events.iter().skip(skip).map(|l| Line::from(l.clone())).collect();
+    let lines: Vec<Line> = events
+        .iter()
+        .skip(skip)
+        .map(|l| Line::from(l.clone()))
+        .collect();
     Paragraph::new(lines).block(panel(" events ".to_string()))
 }
 
@@ -506,7 +540,10 @@ mod tests {
         s.status = "\x1b]0;pwned\x07".into();
         let screen = screen(140, 5, roster_table(&[s], 0));
         assert!(!screen.concat().contains('\x1b'));
-        assert!(has(&self::screen(140, 4, roster_table(&[], 0)), "nobody on the roster"));
+        assert!(has(
+            &self::screen(140, 4, roster_table(&[], 0)),
+            "nobody on the roster"
+        ));
     }
 
     #[test]
@@ -551,13 +588,20 @@ mod tests {
         let screen = screen(80, 5, event_log(&events, area));
         assert!(has(&screen, "01:02:03Z sweep"), "{screen:#?}");
         assert!(has(&screen, "old line 9") && has(&screen, "old line 8"));
-        assert!(!has(&screen, "old line 7"), "only three lines fit: {screen:#?}");
+        assert!(
+            !has(&screen, "old line 7"),
+            "only three lines fit: {screen:#?}"
+        );
     }
 
     #[test]
     fn header_shows_counts_or_the_problem() {
         // Proves the header names url, version, live/known sessions and unread deliveries, and says when the daemon is gone.
-        let screen = screen(140, 1, header(Some(&status()), "http://127.0.0.1:7420", None));
+        let screen = screen(
+            140,
+            1,
+            header(Some(&status()), "http://127.0.0.1:7420", None),
+        );
         for part in [
             "http://127.0.0.1:7420",
             "v0.1.0",
@@ -566,7 +610,11 @@ mod tests {
         ] {
             assert!(has(&screen, part), "{part} missing in {screen:#?}");
         }
-        let screen = self::screen(140, 1, header(Some(&status()), "http://x", Some(UNREACHABLE)));
+        let screen = self::screen(
+            140,
+            1,
+            header(Some(&status()), "http://x", Some(UNREACHABLE)),
+        );
         assert!(has(&screen, "daemon unreachable, retrying…"), "{screen:#?}");
     }
 

@@ -41,7 +41,10 @@ pub fn layout(scope: &Scope, muster: &Muster) -> Layout {
                 path: path(&["enabledMcpjsonServers"]),
                 item: "muster".into(),
             });
-            (dir.join(".mcp.json"), dir.join(".claude").join("settings.json"))
+            (
+                dir.join(".mcp.json"),
+                dir.join(".claude").join("settings.json"),
+            )
         }
         Scope::User(dirs) => (dirs.claude_json(), dirs.claude_dir().join("settings.json")),
     };

@@ -20,8 +20,18 @@ use super::{files, Layout, Muster, Scope, Target};
 /// Codex's hook events, the muster hook each runs, its matcher, and Codex's
 /// name for the event in hook trust keys.
 const HOOKS: [(&str, &str, Option<&str>, &str); 5] = [
-    ("SessionStart", "session-start", Some("startup|resume"), "session_start"),
-    ("UserPromptSubmit", "prompt-submit", None, "user_prompt_submit"),
+    (
+        "SessionStart",
+        "session-start",
+        Some("startup|resume"),
+        "session_start",
+    ),
+    (
+        "UserPromptSubmit",
+        "prompt-submit",
+        None,
+        "user_prompt_submit",
+    ),
     ("PreToolUse", "pre-tool-use", None, "pre_tool_use"),
     ("PostToolUse", "post-tool-use", None, "post_tool_use"),
     ("Stop", "stop", None, "stop"),
@@ -32,7 +42,12 @@ const HOOK_TIMEOUT: u64 = 5;
 
 /// Variables Codex passes to muster's MCP server: Codex starts servers with a
 /// scrubbed environment, and the shim needs these to find the daemon.
-const SERVER_ENV_VARS: [&str; 4] = ["MUSTER_URL", "MUSTER_TOKEN", "MUSTER_OPERATOR", "XDG_CONFIG_HOME"];
+const SERVER_ENV_VARS: [&str; 4] = [
+    "MUSTER_URL",
+    "MUSTER_TOKEN",
+    "MUSTER_OPERATOR",
+    "XDG_CONFIG_HOME",
+];
 
 pub fn layout(scope: &Scope, muster: &Muster) -> Layout {
     let (dir, user_home) = match scope {
@@ -141,7 +156,11 @@ marked trusted: Codex skips them until you trust them when it asks, or run `code
 
 /// `$CODEX_HOME`, else `~/.codex`, for a project install's trust entries.
 fn user_codex_home() -> Option<PathBuf> {
-    let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let var = |name: &str| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
     var("CODEX_HOME")
         .filter(|p| p.is_absolute())
         .or_else(|| var("HOME").map(|home| home.join(".codex")))
@@ -195,13 +214,17 @@ fn trust_edits(hooks_path: &Path, hooks: &[JsonEdit], muster: &Muster) -> Vec<To
 
 /// (group, handler) indices of the hook running `command` in an event's groups.
 fn position(groups: &Value, command: &str) -> Option<(usize, usize)> {
-    groups.as_array()?.iter().enumerate().find_map(|(g, group)| {
-        let hooks = group["hooks"].as_array()?;
-        let h = hooks
-            .iter()
-            .position(|hook| hook["command"].as_str() == Some(command))?;
-        Some((g, h))
-    })
+    groups
+        .as_array()?
+        .iter()
+        .enumerate()
+        .find_map(|(g, group)| {
+            let hooks = group["hooks"].as_array()?;
+            let h = hooks
+                .iter()
+                .position(|hook| hook["command"].as_str() == Some(command))?;
+            Some((g, h))
+        })
 }
 
 /// The hash Codex trusts a command hook by: SHA-256 of its normalized identity
@@ -215,7 +238,10 @@ fn trusted_hash(label: &str, matcher: Option<&str>, command: &str, timeout: u64)
     if let Some(m) = matcher {
         identity["matcher"] = json!(m);
     }
-    format!("sha256:{}", files::sha256(sorted_json(&identity).as_bytes()))
+    format!(
+        "sha256:{}",
+        files::sha256(sorted_json(&identity).as_bytes())
+    )
 }
 
 /// Compact JSON with object keys in byte order (serde_json here keeps insertion order).
@@ -230,7 +256,10 @@ fn sorted_json(value: &Value) -> String {
                 .collect();
             format!("{{{}}}", fields.join(","))
         }
-        Value::Array(items) => format!("[{}]", items.iter().map(sorted_json).collect::<Vec<_>>().join(",")),
+        Value::Array(items) => format!(
+            "[{}]",
+            items.iter().map(sorted_json).collect::<Vec<_>>().join(",")
+        ),
         other => other.to_string(),
     }
 }
@@ -274,7 +303,12 @@ mod tests {
             "sha256:f46c2950573307476ac33b6d66f486412b052a5fd601bd03a6b97fd782d4aaa8"
         );
         assert_eq!(
-            trusted_hash("pre_tool_use", None, &muster.hook_command("pre-tool-use", "codex"), 5),
+            trusted_hash(
+                "pre_tool_use",
+                None,
+                &muster.hook_command("pre-tool-use", "codex"),
+                5
+            ),
             "sha256:2b653c8890621a0ec839f2573d1e92f95e2c1f484c9cd3a58803a5107a00110d"
         );
         assert_eq!(

@@ -10,7 +10,11 @@ use super::toml_merge::{self, TomlEdit};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EditError {
     /// Not valid JSON/TOML, at a 1-based line and column.
-    Syntax { line: usize, column: usize, reason: String },
+    Syntax {
+        line: usize,
+        column: usize,
+        reason: String,
+    },
     /// Valid, but muster's keys hold something muster cannot edit safely.
     Shape(String),
 }
@@ -18,7 +22,11 @@ pub enum EditError {
 impl std::fmt::Display for EditError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            EditError::Syntax { line, column, reason } => write!(f, "line {line}, column {column}: {reason}"),
+            EditError::Syntax {
+                line,
+                column,
+                reason,
+            } => write!(f, "line {line}, column {column}: {reason}"),
             EditError::Shape(why) => write!(f, "{why}"),
         }
     }
@@ -83,7 +91,12 @@ impl FileEdits {
 
     /// The file's text with muster's entries taken out, or None if nothing of the file
     /// should remain (muster's own file, or an emptied file that install created).
-    pub fn uninstall(&self, current: &str, undo: &[Undo], created: bool) -> Result<Option<String>, EditError> {
+    pub fn uninstall(
+        &self,
+        current: &str,
+        undo: &[Undo],
+        created: bool,
+    ) -> Result<Option<String>, EditError> {
         let text = match self {
             FileEdits::Json(edits) => {
                 let mut doc = JsonDoc::parse(current)?;

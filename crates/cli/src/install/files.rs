@@ -17,7 +17,10 @@ pub fn read(path: &Path) -> std::io::Result<Option<Vec<u8>>> {
 
 /// SHA-256 of `bytes`, as lowercase hex.
 pub fn sha256(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
@@ -113,7 +116,10 @@ pub fn diff(path: &Path, old: Option<&str>, new: Option<&str>) -> String {
     let (old_name, new_name) = match (old, new) {
         (None, _) => ("/dev/null".to_string(), format!("b{}", prefixed(&shown))),
         (_, None) => (format!("a{}", prefixed(&shown)), "/dev/null".to_string()),
-        _ => (format!("a{}", prefixed(&shown)), format!("b{}", prefixed(&shown))),
+        _ => (
+            format!("a{}", prefixed(&shown)),
+            format!("b{}", prefixed(&shown)),
+        ),
     };
     similar::TextDiff::from_lines(old.unwrap_or(""), new.unwrap_or(""))
         .unified_diff()

@@ -63,7 +63,9 @@ in one you have not trusted)"
         );
     }
     if let Scope::Project(project) = scope {
-        notes.push("Gemini CLI warns once before running a project's hooks; that is expected".to_string());
+        notes.push(
+            "Gemini CLI warns once before running a project's hooks; that is expected".to_string(),
+        );
         match trusted_folders_path() {
             None => notes.push(format!(
                 "cannot tell where Gemini CLI keeps trusted folders (set HOME): trust {} in Gemini CLI when it \
@@ -104,7 +106,11 @@ trust it in Gemini CLI (/permissions) to use muster there",
 
 /// `$GEMINI_CLI_TRUSTED_FOLDERS_PATH`, else `~/.gemini/trustedFolders.json`, as Gemini CLI finds it.
 fn trusted_folders_path() -> Option<PathBuf> {
-    let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let var = |name: &str| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
     var("GEMINI_CLI_TRUSTED_FOLDERS_PATH")
         .or_else(|| var("HOME").map(|home| home.join(".gemini").join("trustedFolders.json")))
 }

@@ -40,7 +40,9 @@ impl JsonDoc {
             reason: strip_position(&e.to_string()),
         })?;
         let Value::Object(root) = value else {
-            return Err(EditError::Shape("its top level is not a JSON object".into()));
+            return Err(EditError::Shape(
+                "its top level is not a JSON object".into(),
+            ));
         };
         Ok(JsonDoc {
             root,
@@ -84,7 +86,11 @@ fn strip_position(reason: &str) -> String {
 fn detect_indent(text: &str) -> String {
     text.lines()
         .skip(1)
-        .map(|line| line.chars().take_while(|c| *c == ' ' || *c == '\t').collect::<String>())
+        .map(|line| {
+            line.chars()
+                .take_while(|c| *c == ' ' || *c == '\t')
+                .collect::<String>()
+        })
         .find(|lead| !lead.is_empty())
         .unwrap_or_else(|| "  ".into())
 }
@@ -164,7 +170,9 @@ pub fn install(doc: &mut JsonDoc, edits: &[JsonEdit]) -> Result<Vec<Undo>, EditE
     for edit in edits {
         match edit {
             JsonEdit::Entry { path, value } => {
-                let (key, parent) = path.split_last().ok_or_else(|| EditError::Shape("empty path".into()))?;
+                let (key, parent) = path
+                    .split_last()
+                    .ok_or_else(|| EditError::Shape("empty path".into()))?;
                 let map = object_at(&mut doc.root, parent, &mut undo)?;
                 match (map.get_mut(key), value) {
                     (Some(Value::Object(existing)), Value::Object(wanted)) => {
@@ -181,14 +189,19 @@ pub fn install(doc: &mut JsonDoc, edits: &[JsonEdit]) -> Result<Vec<Undo>, EditE
                 }
             }
             JsonEdit::ListItem { path, item } => {
-                let (key, parent) = path.split_last().ok_or_else(|| EditError::Shape("empty path".into()))?;
+                let (key, parent) = path
+                    .split_last()
+                    .ok_or_else(|| EditError::Shape("empty path".into()))?;
                 let map = object_at(&mut doc.root, parent, &mut undo)?;
                 if !map.contains_key(key) {
                     map.insert(key.clone(), Value::Array(Vec::new()));
                     undo.push(Undo::created(path));
                 }
                 let Some(Value::Array(list)) = map.get_mut(key) else {
-                    return Err(EditError::Shape(format!("`{}` is not an array", path.join("."))));
+                    return Err(EditError::Shape(format!(
+                        "`{}` is not an array",
+                        path.join(".")
+                    )));
                 };
                 if !list.iter().any(|v| v.as_str() == Some(item)) {
                     list.push(Value::String(item.clone()));
@@ -213,7 +226,9 @@ pub fn install(doc: &mut JsonDoc, edits: &[JsonEdit]) -> Result<Vec<Undo>, EditE
 /// Puts muster's group into an event's list: left alone if already there, updated
 /// in place if an older muster group is there, else appended after the user's.
 fn place_hook_group(groups: &mut Vec<Value>, wanted: &Value) {
-    let ours: Vec<usize> = (0..groups.len()).filter(|&i| group_has_muster(&groups[i])).collect();
+    let ours: Vec<usize> = (0..groups.len())
+        .filter(|&i| group_has_muster(&groups[i]))
+        .collect();
     let Some(&first) = ours.first() else {
         groups.push(wanted.clone());
         return;
@@ -228,7 +243,8 @@ fn place_hook_group(groups: &mut Vec<Value>, wanted: &Value) {
             groups.remove(i);
         }
     }
-    let all_ours = group_hooks(&groups[first]).is_some_and(|hooks| hooks.iter().all(is_muster_hook));
+    let all_ours =
+        group_hooks(&groups[first]).is_some_and(|hooks| hooks.iter().all(is_muster_hook));
     if all_ours {
         groups[first] = wanted.clone();
     } else if let (Some(Value::Array(hooks)), Some(new_hook)) = (
@@ -259,7 +275,10 @@ fn get_path<'a>(root: &'a Map<String, Value>, path: &[String]) -> Option<&'a Val
     rest.iter().try_fold(root.get(first)?, |v, k| v.get(k))
 }
 
-fn parent_map<'a>(root: &'a mut Map<String, Value>, path: &[String]) -> Option<&'a mut Map<String, Value>> {
+fn parent_map<'a>(
+    root: &'a mut Map<String, Value>,
+    path: &[String],
+) -> Option<&'a mut Map<String, Value>> {
     let (_, parent) = path.split_last()?;
     parent
         .iter()
@@ -312,7 +331,9 @@ pub fn uninstall(doc: &mut JsonDoc, edits: &[JsonEdit], undo: &[Undo]) {
             _ => false,
         };
         if empty {
-            if let (Some(map), Some(key)) = (parent_map(&mut doc.root, &entry.path), entry.path.last()) {
+            if let (Some(map), Some(key)) =
+                (parent_map(&mut doc.root, &entry.path), entry.path.last())
+            {
                 map.shift_remove(key);
             }
         }
@@ -363,11 +384,23 @@ mod tests {
         install(&mut doc, &edits()).unwrap();
         let text = doc.render();
         let keys: Vec<&String> = doc.root.keys().collect();
-        assert_eq!(keys, ["zeta", "mcpServers", "hooks", "alpha", "enabledMcpjsonServers"]);
+        assert_eq!(
+            keys,
+            [
+                "zeta",
+                "mcpServers",
+                "hooks",
+                "alpha",
+                "enabledMcpjsonServers"
+            ]
+        );
         assert!(text.starts_with("{\n    \"zeta\": 1,"), "{text}");
         let stop = &doc.root["hooks"]["Stop"];
         assert_eq!(stop[0]["hooks"][0]["command"], "say done");
-        assert_eq!(stop[1]["hooks"][0]["command"], "/bin/muster hook stop --harness claude");
+        assert_eq!(
+            stop[1]["hooks"][0]["command"],
+            "/bin/muster hook stop --harness claude"
+        );
         assert_eq!(doc.root["mcpServers"]["other"]["command"], "x");
     }
 
@@ -392,7 +425,10 @@ mod tests {
         install(&mut doc, &edits()).unwrap();
         let stop = doc.root["hooks"]["Stop"].as_array().unwrap();
         assert_eq!(stop.len(), 2);
-        assert_eq!(stop[0]["hooks"][0]["command"], "/bin/muster hook stop --harness claude");
+        assert_eq!(
+            stop[0]["hooks"][0]["command"],
+            "/bin/muster hook stop --harness claude"
+        );
         assert_eq!(stop[1]["hooks"][0]["command"], "mine");
     }
 
@@ -417,7 +453,8 @@ mod tests {
     #[test]
     fn uninstall_without_a_record_removes_entries_but_keeps_containers() {
         // Proves uninstall with no install record still strips muster's entries and nothing else.
-        let mut doc = JsonDoc::parse(r#"{"mcpServers": {"muster": {}}, "hooks": {"Stop": []}}"#).unwrap();
+        let mut doc =
+            JsonDoc::parse(r#"{"mcpServers": {"muster": {}}, "hooks": {"Stop": []}}"#).unwrap();
         install(&mut doc, &edits()).unwrap();
         uninstall(&mut doc, &edits(), &[]);
         assert_eq!(
@@ -440,9 +477,13 @@ mod tests {
     #[test]
     fn recognises_muster_hook_commands() {
         // Proves hook commands are claimed by muster only when they run a muster binary's hook client.
-        assert!(is_muster_command("/usr/bin/muster hook stop --harness claude"));
+        assert!(is_muster_command(
+            "/usr/bin/muster hook stop --harness claude"
+        ));
         assert!(is_muster_command("'/my dir/muster' hook stop"));
-        assert!(is_muster_command(r"'/a b/it'\''s/muster' hook stop --harness codex"));
+        assert!(is_muster_command(
+            r"'/a b/it'\''s/muster' hook stop --harness codex"
+        ));
         assert!(is_muster_command(r#""/c/muster.exe" hook stop"#));
         assert!(is_muster_command("muster hook prompt-submit"));
         assert!(!is_muster_command("/usr/bin/mustard hook stop"));

@@ -51,8 +51,12 @@ impl Manifest {
                 version: 1,
                 ..Manifest::default()
             }),
-            Ok(Some(bytes)) => serde_json::from_slice(&bytes)
-                .map_err(|e| format!("{} is not a muster install record ({e}); move it aside", path.display())),
+            Ok(Some(bytes)) => serde_json::from_slice(&bytes).map_err(|e| {
+                format!(
+                    "{} is not a muster install record ({e}); move it aside",
+                    path.display()
+                )
+            }),
             Err(e) => Err(format!("cannot read {}: {e}", path.display())),
         }
     }
@@ -60,6 +64,7 @@ impl Manifest {
     pub fn save(&self, path: &Path) -> Result<(), String> {
         let mut text = serde_json::to_string_pretty(self).map_err(|e| e.to_string())?;
         text.push('\n');
-        super::files::write_atomic(path, text.as_bytes()).map_err(|e| format!("cannot write {}: {e}", path.display()))
+        super::files::write_atomic(path, text.as_bytes())
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))
     }
 }

@@ -84,7 +84,11 @@ pub struct UserDirs {
 
 impl UserDirs {
     fn from_env(env: &Env) -> Option<UserDirs> {
-        let absolute = |name: &str| std::env::var_os(name).map(PathBuf::from).filter(|p| p.is_absolute());
+        let absolute = |name: &str| {
+            std::env::var_os(name)
+                .map(PathBuf::from)
+                .filter(|p| p.is_absolute())
+        };
         Some(UserDirs {
             home: PathBuf::from(env.home.as_deref()?),
             xdg_config_home: env
@@ -106,7 +110,9 @@ impl UserDirs {
 
     /// `$CODEX_HOME`, else `~/.codex`.
     pub fn codex_home(&self) -> PathBuf {
-        self.codex_home.clone().unwrap_or_else(|| self.home.join(".codex"))
+        self.codex_home
+            .clone()
+            .unwrap_or_else(|| self.home.join(".codex"))
     }
 
     /// `$CLAUDE_CONFIG_DIR`, else `~/.claude`.
@@ -133,7 +139,10 @@ pub struct Muster {
 impl Muster {
     /// The shell command of one hook, e.g. `/usr/local/bin/muster hook stop --harness claude`.
     pub fn hook_command(&self, event: &str, harness: &str) -> String {
-        format!("{} hook {event} --harness {harness}", shell_quote(&self.path))
+        format!(
+            "{} hook {event} --harness {harness}",
+            shell_quote(&self.path)
+        )
     }
 }
 
@@ -263,7 +272,11 @@ impl Failure {
     }
 
     fn local(code: &'static str, message: String) -> Failure {
-        Failure { exit: 1, code, message }
+        Failure {
+            exit: 1,
+            code,
+            message,
+        }
     }
 }
 
@@ -280,7 +293,9 @@ pub fn run(args: &InstallArgs, json: bool, env: &Env) -> i32 {
         }
         Err(failure) => {
             if json {
-                output::print_json(&json!({"error": {"code": failure.code, "message": failure.message}}));
+                output::print_json(
+                    &json!({"error": {"code": failure.code, "message": failure.message}}),
+                );
             }
             eprintln!("error: {}", failure.message);
             failure.exit
@@ -289,8 +304,12 @@ pub fn run(args: &InstallArgs, json: bool, env: &Env) -> i32 {
 }
 
 fn execute(args: &InstallArgs, env: &Env) -> Result<Report, Failure> {
-    let exe = std::env::current_exe()
-        .map_err(|e| Failure::local("no_binary", format!("cannot find the muster binary's path: {e}")))?;
+    let exe = std::env::current_exe().map_err(|e| {
+        Failure::local(
+            "no_binary",
+            format!("cannot find the muster binary's path: {e}"),
+        )
+    })?;
     let muster = Muster {
         path: exe
             .to_str()
@@ -303,8 +322,9 @@ fn execute(args: &InstallArgs, env: &Env) -> Result<Report, Failure> {
             .to_string(),
     };
     let (scope, dir) = if args.user {
-        let dirs = UserDirs::from_env(env)
-            .ok_or_else(|| Failure::usage("--user needs HOME to find the user's settings".into()))?;
+        let dirs = UserDirs::from_env(env).ok_or_else(|| {
+            Failure::usage("--user needs HOME to find the user's settings".into())
+        })?;
         let home = dirs.home.clone();
         (Scope::User(dirs), home)
     } else {
@@ -315,8 +335,8 @@ fn execute(args: &InstallArgs, env: &Env) -> Result<Report, Failure> {
                 given.display()
             )));
         }
-        let dir =
-            std::fs::canonicalize(&given).map_err(|e| Failure::usage(format!("--project {}: {e}", given.display())))?;
+        let dir = std::fs::canonicalize(&given)
+            .map_err(|e| Failure::usage(format!("--project {}: {e}", given.display())))?;
         (Scope::Project(dir.clone()), dir)
     };
     let layout = match args.harness {
@@ -328,9 +348,12 @@ fn execute(args: &InstallArgs, env: &Env) -> Result<Report, Failure> {
     let manifest_path = config::default_data_dir(env)
         .map(|d| d.join("installs.json"))
         .ok_or_else(|| {
-            Failure::usage("cannot tell where to keep the install record: set HOME or XDG_STATE_HOME".into())
+            Failure::usage(
+                "cannot tell where to keep the install record: set HOME or XDG_STATE_HOME".into(),
+            )
         })?;
-    let mut manifest = Manifest::load(&manifest_path).map_err(|m| Failure::local("bad_manifest", m))?;
+    let mut manifest =
+        Manifest::load(&manifest_path).map_err(|m| Failure::local("bad_manifest", m))?;
 
     let steps = if args.uninstall {
         plan_uninstall(&layout, &manifest)?
@@ -349,7 +372,8 @@ fn execute(args: &InstallArgs, env: &Env) -> Result<Report, Failure> {
         };
         let saved = manifest.save(&manifest_path);
         outcome?;
-        saved.map_err(|m| Failure::local("io_error", format!("the files were written, but {m}")))?;
+        saved
+            .map_err(|m| Failure::local("io_error", format!("the files were written, but {m}")))?;
     } else if !args.dry_run && args.uninstall {
         // Nothing to change, but records of files that are gone are stale.
         let before = manifest.files.len();
@@ -389,8 +413,14 @@ in ~/.config/muster/config.toml) each time the harness runs it"
             backup: backups[i].clone(),
             detail: details[i].clone(),
             diff: (args.dry_run && step.changes()).then(|| {
-                let text = |b: &Option<Vec<u8>>| b.as_ref().map(|b| String::from_utf8_lossy(b).into_owned());
-                files::diff(&step.path, text(&step.before).as_deref(), text(&step.after).as_deref())
+                let text = |b: &Option<Vec<u8>>| {
+                    b.as_ref().map(|b| String::from_utf8_lossy(b).into_owned())
+                };
+                files::diff(
+                    &step.path,
+                    text(&step.before).as_deref(),
+                    text(&step.after).as_deref(),
+                )
             }),
         })
         .collect();
@@ -404,7 +434,11 @@ in ~/.config/muster/config.toml) each time the harness runs it"
         harness,
         scope: if args.user { "user" } else { "project" },
         dir,
-        action: if args.uninstall { "uninstall" } else { "install" },
+        action: if args.uninstall {
+            "uninstall"
+        } else {
+            "install"
+        },
         dry_run: args.dry_run,
         changed,
         files,
@@ -428,7 +462,8 @@ fn read_text(path: &Path, bytes: Option<&Vec<u8>>) -> Result<Option<String>, Fai
 }
 
 fn read_bytes(path: &Path) -> Result<Option<Vec<u8>>, Failure> {
-    files::read(path).map_err(|e| Failure::local("io_error", format!("cannot read {}: {e}", path.display())))
+    files::read(path)
+        .map_err(|e| Failure::local("io_error", format!("cannot read {}: {e}", path.display())))
 }
 
 fn invalid(path: &Path, edits: &FileEdits, err: EditError) -> Failure {
@@ -492,7 +527,9 @@ fn apply_install(
         let previous = previous.filter(|_| step.before.is_some());
         let backup = match (&previous, &step.before) {
             (Some(record), _) => record.backup.clone(),
-            (None, Some(_)) => Some(files::backup(&step.path).map_err(|e| io_failure(&step.path, "back up", e))?),
+            (None, Some(_)) => {
+                Some(files::backup(&step.path).map_err(|e| io_failure(&step.path, "back up", e))?)
+            }
             (None, None) => None,
         };
         backups[i] = backup.clone();
@@ -510,7 +547,8 @@ fn apply_install(
                 dirs_created: dirs,
             },
             Some(mut record) => {
-                let untouched = step.before.as_deref().map(files::sha256) == Some(record.sha256.clone());
+                let untouched =
+                    step.before.as_deref().map(files::sha256) == Some(record.sha256.clone());
                 record.restorable &= untouched;
                 for undo in &step.undo {
                     if !record.undo.iter().any(|u| u.path == undo.path) {
@@ -550,7 +588,11 @@ fn plan_uninstall(layout: &Layout, manifest: &Manifest) -> Result<Vec<Step>, Fai
         };
         if let Some(r) = record.filter(|r| r.restorable && r.sha256 == files::sha256(bytes)) {
             if !r.existed {
-                steps.push(step(None, Status::Removed, Some("created by install".into())));
+                steps.push(step(
+                    None,
+                    Status::Removed,
+                    Some("created by install".into()),
+                ));
                 continue;
             }
             // A lost backup leaves only the structural way out.
@@ -589,7 +631,11 @@ fn plan_uninstall(layout: &Layout, manifest: &Manifest) -> Result<Vec<Step>, Fai
         steps.push(match after {
             None => step(None, Status::Removed, Some(changed_since.into())),
             Some(after) if after == text => step(before.clone(), Status::Unchanged, None),
-            Some(after) => step(Some(after.into_bytes()), Status::Updated, Some(changed_since.into())),
+            Some(after) => step(
+                Some(after.into_bytes()),
+                Status::Updated,
+                Some(changed_since.into()),
+            ),
         });
     }
     let installed = steps.iter().any(Step::changes);
@@ -603,16 +649,19 @@ fn plan_uninstall(layout: &Layout, manifest: &Manifest) -> Result<Vec<Step>, Fai
     Ok(steps)
 }
 
-fn apply_uninstall(steps: &[Step], manifest: &mut Manifest, details: &mut [Option<String>]) -> Result<(), Failure> {
+fn apply_uninstall(
+    steps: &[Step],
+    manifest: &mut Manifest,
+    details: &mut [Option<String>],
+) -> Result<(), Failure> {
     // Directories go last, once every file in them is gone.
     let mut dirs: Vec<PathBuf> = Vec::new();
     for (i, step) in steps.iter().enumerate() {
         let record = manifest.files.get(&step.path).cloned();
         if step.changes() {
             match &step.after {
-                Some(after) => {
-                    files::write_atomic(&step.path, after).map_err(|e| io_failure(&step.path, "write", e))?
-                }
+                Some(after) => files::write_atomic(&step.path, after)
+                    .map_err(|e| io_failure(&step.path, "write", e))?,
                 None => {
                     files::remove(&step.path).map_err(|e| io_failure(&step.path, "remove", e))?;
                     if let Some(record) = &record {
@@ -625,7 +674,10 @@ fn apply_uninstall(steps: &[Step], manifest: &mut Manifest, details: &mut [Optio
                     let _ = files::remove(backup);
                 } else if backup.exists() {
                     let detail = details[i].take().unwrap_or_default();
-                    details[i] = Some(format!("{detail}; the pre-install copy stays at {}", backup.display()));
+                    details[i] = Some(format!(
+                        "{detail}; the pre-install copy stays at {}",
+                        backup.display()
+                    ));
                 }
             }
         }
@@ -641,10 +693,18 @@ fn print_human(report: &Report) {
     let where_ = format!("{} {}", report.scope, report.dir.display());
     let title = report.title;
     let header = match (report.action, report.dry_run, report.changed) {
-        ("install", true, true) => format!("Dry run: installing muster for {title} ({where_}) would change:"),
-        ("uninstall", true, true) => format!("Dry run: uninstalling muster from {title} ({where_}) would change:"),
-        ("install", _, false) => format!("muster is already installed for {title} ({where_}); nothing changed:"),
-        ("uninstall", _, false) => format!("muster is not installed for {title} ({where_}); nothing to remove:"),
+        ("install", true, true) => {
+            format!("Dry run: installing muster for {title} ({where_}) would change:")
+        }
+        ("uninstall", true, true) => {
+            format!("Dry run: uninstalling muster from {title} ({where_}) would change:")
+        }
+        ("install", _, false) => {
+            format!("muster is already installed for {title} ({where_}); nothing changed:")
+        }
+        ("uninstall", _, false) => {
+            format!("muster is not installed for {title} ({where_}); nothing to remove:")
+        }
         ("install", false, true) => format!("Installed muster for {title} ({where_}):"),
         _ => format!("Removed muster from {title} ({where_}):"),
     };
@@ -702,7 +762,9 @@ mod tests {
         };
         let cmd = odd.hook_command("stop", "codex");
         assert_eq!(cmd, r"'/home/a b/it'\''s/muster' hook stop --harness codex");
-        assert!(json_merge::is_muster_command(&plain.hook_command("stop", "claude")));
+        assert!(json_merge::is_muster_command(
+            &plain.hook_command("stop", "claude")
+        ));
         assert!(json_merge::is_muster_command(
             "'/home/a b/muster' hook stop --harness codex"
         ));

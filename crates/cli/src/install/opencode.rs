@@ -18,7 +18,10 @@ pub fn layout(scope: &Scope, muster: &Muster) -> Layout {
         ),
         Scope::User(dirs) => {
             let base = dirs.config_home().join("opencode");
-            (base.join("opencode.json"), base.join("plugins").join("muster.js"))
+            (
+                base.join("opencode.json"),
+                base.join("plugins").join("muster.js"),
+            )
         }
     };
     let server = JsonEdit::Entry {

@@ -47,11 +47,15 @@ fn to_json(value: &Value) -> Json {
     match value {
         Value::String(s) => Json::String(s.value().clone()),
         Value::Integer(i) => Json::from(*i.value()),
-        Value::Float(f) => serde_json::Number::from_f64(*f.value()).map_or(Json::Null, Json::Number),
+        Value::Float(f) => {
+            serde_json::Number::from_f64(*f.value()).map_or(Json::Null, Json::Number)
+        }
         Value::Boolean(b) => Json::Bool(*b.value()),
         Value::Datetime(d) => Json::String(d.value().to_string()),
         Value::Array(a) => Json::Array(a.iter().map(to_json).collect()),
-        Value::InlineTable(t) => Json::Object(t.iter().map(|(k, v)| (k.to_string(), to_json(v))).collect()),
+        Value::InlineTable(t) => {
+            Json::Object(t.iter().map(|(k, v)| (k.to_string(), to_json(v))).collect())
+        }
     }
 }
 
@@ -114,7 +118,9 @@ pub fn install(doc: &mut DocumentMut, edits: &[TomlEdit]) -> Result<Vec<Undo>, E
     for edit in edits {
         match edit {
             TomlEdit::Table { path, entries } => {
-                let (key, parent) = path.split_last().ok_or_else(|| EditError::Shape("empty path".into()))?;
+                let (key, parent) = path
+                    .split_last()
+                    .ok_or_else(|| EditError::Shape("empty path".into()))?;
                 let parent = table_at(doc, parent, true, &mut undo)?;
                 if parent.get(key).is_none() {
                     parent.insert(key, Item::Table(Table::new()));
@@ -123,7 +129,9 @@ pub fn install(doc: &mut DocumentMut, edits: &[TomlEdit]) -> Result<Vec<Undo>, E
                 let table = parent
                     .get_mut(key)
                     .and_then(Item::as_table_like_mut)
-                    .ok_or_else(|| EditError::Shape(format!("`{}` is not a table", path.join("."))))?;
+                    .ok_or_else(|| {
+                        EditError::Shape(format!("`{}` is not a table", path.join(".")))
+                    })?;
                 for (k, wanted) in entries {
                     if table.get(k).and_then(item_json).as_ref() != Some(wanted) {
                         table.insert(k, Item::Value(from_json(wanted)));
@@ -131,7 +139,9 @@ pub fn install(doc: &mut DocumentMut, edits: &[TomlEdit]) -> Result<Vec<Undo>, E
                 }
             }
             TomlEdit::Setting { path, value } => {
-                let (key, parent) = path.split_last().ok_or_else(|| EditError::Shape("empty path".into()))?;
+                let (key, parent) = path
+                    .split_last()
+                    .ok_or_else(|| EditError::Shape("empty path".into()))?;
                 let table = table_at(doc, parent, false, &mut undo)?;
                 match table.get(key) {
                     Some(item) if item_json(item).as_ref() == Some(value) => {}
@@ -247,11 +257,19 @@ mod tests {
         install(&mut doc, &edits()).unwrap();
         let text = doc.to_string();
         assert!(
-            text.starts_with(USER.trim_end_matches('\n').split("[features]").next().unwrap()),
+            text.starts_with(
+                USER.trim_end_matches('\n')
+                    .split("[features]")
+                    .next()
+                    .unwrap()
+            ),
             "{text}"
         );
         assert!(text.contains("model = \"o4\"  # keep this"), "{text}");
-        assert!(text.contains("[features]\nweb = true\ncodex_hooks = true"), "{text}");
+        assert!(
+            text.contains("[features]\nweb = true\ncodex_hooks = true"),
+            "{text}"
+        );
         assert!(
             text.contains("[mcp_servers.muster]\ncommand = \"/bin/muster\"\nargs = [\"mcp\"]\n"),
             "{text}"

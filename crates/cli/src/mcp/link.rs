@@ -31,7 +31,11 @@ pub struct Link {
 }
 
 fn error(code: &str, message: impl Into<String>) -> ErrorDetail {
-    ErrorDetail { code: code.into(), message: message.into(), matches: Vec::new() }
+    ErrorDetail {
+        code: code.into(),
+        message: message.into(),
+        matches: Vec::new(),
+    }
 }
 
 impl Link {
@@ -52,7 +56,12 @@ impl Link {
             .send(Command::Request(op, session, tx))
             .await
             .map_err(|_| error("link_closed", "the shim is shutting down"))?;
-        rx.await.map_err(|_| error("link_lost", "the connection to the muster daemon dropped; try again"))?
+        rx.await.map_err(|_| {
+            error(
+                "link_lost",
+                "the connection to the muster daemon dropped; try again",
+            )
+        })?
     }
 
     /// Tells the daemon the shim can write pushes from now on (and on every
@@ -72,7 +81,10 @@ impl Link {
 /// low because a daemon restart must see every shim back within 2 s.
 pub fn backoff(attempt: u32) -> Duration {
     let base = 100u64.saturating_mul(1 << attempt.min(4)).min(1_000);
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
     let jitter = (nanos % 400) as i64 - 200; // -200..200 per mille of 20%
     let ms = base as i64 + base as i64 * jitter / 1_000;
     Duration::from_millis(ms.max(10) as u64)
@@ -119,7 +131,10 @@ async fn run(
                 // Fail what arrived while down rather than hold it for an unknown time.
                 while let Ok(cmd) = commands.try_recv() {
                     if let Command::Request(_, _, tx) = cmd {
-                        let _ = tx.send(Err(error("daemon_unreachable", "the muster daemon is not reachable right now")));
+                        let _ = tx.send(Err(error(
+                            "daemon_unreachable",
+                            "the muster daemon is not reachable right now",
+                        )));
                     }
                 }
             }
@@ -143,8 +158,11 @@ async fn session(
     pushes: &mpsc::Sender<Message>,
 ) -> Ended {
     // `true`: TCP_NODELAY, so a small frame never waits for a delayed ACK.
-    let Ok(Ok((ws, _))) =
-        tokio::time::timeout(Duration::from_secs(5), tokio_tungstenite::connect_async_with_config(ws_url, None, true)).await
+    let Ok(Ok((ws, _))) = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio_tungstenite::connect_async_with_config(ws_url, None, true),
+    )
+    .await
     else {
         return Ended::Dropped(false);
     };
@@ -231,7 +249,10 @@ async fn session(
         }
     };
     for (_, tx) in pending.drain() {
-        let _ = tx.send(Err(error("link_lost", "the connection to the muster daemon dropped before it answered")));
+        let _ = tx.send(Err(error(
+            "link_lost",
+            "the connection to the muster daemon dropped before it answered",
+        )));
     }
     let _ = sink.close().await;
     ended
@@ -242,7 +263,9 @@ where
     S: futures_util::Sink<WsMessage> + Unpin,
 {
     let text = serde_json::to_string(frame).map_err(|_| ())?;
-    sink.send(WsMessage::Text(text.into())).await.map_err(|_| ())
+    sink.send(WsMessage::Text(text.into()))
+        .await
+        .map_err(|_| ())
 }
 
 #[cfg(test)]

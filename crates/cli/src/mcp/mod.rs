@@ -31,7 +31,11 @@ impl Executor for LinkExecutor {
     async fn execute(&self, op: Op, call: CallContext) -> Result<Value, ErrorDetail> {
         // A per-call link acts for the session the harness named: Codex's
         // `_meta.sessionId`, or the `_session_id` muster's plugin/hook adds.
-        let session = if self.per_call { call.meta_session.or(call.arg_session) } else { None };
+        let session = if self.per_call {
+            call.meta_session.or(call.arg_session)
+        } else {
+            None
+        };
         self.link.request(op, session).await
     }
 }
@@ -77,7 +81,10 @@ impl ShimEnv {
 fn parent_shows_channels() -> bool {
     let parent = std::os::unix::process::parent_id();
     std::fs::read(format!("/proc/{parent}/cmdline")).is_ok_and(|raw| {
-        let args: Vec<String> = raw.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+        let args: Vec<String> = raw
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
         names_muster_channel(&args)
     })
 }
@@ -90,7 +97,8 @@ fn names_muster_channel(args: &[String]) -> bool {
             if arg == flag {
                 args.get(i + 1).map(String::as_str)
             } else {
-                arg.strip_prefix(flag).and_then(|rest| rest.strip_prefix('='))
+                arg.strip_prefix(flag)
+                    .and_then(|rest| rest.strip_prefix('='))
             }
         });
         value.is_some_and(|v| v.contains("muster"))
@@ -142,14 +150,24 @@ async fn serve(env: ShimEnv, parent: u32) -> anyhow::Result<()> {
         host: Some(env.host),
         operator: Some(env.operator),
         pid: Some(parent),
-        cwd: std::env::current_dir().ok().map(|d| d.display().to_string()),
+        cwd: std::env::current_dir()
+            .ok()
+            .map(|d| d.display().to_string()),
         ..RegisterRequest::default()
     };
     // Per-call harnesses cannot show channel pushes; their mail comes by hooks.
     // Nothing is pushed until the MCP client has finished a handshake.
-    let hello = link::Hello { session, can_push: false, wants_push: env.channels && !per_call, per_call };
+    let hello = link::Hello {
+        session,
+        can_push: false,
+        wants_push: env.channels && !per_call,
+        per_call,
+    };
     let (link, mut pushes) = Link::start(ws_url(&env.url)?, hello.clone());
-    let mut server = McpServer::new(Arc::new(LinkExecutor { link: link.clone(), per_call }));
+    let mut server = McpServer::new(Arc::new(LinkExecutor {
+        link: link.clone(),
+        per_call,
+    }));
     if hello.wants_push {
         // The only connection on which today's Claude Code shows pushes.
         server = server.legacy_only();
@@ -161,7 +179,11 @@ async fn serve(env: ShimEnv, parent: u32) -> anyhow::Result<()> {
     let (errors_tx, errors_rx) = tokio::sync::mpsc::channel(64);
     let input = tokio::spawn(stdio::filter_input(stdio::stdin(), filter_out, errors_tx));
     let output = tokio::spawn(stdio::merge_output(merge_in, errors_rx, stdio::stdout()));
-    let service = server.clone().serve((server_in, server_out)).await.context("the MCP client did not initialize")?;
+    let service = server
+        .clone()
+        .serve((server_in, server_out))
+        .await
+        .context("the MCP client did not initialize")?;
     // rmcp returns once the lifecycle is chosen. With `initialize` the client
     // still owes `notifications/initialized` (the handler records it); with
     // the 2026-07-28 revision there is no peer info and nothing more to wait for.
@@ -172,7 +194,9 @@ async fn serve(env: ShimEnv, parent: u32) -> anyhow::Result<()> {
     // Pushes wait until the client has finished a handshake (either
     // revision's), then the daemon is told and they go out in order.
     let pusher = tokio::spawn(async move {
-        let Some(peer) = server.ready().await else { return };
+        let Some(peer) = server.ready().await else {
+            return;
+        };
         if is_claude_code(&peer) {
             // Claude Code 2.1.332 registers its channel handler some 20 ms
             // after it has its tool list; a push before that is dropped
@@ -208,7 +232,8 @@ const CLAUDE_CHANNEL_SETTLE: Duration = Duration::from_millis(250);
 /// handshake; the 2026-07-28 one carries no client info here, and on it
 /// Claude Code shows no pushes anyway).
 fn is_claude_code(peer: &rmcp::service::Peer<rmcp::RoleServer>) -> bool {
-    peer.peer_info().is_some_and(|info| info.client_info.name == "claude-code")
+    peer.peer_info()
+        .is_some_and(|info| info.client_info.name == "claude-code")
 }
 
 /// Resolves when the process that started us has exited (we are re-parented).
@@ -228,17 +253,38 @@ mod tests {
     #[test]
     fn channel_flags_naming_muster_turn_pushes_on() {
         let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert!(names_muster_channel(&args(&["claude", "--dangerously-load-development-channels", "server:muster"])));
-        assert!(names_muster_channel(&args(&["claude", "--channels=plugin:muster@local"])));
-        assert!(!names_muster_channel(&args(&["claude", "--channels", "plugin:other@x"])));
-        assert!(!names_muster_channel(&args(&["claude", "-p", "talk to muster"])));
+        assert!(names_muster_channel(&args(&[
+            "claude",
+            "--dangerously-load-development-channels",
+            "server:muster"
+        ])));
+        assert!(names_muster_channel(&args(&[
+            "claude",
+            "--channels=plugin:muster@local"
+        ])));
+        assert!(!names_muster_channel(&args(&[
+            "claude",
+            "--channels",
+            "plugin:other@x"
+        ])));
+        assert!(!names_muster_channel(&args(&[
+            "claude",
+            "-p",
+            "talk to muster"
+        ])));
         assert!(!names_muster_channel(&args(&["claude", "--channels"])));
     }
 
     #[test]
     fn ws_url_from_http() {
-        assert_eq!(ws_url("http://127.0.0.1:7420").unwrap(), "ws://127.0.0.1:7420/ws");
-        assert_eq!(ws_url("http://localhost:1/").unwrap(), "ws://localhost:1/ws");
+        assert_eq!(
+            ws_url("http://127.0.0.1:7420").unwrap(),
+            "ws://127.0.0.1:7420/ws"
+        );
+        assert_eq!(
+            ws_url("http://localhost:1/").unwrap(),
+            "ws://localhost:1/ws"
+        );
         assert!(ws_url("ftp://x").is_err());
     }
 }

@@ -5,7 +5,9 @@
 //! line by whole line, so they never interleave mid-message.
 
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, DuplexStream};
+use tokio::io::{
+    AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, DuplexStream,
+};
 use tokio::sync::mpsc;
 
 /// Stdin as an async reader: a pipe (what MCP clients give us) is read
@@ -64,7 +66,11 @@ fn refusal(line: &[u8]) -> Option<Value> {
         Some(json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}}))
     };
     if line.len() > MAX_LINE_BYTES {
-        return error(Value::Null, -32600, format!("message over {MAX_LINE_BYTES} bytes"));
+        return error(
+            Value::Null,
+            -32600,
+            format!("message over {MAX_LINE_BYTES} bytes"),
+        );
     }
     let probe: Probe = match serde_json::from_slice(line) {
         Ok(p) => p,
@@ -80,12 +86,20 @@ fn refusal(line: &[u8]) -> Option<Value> {
     };
     let id = probe.id.clone().unwrap_or(Value::Null);
     if probe.jsonrpc.as_deref() != Some("2.0") {
-        return error(id, -32600, "invalid request: \"jsonrpc\" must be \"2.0\"".into());
+        return error(
+            id,
+            -32600,
+            "invalid request: \"jsonrpc\" must be \"2.0\"".into(),
+        );
     }
     let is_call = probe.method.is_some();
     let is_answer = probe.id.is_some() && (probe.result.is_some() || probe.error.is_some());
     if !is_call && !is_answer {
-        return error(id, -32600, "invalid request: neither a method call nor a response".into());
+        return error(
+            id,
+            -32600,
+            "invalid request: neither a method call nor a response".into(),
+        );
     }
     None
 }
@@ -102,7 +116,10 @@ pub async fn filter_input(
     loop {
         line.clear();
         // Read at most one byte past the limit so a huge line cannot grow the buffer without bound.
-        let n = (&mut reader).take(MAX_LINE_BYTES as u64 + 1).read_until(b'\n', &mut line).await?;
+        let n = (&mut reader)
+            .take(MAX_LINE_BYTES as u64 + 1)
+            .read_until(b'\n', &mut line)
+            .await?;
         if n == 0 {
             return Ok(());
         }
@@ -111,7 +128,10 @@ pub async fn filter_input(
             let mut rest = Vec::new();
             loop {
                 rest.clear();
-                let m = (&mut reader).take(64 * 1024).read_until(b'\n', &mut rest).await?;
+                let m = (&mut reader)
+                    .take(64 * 1024)
+                    .read_until(b'\n', &mut rest)
+                    .await?;
                 if m == 0 || rest.last() == Some(&b'\n') {
                     break;
                 }
@@ -172,7 +192,10 @@ mod tests {
         assert_eq!(refusal(b"{bad json").unwrap()["error"]["code"], -32700);
         assert_eq!(refusal(b"[1,2]").unwrap()["error"]["code"], -32600);
         assert_eq!(refusal(br#"{"id":3,"method":"x"}"#).unwrap()["id"], 3);
-        assert_eq!(refusal(br#"{"jsonrpc":"2.0","id":4}"#).unwrap()["error"]["code"], -32600);
+        assert_eq!(
+            refusal(br#"{"jsonrpc":"2.0","id":4}"#).unwrap()["error"]["code"],
+            -32600
+        );
         assert!(refusal(br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#).is_none());
         assert!(refusal(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#).is_none());
         assert!(refusal(br#"{"jsonrpc":"2.0","id":9,"result":{}}"#).is_none());
@@ -185,7 +208,9 @@ mod tests {
         let (tx, mut rx) = mpsc::channel(8);
         filter_input(&input[..], to_server, tx).await.unwrap();
         let mut passed = String::new();
-        tokio::io::AsyncReadExt::read_to_string(&mut server_side, &mut passed).await.unwrap();
+        tokio::io::AsyncReadExt::read_to_string(&mut server_side, &mut passed)
+            .await
+            .unwrap();
         assert_eq!(passed, "{\"jsonrpc\":\"2.0\",\"method\":\"m\"}\n");
         assert_eq!(rx.recv().await.unwrap()["error"]["code"], -32700);
     }
@@ -198,7 +223,9 @@ mod tests {
         let (tx, mut rx) = mpsc::channel(8);
         filter_input(&input[..], to_server, tx).await.unwrap();
         let mut passed = String::new();
-        tokio::io::AsyncReadExt::read_to_string(&mut server_side, &mut passed).await.unwrap();
+        tokio::io::AsyncReadExt::read_to_string(&mut server_side, &mut passed)
+            .await
+            .unwrap();
         assert_eq!(passed, "{\"jsonrpc\":\"2.0\",\"method\":\"m\"}\n");
         assert_eq!(rx.recv().await.unwrap()["error"]["code"], -32600);
     }

@@ -229,7 +229,11 @@ fn send_eof(writer: &SharedWriter, last_byte: u8) {
 
 /// Copies the pty's output to our stdout byte for byte; says on `done` when
 /// the child's side is closed.
-pub fn copy_output(mut reader: Box<dyn Read + Send>, done: std_mpsc::Sender<()>, output: Arc<InputClock>) {
+pub fn copy_output(
+    mut reader: Box<dyn Read + Send>,
+    done: std_mpsc::Sender<()>,
+    output: Arc<InputClock>,
+) {
     std::thread::spawn(move || {
         let mut stdout = std::io::stdout().lock();
         let mut buf = vec![0u8; 16 * 1024];

@@ -205,7 +205,10 @@ pub fn type_line(
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    tracing::info!(waited_ms = wrote.elapsed().as_millis() as u64, "cr after output settled");
+    tracing::info!(
+        waited_ms = wrote.elapsed().as_millis() as u64,
+        "cr after output settled"
+    );
     pty.write_all(b"\r")?;
     pty.flush()?;
     Ok(true)
@@ -240,7 +243,12 @@ pub async fn typer(
                 pending = None;
             }
             Decision::TypeNow => {
-                let (w, c, o, line) = (writer.clone(), clock.clone(), output.clone(), current.prompt.clone());
+                let (w, c, o, line) = (
+                    writer.clone(),
+                    clock.clone(),
+                    output.clone(),
+                    current.prompt.clone(),
+                );
                 let typed =
                     tokio::task::spawn_blocking(move || type_line(&w, &c, &o, window, &line)).await;
                 match typed {
@@ -404,7 +412,14 @@ mod tests {
         assert!(!type_line(&writer, &clock, &InputClock::default(), 10 * S, "hello").unwrap());
         assert!(rec.0.lock().unwrap().is_empty());
 
-        assert!(type_line(&writer, &clock, &InputClock::default(), Duration::ZERO, "hello").unwrap());
+        assert!(type_line(
+            &writer,
+            &clock,
+            &InputClock::default(),
+            Duration::ZERO,
+            "hello"
+        )
+        .unwrap());
         let writes = rec.0.lock().unwrap().clone();
         assert_eq!(writes.len(), 2, "{writes:?}");
         assert_eq!(writes[0].1, b"hello");

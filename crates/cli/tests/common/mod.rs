@@ -92,7 +92,10 @@ impl TestDaemon {
 
     /// Runs `muster <args>` against this daemon, acting as nobody in particular.
     pub fn muster(&self, args: &[&str]) -> Output {
-        muster_cmd(&self.url).args(args).output().expect("run muster")
+        muster_cmd(&self.url)
+            .args(args)
+            .output()
+            .expect("run muster")
     }
 
     /// Runs `muster <args>` and parses its `--json` stdout, asserting success.
@@ -137,7 +140,10 @@ impl TestDaemon {
     }
 
     pub fn get(&self, path: &str) -> (u16, Value) {
-        let resp = http().get(format!("{}{path}", self.url)).send().expect("GET");
+        let resp = http()
+            .get(format!("{}{path}", self.url))
+            .send()
+            .expect("GET");
         status_json(resp)
     }
 
@@ -239,7 +245,8 @@ pub fn context_of(stdout: &str) -> Option<String> {
     if stdout.trim().is_empty() {
         return None;
     }
-    let v: Value = serde_json::from_str(stdout).unwrap_or_else(|e| panic!("hook printed non-JSON ({e}): {stdout}"));
+    let v: Value = serde_json::from_str(stdout)
+        .unwrap_or_else(|e| panic!("hook printed non-JSON ({e}): {stdout}"));
     v["hookSpecificOutput"]["additionalContext"]
         .as_str()
         .map(str::to_string)

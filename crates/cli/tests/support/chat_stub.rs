@@ -126,17 +126,24 @@ fn stream_answer(ids: &Ids, req: &Value, turn: &Turn) -> Response {
                 } else {
                     json!({"content": piece})
                 };
-                chunks.push(chunk(json!([{"index": 0, "delta": delta, "finish_reason": null}])));
+                chunks.push(chunk(
+                    json!([{"index": 0, "delta": delta, "finish_reason": null}]),
+                ));
             }
             "stop"
         }
         Turn::ToolCall { name, arguments } => {
-            let delta = json!({"role": "assistant", "tool_calls": [tool_call(ids, name, arguments)]});
-            chunks.push(chunk(json!([{"index": 0, "delta": delta, "finish_reason": null}])));
+            let delta =
+                json!({"role": "assistant", "tool_calls": [tool_call(ids, name, arguments)]});
+            chunks.push(chunk(
+                json!([{"index": 0, "delta": delta, "finish_reason": null}]),
+            ));
             "tool_calls"
         }
     };
-    chunks.push(chunk(json!([{"index": 0, "delta": {}, "finish_reason": finish}])));
+    chunks.push(chunk(
+        json!([{"index": 0, "delta": {}, "finish_reason": finish}]),
+    ));
     let mut last = chunk(json!([]));
     last["usage"] = usage(req);
     chunks.push(last);

@@ -50,7 +50,9 @@ impl Turn {
 
 /// Whether this is a model request (`…:streamGenerateContent` or `…:generateContent`).
 fn generates(req: &Recorded) -> bool {
-    req.method == "POST" && (req.path().ends_with(":streamGenerateContent") || req.path().ends_with(":generateContent"))
+    req.method == "POST"
+        && (req.path().ends_with(":streamGenerateContent")
+            || req.path().ends_with(":generateContent"))
 }
 
 /// The Gemini API.
@@ -72,7 +74,9 @@ impl Api for Gemini {
                 scripted: main_loop,
             }
         } else if req.method == "POST" && req.path().ends_with(":countTokens") {
-            Route::Answer(axum::Json(json!({"totalTokens": rough_tokens(&req.body)})).into_response())
+            Route::Answer(
+                axum::Json(json!({"totalTokens": rough_tokens(&req.body)})).into_response(),
+            )
         } else {
             Route::Unknown
         }

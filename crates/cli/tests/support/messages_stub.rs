@@ -73,9 +73,9 @@ impl Api for Messages {
                     scripted: stream || is_main_loop(&req.body),
                 }
             }
-            ("POST", "/v1/messages/count_tokens") => {
-                Route::Answer(axum::Json(json!({ "input_tokens": rough_tokens(&req.body) })).into_response())
-            }
+            ("POST", "/v1/messages/count_tokens") => Route::Answer(
+                axum::Json(json!({ "input_tokens": rough_tokens(&req.body) })).into_response(),
+            ),
             ("HEAD" | "GET", "/api/hello") => Route::Answer(StatusCode::OK.into_response()),
             _ => Route::Unknown,
         }
@@ -113,7 +113,11 @@ fn usage(req: &Value, output_tokens: usize) -> Value {
 /// The content block (complete), its stop reason and a rough token count.
 fn block_of(ids: &Ids, turn: &Turn) -> (Value, &'static str, usize) {
     match turn {
-        Turn::Text(text) => (json!({ "type": "text", "text": text }), "end_turn", text.len() / 4 + 1),
+        Turn::Text(text) => (
+            json!({ "type": "text", "text": text }),
+            "end_turn",
+            text.len() / 4 + 1,
+        ),
         Turn::ToolUse { name, input } => (
             json!({ "type": "tool_use", "id": ids.next("toolu"), "name": name, "input": input }),
             "tool_use",
@@ -183,7 +187,10 @@ fn stream_answer(ids: &Ids, req: &Value, turn: &Turn) -> Response {
             }
         }
     }
-    events.push(("content_block_stop", json!({"type": "content_block_stop", "index": 0})));
+    events.push((
+        "content_block_stop",
+        json!({"type": "content_block_stop", "index": 0}),
+    ));
     events.push((
         "message_delta",
         json!({"type": "message_delta", "delta": {"stop_reason": stop_reason, "stop_sequence": null}, "usage": {"output_tokens": out}}),

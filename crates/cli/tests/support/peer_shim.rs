@@ -93,18 +93,17 @@ impl PeerShim {
         };
         let linked = wait_until(Duration::from_secs(10), || {
             let roster = daemon.get("/api/v1/roster").1;
-            roster["sessions"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|s| {
-                    s["id"] == session
-                        && s["link"] == "link"
-                        && s["link_up"] == true
-                        && (handshake == Handshake::None || s["can_push"] == true)
-                })
+            roster["sessions"].as_array().unwrap().iter().any(|s| {
+                s["id"] == session
+                    && s["link"] == "link"
+                    && s["link_up"] == true
+                    && (handshake == Handshake::None || s["can_push"] == true)
+            })
         });
-        assert!(linked.is_some(), "the peer shim {session} did not link to the daemon");
+        assert!(
+            linked.is_some(),
+            "the peer shim {session} did not link to the daemon"
+        );
         peer
     }
 
@@ -119,7 +118,10 @@ impl PeerShim {
         let mut out = Vec::new();
         while start.elapsed() < limit {
             if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(50)) {
-                out.push(serde_json::from_str(&line).unwrap_or_else(|e| panic!("shim wrote non-JSON {line:?}: {e}")));
+                out.push(
+                    serde_json::from_str(&line)
+                        .unwrap_or_else(|e| panic!("shim wrote non-JSON {line:?}: {e}")),
+                );
             }
         }
         out
@@ -132,9 +134,12 @@ impl PeerShim {
             let Ok(line) = self.lines.recv_timeout(Duration::from_millis(100)) else {
                 continue;
             };
-            let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("shim wrote non-JSON {line:?}: {e}"));
+            let v: Value = serde_json::from_str(&line)
+                .unwrap_or_else(|e| panic!("shim wrote non-JSON {line:?}: {e}"));
             if v["method"] == "notifications/claude/channel"
-                && v["params"]["content"].as_str().is_some_and(|c| c.contains(needle))
+                && v["params"]["content"]
+                    .as_str()
+                    .is_some_and(|c| c.contains(needle))
             {
                 return Some(v);
             }

@@ -105,7 +105,10 @@ impl Sandbox {
 
 /// Each file's bytes (None: absent), for comparing before and after.
 pub fn snapshot(paths: &[PathBuf]) -> Vec<(PathBuf, Option<Vec<u8>>)> {
-    paths.iter().map(|p| (p.clone(), std::fs::read(p).ok())).collect()
+    paths
+        .iter()
+        .map(|p| (p.clone(), std::fs::read(p).ok()))
+        .collect()
 }
 
 /// A UUID-shaped id, unique per call.
@@ -136,7 +139,11 @@ pub fn harness_bin(env_var: &str, rel: &str, script: &str) -> PathBuf {
     );
     if let Some(p) = std::env::var_os(env_var).filter(|p| !p.is_empty()) {
         let p = PathBuf::from(p);
-        assert!(p.is_file(), "{env_var}={} does not exist: {how}", p.display());
+        assert!(
+            p.is_file(),
+            "{env_var}={} does not exist: {how}",
+            p.display()
+        );
         return p;
     }
     let p = cache_root().join(rel);
@@ -153,7 +160,9 @@ pub fn cache_root() -> PathBuf {
     std::env::var_os("MUSTER_HARNESS_CACHE")
         .filter(|p| !p.is_empty())
         .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/muster-harnesses")))
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/muster-harnesses"))
+        })
         .expect("neither MUSTER_HARNESS_CACHE nor HOME is set")
 }
 
@@ -177,7 +186,12 @@ impl Running {
             .stderr(std::fs::File::create(&err).unwrap())
             .spawn()
             .unwrap_or_else(|e| panic!("start {what}: {e}"));
-        Running { child, out, err, what }
+        Running {
+            child,
+            out,
+            err,
+            what,
+        }
     }
 
     pub fn stdout(&self) -> String {
@@ -284,7 +298,10 @@ pub fn reserved_schema(daemon: &TestDaemon, project: &Path) -> (PathBuf, Holder)
     let file = project.join("schema.sql");
     std::fs::write(&file, "create table t (id int);\n").unwrap();
     let id = new_uuid();
-    let (status, v) = daemon.post_json("/api/v1/sessions", &json!({"id": id, "cwd": project.to_str().unwrap()}));
+    let (status, v) = daemon.post_json(
+        "/api/v1/sessions",
+        &json!({"id": id, "cwd": project.to_str().unwrap()}),
+    );
     assert_eq!(status, 200, "{v}");
     let nickname = v["nickname"].as_str().unwrap().to_string();
     let (status, v) = daemon.post_json(

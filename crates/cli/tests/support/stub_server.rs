@@ -120,8 +120,11 @@ pub struct StubServer<A: Api> {
 
 impl<A: Api> StubServer<A> {
     pub fn start() -> Self {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind {}: {e}", A::NAME));
-        listener.set_nonblocking(true).expect("nonblocking listener");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap_or_else(|e| panic!("bind {}: {e}", A::NAME));
+        listener
+            .set_nonblocking(true)
+            .expect("nonblocking listener");
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (open, _) = tokio::sync::watch::channel(true);
         let shared = Arc::new(Shared {
@@ -142,12 +145,14 @@ impl<A: Api> StubServer<A> {
                     .build()
                     .expect("stub runtime");
                 rt.block_on(async move {
-                    let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
-                    let app =
-                        Router::new().fallback(move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+                    let listener =
+                        tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+                    let app = Router::new().fallback(
+                        move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
                             let state = state.clone();
                             async move { handle::<A>(state, method, uri, headers, body).await }
-                        });
+                        },
+                    );
                     let _ = axum::serve(listener, app)
                         .with_graceful_shutdown(async {
                             let _ = stop_rx.await;
@@ -263,7 +268,8 @@ async fn handle<A: Api>(
         body: if body.is_empty() {
             Value::Null
         } else {
-            serde_json::from_slice(&body).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()))
+            serde_json::from_slice(&body)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()))
         },
     };
     state.log.lock().unwrap().push(req.clone());
