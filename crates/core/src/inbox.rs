@@ -159,12 +159,12 @@ pub const IDENTITY_PEERS_SHOWN: usize = 20;
 /// here. `peers` are the ones to list (at most `IDENTITY_PEERS_SHOWN`), of
 /// `total_peers` live.
 pub fn render_identity(me: &Session, peers: &[&Session], total_peers: usize) -> String {
+    // Every word here is in each model request of the session: short, and
+    // the session's id once (muster's tools know it; the CLI takes `--as`).
     let mut text = format!(
-        "<muster-identity>\nYou are connected to muster, which lets the agent sessions on this machine \
-see and message each other. You are \"{}\" (session id {}). Reach a peer by nickname or session id \
-with muster's send_message tool (or `muster send <to> <text> --as {}`). Mail for you appears in your \
-context by itself.\n",
-        me.nickname, me.id, me.id
+        "<muster-identity>\nOn muster you are \"{}\" (session id {}). Reach a peer by nickname with \
+muster's send_message tool; their mail reaches you by itself.\n",
+        me.nickname, me.id
     );
     if total_peers == 0 {
         text.push_str("No other sessions are live right now.\n");
