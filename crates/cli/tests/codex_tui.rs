@@ -304,7 +304,7 @@ const WAKE_PROMPT: &str =
 
 // Proves the Codex wake end to end with the real interactive TUI under `muster run codex`: muster starts its own `codex app-server` (the TUI joins it with --remote and the project as -C); after a first prompt typed into the TUI ends its turn, the session is on the roster idle with wake "codex"; a direct message then answers `woken`, and with no key from the test a new turn starts (shown in the TUI) whose model request carries the wake line and the mail, exactly once; three times in a row (cooldown 1 s). Quitting the TUI stops the app-server and removes its socket directory. Prints send → woken turn's first model request latency for each wake.
 #[test]
-fn mail_to_the_idle_tui_starts_a_turn_that_carries_it_once() {
+fn a_wake_of_the_idle_tui_starts_a_turn_that_carries_the_mail_once() {
     let t = Tui::new(&["--wake-cooldown", "1s"]);
     let tmux = Tmux::start(&t.command());
     t.wait_pane(&tmux, "Ask Codex to do anything");
