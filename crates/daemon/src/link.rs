@@ -12,7 +12,7 @@ use axum::extract::State;
 use axum::response::Response;
 use futures_util::{SinkExt, StreamExt};
 use muster_core::api::{ErrorDetail, RegisterRequest};
-use muster_core::link::{ClientFrame, ServerFrame, HEARTBEAT_MS, LINK_PROTOCOL};
+use muster_core::link::{ClientFrame, ServerFrame, HEARTBEAT_MS, LINK_PROTOCOL, READ_BUFFER_BYTES};
 use muster_core::{DeliveryState, LinkKind, Message, Session};
 use muster_store::Change;
 use serde_json::json;
@@ -53,6 +53,7 @@ impl From<ServerFrame> for Outgoing {
 
 pub async fn upgrade(State(hub): State<Arc<Hub>>, ws: WebSocketUpgrade) -> Response {
     ws.max_message_size(MAX_FRAME_BYTES)
+        .read_buffer_size(READ_BUFFER_BYTES)
         .on_upgrade(move |socket| serve(hub, socket))
 }
 

@@ -7,10 +7,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::{SinkExt, StreamExt};
 use muster_core::api::{ErrorDetail, RegisterRequest};
-use muster_core::link::{ClientFrame, Op, ServerFrame, HEARTBEAT_MS, LINK_PROTOCOL};
+use muster_core::link::{
+    ClientFrame, Op, ServerFrame, HEARTBEAT_MS, LINK_PROTOCOL, READ_BUFFER_BYTES,
+};
 use muster_core::Message;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 type Reply = Result<Value, ErrorDetail>;
@@ -158,9 +161,10 @@ async fn session(
     pushes: &mpsc::Sender<Message>,
 ) -> Ended {
     // `true`: TCP_NODELAY, so a small frame never waits for a delayed ACK.
+    let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER_BYTES);
     let Ok(Ok((ws, _))) = tokio::time::timeout(
         Duration::from_secs(5),
-        tokio_tungstenite::connect_async_with_config(ws_url, None, true),
+        tokio_tungstenite::connect_async_with_config(ws_url, Some(config), true),
     )
     .await
     else {
