@@ -174,14 +174,10 @@ async fn serve(env: ShimEnv, parent: u32) -> anyhow::Result<()> {
     }
     // The client's stdio passes through a guard that answers malformed
     // lines itself; the MCP server sees only JSON-RPC messages.
-    let (server_in, filter_out) = tokio::io::duplex(1 << 20);
-    let (server_out, merge_in) = tokio::io::duplex(1 << 20);
-    let (errors_tx, errors_rx) = tokio::sync::mpsc::channel(64);
-    let input = tokio::spawn(stdio::filter_input(stdio::stdin(), filter_out, errors_tx));
-    let output = tokio::spawn(stdio::merge_output(merge_in, errors_rx, stdio::stdout()));
+    let transport = stdio::StdioTransport::new(stdio::stdin(), stdio::stdout());
     let service = server
         .clone()
-        .serve((server_in, server_out))
+        .serve(transport)
         .await
         .context("the MCP client did not initialize")?;
     // rmcp returns once the lifecycle is chosen. With `initialize` the client
@@ -219,8 +215,6 @@ async fn serve(env: ShimEnv, parent: u32) -> anyhow::Result<()> {
     let reason = service.waiting().await;
     tracing::info!("MCP client closed ({reason:?}); exiting");
     pusher.abort();
-    input.abort();
-    let _ = tokio::time::timeout(Duration::from_millis(500), output).await;
     Ok(())
 }
 

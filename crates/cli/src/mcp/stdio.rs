@@ -4,11 +4,16 @@
 //! silence. Our error lines and the server's messages share stdout whole
 //! line by whole line, so they never interleave mid-message.
 
+use std::future::Future;
+use std::sync::Arc;
+
+use rmcp::model::ErrorData;
+use rmcp::service::{RxJsonRpcMessage, TxJsonRpcMessage};
+use rmcp::transport::Transport;
+use rmcp::RoleServer;
 use serde_json::{json, Value};
-use tokio::io::{
-    AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, DuplexStream,
-};
-use tokio::sync::mpsc;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::sync::Mutex;
 
 /// Stdin as an async reader: a pipe (what MCP clients give us) is read
 /// directly by the runtime; anything else goes through tokio's blocking
@@ -104,83 +109,232 @@ fn refusal(line: &[u8]) -> Option<Value> {
     None
 }
 
-/// Copies valid client lines from `input` into `to_server`; answers the
-/// others on `errors`. Ends (closing `to_server`) when `input` closes.
-pub async fn filter_input(
-    input: impl AsyncRead + Unpin,
-    mut to_server: DuplexStream,
-    errors: mpsc::Sender<Value>,
-) -> std::io::Result<()> {
-    let mut reader = BufReader::new(input);
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        // Read at most one byte past the limit so a huge line cannot grow the buffer without bound.
-        let n = (&mut reader)
-            .take(MAX_LINE_BYTES as u64 + 1)
-            .read_until(b'\n', &mut line)
-            .await?;
-        if n == 0 {
-            return Ok(());
+/// The shim's MCP transport over stdio: reads the client's lines, answers
+/// the malformed ones itself (see [`refusal`]) and hands the rest, parsed,
+/// to the MCP server; writes each outgoing message as one whole line with a
+/// single write. Our error lines and the server's messages share one
+/// writer, taken whole line by whole line, so they never interleave.
+pub struct StdioTransport<R, W> {
+    input: BufReader<R>,
+    /// The line being read (kept across cancelled reads: `receive` is
+    /// polled inside a `select!`), at most `MAX_LINE_BYTES + 1` bytes.
+    line: Vec<u8>,
+    /// The line being read went past the limit; the rest of it is dropped.
+    over: bool,
+    output: Arc<Mutex<Option<W>>>,
+}
+
+impl<R, W> StdioTransport<R, W>
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    pub fn new(input: R, output: W) -> Self {
+        StdioTransport {
+            input: BufReader::new(input),
+            line: Vec::new(),
+            over: false,
+            output: Arc::new(Mutex::new(Some(output))),
         }
-        if line.last() != Some(&b'\n') && line.len() > MAX_LINE_BYTES {
-            // Discard the rest of the oversized line.
-            let mut rest = Vec::new();
-            loop {
-                rest.clear();
-                let m = (&mut reader)
-                    .take(64 * 1024)
-                    .read_until(b'\n', &mut rest)
-                    .await?;
-                if m == 0 || rest.last() == Some(&b'\n') {
-                    break;
+    }
+
+    /// Reads one line (without its newline) into `self.line`, keeping at
+    /// most one byte past the limit so a huge line cannot grow the buffer
+    /// without bound. False at end of input with nothing read.
+    async fn read_line(&mut self) -> std::io::Result<bool> {
+        loop {
+            let (used, ended) = {
+                let available = self.input.fill_buf().await?;
+                if available.is_empty() {
+                    return Ok(!self.line.is_empty() || self.over);
+                }
+                let newline = available.iter().position(|b| *b == b'\n');
+                let content = &available[..newline.unwrap_or(available.len())];
+                let room = (MAX_LINE_BYTES + 1).saturating_sub(self.line.len());
+                if content.len() > room {
+                    self.over = true;
+                }
+                self.line
+                    .extend_from_slice(&content[..content.len().min(room)]);
+                (
+                    newline.map_or(available.len(), |i| i + 1),
+                    newline.is_some(),
+                )
+            };
+            self.input.consume(used);
+            if ended {
+                return Ok(true);
+            }
+        }
+    }
+
+    /// Writes one whole line to the client from a task of its own, so a
+    /// cancelled `receive` can never leave half a line on stdout.
+    fn answer(&self, line: Vec<u8>) {
+        let output = self.output.clone();
+        tokio::spawn(async move {
+            if let Err(e) = write_line(&output, &line).await {
+                tracing::warn!("could not answer the MCP client: {e}");
+            }
+        });
+    }
+}
+
+async fn write_line<W: AsyncWrite + Unpin>(
+    output: &Mutex<Option<W>>,
+    line: &[u8],
+) -> std::io::Result<()> {
+    let mut output = output.lock().await;
+    let Some(output) = output.as_mut() else {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::NotConnected,
+            "the transport is closed",
+        ));
+    };
+    output.write_all(line).await?;
+    output.flush().await
+}
+
+impl<R, W> Transport<RoleServer> for StdioTransport<R, W>
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    type Error = std::io::Error;
+
+    fn send(
+        &mut self,
+        item: TxJsonRpcMessage<RoleServer>,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send + 'static {
+        let line = serde_json::to_vec(&item).map(|mut line| {
+            line.push(b'\n');
+            line
+        });
+        let output = self.output.clone();
+        async move { write_line(&output, &line?).await }
+    }
+
+    async fn receive(&mut self) -> Option<RxJsonRpcMessage<RoleServer>> {
+        loop {
+            match self.read_line().await {
+                Ok(true) => {}
+                Ok(false) => return None,
+                Err(e) => {
+                    tracing::error!("cannot read from the MCP client: {e}");
+                    return None;
+                }
+            }
+            let parsed = {
+                let trimmed = self.line.trim_ascii();
+                if trimmed.is_empty() {
+                    None
+                } else if let Some(answer) = refusal(trimmed) {
+                    self.answer(format!("{answer}\n").into_bytes());
+                    None
+                } else {
+                    Some(parse(trimmed))
+                }
+            };
+            self.line.clear();
+            self.over = false;
+            match parsed {
+                None | Some(Parsed::Skip) => {}
+                Some(Parsed::Message(message)) => return Some(*message),
+                Some(Parsed::Invalid) => {
+                    let error = TxJsonRpcMessage::<RoleServer>::error(
+                        ErrorData::invalid_request("Invalid request", None),
+                        None,
+                    );
+                    if let Ok(mut line) = serde_json::to_vec(&error) {
+                        line.push(b'\n');
+                        self.answer(line);
+                    }
                 }
             }
         }
-        let trimmed = line.trim_ascii();
-        if trimmed.is_empty() {
-            continue;
+    }
+
+    async fn close(&mut self) -> Result<(), Self::Error> {
+        let taken = self.output.lock().await.take();
+        if let Some(mut output) = taken {
+            output.flush().await?;
         }
-        match refusal(trimmed) {
-            None => {
-                to_server.write_all(trimmed).await?;
-                to_server.write_all(b"\n").await?;
+        Ok(())
+    }
+}
+
+enum Parsed {
+    Message(Box<RxJsonRpcMessage<RoleServer>>),
+    /// A notification outside MCP, ignored as rmcp's own stdio transport does.
+    Skip,
+    /// JSON-RPC that is no MCP message: answered "Invalid request", as rmcp's
+    /// own stdio transport does.
+    Invalid,
+}
+
+/// Parses a line that passed [`refusal`] the way rmcp's stdio transport does.
+fn parse(line: &[u8]) -> Parsed {
+    match serde_json::from_slice(line) {
+        Ok(message) => Parsed::Message(Box::new(message)),
+        Err(e) => {
+            let ignored = serde_json::from_slice::<Value>(line).ok().is_some_and(|v| {
+                v.get("method")
+                    .and_then(Value::as_str)
+                    .is_some_and(|m| ignored_notification(&v, m))
+            });
+            if ignored {
+                return Parsed::Skip;
             }
-            Some(answer) => {
-                let _ = errors.send(answer).await;
+            tracing::debug!("protocol error on a message from the MCP client: {e}");
+            match e.classify() {
+                serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
+                    Parsed::Skip
+                }
+                _ => Parsed::Invalid,
             }
         }
     }
 }
 
-/// Writes the server's output and our error answers to `output`, whole lines only.
-pub async fn merge_output(
-    from_server: DuplexStream,
-    mut errors: mpsc::Receiver<Value>,
-    mut output: impl AsyncWrite + Unpin,
-) -> std::io::Result<()> {
-    let mut lines = BufReader::new(from_server);
-    let mut line = Vec::new();
-    let mut errors_open = true;
-    loop {
-        tokio::select! {
-            n = lines.read_until(b'\n', &mut line) => {
-                if n? == 0 {
-                    return Ok(());
-                }
-                output.write_all(&line).await?;
-                output.flush().await?;
-                line.clear();
-            }
-            answer = errors.recv(), if errors_open => match answer {
-                Some(answer) => {
-                    output.write_all(format!("{answer}\n").as_bytes()).await?;
-                    output.flush().await?;
-                }
-                None => errors_open = false,
-            },
-        }
-    }
+/// rmcp's rule for a message it cannot parse: a notification whose method is
+/// not MCP's (or an unknown `notifications/…` one) is ignored.
+fn ignored_notification(message: &Value, method: &str) -> bool {
+    const NOTIFICATIONS: [&str; 10] = [
+        "notifications/cancelled",
+        "notifications/initialized",
+        "notifications/message",
+        "notifications/progress",
+        "notifications/prompts/list_changed",
+        "notifications/resources/list_changed",
+        "notifications/resources/updated",
+        "notifications/roots/list_changed",
+        "notifications/subscriptions/acknowledged",
+        "notifications/tools/list_changed",
+    ];
+    const METHODS: [&str; 18] = [
+        "initialize",
+        "ping",
+        "server/discover",
+        "prompts/get",
+        "prompts/list",
+        "resources/list",
+        "resources/read",
+        "resources/subscribe",
+        "resources/unsubscribe",
+        "resources/templates/list",
+        "subscriptions/listen",
+        "tools/call",
+        "tools/list",
+        "completion/complete",
+        "elicitation/create",
+        "logging/setLevel",
+        "roots/list",
+        "sampling/createMessage",
+    ];
+    let notification = NOTIFICATIONS.contains(&method);
+    let standard = notification || METHODS.contains(&method);
+    (message.get("id").is_none() && !standard)
+        || (method.starts_with("notifications/") && !notification)
 }
 
 #[cfg(test)]
@@ -201,32 +355,87 @@ mod tests {
         assert!(refusal(br#"{"jsonrpc":"2.0","id":9,"result":{}}"#).is_none());
     }
 
-    #[tokio::test]
-    async fn bad_lines_are_answered_and_good_ones_pass_through() {
-        let input = b"{bad\n{\"jsonrpc\":\"2.0\",\"method\":\"m\"}\n\n".to_vec();
-        let (to_server, mut server_side) = tokio::io::duplex(1 << 16);
-        let (tx, mut rx) = mpsc::channel(8);
-        filter_input(&input[..], to_server, tx).await.unwrap();
-        let mut passed = String::new();
-        tokio::io::AsyncReadExt::read_to_string(&mut server_side, &mut passed)
+    /// Drives the transport over `input` to its end: the messages the server
+    /// got, as JSON, and what was written to the client.
+    async fn run(input: Vec<u8>) -> (Vec<Value>, String) {
+        let (client, out) = tokio::io::duplex(1 << 16);
+        let mut transport = StdioTransport::new(std::io::Cursor::new(input), out);
+        let mut got = Vec::new();
+        while let Some(message) = transport.receive().await {
+            got.push(serde_json::to_value(&message).unwrap());
+        }
+        // Refusals are written by tasks of their own; let them finish.
+        tokio::task::yield_now().await;
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        transport.close().await.unwrap();
+        drop(transport);
+        let mut written = String::new();
+        tokio::io::AsyncReadExt::read_to_string(&mut &mut { client }, &mut written)
             .await
             .unwrap();
-        assert_eq!(passed, "{\"jsonrpc\":\"2.0\",\"method\":\"m\"}\n");
-        assert_eq!(rx.recv().await.unwrap()["error"]["code"], -32700);
+        (got, written)
+    }
+
+    #[tokio::test]
+    async fn bad_lines_are_answered_and_good_ones_pass_through() {
+        let input =
+            b"{bad\n{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}\n\n".to_vec();
+        let (got, written) = run(input).await;
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0]["method"], "notifications/initialized");
+        let answers: Vec<Value> = written
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(answers.len(), 1);
+        assert_eq!(answers[0]["error"]["code"], -32700);
     }
 
     #[tokio::test]
     async fn an_oversized_line_is_refused_and_the_next_one_still_passes() {
         let mut input = vec![b'x'; MAX_LINE_BYTES + 10];
-        input.extend_from_slice(b"\n{\"jsonrpc\":\"2.0\",\"method\":\"m\"}\n");
-        let (to_server, mut server_side) = tokio::io::duplex(1 << 16);
-        let (tx, mut rx) = mpsc::channel(8);
-        filter_input(&input[..], to_server, tx).await.unwrap();
-        let mut passed = String::new();
-        tokio::io::AsyncReadExt::read_to_string(&mut server_side, &mut passed)
+        input.extend_from_slice(b"\n{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/list\"}\n");
+        let (got, written) = run(input).await;
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0]["method"], "tools/list");
+        let answer: Value = serde_json::from_str(written.trim()).unwrap();
+        assert_eq!(answer["error"]["code"], -32600);
+    }
+
+    #[tokio::test]
+    async fn what_rmcp_cannot_take_is_answered_or_ignored_as_before() {
+        let input = concat!(
+            // JSON-RPC, but no MCP request: "Invalid request".
+            "{\"jsonrpc\":\"2.0\",\"id\":5,\"method\":\"tools/call\",\"params\":7}\n",
+            // A notification outside MCP that rmcp cannot parse: ignored.
+            "{\"jsonrpc\":\"2.0\",\"method\":\"notifications/other\",\"params\":7}\n",
+            // The last line may end without a newline.
+            "{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"ping\"}",
+        );
+        let (got, written) = run(input.as_bytes().to_vec()).await;
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0]["method"], "ping");
+        let answer: Value = serde_json::from_str(written.trim()).unwrap();
+        assert_eq!(answer["error"]["code"], -32600);
+        assert_eq!(answer["error"]["message"], "Invalid request");
+    }
+
+    #[tokio::test]
+    async fn each_message_is_one_line() {
+        let (client, out) = tokio::io::duplex(1 << 16);
+        let mut transport = StdioTransport::new(tokio::io::empty(), out);
+        let ping =
+            TxJsonRpcMessage::<RoleServer>::error(ErrorData::invalid_request("x", None), None);
+        transport.send(ping.clone()).await.unwrap();
+        transport.close().await.unwrap();
+        drop(transport);
+        let mut written = String::new();
+        tokio::io::AsyncReadExt::read_to_string(&mut &mut { client }, &mut written)
             .await
             .unwrap();
-        assert_eq!(passed, "{\"jsonrpc\":\"2.0\",\"method\":\"m\"}\n");
-        assert_eq!(rx.recv().await.unwrap()["error"]["code"], -32600);
+        assert_eq!(
+            written,
+            format!("{}\n", serde_json::to_string(&ping).unwrap())
+        );
     }
 }
