@@ -691,3 +691,40 @@ fn an_idle_session_whose_push_was_not_shown_is_woken_for_it() {
         "a shown push woke the session"
     );
 }
+
+// Proves a wake that started no turn is not the end of it: the session is
+// still idle with the mail undelivered when the cooldown ends, so the waker
+// is asked again (a bounded number of times); once a turn starts, no more.
+#[test]
+fn a_wake_that_started_no_turn_is_sent_again_after_the_cooldown() {
+    let d = TestDaemon::start(&["--wake-cooldown", "1s"]);
+    let (id, run) = (
+        "m1d00000-0000-4000-8000-00000000000c",
+        "run-00000000000000ac",
+    );
+    let waker = Waker::open(&d, run, "pty");
+    hook_in_run(&d, run, "stop", id, "Stop", None);
+    std::thread::sleep(Duration::from_millis(600));
+    let sent = send(&d, id, "are you there?");
+    assert_eq!(sent["state"], "woken");
+    let ids = json!([sent["message"]["id"]]);
+    let (_, first) = waker.next(Duration::from_secs(2)).expect("the wake");
+    assert_eq!(first["message_ids"], ids);
+    let (_, again) = waker
+        .next(Duration::from_secs(3))
+        .expect("the wake again, after the cooldown");
+    assert_eq!(again["message_ids"], ids);
+    // This time the turn starts (and takes the mail): nothing more comes.
+    assert!(context_of(&hook_in_run(
+        &d,
+        run,
+        "prompt-submit",
+        id,
+        "UserPromptSubmit",
+        None
+    ))
+    .unwrap()
+    .contains("are you there?"));
+    hook_in_run(&d, run, "stop", id, "Stop", None);
+    assert!(waker.next(Duration::from_millis(2_500)).is_none());
+}

@@ -665,6 +665,10 @@ impl Hub {
         let Some(entry) = st.entry_mut(id) else {
             return 0;
         };
+        if event == "prompt-submit" {
+            // A turn started: whatever woke it was answered.
+            entry.wake.unanswered = 0;
+        }
         match event {
             "prompt-submit" if entry.continuation_due => entry.continuation_due = false,
             "prompt-submit" => entry.holds_in_row = 0,

@@ -67,6 +67,10 @@ pub struct WakeState {
     pub pending: Option<Millis>,
     /// Monotonic time its last turn ended (a Stop that was not held).
     pub idle_since: Millis,
+    /// Wakes sent since its last turn started; a wake that started no turn
+    /// (the line was typed into a dialog, or not submitted) is sent again
+    /// once the cooldown ends, a bounded number of times.
+    pub unanswered: u8,
 }
 
 /// A connected waker: the process that can start turns for one run.

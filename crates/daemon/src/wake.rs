@@ -44,6 +44,9 @@ const WAKE_QUEUE: usize = 16;
 /// (seen with Claude Code), so a wake waits this long after a Stop.
 const AFTER_STOP_MS: Millis = 500;
 
+/// Wakes sent again for the same idle spell when one started no turn.
+const MAX_UNANSWERED: u8 = 3;
+
 static NEXT_WAKER: AtomicU64 = AtomicU64::new(1);
 
 /// Whether `run` is a usable run id: short, printable, no separators that
@@ -249,6 +252,12 @@ impl Hub {
                 wait <= AFTER_STOP_MS
             }
             Due::Now => {
+                if st
+                    .entry(id)
+                    .is_some_and(|e| e.wake.unanswered >= MAX_UNANSWERED)
+                {
+                    return false;
+                }
                 let event = WakeEvent {
                     session: id.to_string(),
                     message_ids: urgent,
@@ -261,10 +270,15 @@ impl Hub {
                 if sent {
                     if let Some(e) = st.entry_mut(id) {
                         e.wake.last = Some(now);
+                        e.wake.unanswered += 1;
+                        // Looked at again when the cooldown ends: still idle
+                        // with the mail undelivered means the wake started no turn.
+                        e.wake.pending = Some(now + cooldown);
                     }
                 }
                 drop(st);
                 if sent {
+                    self.schedule_wake(id.to_string(), cooldown);
                     self.metrics.wakes.inc();
                     self.events
                         .publish("session.woken", || json!({"id": id, "run": run}));
