@@ -14,8 +14,11 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use muster_core::api::{ErrorDetail, RegisterRequest};
 use muster_core::link::Op;
-use muster_daemon::mcp::{push_channel, CallContext, Executor, McpServer};
-use rmcp::ServiceExt;
+use muster_core::Message;
+use muster_daemon::mcp::{channel_params, CallContext, Executor, McpServer, CHANNEL_METHOD};
+use rmcp::model::{CustomNotification, ServerNotification};
+use rmcp::service::TxJsonRpcMessage;
+use rmcp::{RoleServer, ServiceExt};
 use serde_json::Value;
 
 use self::link::Link;
@@ -175,6 +178,9 @@ async fn serve(env: ShimEnv, parent: u32) -> anyhow::Result<()> {
     // The client's stdio passes through a guard that answers malformed
     // lines itself; the MCP server sees only JSON-RPC messages.
     let transport = stdio::StdioTransport::new(stdio::stdin(), stdio::stdout());
+    // Pushes are written straight to the output, not through rmcp's
+    // service loop (the same line; three task hand-offs fewer per push).
+    let output = transport.output();
     let service = server
         .clone()
         .serve(transport)
@@ -202,7 +208,7 @@ async fn serve(env: ShimEnv, parent: u32) -> anyhow::Result<()> {
         }
         link.ready().await;
         while let Some(message) = pushes.recv().await {
-            match push_channel(&peer, &message).await {
+            match output.send(&channel_notification(&message)).await {
                 Ok(()) => link.delivered(vec![message.id]).await,
                 Err(e) => {
                     tracing::warn!("could not write a push to the client: {e}");
@@ -216,6 +222,14 @@ async fn serve(env: ShimEnv, parent: u32) -> anyhow::Result<()> {
     tracing::info!("MCP client closed ({reason:?}); exiting");
     pusher.abort();
     Ok(())
+}
+
+/// The `claude/channel` notification for one message, as rmcp would write it.
+fn channel_notification(m: &Message) -> TxJsonRpcMessage<RoleServer> {
+    let notification = CustomNotification::new(CHANNEL_METHOD, Some(channel_params(m)));
+    TxJsonRpcMessage::<RoleServer>::notification(ServerNotification::CustomNotification(
+        notification,
+    ))
 }
 
 /// How long after Claude Code's `tools/list` its channel handler is surely

@@ -168,6 +168,12 @@ where
         }
     }
 
+    /// A handle on the output, for messages that do not come from the MCP
+    /// server (pushes): written whole, between the server's own lines.
+    pub fn output(&self) -> Output<W> {
+        Output(self.output.clone())
+    }
+
     /// Writes one whole line to the client from a task of its own, so a
     /// cancelled `receive` can never leave half a line on stdout.
     fn answer(&self, line: Vec<u8>) {
@@ -177,6 +183,18 @@ where
                 tracing::warn!("could not answer the MCP client: {e}");
             }
         });
+    }
+}
+
+/// The transport's output (see [`StdioTransport::output`]).
+pub struct Output<W>(Arc<Mutex<Option<W>>>);
+
+impl<W: AsyncWrite + Unpin> Output<W> {
+    /// Writes one message as one line; fails once the transport is closed.
+    pub async fn send(&self, message: &TxJsonRpcMessage<RoleServer>) -> std::io::Result<()> {
+        let mut line = serde_json::to_vec(message)?;
+        line.push(b'\n');
+        write_line(&self.0, &line).await
     }
 }
 
