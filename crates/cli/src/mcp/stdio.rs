@@ -122,6 +122,8 @@ pub struct StdioTransport<R, W> {
     /// The line being read went past the limit; the rest of it is dropped.
     over: bool,
     output: Arc<Mutex<Option<W>>>,
+    /// Our own answers still being written; `close` waits for them.
+    answering: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl<R, W> StdioTransport<R, W>
@@ -135,6 +137,7 @@ where
             line: Vec::new(),
             over: false,
             output: Arc::new(Mutex::new(Some(output))),
+            answering: Vec::new(),
         }
     }
 
@@ -174,15 +177,25 @@ where
         Output(self.output.clone())
     }
 
+    /// Waits until our answers so far are written (cancel-safe: a handle
+    /// leaves the list only once its task has finished).
+    async fn answered(&mut self) {
+        while let Some(task) = self.answering.last_mut() {
+            let _ = task.await;
+            self.answering.pop();
+        }
+    }
+
     /// Writes one whole line to the client from a task of its own, so a
     /// cancelled `receive` can never leave half a line on stdout.
-    fn answer(&self, line: Vec<u8>) {
+    fn answer(&mut self, line: Vec<u8>) {
         let output = self.output.clone();
-        tokio::spawn(async move {
+        self.answering.retain(|task| !task.is_finished());
+        self.answering.push(tokio::spawn(async move {
             if let Err(e) = write_line(&output, &line).await {
                 tracing::warn!("could not answer the MCP client: {e}");
             }
-        });
+        }));
     }
 }
 
@@ -236,9 +249,15 @@ where
         loop {
             match self.read_line().await {
                 Ok(true) => {}
-                Ok(false) => return None,
+                Ok(false) => {
+                    // The answer to a last bad line still goes out, even
+                    // when the server then ends without closing us.
+                    self.answered().await;
+                    return None;
+                }
                 Err(e) => {
                     tracing::error!("cannot read from the MCP client: {e}");
+                    self.answered().await;
                     return None;
                 }
             }
@@ -273,6 +292,7 @@ where
     }
 
     async fn close(&mut self) -> Result<(), Self::Error> {
+        self.answered().await;
         let taken = self.output.lock().await.take();
         if let Some(mut output) = taken {
             output.flush().await?;
@@ -382,9 +402,7 @@ mod tests {
         while let Some(message) = transport.receive().await {
             got.push(serde_json::to_value(&message).unwrap());
         }
-        // Refusals are written by tasks of their own; let them finish.
-        tokio::task::yield_now().await;
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        // Refusals are written by tasks of their own; closing waits for them.
         transport.close().await.unwrap();
         drop(transport);
         let mut written = String::new();
@@ -436,6 +454,20 @@ mod tests {
         let answer: Value = serde_json::from_str(written.trim()).unwrap();
         assert_eq!(answer["error"]["code"], -32600);
         assert_eq!(answer["error"]["message"], "Invalid request");
+    }
+
+    #[tokio::test]
+    async fn a_last_bad_line_is_answered_before_the_end_of_input_is_reported() {
+        let (client, out) = tokio::io::duplex(1 << 16);
+        let mut transport = StdioTransport::new(&b"{bad\n"[..], out);
+        assert!(transport.receive().await.is_none());
+        drop(transport); // as when the server gives up before initializing
+        let mut written = String::new();
+        tokio::io::AsyncReadExt::read_to_string(&mut &mut { client }, &mut written)
+            .await
+            .unwrap();
+        let answer: Value = serde_json::from_str(written.trim()).unwrap();
+        assert_eq!(answer["error"]["code"], -32700);
     }
 
     #[tokio::test]
