@@ -185,7 +185,11 @@ impl Tui {
         let config = json!({
             "hasCompletedOnboarding": true,
             "customApiKeyResponses": {"approved": [API_KEY], "rejected": []},
-            "projects": {project: {"hasTrustDialogAccepted": true}},
+            // The project's .mcp.json server is approved by the installer's
+            // .claude/settings.json; under load Claude Code 2.1.332 was seen
+            // to ask anyway ("New MCP server found"), so its own per-project
+            // record says the same.
+            "projects": {project: {"hasTrustDialogAccepted": true, "enabledMcpjsonServers": ["muster"]}},
             // Channel display is gated by this flag; offline it is read from here.
             "cachedGrowthBookFeatures": {"tengu_harbor": true},
         });
