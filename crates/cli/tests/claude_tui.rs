@@ -647,11 +647,33 @@ fn launch_under_run(t: &Tui, id: &str) -> Tmux {
         options: &["--quiet", "1s"],
         args: &["--session-id", id],
     });
+    approve_mcp_server_if_asked(t, id, &tmux);
     t.wait_session(id, "wake \"pty\", linked and idle", &tmux, |s| {
         s["wake"] == "pty" && s["link_up"] == true && s["activity"] == "idle"
     });
     assert!(tmux.wait_for("❯", STEP).is_ok(), "{}", t.explain(&tmux));
     tmux
+}
+
+/// Claude Code 2.1.332 sometimes asks to approve the project's `.mcp.json`
+/// server although `.claude/settings.json` (written by `muster install`)
+/// and `~/.claude.json` both approve it; seen only on a loaded machine,
+/// as a race in its start-up. A person would answer "Use this MCP server"
+/// once; so does this, and only if asked before the session joins.
+fn approve_mcp_server_if_asked(t: &Tui, id: &str, tmux: &Tmux) {
+    let start = Instant::now();
+    while start.elapsed() < STEP && t.on_roster(id).is_none() {
+        if tmux
+            .capture()
+            .contains("New MCP server found in this project")
+        {
+            tmux.press("Up");
+            tmux.press("Up");
+            tmux.press("Enter");
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// The text blocks of the user messages in a request's fresh part.
