@@ -623,7 +623,16 @@ fn a_send_before_the_shim_handshake_answers_at_once_and_arrives_once() {
     let message_id = sent["message"]["id"].as_str().unwrap().to_string();
 
     // A push Claude Code shows starts a turn within about 150 ms.
-    let at = t.request_with(0, &m, Duration::from_secs(10));
+    let mut at = t.request_with(0, &m, Duration::from_secs(10));
+    if at.is_none() && muster_log_lines(&debug).contains("Sending SIGINT to MCP server process") {
+        // Seen on a loaded machine: Claude Code stops its MCP server during
+        // start-up, right after connecting, and does not start it again, so
+        // nothing can push. The mail is still undelivered and must reach the
+        // model with the next prompt, once.
+        eprintln!("Claude Code stopped its muster server during start-up; checking the next prompt instead");
+        t.type_prompt(&tmux, "carry on");
+        at = t.request_with(0, &m, STEP);
+    }
     assert!(
         at.is_some(),
         "the early mail never reached a model request (state {})\n--- Claude Code's log of the muster server:\n{}\n{}",
