@@ -668,10 +668,11 @@ fn launch_under_run(t: &Tui, id: &str) -> Tmux {
 /// server although `.claude/settings.json` (written by `muster install`)
 /// and `~/.claude.json` both approve it; seen only on a loaded machine,
 /// as a race in its start-up. A person would answer "Use this MCP server"
-/// once; so does this, and only if asked before the session joins.
+/// once; so does this, and only if asked before the session's shim links.
 fn approve_mcp_server_if_asked(t: &Tui, id: &str, tmux: &Tmux) {
     let start = Instant::now();
-    while start.elapsed() < STEP && t.on_roster(id).is_none() {
+    // Its SessionStart hook may run before it asks; the shim links only after.
+    while start.elapsed() < STEP && !t.on_roster(id).is_some_and(|s| s["link_up"] == true) {
         if tmux
             .capture()
             .contains("New MCP server found in this project")
