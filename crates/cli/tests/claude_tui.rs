@@ -19,10 +19,12 @@ mod common;
 mod messages_stub;
 #[path = "support/sandbox.rs"]
 mod sandbox;
+#[path = "support/tmux.rs"]
+mod tmux;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+use tmux::Tmux;
 
 use common::*;
 use messages_stub::MessagesStub;
@@ -43,111 +45,7 @@ fn claude_bin() -> PathBuf {
 
 // ---------------------------------------------------------------- tmux
 
-/// A tmux server of our own (own socket, no user config) holding one
-/// session; killed on drop whatever the test did (Claude Code, its shim and
-/// `muster run` go with it).
-struct Tmux {
-    socket: String,
-    name: String,
-}
-
-impl Tmux {
-    fn start(command: &str) -> Self {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let unique = format!("muster-claude-tui-{}-{nanos}", std::process::id());
-        let tmux = Tmux {
-            socket: unique.clone(),
-            name: unique,
-        };
-        let out = tmux.run(&[
-            "-f",
-            "/dev/null",
-            "new-session",
-            "-d",
-            "-s",
-            &tmux.name,
-            "-x",
-            "160",
-            "-y",
-            "45",
-            command,
-            ";",
-            "set-option",
-            "-t",
-            &tmux.name,
-            "status",
-            "off",
-            ";",
-            "set-option",
-            "-t",
-            &tmux.name,
-            "remain-on-exit",
-            "on",
-        ]);
-        assert!(
-            out.status.success(),
-            "tmux new-session failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        tmux
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new("tmux")
-            .arg("-u")
-            .arg("-L")
-            .arg(&self.socket)
-            .args(args)
-            .env("LANG", "C.UTF-8")
-            .output()
-            .expect("run tmux")
-    }
-
-    /// Types `text` literally, as a person would.
-    fn type_text(&self, text: &str) {
-        assert!(self
-            .run(&["send-keys", "-t", &self.name, "-l", text])
-            .status
-            .success());
-    }
-
-    /// Presses one named key: Enter, BSpace, …
-    fn press(&self, key: &str) {
-        assert!(self
-            .run(&["send-keys", "-t", &self.name, key])
-            .status
-            .success());
-    }
-
-    fn capture(&self) -> String {
-        String::from_utf8_lossy(&self.run(&["capture-pane", "-p", "-t", &self.name]).stdout)
-            .into_owned()
-    }
-
-    /// Polls the pane until it shows `text`; the last capture either way.
-    fn wait_for(&self, text: &str, limit: Duration) -> Result<String, String> {
-        let start = Instant::now();
-        loop {
-            let pane = self.capture();
-            if pane.contains(text) {
-                return Ok(pane);
-            }
-            if start.elapsed() > limit {
-                return Err(pane);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = self.run(&["kill-server"]);
-    }
-}
+// Tmux: support/tmux.rs.
 
 // ---------------------------------------------------------------- the TUI
 
@@ -244,7 +142,7 @@ impl Tui {
     }
 
     fn launch(&self, launch: Launch) -> Tmux {
-        Tmux::start(&self.command(&launch))
+        Tmux::start(&self.command(&launch), 160, 45)
     }
 
     /// The session on the live roster, if it is there.

@@ -16,10 +16,13 @@ mod common;
 mod responses_stub;
 #[path = "support/sandbox.rs"]
 mod sandbox;
+#[path = "support/tmux.rs"]
+mod tmux;
 
 use std::path::PathBuf;
-use std::process::{Command, Output};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::process::Command;
+use std::time::{Duration, Instant};
+use tmux::Tmux;
 
 use common::*;
 use responses_stub::ResponsesStub;
@@ -37,95 +40,7 @@ fn codex_bin() -> PathBuf {
 
 // ---------------------------------------------------------------- tmux
 
-/// A tmux server of our own (own socket, no user config) holding one
-/// session; killed on drop whatever the test did.
-struct Tmux {
-    socket: String,
-    name: String,
-}
-
-impl Tmux {
-    fn start(command: &str) -> Self {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let unique = format!("muster-codex-tui-{}-{nanos}", std::process::id());
-        let tmux = Tmux {
-            socket: unique.clone(),
-            name: unique,
-        };
-        let out = tmux.run(&[
-            "-f",
-            "/dev/null",
-            "new-session",
-            "-d",
-            "-s",
-            &tmux.name,
-            "-x",
-            "160",
-            "-y",
-            "45",
-            command,
-            ";",
-            "set-option",
-            "-t",
-            &tmux.name,
-            "status",
-            "off",
-            ";",
-            "set-option",
-            "-t",
-            &tmux.name,
-            "remain-on-exit",
-            "on",
-        ]);
-        assert!(
-            out.status.success(),
-            "tmux new-session failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        tmux
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new("tmux")
-            .arg("-u")
-            .arg("-L")
-            .arg(&self.socket)
-            .args(args)
-            .env("LANG", "C.UTF-8")
-            .output()
-            .expect("run tmux")
-    }
-
-    /// Types `text` literally, as a person would.
-    fn type_text(&self, text: &str) {
-        assert!(self
-            .run(&["send-keys", "-t", &self.name, "-l", text])
-            .status
-            .success());
-    }
-
-    /// Presses one named key: Enter, C-c, …
-    fn press(&self, key: &str) {
-        assert!(self
-            .run(&["send-keys", "-t", &self.name, key])
-            .status
-            .success());
-    }
-
-    fn capture(&self) -> String {
-        String::from_utf8_lossy(&self.run(&["capture-pane", "-p", "-t", &self.name]).stdout)
-            .into_owned()
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = self.run(&["kill-server"]);
-    }
-}
+// Tmux: support/tmux.rs.
 
 // ---------------------------------------------------------------- the TUI
 
@@ -306,7 +221,7 @@ const WAKE_PROMPT: &str =
 #[test]
 fn a_wake_of_the_idle_tui_starts_a_turn_that_carries_the_mail_once() {
     let t = Tui::new(&["--wake-cooldown", "1s"]);
-    let tmux = Tmux::start(&t.command());
+    let tmux = Tmux::start(&t.command(), 160, 45);
     t.wait_pane(&tmux, "Ask Codex to do anything");
     let (server_pid, socket) = t.app_server();
     assert!(
@@ -473,7 +388,7 @@ fn parent_of(pid: i32) -> i32 {
 fn the_app_server_never_outlives_its_run() {
     let t = Tui::new(&[]);
 
-    let tmux = Tmux::start(&t.command());
+    let tmux = Tmux::start(&t.command(), 160, 45);
     t.wait_pane(&tmux, "Ask Codex to do anything");
     let (server, socket) = t.app_server();
     let run = parent_of(server);
@@ -501,7 +416,7 @@ fn the_app_server_never_outlives_its_run() {
 
     std::fs::remove_file(t.file("code")).unwrap();
     std::fs::remove_file(t.file("muster-run.log")).unwrap();
-    let tmux = Tmux::start(&t.command());
+    let tmux = Tmux::start(&t.command(), 160, 45);
     t.wait_pane(&tmux, "Ask Codex to do anything");
     let (server, socket) = t.app_server();
     let run = parent_of(server);
@@ -516,7 +431,7 @@ fn the_app_server_never_outlives_its_run() {
     drop(tmux);
 
     std::fs::remove_file(t.file("muster-run.log")).unwrap();
-    let tmux = Tmux::start(&t.command());
+    let tmux = Tmux::start(&t.command(), 160, 45);
     t.wait_pane(&tmux, "Ask Codex to do anything");
     assert!(!left.exists(), "the next run removed {}", left.display());
     assert!(read(&t.file("muster-run.log")).contains("removed what a killed run left"));

@@ -18,10 +18,12 @@ mod common;
 mod gemini_stub;
 #[path = "support/sandbox.rs"]
 mod sandbox;
+#[path = "support/tmux.rs"]
+mod tmux;
 
 use std::path::PathBuf;
-use std::process::{Command, Output};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+use tmux::Tmux;
 
 use common::*;
 use gemini_stub::{GeminiStub, Turn};
@@ -43,92 +45,7 @@ fn gemini_bin() -> PathBuf {
     )
 }
 
-/// A tmux server of our own (own socket, no user config) holding one
-/// session; killed on drop whatever the test did.
-struct Tmux {
-    socket: String,
-    name: String,
-}
-
-impl Tmux {
-    fn start(command: &str, cols: u16, rows: u16) -> Self {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let unique = format!("muster-gemini-tui-{}-{nanos}", std::process::id());
-        let tmux = Tmux {
-            socket: unique.clone(),
-            name: unique,
-        };
-        let (cols, rows) = (cols.to_string(), rows.to_string());
-        let out = tmux.run(&[
-            "-f",
-            "/dev/null",
-            "new-session",
-            "-d",
-            "-s",
-            &tmux.name,
-            "-x",
-            &cols,
-            "-y",
-            &rows,
-            command,
-            ";",
-            "set-option",
-            "-t",
-            &tmux.name,
-            "status",
-            "off",
-            ";",
-            "set-option",
-            "-t",
-            &tmux.name,
-            "remain-on-exit",
-            "on",
-        ]);
-        assert!(
-            out.status.success(),
-            "tmux new-session failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        tmux
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new("tmux")
-            .arg("-u")
-            .arg("-L")
-            .arg(&self.socket)
-            .args(args)
-            .env("LANG", "C.UTF-8")
-            .output()
-            .expect("run tmux")
-    }
-
-    /// Types `text` literally (no key names), as a person would.
-    fn type_text(&self, text: &str) {
-        let out = self.run(&["send-keys", "-t", &self.name, "-l", text]);
-        assert!(out.status.success());
-    }
-
-    /// Presses one named key: Enter, C-c, …
-    fn press(&self, key: &str) {
-        let out = self.run(&["send-keys", "-t", &self.name, key]);
-        assert!(out.status.success());
-    }
-
-    fn capture(&self) -> String {
-        String::from_utf8_lossy(&self.run(&["capture-pane", "-p", "-t", &self.name]).stdout)
-            .into_owned()
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = self.run(&["kill-server"]);
-    }
-}
+// Tmux: support/tmux.rs.
 
 /// A daemon, a stub, a sandbox whose project has muster installed for Gemini
 /// CLI, and `muster run --quiet 1s gemini` in a tmux pane there.

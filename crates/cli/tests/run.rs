@@ -9,14 +9,17 @@
 //! reached the harness and when, and on what the pane shows.
 
 mod common;
+#[path = "support/tmux.rs"]
+mod tmux;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+use tmux::Tmux;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Query, State};
@@ -125,116 +128,7 @@ fn of_kind(log: &[Entry], kind: &str) -> Vec<String> {
 
 // ---------------------------------------------------------------- tmux
 
-/// A tmux server of our own (own socket, no user config) holding one
-/// session; killed on drop whatever the test did.
-struct Tmux {
-    socket: String,
-    name: String,
-}
-
-impl Tmux {
-    fn start(command: &str, cols: u16, rows: u16) -> Self {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let unique = format!("muster-run-{}-{nanos}", std::process::id());
-        let tmux = Tmux {
-            socket: unique.clone(),
-            name: unique,
-        };
-        let (cols, rows) = (cols.to_string(), rows.to_string());
-        // No status line, so the pane is the whole window; remain-on-exit
-        // keeps the pane readable after the command ends.
-        let out = tmux.run(&[
-            "-f",
-            "/dev/null",
-            "new-session",
-            "-d",
-            "-s",
-            &tmux.name,
-            "-x",
-            &cols,
-            "-y",
-            &rows,
-            command,
-            ";",
-            "set-option",
-            "-t",
-            &tmux.name,
-            "status",
-            "off",
-            ";",
-            "set-option",
-            "-t",
-            &tmux.name,
-            "remain-on-exit",
-            "on",
-        ]);
-        assert!(
-            out.status.success(),
-            "tmux new-session failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        tmux
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new("tmux")
-            .arg("-u")
-            .arg("-L")
-            .arg(&self.socket)
-            .args(args)
-            .env("LANG", "C.UTF-8")
-            .output()
-            .expect("run tmux")
-    }
-
-    /// Types `text` literally (no key names), as a person would.
-    fn type_text(&self, text: &str) {
-        let out = self.run(&["send-keys", "-t", &self.name, "-l", text]);
-        assert!(out.status.success());
-    }
-
-    /// Presses one named key: Enter, C-c, …
-    fn press(&self, key: &str) {
-        let out = self.run(&["send-keys", "-t", &self.name, key]);
-        assert!(out.status.success());
-    }
-
-    fn capture(&self) -> String {
-        String::from_utf8_lossy(&self.run(&["capture-pane", "-p", "-t", &self.name]).stdout)
-            .into_owned()
-    }
-
-    fn display(&self, format: &str) -> String {
-        let out = self.run(&["display-message", "-p", "-t", &self.name, format]);
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    }
-
-    fn resize(&self, cols: u16, rows: u16) {
-        let out = self.run(&[
-            "resize-window",
-            "-t",
-            &self.name,
-            "-x",
-            &cols.to_string(),
-            "-y",
-            &rows.to_string(),
-        ]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = self.run(&["kill-server"]);
-    }
-}
+// Tmux: support/tmux.rs.
 
 // ---------------------------------------------------------------- one run in a pane
 
