@@ -20,7 +20,7 @@ Exit codes: 0 ok, 1 the daemon refused or a check failed, 2 bad usage,
 #[derive(Debug, Parser)]
 #[command(
     name = "muster",
-    version,
+    version = env!("MUSTER_VERSION"),
     about = "A roster and mailbox for the AI coding agents on this machine or team",
     long_about = "muster lets every AI coding-agent session see its peers and talk to them: a live \
 roster, direct and room messages, delivered into each agent's context exactly once.\n\n\
@@ -277,6 +277,42 @@ muster run --quiet 5s claude --dangerously-load-development-channels server:must
 --json has no effect here."
     )]
     Run(RunArgs),
+
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    #[command(
+        long_about = "Print a completion script for SHELL on stdout, generated from this very \
+command line, so it always matches the installed muster.\n\n\
+Examples:\n  \
+muster completions bash > ~/.local/share/bash-completion/completions/muster\n  \
+muster completions zsh > \"${fpath[1]}/_muster\"\n  \
+muster completions fish > ~/.config/fish/completions/muster.fish\n\n\
+The Debian package installs all three system-wide. --json has no effect here."
+    )]
+    Completions(CompletionsArgs),
+
+    /// Print muster's man page (roff), generated from this command line
+    #[command(
+        long_about = "Print the man page muster(1) as roff on stdout, generated from the same \
+definitions as --help. With --out-dir, write it and one page per subcommand \
+(muster-serve.1, muster-send.1, …) into that directory instead, and print each path written.\n\n\
+Examples:\n  muster man | man -l -\n  muster man --out-dir ~/.local/share/man/man1\n\n\
+--json has no effect here."
+    )]
+    Man(ManArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for
+    #[arg(value_enum, value_name = "SHELL")]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write muster.1 and a page per subcommand into DIR (created if missing) instead of printing muster.1
+    #[arg(long, value_name = "DIR")]
+    pub out_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -31,6 +31,9 @@ fn main() {
         Command::Mcp => run_mcp(cli.url.as_deref(), &env),
         // It owns the terminal: no tracing to stderr, no client context.
         Command::Run(args) => run::run(&args, cli.url.as_deref(), &env),
+        // Generated from the clap definitions; no daemon, no config.
+        Command::Completions(args) => commands::completions::run(&args),
+        Command::Man(args) => commands::man::run(&args),
         command => {
             init_tracing("warn");
             run_client(command, cli.url.as_deref(), cli.json, env)

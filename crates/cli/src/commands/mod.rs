@@ -1,9 +1,11 @@
 //! One module per client command (and `serve`). Each `run` returns the exit
 //! code on success; failures come back as a `ClientError` for `main` to report.
 
+pub mod completions;
 pub mod doctor;
 pub mod guard;
 pub mod inbox;
+pub mod man;
 pub mod reserve;
 pub mod rooms;
 pub mod roster;
@@ -39,8 +41,10 @@ pub async fn dispatch(command: Command, ctx: &Context) -> Result<i32, ClientErro
         | Command::Hook(_)
         | Command::Mcp
         | Command::Install(_)
-        | Command::Run(_) => Err(ClientError::local(
-            "serve, hook and mcp are not client commands",
+        | Command::Run(_)
+        | Command::Completions(_)
+        | Command::Man(_) => Err(ClientError::local(
+            "serve, hook, mcp, install, run, completions and man are not client commands",
         )),
     }
 }
