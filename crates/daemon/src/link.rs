@@ -12,7 +12,9 @@ use axum::extract::State;
 use axum::response::Response;
 use futures_util::{SinkExt, StreamExt};
 use muster_core::api::{ErrorDetail, RegisterRequest};
-use muster_core::link::{ClientFrame, ServerFrame, HEARTBEAT_MS, LINK_PROTOCOL, READ_BUFFER_BYTES};
+use muster_core::link::{
+    ClientFrame, JsonText, ServerFrame, HEARTBEAT_MS, LINK_PROTOCOL, READ_BUFFER_BYTES,
+};
 use muster_core::{DeliveryState, LinkKind, Message, Session};
 use muster_store::Change;
 use serde_json::json;
@@ -210,7 +212,7 @@ async fn serve(hub: Arc<Hub>, socket: WebSocket) {
                         Ok((result, surfacing)) => Outgoing {
                             frame: ServerFrame::Reply {
                                 id: req,
-                                result: Some(result),
+                                result: Some(JsonText::from_value(&result)),
                                 error: None,
                             },
                             surfacing,

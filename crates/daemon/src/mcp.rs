@@ -7,7 +7,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use muster_core::api::ErrorDetail;
-use muster_core::link::Op;
+use muster_core::link::{JsonText, Op};
 use muster_core::tools::{self, INSTRUCTIONS, TOOLS};
 use muster_core::validate::clean_peer_text;
 use muster_core::{inbox::format_utc, Message};
@@ -67,7 +67,7 @@ pub trait Executor: Send + Sync + 'static {
         &self,
         op: Op,
         call: CallContext,
-    ) -> impl Future<Output = Result<Value, ErrorDetail>> + Send;
+    ) -> impl Future<Output = Result<JsonText, ErrorDetail>> + Send;
 }
 
 pub struct McpServer<E> {
@@ -151,9 +151,8 @@ pub fn tool_list() -> Vec<Tool> {
 }
 
 /// A tool's answer as compact JSON: every byte lands in the agent's context.
-fn text_result(value: &Value) -> CallToolResult {
-    let text = value.to_string();
-    CallToolResult::success(vec![ContentBlock::text(text)])
+fn text_result(value: &JsonText) -> CallToolResult {
+    CallToolResult::success(vec![ContentBlock::text(value.as_str())])
 }
 
 impl<E: Executor> ServerHandler for McpServer<E> {

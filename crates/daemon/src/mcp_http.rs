@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use axum::http::StatusCode;
 
 use muster_core::api::ErrorDetail;
-use muster_core::link::Op;
+use muster_core::link::{JsonText, Op};
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use serde_json::Value;
@@ -26,8 +26,11 @@ pub struct HubExecutor {
 }
 
 impl Executor for HubExecutor {
-    async fn execute(&self, op: Op, call: CallContext) -> Result<Value, ErrorDetail> {
-        self.run(op, call).await.map_err(ApiError::detail)
+    async fn execute(&self, op: Op, call: CallContext) -> Result<JsonText, ErrorDetail> {
+        self.run(op, call)
+            .await
+            .map(|value| JsonText::from_value(&value))
+            .map_err(ApiError::detail)
     }
 }
 

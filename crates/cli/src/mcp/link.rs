@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use futures_util::{SinkExt, StreamExt};
 use muster_core::api::{ErrorDetail, RegisterRequest};
 use muster_core::link::{
-    ClientFrame, Op, ServerFrame, HEARTBEAT_MS, LINK_PROTOCOL, READ_BUFFER_BYTES,
+    ClientFrame, JsonText, Op, ServerFrame, HEARTBEAT_MS, LINK_PROTOCOL, READ_BUFFER_BYTES,
 };
 use muster_core::Message;
 use serde_json::Value;
@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
-type Reply = Result<Value, ErrorDetail>;
+type Reply = Result<JsonText, ErrorDetail>;
 
 /// What the MCP side asks of the link.
 enum Command {
@@ -229,7 +229,7 @@ async fn session(
                         if let Some(tx) = pending.remove(&id) {
                             let _ = tx.send(match err {
                                 Some(e) => Err(e),
-                                None => Ok(result.unwrap_or(Value::Null)),
+                                None => Ok(result.unwrap_or_else(|| JsonText::from_value(&Value::Null))),
                             });
                         }
                     }

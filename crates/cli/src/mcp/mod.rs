@@ -13,13 +13,12 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use muster_core::api::{ErrorDetail, RegisterRequest};
-use muster_core::link::Op;
+use muster_core::link::{JsonText, Op};
 use muster_core::Message;
 use muster_daemon::mcp::{channel_params, CallContext, Executor, McpServer, CHANNEL_METHOD};
 use rmcp::model::{CustomNotification, ServerNotification};
 use rmcp::service::TxJsonRpcMessage;
 use rmcp::{RoleServer, ServiceExt};
-use serde_json::Value;
 
 use self::link::Link;
 
@@ -31,7 +30,7 @@ struct LinkExecutor {
 }
 
 impl Executor for LinkExecutor {
-    async fn execute(&self, op: Op, call: CallContext) -> Result<Value, ErrorDetail> {
+    async fn execute(&self, op: Op, call: CallContext) -> Result<JsonText, ErrorDetail> {
         // A per-call link acts for the session the harness named: Codex's
         // `_meta.sessionId`, or the `_session_id` muster's plugin/hook adds.
         let session = if self.per_call {
