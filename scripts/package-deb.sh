@@ -53,6 +53,14 @@ fi
 [ -x "$binary" ] || die "no executable muster at $binary"
 "$binary" --version >/dev/null || die "$binary does not run here"
 
+# dpkg and lintian expect the package's changelog to name its version.
+version="$(cargo metadata --no-deps --format-version 1 --manifest-path crates/cli/Cargo.toml \
+    | sed -n 's/.*"name":"muster","version":"\([^"]*\)".*/\1/p')"
+[ -n "$version" ] || die "cannot read muster's version from cargo metadata"
+top="$(sed -n '1s/^muster (\([^)]*\)).*/\1/p' packaging/debian/changelog)"
+[ "$top" = "$version-1" ] \
+    || die "packaging/debian/changelog starts at ${top:-nothing}, not $version-1: add an entry for $version-1 at its top"
+
 mkdir -p "$out"
 out="$(cd "$out" && pwd)"
 

@@ -9,8 +9,9 @@
 //! The release packages are made by the same scripts from the release build:
 //! `scripts/package-npm.sh`, `scripts/package-deb.sh` without `--binary`.
 //!
-//! Needs node and npm (the npm test), dpkg, dpkg-deb, systemd-analyze and
-//! cargo-deb (`cargo install --locked cargo-deb`; the Debian test).
+//! Needs node and npm (the npm test), dpkg, dpkg-deb, systemd-analyze,
+//! lintian and cargo-deb (`cargo install --locked cargo-deb`; the Debian
+//! test). `.ci/run` installs what is missing.
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -318,8 +319,8 @@ fn throwaway_dpkg(tmp: &Path, deb: &Path) -> (PathBuf, PathBuf) {
 
 #[test]
 fn debian_package_installs_into_a_throwaway_root_with_its_user_unit() {
-    // Proves scripts/package-deb.sh makes a .deb that dpkg -i installs (dependencies checked against this
-    // machine's), with the binary, man pages, completions and a valid systemd user unit whose ExecStart
+    // Proves scripts/package-deb.sh makes a .deb that lintian passes and dpkg -i installs (dependencies
+    // checked against this machine's), with the binary, man pages, completions and a valid systemd user unit whose ExecStart
     // serves, and that dpkg -r removes again.
     for tool in ["dpkg", "dpkg-deb", "dpkg-query"] {
         require(tool, "this test needs Debian's dpkg tools");
@@ -327,6 +328,10 @@ fn debian_package_installs_into_a_throwaway_root_with_its_user_unit() {
     require(
         "systemd-analyze",
         "apt-get install systemd (systemd-analyze checks the user unit)",
+    );
+    require(
+        "lintian",
+        "apt-get install lintian (it checks the package against Debian policy)",
     );
     let has_cargo_deb = Command::new("cargo")
         .args(["deb", "--version"])
@@ -361,6 +366,15 @@ fn debian_package_installs_into_a_throwaway_root_with_its_user_unit() {
     ] {
         assert!(fields.contains(field), "no {field:?} in\n{fields}");
     }
+
+    // Debian policy, as lintian checks it; the one tag left is for uploads
+    // to Debian's archive (an initial upload closes its ITP bug).
+    run_ok(
+        Command::new("lintian")
+            .args(["--tag-display-limit", "0", "--fail-on", "error,warning"])
+            .args(["--suppress-tags", "initial-upload-closes-no-bugs"])
+            .arg(&deb),
+    );
 
     let (root, admin) = throwaway_dpkg(tmp.path(), &deb);
     let dpkg = |args: &[&str]| {
