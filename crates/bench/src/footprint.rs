@@ -75,7 +75,7 @@ pub fn typical_identity() -> String {
 
 /// Each tool as `tools/list` serializes it: (name, JSON text).
 pub fn tool_texts() -> anyhow::Result<Vec<(String, String)>> {
-    muster_daemon::mcp::tool_list()
+    muster_mcp::tool_list()
         .iter()
         .map(|tool| {
             let text = serde_json::to_string(tool).context("a tool does not serialize")?;

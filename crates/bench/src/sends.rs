@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use muster_store::{SqliteStore, Store};
+use muster_store::Store;
+use muster_store_sqlite::SqliteStore;
 use serde_json::json;
 
 use crate::load::{self, Outcome, Spec};

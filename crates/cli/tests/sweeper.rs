@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use muster_core::{LinkKind, Session};
-use muster_store::{Change, SqliteStore, Store};
+use muster_store::{Change, Store};
+use muster_store_sqlite::SqliteStore;
 use serde_json::json;
 
 // Proves a hook-only session stays while its hooks are recent and leaves

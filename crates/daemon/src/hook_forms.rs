@@ -6,7 +6,7 @@
 //! arguments (`hookSpecificOutput.tool_input`), so muster's answer to a
 //! BeforeTool for one of muster's own tools (`mcp_muster_<tool>`) hands the
 //! arguments back with `_session_id` set to the session the hook ran for; the
-//! shim then acts for that session (see `mcp::CallContext::arg_session`).
+//! shim then acts for that session (see `muster_mcp::CallContext::arg_session`).
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};

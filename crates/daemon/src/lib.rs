@@ -11,7 +11,6 @@ mod hook_forms;
 mod hooks;
 mod hub;
 mod link;
-pub mod mcp;
 mod mcp_http;
 mod metrics;
 mod ops;
@@ -28,7 +27,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use muster_store::{SqliteStore, Store};
+use muster_store::Store;
+use muster_store_sqlite::SqliteStore;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 

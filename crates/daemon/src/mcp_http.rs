@@ -9,13 +9,13 @@ use axum::http::StatusCode;
 
 use muster_core::api::ErrorDetail;
 use muster_core::link::{JsonText, Op};
+use muster_mcp::{CallContext, Executor, McpServer};
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use serde_json::Value;
 
 use crate::error::ApiError;
 use crate::hub::{Hub, Observed};
-use crate::mcp::{CallContext, Executor, McpServer};
 
 /// Runs calls in the hub for the session the request names. One executor
 /// serves one MCP session, which is bound to the first muster session it

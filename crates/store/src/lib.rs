@@ -1,92 +1,116 @@
-//! muster's durable store. The daemon keeps the live roster and unread mail
-//! in memory and writes every change here first; at start it loads the
-//! snapshot back. History (read mail) is queried from here.
+//! muster's durable store, backend-neutral: the [`Store`] trait, the
+//! [`Change`]s it applies, what it loads and lists ([`Snapshot`],
+//! [`InboxQuery`], [`InboxEntry`], [`PruneReport`]) and its error
+//! ([`StoreError`]). The daemon keeps the live roster and unread mail in
+//! memory and writes every change here; at start it loads the snapshot back.
+//! History (read mail) is queried from here.
 //!
-//! [`Store`] is the seam a PostgreSQL implementation will fill; [`sqlite`]
-//! is the embedded default.
+//! No backend lives in this crate: `muster-store-sqlite` is the embedded
+//! default. With the `conformance` feature, [`conformance`] holds the
+//! store's contract as tests that every backend runs unchanged.
 
-pub mod sqlite;
+#[cfg(feature = "conformance")]
+pub mod conformance;
 
 use async_trait::async_trait;
 use muster_core::{
     Delivery, DeliveryState, Membership, Message, Millis, Reservation, Room, Session,
 };
 
-pub use sqlite::SqliteStore;
-
+/// Why a store operation failed. A failed submit applied nothing of its
+/// changes; whatever the variant, the caller may go on using the store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    /// The backend failed underneath (its database, driver or connection).
+    #[error("store backend error: {0}")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// What is stored cannot be read as muster's data (or was written by a
+    /// newer muster).
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// A submit (or prune) was refused, say for a message id that is
+    /// already stored; the text names the cause.
     #[error("write failed: {0}")]
     Write(String),
-    #[error("the store's writer has stopped")]
-    WriterGone,
+    /// The store has stopped taking work.
+    #[error("the store has stopped")]
+    Stopped,
     #[error("store I/O error: {0}")]
     Io(#[from] std::io::Error),
 }
 
-/// One change to durable state. A batch of changes is applied in one transaction.
+impl StoreError {
+    /// Wraps a backend's own error.
+    pub fn backend(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        StoreError::Backend(Box::new(e))
+    }
+}
+
+/// One change to durable state. The changes of one submit are applied
+/// together or not at all.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Change {
-    /// Insert or replace a session (all fields).
+    /// Insert or replace a session (every stored field; `link_up` and `wake`
+    /// are live state and load as `false` and `None`).
     PutSession(Session),
-    /// Refresh a session's wall-clock `last_seen_at` (the hook backstop).
-    TouchSession {
-        id: String,
-        last_seen_at: Millis,
-    },
-    /// Forget a session entirely (retention); its deliveries stay until pruned.
-    ForgetSession {
-        id: String,
-    },
-    /// A new message with one delivery record per recipient.
+    /// Refresh a session's wall-clock `last_seen_at` (the hook backstop);
+    /// never moves it backwards, and an unknown session changes nothing.
+    TouchSession { id: String, last_seen_at: Millis },
+    /// Forget a session and its room memberships (retention); its
+    /// deliveries stay until their messages are pruned.
+    ForgetSession { id: String },
+    /// A new message with one delivery record per recipient. An id that is
+    /// already stored fails the submit.
     PutMessage {
         message: Message,
         deliveries: Vec<Delivery>,
     },
-    /// Move a delivery forward; a state that is not ahead of the stored one changes nothing.
+    /// Move a delivery forward; a state that is not ahead of the stored one,
+    /// or a delivery that does not exist, changes nothing (not even
+    /// `updated_at`).
     AdvanceDelivery {
         message_id: String,
         recipient: String,
         state: DeliveryState,
         at: Millis,
     },
-    /// Acknowledge every delivery of a recipient's up to and including `upto` (a message id).
+    /// Acknowledge every delivery of a recipient's whose message id is at
+    /// most `upto`. Ids compare as byte strings, which orders the daemon's
+    /// ULIDs by time; `upto` need not be a stored id.
     AckUpTo {
         recipient: String,
         upto: String,
         at: Millis,
     },
+    /// Create a room; a room of that name already stored is kept as it is.
     PutRoom(Room),
+    /// Add a member; a membership already stored is kept as it is.
     JoinRoom(Membership),
-    LeaveRoom {
-        room: String,
-        session_id: String,
-    },
+    /// Remove one membership, if there is one (the room stays).
+    LeaveRoom { room: String, session_id: String },
     /// Insert or replace a reservation (by id).
     PutReservation(Reservation),
-    DeleteReservation {
-        id: String,
-    },
+    /// Remove a reservation, if there is one.
+    DeleteReservation { id: String },
     /// Every reservation a session holds (it left the roster).
-    DeleteReservationsOf {
-        session_id: String,
-    },
+    DeleteReservationsOf { session_id: String },
 }
 
-/// What the daemon loads at start.
+/// What the daemon loads at start: one consistent state (no commit is ever
+/// half in it).
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Snapshot {
-    /// Every known session, on the roster or away.
+    /// Every known session, on the roster or away, by `connected_at`, then id.
     pub sessions: Vec<Session>,
+    /// By name.
     pub rooms: Vec<Room>,
+    /// By room, then `joined_at`.
     pub memberships: Vec<Membership>,
-    /// Deliveries still `queued` or `pushed`, with their messages, oldest first.
+    /// Deliveries still `queued` or `pushed`, with their messages, by
+    /// message id (oldest first), then recipient.
     pub unread: Vec<(Message, Delivery)>,
-    /// Reservations, expired ones included (the daemon drops those).
+    /// Reservations, expired ones included (the daemon drops those), by
+    /// `created_at`, then id.
     pub reservations: Vec<Reservation>,
 }
 
@@ -98,15 +122,18 @@ pub struct InboxEntry {
     pub state: DeliveryState,
 }
 
-/// Which mail of a recipient to list, newest last.
+/// Which mail of a recipient to list.
 #[derive(Debug, Clone, PartialEq)]
 pub struct InboxQuery {
     pub recipient: String,
-    /// Include mail already surfaced or acked.
+    /// Include mail already surfaced, seen or acked (else only `queued` and
+    /// `pushed`).
     pub include_read: bool,
+    /// At most this many, the newest ones; `usize::MAX` lists them all.
     pub limit: usize,
 }
 
+/// What one prune removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct PruneReport {
     pub messages: u64,
@@ -114,35 +141,84 @@ pub struct PruneReport {
     pub sessions: u64,
 }
 
-/// A submitted write: resolves once it is durable (or has failed).
+/// A submitted write: resolves once it is durable, or with the error that
+/// kept all of it out.
 pub type Commit =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), StoreError>> + Send + 'static>>;
 
+/// A durable store of muster's state.
+///
+/// - **Durability**: when a [`Commit`] resolves `Ok`, its changes survive
+///   the process and the store being dropped and opened again.
+/// - **Ordering**: writes take effect in the order they were submitted,
+///   whenever their futures are awaited; within a submit, changes apply in
+///   list order. [`submit`](Store::submit) and
+///   [`apply_later`](Store::apply_later) take their place in that order
+///   when called, [`apply`](Store::apply) and [`prune`](Store::prune) when
+///   first polled.
+/// - **Atomicity**: a submit is applied whole or not at all; on error,
+///   nothing of it is applied, and writes before and after it are
+///   unaffected.
+/// - **Reads** (`load`, `inbox`, `message`, `deliveries`, `thread`) see
+///   every write whose commit has resolved.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// Everything the daemon needs in memory.
+    /// Everything the daemon needs in memory, as one consistent snapshot.
     async fn load(&self) -> Result<Snapshot, StoreError>;
-    /// Queues the changes for one transaction *now*, in call order, and
-    /// returns a future that resolves when they are durable. Submitting under
-    /// the caller's own lock makes the store's order the caller's order.
+    /// Queues the changes as one atomic write *now*, ordered after every
+    /// write submitted before this call, and returns a future that resolves
+    /// once they are durable (or refused). Submitting under the caller's own
+    /// lock makes the store's order the caller's order.
     fn submit(&self, changes: Vec<Change>) -> Commit;
-    /// Applies the changes in one transaction; durable when this returns.
+    /// [`submit`](Store::submit), then waits: durable when this returns `Ok`.
     async fn apply(&self, changes: Vec<Change>) -> Result<(), StoreError> {
         self.submit(changes).await
     }
-    /// Queues changes for the next batch without waiting (liveness touches,
-    /// whose loss on a crash costs nothing).
+    /// Queues changes like [`submit`](Store::submit), in the same order,
+    /// but nobody waits: a failure is only logged, and the changes are
+    /// durable once any write submitted after them has resolved. For writes
+    /// whose loss on a crash costs nothing (liveness touches).
     fn apply_later(&self, changes: Vec<Change>);
-    /// A recipient's mail, oldest first, at most `limit` (the newest ones).
+    /// A recipient's mail as `query` selects it, ordered by message id
+    /// (oldest first): the newest `limit` of it.
     async fn inbox(&self, query: InboxQuery) -> Result<Vec<InboxEntry>, StoreError>;
-    /// One message by id.
+    /// One message by id, read or not.
     async fn message(&self, id: &str) -> Result<Option<Message>, StoreError>;
     /// Every delivery record of one message, by recipient.
     async fn deliveries(&self, message_id: &str) -> Result<Vec<Delivery>, StoreError>;
     /// The thread `id` belongs to (its root and every reply below it),
-    /// oldest first, as far as `reader` (a principal) sent or received it.
+    /// oldest first, as far as `reader` (a principal) sent or received it;
+    /// at most 1,000 messages, and empty for an unknown id.
     async fn thread(&self, id: &str, reader: &str) -> Result<Vec<Message>, StoreError>;
     /// Deletes messages sent before `cutoff` with their deliveries, and
-    /// forgets sessions that left the roster before it.
+    /// forgets sessions (with their memberships) that left the roster
+    /// before it; rooms stay. Ordered and atomic like a submit, and durable
+    /// when it returns.
     async fn prune(&self, cutoff: Millis) -> Result<PruneReport, StoreError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    // Proves `conformance_tests!` runs every behaviour `conformance` defines,
+    // so no backend silently skips one added later.
+    #[test]
+    fn conformance_macro_lists_every_behaviour() {
+        let source = include_str!("conformance.rs");
+        let defined: BTreeSet<&str> = source
+            .lines()
+            .filter_map(|l| l.strip_prefix("pub async fn "))
+            .filter_map(|rest| rest.split('<').next())
+            .collect();
+        let start = source.find("macro_rules! conformance_tests").unwrap();
+        let end = start + source[start..].find("(@current $harness:expr;").unwrap();
+        let listed: BTreeSet<&str> = source[start..end]
+            .lines()
+            .map(|l| l.trim().trim_end_matches(','))
+            .filter(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+            .collect();
+        assert!(defined.len() >= 20, "found the behaviours: {defined:?}");
+        assert_eq!(defined, listed);
+    }
 }

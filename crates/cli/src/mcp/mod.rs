@@ -15,7 +15,7 @@ use anyhow::{bail, Context};
 use muster_core::api::{ErrorDetail, RegisterRequest};
 use muster_core::link::{JsonText, Op};
 use muster_core::Message;
-use muster_daemon::mcp::{channel_params, CallContext, Executor, McpServer, CHANNEL_METHOD};
+use muster_mcp::{channel_params, CallContext, Executor, McpServer, CHANNEL_METHOD};
 use rmcp::model::{CustomNotification, ServerNotification};
 use rmcp::service::TxJsonRpcMessage;
 use rmcp::{RoleServer, ServiceExt};

@@ -1,7 +1,9 @@
-//! muster's MCP server, shared by the stdio shim (`muster mcp`) and `/mcp`:
-//! the tool list, argument checking, and the `claude/channel` push. What a
-//! tool call does is left to an [`Executor`]: the shim forwards it over its
-//! link, `/mcp` runs it in the daemon.
+//! muster's MCP server, shared by the stdio shim (`muster mcp`) and the
+//! daemon's `/mcp` route: the tool list, argument checking, who a call says
+//! it comes from ([`CallContext`]), the handshake tracking pushes wait for,
+//! and the `claude/channel` push. What a tool call does is left to an
+//! [`Executor`]: the shim forwards it over its link, `/mcp` runs it in the
+//! daemon. No transport lives here; each user brings its own.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -42,7 +44,7 @@ impl CallContext {
                 .map(str::to_string)
                 .filter(|s| !s.is_empty())
         };
-        let parts = context.extensions.get::<axum::http::request::Parts>();
+        let parts = context.extensions.get::<http::request::Parts>();
         CallContext {
             session_header: parts
                 .and_then(|p| p.headers.get("x-muster-session"))

@@ -1,4 +1,5 @@
-//! The embedded store: one SQLite file in WAL mode.
+//! muster's embedded store: [`SqliteStore`], the [`Store`] trait over one
+//! SQLite file in WAL mode, with versioned migrations ([`SCHEMA_VERSION`]).
 //!
 //! Writes go through one writer thread that drains every pending request
 //! into a single transaction (group commit): many senders share one fsync,
@@ -18,7 +19,9 @@ use muster_core::{
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use tokio::sync::oneshot;
 
-use crate::{Change, InboxEntry, InboxQuery, PruneReport, Snapshot, Store, StoreError};
+use muster_store::{
+    Change, Commit, InboxEntry, InboxQuery, PruneReport, Snapshot, Store, StoreError,
+};
 
 /// Most requests folded into one transaction.
 const MAX_BATCH: usize = 4_096;
@@ -103,21 +106,34 @@ pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
 enum Job {
     Apply {
         changes: Vec<Change>,
-        done: Option<oneshot::Sender<Result<(), String>>>,
+        done: Option<oneshot::Sender<Result<(), StoreError>>>,
     },
     Prune {
         cutoff: Millis,
-        done: oneshot::Sender<Result<PruneReport, String>>,
+        done: oneshot::Sender<Result<PruneReport, StoreError>>,
     },
 }
 
+/// The embedded store: one SQLite file, a writer thread that group-commits
+/// every write, and a reader connection beside it.
 pub struct SqliteStore {
     path: PathBuf,
     writer: mpsc::Sender<Job>,
     reader: Arc<Mutex<Connection>>,
 }
 
-fn open(path: &Path) -> Result<Connection, StoreError> {
+/// A rusqlite error as the store reports it: a value that cannot be read
+/// back as muster's data is corruption, anything else the backend's failure.
+fn db_error(e: rusqlite::Error) -> StoreError {
+    match e {
+        rusqlite::Error::FromSqlConversionFailure(..)
+        | rusqlite::Error::InvalidColumnType(..)
+        | rusqlite::Error::IntegralValueOutOfRange(..) => StoreError::Corrupt(e.to_string()),
+        other => StoreError::backend(other),
+    }
+}
+
+fn open(path: &Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -128,8 +144,9 @@ fn open(path: &Path) -> Result<Connection, StoreError> {
 }
 
 fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
-    let version: usize =
-        conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))? as usize;
+    let version: usize = conn
+        .pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))
+        .map_err(db_error)? as usize;
     if version > MIGRATIONS.len() {
         return Err(StoreError::Corrupt(format!(
             "the database is at schema version {version}, newer than this muster knows ({}); upgrade muster",
@@ -137,10 +154,11 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         )));
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
-        let tx = conn.transaction()?;
-        tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
-        tx.commit()?;
+        let tx = conn.transaction().map_err(db_error)?;
+        tx.execute_batch(sql).map_err(db_error)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)
+            .map_err(db_error)?;
+        tx.commit().map_err(db_error)?;
     }
     Ok(())
 }
@@ -152,9 +170,9 @@ impl SqliteStore {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        let mut writer_conn = open(&path)?;
+        let mut writer_conn = open(&path).map_err(db_error)?;
         migrate(&mut writer_conn)?;
-        let reader = open(&path)?;
+        let reader = open(&path).map_err(db_error)?;
         let (tx, rx) = mpsc::channel();
         std::thread::Builder::new()
             .name("muster-store-writer".into())
@@ -166,13 +184,14 @@ impl SqliteStore {
         })
     }
 
+    /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
     }
 
     async fn read<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, StoreError> {
         let reader = self.reader.clone();
         tokio::task::spawn_blocking(move || {
@@ -182,7 +201,8 @@ impl SqliteStore {
             f(&conn)
         })
         .await
-        .map_err(|e| StoreError::Corrupt(format!("reader task failed: {e}")))?
+        .map_err(StoreError::backend)?
+        .map_err(db_error)
     }
 }
 
@@ -202,7 +222,7 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Job>) {
 /// Runs a batch in one transaction, each job in its own savepoint, and
 /// answers every job only after the commit.
 fn run_batch(conn: &mut Connection, batch: Vec<Job>) {
-    let mut results: Vec<Result<Option<PruneReport>, String>> = Vec::with_capacity(batch.len());
+    let mut results: Vec<Result<Option<PruneReport>, StoreError>> = Vec::with_capacity(batch.len());
     let outcome = (|| -> Result<(), rusqlite::Error> {
         let mut tx = conn.transaction()?;
         for job in &batch {
@@ -222,7 +242,7 @@ fn run_batch(conn: &mut Connection, batch: Vec<Job>) {
                 Err(e) => {
                     sp.rollback()?;
                     drop(sp);
-                    results.push(Err(e.to_string()));
+                    results.push(Err(StoreError::Write(e.to_string())));
                 }
             }
         }
@@ -232,7 +252,7 @@ fn run_batch(conn: &mut Connection, batch: Vec<Job>) {
         tracing::error!("store commit failed: {e}");
         results = batch
             .iter()
-            .map(|_| Err(format!("commit failed: {e}")))
+            .map(|_| Err(StoreError::Write(format!("commit failed: {e}"))))
             .collect();
     }
     for (job, result) in batch.into_iter().zip(results) {
@@ -502,7 +522,7 @@ fn message_from(r: &Row<'_>) -> rusqlite::Result<Message> {
     })
 }
 
-fn load(conn: &Connection) -> Result<Snapshot, StoreError> {
+fn load(conn: &Connection) -> rusqlite::Result<Snapshot> {
     // One read transaction, so all the queries see the same commit: a
     // batch landing between them cannot yield a torn snapshot (say, a
     // membership of a session that is not in `sessions`).
@@ -583,17 +603,15 @@ impl Store for SqliteStore {
         self.read(load).await
     }
 
-    fn submit(&self, changes: Vec<Change>) -> crate::Commit {
+    fn submit(&self, changes: Vec<Change>) -> Commit {
         let (done, wait) = oneshot::channel();
         let sent = self.writer.send(Job::Apply {
             changes,
             done: Some(done),
         });
         Box::pin(async move {
-            sent.map_err(|_| StoreError::WriterGone)?;
-            wait.await
-                .map_err(|_| StoreError::WriterGone)?
-                .map_err(StoreError::Write)
+            sent.map_err(|_| StoreError::Stopped)?;
+            wait.await.map_err(|_| StoreError::Stopped)?
         })
     }
 
@@ -613,12 +631,14 @@ impl Store for SqliteStore {
     async fn inbox(&self, q: InboxQuery) -> Result<Vec<InboxEntry>, StoreError> {
         self.read(move |conn| {
             let max_state = if q.include_read { 4 } else { 1 };
+            // usize::MAX (all of them) does not fit SQLite's i64.
+            let limit = i64::try_from(q.limit).unwrap_or(i64::MAX);
             let mut entries: Vec<InboxEntry> = conn
                 .prepare_cached(&format!(
                     "SELECT {MESSAGE_COLUMNS}, d.state FROM deliveries d JOIN messages m ON m.id = d.message_id
                      WHERE d.recipient = ?1 AND d.state <= ?2 ORDER BY d.message_id DESC LIMIT ?3"
                 ))?
-                .query_map(params![q.recipient, max_state, q.limit as i64], |r| {
+                .query_map(params![q.recipient, max_state, limit], |r| {
                     Ok(InboxEntry { message: message_from(r)?, state: state_from(r.get(8)?)? })
                 })?
                 .collect::<Result<_, _>>()?;
@@ -631,12 +651,11 @@ impl Store for SqliteStore {
     async fn message(&self, id: &str) -> Result<Option<Message>, StoreError> {
         let id = id.to_string();
         self.read(move |conn| {
-            Ok(conn
-                .prepare_cached(&format!(
-                    "SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.id = ?1"
-                ))?
-                .query_row(params![id], message_from)
-                .optional()?)
+            conn.prepare_cached(&format!(
+                "SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.id = ?1"
+            ))?
+            .query_row(params![id], message_from)
+            .optional()
         })
         .await
     }
@@ -656,7 +675,6 @@ impl Store for SqliteStore {
                 })
             })?
             .collect::<Result<_, _>>()
-            .map_err(Into::into)
         })
         .await
     }
@@ -684,7 +702,9 @@ impl Store for SqliteStore {
                     OR EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = m.id AND d.recipient = ?2)
                  ORDER BY m.id LIMIT 1000"
             );
-            Ok(conn.prepare_cached(&sql)?.query_map(params![id, reader], message_from)?.collect::<Result<_, _>>()?)
+            conn.prepare_cached(&sql)?
+                .query_map(params![id, reader], message_from)?
+                .collect()
         })
         .await
     }
@@ -693,9 +713,136 @@ impl Store for SqliteStore {
         let (done, wait) = oneshot::channel();
         self.writer
             .send(Job::Prune { cutoff, done })
-            .map_err(|_| StoreError::WriterGone)?;
-        wait.await
-            .map_err(|_| StoreError::WriterGone)?
-            .map_err(StoreError::Write)
+            .map_err(|_| StoreError::Stopped)?;
+        wait.await.map_err(|_| StoreError::Stopped)?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use muster_core::Session;
+
+    /// A database file brought to `version` by this muster's own first
+    /// migrations, as an older muster left it.
+    fn at_version(path: &Path, version: usize) {
+        let conn = open(path).unwrap();
+        for (i, sql) in MIGRATIONS.iter().enumerate().take(version) {
+            conn.execute_batch(sql).unwrap();
+            conn.pragma_update(None, "user_version", (i + 1) as i64)
+                .unwrap();
+        }
+    }
+
+    fn schema_version(path: &Path) -> usize {
+        let conn = Connection::open(path).unwrap();
+        conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))
+            .unwrap() as usize
+    }
+
+    // Proves a database at every older schema version opens, reaches the
+    // current version, and then stores and loads every kind of record.
+    #[tokio::test]
+    async fn every_older_version_migrates_to_current() {
+        for version in 0..SCHEMA_VERSION {
+            let dir = tempfile::TempDir::new().unwrap();
+            let path = dir.path().join("muster.db");
+            at_version(&path, version);
+            let store = SqliteStore::open(&path)
+                .unwrap_or_else(|e| panic!("opening a version-{version} database: {e}"));
+            assert_eq!(schema_version(&path), SCHEMA_VERSION, "from {version}");
+            let message = Message {
+                id: "01A".into(),
+                from: "alice".into(),
+                from_nickname: "alice".into(),
+                to: Target::Room("dev".into()),
+                reply_to: None,
+                body: "hi".into(),
+                sent_at: 1,
+            };
+            store
+                .apply(vec![
+                    Change::PutSession(Session::new("bob", "b", 1)),
+                    Change::PutRoom(Room {
+                        name: "dev".into(),
+                        created_by: "alice".into(),
+                        created_at: 1,
+                    }),
+                    Change::JoinRoom(Membership {
+                        room: "dev".into(),
+                        session_id: "bob".into(),
+                        joined_at: 1,
+                    }),
+                    Change::PutMessage {
+                        message: message.clone(),
+                        deliveries: vec![Delivery {
+                            message_id: "01A".into(),
+                            recipient: "bob".into(),
+                            state: DeliveryState::Queued,
+                            updated_at: 1,
+                        }],
+                    },
+                    Change::PutReservation(Reservation {
+                        id: "r1".into(),
+                        session_id: "bob".into(),
+                        root: "/repo".into(),
+                        pattern: "src/*.rs".into(),
+                        exclusive: true,
+                        reason: String::new(),
+                        created_at: 1,
+                        expires_at: 2,
+                    }),
+                ])
+                .await
+                .unwrap_or_else(|e| panic!("writing after migrating from {version}: {e}"));
+            let snap = store.load().await.unwrap();
+            assert_eq!(snap.sessions.len(), 1, "from {version}");
+            assert_eq!(snap.memberships.len(), 1, "from {version}");
+            assert_eq!(snap.unread.len(), 1, "from {version}");
+            assert_eq!(snap.reservations.len(), 1, "from {version}");
+            assert_eq!(
+                store.thread("01A", "bob").await.unwrap(),
+                vec![message],
+                "from {version}"
+            );
+        }
+    }
+
+    // Proves the version-3 migration keeps every delivery's meaning: a
+    // version-2 muster stored acked as 3, which now loads as acked (not
+    // seen), and queued, pushed and surfaced keep their codes.
+    #[tokio::test]
+    async fn version_2_deliveries_keep_their_states() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let path = dir.path().join("muster.db");
+        at_version(&path, 2);
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "INSERT INTO messages (id, sender, sender_nickname, target_kind, target, reply_to, body, sent_at)
+                 VALUES ('01A', 'alice', 'alice', 'session', 'bob', NULL, 'hi', 1);
+                 INSERT INTO deliveries (recipient, message_id, state, updated_at) VALUES
+                     ('bob', '01A', 0, 1), ('carol', '01A', 1, 1), ('dave', '01A', 2, 1), ('erin', '01A', 3, 1);",
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        let states: Vec<(String, DeliveryState)> = store
+            .deliveries("01A")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|d| (d.recipient, d.state))
+            .collect();
+        assert_eq!(
+            states,
+            vec![
+                ("bob".into(), DeliveryState::Queued),
+                ("carol".into(), DeliveryState::Pushed),
+                ("dave".into(), DeliveryState::Surfaced),
+                ("erin".into(), DeliveryState::Acked),
+            ]
+        );
+        assert_eq!(store.load().await.unwrap().unread.len(), 2);
     }
 }

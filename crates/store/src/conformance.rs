@@ -1,43 +1,101 @@
-//! Integration tests for the embedded SQLite store: every test opens a real
-//! database file in its own temporary directory.
+//! The [`Store`] contract as tests, written against any backend: each
+//! `pub async fn` proves one behaviour the daemon relies on, and
+//! [`conformance_tests!`](crate::conformance_tests) turns the whole list
+//! into one `#[tokio::test]` each for a backend's test suite:
+//!
+//! ```text
+//! muster_store::conformance_tests!(MyHarness::new());
+//! ```
+//!
+//! A backend provides a [`Harness`]: a fresh, empty place for its store
+//! per test, which can be opened again after the store is dropped (a
+//! restart). Nothing here knows a backend.
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use muster_core::{
     Activity, Delivery, DeliveryState, LinkKind, Membership, Message, Millis, Room, Session, Target,
 };
-use muster_store::{
-    Change, InboxEntry, InboxQuery, PruneReport, Snapshot, SqliteStore, Store, StoreError,
-};
-use tempfile::TempDir;
 
-// ---------------------------------------------------------------- helpers
+use crate::{Change, InboxEntry, InboxQuery, PruneReport, Snapshot, Store, StoreError};
 
-fn db_path(dir: &TempDir) -> PathBuf {
-    dir.path().join("state").join("muster.db")
-}
+/// Where the store under test lives. Every test makes its own harness, so
+/// the first store it opens is empty.
+pub trait Harness {
+    type Store: Store;
 
-fn open_store(path: &Path) -> SqliteStore {
-    match SqliteStore::open(path) {
-        Ok(store) => store,
-        Err(e) => panic!("opening {}: {e}", path.display()),
+    /// Opens the harness's store. Opened again after the previous store was
+    /// dropped, it must see everything that store committed.
+    fn open(&self) -> impl Future<Output = Self::Store> + Send;
+
+    /// Holds back the backend's commits until the returned release runs, so
+    /// that writes submitted meanwhile queue up together (a backend that
+    /// batches them, like SQLite's group commit, then has a failing write
+    /// among good ones in one batch). `None`, the default: nothing to hold.
+    fn hold_writes(&self) -> Option<Box<dyn FnOnce() + Send>> {
+        None
     }
 }
 
-fn fresh() -> (TempDir, PathBuf, SqliteStore) {
-    let dir = TempDir::new().expect("temp dir");
-    let path = db_path(&dir);
-    let store = open_store(&path);
-    (dir, path, store)
+/// One `#[tokio::test]` per behaviour of this module, each with a fresh
+/// harness from `$harness` (an expression evaluated once per test). The
+/// calling crate needs `tokio` with the `macros` and `rt-multi-thread`
+/// features.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($harness:expr) => {
+        $crate::conformance_tests!(@current $harness;
+            fresh_store_is_empty,
+            round_trip_survives_reopen,
+            reopen_keeps_data,
+            put_session_upserts,
+            touch_session_never_moves_backwards,
+            rooms_and_memberships,
+            forget_session_keeps_deliveries,
+            message_by_id,
+            deliveries_of_a_message_by_recipient,
+            advance_delivery_is_monotonic_and_inbox_filters,
+            ack_up_to_acks_exactly_older_mail_of_recipient,
+            submits_take_effect_in_call_order,
+            failing_submit_rolls_back_all_its_changes,
+            apply_later_is_durable_after_next_apply,
+            prune_deletes_old_history_and_gone_sessions,
+            reservations_round_trip_and_delete,
+            thread_from_any_message_as_the_reader_sees_it,
+        );
+        $crate::conformance_tests!(@threaded $harness;
+            failing_submit_fails_alone_among_concurrent_ones,
+            two_thousand_concurrent_applies_all_commit,
+            load_is_a_consistent_snapshot_under_writes,
+        );
+    };
+    (@current $harness:expr; $($name:ident,)*) => {
+        $(
+            #[::tokio::test]
+            async fn $name() {
+                $crate::conformance::$name(&$harness).await;
+            }
+        )*
+    };
+    (@threaded $harness:expr; $($name:ident,)*) => {
+        $(
+            #[::tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() {
+                $crate::conformance::$name(&$harness).await;
+            }
+        )*
+    };
 }
 
-/// Drops the store (its writer thread ends once the sender is gone) and opens it again.
-fn reopen(store: SqliteStore, path: &Path) -> SqliteStore {
+// ---------------------------------------------------------------- helpers
+
+/// Drops the store and opens it again: a restart.
+async fn reopen<H: Harness>(h: &H, store: H::Store) -> H::Store {
     drop(store);
-    open_store(path)
+    h.open().await
 }
 
 /// A time-ordered, fixed-width id, like the ULIDs the daemon makes: ids sort as `n` does.
@@ -127,50 +185,35 @@ fn unread_of(snapshot: &Snapshot, recipient: &str) -> Vec<(String, DeliveryState
         .collect()
 }
 
-async fn apply(store: &SqliteStore, changes: Vec<Change>) {
+async fn apply(store: &impl Store, changes: Vec<Change>) {
     if let Err(e) = store.apply(changes).await {
         panic!("apply failed: {e}");
     }
 }
 
-async fn load(store: &SqliteStore) -> Snapshot {
+async fn load(store: &impl Store) -> Snapshot {
     store.load().await.expect("load")
 }
 
-async fn inbox(store: &SqliteStore, q: InboxQuery) -> Vec<InboxEntry> {
+async fn inbox(store: &impl Store, q: InboxQuery) -> Vec<InboxEntry> {
     store.inbox(q).await.expect("inbox")
 }
 
 // ---------------------------------------------------------------- tests
 
-// Proves a fresh store is empty and creates its directory and schema (user_version = number of migrations).
-#[tokio::test]
-async fn fresh_store_is_empty_and_migrated() {
-    let (_dir, path, store) = fresh();
-    assert!(
-        path.exists(),
-        "database file created, parent directories included"
-    );
-    assert_eq!(store.path(), path.as_path());
+/// Proves a fresh store is empty: nothing to load, no mail, no message.
+pub async fn fresh_store_is_empty<H: Harness>(h: &H) {
+    let store = h.open().await;
     assert_eq!(load(&store).await, Snapshot::default());
     assert!(inbox(&store, query("bob", true, 100)).await.is_empty());
     assert_eq!(store.message(&mid(1)).await.unwrap(), None);
-    drop(store);
-    let conn = rusqlite::Connection::open(&path).unwrap();
-    let version: i64 = conn
-        .pragma_query_value(None, "user_version", |r| r.get(0))
-        .unwrap();
-    assert_eq!(version as usize, muster_store::sqlite::SCHEMA_VERSION);
-    let mode: String = conn
-        .pragma_query_value(None, "journal_mode", |r| r.get(0))
-        .unwrap();
-    assert_eq!(mode.to_lowercase(), "wal");
+    assert!(store.deliveries(&mid(1)).await.unwrap().is_empty());
+    assert!(store.thread(&mid(1), "bob").await.unwrap().is_empty());
 }
 
-// Proves sessions, rooms, memberships and unread deliveries (with their messages, oldest first) survive a reopen exactly.
-#[tokio::test]
-async fn round_trip_survives_reopen() {
-    let (_dir, path, store) = fresh();
+/// Proves sessions, rooms, memberships and unread deliveries (with their messages, oldest first) survive a reopen exactly.
+pub async fn round_trip_survives_reopen<H: Harness>(h: &H) {
+    let store = h.open().await;
 
     let mut alice = session("alice", 1_000);
     alice.harness = "claude".into();
@@ -291,7 +334,7 @@ async fn round_trip_survives_reopen() {
     };
     assert_eq!(load(&store).await, expected, "before reopen");
 
-    let store = reopen(store, &path);
+    let store = reopen(h, store).await;
     assert_eq!(load(&store).await, expected, "after reopen");
     assert_eq!(
         store.message(&m3.id).await.unwrap(),
@@ -300,10 +343,9 @@ async fn round_trip_survives_reopen() {
     );
 }
 
-// Proves PutSession replaces every field of an existing session instead of adding a second one.
-#[tokio::test]
-async fn put_session_upserts() {
-    let (_dir, _path, store) = fresh();
+/// Proves PutSession replaces every field of an existing session instead of adding a second one.
+pub async fn put_session_upserts<H: Harness>(h: &H) {
+    let store = h.open().await;
     let mut s = session("alice", 1_000);
     apply(&store, vec![Change::PutSession(s.clone())]).await;
     s.nickname = "alice-2".into();
@@ -325,10 +367,9 @@ async fn put_session_upserts() {
     assert_eq!(load(&store).await.sessions, vec![s]);
 }
 
-// Proves PutRoom and JoinRoom are idempotent (first one wins) and LeaveRoom removes only that membership.
-#[tokio::test]
-async fn rooms_and_memberships() {
-    let (_dir, _path, store) = fresh();
+/// Proves PutRoom and JoinRoom are idempotent (first one wins) and LeaveRoom removes only that membership.
+pub async fn rooms_and_memberships<H: Harness>(h: &H) {
+    let store = h.open().await;
     let dev = Room {
         name: "dev".into(),
         created_by: "alice".into(),
@@ -383,10 +424,9 @@ async fn rooms_and_memberships() {
     assert_eq!(snap.memberships, vec![join("bob", 20)]);
 }
 
-// Proves ForgetSession removes the session and its memberships but keeps its deliveries.
-#[tokio::test]
-async fn forget_session_keeps_deliveries() {
-    let (_dir, _path, store) = fresh();
+/// Proves ForgetSession removes the session and its memberships but keeps its deliveries.
+pub async fn forget_session_keeps_deliveries<H: Harness>(h: &H) {
+    let store = h.open().await;
     apply(
         &store,
         vec![
@@ -428,10 +468,9 @@ async fn forget_session_keeps_deliveries() {
     );
 }
 
-// Proves AdvanceDelivery only moves forward, read mail leaves `load().unread`, and inbox honours include_read and limit.
-#[tokio::test]
-async fn advance_delivery_is_monotonic_and_inbox_filters() {
-    let (_dir, path, store) = fresh();
+/// Proves AdvanceDelivery only moves forward, read mail leaves `load().unread`, and inbox honours include_read and limit.
+pub async fn advance_delivery_is_monotonic_and_inbox_filters<H: Harness>(h: &H) {
+    let store = h.open().await;
     let changes = (1..=5)
         .map(|n| put_direct(n, &["bob", "carol"], 100 * n as Millis))
         .collect();
@@ -469,12 +508,12 @@ async fn advance_delivery_is_monotonic_and_inbox_filters() {
     .await;
 
     check_bob_and_carol(&store, "before reopen").await;
-    let store = reopen(store, &path);
+    let store = reopen(h, store).await;
     check_bob_and_carol(&store, "after reopen").await;
 }
 
 /// The expected state of `advance_delivery_is_monotonic_and_inbox_filters`.
-async fn check_bob_and_carol(store: &SqliteStore, pass: &str) {
+async fn check_bob_and_carol(store: &impl Store, pass: &str) {
     use DeliveryState::*;
     let all_bob = vec![
         (mid(1), Surfaced),
@@ -565,10 +604,9 @@ async fn check_bob_and_carol(store: &SqliteStore, pass: &str) {
     );
 }
 
-// Proves AckUpTo acks exactly that recipient's deliveries with message_id <= upto, and nothing else.
-#[tokio::test]
-async fn ack_up_to_acks_exactly_older_mail_of_recipient() {
-    let (_dir, _path, store) = fresh();
+/// Proves AckUpTo acks exactly that recipient's deliveries with message_id <= upto, and nothing else.
+pub async fn ack_up_to_acks_exactly_older_mail_of_recipient<H: Harness>(h: &H) {
+    let store = h.open().await;
     let changes = (1..=6)
         .map(|n| put_direct(n, &["bob", "carol"], n as Millis))
         .collect();
@@ -668,10 +706,9 @@ async fn ack_up_to_acks_exactly_older_mail_of_recipient() {
     assert_eq!(load(&store).await.unread.len(), 2 + 4);
 }
 
-// Proves a single job whose second change fails leaves nothing of its first change behind.
-#[tokio::test]
-async fn failing_job_rolls_back_all_its_changes() {
-    let (_dir, _path, store) = fresh();
+/// Proves a single submit whose last change fails leaves nothing of its other changes behind.
+pub async fn failing_submit_rolls_back_all_its_changes<H: Harness>(h: &H) {
+    let store = h.open().await;
     apply(&store, vec![put_direct(1, &["bob"], 1)]).await;
     let result = store
         .apply(vec![
@@ -687,8 +724,11 @@ async fn failing_job_rolls_back_all_its_changes() {
         .await;
     match result {
         Err(StoreError::Write(e)) => {
+            let cause = e.to_lowercase();
             assert!(
-                e.contains("UNIQUE") || e.contains("PRIMARY"),
+                ["unique", "primary", "duplicate"]
+                    .iter()
+                    .any(|word| cause.contains(word)),
                 "error names the cause: {e}"
             )
         }
@@ -709,25 +749,27 @@ async fn failing_job_rolls_back_all_its_changes() {
         "the original message stands"
     );
 
-    // The writer keeps going after a failure.
+    // The store keeps going after a failure.
     apply(&store, vec![Change::PutSession(session("alive", 3))]).await;
     assert_eq!(load(&store).await.sessions, vec![session("alive", 3)]);
 }
 
-// Proves a failing job fails alone inside a group-commit batch: its neighbours commit, none of its changes do.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn failing_job_fails_alone_in_a_batch() {
-    let (_dir, path, store) = fresh();
+/// Proves a failing submit fails alone among concurrent ones (inside one
+/// group-commit batch, where the backend can hold writes): its neighbours
+/// commit, none of its changes do.
+pub async fn failing_submit_fails_alone_among_concurrent_ones<H: Harness>(h: &H) {
+    let store = h.open().await;
     apply(&store, vec![put_direct(1, &["bob"], 1)]).await;
     let store = Arc::new(store);
 
-    // Hold the database's write lock from outside so the writer stalls on a
-    // first job while every other request queues up behind it; when the lock
-    // goes, the writer drains them all into one transaction.
-    let blocker = rusqlite::Connection::open(&path).unwrap();
-    blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    // Hold the backend's writes so that it stalls on a first write while
+    // every other request queues up behind it; when the hold goes, a
+    // batching backend drains them all into one transaction.
+    let hold = h.hold_writes();
     store.apply_later(vec![Change::PutSession(session("first", 0))]);
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    if hold.is_some() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     const N: u32 = 200;
     const BAD: u32 = 77;
@@ -740,7 +782,7 @@ async fn failing_job_fails_alone_in_a_batch() {
                 vec![
                     Change::PutSession(session("bad", n as Millis)),
                     put_direct(n, &["bob"], n as Millis),
-                    put_direct(1, &["carol"], n as Millis), // duplicate id: PRIMARY KEY violation
+                    put_direct(1, &["carol"], n as Millis), // duplicate message id
                 ]
             } else {
                 vec![
@@ -751,9 +793,10 @@ async fn failing_job_fails_alone_in_a_batch() {
             (i, store.apply(changes).await)
         }));
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    blocker.execute_batch("ROLLBACK").unwrap();
-    drop(blocker);
+    if let Some(release) = hold {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        release();
+    }
 
     for task in tasks {
         let (i, result) = task.await.unwrap();
@@ -767,7 +810,7 @@ async fn failing_job_fails_alone_in_a_batch() {
         }
     }
 
-    let store = reopen(Arc::into_inner(store).expect("sole owner"), &path);
+    let store = reopen(h, Arc::into_inner(store).expect("sole owner")).await;
     let snap = load(&store).await;
     let ids: HashSet<&str> = snap.sessions.iter().map(|s| s.id.as_str()).collect();
     assert_eq!(ids.len(), N as usize, "first + {} good sessions", N - 1);
@@ -799,10 +842,9 @@ async fn failing_job_fails_alone_in_a_batch() {
     assert!(unread_of(&snap, "carol").is_empty());
 }
 
-// Proves group commit under concurrency: 2,000 concurrent applies all succeed and all 2,000 messages load back once each after reopen.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn two_thousand_concurrent_applies_all_commit() {
-    let (_dir, path, store) = fresh();
+/// Proves group commit under concurrency: 2,000 concurrent applies all succeed and all 2,000 messages load back once each after reopen.
+pub async fn two_thousand_concurrent_applies_all_commit<H: Harness>(h: &H) {
+    let store = h.open().await;
     let store = Arc::new(store);
     const N: u32 = 2_000;
     let tasks: Vec<_> = (0..N)
@@ -821,7 +863,7 @@ async fn two_thousand_concurrent_applies_all_commit() {
         }
     }
 
-    let store = reopen(Arc::into_inner(store).expect("sole owner"), &path);
+    let store = reopen(h, Arc::into_inner(store).expect("sole owner")).await;
     let snap = load(&store).await;
     assert_eq!(snap.unread.len(), N as usize);
     let ids: Vec<&str> = snap.unread.iter().map(|(m, _)| m.id.as_str()).collect();
@@ -839,10 +881,93 @@ async fn two_thousand_concurrent_applies_all_commit() {
     );
 }
 
-// Proves apply_later changes are applied in FIFO order and are durable once a later apply returns.
-#[tokio::test]
-async fn apply_later_is_durable_after_next_apply() {
-    let (_dir, path, store) = fresh();
+/// Proves writes take effect in the order they were submitted, not the
+/// order their commits are awaited in: a later submit builds on an earlier
+/// one, a failing one in between changes nothing, and a prune comes after
+/// the writes queued before it.
+pub async fn submits_take_effect_in_call_order<H: Harness>(h: &H) {
+    use DeliveryState::*;
+    let store = h.open().await;
+    let mut s = session("alice", 1_000);
+    s.status = "one".into();
+    let first = store.submit(vec![Change::PutSession(s.clone())]);
+    let sent = store.submit(vec![put_direct(1, &["bob"], 10)]);
+    let surfaced = store.submit(vec![advance(1, "bob", Surfaced, 20)]);
+    let mut bad = s.clone();
+    bad.status = "refused".into();
+    let refused = store.submit(vec![
+        Change::PutSession(bad),
+        put_direct(1, &["carol"], 30), // duplicate message id
+    ]);
+    s.status = "two".into();
+    let second = store.submit(vec![Change::PutSession(s.clone())]);
+
+    // Newest first: waiting is not what orders them.
+    second.await.expect("second");
+    assert!(
+        matches!(refused.await, Err(StoreError::Write(_))),
+        "the duplicate is refused"
+    );
+    surfaced.await.expect("surfaced");
+    sent.await.expect("sent");
+    first.await.expect("first");
+
+    assert_eq!(load(&store).await.sessions, vec![s], "the last put wins");
+    assert_eq!(
+        store.deliveries(&mid(1)).await.unwrap(),
+        vec![delivery(&mid(1), "bob", Surfaced, 20)],
+        "the advance came after the message it advances"
+    );
+
+    store.apply_later(vec![put_direct(2, &["bob"], 5)]);
+    assert_eq!(
+        store.prune(100).await.expect("prune"),
+        PruneReport {
+            messages: 2,
+            deliveries: 2,
+            sessions: 0
+        },
+        "the prune saw the write queued before it"
+    );
+    assert_eq!(store.message(&mid(2)).await.unwrap(), None);
+}
+
+/// Proves deliveries(id) lists every recipient's record of one message, by
+/// recipient and in whatever state, and nothing for an unknown id.
+pub async fn deliveries_of_a_message_by_recipient<H: Harness>(h: &H) {
+    use DeliveryState::*;
+    let store = h.open().await;
+    apply(
+        &store,
+        vec![
+            put_direct(1, &["carol", "bob", "dave"], 10),
+            put_direct(2, &["bob"], 20),
+        ],
+    )
+    .await;
+    apply(
+        &store,
+        vec![advance(1, "bob", Acked, 30), advance(1, "dave", Pushed, 31)],
+    )
+    .await;
+    assert_eq!(
+        store.deliveries(&mid(1)).await.unwrap(),
+        vec![
+            delivery(&mid(1), "bob", Acked, 30),
+            delivery(&mid(1), "carol", Queued, 10),
+            delivery(&mid(1), "dave", Pushed, 31),
+        ]
+    );
+    assert_eq!(
+        store.deliveries(&mid(2)).await.unwrap(),
+        vec![delivery(&mid(2), "bob", Queued, 20)]
+    );
+    assert!(store.deliveries(&mid(3)).await.unwrap().is_empty());
+}
+
+/// Proves apply_later changes are applied in FIFO order and are durable once a later apply returns.
+pub async fn apply_later_is_durable_after_next_apply<H: Harness>(h: &H) {
+    let store = h.open().await;
     let mut s = session("alice", 1_000);
     s.status = "one".into();
     store.apply_later(vec![Change::PutSession(s.clone())]);
@@ -877,16 +1002,15 @@ async fn apply_later_is_durable_after_next_apply() {
         "the failing background job left nothing"
     );
 
-    let store = reopen(store, &path);
+    let store = reopen(h, store).await;
     let snap = load(&store).await;
     assert_eq!(snap.sessions, vec![expected]);
     assert_eq!(snap.rooms.len(), 1);
 }
 
-// Proves TouchSession never moves last_seen_at backwards and never creates a session.
-#[tokio::test]
-async fn touch_session_never_moves_backwards() {
-    let (_dir, _path, store) = fresh();
+/// Proves TouchSession never moves last_seen_at backwards and never creates a session.
+pub async fn touch_session_never_moves_backwards<H: Harness>(h: &H) {
+    let store = h.open().await;
     let mut s = session("alice", 1_000);
     s.last_seen_at = 2_000;
     apply(&store, vec![Change::PutSession(s.clone())]).await;
@@ -928,10 +1052,9 @@ async fn touch_session_never_moves_backwards() {
     assert_eq!(snap.sessions, vec![s], "only last_seen_at changed");
 }
 
-// Proves prune deletes old messages with their deliveries, keeps newer ones, forgets long-gone sessions with their memberships, and counts right.
-#[tokio::test]
-async fn prune_deletes_old_history_and_gone_sessions() {
-    let (_dir, path, store) = fresh();
+/// Proves prune deletes old messages with their deliveries, keeps newer ones, forgets long-gone sessions with their memberships, and counts right.
+pub async fn prune_deletes_old_history_and_gone_sessions<H: Harness>(h: &H) {
+    let store = h.open().await;
     let mut gone = session("gone", 10);
     gone.left_at = Some(100);
     let mut recent = session("recent", 20);
@@ -989,7 +1112,7 @@ async fn prune_deletes_old_history_and_gone_sessions() {
     );
     assert!(inbox(&store, query("recent", true, 100)).await.is_empty());
 
-    let store = reopen(store, &path);
+    let store = reopen(h, store).await;
     let snap = load(&store).await;
     let ids: Vec<&str> = snap.sessions.iter().map(|s| s.id.as_str()).collect();
     assert_eq!(ids, vec!["recent", "edge", "here"]);
@@ -1025,54 +1148,18 @@ async fn prune_deletes_old_history_and_gone_sessions() {
     assert_eq!(snap.sessions, vec![here]);
 }
 
-// Proves a database from a newer muster (user_version beyond the known migrations) is refused with a clear error.
-#[tokio::test]
-async fn newer_schema_is_refused() {
-    let (_dir, path, store) = fresh();
+/// Proves reopening a store, again and again, loses nothing.
+pub async fn reopen_keeps_data<H: Harness>(h: &H) {
+    let store = h.open().await;
     apply(&store, vec![Change::PutSession(session("alice", 1))]).await;
-    drop(store);
-    {
-        let conn = rusqlite::Connection::open(&path).unwrap();
-        conn.pragma_update(None, "user_version", 999).unwrap();
-    }
-    match SqliteStore::open(&path) {
-        Ok(_) => panic!("a database at schema version 999 was accepted"),
-        Err(e) => {
-            assert!(matches!(e, StoreError::Corrupt(_)), "{e:?}");
-            let text = e.to_string();
-            assert!(text.contains("999"), "names the found version: {text}");
-            assert!(
-                text.contains("newer") && text.contains("upgrade"),
-                "says what to do: {text}"
-            );
-        }
-    }
-    // Refusal changes nothing: the version and data are as they were.
-    let conn = rusqlite::Connection::open(&path).unwrap();
-    let version: i64 = conn
-        .pragma_query_value(None, "user_version", |r| r.get(0))
-        .unwrap();
-    assert_eq!(version, 999);
-    let sessions: i64 = conn
-        .query_row("SELECT count(*) FROM sessions", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(sessions, 1);
-}
-
-// Proves reopening a current database neither re-runs migrations nor loses data.
-#[tokio::test]
-async fn reopen_at_current_version_is_accepted() {
-    let (_dir, path, store) = fresh();
-    apply(&store, vec![Change::PutSession(session("alice", 1))]).await;
-    let store = reopen(store, &path);
-    let store = reopen(store, &path);
+    let store = reopen(h, store).await;
+    let store = reopen(h, store).await;
     assert_eq!(load(&store).await.sessions, vec![session("alice", 1)]);
 }
 
-// Proves message(id) returns the stored message with every field, or None for an unknown id.
-#[tokio::test]
-async fn message_by_id() {
-    let (_dir, _path, store) = fresh();
+/// Proves message(id) returns the stored message with every field, or None for an unknown id.
+pub async fn message_by_id<H: Harness>(h: &H) {
+    let store = h.open().await;
     let mut to_room = message(1, "alice", Target::Room("project:muster".into()), 10);
     to_room.body = "multi\nline — ünïcode ✓".into();
     let mut to_op = message(2, "op:dana", Target::Operator("dana".into()), 20);
@@ -1103,13 +1190,11 @@ async fn message_by_id() {
     assert_eq!(store.message("").await.unwrap(), None);
 }
 
-// Proves load() is one consistent snapshot while writes land: no membership ever appears without its session.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn load_is_a_consistent_snapshot_under_writes() {
-    let (_dir, _path, store) = fresh();
-    let store = Arc::new(store);
+/// Proves load() is one consistent snapshot while writes land: no membership ever appears without its session.
+pub async fn load_is_a_consistent_snapshot_under_writes<H: Harness>(h: &H) {
+    let store = Arc::new(h.open().await);
     apply(
-        &store,
+        &*store,
         vec![Change::PutRoom(Room {
             name: "dev".into(),
             created_by: "x".into(),
@@ -1144,7 +1229,7 @@ async fn load_is_a_consistent_snapshot_under_writes() {
         })
     };
     for _ in 0..300 {
-        let snap = load(&store).await;
+        let snap = load(&*store).await;
         let sessions: HashSet<&str> = snap.sessions.iter().map(|s| s.id.as_str()).collect();
         for m in &snap.memberships {
             assert!(
@@ -1157,12 +1242,9 @@ async fn load_is_a_consistent_snapshot_under_writes() {
     writer.await.unwrap();
 }
 
-// Proves reservations round-trip, replace by id, and are deleted one by one
-// or all of a session's at once, across a reopen.
-#[tokio::test]
-async fn reservations_round_trip_and_delete() {
-    let dir = TempDir::new().unwrap();
-    let path = dir.path().join("muster.db");
+/// Proves reservations round-trip, replace by id, and are deleted one by one
+/// or all of a session's at once, across a reopen.
+pub async fn reservations_round_trip_and_delete<H: Harness>(h: &H) {
     let r = |id: &str, session: &str| muster_core::Reservation {
         id: id.into(),
         session_id: session.into(),
@@ -1174,7 +1256,7 @@ async fn reservations_round_trip_and_delete() {
         expires_at: 100,
     };
     {
-        let store = SqliteStore::open(&path).unwrap();
+        let store = h.open().await;
         let mut changed = r("a", "s1");
         changed.expires_at = 200;
         store
@@ -1191,7 +1273,7 @@ async fn reservations_round_trip_and_delete() {
             .await
             .unwrap();
     }
-    let store = SqliteStore::open(&path).unwrap();
+    let store = h.open().await;
     let loaded = store.load().await.unwrap().reservations;
     assert_eq!(
         loaded
@@ -1213,12 +1295,10 @@ async fn reservations_round_trip_and_delete() {
     );
 }
 
-// Proves a thread is found from any of its messages (root and all replies),
-// oldest first, and only as far as the reader sent or received them.
-#[tokio::test]
-async fn thread_from_any_message_as_the_reader_sees_it() {
-    let dir = TempDir::new().unwrap();
-    let store = SqliteStore::open(dir.path().join("muster.db")).unwrap();
+/// Proves a thread is found from any of its messages (root and all replies),
+/// oldest first, and only as far as the reader sent or received them.
+pub async fn thread_from_any_message_as_the_reader_sees_it<H: Harness>(h: &H) {
+    let store = h.open().await;
     let msg = |id: &str, from: &str, to: &str, reply_to: Option<&str>| Change::PutMessage {
         message: Message {
             id: id.into(),
