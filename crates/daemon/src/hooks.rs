@@ -226,7 +226,7 @@ async fn answer(
             return Ok(context_answer(
                 &event_name,
                 &context,
-                Surfacing::new(hub.clone(), id, Vec::new()),
+                hub.surfacing(id, Vec::new()),
             ));
         }
     };

@@ -1,14 +1,15 @@
 //! The hub: every operation of the daemon, whichever route it came by.
 //!
-//! The rules for every change: validate and change memory under the lock,
-//! submitting the change to the store while still holding it (so the store
-//! sees changes in memory's order); answer only once the store has made it
-//! durable, so nothing acknowledged is lost. A new message is stored before
-//! it becomes visible to any reader.
+//! The rules for every change: decide under the lock, from memory, which
+//! `Change`s an operation makes; apply them to memory and submit them to the
+//! store in that same critical section ([`Hub::commit`]), so memory and
+//! store take the same changes in the same order; answer only once the
+//! store has made them durable, so nothing acknowledged is lost. A new
+//! message is offered to no reader before it is durable.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use muster_core::api::{
     AckRequest, AckResponse, BroadcastRequest, DeliveryView, Inbox, InboxMessage, RegisterRequest,
@@ -20,8 +21,9 @@ use muster_core::liveness::Policy;
 use muster_core::{
     validate, Activity, CoreError, Delivery, DeliveryState, Message, Millis, Session, Target,
 };
-use muster_store::{Change, InboxQuery, Store};
+use muster_store::{Change, Commit, InboxQuery, Store};
 use serde_json::json;
+use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
@@ -30,7 +32,7 @@ use crate::error::ApiError;
 use crate::events::Bus;
 use crate::metrics::Metrics;
 use crate::state::{Claim, Principal, State};
-use crate::surfacing::Surfacing;
+use crate::surfacing::{Settle, Settler, Surfacing};
 use crate::{gitinfo, Config};
 
 /// Touches of `last_seen_at` closer together than this are not written
@@ -85,6 +87,8 @@ pub struct Hub {
     links_known: AtomicBool,
     /// Cancelled when the daemon stops: long-lived streams and links end.
     pub shutdown: CancellationToken,
+    /// Where answers settle the mail they claimed (see `surfacing`).
+    settler: Settler,
 }
 
 fn check_field(field: &'static str, value: &Option<String>, max: usize) -> Result<(), CoreError> {
@@ -165,6 +169,24 @@ fn mentioned(body: &str, st: &State) -> Vec<String> {
     ids
 }
 
+/// The hub's settler task: runs what answers report of the mail they
+/// claimed (see `surfacing`), until the hub is gone.
+async fn settle(hub: Weak<Hub>, mut settlements: UnboundedReceiver<Settle>) {
+    while let Some(settle) = settlements.recv().await {
+        let Some(hub) = hub.upgrade() else {
+            return;
+        };
+        match settle {
+            Settle::Surfaced { recipient, ids } => {
+                // Each in a task of its own, as before: a slow store write
+                // must not hold up other releases.
+                tokio::spawn(async move { hub.mark_surfaced(&recipient, &ids).await });
+            }
+            Settle::Released { recipient, ids } => hub.lock().unclaim(&recipient, &ids),
+        }
+    }
+}
+
 impl Hub {
     pub async fn load(
         config: Config,
@@ -174,7 +196,8 @@ impl Hub {
         let clock = Clock::new();
         let snapshot = store.load().await?;
         let state = State::from_snapshot(snapshot, clock.mono());
-        Ok(Arc::new(Hub {
+        let (settler, settlements) = tokio::sync::mpsc::unbounded_channel();
+        let hub = Arc::new(Hub {
             config,
             state: Mutex::new(state),
             store,
@@ -186,13 +209,48 @@ impl Hub {
             store_desc,
             links_known: AtomicBool::new(false),
             shutdown: CancellationToken::new(),
-        }))
+            settler,
+        });
+        tokio::spawn(settle(Arc::downgrade(&hub), settlements));
+        Ok(hub)
+    }
+
+    /// A claim on `ids` of `recipient`'s mail, settled when its answer is
+    /// written (surfaced) or dropped (released).
+    pub(crate) fn surfacing(&self, recipient: String, ids: Vec<String>) -> Surfacing {
+        Surfacing::new(self.settler.clone(), recipient, ids)
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave State half-changed in a
         // way worse than refusing all service, so recover the guard.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Applies `changes` to memory and submits them to the store, in the
+    /// caller's critical section (`st` is the hub's lock): the one way the
+    /// daemon's durable state changes. The commit resolves once they are
+    /// durable. A failed commit leaves memory ahead of the store until the
+    /// daemon restarts (and reloads the store); the error reaches the caller.
+    pub(crate) fn commit(&self, st: &mut State, changes: Vec<Change>) -> Commit {
+        if changes.is_empty() {
+            return Box::pin(async { Ok(()) });
+        }
+        let mono = self.clock.mono();
+        for change in &changes {
+            st.apply(change, mono);
+        }
+        self.store.submit(changes)
+    }
+
+    /// As [`Hub::commit`], for changes whose loss in a crash costs nothing
+    /// (activity, coalesced touches): written with the next batch, unawaited.
+    pub(crate) fn commit_later(&self, st: &mut State, changes: Vec<Change>) {
+        let mono = self.clock.mono();
+        for change in &changes {
+            st.apply(change, mono);
+        }
+        self.store.apply_later(changes);
     }
 
     pub fn mark_links_known(&self) {
@@ -212,19 +270,16 @@ impl Hub {
     pub async fn observe(&self, mut obs: Observed) -> Result<(Session, bool), ApiError> {
         obs.validate()?;
         self.fill_git_info(&mut obs);
+        let root = self.resolve_root(&obs.id, obs.cwd.as_deref());
         let now = self.clock.wall();
         let (session, arrived, persist, commit) = {
             let mut st = self.lock();
-            let mono = self.clock.mono();
-            let is_new = st.entry(&obs.id).is_none();
-            if is_new {
+            let known = st.session(&obs.id).cloned();
+            let is_new = known.is_none();
+            let mut s = known.unwrap_or_else(|| {
                 let nickname = st.new_nickname(&obs.id);
-                st.insert_session(Session::new(&obs.id, &nickname, now), mono);
-            }
-            let entry = st
-                .entry_mut(&obs.id)
-                .ok_or_else(|| ApiError::internal("session vanished"))?;
-            let s = &mut entry.session;
+                Session::new(&obs.id, &nickname, now)
+            });
             let arrived = is_new || s.left_at.is_some();
             if s.left_at.is_some() {
                 s.left_at = None;
@@ -249,30 +304,32 @@ impl Hub {
             } else {
                 Persist::Touch
             };
-            let due = s.last_seen_at - entry.persisted_seen >= TOUCH_PERSIST_MS;
-            let session = entry.session.clone();
-            if matches!(persist, Persist::Now | Persist::Later) || due {
-                entry.persisted_seen = session.last_seen_at;
-            }
-            // Submitted under the lock, so the store sees changes in the
-            // order memory did.
             let commit = match persist {
-                Persist::Now => Some(self.store.submit(vec![Change::PutSession(session.clone())])),
+                Persist::Now => Some(self.commit(&mut st, vec![Change::PutSession(s.clone())])),
                 Persist::Later => {
-                    self.store
-                        .apply_later(vec![Change::PutSession(session.clone())]);
+                    self.commit_later(&mut st, vec![Change::PutSession(s.clone())]);
                     None
                 }
-                Persist::Touch if due => {
-                    let touch = Change::TouchSession {
-                        id: session.id.clone(),
-                        last_seen_at: session.last_seen_at,
-                    };
-                    self.store.apply_later(vec![touch]);
+                Persist::Touch => {
+                    let due = st
+                        .entry(&s.id)
+                        .is_some_and(|e| s.last_seen_at - e.persisted_seen >= TOUCH_PERSIST_MS);
+                    if due {
+                        let touch = Change::TouchSession {
+                            id: s.id.clone(),
+                            last_seen_at: s.last_seen_at,
+                        };
+                        self.commit_later(&mut st, vec![touch]);
+                    } else {
+                        st.heard(&s.id, now);
+                    }
                     None
                 }
-                Persist::Touch => None,
             };
+            if let (Some(root), Some(entry)) = (root, st.entry_mut(&s.id)) {
+                entry.root = Some(root);
+            }
+            let session = st.session(&s.id).cloned().unwrap_or(s);
             (session, arrived, persist, commit)
         };
         if let Some(commit) = commit {
@@ -309,6 +366,44 @@ impl Hub {
         obs.branch = obs.branch.take().or(Some(branch));
     }
 
+    /// The root for a session's reservations when it works in `cwd`, read
+    /// from the file system without the lock; none if it is already known
+    /// for that directory (or there is no directory).
+    fn resolve_root(&self, id: &str, cwd: Option<&str>) -> Option<(String, String)> {
+        let cwd = cwd.filter(|c| !c.is_empty())?;
+        let known = self
+            .lock()
+            .entry(id)
+            .is_some_and(|e| e.root.as_ref().is_some_and(|(c, _)| c == cwd));
+        if known {
+            return None;
+        }
+        let root = gitinfo::repo_root(cwd).unwrap_or_else(|| cwd.to_string());
+        Some((cwd.to_string(), root))
+    }
+
+    /// A session's reservation root for its current directory, resolving
+    /// (outside the lock) and keeping it if it is not known yet.
+    pub(crate) fn session_root(&self, session: &Session) -> Option<String> {
+        if session.cwd.is_empty() {
+            return None;
+        }
+        let known = self.lock().entry(&session.id).and_then(|e| {
+            e.root
+                .as_ref()
+                .filter(|(cwd, _)| *cwd == session.cwd)
+                .map(|(_, root)| root.clone())
+        });
+        if known.is_some() {
+            return known;
+        }
+        let (cwd, root) = self.resolve_root(&session.id, Some(&session.cwd))?;
+        if let Some(entry) = self.lock().entry_mut(&session.id) {
+            entry.root = Some((cwd, root.clone()));
+        }
+        Some(root)
+    }
+
     pub async fn register(&self, req: RegisterRequest) -> Result<Session, ApiError> {
         Ok(self.observe(req.into()).await?.0)
     }
@@ -327,13 +422,13 @@ impl Hub {
         }
         let (session, commit) = {
             let mut st = self.lock();
-            let entry = st
-                .entry_mut(id)
+            let mut session = st
+                .session(id)
+                .cloned()
                 .ok_or_else(|| CoreError::UnknownSession(id.to_string()))?;
-            set(&mut entry.session.status, req.status);
-            let session = entry.session.clone();
-            let commit = self.store.submit(vec![Change::PutSession(session.clone())]);
-            (session, commit)
+            set(&mut session.status, req.status);
+            let commit = self.commit(&mut st, vec![Change::PutSession(session.clone())]);
+            (st.session(id).cloned().unwrap_or(session), commit)
         };
         commit.await?;
         self.events.publish("session.updated", || json!(session));
@@ -350,13 +445,14 @@ impl Hub {
         let now = self.clock.wall();
         let (session, commit) = {
             let mut st = self.lock();
-            let Some(session) = st.mark_left(id, now) else {
+            let Some(session) = st.leaving(id, now) else {
                 return Ok(None);
             };
             // Its claims end with it; its mail and memberships wait for its return.
             let mut changes = vec![Change::PutSession(session.clone())];
-            changes.extend(Hub::drop_reservations_of(&mut st, id));
-            (session, self.store.submit(changes))
+            changes.extend(Hub::reservations_end(&st, id));
+            let commit = self.commit(&mut st, changes);
+            (st.session(id).cloned().unwrap_or(session), commit)
         };
         commit.await?;
         self.metrics.sessions_left.inc();
@@ -465,19 +561,24 @@ impl Hub {
                 updated_at: now,
             })
             .collect();
-        self.store
-            .apply(vec![Change::PutMessage {
+        let commit = {
+            let mut st = self.lock();
+            let put = Change::PutMessage {
                 message: message.clone(),
                 deliveries,
-            }])
-            .await?;
+            };
+            self.commit(&mut st, vec![put])
+        };
+        let stored = commit.await;
+        self.lock()
+            .settle_message(&message.id, &recipients, stored.is_ok());
+        stored?;
         let message = Arc::new(message);
         let mut views: Vec<DeliveryView> = {
-            let mut st = self.lock();
+            let st = self.lock();
             recipients
                 .iter()
                 .map(|r| {
-                    st.add_unread(message.clone(), r, DeliveryState::Queued);
                     let (nickname, present) = match st.entry(r) {
                         Some(e) => {
                             e.mail.notify_waiters();
@@ -569,7 +670,7 @@ impl Hub {
         };
         let ids = claimed.iter().map(|(m, _)| m.id.clone()).collect();
         // Dropped on any early return, which releases the claim.
-        let mut surfacing = Surfacing::new(self.clone(), principal.clone(), ids);
+        let mut surfacing = self.surfacing(principal.clone(), ids);
         // By id: the store's view (with `all`) overlaid by what this read claimed.
         let mut by_id: std::collections::BTreeMap<String, InboxMessage> = Default::default();
         if all {
@@ -648,10 +749,7 @@ impl Hub {
         };
         let messages: Vec<Arc<Message>> = claimed.into_iter().map(|(m, _)| m).collect();
         let ids = messages.iter().map(|m| m.id.clone()).collect();
-        (
-            messages,
-            Surfacing::new(self.clone(), session_id.to_string(), ids),
-        )
+        (messages, self.surfacing(session_id.to_string(), ids))
     }
 
     /// Records a hook call of `id` (`event`); returns when its previous
@@ -708,11 +806,10 @@ impl Hub {
             if entry.session.activity == Activity::Idle {
                 None
             } else {
-                entry.session.activity = Activity::Idle;
-                let session = entry.session.clone();
-                self.store
-                    .apply_later(vec![Change::PutSession(session.clone())]);
-                Some(session)
+                let mut session = entry.session.clone();
+                session.activity = Activity::Idle;
+                self.commit_later(&mut st, vec![Change::PutSession(session)]);
+                st.session(id).cloned()
             }
         };
         if let Some(session) = session {
@@ -740,11 +837,7 @@ impl Hub {
                 at: now,
             })
             .collect();
-        let commit = {
-            let mut st = self.lock();
-            st.remove_seen(id, &ids);
-            self.store.submit(changes)
-        };
+        let commit = self.commit(&mut self.lock(), changes);
         if let Err(e) = commit.await {
             tracing::warn!("could not record seen mail for {id}: {e}");
             return;
@@ -771,12 +864,12 @@ impl Hub {
                 at: now,
             })
             .collect();
-        if let Err(e) = self.store.apply(changes).await {
+        let commit = self.commit(&mut self.lock(), changes);
+        if let Err(e) = commit.await {
             // Still unread in the store: after a restart it would surface
             // again. Better twice than never.
             tracing::warn!("could not record surfaced mail for {recipient}: {e}");
         }
-        self.lock().remove_unread(recipient, ids);
         self.metrics.deliveries_surfaced.add(ids.len() as u64);
         self.events.publish(
             "delivery.updated",
@@ -827,8 +920,8 @@ impl Hub {
                 .map(|e| e.message.id)
                 .collect();
         }
-        self.store.apply(changes).await?;
-        self.lock().remove_unread(&principal, &ids);
+        let commit = self.commit(&mut self.lock(), changes);
+        commit.await?;
         self.events.publish(
             "delivery.updated",
             || json!({"recipient": principal, "message_ids": ids, "state": "acked"}),
@@ -854,20 +947,17 @@ impl Hub {
             let Principal::Session(id) = self.principal(&st, req.as_.as_deref())? else {
                 return Err(CoreError::invalid("as", "only sessions join rooms").into());
             };
-            let (created, membership) = st.join(&room, &id, now);
-            let mut changes = Vec::new();
-            changes.extend(created.map(Change::PutRoom));
-            changes.extend(membership.map(Change::JoinRoom));
+            let changes = st.joining(&room, &id, now);
+            let joined = !changes.is_empty();
+            let commit = self.commit(&mut st, changes);
             let view = st
                 .named_room(&room)
                 .ok_or_else(|| ApiError::internal("room vanished"))?;
-            (changes, view, id)
+            ((joined, commit), view, id)
         };
-        if !changes.is_empty() {
-            if let Err(e) = self.store.apply(changes).await {
-                self.lock().leave(&room, &member);
-                return Err(e.into());
-            }
+        let (joined, commit) = changes;
+        commit.await?;
+        if joined {
             self.events
                 .publish("room.joined", || json!({"room": room, "session": member}));
         }
@@ -876,22 +966,23 @@ impl Hub {
 
     pub async fn leave(&self, req: RoomRequest) -> Result<RoomView, ApiError> {
         let room = req.room.trim().trim_start_matches('#').to_string();
-        let (view, member) = {
+        let view = {
             let mut st = self.lock();
             let Principal::Session(id) = self.principal(&st, req.as_.as_deref())? else {
                 return Err(CoreError::invalid("as", "only sessions leave rooms").into());
             };
-            if !st.leave(&room, &id) {
+            if !st.is_member(&room, &id) {
                 return Err(CoreError::invalid("room", format!("not a member of {room:?}")).into());
             }
-            (st.named_room(&room), id)
-        };
-        self.store
-            .apply(vec![Change::LeaveRoom {
+            let leave = Change::LeaveRoom {
                 room: room.clone(),
-                session_id: member.clone(),
-            }])
-            .await?;
+                session_id: id.clone(),
+            };
+            let commit = self.commit(&mut st, vec![leave]);
+            (st.named_room(&room), id, commit)
+        };
+        let (view, member, commit) = (view.0, view.1, view.2);
+        commit.await?;
         self.events
             .publish("room.left", || json!({"room": room, "session": member}));
         view.ok_or_else(|| ApiError::internal("room vanished"))

@@ -24,7 +24,7 @@ use tokio::task::JoinSet;
 use crate::error::ApiError;
 use crate::hub::{Hub, Observed};
 use crate::state::LinkHandle;
-use crate::surfacing::Surfacing;
+use crate::surfacing::Outgoing;
 
 /// Largest frame a shim may send.
 const MAX_FRAME_BYTES: usize = 1 << 20;
@@ -35,23 +35,6 @@ const OUTBOX: usize = 1_024;
 pub const PUSH_CONFIRM: Duration = Duration::from_millis(500);
 
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
-
-/// A frame for a link's writer, with the mail it carries (marked surfaced
-/// once the frame is written).
-#[derive(Debug)]
-pub struct Outgoing {
-    pub frame: ServerFrame,
-    pub surfacing: Option<Surfacing>,
-}
-
-impl From<ServerFrame> for Outgoing {
-    fn from(frame: ServerFrame) -> Self {
-        Outgoing {
-            frame,
-            surfacing: None,
-        }
-    }
-}
 
 pub async fn upgrade(State(hub): State<Arc<Hub>>, ws: WebSocketUpgrade) -> Response {
     ws.max_message_size(MAX_FRAME_BYTES)
@@ -324,31 +307,35 @@ impl Hub {
         tx: mpsc::Sender<Outgoing>,
     ) -> Result<Session, ApiError> {
         let (session, _) = self.observe(observed).await?;
+        let id = session.id;
         let (session, commit) = {
             let mut st = self.lock();
             let entry = st
-                .entry_mut(&session.id)
+                .entry_mut(&id)
                 .ok_or_else(|| ApiError::internal("session vanished"))?;
             if let Some(old) = entry.link.take() {
                 // A re-link before the old connection was noticed gone.
-                st.unclaim(&session.id, &old.in_flight.into_iter().collect::<Vec<_>>());
+                st.unclaim(&id, &old.in_flight.into_iter().collect::<Vec<_>>());
             }
             let entry = st
-                .entry_mut(&session.id)
+                .entry_mut(&id)
                 .ok_or_else(|| ApiError::internal("session vanished"))?;
             entry.link = Some(LinkHandle {
                 conn,
                 tx,
                 in_flight: Default::default(),
             });
-            let changed =
-                entry.session.link != LinkKind::Link || entry.session.can_push != can_push;
-            entry.session.link = LinkKind::Link;
-            entry.session.can_push = can_push;
+            // Live state, never stored.
             entry.session.link_up = true;
-            let session = entry.session.clone();
-            let commit =
-                changed.then(|| self.store.submit(vec![Change::PutSession(session.clone())]));
+            let mut session = entry.session.clone();
+            let changed = session.link != LinkKind::Link || session.can_push != can_push;
+            session.link = LinkKind::Link;
+            session.can_push = can_push;
+            let commit = changed.then(|| self.commit(&mut st, vec![Change::PutSession(session)]));
+            let session = st
+                .session(&id)
+                .cloned()
+                .ok_or_else(|| ApiError::internal("session vanished"))?;
             (session, commit)
         };
         if let Some(commit) = commit {
@@ -371,9 +358,9 @@ impl Hub {
             {
                 return;
             }
-            entry.session.can_push = can_push;
-            let session = entry.session.clone();
-            let commit = self.store.submit(vec![Change::PutSession(session.clone())]);
+            let mut session = entry.session.clone();
+            session.can_push = can_push;
+            let commit = self.commit(&mut st, vec![Change::PutSession(session.clone())]);
             (session, commit)
         };
         if let Err(e) = commit.await {
@@ -411,9 +398,7 @@ impl Hub {
     /// Link activity counts as being seen (wall clock, for the record).
     fn seen(&self, id: &str) {
         let now = self.clock.wall();
-        if let Some(e) = self.lock().entry_mut(id) {
-            e.session.last_seen_at = e.session.last_seen_at.max(now);
-        }
+        self.lock().heard(id, now);
     }
 
     /// Writes one message to a recipient's link if it can take pushes.
@@ -492,13 +477,12 @@ impl Hub {
         let now = self.clock.wall();
         let commit = {
             let mut st = self.lock();
-            let mono = self.clock.mono();
             let mut changes = Vec::new();
             for id in ids.iter().take(10_000) {
                 if let Some(link) = st.entry_mut(recipient).and_then(|e| e.link.as_mut()) {
                     link.in_flight.remove(id);
                 }
-                if st.mark_pushed(recipient, id, mono) {
+                if st.awaiting_push(recipient, id) {
                     changes.push(Change::AdvanceDelivery {
                         message_id: id.clone(),
                         recipient: recipient.to_string(),
@@ -508,7 +492,7 @@ impl Hub {
                 }
             }
             let pushed = changes.len() as u64;
-            (!changes.is_empty()).then(|| (pushed, self.store.submit(changes)))
+            (!changes.is_empty()).then(|| (pushed, self.commit(&mut st, changes)))
         };
         let Some((pushed, commit)) = commit else {
             return;

@@ -61,17 +61,13 @@ pub struct Verdict {
     pub reason: String,
 }
 
-/// The repository root a session's paths are relative to: its checkout's
-/// root, or its working directory outside any repository.
-fn root_of(session: &Session) -> Result<String, ApiError> {
-    if session.cwd.is_empty() {
-        return Err(CoreError::invalid(
-            "as",
-            "this session has no working directory, so its paths mean nothing",
-        )
-        .into());
-    }
-    Ok(gitinfo::repo_root(&session.cwd).unwrap_or_else(|| session.cwd.clone()))
+/// A session's paths mean nothing without a working directory.
+fn no_directory() -> ApiError {
+    CoreError::invalid(
+        "as",
+        "this session has no working directory, so its paths mean nothing",
+    )
+    .into()
 }
 
 fn describe_holder(st: &State, r: &Reservation) -> String {
@@ -162,7 +158,7 @@ impl Hub {
         validate::text("reason", &reason, MAX_STATUS_CHARS)?;
         let now = self.clock.wall();
         let me = self.session_principal(&self.lock(), req.as_.as_deref())?;
-        let root = root_of(&me)?;
+        let root = self.session_root(&me).ok_or_else(no_directory)?;
         let mut patterns = Vec::with_capacity(req.paths.len());
         for p in &req.paths {
             let pattern = paths::normalize(p, &me.cwd, &root)?;
@@ -218,11 +214,10 @@ impl Hub {
                     created_at: now,
                     expires_at: now + (ttl_s as Millis) * 1_000,
                 };
-                st.reservations.insert(r.id.clone(), r.clone());
-                changes.push(Change::PutReservation(r.clone()));
                 granted.push(view(&st, &r));
+                changes.push(Change::PutReservation(r));
             }
-            (granted, self.store.submit(changes))
+            (granted, self.commit(&mut st, changes))
         };
         commit.await?;
         self.events
@@ -241,7 +236,7 @@ impl Hub {
         let wanted: Option<HashSet<String>> = if req.paths.is_empty() {
             None
         } else {
-            let root = root_of(&me)?;
+            let root = self.session_root(&me).ok_or_else(no_directory)?;
             Some(
                 req.paths
                     .iter()
@@ -259,14 +254,12 @@ impl Hub {
                 })
                 .map(|r| r.id.clone())
                 .collect();
-            for id in &ids {
-                st.reservations.remove(id);
-            }
             let changes = ids
                 .iter()
                 .map(|id| Change::DeleteReservation { id: id.clone() })
                 .collect();
-            (ids, self.store.submit(changes))
+            let commit = self.commit(&mut st, changes);
+            (ids, commit)
         };
         commit.await?;
         if !ids.is_empty() {
@@ -287,12 +280,8 @@ impl Hub {
             return Err(CoreError::invalid("paths", "at most 10,000 at once").into());
         }
         let now = self.clock.wall();
-        let st = self.lock();
-        let me = match st.principal(req.as_.as_deref(), &self.config.operator)? {
-            Principal::Session(id) => Some(id),
-            Principal::Operator(_) => None,
-        };
-        let mut hits: Vec<ReservationView> = Vec::new();
+        // Each path's checkout, read from the file system before the lock.
+        let mut located: Vec<(String, String)> = Vec::with_capacity(req.paths.len());
         for path in &req.paths {
             if !path.starts_with('/') || path.len() > MAX_PATTERN_LEN {
                 return Err(CoreError::invalid(
@@ -307,15 +296,23 @@ impl Hub {
             let Some(root) = gitinfo::repo_root(dir) else {
                 continue;
             };
-            let Ok(rel) = paths::normalize(path, &root, &root) else {
-                continue;
-            };
+            if let Ok(rel) = paths::normalize(path, &root, &root) {
+                located.push((root, rel));
+            }
+        }
+        let st = self.lock();
+        let me = match st.principal(req.as_.as_deref(), &self.config.operator)? {
+            Principal::Session(id) => Some(id),
+            Principal::Operator(_) => None,
+        };
+        let mut hits: Vec<ReservationView> = Vec::new();
+        for (root, rel) in &located {
             for r in st.live_reservations(now) {
                 let mine = me.as_deref() == Some(r.session_id.as_str());
                 if !mine
                     && r.exclusive
-                    && r.root == root
-                    && paths::matches(&r.pattern, &rel)
+                    && r.root == *root
+                    && paths::matches(&r.pattern, rel)
                     && !hits.iter().any(|h| h.reservation.id == r.id)
                 {
                     hits.push(view(&st, r));
@@ -333,13 +330,15 @@ impl Hub {
         }
     }
 
-    /// Store changes ending a departing session's claims (it left the roster).
-    pub(crate) fn drop_reservations_of(st: &mut State, session_id: &str) -> Option<Change> {
-        let before = st.reservations.len();
-        st.reservations.retain(|_, r| r.session_id != session_id);
-        (st.reservations.len() != before).then(|| Change::DeleteReservationsOf {
-            session_id: session_id.to_string(),
-        })
+    /// The change ending a departing session's claims (it left the
+    /// roster); none if it holds none.
+    pub(crate) fn reservations_end(st: &State, session_id: &str) -> Option<Change> {
+        st.reservations
+            .values()
+            .any(|r| r.session_id == session_id)
+            .then(|| Change::DeleteReservationsOf {
+                session_id: session_id.to_string(),
+            })
     }
 
     /// Expired claims and old write records, dropped on each sweep.
@@ -354,9 +353,6 @@ impl Hub {
                 .filter(|r| !r.live(now))
                 .map(|r| r.id.clone())
                 .collect();
-            for id in &expired {
-                st.reservations.remove(id);
-            }
             st.recent_writes.retain(|_, writers| {
                 writers.retain(|(_, at)| now - at < window);
                 !writers.is_empty()
@@ -365,10 +361,8 @@ impl Hub {
                 .iter()
                 .map(|id| Change::DeleteReservation { id: id.clone() })
                 .collect();
-            (
-                expired,
-                (!changes.is_empty()).then(|| self.store.submit(changes)),
-            )
+            let commit = (!changes.is_empty()).then(|| self.commit(&mut st, changes));
+            (expired, commit)
         };
         if let Some(commit) = commit {
             tokio::spawn(async move {
@@ -392,9 +386,9 @@ impl Hub {
         }
         let now = self.clock.wall();
         let window = self.config.collision_window.as_millis() as Millis;
+        let me = self.lock().session(session_id)?.clone();
+        let root = self.session_root(&me)?;
         let mut st = self.lock();
-        let me = st.session(session_id)?.clone();
-        let root = root_of(&me).ok()?;
         let rels: Vec<String> = targets
             .iter()
             .filter_map(|p| paths::normalize(p, &me.cwd, &root).ok())

@@ -1,5 +1,8 @@
-//! The daemon's in-memory state: the roster, named rooms and unread mail.
-//! Everything here is also in the store; this is the fast copy the hot paths
+//! The daemon's in-memory state: the roster, named rooms, unread mail and
+//! reservations, with the live parts (links, claims, wake bookkeeping) beside
+//! them. Its durable part is also in the store, and changes only by
+//! [`State::apply`] of a [`Change`], in the same critical section as the
+//! store's submit of it (`Hub::commit`); this is the fast copy the hot paths
 //! read. It is only touched under the hub's lock, and does no I/O.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -12,10 +15,10 @@ use muster_core::{
     automatic_rooms_of, nickname, operator_principal, CoreError, DeliveryState, Membership,
     Message, Millis, Reservation, Room, Session, Target,
 };
-use muster_store::Snapshot;
+use muster_store::{Change, Snapshot};
 use tokio::sync::{mpsc, Notify};
 
-use crate::link::Outgoing;
+use crate::surfacing::Outgoing;
 
 /// The daemon's end of a live shim link.
 #[derive(Debug)]
@@ -39,6 +42,12 @@ pub struct SessionEntry {
     pub link_down_since: Millis,
     /// The `last_seen_at` last written to the store; touches are coalesced.
     pub persisted_seen: Millis,
+    /// The directory its reservations' paths are relative to (its
+    /// checkout's root, or its working directory outside any), with the
+    /// `cwd` it was resolved for. Resolved outside the lock when the session
+    /// is observed (it reads the file system), so no check under the lock
+    /// does I/O.
+    pub root: Option<(String, String)>,
     /// Monotonic time of the session's latest hook after which its harness
     /// sends the model a request (see `Hub::note_hook`; 0 before any).
     pub last_boundary: Millis,
@@ -122,6 +131,10 @@ struct Unread {
     urgent: bool,
     /// Monotonic time the recipient's shim confirmed the push.
     pushed_at: Option<Millis>,
+    /// Applied but not yet durable: no reader is offered it until the store
+    /// has it (see [`State::settle_message`]), so nothing that might still
+    /// be lost reaches a model.
+    pending: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -202,7 +215,13 @@ impl State {
             // Pushed before this daemon started: the next hook that cannot
             // find it in the transcript surfaces it.
             let pushed_at = (delivery.state == DeliveryState::Pushed).then_some(Millis::MIN);
-            state.add_unread_at(message, &delivery.recipient, delivery.state, pushed_at);
+            state.add_unread_at(
+                message,
+                &delivery.recipient,
+                delivery.state,
+                pushed_at,
+                false,
+            );
         }
         state
     }
@@ -219,6 +238,7 @@ impl State {
                 mail: Arc::new(Notify::new()),
                 link_down_since: mono_now,
                 persisted_seen,
+                root: None,
                 last_boundary: 0,
                 holds_in_row: 0,
                 continuation_due: false,
@@ -306,12 +326,7 @@ impl State {
             .map(|e| e.session.id.clone())
             .collect();
         for id in gone {
-            if let Some(e) = self.sessions.remove(&id) {
-                self.nicknames.remove(&e.session.nickname);
-            }
-            for room in self.rooms.values_mut() {
-                room.members.remove(&id);
-            }
+            self.forget(&id);
         }
     }
 
@@ -422,46 +437,33 @@ impl State {
         self.rooms.get(name).map(|r| self.named_view(r))
     }
 
-    /// Adds a member (creating the room if new). Returns the changes made:
-    /// the room if it was created, and the membership if it is new.
-    pub fn join(
-        &mut self,
-        room: &str,
-        session_id: &str,
-        now: Millis,
-    ) -> (Option<Room>, Option<Membership>) {
-        let mut created = None;
-        let named = self.rooms.entry(room.to_string()).or_insert_with(|| {
-            let r = Room {
+    /// The changes that make `session_id` a member of `room`: the room if
+    /// it is new, and the membership if it is not one already.
+    pub fn joining(&self, room: &str, session_id: &str, now: Millis) -> Vec<Change> {
+        let mut changes = Vec::new();
+        let named = self.rooms.get(room);
+        if named.is_none() {
+            changes.push(Change::PutRoom(Room {
                 name: room.to_string(),
                 created_by: session_id.to_string(),
                 created_at: now,
-            };
-            created = Some(r.clone());
-            NamedRoom {
-                room: r,
-                members: BTreeMap::new(),
-            }
-        });
-        if named.members.contains_key(session_id) {
-            return (created, None);
+            }));
         }
-        named.members.insert(session_id.to_string(), now);
-        (
-            created,
-            Some(Membership {
+        if named.is_none_or(|r| !r.members.contains_key(session_id)) {
+            changes.push(Change::JoinRoom(Membership {
                 room: room.to_string(),
                 session_id: session_id.to_string(),
                 joined_at: now,
-            }),
-        )
+            }));
+        }
+        changes
     }
 
-    /// Removes a member; false if it was not one.
-    pub fn leave(&mut self, room: &str, session_id: &str) -> bool {
+    /// Whether `session_id` is a member of the named room.
+    pub fn is_member(&self, room: &str, session_id: &str) -> bool {
         self.rooms
-            .get_mut(room)
-            .is_some_and(|r| r.members.remove(session_id).is_some())
+            .get(room)
+            .is_some_and(|r| r.members.contains_key(session_id))
     }
 
     /// A new time-ordered message id.
@@ -473,16 +475,13 @@ impl State {
             .unwrap_or_else(|_| ulid::Ulid::new().to_string())
     }
 
-    pub fn add_unread(&mut self, message: Arc<Message>, recipient: &str, state: DeliveryState) {
-        self.add_unread_at(message, recipient, state, None);
-    }
-
     fn add_unread_at(
         &mut self,
         message: Arc<Message>,
         recipient: &str,
         state: DeliveryState,
         pushed_at: Option<Millis>,
+        pending: bool,
     ) {
         let nickname = self.session(recipient).map_or("", |s| s.nickname.as_str());
         let urgent = muster_core::wake::is_urgent(&message, recipient, nickname);
@@ -497,6 +496,7 @@ impl State {
                     claimed: false,
                     urgent,
                     pushed_at,
+                    pending,
                 },
             );
     }
@@ -506,7 +506,7 @@ impl State {
         self.unread
             .values()
             .flat_map(BTreeMap::values)
-            .filter(|u| u.state == DeliveryState::Queued)
+            .filter(|u| !u.pending && u.state == DeliveryState::Queued)
             .count()
     }
 
@@ -532,7 +532,7 @@ impl State {
             _ => false,
         };
         mail.values_mut()
-            .filter(|u| !u.claimed && wanted(u))
+            .filter(|u| !u.claimed && !u.pending && wanted(u))
             .map(|u| {
                 u.claimed = true;
                 (u.message.clone(), u.state)
@@ -543,7 +543,7 @@ impl State {
     /// Claims one message for a push; false if it is not unread or already claimed.
     pub fn claim_one(&mut self, recipient: &str, id: &str) -> bool {
         match self.unread.get_mut(recipient).and_then(|m| m.get_mut(id)) {
-            Some(u) if !u.claimed && u.state == DeliveryState::Queued => {
+            Some(u) if !u.claimed && !u.pending && u.state == DeliveryState::Queued => {
                 u.claimed = true;
                 true
             }
@@ -551,10 +551,19 @@ impl State {
         }
     }
 
-    /// Records a claimed message as pushed at `mono_now`: turn hooks no
-    /// longer offer it (unless the transcript shows the push never reached
-    /// the model), a read still shows it. False if it was not waiting for that.
-    pub fn mark_pushed(&mut self, recipient: &str, id: &str, mono_now: Millis) -> bool {
+    /// Whether a message is unread and still queued for the recipient: a
+    /// push of it can be recorded.
+    pub fn awaiting_push(&self, recipient: &str, id: &str) -> bool {
+        self.unread
+            .get(recipient)
+            .and_then(|m| m.get(id))
+            .is_some_and(|u| u.state == DeliveryState::Queued)
+    }
+
+    /// Records a message as pushed at `mono_now`: turn hooks no longer
+    /// offer it (unless the transcript shows the push never reached the
+    /// model), a read still shows it.
+    fn mark_pushed(&mut self, recipient: &str, id: &str, mono_now: Millis) {
         let pushed = match self.unread.get_mut(recipient).and_then(|m| m.get_mut(id)) {
             Some(u) if u.state == DeliveryState::Queued => {
                 u.state = DeliveryState::Pushed;
@@ -567,7 +576,6 @@ impl State {
         if pushed {
             self.wake(recipient);
         }
-        pushed
     }
 
     /// Wakes whoever waits for the recipient's mail: it is readable again.
@@ -598,7 +606,7 @@ impl State {
                         DeliveryState::Pushed => u.pushed_at.is_some_and(|p| p < pushed_before),
                         _ => false,
                     };
-                    !u.claimed && u.urgent && undelivered
+                    !u.claimed && !u.pending && u.urgent && undelivered
                 })
                 .map(|(id, _)| id.clone())
                 .collect()
@@ -609,14 +617,14 @@ impl State {
     pub fn has_unread(&self, recipient: &str) -> bool {
         self.unread
             .get(recipient)
-            .is_some_and(|m| m.values().any(|u| !u.claimed))
+            .is_some_and(|m| m.values().any(|u| !u.claimed && !u.pending))
     }
 
     /// Queued, unclaimed mail ids of a recipient, oldest first.
     pub fn queued_ids(&self, recipient: &str) -> Vec<String> {
         self.unread.get(recipient).map_or_else(Vec::new, |m| {
             m.iter()
-                .filter(|(_, u)| !u.claimed && u.state == DeliveryState::Queued)
+                .filter(|(_, u)| !u.claimed && !u.pending && u.state == DeliveryState::Queued)
                 .map(|(id, _)| id.clone())
                 .collect()
         })
@@ -649,7 +657,7 @@ impl State {
 
     /// Drops mail the transcript shows the model has seen from the unread
     /// set, unless an answer has it claimed right now (that answer marks it).
-    pub fn remove_seen(&mut self, recipient: &str, ids: &[String]) {
+    fn remove_seen(&mut self, recipient: &str, ids: &[String]) {
         let Some(mail) = self.unread.get_mut(recipient) else {
             return;
         };
@@ -664,18 +672,16 @@ impl State {
     }
 
     /// Drops delivered (surfaced or acked) mail from the unread set.
-    pub fn remove_unread(&mut self, recipient: &str, ids: &[String]) -> usize {
+    fn remove_unread(&mut self, recipient: &str, ids: &[&str]) {
         let Some(mail) = self.unread.get_mut(recipient) else {
-            return 0;
+            return;
         };
-        let removed = ids
-            .iter()
-            .filter(|id| mail.remove(id.as_str()).is_some())
-            .count();
+        for id in ids {
+            mail.remove(*id);
+        }
         if mail.is_empty() {
             self.unread.remove(recipient);
         }
-        removed
     }
 
     /// Drops unread mail sent before `cutoff` (retention pruned it from the store).
@@ -686,14 +692,159 @@ impl State {
         self.unread.retain(|_, mail| !mail.is_empty());
     }
 
-    /// Marks a session as having left the roster.
-    pub fn mark_left(&mut self, id: &str, now: Millis) -> Option<Session> {
-        let e = self.sessions.get_mut(id)?;
+    /// The session's record as it leaves the roster at `now`; none if it
+    /// is unknown or already gone.
+    pub fn leaving(&self, id: &str, now: Millis) -> Option<Session> {
+        let e = self.sessions.get(id)?;
         if e.session.left_at.is_some() {
             return None;
         }
-        e.session.left_at = Some(now);
-        Some(e.session.clone())
+        let mut session = e.session.clone();
+        session.left_at = Some(now);
+        Some(session)
+    }
+
+    /// Moves a session's `last_seen_at` forward in memory only. The one
+    /// deliberate exception to "durable state changes by `apply`": a hook
+    /// or link frame refreshes it many times a second, and the store gets
+    /// it coalesced, at most once a second, as a `TouchSession` (losing the
+    /// latest second in a crash costs nothing).
+    pub fn heard(&mut self, id: &str, wall_now: Millis) -> Option<&mut SessionEntry> {
+        let e = self.sessions.get_mut(id)?;
+        e.session.last_seen_at = e.session.last_seen_at.max(wall_now);
+        Some(e)
+    }
+
+    /// Applies one durable change to memory: the only way the durable part
+    /// of memory (stored sessions, unread mail and its delivery states,
+    /// rooms and memberships, reservations) changes. The hub calls it for
+    /// each change it submits to the store, in the same critical section
+    /// (`Hub::commit`), so memory and store take the same changes in the
+    /// same order. `mono_now` stamps pushes. A change already in effect
+    /// changes nothing; live state (links, claims, wake bookkeeping, the
+    /// session's `link_up` and `wake`) is kept as it is.
+    pub fn apply(&mut self, change: &Change, mono_now: Millis) {
+        match change {
+            Change::PutSession(session) => self.put_session(session, mono_now),
+            Change::TouchSession { id, last_seen_at } => {
+                if let Some(e) = self.sessions.get_mut(id) {
+                    e.session.last_seen_at = e.session.last_seen_at.max(*last_seen_at);
+                    e.persisted_seen = e.persisted_seen.max(*last_seen_at);
+                }
+            }
+            Change::ForgetSession { id } => self.forget(id),
+            Change::PutMessage {
+                message,
+                deliveries,
+            } => {
+                let message = Arc::new(message.clone());
+                for d in deliveries {
+                    self.add_unread_at(message.clone(), &d.recipient, d.state, None, true);
+                }
+            }
+            Change::AdvanceDelivery {
+                message_id,
+                recipient,
+                state,
+                ..
+            } => match state {
+                DeliveryState::Queued => {}
+                DeliveryState::Pushed => self.mark_pushed(recipient, message_id, mono_now),
+                DeliveryState::Seen => {
+                    self.remove_seen(recipient, std::slice::from_ref(message_id))
+                }
+                DeliveryState::Surfaced | DeliveryState::Acked => {
+                    self.remove_unread(recipient, &[message_id.as_str()])
+                }
+            },
+            Change::AckUpTo {
+                recipient, upto, ..
+            } => {
+                let ids: Vec<String> = self.unread.get(recipient).map_or_else(Vec::new, |m| {
+                    use std::ops::Bound;
+                    let upto = (Bound::Unbounded, Bound::Included(upto.as_str()));
+                    m.range::<str, _>(upto).map(|(id, _)| id.clone()).collect()
+                });
+                let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+                self.remove_unread(recipient, &ids);
+            }
+            Change::PutRoom(room) => {
+                self.rooms
+                    .entry(room.name.clone())
+                    .and_modify(|named| named.room = room.clone())
+                    .or_insert_with(|| NamedRoom {
+                        room: room.clone(),
+                        members: BTreeMap::new(),
+                    });
+            }
+            Change::JoinRoom(m) => {
+                if let Some(named) = self.rooms.get_mut(&m.room) {
+                    named.members.insert(m.session_id.clone(), m.joined_at);
+                }
+            }
+            Change::LeaveRoom { room, session_id } => {
+                if let Some(named) = self.rooms.get_mut(room) {
+                    named.members.remove(session_id);
+                }
+            }
+            Change::PutReservation(r) => {
+                self.reservations.insert(r.id.clone(), r.clone());
+            }
+            Change::DeleteReservation { id } => {
+                self.reservations.remove(id);
+            }
+            Change::DeleteReservationsOf { session_id } => {
+                self.reservations.retain(|_, r| r.session_id != *session_id);
+            }
+        }
+    }
+
+    /// Inserts or replaces a session's stored record, keeping its live state.
+    fn put_session(&mut self, session: &Session, mono_now: Millis) {
+        let Some(entry) = self.sessions.get_mut(&session.id) else {
+            self.insert_session(session.clone(), mono_now);
+            return;
+        };
+        if entry.session.nickname != session.nickname {
+            self.nicknames.remove(&entry.session.nickname);
+            self.nicknames
+                .insert(session.nickname.clone(), session.id.clone());
+        }
+        let live = (entry.session.link_up, entry.session.wake.take());
+        entry.session = session.clone();
+        (entry.session.link_up, entry.session.wake) = live;
+        entry.persisted_seen = entry.persisted_seen.max(session.last_seen_at);
+    }
+
+    /// Forgets a session entirely, with its memberships (as the store does).
+    fn forget(&mut self, id: &str) {
+        if let Some(e) = self.sessions.remove(id) {
+            self.nicknames.remove(&e.session.nickname);
+        }
+        for room in self.rooms.values_mut() {
+            room.members.remove(id);
+        }
+    }
+
+    /// A message applied by `PutMessage` is durable (`stored`): readers may
+    /// take it now. Not stored: the store refused it, so it leaves memory
+    /// too; nobody can have seen it, since nothing offers a pending message.
+    pub fn settle_message(&mut self, message_id: &str, recipients: &[String], stored: bool) {
+        for recipient in recipients {
+            let Some(mail) = self.unread.get_mut(recipient) else {
+                continue;
+            };
+            if stored {
+                if let Some(u) = mail.get_mut(message_id) {
+                    u.pending = false;
+                }
+            } else {
+                mail.remove(message_id);
+                if mail.is_empty() {
+                    self.unread.remove(recipient);
+                }
+            }
+        }
     }
 }
 
@@ -705,4 +856,293 @@ fn strsim_score(a: &str, b: &str) -> f64 {
         0.0
     };
     f64::max(contains, address::similarity(&a, &b))
+}
+
+#[cfg(test)]
+mod tests {
+    //! `State` alone: no store, no clock but the times each test passes in.
+    use super::*;
+    use muster_core::{Delivery, Reservation};
+
+    fn state() -> State {
+        State::from_snapshot(Snapshot::default(), 0)
+    }
+
+    fn session(id: &str, nickname: &str, at: Millis) -> Session {
+        Session::new(id, nickname, at)
+    }
+
+    fn message(id: &str, from: &str, to: &str, body: &str) -> Message {
+        Message {
+            id: id.into(),
+            from: from.into(),
+            from_nickname: from.into(),
+            to: Target::Session(to.into()),
+            reply_to: None,
+            body: body.into(),
+            sent_at: 1_000,
+        }
+    }
+
+    fn put_message(id: &str, from: &str, to: &str) -> Change {
+        Change::PutMessage {
+            message: message(id, from, to, "hi"),
+            deliveries: vec![Delivery {
+                message_id: id.into(),
+                recipient: to.into(),
+                state: DeliveryState::Queued,
+                updated_at: 1_000,
+            }],
+        }
+    }
+
+    fn advance(id: &str, to: &str, state: DeliveryState) -> Change {
+        Change::AdvanceDelivery {
+            message_id: id.into(),
+            recipient: to.into(),
+            state,
+            at: 2_000,
+        }
+    }
+
+    /// Ids of the mail a claim takes now (and gives back, so the next sees it too).
+    fn claimable(
+        st: &mut State,
+        to: &str,
+        claim: Claim,
+        pushed_before: Option<Millis>,
+    ) -> Vec<String> {
+        let ids: Vec<String> = st
+            .claim_unread(to, claim, pushed_before)
+            .into_iter()
+            .map(|(m, _)| m.id.clone())
+            .collect();
+        st.unclaim(to, &ids);
+        ids
+    }
+
+    #[test]
+    fn a_put_session_adds_then_replaces_the_record_but_keeps_live_state() {
+        let mut st = state();
+        st.apply(&Change::PutSession(session("s1", "brave-otter", 10)), 5);
+        assert_eq!(
+            st.by_nickname("brave-otter").map(|s| s.id.as_str()),
+            Some("s1")
+        );
+        let entry = st.entry_mut("s1").unwrap();
+        entry.session.link_up = true;
+        entry.session.wake = Some("pty".into());
+
+        let mut renamed = session("s1", "calm-heron", 10);
+        renamed.status = "reviewing".into();
+        st.apply(&Change::PutSession(renamed), 6);
+        let s = st.session("s1").unwrap();
+        assert_eq!(
+            (s.status.as_str(), s.link_up, s.wake.as_deref()),
+            ("reviewing", true, Some("pty"))
+        );
+        assert!(st.by_nickname("brave-otter").is_none());
+        assert_eq!(
+            st.by_nickname("calm-heron").map(|s| s.id.as_str()),
+            Some("s1")
+        );
+        assert_eq!(st.known_count(), 1);
+    }
+
+    #[test]
+    fn a_touch_only_moves_last_seen_forward() {
+        let mut st = state();
+        st.apply(&Change::PutSession(session("s1", "a", 100)), 0);
+        let touch = |at| Change::TouchSession {
+            id: "s1".into(),
+            last_seen_at: at,
+        };
+        st.apply(&touch(500), 0);
+        st.apply(&touch(300), 0);
+        assert_eq!(st.session("s1").unwrap().last_seen_at, 500);
+        assert_eq!(st.entry("s1").unwrap().persisted_seen, 500);
+        // A touch of a session nobody knows changes nothing.
+        st.apply(
+            &Change::TouchSession {
+                id: "nobody".into(),
+                last_seen_at: 9,
+            },
+            0,
+        );
+        assert_eq!(st.known_count(), 1);
+    }
+
+    #[test]
+    fn a_new_message_is_offered_to_no_reader_until_it_is_stored() {
+        let mut st = state();
+        st.apply(&Change::PutSession(session("b", "b", 0)), 0);
+        st.apply(&put_message("01A", "a", "b"), 0);
+        assert!(claimable(&mut st, "b", Claim::All, None).is_empty());
+        assert!(!st.has_unread("b"));
+        assert_eq!(st.unread_total(), 0);
+        assert!(!st.claim_one("b", "01A"));
+
+        st.settle_message("01A", &["b".into()], true);
+        assert_eq!(claimable(&mut st, "b", Claim::Queued, None), ["01A"]);
+        assert_eq!(st.unread_total(), 1);
+
+        // One the store refused leaves memory, and nobody ever saw it.
+        st.apply(&put_message("01B", "a", "b"), 0);
+        st.settle_message("01B", &["b".into()], false);
+        assert!(st.unread_message("b", "01B").is_none());
+        assert_eq!(claimable(&mut st, "b", Claim::All, None), ["01A"]);
+    }
+
+    #[test]
+    fn a_push_takes_mail_out_of_turn_hooks_until_it_is_evidently_dropped() {
+        let mut st = state();
+        st.apply(&put_message("01A", "a", "b"), 0);
+        st.settle_message("01A", &["b".into()], true);
+        assert!(st.awaiting_push("b", "01A"));
+        st.apply(&advance("01A", "b", DeliveryState::Pushed), 7_000);
+        assert!(!st.awaiting_push("b", "01A"));
+        // A turn's start does not take a push it cannot know was dropped…
+        assert!(claimable(&mut st, "b", Claim::Queued, None).is_empty());
+        assert!(claimable(&mut st, "b", Claim::Queued, Some(7_000)).is_empty());
+        // …takes it once the push is older than a shown one would be…
+        assert_eq!(claimable(&mut st, "b", Claim::Queued, Some(7_001)), ["01A"]);
+        // …and a read always shows it.
+        assert_eq!(claimable(&mut st, "b", Claim::All, None), ["01A"]);
+        // A second push record changes nothing (its time stays the first).
+        st.apply(&advance("01A", "b", DeliveryState::Pushed), 9_000);
+        assert_eq!(claimable(&mut st, "b", Claim::Queued, Some(7_001)), ["01A"]);
+    }
+
+    #[test]
+    fn surfaced_acked_and_seen_mail_leaves_the_unread_set() {
+        let mut st = state();
+        for id in ["01A", "01B", "01C", "01D"] {
+            st.apply(&put_message(id, "a", "b"), 0);
+            st.settle_message(id, &["b".into()], true);
+        }
+        st.apply(&advance("01A", "b", DeliveryState::Surfaced), 0);
+        st.apply(&advance("01B", "b", DeliveryState::Acked), 0);
+        // Seen mail that an answer is carrying right now stays until that
+        // answer settles it; unclaimed seen mail goes at once.
+        assert!(st.claim_one("b", "01C"));
+        st.apply(&advance("01C", "b", DeliveryState::Seen), 0);
+        st.apply(&advance("01D", "b", DeliveryState::Seen), 0);
+        assert!(st.unread_message("b", "01C").is_some());
+        assert!(st.unread_message("b", "01D").is_none());
+        st.unclaim("b", &["01C".into()]);
+        assert_eq!(claimable(&mut st, "b", Claim::All, None), ["01C"]);
+        // Queued is where every delivery starts: advancing to it is nothing.
+        st.apply(&advance("01C", "b", DeliveryState::Queued), 0);
+        assert_eq!(claimable(&mut st, "b", Claim::All, None), ["01C"]);
+    }
+
+    #[test]
+    fn ack_up_to_takes_exactly_the_mail_up_to_that_id() {
+        let mut st = state();
+        for id in ["01A", "01B", "01C"] {
+            st.apply(&put_message(id, "a", "b"), 0);
+            st.settle_message(id, &["b".into()], true);
+        }
+        st.apply(&put_message("01A", "a", "c"), 0);
+        st.settle_message("01A", &["c".into()], true);
+        st.apply(
+            &Change::AckUpTo {
+                recipient: "b".into(),
+                upto: "01B".into(),
+                at: 0,
+            },
+            0,
+        );
+        assert_eq!(claimable(&mut st, "b", Claim::All, None), ["01C"]);
+        assert_eq!(claimable(&mut st, "c", Claim::All, None), ["01A"]);
+    }
+
+    #[test]
+    fn joining_says_what_changes_and_apply_makes_it_so() {
+        let mut st = state();
+        let first = st.joining("crew", "s1", 10);
+        assert_eq!(first.len(), 2, "{first:?}"); // the room, then the membership
+        assert!(
+            matches!(&first[0], Change::PutRoom(r) if r.name == "crew" && r.created_by == "s1")
+        );
+        for c in &first {
+            st.apply(c, 0);
+        }
+        assert!(st.is_member("crew", "s1"));
+        assert!(st.joining("crew", "s1", 11).is_empty(), "already a member");
+        let second = st.joining("crew", "s2", 12);
+        assert!(matches!(second.as_slice(), [Change::JoinRoom(m)] if m.session_id == "s2"));
+        for c in &second {
+            st.apply(c, 0);
+        }
+        let members: Vec<String> = st
+            .named_room("crew")
+            .unwrap()
+            .members
+            .into_iter()
+            .map(|m| m.id)
+            .collect();
+        assert_eq!(members, ["s1", "s2"]);
+        st.apply(
+            &Change::LeaveRoom {
+                room: "crew".into(),
+                session_id: "s1".into(),
+            },
+            0,
+        );
+        assert!(!st.is_member("crew", "s1"));
+        assert!(st.is_member("crew", "s2"));
+    }
+
+    #[test]
+    fn reservations_come_and_go_by_change() {
+        let mut st = state();
+        let r = |id: &str, who: &str| Reservation {
+            id: id.into(),
+            session_id: who.into(),
+            root: "/repo".into(),
+            pattern: "src/**".into(),
+            exclusive: true,
+            reason: String::new(),
+            created_at: 0,
+            expires_at: 60_000,
+        };
+        for c in [r("r1", "s1"), r("r2", "s1"), r("r3", "s2")] {
+            st.apply(&Change::PutReservation(c), 0);
+        }
+        st.apply(&Change::DeleteReservation { id: "r3".into() }, 0);
+        assert_eq!(st.reservations.keys().collect::<Vec<_>>(), ["r1", "r2"]);
+        st.apply(
+            &Change::DeleteReservationsOf {
+                session_id: "s1".into(),
+            },
+            0,
+        );
+        assert!(st.reservations.is_empty());
+    }
+
+    #[test]
+    fn forgetting_a_session_drops_it_its_nickname_and_its_memberships() {
+        let mut st = state();
+        st.apply(&Change::PutSession(session("s1", "brave-otter", 0)), 0);
+        for c in st.joining("crew", "s1", 0) {
+            st.apply(&c, 0);
+        }
+        st.apply(&Change::ForgetSession { id: "s1".into() }, 0);
+        assert!(st.session("s1").is_none());
+        assert!(st.by_nickname("brave-otter").is_none());
+        assert!(!st.is_member("crew", "s1"));
+    }
+
+    #[test]
+    fn a_departing_session_is_described_before_anything_changes() {
+        let mut st = state();
+        st.apply(&Change::PutSession(session("s1", "a", 0)), 0);
+        let left = st.leaving("s1", 50).unwrap();
+        assert_eq!(left.left_at, Some(50));
+        assert!(st.session("s1").unwrap().present(), "nothing changed yet");
+        st.apply(&Change::PutSession(left), 0);
+        assert!(st.leaving("s1", 60).is_none(), "already gone");
+        assert!(st.leaving("nobody", 60).is_none());
+    }
 }

@@ -4,10 +4,14 @@
 //! it), then marked surfaced when the answer body has been handed to the
 //! connection. If the answer is dropped unwritten (the client went away),
 //! the claim is released and the mail stays unread.
+//!
+//! A `Surfacing` never touches the hub itself: it sends what became of its
+//! mail to the hub's settler task (`Hub::settle`). So one may be dropped
+//! anywhere, under the hub's lock included, and nothing it owns points
+//! back at the hub.
 
 use std::convert::Infallible;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::body::Body;
@@ -15,24 +19,60 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::Response;
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
+use tokio::sync::mpsc;
 
-use crate::hub::Hub;
+/// What became of some claimed mail of one recipient.
+#[derive(Debug)]
+pub enum Settle {
+    /// Its answer was written: mark it surfaced.
+    Surfaced { recipient: String, ids: Vec<String> },
+    /// It was not delivered after all: release the claim.
+    Released { recipient: String, ids: Vec<String> },
+}
+
+/// Where settlements go (one channel per hub).
+pub type Settler = mpsc::UnboundedSender<Settle>;
+
+/// A frame for a link's writer, with the mail it carries (marked surfaced
+/// once the frame is written).
+#[derive(Debug)]
+pub struct Outgoing {
+    pub frame: muster_core::link::ServerFrame,
+    pub surfacing: Option<Surfacing>,
+}
+
+impl From<muster_core::link::ServerFrame> for Outgoing {
+    fn from(frame: muster_core::link::ServerFrame) -> Self {
+        Outgoing {
+            frame,
+            surfacing: None,
+        }
+    }
+}
 
 /// Claimed mail of one recipient, waiting for its answer to be written.
 pub struct Surfacing {
-    hub: Arc<Hub>,
+    settler: Settler,
     recipient: String,
     ids: Vec<String>,
     settled: bool,
 }
 
 impl Surfacing {
-    pub fn new(hub: Arc<Hub>, recipient: String, ids: Vec<String>) -> Self {
+    pub fn new(settler: Settler, recipient: String, ids: Vec<String>) -> Self {
         Surfacing {
-            hub,
+            settler,
             recipient,
             ids,
             settled: false,
+        }
+    }
+
+    fn release(&self, ids: Vec<String>) {
+        if !ids.is_empty() {
+            let recipient = self.recipient.clone();
+            // Fails only once the settler is gone with the hub: nothing to release.
+            let _ = self.settler.send(Settle::Released { recipient, ids });
         }
     }
 
@@ -41,7 +81,7 @@ impl Surfacing {
     pub fn keep_first(&mut self, n: usize) {
         if n < self.ids.len() {
             let rest = self.ids.split_off(n);
-            self.hub.lock().unclaim(&self.recipient, &rest);
+            self.release(rest);
         }
     }
 
@@ -51,9 +91,7 @@ impl Surfacing {
             .into_iter()
             .partition(|id| shown.contains(id.as_str()));
         self.ids = keep;
-        if !rest.is_empty() {
-            self.hub.lock().unclaim(&self.recipient, &rest);
-        }
+        self.release(rest);
     }
 
     pub fn is_empty(&self) -> bool {
@@ -67,9 +105,8 @@ impl Surfacing {
         if ids.is_empty() {
             return;
         }
-        let hub = self.hub.clone();
         let recipient = std::mem::take(&mut self.recipient);
-        tokio::spawn(async move { hub.mark_surfaced(&recipient, &ids).await });
+        let _ = self.settler.send(Settle::Surfaced { recipient, ids });
     }
 }
 
@@ -84,8 +121,9 @@ impl std::fmt::Debug for Surfacing {
 
 impl Drop for Surfacing {
     fn drop(&mut self) {
-        if !self.settled && !self.ids.is_empty() {
-            self.hub.lock().unclaim(&self.recipient, &self.ids);
+        if !self.settled {
+            let ids = std::mem::take(&mut self.ids);
+            self.release(ids);
         }
     }
 }
