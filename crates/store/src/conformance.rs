@@ -803,10 +803,10 @@ pub async fn failing_submit_fails_alone_among_concurrent_ones<H: Harness>(h: &H)
         if i == BAD {
             assert!(
                 matches!(result, Err(StoreError::Write(_))),
-                "job {i} should fail: {result:?}"
+                "submit {i} should fail: {result:?}"
             );
         } else {
-            assert!(result.is_ok(), "job {i} should succeed: {result:?}");
+            assert!(result.is_ok(), "submit {i} should succeed: {result:?}");
         }
     }
 
@@ -817,12 +817,12 @@ pub async fn failing_submit_fails_alone_among_concurrent_ones<H: Harness>(h: &H)
     assert!(ids.contains("first"));
     assert!(
         !ids.contains("bad"),
-        "the failing job's first change was rolled back"
+        "the failing submit's first change was rolled back"
     );
     for i in (0..N).filter(|&i| i != BAD) {
         assert!(
             ids.contains(format!("s{i:03}").as_str()),
-            "session of job {i} stored"
+            "session of submit {i} stored"
         );
     }
     let bob: Vec<String> = unread_of(&snap, "bob")
@@ -836,7 +836,7 @@ pub async fn failing_submit_fails_alone_among_concurrent_ones<H: Harness>(h: &H)
     expected.sort();
     assert_eq!(
         bob, expected,
-        "every good job's message, none of the failing job's"
+        "every good submit's message, none of the failing submit's"
     );
     assert_eq!(store.message(&mid(1_000 + BAD)).await.unwrap(), None);
     assert!(unread_of(&snap, "carol").is_empty());
@@ -977,7 +977,7 @@ pub async fn apply_later_is_durable_after_next_apply<H: Harness>(h: &H) {
         id: "alice".into(),
         last_seen_at: 5_000,
     }]);
-    // A failing background job is only logged and does not disturb the rest.
+    // A failing background write is only logged and does not disturb the rest.
     store.apply_later(vec![put_direct(1, &["bob"], 1), put_direct(1, &["bob"], 1)]);
     apply(
         &store,
@@ -999,7 +999,7 @@ pub async fn apply_later_is_durable_after_next_apply<H: Harness>(h: &H) {
     );
     assert!(
         snap.unread.is_empty(),
-        "the failing background job left nothing"
+        "the failing background write left nothing"
     );
 
     let store = reopen(h, store).await;
