@@ -46,7 +46,7 @@ mod tests {
             clap_complete::Shell::Fish,
         ] {
             let text = String::from_utf8(script(shell)).unwrap();
-            for word in ["roster", "reservations", "completions", "--data-dir"] {
+            for word in ["roster", "reservations", "completions", "data-dir"] {
                 assert!(text.contains(word), "{shell}: no {word}");
             }
         }
