@@ -1,32 +1,56 @@
 //! The daemon's two clocks: wall time for what is persisted, monotonic time
 //! (since daemon start) for in-memory windows that restart with the daemon.
+//!
+//! Every decision that depends on time reads this clock, and every wait
+//! for time to pass (the sweeper's beat, retention, a wake's cooldown)
+//! sleeps on it. A daemon normally runs on the system clock; a test gives
+//! it a [`ManualClock`] and moves time itself, so nothing in a test of the
+//! daemon's semantics has to sleep for time to pass.
 
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use muster_core::liveness;
 use muster_core::Millis;
+use tokio::sync::Notify;
 
-#[derive(Debug, Clone, Copy)]
-pub struct Clock {
-    started: Instant,
+#[derive(Debug, Clone)]
+pub enum Clock {
+    /// The system's clocks: wall time, and an `Instant` since start.
+    System { started: Instant },
+    /// Time that moves only when a test moves it.
+    Manual(Arc<ManualClock>),
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Clock::system()
+    }
 }
 
 impl Clock {
-    pub fn new() -> Self {
-        Clock {
+    pub fn system() -> Self {
+        Clock::System {
             started: Instant::now(),
         }
     }
 
     pub fn wall(&self) -> Millis {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as Millis)
-            .unwrap_or(0)
+        match self {
+            Clock::System { .. } => SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_millis() as Millis)
+                .unwrap_or(0),
+            Clock::Manual(m) => m.wall.load(Ordering::SeqCst),
+        }
     }
 
     pub fn mono(&self) -> Millis {
-        self.started.elapsed().as_millis() as Millis
+        match self {
+            Clock::System { started } => started.elapsed().as_millis() as Millis,
+            Clock::Manual(m) => m.mono.load(Ordering::SeqCst),
+        }
     }
 
     pub fn now(&self) -> liveness::Clock {
@@ -34,5 +58,92 @@ impl Clock {
             wall: self.wall(),
             mono: self.mono(),
         }
+    }
+
+    /// Waits until `wait` of this clock's monotonic time has passed.
+    pub async fn sleep(&self, wait: Duration) {
+        match self {
+            Clock::System { .. } => tokio::time::sleep(wait).await,
+            Clock::Manual(m) => {
+                let until = m.mono.load(Ordering::SeqCst) + wait.as_millis() as Millis;
+                loop {
+                    // Registered before the check, so a move between the
+                    // check and the wait still wakes us.
+                    let moved = m.moved.notified();
+                    if m.mono.load(Ordering::SeqCst) >= until {
+                        return;
+                    }
+                    moved.await;
+                }
+            }
+        }
+    }
+}
+
+/// A clock for tests: starts at the given wall time and monotonic zero, and
+/// moves only by [`ManualClock::advance`] (both clocks) or
+/// [`ManualClock::step_wall`] (the wall clock alone, as when the system
+/// time is set).
+#[derive(Debug)]
+pub struct ManualClock {
+    wall: AtomicI64,
+    mono: AtomicI64,
+    moved: Notify,
+}
+
+impl ManualClock {
+    pub fn new(wall: Millis) -> Arc<Self> {
+        Arc::new(ManualClock {
+            wall: AtomicI64::new(wall),
+            mono: AtomicI64::new(0),
+            moved: Notify::new(),
+        })
+    }
+
+    /// Time passes: both clocks move forward by `by`, and whatever sleeps on
+    /// this clock past its deadline wakes.
+    pub fn advance(&self, by: Duration) {
+        let ms = by.as_millis() as Millis;
+        self.wall.fetch_add(ms, Ordering::SeqCst);
+        self.mono.fetch_add(ms, Ordering::SeqCst);
+        self.moved.notify_waiters();
+    }
+
+    /// The wall clock is set forward (positive) or back (negative) by `ms`;
+    /// monotonic time does not move.
+    pub fn step_wall(&self, ms: Millis) {
+        self.wall.fetch_add(ms, Ordering::SeqCst);
+        self.moved.notify_waiters();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_manual_sleep_ends_exactly_when_time_is_moved_past_it() {
+        let manual = ManualClock::new(1_000);
+        let clock = Clock::Manual(manual.clone());
+        let sleeper = tokio::spawn({
+            let clock = clock.clone();
+            async move { clock.sleep(Duration::from_millis(500)).await }
+        });
+        tokio::task::yield_now().await;
+        manual.advance(Duration::from_millis(499));
+        tokio::task::yield_now().await;
+        assert!(!sleeper.is_finished(), "499 ms of 500 have passed");
+        manual.step_wall(10_000);
+        tokio::task::yield_now().await;
+        assert!(
+            !sleeper.is_finished(),
+            "a wall-clock step is no time passing"
+        );
+        manual.advance(Duration::from_millis(1));
+        tokio::time::timeout(Duration::from_secs(5), sleeper)
+            .await
+            .expect("the sleep ended")
+            .unwrap();
+        assert_eq!((clock.wall(), clock.mono()), (11_500, 500));
     }
 }

@@ -193,7 +193,7 @@ impl Hub {
         store: Arc<dyn Store>,
         store_desc: String,
     ) -> anyhow::Result<Arc<Hub>> {
-        let clock = Clock::new();
+        let clock = config.clock.clone();
         let snapshot = store.load().await?;
         let state = State::from_snapshot(snapshot, clock.mono());
         let (settler, settlements) = tokio::sync::mpsc::unbounded_channel();
@@ -204,8 +204,8 @@ impl Hub {
             push_waiters: Mutex::new(HashMap::new()),
             events: Bus::new(),
             metrics: Metrics::default(),
-            clock,
             started_at: clock.wall(),
+            clock,
             store_desc,
             links_known: AtomicBool::new(false),
             shutdown: CancellationToken::new(),

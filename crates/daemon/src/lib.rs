@@ -3,7 +3,7 @@
 //! pruner that enforces retention. State lives in memory (`state`), every
 //! change is written to the store first (`hub`).
 
-mod clock;
+pub mod clock;
 mod error;
 mod events;
 mod gitinfo;
@@ -32,6 +32,7 @@ use muster_store_sqlite::SqliteStore;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+pub use clock::{Clock, ManualClock};
 pub use hub::Hub;
 pub use reservations::GuardMode;
 
@@ -67,6 +68,9 @@ pub struct Config {
     pub collision_window: Duration,
     /// At most one wake of an idle session per this long.
     pub wake_cooldown: Duration,
+    /// What the daemon reads the time from and sleeps on: the system's
+    /// clocks, or a test's [`ManualClock`].
+    pub clock: Clock,
 }
 
 impl Config {
@@ -86,6 +90,7 @@ impl Config {
             edit_guard: GuardMode::Deny,
             collision_window: Duration::from_secs(600),
             wake_cooldown: Duration::from_millis(muster_core::wake::DEFAULT_COOLDOWN_MS as u64),
+            clock: Clock::system(),
         }
     }
 }

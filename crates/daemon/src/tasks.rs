@@ -1,4 +1,5 @@
-//! Background work: the sweeper and the retention pruner.
+//! Background work: the sweeper and the retention pruner, each beating on
+//! the daemon's clock (a test's manual clock drives them).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,22 +13,39 @@ use crate::hub::Hub;
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 pub fn spawn(hub: Arc<Hub>, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut sweep =
-            tokio::time::interval(hub.config.sweep_interval.max(Duration::from_millis(10)));
-        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut prune = tokio::time::interval(PRUNE_EVERY);
-        loop {
-            tokio::select! {
-                _ = sweep.tick() => { hub.sweep_once().await; }
-                _ = prune.tick() => match hub.prune_once().await {
-                    Ok(r) if r.messages + r.sessions > 0 => tracing::info!(
-                        messages = r.messages, deliveries = r.deliveries, sessions = r.sessions, "retention pruned"),
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!("retention prune failed: {e}"),
-                },
-                _ = stop.changed() => break,
+    let sweeper = {
+        let hub = hub.clone();
+        let mut stop = stop.clone();
+        async move {
+            let beat = hub.config.sweep_interval.max(Duration::from_millis(10));
+            loop {
+                hub.sweep_once().await;
+                tokio::select! {
+                    _ = hub.clock.sleep(beat) => {}
+                    _ = stop.changed() => return,
+                }
             }
         }
+    };
+    let pruner = async move {
+        loop {
+            match hub.prune_once().await {
+                Ok(r) if r.messages + r.sessions > 0 => tracing::info!(
+                    messages = r.messages,
+                    deliveries = r.deliveries,
+                    sessions = r.sessions,
+                    "retention pruned"
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::warn!("retention prune failed: {e}"),
+            }
+            tokio::select! {
+                _ = hub.clock.sleep(PRUNE_EVERY) => {}
+                _ = stop.changed() => return,
+            }
+        }
+    };
+    tokio::spawn(async move {
+        tokio::join!(sweeper, pruner);
     })
 }

@@ -309,7 +309,7 @@ impl Hub {
             let id = id.to_string();
             tokio::spawn(async move {
                 tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(PUSH_SHOWN_WITHIN_MS as u64 + 100)) => {}
+                    _ = hub.clock.sleep(Duration::from_millis(PUSH_SHOWN_WITHIN_MS as u64 + 100)) => {}
                     _ = hub.shutdown.cancelled() => return,
                 }
                 hub.consider_wake(&id);
@@ -322,7 +322,7 @@ impl Hub {
         let hub = self.clone();
         tokio::spawn(async move {
             tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(wait.max(0) as u64)) => {}
+                _ = hub.clock.sleep(Duration::from_millis(wait.max(0) as u64)) => {}
                 _ = hub.shutdown.cancelled() => return,
             }
             if let Some(e) = hub.lock().entry_mut(&id) {

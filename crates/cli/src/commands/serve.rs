@@ -36,6 +36,7 @@ pub fn run(args: ServeArgs, env: &Env) -> i32 {
         edit_guard: args.edit_guard,
         collision_window: args.collision_window,
         wake_cooldown: args.wake_cooldown,
+        clock: muster_daemon::Clock::system(),
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
