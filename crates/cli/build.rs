@@ -35,11 +35,21 @@ fn main() {
         None => version,
     };
     println!("cargo:rustc-env=MUSTER_VERSION={full}");
-    // The man page's date: the commit's, so a rebuild of one commit gives the same page.
-    println!(
-        "cargo:rustc-env=MUSTER_COMMIT_DATE={}",
-        date.unwrap_or_default()
-    );
+    // The man page's date: the commit's, so a rebuild of one commit gives
+    // the same page; without one, SOURCE_DATE_EPOCH's, else today's.
+    println!("cargo:rerun-if-env-changed=SOURCE_DATE_EPOCH");
+    let man_date = date.unwrap_or_else(|| {
+        let secs = std::env::var("SOURCE_DATE_EPOCH")
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs())
+            });
+        civil_date(secs / 86_400)
+    });
+    println!("cargo:rustc-env=MUSTER_MAN_DATE={man_date}");
 }
 
 struct Commit {
@@ -126,4 +136,19 @@ fn watch_head(manifest_dir: &Path) {
     for path in watched.into_iter().filter(|p| p.is_file()) {
         println!("cargo:rerun-if-changed={}", path.display());
     }
+}
+
+/// `YYYY-MM-DD` of a day counted from 1970-01-01 (the proleptic Gregorian
+/// calendar; H. Hinnant's `civil_from_days`).
+fn civil_date(days: u64) -> String {
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}")
 }

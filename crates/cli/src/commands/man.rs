@@ -8,11 +8,11 @@ use clap::CommandFactory;
 use crate::cli::{Cli, ManArgs};
 
 fn page(cmd: clap::Command) -> clap_mangen::Man {
-    let man = clap_mangen::Man::new(cmd).manual("muster manual");
-    match env!("MUSTER_COMMIT_DATE") {
-        "" => man,
-        date => man.date(date),
-    }
+    // Never an empty date: clap_mangen drops an empty argument of .TH,
+    // which would shift the source and manual names into the wrong places.
+    clap_mangen::Man::new(cmd)
+        .date(env!("MUSTER_MAN_DATE"))
+        .manual("muster manual")
 }
 
 /// The top-level page, muster(1).
@@ -76,7 +76,15 @@ mod tests {
     fn the_main_page_is_roff_with_the_subcommands_and_version() {
         // Proves muster(1) is a real page: title macro, NAME, the subcommands, the version.
         let text = String::from_utf8(render_main().unwrap()).unwrap();
-        assert!(text.contains(".TH muster 1"), "{text:.300}");
+        let title = text.lines().find(|l| l.starts_with(".TH ")).unwrap();
+        let date = env!("MUSTER_MAN_DATE");
+        assert!(
+            title.starts_with(&format!(
+                ".TH muster 1 {date} \"muster {}",
+                env!("CARGO_PKG_VERSION")
+            )) && title.ends_with(" \"muster manual\""),
+            "{title}"
+        );
         assert!(text.contains("SUBCOMMANDS"), "{text:.300}");
         for sub in [
             "muster\\-serve(1)",
