@@ -182,7 +182,7 @@ async fn settle(hub: Weak<Hub>, mut settlements: UnboundedReceiver<Settle>) {
                 // must not hold up other releases.
                 tokio::spawn(async move { hub.mark_surfaced(&recipient, &ids).await });
             }
-            Settle::Released { recipient, ids } => hub.lock().unclaim(&recipient, &ids),
+            Settle::Released { recipient, ids } => hub.lock().mail.unclaim(&recipient, &ids),
         }
     }
 }
@@ -580,10 +580,7 @@ impl Hub {
                 .iter()
                 .map(|r| {
                     let (nickname, present) = match st.entry(r) {
-                        Some(e) => {
-                            e.mail.notify_waiters();
-                            (e.session.nickname.clone(), e.session.present())
-                        }
+                        Some(e) => (e.session.nickname.clone(), e.session.present()),
                         None => (r.trim_start_matches("op:").to_string(), true),
                     };
                     DeliveryView {
@@ -665,7 +662,7 @@ impl Hub {
         let (principal, claimed) = {
             let mut st = self.lock();
             let p = self.principal(&st, as_)?.key();
-            let claimed = st.claim_unread(&p, Claim::All, None);
+            let claimed = st.mail.claim(&p, Claim::All, None);
             (p, claimed)
         };
         let ids = claimed.iter().map(|(m, _)| m.id.clone()).collect();
@@ -745,7 +742,7 @@ impl Hub {
                 Moment::MidTurn | Moment::Stop => (Claim::Urgent, previous_boundary),
             };
             // Without the transcript nothing says a push was dropped.
-            st.claim_unread(session_id, claim, transcript_read.then_some(pushed_before))
+            st.mail.claim(session_id, claim, transcript_read.then_some(pushed_before))
         };
         let messages: Vec<Arc<Message>> = claimed.into_iter().map(|(m, _)| m).collect();
         let ids = messages.iter().map(|m| m.id.clone()).collect();
@@ -1059,7 +1056,7 @@ impl Hub {
             operator: self.config.operator.clone(),
             sessions_present: st.present().count(),
             sessions_known: st.known_count(),
-            unread_deliveries: st.unread_total(),
+            unread_deliveries: st.mail.unread_total(),
             stale_after_ms: self.config.stale_after.as_millis() as Millis,
             hook_backstop_ms: self.config.hook_backstop.as_millis() as Millis,
             sweep_interval_ms: self.config.sweep_interval.as_millis() as Millis,
@@ -1096,7 +1093,7 @@ impl Hub {
         let cutoff = self.clock.wall() - self.config.retention.as_millis() as Millis;
         let report = self.store.prune(cutoff).await?;
         let mut st = self.lock();
-        st.prune_unread(cutoff);
+        st.mail.prune(cutoff);
         st.forget_left_before(cutoff);
         Ok(report)
     }

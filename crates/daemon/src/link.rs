@@ -315,7 +315,7 @@ impl Hub {
                 .ok_or_else(|| ApiError::internal("session vanished"))?;
             if let Some(old) = entry.link.take() {
                 // A re-link before the old connection was noticed gone.
-                st.unclaim(&id, &old.in_flight.into_iter().collect::<Vec<_>>());
+                st.mail.unclaim(&id, &old.in_flight.into_iter().collect::<Vec<_>>());
             }
             let entry = st
                 .entry_mut(&id)
@@ -388,7 +388,7 @@ impl Hub {
         entry.session.link_up = false;
         if let Some(link) = link {
             let ids: Vec<String> = link.in_flight.into_iter().collect();
-            st.unclaim(id, &ids);
+            st.mail.unclaim(id, &ids);
         }
         drop(st);
         self.events
@@ -408,7 +408,7 @@ impl Hub {
         let can_push = st
             .entry(recipient)
             .is_some_and(|e| e.session.can_push && e.link.is_some());
-        if !can_push || !st.claim_one(recipient, &message.id) {
+        if !can_push || !st.mail.claim_one(recipient, &message.id) {
             return false;
         }
         let entry = st.entry_mut(recipient).expect("checked above");
@@ -417,7 +417,7 @@ impl Hub {
             message: (**message).clone(),
         };
         if link.tx.try_send(frame.into()).is_err() {
-            st.unclaim(recipient, std::slice::from_ref(&message.id));
+            st.mail.unclaim(recipient, std::slice::from_ref(&message.id));
             return false;
         }
         link.in_flight.insert(message.id.clone());
@@ -459,9 +459,9 @@ impl Hub {
     async fn push_queued(&self, id: &str) {
         let queued: Vec<Arc<Message>> = {
             let st = self.lock();
-            st.queued_ids(id)
+            st.mail.queued_ids(id)
                 .iter()
-                .filter_map(|m| st.unread_message(id, m))
+                .filter_map(|m| st.mail.unread_message(id, m))
                 .collect()
         };
         for message in queued {
@@ -482,7 +482,7 @@ impl Hub {
                 if let Some(link) = st.entry_mut(recipient).and_then(|e| e.link.as_mut()) {
                     link.in_flight.remove(id);
                 }
-                if st.awaiting_push(recipient, id) {
+                if st.mail.awaiting_push(recipient, id) {
                     changes.push(Change::AdvanceDelivery {
                         message_id: id.clone(),
                         recipient: recipient.to_string(),

@@ -118,12 +118,12 @@ impl Hub {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout_s);
         loop {
             let notify = {
-                let st = self.lock();
-                let entry = st
-                    .entry(session)
-                    .ok_or_else(|| CoreError::UnknownSession(session.into()))?;
-                let notify = entry.mail.clone();
-                if st.has_unread(session) {
+                let mut st = self.lock();
+                if st.entry(session).is_none() {
+                    return Err(CoreError::UnknownSession(session.into()).into());
+                }
+                let notify = st.mail.waiter(session);
+                if st.mail.has_unread(session) {
                     None
                 } else {
                     Some(notify)
@@ -140,12 +140,12 @@ impl Hub {
             tokio::pin!(notified);
             // Register before re-checking, so mail arriving in between is not missed.
             notified.as_mut().enable();
-            if self.lock().has_unread(session) {
+            if self.lock().mail.has_unread(session) {
                 continue;
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
                 // One last look: mail may have become readable without a wake.
-                if self.lock().has_unread(session) {
+                if self.lock().mail.has_unread(session) {
                     let (inbox, surfacing) = self.inbox(Some(session), false, READ_LIMIT).await?;
                     if !inbox.messages.is_empty() {
                         return Ok((to_json(inbox)?, Some(surfacing)));

@@ -229,7 +229,7 @@ impl Hub {
         if !st.wakers.contains_key(&run) {
             return false;
         }
-        let urgent = st.urgent_undelivered(id, now - PUSH_SHOWN_WITHIN_MS);
+        let urgent = st.mail.urgent_undelivered(id, now - PUSH_SHOWN_WITHIN_MS);
         if urgent.is_empty() {
             return false;
         }

@@ -16,9 +16,13 @@ use muster_core::{
     Message, Millis, Reservation, Room, Session, Target,
 };
 use muster_store::{Change, Snapshot};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::mpsc;
 
 use crate::surfacing::Outgoing;
+
+mod mailboxes;
+
+pub use mailboxes::Mailboxes;
 
 /// The daemon's end of a live shim link.
 #[derive(Debug)]
@@ -36,8 +40,6 @@ pub struct SessionEntry {
     pub session: Session,
     /// The shim link attached now, if any.
     pub link: Option<LinkHandle>,
-    /// Woken when mail arrives (for `wait_for_message`).
-    pub mail: Arc<Notify>,
     /// Monotonic time the link went down (or the daemon started).
     pub link_down_since: Millis,
     /// The `last_seen_at` last written to the store; touches are coalesced.
@@ -122,22 +124,6 @@ impl Principal {
 }
 
 #[derive(Debug, Clone)]
-struct Unread {
-    message: Arc<Message>,
-    state: DeliveryState,
-    /// Taken by a response being written; not offered to another.
-    claimed: bool,
-    /// Direct mail or an @mention of the recipient (see `wake::is_urgent`).
-    urgent: bool,
-    /// Monotonic time the recipient's shim confirmed the push.
-    pushed_at: Option<Millis>,
-    /// Applied but not yet durable: no reader is offered it until the store
-    /// has it (see [`State::settle_message`]), so nothing that might still
-    /// be lost reaches a model.
-    pending: bool,
-}
-
-#[derive(Debug, Clone)]
 pub struct NamedRoom {
     pub room: Room,
     pub members: BTreeMap<String, Millis>,
@@ -147,7 +133,8 @@ pub struct State {
     sessions: HashMap<String, SessionEntry>,
     nicknames: HashMap<String, String>,
     rooms: BTreeMap<String, NamedRoom>,
-    unread: HashMap<String, BTreeMap<String, Unread>>,
+    /// Unread mail and its claims.
+    pub mail: Mailboxes,
     ids: ulid::Generator,
     /// File reservations by id.
     pub reservations: BTreeMap<String, Reservation>,
@@ -179,7 +166,7 @@ impl State {
             sessions: HashMap::new(),
             nicknames: HashMap::new(),
             rooms: BTreeMap::new(),
-            unread: HashMap::new(),
+            mail: Mailboxes::default(),
             ids: ulid::Generator::new(),
             reservations: BTreeMap::new(),
             recent_writes: HashMap::new(),
@@ -235,7 +222,6 @@ impl State {
             SessionEntry {
                 session,
                 link: None,
-                mail: Arc::new(Notify::new()),
                 link_down_since: mono_now,
                 persisted_seen,
                 root: None,
@@ -485,104 +471,8 @@ impl State {
     ) {
         let nickname = self.session(recipient).map_or("", |s| s.nickname.as_str());
         let urgent = muster_core::wake::is_urgent(&message, recipient, nickname);
-        self.unread
-            .entry(recipient.to_string())
-            .or_default()
-            .insert(
-                message.id.clone(),
-                Unread {
-                    message,
-                    state,
-                    claimed: false,
-                    urgent,
-                    pushed_at,
-                    pending,
-                },
-            );
-    }
-
-    /// Deliveries still queued: neither pushed live nor surfaced.
-    pub fn unread_total(&self) -> usize {
-        self.unread
-            .values()
-            .flat_map(BTreeMap::values)
-            .filter(|u| !u.pending && u.state == DeliveryState::Queued)
-            .count()
-    }
-
-    /// Claims the recipient's unread mail (oldest first) for one response,
-    /// so no concurrent response offers it too. `claim` says which; mail
-    /// pushed live is taken by a hook only if it was pushed before
-    /// `pushed_before` and is still not seen (the harness dropped the push).
-    pub fn claim_unread(
-        &mut self,
-        recipient: &str,
-        claim: Claim,
-        pushed_before: Option<Millis>,
-    ) -> Vec<(Arc<Message>, DeliveryState)> {
-        let Some(mail) = self.unread.get_mut(recipient) else {
-            return Vec::new();
-        };
-        let wanted = |u: &Unread| match u.state {
-            DeliveryState::Queued => claim != Claim::Urgent || u.urgent,
-            DeliveryState::Pushed => {
-                claim == Claim::All
-                    || pushed_before.is_some_and(|t| u.pushed_at.is_some_and(|p| p < t))
-            }
-            _ => false,
-        };
-        mail.values_mut()
-            .filter(|u| !u.claimed && !u.pending && wanted(u))
-            .map(|u| {
-                u.claimed = true;
-                (u.message.clone(), u.state)
-            })
-            .collect()
-    }
-
-    /// Claims one message for a push; false if it is not unread or already claimed.
-    pub fn claim_one(&mut self, recipient: &str, id: &str) -> bool {
-        match self.unread.get_mut(recipient).and_then(|m| m.get_mut(id)) {
-            Some(u) if !u.claimed && !u.pending && u.state == DeliveryState::Queued => {
-                u.claimed = true;
-                true
-            }
-            _ => false,
-        }
-    }
-
-    /// Whether a message is unread and still queued for the recipient: a
-    /// push of it can be recorded.
-    pub fn awaiting_push(&self, recipient: &str, id: &str) -> bool {
-        self.unread
-            .get(recipient)
-            .and_then(|m| m.get(id))
-            .is_some_and(|u| u.state == DeliveryState::Queued)
-    }
-
-    /// Records a message as pushed at `mono_now`: turn hooks no longer
-    /// offer it (unless the transcript shows the push never reached the
-    /// model), a read still shows it.
-    fn mark_pushed(&mut self, recipient: &str, id: &str, mono_now: Millis) {
-        let pushed = match self.unread.get_mut(recipient).and_then(|m| m.get_mut(id)) {
-            Some(u) if u.state == DeliveryState::Queued => {
-                u.state = DeliveryState::Pushed;
-                u.claimed = false;
-                u.pushed_at = Some(mono_now);
-                true
-            }
-            _ => false,
-        };
-        if pushed {
-            self.wake(recipient);
-        }
-    }
-
-    /// Wakes whoever waits for the recipient's mail: it is readable again.
-    fn wake(&self, recipient: &str) {
-        if let Some(e) = self.sessions.get(recipient) {
-            e.mail.notify_waiters();
-        }
+        self.mail
+            .add(message, recipient, state, urgent, pushed_at, pending);
     }
 
     /// Sessions whose hooks named `run`.
@@ -594,102 +484,8 @@ impl State {
             .collect()
     }
 
-    /// Ids of the recipient's urgent mail that no model has had yet,
-    /// oldest first: neither claimed nor pushed, or pushed before
-    /// `pushed_before` and still not seen (the harness dropped the push).
-    pub fn urgent_undelivered(&self, recipient: &str, pushed_before: Millis) -> Vec<String> {
-        self.unread.get(recipient).map_or_else(Vec::new, |m| {
-            m.iter()
-                .filter(|(_, u)| {
-                    let undelivered = match u.state {
-                        DeliveryState::Queued => true,
-                        DeliveryState::Pushed => u.pushed_at.is_some_and(|p| p < pushed_before),
-                        _ => false,
-                    };
-                    !u.claimed && !u.pending && u.urgent && undelivered
-                })
-                .map(|(id, _)| id.clone())
-                .collect()
-        })
-    }
-
-    /// Whether the recipient has mail no answer has claimed.
-    pub fn has_unread(&self, recipient: &str) -> bool {
-        self.unread
-            .get(recipient)
-            .is_some_and(|m| m.values().any(|u| !u.claimed && !u.pending))
-    }
-
-    /// Queued, unclaimed mail ids of a recipient, oldest first.
-    pub fn queued_ids(&self, recipient: &str) -> Vec<String> {
-        self.unread.get(recipient).map_or_else(Vec::new, |m| {
-            m.iter()
-                .filter(|(_, u)| !u.claimed && !u.pending && u.state == DeliveryState::Queued)
-                .map(|(id, _)| id.clone())
-                .collect()
-        })
-    }
-
-    pub fn unread_message(&self, recipient: &str, id: &str) -> Option<Arc<Message>> {
-        self.unread
-            .get(recipient)
-            .and_then(|m| m.get(id))
-            .map(|u| u.message.clone())
-    }
-
     pub fn links(&self) -> usize {
         self.sessions.values().filter(|e| e.link.is_some()).count()
-    }
-
-    /// Returns claimed mail that was not delivered after all.
-    pub fn unclaim(&mut self, recipient: &str, ids: &[String]) {
-        if let Some(mail) = self.unread.get_mut(recipient) {
-            for id in ids {
-                if let Some(u) = mail.get_mut(id) {
-                    u.claimed = false;
-                }
-            }
-        }
-        if !ids.is_empty() {
-            self.wake(recipient);
-        }
-    }
-
-    /// Drops mail the transcript shows the model has seen from the unread
-    /// set, unless an answer has it claimed right now (that answer marks it).
-    fn remove_seen(&mut self, recipient: &str, ids: &[String]) {
-        let Some(mail) = self.unread.get_mut(recipient) else {
-            return;
-        };
-        for id in ids {
-            if mail.get(id).is_some_and(|u| !u.claimed) {
-                mail.remove(id);
-            }
-        }
-        if mail.is_empty() {
-            self.unread.remove(recipient);
-        }
-    }
-
-    /// Drops delivered (surfaced or acked) mail from the unread set.
-    fn remove_unread(&mut self, recipient: &str, ids: &[&str]) {
-        let Some(mail) = self.unread.get_mut(recipient) else {
-            return;
-        };
-        for id in ids {
-            mail.remove(*id);
-        }
-        if mail.is_empty() {
-            self.unread.remove(recipient);
-        }
-    }
-
-    /// Drops unread mail sent before `cutoff` (retention pruned it from the store).
-    pub fn prune_unread(&mut self, cutoff: Millis) {
-        for mail in self.unread.values_mut() {
-            mail.retain(|_, u| u.message.sent_at >= cutoff);
-        }
-        self.unread.retain(|_, mail| !mail.is_empty());
     }
 
     /// The session's record as it leaves the roster at `now`; none if it
@@ -749,25 +545,15 @@ impl State {
                 ..
             } => match state {
                 DeliveryState::Queued => {}
-                DeliveryState::Pushed => self.mark_pushed(recipient, message_id, mono_now),
-                DeliveryState::Seen => {
-                    self.remove_seen(recipient, std::slice::from_ref(message_id))
-                }
+                DeliveryState::Pushed => self.mail.mark_pushed(recipient, message_id, mono_now),
+                DeliveryState::Seen => self.mail.remove_seen(recipient, message_id),
                 DeliveryState::Surfaced | DeliveryState::Acked => {
-                    self.remove_unread(recipient, &[message_id.as_str()])
+                    self.mail.remove(recipient, message_id)
                 }
             },
             Change::AckUpTo {
                 recipient, upto, ..
-            } => {
-                let ids: Vec<String> = self.unread.get(recipient).map_or_else(Vec::new, |m| {
-                    use std::ops::Bound;
-                    let upto = (Bound::Unbounded, Bound::Included(upto.as_str()));
-                    m.range::<str, _>(upto).map(|(id, _)| id.clone()).collect()
-                });
-                let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
-                self.remove_unread(recipient, &ids);
-            }
+            } => self.mail.remove_up_to(recipient, upto),
             Change::PutRoom(room) => {
                 self.rooms
                     .entry(room.name.clone())
@@ -799,6 +585,12 @@ impl State {
         }
     }
 
+    /// See [`Mailboxes::settle`]: a message applied by `PutMessage` is
+    /// offered to readers once stored, or leaves memory if the store refused it.
+    pub fn settle_message(&mut self, message_id: &str, recipients: &[String], stored: bool) {
+        self.mail.settle(message_id, recipients, stored);
+    }
+
     /// Inserts or replaces a session's stored record, keeping its live state.
     fn put_session(&mut self, session: &Session, mono_now: Millis) {
         let Some(entry) = self.sessions.get_mut(&session.id) else {
@@ -823,27 +615,6 @@ impl State {
         }
         for room in self.rooms.values_mut() {
             room.members.remove(id);
-        }
-    }
-
-    /// A message applied by `PutMessage` is durable (`stored`): readers may
-    /// take it now. Not stored: the store refused it, so it leaves memory
-    /// too; nobody can have seen it, since nothing offers a pending message.
-    pub fn settle_message(&mut self, message_id: &str, recipients: &[String], stored: bool) {
-        for recipient in recipients {
-            let Some(mail) = self.unread.get_mut(recipient) else {
-                continue;
-            };
-            if stored {
-                if let Some(u) = mail.get_mut(message_id) {
-                    u.pending = false;
-                }
-            } else {
-                mail.remove(message_id);
-                if mail.is_empty() {
-                    self.unread.remove(recipient);
-                }
-            }
         }
     }
 }
@@ -913,11 +684,12 @@ mod tests {
         pushed_before: Option<Millis>,
     ) -> Vec<String> {
         let ids: Vec<String> = st
-            .claim_unread(to, claim, pushed_before)
+            .mail
+            .claim(to, claim, pushed_before)
             .into_iter()
             .map(|(m, _)| m.id.clone())
             .collect();
-        st.unclaim(to, &ids);
+        st.mail.unclaim(to, &ids);
         ids
     }
 
@@ -978,18 +750,18 @@ mod tests {
         st.apply(&Change::PutSession(session("b", "b", 0)), 0);
         st.apply(&put_message("01A", "a", "b"), 0);
         assert!(claimable(&mut st, "b", Claim::All, None).is_empty());
-        assert!(!st.has_unread("b"));
-        assert_eq!(st.unread_total(), 0);
-        assert!(!st.claim_one("b", "01A"));
+        assert!(!st.mail.has_unread("b"));
+        assert_eq!(st.mail.unread_total(), 0);
+        assert!(!st.mail.claim_one("b", "01A"));
 
         st.settle_message("01A", &["b".into()], true);
         assert_eq!(claimable(&mut st, "b", Claim::Queued, None), ["01A"]);
-        assert_eq!(st.unread_total(), 1);
+        assert_eq!(st.mail.unread_total(), 1);
 
         // One the store refused leaves memory, and nobody ever saw it.
         st.apply(&put_message("01B", "a", "b"), 0);
         st.settle_message("01B", &["b".into()], false);
-        assert!(st.unread_message("b", "01B").is_none());
+        assert!(st.mail.unread_message("b", "01B").is_none());
         assert_eq!(claimable(&mut st, "b", Claim::All, None), ["01A"]);
     }
 
@@ -998,9 +770,9 @@ mod tests {
         let mut st = state();
         st.apply(&put_message("01A", "a", "b"), 0);
         st.settle_message("01A", &["b".into()], true);
-        assert!(st.awaiting_push("b", "01A"));
+        assert!(st.mail.awaiting_push("b", "01A"));
         st.apply(&advance("01A", "b", DeliveryState::Pushed), 7_000);
-        assert!(!st.awaiting_push("b", "01A"));
+        assert!(!st.mail.awaiting_push("b", "01A"));
         // A turn's start does not take a push it cannot know was dropped…
         assert!(claimable(&mut st, "b", Claim::Queued, None).is_empty());
         assert!(claimable(&mut st, "b", Claim::Queued, Some(7_000)).is_empty());
@@ -1024,12 +796,12 @@ mod tests {
         st.apply(&advance("01B", "b", DeliveryState::Acked), 0);
         // Seen mail that an answer is carrying right now stays until that
         // answer settles it; unclaimed seen mail goes at once.
-        assert!(st.claim_one("b", "01C"));
+        assert!(st.mail.claim_one("b", "01C"));
         st.apply(&advance("01C", "b", DeliveryState::Seen), 0);
         st.apply(&advance("01D", "b", DeliveryState::Seen), 0);
-        assert!(st.unread_message("b", "01C").is_some());
-        assert!(st.unread_message("b", "01D").is_none());
-        st.unclaim("b", &["01C".into()]);
+        assert!(st.mail.unread_message("b", "01C").is_some());
+        assert!(st.mail.unread_message("b", "01D").is_none());
+        st.mail.unclaim("b", &["01C".into()]);
         assert_eq!(claimable(&mut st, "b", Claim::All, None), ["01C"]);
         // Queued is where every delivery starts: advancing to it is nothing.
         st.apply(&advance("01C", "b", DeliveryState::Queued), 0);

@@ -1,0 +1,304 @@
+//! Unread mail, per recipient, with the claims answers hold on it.
+//!
+//! What is unread and in which delivery state is durable: it changes only
+//! through `State::apply` (the `pub(super)` methods). Claims are live: an
+//! answer claims mail so no concurrent answer offers it too, then settles
+//! the claim (see `surfacing`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
+use std::sync::Arc;
+
+use muster_core::{DeliveryState, Message, Millis};
+use tokio::sync::Notify;
+
+use super::Claim;
+
+#[derive(Debug, Clone)]
+struct Unread {
+    message: Arc<Message>,
+    state: DeliveryState,
+    /// Taken by a response being written; not offered to another.
+    claimed: bool,
+    /// Direct mail or an @mention of the recipient (see `wake::is_urgent`).
+    urgent: bool,
+    /// Monotonic time the recipient's shim confirmed the push.
+    pushed_at: Option<Millis>,
+    /// Applied but not yet durable: no reader is offered it until the store
+    /// has it (see [`Mailboxes::settle`]), so nothing that might still be
+    /// lost reaches a model.
+    pending: bool,
+}
+
+impl Unread {
+    /// Offered to readers: not held by another answer, and durable.
+    fn free(&self) -> bool {
+        !self.claimed && !self.pending
+    }
+}
+
+#[derive(Default)]
+pub struct Mailboxes {
+    /// Recipient → message id → its unread delivery, oldest id first.
+    by_recipient: HashMap<String, BTreeMap<String, Unread>>,
+    /// Woken whenever a recipient's mail becomes readable (for
+    /// `wait_for_message`).
+    readable: HashMap<String, Arc<Notify>>,
+}
+
+impl Mailboxes {
+    /// What to wait on for `recipient`'s next readable mail.
+    pub fn waiter(&mut self, recipient: &str) -> Arc<Notify> {
+        self.readable
+            .entry(recipient.to_string())
+            .or_default()
+            .clone()
+    }
+
+    fn notify(&self, recipient: &str) {
+        if let Some(n) = self.readable.get(recipient) {
+            n.notify_waiters();
+        }
+    }
+
+    pub(super) fn add(
+        &mut self,
+        message: Arc<Message>,
+        recipient: &str,
+        state: DeliveryState,
+        urgent: bool,
+        pushed_at: Option<Millis>,
+        pending: bool,
+    ) {
+        let unread = Unread {
+            message,
+            state,
+            claimed: false,
+            urgent,
+            pushed_at,
+            pending,
+        };
+        self.by_recipient
+            .entry(recipient.to_string())
+            .or_default()
+            .insert(unread.message.id.clone(), unread);
+        if !pending {
+            self.notify(recipient);
+        }
+    }
+
+    /// A message applied pending is durable (`stored`): readers may take it
+    /// now. Not stored: the store refused it, so it leaves memory too;
+    /// nobody can have seen it, since nothing offers a pending message.
+    pub(super) fn settle(&mut self, message_id: &str, recipients: &[String], stored: bool) {
+        for recipient in recipients {
+            let Some(mail) = self.by_recipient.get_mut(recipient) else {
+                continue;
+            };
+            if stored {
+                if let Some(u) = mail.get_mut(message_id) {
+                    u.pending = false;
+                }
+                self.notify(recipient);
+            } else {
+                mail.remove(message_id);
+                if mail.is_empty() {
+                    self.by_recipient.remove(recipient);
+                }
+            }
+        }
+    }
+
+    /// Deliveries still queued: neither pushed live nor surfaced.
+    pub fn unread_total(&self) -> usize {
+        self.by_recipient
+            .values()
+            .flat_map(BTreeMap::values)
+            .filter(|u| !u.pending && u.state == DeliveryState::Queued)
+            .count()
+    }
+
+    /// Claims the recipient's unread mail (oldest first) for one response,
+    /// so no concurrent response offers it too. `claim` says which; mail
+    /// pushed live is taken by a hook only if it was pushed before
+    /// `pushed_before` and is still not seen (the harness dropped the push).
+    pub fn claim(
+        &mut self,
+        recipient: &str,
+        claim: Claim,
+        pushed_before: Option<Millis>,
+    ) -> Vec<(Arc<Message>, DeliveryState)> {
+        let Some(mail) = self.by_recipient.get_mut(recipient) else {
+            return Vec::new();
+        };
+        let wanted = |u: &Unread| match u.state {
+            DeliveryState::Queued => claim != Claim::Urgent || u.urgent,
+            DeliveryState::Pushed => {
+                claim == Claim::All
+                    || pushed_before.is_some_and(|t| u.pushed_at.is_some_and(|p| p < t))
+            }
+            _ => false,
+        };
+        mail.values_mut()
+            .filter(|u| u.free() && wanted(u))
+            .map(|u| {
+                u.claimed = true;
+                (u.message.clone(), u.state)
+            })
+            .collect()
+    }
+
+    /// Claims one message for a push; false if it is not unread or already claimed.
+    pub fn claim_one(&mut self, recipient: &str, id: &str) -> bool {
+        match self
+            .by_recipient
+            .get_mut(recipient)
+            .and_then(|m| m.get_mut(id))
+        {
+            Some(u) if u.free() && u.state == DeliveryState::Queued => {
+                u.claimed = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Returns claimed mail that was not delivered after all.
+    pub fn unclaim(&mut self, recipient: &str, ids: &[String]) {
+        if let Some(mail) = self.by_recipient.get_mut(recipient) {
+            for id in ids {
+                if let Some(u) = mail.get_mut(id) {
+                    u.claimed = false;
+                }
+            }
+        }
+        if !ids.is_empty() {
+            self.notify(recipient);
+        }
+    }
+
+    /// Whether a message is unread and still queued for the recipient: a
+    /// push of it can be recorded.
+    pub fn awaiting_push(&self, recipient: &str, id: &str) -> bool {
+        self.by_recipient
+            .get(recipient)
+            .and_then(|m| m.get(id))
+            .is_some_and(|u| u.state == DeliveryState::Queued)
+    }
+
+    /// Records a message as pushed at `mono_now`: turn hooks no longer
+    /// offer it (unless the transcript shows the push never reached the
+    /// model), a read still shows it.
+    pub(super) fn mark_pushed(&mut self, recipient: &str, id: &str, mono_now: Millis) {
+        let pushed = match self
+            .by_recipient
+            .get_mut(recipient)
+            .and_then(|m| m.get_mut(id))
+        {
+            Some(u) if u.state == DeliveryState::Queued => {
+                u.state = DeliveryState::Pushed;
+                u.claimed = false;
+                u.pushed_at = Some(mono_now);
+                true
+            }
+            _ => false,
+        };
+        if pushed {
+            self.notify(recipient);
+        }
+    }
+
+    /// Ids of the recipient's urgent mail that no model has had yet,
+    /// oldest first: neither claimed nor pushed, or pushed before
+    /// `pushed_before` and still not seen (the harness dropped the push).
+    pub fn urgent_undelivered(&self, recipient: &str, pushed_before: Millis) -> Vec<String> {
+        self.by_recipient.get(recipient).map_or_else(Vec::new, |m| {
+            m.iter()
+                .filter(|(_, u)| {
+                    let undelivered = match u.state {
+                        DeliveryState::Queued => true,
+                        DeliveryState::Pushed => u.pushed_at.is_some_and(|p| p < pushed_before),
+                        _ => false,
+                    };
+                    u.free() && u.urgent && undelivered
+                })
+                .map(|(id, _)| id.clone())
+                .collect()
+        })
+    }
+
+    /// Whether the recipient has mail no answer has claimed.
+    pub fn has_unread(&self, recipient: &str) -> bool {
+        self.by_recipient
+            .get(recipient)
+            .is_some_and(|m| m.values().any(Unread::free))
+    }
+
+    /// Queued, unclaimed mail ids of a recipient, oldest first.
+    pub fn queued_ids(&self, recipient: &str) -> Vec<String> {
+        self.by_recipient.get(recipient).map_or_else(Vec::new, |m| {
+            m.iter()
+                .filter(|(_, u)| u.free() && u.state == DeliveryState::Queued)
+                .map(|(id, _)| id.clone())
+                .collect()
+        })
+    }
+
+    pub fn unread_message(&self, recipient: &str, id: &str) -> Option<Arc<Message>> {
+        self.by_recipient
+            .get(recipient)
+            .and_then(|m| m.get(id))
+            .map(|u| u.message.clone())
+    }
+
+    /// Drops mail the transcript shows the model has seen from the unread
+    /// set, unless an answer has it claimed right now (that answer marks it).
+    pub(super) fn remove_seen(&mut self, recipient: &str, id: &str) {
+        let Some(mail) = self.by_recipient.get_mut(recipient) else {
+            return;
+        };
+        if mail.get(id).is_some_and(|u| !u.claimed) {
+            mail.remove(id);
+        }
+        if mail.is_empty() {
+            self.by_recipient.remove(recipient);
+        }
+    }
+
+    /// Drops delivered (surfaced or acked) mail from the unread set.
+    pub(super) fn remove(&mut self, recipient: &str, id: &str) {
+        let Some(mail) = self.by_recipient.get_mut(recipient) else {
+            return;
+        };
+        mail.remove(id);
+        if mail.is_empty() {
+            self.by_recipient.remove(recipient);
+        }
+    }
+
+    /// Drops a recipient's mail up to and including the id `upto`.
+    pub(super) fn remove_up_to(&mut self, recipient: &str, upto: &str) {
+        let Some(mail) = self.by_recipient.get_mut(recipient) else {
+            return;
+        };
+        let upto = (Bound::Unbounded, Bound::Included(upto));
+        let ids: Vec<String> = mail
+            .range::<str, _>(upto)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in ids {
+            mail.remove(&id);
+        }
+        if mail.is_empty() {
+            self.by_recipient.remove(recipient);
+        }
+    }
+
+    /// Drops unread mail sent before `cutoff` (retention pruned it from the store).
+    pub fn prune(&mut self, cutoff: Millis) {
+        for mail in self.by_recipient.values_mut() {
+            mail.retain(|_, u| u.message.sent_at >= cutoff);
+        }
+        self.by_recipient.retain(|_, mail| !mail.is_empty());
+    }
+}
