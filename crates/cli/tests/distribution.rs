@@ -118,8 +118,36 @@ impl Daemon {
     }
 }
 
+impl Daemon {
+    /// SIGTERM to the process started, then its exit status (within 15 s).
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        run_ok(Command::new("kill").args(["-TERM", &self.child.id().to_string()]));
+        let start = std::time::Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(15),
+                "still running 15 s after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
 impl Drop for Daemon {
+    /// SIGTERM first, so a launcher passes it on and leaves no daemon behind; then SIGKILL.
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        for _ in 0..100 {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -282,6 +310,28 @@ fn npm_tarballs_install_into_a_prefix_and_the_installed_muster_serves() {
         "the launcher must pass the exit code through: {}",
         String::from_utf8_lossy(&unreachable.stderr)
     );
+    // A SIGTERM to the launcher (as a service manager sends) reaches the
+    // daemon, which shuts down cleanly: the launcher exits 0 and the port closes.
+    let mut serve = Command::new(&launcher);
+    serve
+        .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
+        .arg(tmp.path().join("data-launcher"))
+        .env("HOME", &home);
+    let mut daemon = Daemon::start(serve);
+    assert_eq!(daemon.healthz(), 200);
+    let status = daemon.terminate();
+    assert!(status.success(), "launcher after SIGTERM: {status}");
+    let after = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap()
+        .get(format!("{}/healthz", daemon.url))
+        .send();
+    assert!(
+        after.is_err(),
+        "the daemon outlived its launcher: {after:?}"
+    );
+
     // The launcher runs the platform package's binary; hooks name that one.
     let native = plain.join("lib/node_modules/@muster-ai/muster-linux-x64/bin/muster");
     assert!(is_elf(&native), "{native:?}");
