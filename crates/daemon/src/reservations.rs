@@ -102,7 +102,7 @@ fn view(st: &State, r: &Reservation) -> ReservationView {
 impl State {
     /// Live reservations of sessions still on the roster.
     pub fn live_reservations(&self, now: Millis) -> impl Iterator<Item = &Reservation> {
-        self.reservations.values().filter(move |r| {
+        self.files.all().filter(move |r| {
             r.live(now) && self.session(&r.session_id).is_some_and(Session::present)
         })
     }
@@ -199,11 +199,7 @@ impl Hub {
             let mut granted = Vec::new();
             for pattern in patterns {
                 // Re-reserving one's own pattern renews it in place.
-                let existing = st
-                    .reservations
-                    .values()
-                    .find(|r| r.session_id == me.id && r.root == root && r.pattern == pattern)
-                    .map(|r| r.id.clone());
+                let existing = st.files.own(&me.id, &root, &pattern).map(|r| r.id.clone());
                 let r = Reservation {
                     id: existing.unwrap_or_else(|| st.next_message_id()),
                     session_id: me.id.clone(),
@@ -247,8 +243,8 @@ impl Hub {
         let (ids, commit) = {
             let mut st = self.lock();
             let ids: Vec<String> = st
-                .reservations
-                .values()
+                .files
+                .all()
                 .filter(|r| {
                     r.session_id == me.id && wanted.as_ref().is_none_or(|w| w.contains(&r.pattern))
                 })
@@ -333,9 +329,8 @@ impl Hub {
     /// The change ending a departing session's claims (it left the
     /// roster); none if it holds none.
     pub(crate) fn reservations_end(st: &State, session_id: &str) -> Option<Change> {
-        st.reservations
-            .values()
-            .any(|r| r.session_id == session_id)
+        st.files
+            .holds_any(session_id)
             .then(|| Change::DeleteReservationsOf {
                 session_id: session_id.to_string(),
             })
@@ -347,16 +342,8 @@ impl Hub {
         let window = self.config.collision_window.as_millis() as Millis;
         let (expired, commit) = {
             let mut st = self.lock();
-            let expired: Vec<String> = st
-                .reservations
-                .values()
-                .filter(|r| !r.live(now))
-                .map(|r| r.id.clone())
-                .collect();
-            st.recent_writes.retain(|_, writers| {
-                writers.retain(|(_, at)| now - at < window);
-                !writers.is_empty()
-            });
+            let expired = st.files.expired(now);
+            st.files.forget_writes_before(now, window);
             let changes: Vec<Change> = expired
                 .iter()
                 .map(|id| Change::DeleteReservation { id: id.clone() })
@@ -422,7 +409,7 @@ impl Hub {
 
     /// Notes waiting for a session (collision notices), taken once.
     pub fn take_notices(&self, session_id: &str) -> Vec<String> {
-        self.lock().notices.remove(session_id).unwrap_or_default()
+        self.lock().files.take_notices(session_id)
     }
 }
 
@@ -436,30 +423,17 @@ fn record_write(
     now: Millis,
     window: Millis,
 ) {
-    let key = (root.to_string(), rel.clone());
-    let writers = st.recent_writes.entry(key).or_default();
-    writers.retain(|(_, at)| now - at < window);
-    let others: Vec<String> = writers
-        .iter()
-        .filter(|(s, _)| *s != me.id)
-        .map(|(s, _)| s.clone())
-        .collect();
-    let first_time = !writers.iter().any(|(s, _)| *s == me.id);
-    writers.retain(|(s, _)| *s != me.id);
-    writers.push((me.id.clone(), now));
-    if !first_time {
-        return; // this pair was already told when we first wrote it
-    }
-    for other in others {
+    let minutes = window / 60_000;
+    for collision in st.files.record_write(&me.id, root, &rel, now, window) {
+        let other = collision.other;
         let other_nick = st
             .session(&other)
             .map(|s| s.nickname.clone())
             .unwrap_or_else(|| other.clone());
-        let minutes = window / 60_000;
-        st.notices.entry(me.id.clone()).or_default().push(format!(
+        st.files.notify(&me.id, format!(
             "{rel} was also edited by {other_nick} (session {other}) in the last {minutes} minutes; check with them before going on."
         ));
-        st.notices.entry(other.clone()).or_default().push(format!(
+        st.files.notify(&other, format!(
             "{rel} was also edited by {} (session {}) in the last {minutes} minutes; check with them before going on.",
             me.nickname, me.id
         ));

@@ -13,15 +13,17 @@ use muster_core::api::{RoomMember, RoomView};
 use muster_core::liveness::{self, Clock, Observation, Policy, Reason};
 use muster_core::{
     automatic_rooms_of, nickname, operator_principal, CoreError, DeliveryState, Membership,
-    Message, Millis, Reservation, Room, Session, Target,
+    Message, Millis, Room, Session, Target,
 };
 use muster_store::{Change, Snapshot};
 use tokio::sync::mpsc;
 
 use crate::surfacing::Outgoing;
 
+mod files;
 mod mailboxes;
 
+pub use files::Files;
 pub use mailboxes::Mailboxes;
 
 /// The daemon's end of a live shim link.
@@ -136,12 +138,8 @@ pub struct State {
     /// Unread mail and its claims.
     pub mail: Mailboxes,
     ids: ulid::Generator,
-    /// File reservations by id.
-    pub reservations: BTreeMap<String, Reservation>,
-    /// Recent file writes, for collision notices: (root, path) → (session, when).
-    pub recent_writes: HashMap<(String, String), Vec<(String, Millis)>>,
-    /// Notes waiting for a session's next hook answer (collision notices).
-    pub notices: HashMap<String, Vec<String>>,
+    /// Reservations, recent writes and collision notices.
+    pub files: Files,
     /// Connected wakers by run id.
     pub wakers: HashMap<String, Waker>,
 }
@@ -168,13 +166,11 @@ impl State {
             rooms: BTreeMap::new(),
             mail: Mailboxes::default(),
             ids: ulid::Generator::new(),
-            reservations: BTreeMap::new(),
-            recent_writes: HashMap::new(),
-            notices: HashMap::new(),
+            files: Files::default(),
             wakers: HashMap::new(),
         };
         for r in snapshot.reservations {
-            state.reservations.insert(r.id.clone(), r);
+            state.files.put(r);
         }
         for session in snapshot.sessions {
             state.insert_session(session, mono_now);
@@ -573,15 +569,9 @@ impl State {
                     named.members.remove(session_id);
                 }
             }
-            Change::PutReservation(r) => {
-                self.reservations.insert(r.id.clone(), r.clone());
-            }
-            Change::DeleteReservation { id } => {
-                self.reservations.remove(id);
-            }
-            Change::DeleteReservationsOf { session_id } => {
-                self.reservations.retain(|_, r| r.session_id != *session_id);
-            }
+            Change::PutReservation(r) => self.files.put(r.clone()),
+            Change::DeleteReservation { id } => self.files.delete(id),
+            Change::DeleteReservationsOf { session_id } => self.files.delete_of(session_id),
         }
     }
 
@@ -883,14 +873,15 @@ mod tests {
             st.apply(&Change::PutReservation(c), 0);
         }
         st.apply(&Change::DeleteReservation { id: "r3".into() }, 0);
-        assert_eq!(st.reservations.keys().collect::<Vec<_>>(), ["r1", "r2"]);
+        let ids: Vec<&str> = st.files.all().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["r1", "r2"]);
         st.apply(
             &Change::DeleteReservationsOf {
                 session_id: "s1".into(),
             },
             0,
         );
-        assert!(st.reservations.is_empty());
+        assert_eq!(st.files.all().count(), 0);
     }
 
     #[test]
