@@ -6,25 +6,8 @@
 //! whole, and a count says what is left for the next turn.
 
 use crate::limits::HOOK_CONTEXT_BUDGET;
-use crate::validate::clean_peer_text;
+use crate::validate::{clean_peer_text, json_len};
 use crate::{Message, Millis, Session, Target};
-
-/// Characters a string takes once JSON-encoded: the form a hook prints, and
-/// what a harness's size limit counts.
-pub fn json_len(s: &str) -> usize {
-    s.chars()
-        .map(|c| match c {
-            '"' | '\\' | '\n' | '\t' | '\r' => 2,
-            c if (c as u32) < 0x20 => 6,
-            _ => 1,
-        })
-        .sum()
-}
-
-/// Characters a message body takes in an agent's context, escaped and encoded.
-pub fn rendered_body_len(body: &str) -> usize {
-    json_len(&clean_peer_text(body))
-}
 
 /// `2026-11-30 10:04:05 UTC` from Unix milliseconds, without a time crate.
 pub fn format_utc(ms: Millis) -> String {

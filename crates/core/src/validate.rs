@@ -63,7 +63,7 @@ pub fn body(body: &str) -> Result<(), CoreError> {
     }
     // Escaping can grow a body (`<` becomes `&lt;`); bound what the agent
     // will see so one message always fits whole in a hook's answer.
-    let rendered = crate::inbox::rendered_body_len(body);
+    let rendered = rendered_body_len(body);
     if rendered > MAX_RENDERED_BODY_CHARS {
         return Err(CoreError::invalid(
             "body",
@@ -120,6 +120,23 @@ pub fn clean_peer_text(s: &str) -> String {
         }
     }
     out
+}
+
+/// Characters a string takes once JSON-encoded: the form a hook prints, and
+/// what a harness's size limit counts.
+pub fn json_len(s: &str) -> usize {
+    s.chars()
+        .map(|c| match c {
+            '"' | '\\' | '\n' | '\t' | '\r' => 2,
+            c if (c as u32) < 0x20 => 6,
+            _ => 1,
+        })
+        .sum()
+}
+
+/// Characters a message body takes in an agent's context, escaped and encoded.
+pub fn rendered_body_len(body: &str) -> usize {
+    json_len(&clean_peer_text(body))
 }
 
 #[cfg(test)]
