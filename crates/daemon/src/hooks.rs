@@ -7,17 +7,18 @@ use std::time::Instant;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use muster_core::inbox::{self, json_len};
+use muster_core::inbox;
+use muster_core::validate::json_len;
 use muster_core::Activity;
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::error::ApiError;
+use crate::extract::ApiJson;
 use crate::hook_forms;
 use crate::hub::{Hub, Moment, Observed};
 use crate::metrics::HOOK_EVENTS;
 use crate::reservations::GuardMode;
-use crate::routes::ApiJson;
 use crate::surfacing::{json_response, Surfacing};
 
 /// The fields muster reads from a hook payload; everything else is ignored.

@@ -6,6 +6,7 @@
 pub mod clock;
 mod error;
 mod events;
+mod extract;
 mod gitinfo;
 mod hook_forms;
 mod hooks;

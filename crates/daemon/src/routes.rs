@@ -4,10 +4,7 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Request, State};
-use axum::http::request::Parts;
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -21,12 +18,12 @@ use muster_core::api::{
     Roster, SendRequest, SendResponse, Thread, UpdateSessionRequest,
 };
 use muster_core::Session;
-use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::BroadcastStream;
 
 use crate::error::ApiError;
+use crate::extract::{ApiJson, ApiQuery};
 use crate::hooks;
 use crate::hub::Hub;
 use crate::metrics::Gauges;
@@ -139,74 +136,6 @@ fn is_loopback_authority(authority: &str) -> bool {
         || host
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback())
-}
-
-/// A JSON body whose every failure is a clear JSON 4xx: too large, not
-/// UTF-8, empty, malformed or of the wrong shape.
-pub struct ApiJson<T>(pub T);
-
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| match e {
-            BytesRejection::FailedToBufferBody(inner)
-                if inner.to_string().contains("length limit")
-                    || inner.status() == StatusCode::PAYLOAD_TOO_LARGE =>
-            {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "body_too_large",
-                    "the request body is over the size limit",
-                )
-            }
-            other => ApiError::new(other.status(), "bad_body", other.body_text()),
-        })?;
-        parse_json(&bytes).map(ApiJson)
-    }
-}
-
-pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::bad_request(
-            "the request body is empty; a JSON object is expected",
-        ));
-    }
-    if let Err(e) = std::str::from_utf8(bytes) {
-        return Err(ApiError::bad_request(format!(
-            "the request body is not valid UTF-8 ({e})"
-        )));
-    }
-    serde_json::from_slice(bytes).map_err(|e| {
-        let what = if e.is_data() {
-            "has the wrong shape"
-        } else {
-            "is not valid JSON"
-        };
-        ApiError::bad_request(format!("the request body {what}: {e}"))
-    })
-}
-
-/// Query parameters whose parse failures are JSON 4xx too.
-pub struct ApiQuery<T>(pub T);
-
-impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
-        let query = parts.uri.query().unwrap_or("");
-        serde_urlencoded_from_str(query).map(ApiQuery)
-    }
-}
-
-fn serde_urlencoded_from_str<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
-    axum::extract::Query::<T>::try_from_uri(
-        &format!("/?{query}")
-            .parse()
-            .map_err(|_| ApiError::bad_request("bad query"))?,
-    )
-    .map(|q| q.0)
-    .map_err(|e| ApiError::bad_request(format!("bad query parameters: {}", e.body_text())))
 }
 
 #[derive(Deserialize)]
