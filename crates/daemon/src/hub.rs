@@ -944,7 +944,7 @@ impl Hub {
             let Principal::Session(id) = self.principal(&st, req.as_.as_deref())? else {
                 return Err(CoreError::invalid("as", "only sessions join rooms").into());
             };
-            let changes = st.joining(&room, &id, now);
+            let changes = st.rooms.joining(&room, &id, now);
             let joined = !changes.is_empty();
             let commit = self.commit(&mut st, changes);
             let view = st
@@ -968,7 +968,7 @@ impl Hub {
             let Principal::Session(id) = self.principal(&st, req.as_.as_deref())? else {
                 return Err(CoreError::invalid("as", "only sessions leave rooms").into());
             };
-            if !st.is_member(&room, &id) {
+            if !st.rooms.is_member(&room, &id) {
                 return Err(CoreError::invalid("room", format!("not a member of {room:?}")).into());
             }
             let leave = Change::LeaveRoom {

@@ -12,8 +12,8 @@ use muster_core::address::{self, Directory};
 use muster_core::api::{RoomMember, RoomView};
 use muster_core::liveness::{self, Clock, Observation, Policy, Reason};
 use muster_core::{
-    automatic_rooms_of, nickname, operator_principal, CoreError, DeliveryState, Membership,
-    Message, Millis, Room, Session, Target,
+    automatic_rooms_of, nickname, operator_principal, CoreError, DeliveryState, Message, Millis,
+    Session, Target,
 };
 use muster_store::{Change, Snapshot};
 use tokio::sync::mpsc;
@@ -22,9 +22,11 @@ use crate::surfacing::Outgoing;
 
 mod files;
 mod mailboxes;
+mod rooms;
 
 pub use files::Files;
 pub use mailboxes::Mailboxes;
+pub use rooms::{NamedRoom, Rooms};
 
 /// The daemon's end of a live shim link.
 #[derive(Debug)]
@@ -125,16 +127,11 @@ impl Principal {
     }
 }
 
-#[derive(Debug, Clone)]
-pub struct NamedRoom {
-    pub room: Room,
-    pub members: BTreeMap<String, Millis>,
-}
-
 pub struct State {
     sessions: HashMap<String, SessionEntry>,
     nicknames: HashMap<String, String>,
-    rooms: BTreeMap<String, NamedRoom>,
+    /// Named rooms and their members.
+    pub rooms: Rooms,
     /// Unread mail and its claims.
     pub mail: Mailboxes,
     ids: ulid::Generator,
@@ -163,7 +160,7 @@ impl State {
         let mut state = State {
             sessions: HashMap::new(),
             nicknames: HashMap::new(),
-            rooms: BTreeMap::new(),
+            rooms: Rooms::default(),
             mail: Mailboxes::default(),
             ids: ulid::Generator::new(),
             files: Files::default(),
@@ -176,18 +173,10 @@ impl State {
             state.insert_session(session, mono_now);
         }
         for room in snapshot.rooms {
-            state.rooms.insert(
-                room.name.clone(),
-                NamedRoom {
-                    room,
-                    members: BTreeMap::new(),
-                },
-            );
+            state.rooms.put(room);
         }
-        for m in snapshot.memberships {
-            if let Some(r) = state.rooms.get_mut(&m.room) {
-                r.members.insert(m.session_id, m.joined_at);
-            }
+        for m in &snapshot.memberships {
+            state.rooms.join(m);
         }
         let mut messages: HashMap<String, Arc<Message>> = HashMap::new();
         for (message, delivery) in snapshot.unread {
@@ -392,7 +381,7 @@ impl State {
                 members,
             })
             .collect();
-        for named in self.rooms.values() {
+        for named in self.rooms.all() {
             views.push(self.named_view(named));
         }
         views
@@ -417,35 +406,6 @@ impl State {
 
     pub fn named_room(&self, name: &str) -> Option<RoomView> {
         self.rooms.get(name).map(|r| self.named_view(r))
-    }
-
-    /// The changes that make `session_id` a member of `room`: the room if
-    /// it is new, and the membership if it is not one already.
-    pub fn joining(&self, room: &str, session_id: &str, now: Millis) -> Vec<Change> {
-        let mut changes = Vec::new();
-        let named = self.rooms.get(room);
-        if named.is_none() {
-            changes.push(Change::PutRoom(Room {
-                name: room.to_string(),
-                created_by: session_id.to_string(),
-                created_at: now,
-            }));
-        }
-        if named.is_none_or(|r| !r.members.contains_key(session_id)) {
-            changes.push(Change::JoinRoom(Membership {
-                room: room.to_string(),
-                session_id: session_id.to_string(),
-                joined_at: now,
-            }));
-        }
-        changes
-    }
-
-    /// Whether `session_id` is a member of the named room.
-    pub fn is_member(&self, room: &str, session_id: &str) -> bool {
-        self.rooms
-            .get(room)
-            .is_some_and(|r| r.members.contains_key(session_id))
     }
 
     /// A new time-ordered message id.
@@ -550,25 +510,9 @@ impl State {
             Change::AckUpTo {
                 recipient, upto, ..
             } => self.mail.remove_up_to(recipient, upto),
-            Change::PutRoom(room) => {
-                self.rooms
-                    .entry(room.name.clone())
-                    .and_modify(|named| named.room = room.clone())
-                    .or_insert_with(|| NamedRoom {
-                        room: room.clone(),
-                        members: BTreeMap::new(),
-                    });
-            }
-            Change::JoinRoom(m) => {
-                if let Some(named) = self.rooms.get_mut(&m.room) {
-                    named.members.insert(m.session_id.clone(), m.joined_at);
-                }
-            }
-            Change::LeaveRoom { room, session_id } => {
-                if let Some(named) = self.rooms.get_mut(room) {
-                    named.members.remove(session_id);
-                }
-            }
+            Change::PutRoom(room) => self.rooms.put(room.clone()),
+            Change::JoinRoom(m) => self.rooms.join(m),
+            Change::LeaveRoom { room, session_id } => self.rooms.leave(room, session_id),
             Change::PutReservation(r) => self.files.put(r.clone()),
             Change::DeleteReservation { id } => self.files.delete(id),
             Change::DeleteReservationsOf { session_id } => self.files.delete_of(session_id),
@@ -603,9 +547,7 @@ impl State {
         if let Some(e) = self.sessions.remove(id) {
             self.nicknames.remove(&e.session.nickname);
         }
-        for room in self.rooms.values_mut() {
-            room.members.remove(id);
-        }
+        self.rooms.forget_member(id);
     }
 }
 
@@ -822,7 +764,7 @@ mod tests {
     #[test]
     fn joining_says_what_changes_and_apply_makes_it_so() {
         let mut st = state();
-        let first = st.joining("crew", "s1", 10);
+        let first = st.rooms.joining("crew", "s1", 10);
         assert_eq!(first.len(), 2, "{first:?}"); // the room, then the membership
         assert!(
             matches!(&first[0], Change::PutRoom(r) if r.name == "crew" && r.created_by == "s1")
@@ -830,9 +772,12 @@ mod tests {
         for c in &first {
             st.apply(c, 0);
         }
-        assert!(st.is_member("crew", "s1"));
-        assert!(st.joining("crew", "s1", 11).is_empty(), "already a member");
-        let second = st.joining("crew", "s2", 12);
+        assert!(st.rooms.is_member("crew", "s1"));
+        assert!(
+            st.rooms.joining("crew", "s1", 11).is_empty(),
+            "already a member"
+        );
+        let second = st.rooms.joining("crew", "s2", 12);
         assert!(matches!(second.as_slice(), [Change::JoinRoom(m)] if m.session_id == "s2"));
         for c in &second {
             st.apply(c, 0);
@@ -852,8 +797,8 @@ mod tests {
             },
             0,
         );
-        assert!(!st.is_member("crew", "s1"));
-        assert!(st.is_member("crew", "s2"));
+        assert!(!st.rooms.is_member("crew", "s1"));
+        assert!(st.rooms.is_member("crew", "s2"));
     }
 
     #[test]
@@ -888,13 +833,13 @@ mod tests {
     fn forgetting_a_session_drops_it_its_nickname_and_its_memberships() {
         let mut st = state();
         st.apply(&Change::PutSession(session("s1", "brave-otter", 0)), 0);
-        for c in st.joining("crew", "s1", 0) {
+        for c in st.rooms.joining("crew", "s1", 0) {
             st.apply(&c, 0);
         }
         st.apply(&Change::ForgetSession { id: "s1".into() }, 0);
         assert!(st.session("s1").is_none());
         assert!(st.by_nickname("brave-otter").is_none());
-        assert!(!st.is_member("crew", "s1"));
+        assert!(!st.rooms.is_member("crew", "s1"));
     }
 
     #[test]
