@@ -7,7 +7,6 @@
 //! store has made them durable, so nothing acknowledged is lost. A new
 //! message is offered to no reader before it is durable.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
@@ -24,7 +23,6 @@ use muster_core::{
 use muster_store::{Change, Commit, InboxQuery, Store};
 use serde_json::json;
 use tokio::sync::mpsc::UnboundedReceiver;
-use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
@@ -77,8 +75,6 @@ pub struct Hub {
     pub config: Config,
     state: Mutex<State>,
     pub(crate) store: Arc<dyn Store>,
-    /// Senders waiting for a push to be confirmed, by message id.
-    pub(crate) push_waiters: Mutex<HashMap<String, oneshot::Sender<()>>>,
     pub events: Bus,
     pub metrics: Metrics,
     pub clock: Clock,
@@ -201,7 +197,6 @@ impl Hub {
             config,
             state: Mutex::new(state),
             store,
-            push_waiters: Mutex::new(HashMap::new()),
             events: Bus::new(),
             metrics: Metrics::default(),
             started_at: clock.wall(),
@@ -742,7 +737,8 @@ impl Hub {
                 Moment::MidTurn | Moment::Stop => (Claim::Urgent, previous_boundary),
             };
             // Without the transcript nothing says a push was dropped.
-            st.mail.claim(session_id, claim, transcript_read.then_some(pushed_before))
+            st.mail
+                .claim(session_id, claim, transcript_read.then_some(pushed_before))
         };
         let messages: Vec<Arc<Message>> = claimed.into_iter().map(|(m, _)| m).collect();
         let ids = messages.iter().map(|m| m.id.clone()).collect();

@@ -23,7 +23,6 @@ use tokio::task::JoinSet;
 
 use crate::error::ApiError;
 use crate::hub::{Hub, Observed};
-use crate::state::LinkHandle;
 use crate::surfacing::Outgoing;
 
 /// Largest frame a shim may send.
@@ -310,21 +309,14 @@ impl Hub {
         let id = session.id;
         let (session, commit) = {
             let mut st = self.lock();
-            let entry = st
-                .entry_mut(&id)
-                .ok_or_else(|| ApiError::internal("session vanished"))?;
-            if let Some(old) = entry.link.take() {
-                // A re-link before the old connection was noticed gone.
-                st.mail.unclaim(&id, &old.in_flight.into_iter().collect::<Vec<_>>());
+            if st.entry(&id).is_none() {
+                return Err(ApiError::internal("session vanished"));
             }
+            let unconfirmed = st.links.attach(&id, conn, tx);
+            st.mail.unclaim(&id, &unconfirmed);
             let entry = st
                 .entry_mut(&id)
                 .ok_or_else(|| ApiError::internal("session vanished"))?;
-            entry.link = Some(LinkHandle {
-                conn,
-                tx,
-                in_flight: Default::default(),
-            });
             // Live state, never stored.
             entry.session.link_up = true;
             let mut session = entry.session.clone();
@@ -350,12 +342,10 @@ impl Hub {
     async fn set_can_push(&self, id: &str, conn: u64, can_push: bool) {
         let (session, commit) = {
             let mut st = self.lock();
-            let Some(entry) = st.entry_mut(id) else {
+            let Some(entry) = st.entry(id) else {
                 return;
             };
-            if entry.link.as_ref().is_none_or(|l| l.conn != conn)
-                || entry.session.can_push == can_push
-            {
+            if !st.links.is_current(id, conn) || entry.session.can_push == can_push {
                 return;
             }
             let mut session = entry.session.clone();
@@ -377,18 +367,13 @@ impl Hub {
     fn detach_link(&self, id: &str, conn: u64) {
         let mut st = self.lock();
         let mono = self.clock.mono();
-        let Some(entry) = st.entry_mut(id) else {
+        let Some(unconfirmed) = st.links.detach(id, conn) else {
             return;
         };
-        if entry.link.as_ref().is_none_or(|l| l.conn != conn) {
-            return;
-        }
-        let link = entry.link.take();
-        entry.link_down_since = mono;
-        entry.session.link_up = false;
-        if let Some(link) = link {
-            let ids: Vec<String> = link.in_flight.into_iter().collect();
-            st.mail.unclaim(id, &ids);
+        st.mail.unclaim(id, &unconfirmed);
+        if let Some(entry) = st.entry_mut(id) {
+            entry.link_down_since = mono;
+            entry.session.link_up = false;
         }
         drop(st);
         self.events
@@ -401,27 +386,34 @@ impl Hub {
         self.lock().heard(id, now);
     }
 
-    /// Writes one message to a recipient's link if it can take pushes.
-    /// Returns whether a push went out (it still needs the shim's confirmation).
-    fn try_push(&self, recipient: &str, message: &Arc<Message>) -> bool {
+    /// Writes one message to a recipient's link if it can take pushes, and
+    /// (with `confirmation`) waits for the shim to confirm it. None if no
+    /// push went out.
+    fn try_push(
+        &self,
+        recipient: &str,
+        message: &Arc<Message>,
+        confirmation: bool,
+    ) -> Option<Option<oneshot::Receiver<()>>> {
         let mut st = self.lock();
         let can_push = st
             .entry(recipient)
-            .is_some_and(|e| e.session.can_push && e.link.is_some());
+            .is_some_and(|e| e.session.can_push && st.links.is_up(recipient));
         if !can_push || !st.mail.claim_one(recipient, &message.id) {
-            return false;
+            return None;
         }
-        let entry = st.entry_mut(recipient).expect("checked above");
-        let link = entry.link.as_mut().expect("checked above");
         let frame = ServerFrame::Push {
             message: (**message).clone(),
         };
-        if link.tx.try_send(frame.into()).is_err() {
-            st.mail.unclaim(recipient, std::slice::from_ref(&message.id));
-            return false;
+        // Waiting before the frame goes out: a quick confirmation finds us.
+        let confirmed = confirmation.then(|| st.links.await_confirmation(&message.id));
+        if !st.links.push(recipient, &message.id, frame.into()) {
+            st.links.stop_waiting(&message.id);
+            st.mail
+                .unclaim(recipient, std::slice::from_ref(&message.id));
+            return None;
         }
-        link.in_flight.insert(message.id.clone());
-        true
+        Some(confirmed)
     }
 
     /// Pushes a direct message to its recipient and waits (bounded) for the
@@ -431,25 +423,13 @@ impl Hub {
         recipient: &str,
         message: &Arc<Message>,
     ) -> DeliveryState {
-        let (done, confirmed) = oneshot::channel();
-        self.push_waiters
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(message.id.clone(), done);
-        if !self.try_push(recipient, message) {
-            self.push_waiters
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&message.id);
+        let Some(Some(confirmed)) = self.try_push(recipient, message, true) else {
             return DeliveryState::Queued;
-        }
+        };
         match tokio::time::timeout(PUSH_CONFIRM, confirmed).await {
             Ok(Ok(())) => DeliveryState::Pushed,
             _ => {
-                self.push_waiters
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&message.id);
+                self.lock().links.stop_waiting(&message.id);
                 DeliveryState::Queued
             }
         }
@@ -459,13 +439,14 @@ impl Hub {
     async fn push_queued(&self, id: &str) {
         let queued: Vec<Arc<Message>> = {
             let st = self.lock();
-            st.mail.queued_ids(id)
+            st.mail
+                .queued_ids(id)
                 .iter()
                 .filter_map(|m| st.mail.unread_message(id, m))
                 .collect()
         };
         for message in queued {
-            if !self.try_push(id, &message) {
+            if self.try_push(id, &message, false).is_none() {
                 break;
             }
         }
@@ -479,9 +460,7 @@ impl Hub {
             let mut st = self.lock();
             let mut changes = Vec::new();
             for id in ids.iter().take(10_000) {
-                if let Some(link) = st.entry_mut(recipient).and_then(|e| e.link.as_mut()) {
-                    link.in_flight.remove(id);
-                }
+                st.links.confirmed(recipient, id);
                 if st.mail.awaiting_push(recipient, id) {
                     changes.push(Change::AdvanceDelivery {
                         message_id: id.clone(),
@@ -501,13 +480,7 @@ impl Hub {
             tracing::warn!("could not record pushed mail for {recipient}: {e}");
         }
         self.metrics.deliveries_pushed.add(pushed);
-        let mut waiters = self.push_waiters.lock().unwrap_or_else(|p| p.into_inner());
-        for id in ids {
-            if let Some(done) = waiters.remove(id) {
-                let _ = done.send(());
-            }
-        }
-        drop(waiters);
+        self.lock().links.tell_confirmed(ids);
         self.events.publish(
             "delivery.updated",
             || json!({"recipient": recipient, "message_ids": ids, "state": "pushed"}),

@@ -333,7 +333,7 @@ async fn metrics(State(hub): State<Arc<Hub>>) -> impl IntoResponse {
         Gauges {
             sessions_present: status.sessions_present,
             sessions_known: status.sessions_known,
-            links: hub.lock().links(),
+            links: hub.lock().links.count(),
             unread: status.unread_deliveries,
         }
     };

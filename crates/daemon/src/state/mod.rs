@@ -5,7 +5,7 @@
 //! store's submit of it (`Hub::commit`); this is the fast copy the hot paths
 //! read. It is only touched under the hub's lock, and does no I/O.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use muster_core::address::{self, Directory};
@@ -18,32 +18,20 @@ use muster_core::{
 use muster_store::{Change, Snapshot};
 use tokio::sync::mpsc;
 
-use crate::surfacing::Outgoing;
-
 mod files;
+mod links;
 mod mailboxes;
 mod rooms;
 
 pub use files::Files;
+pub use links::Links;
 pub use mailboxes::Mailboxes;
 pub use rooms::{NamedRoom, Rooms};
-
-/// The daemon's end of a live shim link.
-#[derive(Debug)]
-pub struct LinkHandle {
-    /// Identifies the connection, so a stale one cannot detach a newer.
-    pub conn: u64,
-    pub tx: mpsc::Sender<Outgoing>,
-    /// Pushed message ids not yet confirmed written by the shim.
-    pub in_flight: HashSet<String>,
-}
 
 /// A session and what the daemon tracks about it beyond the stored record.
 #[derive(Debug)]
 pub struct SessionEntry {
     pub session: Session,
-    /// The shim link attached now, if any.
-    pub link: Option<LinkHandle>,
     /// Monotonic time the link went down (or the daemon started).
     pub link_down_since: Millis,
     /// The `last_seen_at` last written to the store; touches are coalesced.
@@ -132,6 +120,8 @@ pub struct State {
     nicknames: HashMap<String, String>,
     /// Named rooms and their members.
     pub rooms: Rooms,
+    /// Live shim links and the senders waiting on their pushes.
+    pub links: Links,
     /// Unread mail and its claims.
     pub mail: Mailboxes,
     ids: ulid::Generator,
@@ -161,6 +151,7 @@ impl State {
             sessions: HashMap::new(),
             nicknames: HashMap::new(),
             rooms: Rooms::default(),
+            links: Links::default(),
             mail: Mailboxes::default(),
             ids: ulid::Generator::new(),
             files: Files::default(),
@@ -206,7 +197,6 @@ impl State {
             session.id.clone(),
             SessionEntry {
                 session,
-                link: None,
                 link_down_since: mono_now,
                 persisted_seen,
                 root: None,
@@ -279,7 +269,7 @@ impl State {
             .map(|e| {
                 let observation = Observation {
                     link: e.session.link,
-                    link_up: e.link.is_some(),
+                    link_up: e.session.link_up,
                     link_down_since: e.link_down_since,
                     last_seen_at: e.session.last_seen_at,
                 };
@@ -438,10 +428,6 @@ impl State {
             .filter(|e| e.wake.run.as_deref() == Some(run))
             .map(|e| e.session.id.clone())
             .collect()
-    }
-
-    pub fn links(&self) -> usize {
-        self.sessions.values().filter(|e| e.link.is_some()).count()
     }
 
     /// The session's record as it leaves the roster at `now`; none if it
