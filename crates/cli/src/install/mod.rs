@@ -29,45 +29,6 @@ use crate::output;
 use edit::{EditError, FileEdits, Undo};
 use manifest::{FileRecord, Manifest};
 
-/// `muster install --help`.
-pub const HELP: &str = "\
-Add muster to a harness's settings: its MCP server (`muster mcp`, which offers muster's tools) \
-and its hooks (`muster hook <event>`, which put the session on the roster and surface its mail at \
-each turn). Commands name this muster binary by its absolute path, so PATH does not matter; the \
-daemon URL is not written (MUSTER_URL or config.toml is read when the harness runs muster).
-
-The scope is the project in the current directory unless --project DIR or --user says otherwise.
-
-What is written where (project DIR / --user):
-  claude    DIR/.mcp.json: mcpServers.muster; DIR/.claude/settings.json: hooks and
-            enabledMcpjsonServers [\"muster\"]
-            --user: ~/.claude.json: mcpServers.muster; ~/.claude/settings.json: hooks
-  codex     DIR/.codex/ or $CODEX_HOME (~/.codex): config.toml: [mcp_servers.muster] and
-            [features] hooks = true; hooks.json: the hooks; $CODEX_HOME/config.toml also gets the
-            trusted_hash of muster's hooks and, for DIR, [projects.\"DIR\"] trust_level = \"trusted\"
-  opencode  DIR/opencode.json or ~/.config/opencode/opencode.json: mcp.muster; the plugin
-            DIR/.opencode/plugins/muster.js or ~/.config/opencode/plugins/muster.js
-  gemini    DIR/.gemini/settings.json or ~/.gemini/settings.json: mcpServers.muster and hooks;
-            for DIR also ~/.gemini/trustedFolders.json: \"DIR/\": \"TRUST_FOLDER\"
-
-Only muster's entries are added: the rest of each file (other keys, their order, your own hooks, \
-TOML comments) is kept. Installing again changes nothing. Before muster first changes a file it \
-copies it to <file>.muster-backup; what was written is recorded in \
-$XDG_STATE_HOME/muster/installs.json (~/.local/state/muster/installs.json). --uninstall puts each \
-file back exactly as it was (deleting the ones install created); a file you changed since keeps \
-your changes and loses only muster's entries. A file that is not valid JSON or TOML stops the run \
-with its name and line, and nothing is written.
-
-Examples:
-  muster install claude --dry-run      show the diff, change nothing
-  muster install claude                set up Claude Code for the project here
-  muster install codex --user          set up Codex for every project
-  muster install gemini --uninstall    take muster out again
-
---json prints {\"harness\", \"scope\", \"dir\", \"action\", \"dry_run\", \"changed\", \"files\": [{\"path\", \
-\"status\": created|updated|unchanged|restored|removed, \"backup\"?, \"detail\"?, \"diff\"?}], \"notes\", \
-\"next_step\"}; on error {\"error\": {\"code\", \"message\"}} and exit 1.";
-
 /// Where the files go.
 pub enum Scope {
     Project(PathBuf),
