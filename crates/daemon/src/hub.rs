@@ -272,7 +272,7 @@ impl Hub {
             let known = st.session(&obs.id).cloned();
             let is_new = known.is_none();
             let mut s = known.unwrap_or_else(|| {
-                let nickname = st.new_nickname(&obs.id);
+                let nickname = st.roster.new_nickname(&obs.id);
                 Session::new(&obs.id, &nickname, now)
             });
             let arrived = is_new || s.left_at.is_some();
@@ -316,7 +316,7 @@ impl Hub {
                         };
                         self.commit_later(&mut st, vec![touch]);
                     } else {
-                        st.heard(&s.id, now);
+                        st.roster.heard(&s.id, now);
                     }
                     None
                 }
@@ -440,7 +440,7 @@ impl Hub {
         let now = self.clock.wall();
         let (session, commit) = {
             let mut st = self.lock();
-            let Some(session) = st.leaving(id, now) else {
+            let Some(session) = st.roster.leaving(id, now) else {
                 return Ok(None);
             };
             // Its claims end with it; its mail and memberships wait for its return.
@@ -575,7 +575,7 @@ impl Hub {
                 .iter()
                 .map(|r| {
                     let (nickname, present) = match st.entry(r) {
-                        Some(e) => (e.session.nickname.clone(), e.session.present()),
+                        Some(e) => (e.session().nickname.clone(), e.session().present()),
                         None => (r.trim_start_matches("op:").to_string(), true),
                     };
                     DeliveryView {
@@ -796,10 +796,10 @@ impl Hub {
                 return;
             };
             entry.wake.idle_since = self.clock.mono();
-            if entry.session.activity == Activity::Idle {
+            if entry.session().activity == Activity::Idle {
                 None
             } else {
-                let mut session = entry.session.clone();
+                let mut session = entry.session().clone();
                 session.activity = Activity::Idle;
                 self.commit_later(&mut st, vec![Change::PutSession(session)]);
                 st.session(id).cloned()
@@ -1018,7 +1018,7 @@ impl Hub {
     }
 
     pub fn roster(&self, all: bool) -> Vec<Session> {
-        self.lock().roster(all)
+        self.lock().roster.sorted(all)
     }
 
     pub fn rooms(&self) -> Vec<RoomView> {
@@ -1051,7 +1051,7 @@ impl Hub {
             data_dir: self.config.data_dir.display().to_string(),
             operator: self.config.operator.clone(),
             sessions_present: st.present().count(),
-            sessions_known: st.known_count(),
+            sessions_known: st.roster.known_count(),
             unread_deliveries: st.mail.unread_total(),
             stale_after_ms: self.config.stale_after.as_millis() as Millis,
             hook_backstop_ms: self.config.hook_backstop.as_millis() as Millis,
@@ -1065,7 +1065,10 @@ impl Hub {
         self.expire_reservations();
         let clock = self.clock.now();
         let links_known = self.links_known.load(Ordering::Acquire);
-        let doomed = self.lock().doomed(&self.policy(), clock, links_known);
+        let doomed = self
+            .lock()
+            .roster
+            .doomed(&self.policy(), clock, links_known);
         self.metrics.sweeps.inc();
         let mut removed = 0;
         for (id, reason) in doomed {

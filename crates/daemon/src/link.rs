@@ -318,8 +318,8 @@ impl Hub {
                 .entry_mut(&id)
                 .ok_or_else(|| ApiError::internal("session vanished"))?;
             // Live state, never stored.
-            entry.session.link_up = true;
-            let mut session = entry.session.clone();
+            entry.set_link_up(true);
+            let mut session = entry.session().clone();
             let changed = session.link != LinkKind::Link || session.can_push != can_push;
             session.link = LinkKind::Link;
             session.can_push = can_push;
@@ -345,10 +345,10 @@ impl Hub {
             let Some(entry) = st.entry(id) else {
                 return;
             };
-            if !st.links.is_current(id, conn) || entry.session.can_push == can_push {
+            if !st.links.is_current(id, conn) || entry.session().can_push == can_push {
                 return;
             }
-            let mut session = entry.session.clone();
+            let mut session = entry.session().clone();
             session.can_push = can_push;
             let commit = self.commit(&mut st, vec![Change::PutSession(session.clone())]);
             (session, commit)
@@ -373,7 +373,7 @@ impl Hub {
         st.mail.unclaim(id, &unconfirmed);
         if let Some(entry) = st.entry_mut(id) {
             entry.link_down_since = mono;
-            entry.session.link_up = false;
+            entry.set_link_up(false);
         }
         drop(st);
         self.events
@@ -383,7 +383,7 @@ impl Hub {
     /// Link activity counts as being seen (wall clock, for the record).
     fn seen(&self, id: &str) {
         let now = self.clock.wall();
-        self.lock().heard(id, now);
+        self.lock().roster.heard(id, now);
     }
 
     /// Writes one message to a recipient's link if it can take pushes, and
@@ -398,7 +398,7 @@ impl Hub {
         let mut st = self.lock();
         let can_push = st
             .entry(recipient)
-            .is_some_and(|e| e.session.can_push && st.links.is_up(recipient));
+            .is_some_and(|e| e.session().can_push && st.links.is_up(recipient));
         if !can_push || !st.mail.claim_one(recipient, &message.id) {
             return None;
         }

@@ -138,11 +138,11 @@ fn wake_label(st: &HubState, id: &str) -> Option<String> {
 
 /// Recomputes the live `wake` field of the sessions bound to `run`.
 fn relabel_run(st: &mut HubState, run: &str) -> Vec<String> {
-    let ids: Vec<String> = st.sessions_of_run(run);
+    let ids: Vec<String> = st.roster.sessions_of_run(run);
     for id in &ids {
         let label = wake_label(st, id);
         if let Some(e) = st.entry_mut(id) {
-            e.session.wake = label;
+            e.set_wake_label(label);
         }
     }
     ids
@@ -193,7 +193,7 @@ impl Hub {
         if changed {
             let label = wake_label(&st, id);
             if let Some(e) = st.entry_mut(id) {
-                e.session.wake = label;
+                e.set_wake_label(label);
             }
         }
     }
@@ -215,7 +215,7 @@ impl Hub {
         let Some(entry) = st.entry(id) else {
             return false;
         };
-        let idle = entry.session.present() && entry.session.activity == Activity::Idle;
+        let idle = entry.session().present() && entry.session().activity == Activity::Idle;
         if let Some(at) = entry.wake.pending {
             // Already scheduled: this mail goes with that wake.
             return idle && !entry.wake.off && at - now <= AFTER_STOP_MS;
@@ -296,7 +296,7 @@ impl Hub {
         let wakeable = {
             let st = self.lock();
             st.entry(id).is_some_and(|e| {
-                e.session.activity == Activity::Idle
+                e.session().activity == Activity::Idle
                     && !e.wake.off
                     && e.wake
                         .run

@@ -10,10 +10,9 @@ use std::sync::Arc;
 
 use muster_core::address::{self, Directory};
 use muster_core::api::{RoomMember, RoomView};
-use muster_core::liveness::{self, Clock, Observation, Policy, Reason};
 use muster_core::{
-    automatic_rooms_of, nickname, operator_principal, CoreError, DeliveryState, Message, Millis,
-    Session, Target,
+    automatic_rooms_of, operator_principal, CoreError, DeliveryState, Message, Millis, Session,
+    Target,
 };
 use muster_store::{Change, Snapshot};
 use tokio::sync::mpsc;
@@ -22,59 +21,13 @@ mod files;
 mod links;
 mod mailboxes;
 mod rooms;
+mod roster;
 
 pub use files::Files;
 pub use links::Links;
 pub use mailboxes::Mailboxes;
 pub use rooms::{NamedRoom, Rooms};
-
-/// A session and what the daemon tracks about it beyond the stored record.
-#[derive(Debug)]
-pub struct SessionEntry {
-    pub session: Session,
-    /// Monotonic time the link went down (or the daemon started).
-    pub link_down_since: Millis,
-    /// The `last_seen_at` last written to the store; touches are coalesced.
-    pub persisted_seen: Millis,
-    /// The directory its reservations' paths are relative to (its
-    /// checkout's root, or its working directory outside any), with the
-    /// `cwd` it was resolved for. Resolved outside the lock when the session
-    /// is observed (it reads the file system), so no check under the lock
-    /// does I/O.
-    pub root: Option<(String, String)>,
-    /// Monotonic time of the session's latest hook after which its harness
-    /// sends the model a request (see `Hub::note_hook`; 0 before any).
-    pub last_boundary: Millis,
-    /// Stop hooks held in a row with mail since the last user prompt; a
-    /// bound, so two agents can never keep each other in one endless turn.
-    pub holds_in_row: u8,
-    /// A held stop's continuation is due: Gemini CLI fires its BeforeAgent
-    /// (prompt-submit) again for it, which must not count as a new prompt.
-    pub continuation_due: bool,
-    /// What can start a turn in it when it is idle (see `wake`).
-    pub wake: WakeState,
-}
-
-/// A session's side of waking: which run (a `muster run`, an opencode
-/// plugin) its hooks came from, and the cooldown.
-#[derive(Debug, Default)]
-pub struct WakeState {
-    /// The run id its hooks carry (`X-Muster-Run`).
-    pub run: Option<String>,
-    /// The session asked never to be woken.
-    pub off: bool,
-    /// Monotonic time of its last wake.
-    pub last: Option<Millis>,
-    /// A wake is scheduled for this monotonic time (the cooldown's end, or
-    /// just after the turn ended).
-    pub pending: Option<Millis>,
-    /// Monotonic time its last turn ended (a Stop that was not held).
-    pub idle_since: Millis,
-    /// Wakes sent since its last turn started; a wake that started no turn
-    /// (the line was typed into a dialog, or not submitted) is sent again
-    /// once the cooldown ends, a bounded number of times.
-    pub unanswered: u8,
-}
+pub use roster::{Roster, SessionEntry};
 
 /// A connected waker: the process that can start turns for one run.
 #[derive(Debug)]
@@ -116,8 +69,8 @@ impl Principal {
 }
 
 pub struct State {
-    sessions: HashMap<String, SessionEntry>,
-    nicknames: HashMap<String, String>,
+    /// Every known session.
+    pub roster: Roster,
     /// Named rooms and their members.
     pub rooms: Rooms,
     /// Live shim links and the senders waiting on their pushes.
@@ -133,13 +86,32 @@ pub struct State {
 
 impl Directory for State {
     fn by_id(&self, id: &str) -> Option<&Session> {
-        self.sessions.get(id).map(|e| &e.session)
+        self.roster.session(id)
     }
     fn by_nickname(&self, nickname: &str) -> Option<&Session> {
-        self.nicknames.get(nickname).and_then(|id| self.by_id(id))
+        self.roster.by_nickname(nickname)
     }
     fn sessions(&self) -> Box<dyn Iterator<Item = &Session> + '_> {
-        Box::new(self.sessions.values().map(|e| &e.session))
+        Box::new(self.roster.all())
+    }
+}
+
+/// The roster's reads, for callers that hold the whole state.
+impl State {
+    pub fn entry(&self, id: &str) -> Option<&SessionEntry> {
+        self.roster.entry(id)
+    }
+
+    pub fn entry_mut(&mut self, id: &str) -> Option<&mut SessionEntry> {
+        self.roster.entry_mut(id)
+    }
+
+    pub fn session(&self, id: &str) -> Option<&Session> {
+        self.roster.session(id)
+    }
+
+    pub fn present(&self) -> impl Iterator<Item = &Session> {
+        self.roster.present()
     }
 }
 
@@ -148,8 +120,7 @@ impl State {
     /// window from `mono_now` (the daemon's start).
     pub fn from_snapshot(snapshot: Snapshot, mono_now: Millis) -> Self {
         let mut state = State {
-            sessions: HashMap::new(),
-            nicknames: HashMap::new(),
+            roster: Roster::default(),
             rooms: Rooms::default(),
             links: Links::default(),
             mail: Mailboxes::default(),
@@ -161,7 +132,7 @@ impl State {
             state.files.put(r);
         }
         for session in snapshot.sessions {
-            state.insert_session(session, mono_now);
+            state.roster.insert(session, mono_now);
         }
         for room in snapshot.rooms {
             state.rooms.put(room);
@@ -187,108 +158,6 @@ impl State {
             );
         }
         state
-    }
-
-    pub fn insert_session(&mut self, session: Session, mono_now: Millis) {
-        self.nicknames
-            .insert(session.nickname.clone(), session.id.clone());
-        let persisted_seen = session.last_seen_at;
-        self.sessions.insert(
-            session.id.clone(),
-            SessionEntry {
-                session,
-                link_down_since: mono_now,
-                persisted_seen,
-                root: None,
-                last_boundary: 0,
-                holds_in_row: 0,
-                continuation_due: false,
-                wake: WakeState::default(),
-            },
-        );
-    }
-
-    pub fn entry(&self, id: &str) -> Option<&SessionEntry> {
-        self.sessions.get(id)
-    }
-
-    pub fn entry_mut(&mut self, id: &str) -> Option<&mut SessionEntry> {
-        self.sessions.get_mut(id)
-    }
-
-    pub fn session(&self, id: &str) -> Option<&Session> {
-        self.by_id(id)
-    }
-
-    pub fn known_count(&self) -> usize {
-        self.sessions.len()
-    }
-
-    pub fn present(&self) -> impl Iterator<Item = &Session> {
-        self.sessions
-            .values()
-            .map(|e| &e.session)
-            .filter(|s| s.present())
-    }
-
-    /// Sessions sorted by arrival, for the roster.
-    pub fn roster(&self, include_away: bool) -> Vec<Session> {
-        let mut out: Vec<Session> = self
-            .sessions
-            .values()
-            .map(|e| &e.session)
-            .filter(|s| include_away || s.present())
-            .cloned()
-            .collect();
-        out.sort_by(|a, b| {
-            a.connected_at
-                .cmp(&b.connected_at)
-                .then_with(|| a.id.cmp(&b.id))
-        });
-        out
-    }
-
-    /// A nickname for a new session id.
-    pub fn new_nickname(&self, id: &str) -> String {
-        nickname::generate(id, |n| self.nicknames.contains_key(n))
-    }
-
-    /// The sessions the liveness policy removes now. Decided in place,
-    /// under the caller's lock, cloning only the ids to remove: at 100,000
-    /// sessions copying every id would hold the lock ten times longer.
-    pub fn doomed(
-        &self,
-        policy: &Policy,
-        clock: Clock,
-        links_known: bool,
-    ) -> Vec<(String, Reason)> {
-        let view = self
-            .sessions
-            .values()
-            .filter(|e| e.session.present())
-            .map(|e| {
-                let observation = Observation {
-                    link: e.session.link,
-                    link_up: e.session.link_up,
-                    link_down_since: e.link_down_since,
-                    last_seen_at: e.session.last_seen_at,
-                };
-                (&e.session.id, observation)
-            });
-        liveness::sweep(policy, view, clock, links_known)
-    }
-
-    /// Forgets sessions that retention dropped from the store.
-    pub fn forget_left_before(&mut self, cutoff: Millis) {
-        let gone: Vec<String> = self
-            .sessions
-            .values()
-            .filter(|e| e.session.left_at.is_some_and(|t| t < cutoff))
-            .map(|e| e.session.id.clone())
-            .collect();
-        for id in gone {
-            self.forget(&id);
-        }
     }
 
     /// Who acts for a request: `op:<name>`, or a known session by id,
@@ -421,38 +290,6 @@ impl State {
             .add(message, recipient, state, urgent, pushed_at, pending);
     }
 
-    /// Sessions whose hooks named `run`.
-    pub fn sessions_of_run(&self, run: &str) -> Vec<String> {
-        self.sessions
-            .values()
-            .filter(|e| e.wake.run.as_deref() == Some(run))
-            .map(|e| e.session.id.clone())
-            .collect()
-    }
-
-    /// The session's record as it leaves the roster at `now`; none if it
-    /// is unknown or already gone.
-    pub fn leaving(&self, id: &str, now: Millis) -> Option<Session> {
-        let e = self.sessions.get(id)?;
-        if e.session.left_at.is_some() {
-            return None;
-        }
-        let mut session = e.session.clone();
-        session.left_at = Some(now);
-        Some(session)
-    }
-
-    /// Moves a session's `last_seen_at` forward in memory only. The one
-    /// deliberate exception to "durable state changes by `apply`": a hook
-    /// or link frame refreshes it many times a second, and the store gets
-    /// it coalesced, at most once a second, as a `TouchSession` (losing the
-    /// latest second in a crash costs nothing).
-    pub fn heard(&mut self, id: &str, wall_now: Millis) -> Option<&mut SessionEntry> {
-        let e = self.sessions.get_mut(id)?;
-        e.session.last_seen_at = e.session.last_seen_at.max(wall_now);
-        Some(e)
-    }
-
     /// Applies one durable change to memory: the only way the durable part
     /// of memory (stored sessions, unread mail and its delivery states,
     /// rooms and memberships, reservations) changes. The hub calls it for
@@ -463,13 +300,8 @@ impl State {
     /// session's `link_up` and `wake`) is kept as it is.
     pub fn apply(&mut self, change: &Change, mono_now: Millis) {
         match change {
-            Change::PutSession(session) => self.put_session(session, mono_now),
-            Change::TouchSession { id, last_seen_at } => {
-                if let Some(e) = self.sessions.get_mut(id) {
-                    e.session.last_seen_at = e.session.last_seen_at.max(*last_seen_at);
-                    e.persisted_seen = e.persisted_seen.max(*last_seen_at);
-                }
-            }
+            Change::PutSession(session) => self.roster.put(session, mono_now),
+            Change::TouchSession { id, last_seen_at } => self.roster.touch(id, *last_seen_at),
             Change::ForgetSession { id } => self.forget(id),
             Change::PutMessage {
                 message,
@@ -511,29 +343,17 @@ impl State {
         self.mail.settle(message_id, recipients, stored);
     }
 
-    /// Inserts or replaces a session's stored record, keeping its live state.
-    fn put_session(&mut self, session: &Session, mono_now: Millis) {
-        let Some(entry) = self.sessions.get_mut(&session.id) else {
-            self.insert_session(session.clone(), mono_now);
-            return;
-        };
-        if entry.session.nickname != session.nickname {
-            self.nicknames.remove(&entry.session.nickname);
-            self.nicknames
-                .insert(session.nickname.clone(), session.id.clone());
-        }
-        let live = (entry.session.link_up, entry.session.wake.take());
-        entry.session = session.clone();
-        (entry.session.link_up, entry.session.wake) = live;
-        entry.persisted_seen = entry.persisted_seen.max(session.last_seen_at);
-    }
-
     /// Forgets a session entirely, with its memberships (as the store does).
     fn forget(&mut self, id: &str) {
-        if let Some(e) = self.sessions.remove(id) {
-            self.nicknames.remove(&e.session.nickname);
-        }
+        self.roster.forget(id);
         self.rooms.forget_member(id);
+    }
+
+    /// Forgets sessions that retention dropped from the store.
+    pub fn forget_left_before(&mut self, cutoff: Millis) {
+        for id in self.roster.left_before(cutoff) {
+            self.forget(&id);
+        }
     }
 }
 
@@ -620,8 +440,8 @@ mod tests {
             Some("s1")
         );
         let entry = st.entry_mut("s1").unwrap();
-        entry.session.link_up = true;
-        entry.session.wake = Some("pty".into());
+        entry.set_link_up(true);
+        entry.set_wake_label(Some("pty".into()));
 
         let mut renamed = session("s1", "calm-heron", 10);
         renamed.status = "reviewing".into();
@@ -636,7 +456,7 @@ mod tests {
             st.by_nickname("calm-heron").map(|s| s.id.as_str()),
             Some("s1")
         );
-        assert_eq!(st.known_count(), 1);
+        assert_eq!(st.roster.known_count(), 1);
     }
 
     #[test]
@@ -659,7 +479,7 @@ mod tests {
             },
             0,
         );
-        assert_eq!(st.known_count(), 1);
+        assert_eq!(st.roster.known_count(), 1);
     }
 
     #[test]
@@ -832,11 +652,11 @@ mod tests {
     fn a_departing_session_is_described_before_anything_changes() {
         let mut st = state();
         st.apply(&Change::PutSession(session("s1", "a", 0)), 0);
-        let left = st.leaving("s1", 50).unwrap();
+        let left = st.roster.leaving("s1", 50).unwrap();
         assert_eq!(left.left_at, Some(50));
         assert!(st.session("s1").unwrap().present(), "nothing changed yet");
         st.apply(&Change::PutSession(left), 0);
-        assert!(st.leaving("s1", 60).is_none(), "already gone");
-        assert!(st.leaving("nobody", 60).is_none());
+        assert!(st.roster.leaving("s1", 60).is_none(), "already gone");
+        assert!(st.roster.leaving("nobody", 60).is_none());
     }
 }

@@ -1,0 +1,253 @@
+//! The roster: every known session by id and by nickname, with what the
+//! daemon tracks about each beyond its stored record. The record changes
+//! only through `State::apply` (the `pub(super)` methods); the rest is live.
+
+use std::collections::HashMap;
+
+use muster_core::liveness::{self, Clock, Observation, Policy, Reason};
+use muster_core::{nickname, Millis, Session};
+
+/// A session and what the daemon tracks about it beyond the stored record.
+#[derive(Debug)]
+pub struct SessionEntry {
+    /// The stored record (with the live `link_up` and `wake`): read it with
+    /// [`SessionEntry::session`]; it changes only through `State::apply`.
+    session: Session,
+    /// Monotonic time the link went down (or the daemon started).
+    pub link_down_since: Millis,
+    /// The `last_seen_at` last written to the store; touches are coalesced.
+    pub persisted_seen: Millis,
+    /// The directory its reservations' paths are relative to (its
+    /// checkout's root, or its working directory outside any), with the
+    /// `cwd` it was resolved for. Resolved outside the lock when the session
+    /// is observed (it reads the file system), so no check under the lock
+    /// does I/O.
+    pub root: Option<(String, String)>,
+    /// Monotonic time of the session's latest hook after which its harness
+    /// sends the model a request (see `Hub::note_hook`; 0 before any).
+    pub last_boundary: Millis,
+    /// Stop hooks held in a row with mail since the last user prompt; a
+    /// bound, so two agents can never keep each other in one endless turn.
+    pub holds_in_row: u8,
+    /// A held stop's continuation is due: Gemini CLI fires its BeforeAgent
+    /// (prompt-submit) again for it, which must not count as a new prompt.
+    pub continuation_due: bool,
+    /// What can start a turn in it when it is idle (see `wake`).
+    pub wake: WakeState,
+}
+
+/// A session's side of waking: which run (a `muster run`, an opencode
+/// plugin) its hooks came from, and the cooldown.
+#[derive(Debug, Default)]
+pub struct WakeState {
+    /// The run id its hooks carry (`X-Muster-Run`).
+    pub run: Option<String>,
+    /// The session asked never to be woken.
+    pub off: bool,
+    /// Monotonic time of its last wake.
+    pub last: Option<Millis>,
+    /// A wake is scheduled for this monotonic time (the cooldown's end, or
+    /// just after the turn ended).
+    pub pending: Option<Millis>,
+    /// Monotonic time its last turn ended (a Stop that was not held).
+    pub idle_since: Millis,
+    /// Wakes sent since its last turn started; a wake that started no turn
+    /// (the line was typed into a dialog, or not submitted) is sent again
+    /// once the cooldown ends, a bounded number of times.
+    pub unanswered: u8,
+}
+
+impl SessionEntry {
+    /// The session's record.
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+
+    /// Whether a shim link is attached now (live, never stored).
+    pub fn set_link_up(&mut self, up: bool) {
+        self.session.link_up = up;
+    }
+
+    /// How an idle turn can be started now (live, never stored).
+    pub fn set_wake_label(&mut self, label: Option<String>) {
+        self.session.wake = label;
+    }
+}
+
+#[derive(Default)]
+pub struct Roster {
+    sessions: HashMap<String, SessionEntry>,
+    nicknames: HashMap<String, String>,
+}
+
+impl Roster {
+    pub(super) fn insert(&mut self, session: Session, mono_now: Millis) {
+        self.nicknames
+            .insert(session.nickname.clone(), session.id.clone());
+        let persisted_seen = session.last_seen_at;
+        self.sessions.insert(
+            session.id.clone(),
+            SessionEntry {
+                session,
+                link_down_since: mono_now,
+                persisted_seen,
+                root: None,
+                last_boundary: 0,
+                holds_in_row: 0,
+                continuation_due: false,
+                wake: WakeState::default(),
+            },
+        );
+    }
+
+    pub fn entry(&self, id: &str) -> Option<&SessionEntry> {
+        self.sessions.get(id)
+    }
+
+    pub fn entry_mut(&mut self, id: &str) -> Option<&mut SessionEntry> {
+        self.sessions.get_mut(id)
+    }
+
+    pub fn session(&self, id: &str) -> Option<&Session> {
+        self.sessions.get(id).map(|e| &e.session)
+    }
+
+    pub fn known_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    pub fn present(&self) -> impl Iterator<Item = &Session> {
+        self.sessions
+            .values()
+            .map(|e| &e.session)
+            .filter(|s| s.present())
+    }
+
+    /// Sessions sorted by arrival, for the roster.
+    pub fn sorted(&self, include_away: bool) -> Vec<Session> {
+        let mut out: Vec<Session> = self
+            .sessions
+            .values()
+            .map(|e| &e.session)
+            .filter(|s| include_away || s.present())
+            .cloned()
+            .collect();
+        out.sort_by(|a, b| {
+            a.connected_at
+                .cmp(&b.connected_at)
+                .then_with(|| a.id.cmp(&b.id))
+        });
+        out
+    }
+
+    /// A nickname for a new session id.
+    pub fn new_nickname(&self, id: &str) -> String {
+        nickname::generate(id, |n| self.nicknames.contains_key(n))
+    }
+
+    /// The sessions the liveness policy removes now. Decided in place,
+    /// under the caller's lock, cloning only the ids to remove: at 100,000
+    /// sessions copying every id would hold the lock ten times longer.
+    pub fn doomed(
+        &self,
+        policy: &Policy,
+        clock: Clock,
+        links_known: bool,
+    ) -> Vec<(String, Reason)> {
+        let view = self
+            .sessions
+            .values()
+            .filter(|e| e.session.present())
+            .map(|e| {
+                let observation = Observation {
+                    link: e.session.link,
+                    link_up: e.session.link_up,
+                    link_down_since: e.link_down_since,
+                    last_seen_at: e.session.last_seen_at,
+                };
+                (&e.session.id, observation)
+            });
+        liveness::sweep(policy, view, clock, links_known)
+    }
+
+    /// Sessions whose hooks named `run`.
+    pub fn sessions_of_run(&self, run: &str) -> Vec<String> {
+        self.sessions
+            .values()
+            .filter(|e| e.wake.run.as_deref() == Some(run))
+            .map(|e| e.session.id.clone())
+            .collect()
+    }
+
+    /// The session's record as it leaves the roster at `now`; none if it
+    /// is unknown or already gone.
+    pub fn leaving(&self, id: &str, now: Millis) -> Option<Session> {
+        let e = self.sessions.get(id)?;
+        if e.session.left_at.is_some() {
+            return None;
+        }
+        let mut session = e.session.clone();
+        session.left_at = Some(now);
+        Some(session)
+    }
+
+    /// Moves a session's `last_seen_at` forward in memory only. The one
+    /// deliberate exception to "durable state changes by `apply`": a hook
+    /// or link frame refreshes it many times a second, and the store gets
+    /// it coalesced, at most once a second, as a `TouchSession` (losing the
+    /// latest second in a crash costs nothing).
+    pub fn heard(&mut self, id: &str, wall_now: Millis) -> Option<&mut SessionEntry> {
+        let e = self.sessions.get_mut(id)?;
+        e.session.last_seen_at = e.session.last_seen_at.max(wall_now);
+        Some(e)
+    }
+
+    /// Inserts or replaces a session's stored record, keeping its live state.
+    pub(super) fn put(&mut self, session: &Session, mono_now: Millis) {
+        let Some(entry) = self.sessions.get_mut(&session.id) else {
+            self.insert(session.clone(), mono_now);
+            return;
+        };
+        if entry.session.nickname != session.nickname {
+            self.nicknames.remove(&entry.session.nickname);
+            self.nicknames
+                .insert(session.nickname.clone(), session.id.clone());
+        }
+        let live = (entry.session.link_up, entry.session.wake.take());
+        entry.session = session.clone();
+        (entry.session.link_up, entry.session.wake) = live;
+        entry.persisted_seen = entry.persisted_seen.max(session.last_seen_at);
+    }
+
+    /// Forgets a session and its nickname.
+    pub(super) fn forget(&mut self, id: &str) {
+        if let Some(e) = self.sessions.remove(id) {
+            self.nicknames.remove(&e.session.nickname);
+        }
+    }
+
+    /// Ids of sessions that left the roster before `cutoff`.
+    pub fn left_before(&self, cutoff: Millis) -> Vec<String> {
+        self.sessions
+            .values()
+            .filter(|e| e.session.left_at.is_some_and(|t| t < cutoff))
+            .map(|e| e.session.id.clone())
+            .collect()
+    }
+
+    pub fn by_nickname(&self, nickname: &str) -> Option<&Session> {
+        self.nicknames.get(nickname).and_then(|id| self.session(id))
+    }
+
+    pub fn all(&self) -> impl Iterator<Item = &Session> {
+        self.sessions.values().map(|e| &e.session)
+    }
+
+    /// Moves a session's durable `last_seen_at` with a coalesced touch.
+    pub(super) fn touch(&mut self, id: &str, last_seen_at: Millis) {
+        if let Some(e) = self.sessions.get_mut(id) {
+            e.session.last_seen_at = e.session.last_seen_at.max(last_seen_at);
+            e.persisted_seen = e.persisted_seen.max(last_seen_at);
+        }
+    }
+}
