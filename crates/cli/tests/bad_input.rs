@@ -57,6 +57,17 @@ fn bad_hook_input_is_refused_clearly() {
         error_message(&v).contains("prompt-submit"),
         "lists the events it takes: {v}"
     );
+    // A harness muster has no hook answers for is refused, not answered in
+    // some other harness's form.
+    let (status, v) = d.post(
+        "/hook/prompt-submit?harness=cursor",
+        r#"{"session_id":"s-cursor"}"#,
+    );
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(
+        error_message(&v),
+        "unknown harness \"cursor\"; muster's hooks answer claude, codex, opencode, gemini"
+    );
     assert_nothing_stored(&d, 0);
 }
 

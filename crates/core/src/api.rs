@@ -131,9 +131,8 @@ pub struct WakeEvent {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SendResponse {
     pub message: Message,
-    /// `pushed` if every recipient got it live, else `queued`; for a room
-    /// with no other members, `none`.
-    pub state: String,
+    /// What became of it, over all recipients.
+    pub state: crate::protocol::SendOutcome,
     pub deliveries: Vec<DeliveryView>,
 }
 
@@ -185,8 +184,7 @@ pub struct RoomMember {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RoomView {
     pub name: String,
-    /// `automatic` (everyone, project:…, op:…) or `named`.
-    pub kind: String,
+    pub kind: crate::protocol::RoomKind,
     pub members: Vec<RoomMember>,
 }
 

@@ -16,6 +16,7 @@ pub mod liveness;
 pub mod model;
 pub mod nickname;
 pub mod paths;
+pub mod protocol;
 pub mod tools;
 pub mod validate;
 pub mod wake;

@@ -10,6 +10,7 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use muster_core::protocol::{Harness, HookEvent};
 use serde_json::{json, Map, Value};
 
 /// How Gemini CLI names muster's MCP tools (`mcp_<server>_<tool>`, server `muster`).
@@ -18,13 +19,13 @@ const GEMINI_MUSTER_TOOL_PREFIX: &str = "mcp_muster_";
 /// For a Gemini CLI `pre-tool-use` of one of muster's tools: the tool's
 /// arguments with `_session_id` naming `session`. None for anything else.
 pub fn gemini_tool_input(
-    harness: &str,
-    event: &str,
+    harness: Harness,
+    event: HookEvent,
     session: &str,
     tool_name: Option<&str>,
     tool_input: Option<&Value>,
 ) -> Option<Value> {
-    if harness != "gemini" || event != "pre-tool-use" {
+    if harness != Harness::Gemini || event != HookEvent::PreToolUse {
         return None;
     }
     tool_name.filter(|t| t.starts_with(GEMINI_MUSTER_TOOL_PREFIX))?;
@@ -40,8 +41,8 @@ pub fn gemini_tool_input(
 /// A refusal of a tool call in the harness's form: Gemini CLI obeys a
 /// top-level `decision`/`reason`; Claude Code and Codex read
 /// `hookSpecificOutput.permissionDecision` (`deny`, or `ask` for the person).
-pub fn refusal(harness: &str, event_name: &str, ask: bool, reason: &str) -> Response {
-    let body = if harness == "gemini" {
+pub fn refusal(harness: Harness, event_name: &str, ask: bool, reason: &str) -> Response {
+    let body = if harness == Harness::Gemini {
         json!({"decision": "deny", "reason": reason})
     } else {
         json!({
@@ -71,15 +72,17 @@ answer with muster's send_message tool.";
 /// A Stop (Gemini CLI: AfterAgent) answer that keeps the turn going with
 /// `mail`. Codex and Gemini CLI take the reason as the continuation's input,
 /// once; Claude Code gets it as context (see `CLAUDE_HOLD_REASON`).
-pub fn hold(harness: &str, mail: &str) -> Value {
-    if harness == "claude" {
-        json!({
+pub fn hold(harness: Harness, mail: &str) -> Value {
+    match harness {
+        Harness::Claude => json!({
             "decision": "block",
             "reason": CLAUDE_HOLD_REASON,
             "hookSpecificOutput": {"hookEventName": "Stop", "additionalContext": mail},
-        })
-    } else {
-        json!({"decision": "block", "reason": mail})
+        }),
+        // opencode's plugin, too, sends the reason as the next prompt.
+        Harness::Codex | Harness::Opencode | Harness::Gemini => {
+            json!({"decision": "block", "reason": mail})
+        }
     }
 }
 
@@ -108,8 +111,8 @@ mod tests {
         // Proves the session id is added to a Gemini call of a muster tool, keeping its arguments, and to nothing else.
         let input = json!({"to": "peer", "body": "hi", "_session_id": "someone-else"});
         let named = gemini_tool_input(
-            "gemini",
-            "pre-tool-use",
+            Harness::Gemini,
+            HookEvent::PreToolUse,
             "s-1",
             Some("mcp_muster_send_message"),
             Some(&input),
@@ -119,17 +122,17 @@ mod tests {
             Some(json!({"to": "peer", "body": "hi", "_session_id": "s-1"}))
         );
         let empty = gemini_tool_input(
-            "gemini",
-            "pre-tool-use",
+            Harness::Gemini,
+            HookEvent::PreToolUse,
             "s-1",
             Some("mcp_muster_whoami"),
             None,
         );
         assert_eq!(empty, Some(json!({"_session_id": "s-1"})));
         for (harness, event, tool) in [
-            ("gemini", "pre-tool-use", "run_shell_command"),
-            ("gemini", "post-tool-use", "mcp_muster_whoami"),
-            ("claude", "pre-tool-use", "mcp_muster_whoami"),
+            (Harness::Gemini, HookEvent::PreToolUse, "run_shell_command"),
+            (Harness::Gemini, HookEvent::PostToolUse, "mcp_muster_whoami"),
+            (Harness::Claude, HookEvent::PreToolUse, "mcp_muster_whoami"),
         ] {
             assert_eq!(
                 gemini_tool_input(harness, event, "s-1", Some(tool), Some(&input)),

@@ -8,6 +8,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use muster_core::inbox;
+use muster_core::protocol::{Harness, HookEvent};
 use muster_core::validate::json_len;
 use muster_core::Activity;
 use serde::Deserialize;
@@ -17,7 +18,6 @@ use crate::error::ApiError;
 use crate::extract::ApiJson;
 use crate::hook_forms;
 use crate::hub::{Hub, Moment, Observed};
-use crate::metrics::HOOK_EVENTS;
 use crate::reservations::GuardMode;
 use crate::surfacing::{json_response, Surfacing};
 
@@ -60,18 +60,6 @@ pub struct HookQuery {
     pub harness: Option<String>,
 }
 
-/// The harness's own name for a hook event, used when the payload omits it.
-fn harness_event_name(event: &str) -> &'static str {
-    match event {
-        "session-start" => "SessionStart",
-        "prompt-submit" => "UserPromptSubmit",
-        "pre-tool-use" => "PreToolUse",
-        "post-tool-use" => "PostToolUse",
-        "stop" => "Stop",
-        _ => "SessionEnd",
-    }
-}
-
 fn header(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get(name)
@@ -100,24 +88,25 @@ pub async fn handle(
     ApiJson(payload): ApiJson<HookPayload>,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
-    if !HOOK_EVENTS.contains(&event.as_str()) {
+    let Some(event) = HookEvent::parse(&event) else {
+        let known: Vec<&str> = HookEvent::ALL.iter().map(|e| e.as_str()).collect();
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "unknown_hook",
             format!(
                 "unknown hook event {event:?}; muster takes {}",
-                HOOK_EVENTS.join(", ")
+                known.join(", ")
             ),
         ));
-    }
-    let answer = answer(&hub, &event, query, &headers, payload).await;
-    hub.metrics.hook_latency(&event, started.elapsed());
+    };
+    let answer = answer(&hub, event, query, &headers, payload).await;
+    hub.metrics.hook_latency(event, started.elapsed());
     answer
 }
 
 async fn answer(
     hub: &Arc<Hub>,
-    event: &str,
+    event: HookEvent,
     query: HookQuery,
     headers: &HeaderMap,
     payload: HookPayload,
@@ -125,24 +114,28 @@ async fn answer(
     let Some(id) = payload.session_id.filter(|s| !s.is_empty()) else {
         return Err(ApiError::bad_request("the hook payload has no session_id"));
     };
-    if event == "session-end" {
+    if event == HookEvent::SessionEnd {
         muster_core::validate::session_id(&id)?;
         hub.remove_session(&id, "session-end").await?;
         return Ok(empty_answer());
     }
-    let harness = query
+    let harness = match query
         .harness
         .or_else(|| header(headers, "x-muster-harness"))
-        .unwrap_or_else(|| {
-            if payload.turn_id.is_some() {
-                "codex"
-            } else {
-                "claude"
-            }
-            .to_string()
-        });
+    {
+        Some(name) => Harness::parse(&name).ok_or_else(|| {
+            let known: Vec<&str> = Harness::ALL.iter().map(|h| h.as_str()).collect();
+            ApiError::bad_request(format!(
+                "unknown harness {name:?}; muster's hooks answer {}",
+                known.join(", ")
+            ))
+        })?,
+        // Codex sends a turn id; Claude Code does not.
+        None if payload.turn_id.is_some() => Harness::Codex,
+        None => Harness::Claude,
+    };
     let named_input = hook_forms::gemini_tool_input(
-        &harness,
+        harness,
         event,
         &id,
         payload.tool_name.as_deref(),
@@ -150,14 +143,16 @@ async fn answer(
     );
     let (activity, tool) = match event {
         // Idle only once the stop is known not to be held (below).
-        "stop" => (None, None),
-        "pre-tool-use" => (Some(Activity::Busy), payload.tool_name.clone()),
-        "session-start" => (Some(Activity::Idle), None),
-        _ => (Some(Activity::Busy), None),
+        HookEvent::Stop => (None, None),
+        HookEvent::PreToolUse => (Some(Activity::Busy), payload.tool_name.clone()),
+        HookEvent::SessionStart => (Some(Activity::Idle), None),
+        HookEvent::PromptSubmit | HookEvent::PostToolUse | HookEvent::SessionEnd => {
+            (Some(Activity::Busy), None)
+        }
     };
     let observed = Observed {
         id: id.clone(),
-        harness: Some(harness.clone()),
+        harness: Some(harness.as_str().to_string()),
         host: header(headers, "x-muster-host"),
         operator: header(headers, "x-muster-operator"),
         pid: header(headers, "x-muster-pid").and_then(|p| p.parse().ok()),
@@ -180,9 +175,9 @@ async fn answer(
     let event_name = payload
         .hook_event_name
         .filter(|n| !n.is_empty() && n.len() < 64)
-        .unwrap_or_else(|| harness_event_name(event).to_string());
+        .unwrap_or_else(|| event.harness_name().to_string());
     let mut context = String::new();
-    if event == "pre-tool-use" {
+    if event == HookEvent::PreToolUse {
         let input = payload.tool_input.unwrap_or_default();
         if let Some(verdict) = payload
             .tool_name
@@ -193,7 +188,7 @@ async fn answer(
                 GuardMode::Deny | GuardMode::Ask => {
                     let ask = verdict.mode == GuardMode::Ask;
                     return Ok(hook_forms::refusal(
-                        &harness,
+                        harness,
                         &event_name,
                         ask,
                         &verdict.reason,
@@ -207,7 +202,10 @@ async fn answer(
     // Collision notices ride on any answer that can carry context.
     if matches!(
         event,
-        "session-start" | "prompt-submit" | "pre-tool-use" | "post-tool-use"
+        HookEvent::SessionStart
+            | HookEvent::PromptSubmit
+            | HookEvent::PreToolUse
+            | HookEvent::PostToolUse
     ) {
         for notice in hub.take_notices(&id) {
             if !context.is_empty() {
@@ -217,10 +215,10 @@ async fn answer(
         }
     }
     let moment = match event {
-        "session-start" | "prompt-submit" => Moment::TurnStart,
-        "post-tool-use" => Moment::MidTurn,
-        "stop" => Moment::Stop,
-        _ => {
+        HookEvent::SessionStart | HookEvent::PromptSubmit => Moment::TurnStart,
+        HookEvent::PostToolUse => Moment::MidTurn,
+        HookEvent::Stop => Moment::Stop,
+        HookEvent::PreToolUse | HookEvent::SessionEnd => {
             if let Some(input) = named_input {
                 return Ok(hook_forms::tool_input_answer(&event_name, input, &context));
             }
@@ -231,7 +229,7 @@ async fn answer(
             ));
         }
     };
-    if event == "session-start" {
+    if event == HookEvent::SessionStart {
         if let Some((me, peers, total)) = hub.identity(&id, inbox::IDENTITY_PEERS_SHOWN) {
             let peers: Vec<&muster_core::Session> = peers.iter().collect();
             let identity = inbox::render_identity(&me, &peers, total);
@@ -259,7 +257,7 @@ async fn answer(
         return Ok(stop_answer(
             hub,
             &id,
-            &harness,
+            harness,
             mail.filter(|_| holdable).map(|m| m.text),
             surfacing,
         ));
@@ -284,7 +282,7 @@ async fn answer(
 fn stop_answer(
     hub: &Arc<Hub>,
     id: &str,
-    harness: &str,
+    harness: Harness,
     mail: Option<String>,
     surfacing: Surfacing,
 ) -> Response {

@@ -17,6 +17,7 @@ use muster_core::api::{
 };
 use muster_core::limits::{MAX_FIELD_CHARS, MAX_NAME_LEN, MAX_STATUS_CHARS};
 use muster_core::liveness::Policy;
+use muster_core::protocol::{HookEvent, SendOutcome};
 use muster_core::{
     validate, Activity, CoreError, Delivery, DeliveryState, Message, Millis, Session, Target,
 };
@@ -623,16 +624,16 @@ impl Hub {
         self.metrics.messages_sent.inc();
         self.metrics.deliveries_queued.add(views.len() as u64);
         let state = if views.is_empty() {
-            "none"
+            SendOutcome::None
         } else if views.iter().all(|v| v.state == DeliveryState::Pushed) {
-            "pushed"
+            SendOutcome::Pushed
         } else if views
             .iter()
             .all(|v| v.state == DeliveryState::Pushed || v.woken)
         {
-            "woken"
+            SendOutcome::Woken
         } else {
-            "queued"
+            SendOutcome::Queued
         };
         self.events.publish(
             "message.sent",
@@ -640,7 +641,7 @@ impl Hub {
         );
         Ok(SendResponse {
             message: (*message).clone(),
-            state: state.to_string(),
+            state,
             deliveries: views,
         })
     }
@@ -750,24 +751,30 @@ impl Hub {
     /// which the harness sent the model a request (session start, a user
     /// prompt, a tool result). A user prompt restarts the count of held
     /// stops; the prompt-submit of a held stop's continuation does not.
-    pub(crate) fn note_hook(&self, id: &str, event: &str) -> Millis {
+    pub(crate) fn note_hook(&self, id: &str, event: HookEvent) -> Millis {
         let now = self.clock.mono();
         let mut st = self.lock();
         let Some(entry) = st.entry_mut(id) else {
             return 0;
         };
-        if event == "prompt-submit" {
-            // A turn started: whatever woke it was answered.
-            entry.wake.unanswered = 0;
-        }
         match event {
-            "prompt-submit" if entry.continuation_due => entry.continuation_due = false,
-            "prompt-submit" => entry.holds_in_row = 0,
-            "stop" => entry.continuation_due = false,
-            _ => {}
+            HookEvent::PromptSubmit => {
+                // A turn started: whatever woke it was answered.
+                entry.wake.unanswered = 0;
+                if entry.continuation_due {
+                    entry.continuation_due = false;
+                } else {
+                    entry.holds_in_row = 0;
+                }
+            }
+            HookEvent::Stop => entry.continuation_due = false,
+            HookEvent::SessionStart
+            | HookEvent::PreToolUse
+            | HookEvent::PostToolUse
+            | HookEvent::SessionEnd => {}
         }
         let previous = entry.last_boundary;
-        if matches!(event, "session-start" | "prompt-submit" | "post-tool-use") {
+        if event.starts_a_request() {
             entry.last_boundary = now;
         }
         previous

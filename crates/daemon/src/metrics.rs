@@ -1,6 +1,7 @@
 //! Counters for `/metrics`, rendered in Prometheus text format by hand: a
 //! handful of atomics needs no metrics framework.
 
+use muster_core::protocol::HookEvent;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -25,15 +26,6 @@ impl Counter {
 /// Upper bounds of the hook latency buckets, in seconds.
 const BUCKETS: [f64; 12] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.0,
-];
-
-pub const HOOK_EVENTS: [&str; 6] = [
-    "session-start",
-    "prompt-submit",
-    "pre-tool-use",
-    "post-tool-use",
-    "stop",
-    "session-end",
 ];
 
 #[derive(Default)]
@@ -71,7 +63,7 @@ pub struct Metrics {
     pub sweeps: Counter,
     swept_link_lost: Counter,
     swept_hook_backstop: Counter,
-    hooks: [Histogram; HOOK_EVENTS.len()],
+    hooks: [Histogram; HookEvent::ALL.len()],
 }
 
 /// Gauges read from state at scrape time.
@@ -90,8 +82,8 @@ impl Metrics {
         }
     }
 
-    pub fn hook_latency(&self, event: &str, d: Duration) {
-        if let Some(i) = HOOK_EVENTS.iter().position(|e| *e == event) {
+    pub fn hook_latency(&self, event: HookEvent, d: Duration) {
+        if let Some(i) = HookEvent::ALL.iter().position(|e| *e == event) {
             self.hooks[i].observe(d);
         }
     }
@@ -181,7 +173,7 @@ impl Metrics {
             out,
             "# HELP {name} Time to answer a hook call.\n# TYPE {name} histogram"
         );
-        for (event, h) in HOOK_EVENTS.iter().zip(&self.hooks) {
+        for (event, h) in HookEvent::ALL.iter().map(|e| e.as_str()).zip(&self.hooks) {
             let mut cumulative = 0;
             for (bound, bucket) in BUCKETS.iter().zip(&h.buckets) {
                 cumulative += bucket.load(Ordering::Relaxed);

@@ -1,6 +1,7 @@
 //! `muster rooms`, `muster join`, `muster leave`.
 
 use muster_core::api::{RoomRequest, RoomView, Rooms};
+use muster_core::protocol::RoomKind;
 
 use crate::cli::RoomArgs;
 use crate::client::{decode, ClientError};
@@ -85,7 +86,11 @@ pub fn render_rooms(rooms: &[RoomView]) -> String {
     for room in rooms {
         table.row(vec![
             format!("#{}", clean(&room.name, false)),
-            room.kind.clone(),
+            match room.kind {
+                RoomKind::Automatic => "automatic",
+                RoomKind::Named => "named",
+            }
+            .to_string(),
             members_summary(room),
         ]);
     }
@@ -102,7 +107,7 @@ mod tests {
         // Proves the rooms table shows each room's kind and members, marking away ones.
         let rooms = vec![RoomView {
             name: "frontend".into(),
-            kind: "named".into(),
+            kind: RoomKind::Named,
             members: vec![
                 RoomMember {
                     id: "a".into(),

@@ -1,5 +1,6 @@
 //! `muster send` and `muster broadcast`: leave a message and say truthfully what happened to it.
 
+use muster_core::protocol::SendOutcome;
 use std::io::Read;
 
 use muster_core::api::{BroadcastRequest, DeliveryView, SendRequest, SendResponse};
@@ -101,7 +102,7 @@ pub fn delivery_line(d: &DeliveryView) -> String {
 pub fn render_send(response: &SendResponse) -> String {
     let mut out = String::new();
     if response.deliveries.is_empty() {
-        out.push_str(&format!("sent ({})\n", response.state));
+        out.push_str(&format!("sent ({})\n", response.state.as_str()));
     }
     for d in &response.deliveries {
         out.push_str(&delivery_line(d));
@@ -115,7 +116,7 @@ pub fn render_broadcast(room: &str, response: &SendResponse) -> String {
     let room = clean(room, false);
     let mut out = String::new();
     let n = response.deliveries.len();
-    if response.state == "none" || n == 0 {
+    if response.state == SendOutcome::None || n == 0 {
         out.push_str(&format!("sent to #{room}, but no one else is in it\n"));
     } else {
         let pushed = response
@@ -176,7 +177,7 @@ mod tests {
         }
     }
 
-    fn response(state: &str, deliveries: Vec<DeliveryView>) -> SendResponse {
+    fn response(state: SendOutcome, deliveries: Vec<DeliveryView>) -> SendResponse {
         SendResponse {
             message: Message {
                 id: "01J0000000000000000000TEST".into(),
@@ -187,7 +188,7 @@ mod tests {
                 body: "hi".into(),
                 sent_at: 0,
             },
-            state: state.into(),
+            state,
             deliveries,
         }
     }
@@ -196,7 +197,7 @@ mod tests {
     fn send_tells_the_truth_about_delivery() {
         // Proves each delivery state reads as the contract says: pushed, queued for next turn, queued while away.
         let r = response(
-            "queued",
+            SendOutcome::Queued,
             vec![view(
                 "1a2b3c4d-5e6f",
                 "calm-heron",
@@ -226,7 +227,7 @@ mod tests {
     fn broadcast_summarises_and_handles_empty_rooms() {
         // Proves a broadcast counts pushed/queued/away recipients and says when a room is empty.
         let r = response(
-            "queued",
+            SendOutcome::Queued,
             vec![
                 view("aaaaaaaa1", "a-one", DeliveryState::Pushed, true),
                 view("bbbbbbbb2", "b-two", DeliveryState::Queued, false),
@@ -237,8 +238,10 @@ mod tests {
             text.starts_with("sent to #everyone: 2 recipients (1 pushed, 1 queued, 1 away)\n"),
             "{text}"
         );
-        assert!(render_broadcast("lonely", &response("none", vec![]))
-            .starts_with("sent to #lonely, but no one else is in it"));
+        assert!(
+            render_broadcast("lonely", &response(SendOutcome::None, vec![]))
+                .starts_with("sent to #lonely, but no one else is in it")
+        );
     }
 
     #[test]

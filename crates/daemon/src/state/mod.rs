@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use muster_core::address::{self, Directory};
 use muster_core::api::{RoomMember, RoomView};
+use muster_core::protocol::RoomKind;
 use muster_core::{
     automatic_rooms_of, operator_principal, CoreError, DeliveryState, Message, Millis, Session,
     Target,
@@ -236,7 +237,7 @@ impl State {
             .into_iter()
             .map(|(name, members)| RoomView {
                 name,
-                kind: "automatic".into(),
+                kind: RoomKind::Automatic,
                 members,
             })
             .collect();
@@ -258,7 +259,7 @@ impl State {
     fn named_view(&self, named: &NamedRoom) -> RoomView {
         RoomView {
             name: named.room.name.clone(),
-            kind: "named".into(),
+            kind: RoomKind::Named,
             members: named.members.keys().map(|id| self.member(id)).collect(),
         }
     }
