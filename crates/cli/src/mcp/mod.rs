@@ -14,6 +14,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use muster_core::api::{ErrorDetail, RegisterRequest};
 use muster_core::link::{JsonText, Op};
+use muster_core::protocol::Harness;
 use muster_core::Message;
 use muster_mcp::{channel_params, CallContext, Executor, McpServer, CHANNEL_METHOD};
 use rmcp::model::{CustomNotification, ServerNotification};
@@ -41,9 +42,6 @@ impl Executor for LinkExecutor {
         self.link.request(op, session).await
     }
 }
-
-/// Harnesses whose MCP server is told the session on each call, not at start.
-const PER_CALL_HARNESSES: [&str; 3] = ["codex", "opencode", "gemini"];
 
 /// Where the shim learns everything it needs from its environment.
 pub struct ShimEnv {
@@ -133,7 +131,9 @@ pub async fn run(env: ShimEnv) -> anyhow::Result<()> {
 }
 
 async fn serve(env: ShimEnv, parent: u32) -> anyhow::Result<()> {
-    let per_call = env.session_id.is_none() && PER_CALL_HARNESSES.contains(&env.harness.as_str());
+    // A harness whose MCP server is told the session on each call, not at start.
+    let per_call = env.session_id.is_none()
+        && Harness::parse(&env.harness).is_some_and(Harness::names_session_per_call);
     let session_id = match env.session_id {
         Some(id) => {
             muster_core::validate::session_id(&id).map_err(|e| anyhow::anyhow!("{e}"))?;
