@@ -1,7 +1,10 @@
 //! muster's daemon: one port serving hooks, the JSON API, the event stream,
-//! health and metrics; a sweeper that removes abandoned sessions; and a
-//! pruner that enforces retention. State lives in memory (`state`), every
-//! change is written to the store first (`hub`).
+//! the shim link, MCP over HTTP, health and metrics; a sweeper that removes
+//! abandoned sessions; and a pruner that enforces retention. State lives in
+//! memory (`state`, made of owned parts); every operation decides its
+//! changes there and applies and submits them in one critical section
+//! (`Hub::commit`), answering once the store has made them durable. See
+//! ARCHITECTURE.md for the map and the rules.
 
 pub mod clock;
 mod error;
