@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use muster_core::inbox;
 use muster_core::protocol::{Harness, HookEvent};
 use muster_core::validate::json_len;
-use muster_core::Activity;
+use muster_core::{Activity, Millis};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -104,22 +104,14 @@ pub async fn handle(
     answer
 }
 
-async fn answer(
-    hub: &Arc<Hub>,
-    event: HookEvent,
+/// Which harness's hook this is: named by the query or a header, else
+/// told apart by its payload.
+fn harness_of(
     query: HookQuery,
     headers: &HeaderMap,
-    payload: HookPayload,
-) -> Result<Response, ApiError> {
-    let Some(id) = payload.session_id.filter(|s| !s.is_empty()) else {
-        return Err(ApiError::bad_request("the hook payload has no session_id"));
-    };
-    if event == HookEvent::SessionEnd {
-        muster_core::validate::session_id(&id)?;
-        hub.remove_session(&id, "session-end").await?;
-        return Ok(empty_answer());
-    }
-    let harness = match query
+    payload: &HookPayload,
+) -> Result<Harness, ApiError> {
+    match query
         .harness
         .or_else(|| header(headers, "x-muster-harness"))
     {
@@ -129,20 +121,23 @@ async fn answer(
                 "unknown harness {name:?}; muster's hooks answer {}",
                 known.join(", ")
             ))
-        })?,
+        }),
         // Codex sends a turn id; Claude Code does not.
-        None if payload.turn_id.is_some() => Harness::Codex,
-        None => Harness::Claude,
-    };
-    let named_input = hook_forms::gemini_tool_input(
-        harness,
-        event,
-        &id,
-        payload.tool_name.as_deref(),
-        payload.tool_input.as_ref(),
-    );
+        None if payload.turn_id.is_some() => Ok(Harness::Codex),
+        None => Ok(Harness::Claude),
+    }
+}
+
+/// What a hook call tells the roster about its session.
+fn observed(
+    id: &str,
+    event: HookEvent,
+    harness: Harness,
+    headers: &HeaderMap,
+    payload: &HookPayload,
+) -> Observed {
     let (activity, tool) = match event {
-        // Idle only once the stop is known not to be held (below).
+        // Idle only once the stop is known not to be held (`stop_answer`).
         HookEvent::Stop => (None, None),
         HookEvent::PreToolUse => (Some(Activity::Busy), payload.tool_name.clone()),
         HookEvent::SessionStart => (Some(Activity::Idle), None),
@@ -150,63 +145,69 @@ async fn answer(
             (Some(Activity::Busy), None)
         }
     };
-    let observed = Observed {
-        id: id.clone(),
+    Observed {
+        id: id.to_string(),
         harness: Some(harness.as_str().to_string()),
         host: header(headers, "x-muster-host"),
         operator: header(headers, "x-muster-operator"),
         pid: header(headers, "x-muster-pid").and_then(|p| p.parse().ok()),
-        cwd: payload.cwd,
+        cwd: payload.cwd.clone(),
         activity,
         tool,
         ..Observed::default()
+    }
+}
+
+async fn answer(
+    hub: &Arc<Hub>,
+    event: HookEvent,
+    query: HookQuery,
+    headers: &HeaderMap,
+    payload: HookPayload,
+) -> Result<Response, ApiError> {
+    let Some(id) = payload.session_id.clone().filter(|s| !s.is_empty()) else {
+        return Err(ApiError::bad_request("the hook payload has no session_id"));
     };
-    hub.observe(observed).await?;
+    if event == HookEvent::SessionEnd {
+        muster_core::validate::session_id(&id)?;
+        hub.remove_session(&id, "session-end").await?;
+        return Ok(empty_answer());
+    }
+    let harness = harness_of(query, headers, &payload)?;
+    let named_input = hook_forms::gemini_tool_input(
+        harness,
+        event,
+        &id,
+        payload.tool_name.as_deref(),
+        payload.tool_input.as_ref(),
+    );
+    hub.observe(observed(&id, event, harness, headers, &payload))
+        .await?;
     let wake_off = header(headers, "x-muster-wake").map(|v| is_off(&v));
     hub.note_wake_headers(&id, header(headers, "x-muster-run").as_deref(), wake_off);
     let previous_boundary = hub.note_hook(&id, event);
     let transcript_read = payload.muster_transcript_read;
     let seen: Vec<String> = payload
         .muster_seen
-        .into_iter()
+        .iter()
         .take(MAX_SEEN_PER_HOOK)
+        .cloned()
         .collect();
     hub.mark_seen(&id, &seen).await;
     let event_name = payload
         .hook_event_name
+        .clone()
         .filter(|n| !n.is_empty() && n.len() < 64)
         .unwrap_or_else(|| event.harness_name().to_string());
     let mut context = String::new();
     if event == HookEvent::PreToolUse {
-        let input = payload.tool_input.unwrap_or_default();
-        if let Some(verdict) = payload
-            .tool_name
-            .as_deref()
-            .and_then(|tool| hub.check_edit(&id, tool, &input))
-        {
-            match verdict.mode {
-                GuardMode::Deny | GuardMode::Ask => {
-                    let ask = verdict.mode == GuardMode::Ask;
-                    return Ok(hook_forms::refusal(
-                        harness,
-                        &event_name,
-                        ask,
-                        &verdict.reason,
-                    ));
-                }
-                GuardMode::Warn => context.push_str(&verdict.reason),
-                GuardMode::Off => {}
-            }
+        match guard(hub, &id, harness, &event_name, &payload) {
+            Err(refusal) => return Ok(refusal),
+            Ok(warning) => context.extend(warning),
         }
     }
     // Collision notices ride on any answer that can carry context.
-    if matches!(
-        event,
-        HookEvent::SessionStart
-            | HookEvent::PromptSubmit
-            | HookEvent::PreToolUse
-            | HookEvent::PostToolUse
-    ) {
+    if event != HookEvent::Stop {
         for notice in hub.take_notices(&id) {
             if !context.is_empty() {
                 context.push('\n');
@@ -230,18 +231,44 @@ async fn answer(
         }
     };
     if event == HookEvent::SessionStart {
-        if let Some((me, peers, total)) = hub.identity(&id, inbox::IDENTITY_PEERS_SHOWN) {
-            let peers: Vec<&muster_core::Session> = peers.iter().collect();
-            let identity = inbox::render_identity(&me, &peers, total);
-            context = if context.is_empty() {
-                identity
-            } else {
-                format!("{identity}\n{context}")
-            };
-        }
+        context = with_identity(hub, &id, context);
     }
+    let turn = Turn {
+        id,
+        moment,
+        previous_boundary,
+        transcript_read,
+    };
+    Ok(mail_answer(
+        hub,
+        turn,
+        harness,
+        headers,
+        &event_name,
+        context,
+    ))
+}
+
+/// A hook at a moment that can carry mail, and what says which.
+struct Turn {
+    id: String,
+    moment: Moment,
+    previous_boundary: Millis,
+    transcript_read: bool,
+}
+
+/// The answer with the mail this moment may hand the model, after `context`.
+fn mail_answer(
+    hub: &Arc<Hub>,
+    turn: Turn,
+    harness: Harness,
+    headers: &HeaderMap,
+    event_name: &str,
+    mut context: String,
+) -> Response {
+    let Turn { id, moment, .. } = turn;
     let (messages, mut surfacing) =
-        hub.claim_for_hook(&id, moment, previous_boundary, transcript_read);
+        hub.claim_for_hook(&id, moment, turn.previous_boundary, turn.transcript_read);
     let mail = (!messages.is_empty()).then(|| {
         let refs: Vec<&muster_core::Message> = messages.iter().map(|m| &**m).collect();
         let hint = format!("or read it now with `muster inbox --as {id}`");
@@ -254,13 +281,8 @@ async fn answer(
         // `X-Muster-Hold: off`: holding would mark mail delivered that no
         // model request will carry.
         let holdable = header(headers, "x-muster-hold").is_none_or(|v| !is_off(&v));
-        return Ok(stop_answer(
-            hub,
-            &id,
-            harness,
-            mail.filter(|_| holdable).map(|m| m.text),
-            surfacing,
-        ));
+        let mail = mail.filter(|_| holdable).map(|m| m.text);
+        return stop_answer(hub, &id, harness, mail, surfacing);
     }
     if let Some(mail) = mail {
         if moment == Moment::MidTurn {
@@ -271,7 +293,53 @@ async fn answer(
         }
         context.push_str(&mail.text);
     }
-    Ok(context_answer(&event_name, &context, surfacing))
+    context_answer(event_name, &context, surfacing)
+}
+
+/// The session's identity note (who it is, a few of its peers) before `context`.
+fn with_identity(hub: &Hub, id: &str, context: String) -> String {
+    let Some((me, peers, total)) = hub.identity(id, inbox::IDENTITY_PEERS_SHOWN) else {
+        return context;
+    };
+    let peers: Vec<&muster_core::Session> = peers.iter().collect();
+    let identity = inbox::render_identity(&me, &peers, total);
+    if context.is_empty() {
+        identity
+    } else {
+        format!("{identity}\n{context}")
+    }
+}
+
+/// The edit guard on a pre-tool-use: the refusal to answer with (deny, or
+/// ask the person), or a warning for the answer's context.
+fn guard(
+    hub: &Hub,
+    id: &str,
+    harness: Harness,
+    event_name: &str,
+    payload: &HookPayload,
+) -> Result<Option<String>, Response> {
+    let input = payload.tool_input.clone().unwrap_or_default();
+    let Some(verdict) = payload
+        .tool_name
+        .as_deref()
+        .and_then(|tool| hub.check_edit(id, tool, &input))
+    else {
+        return Ok(None);
+    };
+    match verdict.mode {
+        GuardMode::Deny | GuardMode::Ask => {
+            let ask = verdict.mode == GuardMode::Ask;
+            Err(hook_forms::refusal(
+                harness,
+                event_name,
+                ask,
+                &verdict.reason,
+            ))
+        }
+        GuardMode::Warn => Ok(Some(verdict.reason)),
+        GuardMode::Off => Ok(None),
+    }
 }
 
 /// The Stop hook's answer. With urgent mail unread (and the hold bound not

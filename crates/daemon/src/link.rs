@@ -62,80 +62,19 @@ fn decode(msg: &WsMessage) -> Option<Result<ClientFrame, String>> {
     }
 }
 
+type Sink = futures_util::stream::SplitSink<WebSocket, WsMessage>;
+type Stream = futures_util::stream::SplitStream<WebSocket>;
+
+/// One link, from its hello to its end.
 async fn serve(hub: Arc<Hub>, socket: WebSocket) {
     let (mut sink, mut stream) = socket.split();
-    let hello = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            match stream.next().await {
-                Some(Ok(msg)) => match decode(&msg) {
-                    Some(frame) => return frame,
-                    None => continue,
-                },
-                _ => return Err("closed before hello".to_string()),
-            }
-        }
-    })
-    .await
-    .unwrap_or_else(|_| Err("no hello within 10 s".into()));
-    let (session, can_push, per_call) = match hello {
-        Ok(ClientFrame::Hello {
-            protocol,
-            session,
-            can_push,
-            per_call,
-        }) if protocol == LINK_PROTOCOL => (session, can_push, per_call),
-        Ok(ClientFrame::Hello { protocol, .. }) => {
-            let why = format!(
-                "link protocol {protocol} is not supported; this daemon speaks {LINK_PROTOCOL}"
-            );
-            let _ = sink.send(fatal("protocol_mismatch", why)).await;
-            return;
-        }
-        Ok(_) => {
-            let _ = sink
-                .send(fatal(
-                    "hello_expected",
-                    "the first frame must be hello".into(),
-                ))
-                .await;
-            return;
-        }
-        Err(why) => {
-            let _ = sink.send(fatal("bad_hello", why)).await;
-            return;
-        }
-    };
-    let (tx, mut rx) = mpsc::channel::<Outgoing>(OUTBOX);
     let conn = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
-    let (speaker, welcome) = if per_call {
-        (Speaker::PerCall(session), None)
-    } else {
-        match hub
-            .attach_link(session.into(), can_push, conn, tx.clone())
-            .await
-        {
-            Ok(s) => (Speaker::Session(s.id.clone()), Some(s)),
-            Err(e) => {
-                let _ = sink.send(fatal(e.code, e.message)).await;
-                return;
-            }
-        }
+    let (tx, rx) = mpsc::channel::<Outgoing>(OUTBOX);
+    let Some((speaker, welcome)) = greet(&hub, &mut sink, &mut stream, conn, &tx).await else {
+        return;
     };
     let speaker = Arc::new(speaker);
-    let writer = tokio::spawn(async move {
-        while let Some(out) = rx.recv().await {
-            let Ok(text) = serde_json::to_string(&out.frame) else {
-                continue;
-            };
-            if sink.send(WsMessage::Text(text.into())).await.is_err() {
-                break; // dropping `out` releases its claimed mail
-            }
-            if let Some(s) = out.surfacing {
-                s.complete();
-            }
-        }
-        let _ = sink.close().await;
-    });
+    let writer = tokio::spawn(write_frames(rx, sink));
     let _ = tx
         .send(
             ServerFrame::Welcome {
@@ -148,91 +87,8 @@ async fn serve(hub: Arc<Hub>, socket: WebSocket) {
     if let Speaker::Session(id) = &*speaker {
         hub.push_queued(id).await;
     }
-
     let mut requests = JoinSet::new();
-    let silence = Duration::from_millis(3 * HEARTBEAT_MS as u64);
-    loop {
-        let next = tokio::select! {
-            next = tokio::time::timeout(silence, stream.next()) => next,
-            _ = hub.shutdown.cancelled() => break,
-        };
-        let msg = match next {
-            Ok(Some(Ok(msg))) => msg,
-            Ok(Some(Err(_)) | None) => break,
-            Err(_) => {
-                tracing::info!(
-                    link = speaker.describe(),
-                    "link silent past three heartbeats; dropping it"
-                );
-                break;
-            }
-        };
-        let frame = match decode(&msg) {
-            None => continue,
-            Some(Ok(frame)) => frame,
-            Some(Err(why)) => {
-                let _ = tx.send(fatal_frame("bad_frame", why)).await;
-                continue;
-            }
-        };
-        if let Speaker::Session(id) = &*speaker {
-            hub.seen(id);
-        }
-        match frame {
-            ClientFrame::Request {
-                id: req,
-                op,
-                session,
-            } => {
-                let (hub, tx, speaker) = (hub.clone(), tx.clone(), speaker.clone());
-                requests.spawn(async move {
-                    let result = match hub.who_acts(&speaker, session).await {
-                        Ok(session) => hub.execute(&session, op).await,
-                        Err(e) => Err(e),
-                    };
-                    let out = match result {
-                        Ok((result, surfacing)) => Outgoing {
-                            frame: ServerFrame::Reply {
-                                id: req,
-                                result: Some(JsonText::from_value(&result)),
-                                error: None,
-                            },
-                            surfacing,
-                        },
-                        Err(e) => ServerFrame::Reply {
-                            id: req,
-                            result: None,
-                            error: Some(e.detail()),
-                        }
-                        .into(),
-                    };
-                    let _ = tx.send(out).await;
-                });
-            }
-            ClientFrame::Delivered { message_ids } => {
-                if let Speaker::Session(id) = &*speaker {
-                    hub.on_delivered(id, &message_ids).await;
-                }
-            }
-            ClientFrame::Ready { can_push } => {
-                if let Speaker::Session(id) = &*speaker {
-                    hub.set_can_push(id, conn, can_push).await;
-                }
-            }
-            ClientFrame::Ping { at } => {
-                let _ = tx.send(ServerFrame::Pong { at }.into()).await;
-            }
-            ClientFrame::Hello { .. } => {
-                let _ = tx
-                    .send(fatal_frame(
-                        "duplicate_hello",
-                        "this link already said hello".into(),
-                    ))
-                    .await;
-            }
-        }
-        while requests.try_join_next().is_some() {}
-    }
+    read_frames(&hub, &speaker, conn, &tx, &mut stream, &mut requests).await;
     // The caller went away: cancel what it was waiting for.
     requests.abort_all();
     if let Speaker::Session(id) = &*speaker {
@@ -240,6 +96,197 @@ async fn serve(hub: Arc<Hub>, socket: WebSocket) {
     }
     drop(tx);
     let _ = writer.await;
+}
+
+/// The first frame, within 10 s.
+async fn read_hello(stream: &mut Stream) -> Result<ClientFrame, String> {
+    let first = async {
+        loop {
+            match stream.next().await {
+                Some(Ok(msg)) => match decode(&msg) {
+                    Some(frame) => return frame,
+                    None => continue,
+                },
+                _ => return Err("closed before hello".to_string()),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), first)
+        .await
+        .unwrap_or_else(|_| Err("no hello within 10 s".into()))
+}
+
+/// Takes the hello and attaches the link: whom it speaks for, and the
+/// session as registered (none on a per-call link). None if the link was
+/// refused (the shim was told why).
+async fn greet(
+    hub: &Arc<Hub>,
+    sink: &mut Sink,
+    stream: &mut Stream,
+    conn: u64,
+    tx: &mpsc::Sender<Outgoing>,
+) -> Option<(Speaker, Option<Session>)> {
+    let refusal = match read_hello(stream).await {
+        Ok(ClientFrame::Hello {
+            protocol,
+            session,
+            can_push,
+            per_call,
+        }) if protocol == LINK_PROTOCOL => {
+            if per_call {
+                return Some((Speaker::PerCall(session), None));
+            }
+            match hub
+                .attach_link(session.into(), can_push, conn, tx.clone())
+                .await
+            {
+                Ok(s) => return Some((Speaker::Session(s.id.clone()), Some(s))),
+                Err(e) => fatal(e.code, e.message),
+            }
+        }
+        Ok(ClientFrame::Hello { protocol, .. }) => fatal(
+            "protocol_mismatch",
+            format!(
+                "link protocol {protocol} is not supported; this daemon speaks {LINK_PROTOCOL}"
+            ),
+        ),
+        Ok(_) => fatal("hello_expected", "the first frame must be hello".into()),
+        Err(why) => fatal("bad_hello", why),
+    };
+    let _ = sink.send(refusal).await;
+    None
+}
+
+/// The link's writer: one frame per WebSocket message, in order; mail a
+/// frame carries is surfaced once the frame is written.
+async fn write_frames(mut rx: mpsc::Receiver<Outgoing>, mut sink: Sink) {
+    while let Some(out) = rx.recv().await {
+        let Ok(text) = serde_json::to_string(&out.frame) else {
+            continue;
+        };
+        if sink.send(WsMessage::Text(text.into())).await.is_err() {
+            break; // dropping `out` releases its claimed mail
+        }
+        if let Some(s) = out.surfacing {
+            s.complete();
+        }
+    }
+    let _ = sink.close().await;
+}
+
+/// Reads and handles the shim's frames until the link ends: it closes, goes
+/// silent past three heartbeats, or the daemon stops.
+async fn read_frames(
+    hub: &Arc<Hub>,
+    speaker: &Arc<Speaker>,
+    conn: u64,
+    tx: &mpsc::Sender<Outgoing>,
+    stream: &mut Stream,
+    requests: &mut JoinSet<()>,
+) {
+    let silence = Duration::from_millis(3 * HEARTBEAT_MS as u64);
+    loop {
+        let next = tokio::select! {
+            next = tokio::time::timeout(silence, stream.next()) => next,
+            _ = hub.shutdown.cancelled() => return,
+        };
+        let msg = match next {
+            Ok(Some(Ok(msg))) => msg,
+            Ok(Some(Err(_)) | None) => return,
+            Err(_) => {
+                tracing::info!(
+                    link = speaker.describe(),
+                    "link silent past three heartbeats; dropping it"
+                );
+                return;
+            }
+        };
+        match decode(&msg) {
+            None => {}
+            Some(Ok(frame)) => on_frame(hub, speaker, conn, tx, requests, frame).await,
+            Some(Err(why)) => {
+                let _ = tx.send(fatal_frame("bad_frame", why)).await;
+            }
+        }
+        while requests.try_join_next().is_some() {}
+    }
+}
+
+async fn on_frame(
+    hub: &Arc<Hub>,
+    speaker: &Arc<Speaker>,
+    conn: u64,
+    tx: &mpsc::Sender<Outgoing>,
+    requests: &mut JoinSet<()>,
+    frame: ClientFrame,
+) {
+    if let Speaker::Session(id) = &**speaker {
+        hub.seen(id);
+    }
+    let session = match &**speaker {
+        Speaker::Session(id) => Some(id.as_str()),
+        Speaker::PerCall(_) => None,
+    };
+    match frame {
+        ClientFrame::Request {
+            id,
+            op,
+            session: named,
+        } => {
+            let (hub, tx, speaker) = (hub.clone(), tx.clone(), speaker.clone());
+            requests.spawn(async move {
+                let out = run_request(&hub, &speaker, id, op, named).await;
+                let _ = tx.send(out).await;
+            });
+        }
+        ClientFrame::Delivered { message_ids } => {
+            if let Some(id) = session {
+                hub.on_delivered(id, &message_ids).await;
+            }
+        }
+        ClientFrame::Ready { can_push } => {
+            if let Some(id) = session {
+                hub.set_can_push(id, conn, can_push).await;
+            }
+        }
+        ClientFrame::Ping { at } => {
+            let _ = tx.send(ServerFrame::Pong { at }.into()).await;
+        }
+        ClientFrame::Hello { .. } => {
+            let again = fatal_frame("duplicate_hello", "this link already said hello".into());
+            let _ = tx.send(again).await;
+        }
+    }
+}
+
+/// Runs one request for whoever it acts as; the reply to send.
+async fn run_request(
+    hub: &Arc<Hub>,
+    speaker: &Speaker,
+    id: u64,
+    op: muster_core::link::Op,
+    named: Option<String>,
+) -> Outgoing {
+    let result = match hub.who_acts(speaker, named).await {
+        Ok(session) => hub.execute(&session, op).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok((result, surfacing)) => Outgoing {
+            frame: ServerFrame::Reply {
+                id,
+                result: Some(JsonText::from_value(&result)),
+                error: None,
+            },
+            surfacing,
+        },
+        Err(e) => ServerFrame::Reply {
+            id,
+            result: None,
+            error: Some(e.detail()),
+        }
+        .into(),
+    }
 }
 
 /// Whom a link speaks for.
