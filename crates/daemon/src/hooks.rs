@@ -202,7 +202,7 @@ async fn answer(
     let mut context = String::new();
     if event == HookEvent::PreToolUse {
         match guard(hub, &id, harness, &event_name, &payload) {
-            Err(refusal) => return Ok(refusal),
+            Err(refusal) => return Ok(*refusal),
             Ok(warning) => context.extend(warning),
         }
     }
@@ -318,7 +318,7 @@ fn guard(
     harness: Harness,
     event_name: &str,
     payload: &HookPayload,
-) -> Result<Option<String>, Response> {
+) -> Result<Option<String>, Box<Response>> {
     let input = payload.tool_input.clone().unwrap_or_default();
     let Some(verdict) = payload
         .tool_name
@@ -330,12 +330,8 @@ fn guard(
     match verdict.mode {
         GuardMode::Deny | GuardMode::Ask => {
             let ask = verdict.mode == GuardMode::Ask;
-            Err(hook_forms::refusal(
-                harness,
-                event_name,
-                ask,
-                &verdict.reason,
-            ))
+            let refusal = hook_forms::refusal(harness, event_name, ask, &verdict.reason);
+            Err(Box::new(refusal))
         }
         GuardMode::Warn => Ok(Some(verdict.reason)),
         GuardMode::Off => Ok(None),
