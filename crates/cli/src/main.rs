@@ -6,7 +6,6 @@ mod commands;
 mod config;
 mod context;
 mod hook;
-mod install;
 mod mcp;
 mod output;
 mod run;
@@ -27,7 +26,7 @@ fn main() {
         // The hook path stays lean: no tracing, no config warnings, never fails.
         Command::Hook(args) => hook::run(&args, cli.url.as_deref(), &env),
         Command::Serve(args) => commands::serve::run(args, &env),
-        Command::Install(args) => install::run(&args, cli.json, &env),
+        Command::Install(args) => commands::install::run(&args, cli.json, &env),
         Command::Mcp => run_mcp(cli.url.as_deref(), &env),
         // It owns the terminal: no tracing to stderr, no client context.
         Command::Run(args) => run::run(&args, cli.url.as_deref(), &env),

@@ -31,6 +31,7 @@ const LAYERS: &[(&str, Option<&[&str]>)] = &[
         Some(&["muster-store", "muster-core"]),
     ),
     ("muster-mcp", Some(&["muster-core"])),
+    ("muster-install", Some(&["muster-core"])),
     (
         "muster-daemon",
         Some(&[
@@ -861,6 +862,52 @@ fn crates_depend_only_on_the_layers_below() {
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// Crates the installer must not use: it edits files, and needs no network,
+/// no async runtime and no command line of its own.
+const NOT_FOR_THE_INSTALLER: &[&str] = &[
+    "clap",
+    "reqwest",
+    "hyper",
+    "hyper-util",
+    "axum",
+    "tokio",
+    "tokio-tungstenite",
+    "rmcp",
+];
+
+#[test]
+fn the_installer_needs_no_network_runtime_or_command_line() {
+    let path = workspace_root().join("crates/install/Cargo.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let manifest: toml::Table = toml::from_str(&text).unwrap();
+    let dependencies = manifest["dependencies"].as_table().expect("[dependencies]");
+    assert!(
+        dependencies.contains_key("muster-core"),
+        "{}: no muster-core (against a check of nothing)",
+        path.display()
+    );
+    let mut found: Vec<&str> = Vec::new();
+    for kind in ["dependencies", "dev-dependencies", "build-dependencies"] {
+        if let Some(table) = manifest.get(kind).and_then(|t| t.as_table()) {
+            for (key, spec) in table {
+                let package = spec.get("package").and_then(|p| p.as_str()).unwrap_or(key);
+                found.extend(
+                    NOT_FOR_THE_INSTALLER
+                        .iter()
+                        .copied()
+                        .filter(|n| *n == package),
+                );
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "{} depends on {found:?}: the installer plans and applies file edits, and the \
+         binary's adapter owns the command line",
+        path.display()
+    );
 }
 
 // ---------------------------------------------------------------- the checker's own tests

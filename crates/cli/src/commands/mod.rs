@@ -5,6 +5,7 @@ pub mod completions;
 pub mod doctor;
 pub mod guard;
 pub mod inbox;
+pub mod install;
 pub mod man;
 pub mod reserve;
 pub mod rooms;

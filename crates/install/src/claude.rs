@@ -1,21 +1,22 @@
 //! Claude Code: the MCP server in `.mcp.json` (project) or `~/.claude.json` (user),
 //! hooks in `.claude/settings.json` or `~/.claude/settings.json`.
 
+use muster_core::protocol::{Harness, HookEvent};
 use serde_json::json;
 
-use super::edit::FileEdits;
+use super::file_edits::FileEdits;
 use super::json_merge::JsonEdit;
 use super::{Layout, Muster, Scope, Target};
 
 /// Claude Code's hook events and the muster hook each runs.
-const HOOKS: [(&str, &str); 6] = [
-    ("SessionStart", "session-start"),
-    ("UserPromptSubmit", "prompt-submit"),
-    ("PreToolUse", "pre-tool-use"),
+const HOOKS: [(&str, HookEvent); 6] = [
+    ("SessionStart", HookEvent::SessionStart),
+    ("UserPromptSubmit", HookEvent::PromptSubmit),
+    ("PreToolUse", HookEvent::PreToolUse),
     // Mail that arrives during a turn reaches the model after the next tool result.
-    ("PostToolUse", "post-tool-use"),
-    ("Stop", "stop"),
-    ("SessionEnd", "session-end"),
+    ("PostToolUse", HookEvent::PostToolUse),
+    ("Stop", HookEvent::Stop),
+    ("SessionEnd", HookEvent::SessionEnd),
 ];
 
 fn path(keys: &[&str]) -> Vec<String> {
@@ -31,7 +32,7 @@ pub fn layout(scope: &Scope, muster: &Muster) -> Layout {
         .iter()
         .map(|(event, hook)| JsonEdit::Hook {
             event: event.to_string(),
-            group: json!({"hooks": [{"type": "command", "command": muster.hook_command(hook, "claude"), "timeout": 5}]}),
+            group: json!({"hooks": [{"type": "command", "command": muster.hook_command(*hook, Harness::Claude), "timeout": 5}]}),
         })
         .collect();
     let (mcp_file, settings_file) = match scope {

@@ -7,26 +7,27 @@
 //! muster's own (the path with a trailing `/`, which Gemini resolves to the
 //! same folder) so that uninstall never takes back a trust the user gave.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+use muster_core::protocol::{Harness, HookEvent};
 use serde_json::{json, Value};
 
-use super::edit::FileEdits;
+use super::file_edits::FileEdits;
 use super::json_merge::JsonEdit;
-use super::{Layout, Muster, Scope, Target};
+use super::{Layout, Locations, Muster, Scope, Target};
 
 /// Gemini CLI's hook events and the muster hook each runs.
-const HOOKS: [(&str, &str); 6] = [
-    ("SessionStart", "session-start"),
-    ("BeforeAgent", "prompt-submit"),
-    ("BeforeTool", "pre-tool-use"),
+const HOOKS: [(&str, HookEvent); 6] = [
+    ("SessionStart", HookEvent::SessionStart),
+    ("BeforeAgent", HookEvent::PromptSubmit),
+    ("BeforeTool", HookEvent::PreToolUse),
     // Mail that arrives during a turn reaches the model after the next tool result.
-    ("AfterTool", "post-tool-use"),
-    ("AfterAgent", "stop"),
-    ("SessionEnd", "session-end"),
+    ("AfterTool", HookEvent::PostToolUse),
+    ("AfterAgent", HookEvent::Stop),
+    ("SessionEnd", HookEvent::SessionEnd),
 ];
 
-pub fn layout(scope: &Scope, muster: &Muster) -> Layout {
+pub fn layout(scope: &Scope, locations: &Locations, muster: &Muster) -> Layout {
     let settings = match scope {
         Scope::Project(dir) => dir.join(".gemini").join("settings.json"),
         Scope::User(dirs) => dirs.home.join(".gemini").join("settings.json"),
@@ -45,7 +46,7 @@ pub fn layout(scope: &Scope, muster: &Muster) -> Layout {
         group: json!({"matcher": "", "hooks": [{
             "name": format!("muster-{hook}"),
             "type": "command",
-            "command": muster.hook_command(hook, "gemini"),
+            "command": muster.hook_command(*hook, Harness::Gemini),
             // Gemini CLI counts hook timeouts in milliseconds.
             "timeout": 5000,
         }]}),
@@ -66,7 +67,7 @@ in one you have not trusted)"
         notes.push(
             "Gemini CLI warns once before running a project's hooks; that is expected".to_string(),
         );
-        match trusted_folders_path() {
+        match locations.gemini_trusted_folders() {
             None => notes.push(format!(
                 "cannot tell where Gemini CLI keeps trusted folders (set HOME): trust {} in Gemini CLI when it \
 asks, or it ignores the project's settings",
@@ -102,17 +103,6 @@ trust it in Gemini CLI (/permissions) to use muster there",
         notes,
         next_step: "restart Gemini CLI to load muster".into(),
     }
-}
-
-/// `$GEMINI_CLI_TRUSTED_FOLDERS_PATH`, else `~/.gemini/trustedFolders.json`, as Gemini CLI finds it.
-fn trusted_folders_path() -> Option<PathBuf> {
-    let var = |name: &str| {
-        std::env::var_os(name)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    };
-    var("GEMINI_CLI_TRUSTED_FOLDERS_PATH")
-        .or_else(|| var("HOME").map(|home| home.join(".gemini").join("trustedFolders.json")))
 }
 
 /// The key muster trusts `project` under: its path with a trailing `/`.

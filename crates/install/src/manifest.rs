@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::edit::Undo;
+use super::Error;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Manifest {
@@ -45,26 +46,28 @@ pub struct FileRecord {
 
 impl Manifest {
     /// Reads the manifest; a missing file is an empty manifest.
-    pub fn load(path: &Path) -> Result<Manifest, String> {
+    pub fn load(path: &Path) -> Result<Manifest, Error> {
         match super::files::read(path) {
             Ok(None) => Ok(Manifest {
                 version: 1,
                 ..Manifest::default()
             }),
-            Ok(Some(bytes)) => serde_json::from_slice(&bytes).map_err(|e| {
-                format!(
-                    "{} is not a muster install record ({e}); move it aside",
-                    path.display()
-                )
+            Ok(Some(bytes)) => {
+                serde_json::from_slice(&bytes).map_err(|source| Error::ManifestInvalid {
+                    path: path.to_path_buf(),
+                    source,
+                })
+            }
+            Err(source) => Err(Error::ManifestUnreadable {
+                path: path.to_path_buf(),
+                source,
             }),
-            Err(e) => Err(format!("cannot read {}: {e}", path.display())),
         }
     }
 
-    pub fn save(&self, path: &Path) -> Result<(), String> {
-        let mut text = serde_json::to_string_pretty(self).map_err(|e| e.to_string())?;
+    pub fn save(&self, path: &Path) -> std::io::Result<()> {
+        let mut text = serde_json::to_string_pretty(self)?;
         text.push('\n');
         super::files::write_atomic(path, text.as_bytes())
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))
     }
 }

@@ -10,31 +10,32 @@
 
 use std::path::{Path, PathBuf};
 
+use muster_core::protocol::{Harness, HookEvent};
 use serde_json::{json, Value};
 
-use super::edit::FileEdits;
+use super::file_edits::FileEdits;
 use super::json_merge::JsonEdit;
 use super::toml_merge::TomlEdit;
-use super::{files, Layout, Muster, Scope, Target};
+use super::{files, Layout, Locations, Muster, Scope, Target};
 
 /// Codex's hook events, the muster hook each runs, its matcher, and Codex's
 /// name for the event in hook trust keys.
-const HOOKS: [(&str, &str, Option<&str>, &str); 5] = [
+const HOOKS: [(&str, HookEvent, Option<&str>, &str); 5] = [
     (
         "SessionStart",
-        "session-start",
+        HookEvent::SessionStart,
         Some("startup|resume"),
         "session_start",
     ),
     (
         "UserPromptSubmit",
-        "prompt-submit",
+        HookEvent::PromptSubmit,
         None,
         "user_prompt_submit",
     ),
-    ("PreToolUse", "pre-tool-use", None, "pre_tool_use"),
-    ("PostToolUse", "post-tool-use", None, "post_tool_use"),
-    ("Stop", "stop", None, "stop"),
+    ("PreToolUse", HookEvent::PreToolUse, None, "pre_tool_use"),
+    ("PostToolUse", HookEvent::PostToolUse, None, "post_tool_use"),
+    ("Stop", HookEvent::Stop, None, "stop"),
 ];
 
 /// Seconds Codex gives each muster hook.
@@ -49,9 +50,9 @@ const SERVER_ENV_VARS: [&str; 4] = [
     "XDG_CONFIG_HOME",
 ];
 
-pub fn layout(scope: &Scope, muster: &Muster) -> Layout {
+pub fn layout(scope: &Scope, locations: &Locations, muster: &Muster) -> Layout {
     let (dir, user_home) = match scope {
-        Scope::Project(dir) => (dir.join(".codex"), user_codex_home()),
+        Scope::Project(dir) => (dir.join(".codex"), locations.codex_home()),
         Scope::User(dirs) => (dirs.codex_home(), Some(dirs.codex_home())),
     };
     let mut config = vec![
@@ -79,7 +80,7 @@ pub fn layout(scope: &Scope, muster: &Muster) -> Layout {
         .iter()
         .map(|(event, hook, matcher, _)| {
             let inner =
-                json!([{"type": "command", "command": muster.hook_command(hook, "codex"), "timeout": HOOK_TIMEOUT}]);
+                json!([{"type": "command", "command": muster.hook_command(*hook, Harness::Codex), "timeout": HOOK_TIMEOUT}]);
             JsonEdit::Hook {
                 event: event.to_string(),
                 group: match matcher {
@@ -154,18 +155,6 @@ marked trusted: Codex skips them until you trust them when it asks, or run `code
     }
 }
 
-/// `$CODEX_HOME`, else `~/.codex`, for a project install's trust entries.
-fn user_codex_home() -> Option<PathBuf> {
-    let var = |name: &str| {
-        std::env::var_os(name)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    };
-    var("CODEX_HOME")
-        .filter(|p| p.is_absolute())
-        .or_else(|| var("HOME").map(|home| home.join(".codex")))
-}
-
 /// The `trust_level` the user's config gives `project`, if any.
 fn project_trust(user_config: &Path, project: &Path) -> Option<String> {
     let text = std::fs::read_to_string(user_config).ok()?;
@@ -191,7 +180,7 @@ fn trust_edits(hooks_path: &Path, hooks: &[JsonEdit], muster: &Muster) -> Vec<To
     let key_source = canonical(hooks_path).display().to_string();
     let mut edits = Vec::new();
     for (event, hook, matcher, label) in HOOKS {
-        let command = muster.hook_command(hook, "codex");
+        let command = muster.hook_command(hook, Harness::Codex);
         let Some((group, handler)) = position(&installed["hooks"][event], &command) else {
             continue;
         };
@@ -297,7 +286,7 @@ mod tests {
             trusted_hash(
                 "session_start",
                 Some("startup|resume"),
-                &muster.hook_command("session-start", "codex"),
+                &muster.hook_command(HookEvent::SessionStart, Harness::Codex),
                 5
             ),
             "sha256:f46c2950573307476ac33b6d66f486412b052a5fd601bd03a6b97fd782d4aaa8"
@@ -306,13 +295,18 @@ mod tests {
             trusted_hash(
                 "pre_tool_use",
                 None,
-                &muster.hook_command("pre-tool-use", "codex"),
+                &muster.hook_command(HookEvent::PreToolUse, Harness::Codex),
                 5
             ),
             "sha256:2b653c8890621a0ec839f2573d1e92f95e2c1f484c9cd3a58803a5107a00110d"
         );
         assert_eq!(
-            trusted_hash("stop", None, &muster.hook_command("stop", "codex"), 5),
+            trusted_hash(
+                "stop",
+                None,
+                &muster.hook_command(HookEvent::Stop, Harness::Codex),
+                5
+            ),
             "sha256:ce69bbb256cc97b20a7c49396e700c635103a667d7f80882d0bdcb93c117e572"
         );
     }

@@ -3,12 +3,12 @@
 
 use serde_json::json;
 
-use super::edit::FileEdits;
+use super::file_edits::FileEdits;
 use super::json_merge::JsonEdit;
 use super::{Layout, Muster, Scope, Target};
 
 /// The plugin, shipped inside the muster binary.
-pub const PLUGIN: &str = include_str!("../../assets/opencode-plugin.js");
+pub const PLUGIN: &str = include_str!("../assets/opencode-plugin.js");
 
 pub fn layout(scope: &Scope, muster: &Muster) -> Layout {
     let (config, plugin) = match scope {
