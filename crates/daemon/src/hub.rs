@@ -150,6 +150,20 @@ enum Persist {
     Touch,
 }
 
+/// What a send reports over all its recipients.
+fn outcome(views: &[DeliveryView]) -> SendOutcome {
+    let pushed = |v: &DeliveryView| v.state == DeliveryState::Pushed;
+    if views.is_empty() {
+        SendOutcome::None
+    } else if views.iter().all(pushed) {
+        SendOutcome::Pushed
+    } else if views.iter().all(|v| pushed(v) || v.woken) {
+        SendOutcome::Woken
+    } else {
+        SendOutcome::Queued
+    }
+}
+
 /// Session ids @mentioned in a body, by nickname or session id.
 fn mentioned(body: &str, st: &State) -> Vec<String> {
     let mut ids = Vec::new();
@@ -541,54 +555,16 @@ impl Hub {
     }
 
     /// Stores a message with a queued delivery per recipient, then makes it
-    /// visible to hooks and readers. Answered only once durable.
+    /// visible to hooks and readers, pushes it where it goes live, and
+    /// tells the sender what became of it. Answered only once durable.
     async fn deliver(
         self: &Arc<Self>,
         message: Message,
         recipients: Vec<String>,
     ) -> Result<SendResponse, ApiError> {
-        let now = message.sent_at;
-        let deliveries: Vec<Delivery> = recipients
-            .iter()
-            .map(|r| Delivery {
-                message_id: message.id.clone(),
-                recipient: r.clone(),
-                state: DeliveryState::Queued,
-                updated_at: now,
-            })
-            .collect();
-        let commit = {
-            let mut st = self.lock();
-            let put = Change::PutMessage {
-                message: message.clone(),
-                deliveries,
-            };
-            self.commit(&mut st, vec![put])
-        };
-        let stored = commit.await;
-        self.lock()
-            .settle_message(&message.id, &recipients, stored.is_ok());
-        stored?;
+        self.store_message(&message, &recipients).await?;
         let message = Arc::new(message);
-        let mut views: Vec<DeliveryView> = {
-            let st = self.lock();
-            recipients
-                .iter()
-                .map(|r| {
-                    let (nickname, present) = match st.entry(r) {
-                        Some(e) => (e.session().nickname.clone(), e.session().present()),
-                        None => (r.trim_start_matches("op:").to_string(), true),
-                    };
-                    DeliveryView {
-                        recipient: r.clone(),
-                        nickname,
-                        state: DeliveryState::Queued,
-                        present,
-                        woken: false,
-                    }
-                })
-                .collect()
-        };
+        let mut views = self.delivery_views(&recipients);
         // Direct mail to a session goes out live where its link can show it;
         // room mail stays ambient, except for the sessions it @mentions.
         let live: Vec<String> = match &message.to {
@@ -602,10 +578,81 @@ impl Hub {
             }
             Target::Operator(_) => Vec::new(),
         };
+        self.push_live(&message, &live, &mut views).await;
+        self.metrics.messages_sent.inc();
+        self.metrics.deliveries_queued.add(views.len() as u64);
+        let state = outcome(&views);
+        self.events.publish(
+            "message.sent",
+            || json!({"message": &*message, "deliveries": &views}),
+        );
+        Ok(SendResponse {
+            message: (*message).clone(),
+            state,
+            deliveries: views,
+        })
+    }
+
+    /// Applies and commits a new message with a queued delivery per
+    /// recipient; it is offered to readers only once the commit resolved.
+    async fn store_message(
+        &self,
+        message: &Message,
+        recipients: &[String],
+    ) -> Result<(), ApiError> {
+        let deliveries: Vec<Delivery> = recipients
+            .iter()
+            .map(|r| Delivery {
+                message_id: message.id.clone(),
+                recipient: r.clone(),
+                state: DeliveryState::Queued,
+                updated_at: message.sent_at,
+            })
+            .collect();
+        let put = Change::PutMessage {
+            message: message.clone(),
+            deliveries,
+        };
+        let commit = self.commit(&mut self.lock(), vec![put]);
+        let stored = commit.await;
+        self.lock()
+            .settle_message(&message.id, recipients, stored.is_ok());
+        Ok(stored?)
+    }
+
+    /// Each recipient as the sender sees it, queued to begin with.
+    fn delivery_views(&self, recipients: &[String]) -> Vec<DeliveryView> {
+        let st = self.lock();
+        recipients
+            .iter()
+            .map(|r| {
+                let (nickname, present) = match st.entry(r) {
+                    Some(e) => (e.session().nickname.clone(), e.session().present()),
+                    None => (r.trim_start_matches("op:").to_string(), true),
+                };
+                DeliveryView {
+                    recipient: r.clone(),
+                    nickname,
+                    state: DeliveryState::Queued,
+                    present,
+                    woken: false,
+                }
+            })
+            .collect()
+    }
+
+    /// Pushes the message to each of `live` and records in `views` what
+    /// came of it; a recipient it could not be pushed to may be woken.
+    async fn push_live(
+        self: &Arc<Self>,
+        message: &Arc<Message>,
+        live: &[String],
+        views: &mut [DeliveryView],
+    ) {
         // Several mentioned sessions confirm in parallel, not one after another.
         let pushes = live
             .iter()
-            .map(|recipient| self.push_and_confirm(recipient, &message));
+            .map(|recipient| self.push_and_confirm(recipient, message));
         for (recipient, state) in live
             .iter()
             .zip(futures_util::future::join_all(pushes).await)
@@ -621,29 +668,6 @@ impl Hub {
                 }
             }
         }
-        self.metrics.messages_sent.inc();
-        self.metrics.deliveries_queued.add(views.len() as u64);
-        let state = if views.is_empty() {
-            SendOutcome::None
-        } else if views.iter().all(|v| v.state == DeliveryState::Pushed) {
-            SendOutcome::Pushed
-        } else if views
-            .iter()
-            .all(|v| v.state == DeliveryState::Pushed || v.woken)
-        {
-            SendOutcome::Woken
-        } else {
-            SendOutcome::Queued
-        };
-        self.events.publish(
-            "message.sent",
-            || json!({"message": &*message, "deliveries": &views}),
-        );
-        Ok(SendResponse {
-            message: (*message).clone(),
-            state,
-            deliveries: views,
-        })
     }
 
     /// A principal's mail: unread (and with `all`, earlier mail too). What
