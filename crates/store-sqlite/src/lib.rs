@@ -324,10 +324,9 @@ fn target_from(kind: &str, name: String) -> rusqlite::Result<Target> {
     })
 }
 
-fn apply_change(tx: &Connection, change: &Change) -> rusqlite::Result<()> {
-    match change {
-        Change::PutSession(s) => {
-            tx.prepare_cached(
+/// Upserts a session's whole record.
+fn put_session(tx: &Connection, s: &Session) -> rusqlite::Result<()> {
+    tx.prepare_cached(
                 "INSERT INTO sessions (id, nickname, harness, host, operator, pid, cwd, project, branch, status,
                     activity, last_tool, can_push, link, connected_at, last_seen_at, left_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)
@@ -357,7 +356,34 @@ fn apply_change(tx: &Connection, change: &Change) -> rusqlite::Result<()> {
                 s.last_seen_at,
                 s.left_at
             ])?;
-        }
+    Ok(())
+}
+
+/// Inserts a message and one delivery record per recipient.
+fn put_message(tx: &Connection, m: &Message, deliveries: &[Delivery]) -> rusqlite::Result<()> {
+    let (kind, target) = target_parts(&m.to);
+    tx.prepare_cached(
+        "INSERT INTO messages (id, sender, sender_nickname, target_kind, target, reply_to, body, sent_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![m.id, m.from, m.from_nickname, kind, target, m.reply_to, m.body, m.sent_at])?;
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO deliveries (recipient, message_id, state, updated_at) VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    for d in deliveries {
+        insert.execute(params![
+            d.recipient,
+            d.message_id,
+            state_code(d.state),
+            d.updated_at
+        ])?;
+    }
+    Ok(())
+}
+
+fn apply_change(tx: &Connection, change: &Change) -> rusqlite::Result<()> {
+    match change {
+        Change::PutSession(s) => put_session(tx, s)?,
         Change::TouchSession { id, last_seen_at } => {
             tx.prepare_cached(
                 "UPDATE sessions SET last_seen_at = max(last_seen_at, ?2) WHERE id = ?1",
@@ -371,27 +397,9 @@ fn apply_change(tx: &Connection, change: &Change) -> rusqlite::Result<()> {
                 .execute(params![id])?;
         }
         Change::PutMessage {
-            message: m,
+            message,
             deliveries,
-        } => {
-            let (kind, target) = target_parts(&m.to);
-            tx.prepare_cached(
-                "INSERT INTO messages (id, sender, sender_nickname, target_kind, target, reply_to, body, sent_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )?
-            .execute(params![m.id, m.from, m.from_nickname, kind, target, m.reply_to, m.body, m.sent_at])?;
-            let mut insert = tx.prepare_cached(
-                "INSERT INTO deliveries (recipient, message_id, state, updated_at) VALUES (?1, ?2, ?3, ?4)",
-            )?;
-            for d in deliveries {
-                insert.execute(params![
-                    d.recipient,
-                    d.message_id,
-                    state_code(d.state),
-                    d.updated_at
-                ])?;
-            }
-        }
+        } => put_message(tx, message, deliveries)?,
         Change::AdvanceDelivery {
             message_id,
             recipient,
