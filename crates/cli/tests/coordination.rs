@@ -1,15 +1,15 @@
-//! Coordination beyond chat against a real daemon: file reservations, the
-//! edit guard, collision notices, threads, operator mail, activity, racing
-//! reservations and bad input (issue 4). The parts that need a linked shim
-//! (@mention pushes, wait_for_message, the MCP `reserve` tool) are in
-//! coordination_shim.rs.
+//! Coordination beyond chat through the real binary: what `muster reserve`,
+//! `release`, `hook`, `send --reply-to`, `thread`, `inbox` and `roster`
+//! print and exit with against a real daemon, and reservations surviving a
+//! `kill -9` of it. What the daemon decides (reservations, the edit guard,
+//! collision notices, threads, operator mail, activity, races, bad input)
+//! is shown in process in crates/daemon/tests/coordination.rs; the parts
+//! that need a linked shim (@mention pushes, wait_for_message, the MCP
+//! `reserve` tool) are in coordination_shim.rs.
 
 mod common;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Barrier};
-use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::{json, Value};
@@ -99,15 +99,14 @@ fn h(id: &str, pattern: &str, exclusive: bool) -> (String, String, bool) {
     (id.to_string(), pattern.to_string(), exclusive)
 }
 
-/// Posts a hook payload straight to the daemon's `/hook/{event}`, with extra headers.
-fn hook_http(d: &TestDaemon, event: &str, body: &Value, headers: &[(&str, &str)]) -> Value {
-    let mut req = http()
+/// Posts a hook payload straight to the daemon's `/hook/{event}`.
+fn hook_http(d: &TestDaemon, event: &str, body: &Value) -> Value {
+    let resp = http()
         .post(format!("{}/hook/{event}", d.url))
-        .header("content-type", "application/json");
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let resp = req.body(body.to_string()).send().expect("POST hook");
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .expect("POST hook");
     let status = resp.status().as_u16();
     let text = resp.text().unwrap();
     assert_eq!(status, 200, "hook {event}: {text}");
@@ -120,19 +119,8 @@ fn pre_tool(id: &str, cwd: &str, tool: &str, input: Value) -> Value {
         "transcript_path": "/tmp/t.jsonl", "permission_mode": "default"})
 }
 
-fn turn(id: &str, cwd: &str, event_name: &str) -> Value {
-    json!({"session_id": id, "cwd": cwd, "hook_event_name": event_name, "prompt": "carry on"})
-}
-
 fn decision(answer: &Value) -> Option<&str> {
     answer["hookSpecificOutput"]["permissionDecision"].as_str()
-}
-
-fn context(answer: &Value) -> String {
-    answer["hookSpecificOutput"]["additionalContext"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string()
 }
 
 fn error_message(v: &Value) -> String {
@@ -142,77 +130,25 @@ fn error_message(v: &Value) -> String {
         .to_string()
 }
 
-fn roster_entry(d: &TestDaemon, id: &str) -> Option<Value> {
-    let (status, v) = d.get("/api/v1/roster");
-    assert_eq!(status, 200);
-    v["sessions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["id"] == id)
-        .cloned()
-}
-
 const A: &str = "c0000000-0000-4000-8000-00000000000a";
 const B: &str = "c0000000-0000-4000-8000-00000000000b";
 const C: &str = "c0000000-0000-4000-8000-00000000000c";
 
 // ---------------------------------------------------------------- reservations
 
-// Proves a grant, then a conflicting request refused with the holder named
-// (nickname, session id, reason, expiry) and all-or-nothing: a request for two
-// paths, one of them held, grants neither.
+// Proves `muster reserve` of a held path fails with a non-zero exit and the
+// holder's nickname on stderr, and grants nothing of the request. (Taken
+// from the daemon's conflict test, which shows the refusal itself.)
 #[test]
-fn conflict_names_the_holder_and_grants_nothing() {
+fn muster_reserve_of_a_held_path_fails_naming_the_holder() {
     let d = TestDaemon::start(&[]);
     let repo = Repo::new("proj");
     let nick_a = register(&d, A, &repo.dir(""));
     register(&d, B, &repo.dir(""));
-
-    let (status, v) = reserve(&d, A, &["src/a.rs"], true, 600, "refactoring the parser");
-    assert_eq!(status, 200, "{v}");
-    let granted = &v["reservations"][0];
-    assert_eq!(granted["pattern"], "src/a.rs");
-    assert_eq!(granted["session_id"], A);
-    assert_eq!(granted["nickname"], nick_a.as_str());
-    assert_eq!(granted["exclusive"], true);
-    assert_eq!(granted["root"], repo.root.display().to_string());
-    let expires_at = granted["expires_at"].as_i64().unwrap();
-    let created_at = granted["created_at"].as_i64().unwrap();
-    assert!(
-        (599_000..=601_000).contains(&(expires_at - created_at)),
-        "ttl 600 s: {granted}"
-    );
-
-    let (status, v) = reserve(&d, B, &["src/b.rs", "src/a.rs"], true, 600, "");
-    assert_eq!(status, 409, "{v}");
-    assert_eq!(v["error"]["code"], "reservation_conflict");
-    let msg = error_message(&v);
-    for needle in [
-        nick_a.as_str(),
-        A,
-        "refactoring the parser",
-        "src/a.rs",
-        "UTC",
-        "nothing was",
-    ] {
-        assert!(msg.contains(needle), "the refusal names {needle:?}: {msg}");
-    }
-    assert!(
-        !msg.contains("src/b.rs:"),
-        "only the held path is a conflict: {msg}"
-    );
-    assert_eq!(v["error"]["matches"][0]["id"], A, "{v}");
-    assert_eq!(v["error"]["matches"][0]["nickname"], nick_a.as_str(), "{v}");
     assert_eq!(
-        held(&d),
-        vec![h(A, "src/a.rs", true)],
-        "nothing of B's request was granted"
+        reserve(&d, A, &["src/a.rs"], true, 600, "refactoring the parser").0,
+        200
     );
-
-    // src/b.rs is free: C takes it.
-    register(&d, C, &repo.dir(""));
-    assert_eq!(reserve(&d, C, &["src/b.rs"], true, 600, "").0, 200);
 
     // The CLI refuses the same way, with a non-zero exit and the holder named.
     // (The CLI takes relative paths from its own working directory.)
@@ -224,197 +160,21 @@ fn conflict_names_the_holder_and_grants_nothing() {
     assert!(!out.status.success(), "muster reserve of a held path fails");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains(&nick_a), "{stderr}");
-    assert_eq!(
-        held(&d),
-        vec![h(A, "src/a.rs", true), h(C, "src/b.rs", true)]
-    );
+    assert_eq!(held(&d), vec![h(A, "src/a.rs", true)]);
 }
 
-// Proves shared claims coexist while shared-vs-exclusive is refused both
-// ways, and that re-reserving one's own path renews it rather than conflicting.
+// Proves `muster release --as <id>` with no paths releases everything the
+// session holds.
 #[test]
-fn shared_claims_coexist_and_exclusive_ones_do_not() {
+fn muster_release_releases_all() {
     let d = TestDaemon::start(&[]);
     let repo = Repo::new("proj");
-    for id in [A, B, C] {
-        register(&d, id, &repo.dir(""));
-    }
-    assert_eq!(
-        reserve(&d, A, &["docs/guide.md"], false, 600, "reading").0,
-        200
-    );
-    assert_eq!(
-        reserve(&d, B, &["docs/guide.md"], false, 600, "reading too").0,
-        200
-    );
-    let (status, v) = reserve(&d, C, &["docs/guide.md"], true, 600, "");
-    assert_eq!(status, 409, "exclusive vs shared holders: {v}");
-    let matched: Vec<&str> = v["error"]["matches"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_str().unwrap())
-        .collect();
-    assert!(
-        matched.contains(&A) && matched.contains(&B),
-        "both shared holders are named: {v}"
-    );
-
-    assert_eq!(reserve(&d, C, &["src/x.rs"], true, 600, "").0, 200);
-    assert_eq!(
-        reserve(&d, A, &["src/x.rs"], false, 600, "").0,
-        409,
-        "shared vs an exclusive holder"
-    );
-    assert_eq!(
-        reserve(&d, C, &["src/x.rs"], true, 900, "again").0,
-        200,
-        "own claim renews"
-    );
-    assert_eq!(
-        held(&d),
-        vec![
-            h(A, "docs/guide.md", false),
-            h(B, "docs/guide.md", false),
-            h(C, "src/x.rs", true)
-        ]
-    );
-}
-
-// Proves glob and path overlap is decided on the normalized pattern:
-// `src/**` covers `src/a/b.rs`, `*.md` does not reach `src/x.md`, and a
-// trailing `/` reserves a directory.
-#[test]
-fn globs_and_paths_overlap_as_globs_say() {
-    let d = TestDaemon::start(&[]);
-    let repo = Repo::new("proj");
-    register(&d, A, &repo.dir(""));
-    register(&d, B, &repo.dir(""));
-
-    assert_eq!(reserve(&d, A, &["src/**"], true, 600, "").0, 200);
-    assert_eq!(
-        reserve(&d, B, &["src/a/b.rs"], true, 600, "").0,
-        409,
-        "src/** covers src/a/b.rs"
-    );
-    assert_eq!(
-        reserve(&d, B, &["src/*/mod.rs"], false, 600, "").0,
-        409,
-        "glob vs glob"
-    );
-    assert_eq!(
-        reserve(&d, B, &["*.md"], true, 600, "").0,
-        200,
-        "*.md is the root's markdown only"
-    );
-    assert_eq!(
-        reserve(&d, A, &["README.md"], true, 600, "").0,
-        409,
-        "README.md is in *.md"
-    );
-    assert_eq!(release(&d, A, &["src/**"]), 1);
-    assert_eq!(
-        reserve(&d, A, &["src/x.md"], true, 600, "").0,
-        200,
-        "* does not cross /"
-    );
-    assert_eq!(reserve(&d, A, &["tests/"], true, 600, "").0, 200);
-    assert_eq!(
-        reserve(&d, B, &["tests/deep/t.rs"], true, 600, "").0,
-        409,
-        "tests/ holds the directory"
-    );
-    assert_eq!(
-        held(&d),
-        vec![
-            h(A, "src/x.md", true),
-            h(A, "tests/**", true),
-            h(B, "*.md", true)
-        ]
-    );
-}
-
-// Proves paths are resolved against the repository root, so sessions in
-// different subdirectories of one checkout (and absolute paths) compare the
-// same file, while the same relative path in another checkout never conflicts.
-#[test]
-fn paths_compare_across_subdirectories_but_not_across_repositories() {
-    let d = TestDaemon::start(&[]);
-    let repo = Repo::new("proj");
-    let other = Repo::new("proj");
-    register(&d, A, &repo.dir("crates/core"));
-    register(&d, B, &repo.dir("docs/guide"));
-    register(&d, C, &other.dir("crates/core"));
-
-    let (status, v) = reserve(&d, A, &["src/lib.rs"], true, 600, "");
-    assert_eq!(status, 200);
-    assert_eq!(
-        v["reservations"][0]["pattern"], "crates/core/src/lib.rs",
-        "relative to the root: {v}"
-    );
-    assert_eq!(
-        reserve(&d, B, &["../../crates/core/src/lib.rs"], true, 600, "").0,
-        409
-    );
-    assert_eq!(
-        reserve(
-            &d,
-            B,
-            &[&repo.file("crates/core/src/lib.rs")],
-            true,
-            600,
-            ""
-        )
-        .0,
-        409
-    );
-    assert_eq!(
-        reserve(&d, B, &["../../crates/core/./src//lib.rs"], true, 600, "").0,
-        409
-    );
-    assert_eq!(
-        reserve(&d, C, &["src/lib.rs"], true, 600, "").0,
-        200,
-        "another checkout never conflicts"
-    );
-    let (_, v) = d.get("/api/v1/reservations");
-    let roots: Vec<&str> = v["reservations"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["root"].as_str().unwrap())
-        .collect();
-    assert_eq!(roots.len(), 2);
-    assert_ne!(roots[0], roots[1], "{v}");
-}
-
-// Proves release by path frees just that path and release with no paths
-// frees everything the session holds, and another session can then take them.
-#[test]
-fn release_by_path_and_release_all() {
-    let d = TestDaemon::start(&[]);
-    let repo = Repo::new("proj");
-    register(&d, A, &repo.dir(""));
     register(&d, B, &repo.dir("src"));
     assert_eq!(
-        reserve(&d, A, &["src/a.rs", "src/b.rs", "src/c.rs"], true, 600, "").0,
+        reserve(&d, B, &["a.rs", "b.rs", "c.rs"], true, 600, "").0,
         200
     );
-    assert_eq!(release(&d, A, &["src/b.rs"]), 1);
-    assert_eq!(release(&d, B, &[]), 0, "B holds nothing to release");
-    assert_eq!(
-        held(&d),
-        vec![h(A, "src/a.rs", true), h(A, "src/c.rs", true)]
-    );
-    assert_eq!(
-        reserve(&d, B, &["b.rs"], true, 600, "").0,
-        200,
-        "B (cwd src/) takes the released one"
-    );
-    assert_eq!(reserve(&d, B, &["a.rs"], true, 600, "").0, 409);
-    assert_eq!(release(&d, A, &[]), 2, "release-all");
-    assert_eq!(held(&d), vec![h(B, "src/b.rs", true)]);
-    assert_eq!(reserve(&d, B, &["a.rs", "c.rs"], true, 600, "").0, 200);
+    assert_eq!(held(&d).len(), 3);
 
     // The CLI releases too.
     let out = d.muster(&["release", "--as", B]);
@@ -424,87 +184,6 @@ fn release_by_path_and_release_all() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(held(&d), vec![]);
-}
-
-// Proves a claim lapses at its ttl: after ~1.5 s a 1 s claim no longer
-// shows, and another session can take the path.
-#[test]
-fn claims_expire() {
-    let d = TestDaemon::start(&["--sweep-interval", "200ms"]);
-    let repo = Repo::new("proj");
-    register(&d, A, &repo.dir(""));
-    register(&d, B, &repo.dir(""));
-    assert_eq!(reserve(&d, A, &["src/a.rs"], true, 1, "brief").0, 200);
-    assert_eq!(reserve(&d, B, &["src/a.rs"], true, 600, "").0, 409);
-    std::thread::sleep(Duration::from_millis(1_500));
-    assert_eq!(
-        reserve(&d, B, &["src/a.rs"], true, 600, "").0,
-        200,
-        "A's claim expired"
-    );
-    assert_eq!(held(&d), vec![h(B, "src/a.rs", true)]);
-}
-
-// Proves a holder leaving the roster ends its claims: by its session-end
-// hook, and by DELETE /api/v1/sessions/{id}.
-#[test]
-fn leaving_ends_the_holders_claims() {
-    let d = TestDaemon::start(&[]);
-    let repo = Repo::new("proj");
-    let root = repo.dir("");
-    // A arrives through its hooks.
-    let started = hook_http(&d, "session-start", &turn(A, &root, "SessionStart"), &[]);
-    assert!(context(&started).contains(A), "{started}");
-    register(&d, B, &root);
-    register(&d, C, &root);
-    assert_eq!(reserve(&d, A, &["src/a.rs"], true, 600, "").0, 200);
-    assert_eq!(reserve(&d, B, &["src/b.rs"], true, 600, "").0, 200);
-    assert_eq!(reserve(&d, C, &["src/a.rs"], true, 600, "").0, 409);
-
-    hook_http(
-        &d,
-        "session-end",
-        &json!({"session_id": A, "cwd": root, "hook_event_name": "SessionEnd"}),
-        &[],
-    );
-    assert_eq!(
-        held(&d),
-        vec![h(B, "src/b.rs", true)],
-        "session-end ended A's claim"
-    );
-    assert_eq!(reserve(&d, C, &["src/a.rs"], true, 600, "").0, 200);
-
-    let resp = http()
-        .delete(format!("{}/api/v1/sessions/{B}", d.url))
-        .send()
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 200);
-    assert_eq!(
-        held(&d),
-        vec![h(C, "src/a.rs", true)],
-        "DELETE ended B's claim"
-    );
-    assert_eq!(reserve(&d, C, &["src/b.rs"], true, 600, "").0, 200);
-
-    // A comes back: its old claim is not resurrected.
-    register(&d, A, &root);
-    assert_eq!(
-        held(&d),
-        vec![h(C, "src/a.rs", true), h(C, "src/b.rs", true)]
-    );
-}
-
-// Proves the sweeper removing a silent hook-only holder ends its claims.
-#[test]
-fn the_sweeper_ends_a_swept_holders_claims() {
-    let d = TestDaemon::start(&["--hook-backstop", "1s", "--sweep-interval", "100ms"]);
-    let repo = Repo::new("proj");
-    register(&d, A, &repo.dir(""));
-    assert_eq!(reserve(&d, A, &["src/**"], true, 600, "").0, 200);
-    wait_until(Duration::from_secs(10), || roster_entry(&d, A).is_none()).expect("A was swept");
-    assert_eq!(held(&d), vec![], "a swept holder holds nothing");
-    register(&d, B, &repo.dir(""));
-    assert_eq!(reserve(&d, B, &["src/a.rs"], true, 600, "").0, 200);
 }
 
 // Proves reservations are durable: after a daemon restart on the same data
@@ -535,317 +214,47 @@ fn reservations_survive_a_restart() {
 
 // ---------------------------------------------------------------- edit guard
 
-/// A holds src/a.rs exclusively and src/shared.rs shared; B works in the same checkout.
-fn guarded(args: &[&str]) -> (TestDaemon, Repo, String) {
-    let d = TestDaemon::start(args);
+// Proves the hook command a harness runs (`muster hook pre-tool-use`)
+// prints the edit guard's refusal of an edit of a file another session
+// holds exclusively. (The guard itself is shown in process.)
+#[test]
+fn muster_hook_prints_the_edit_guards_refusal() {
+    let d = TestDaemon::start(&[]);
     let repo = Repo::new("proj");
-    let root = repo.dir("");
-    let nick_a = register(&d, A, &root);
+    let nick_a = register(&d, A, &repo.dir(""));
     register(&d, B, &repo.dir("src"));
     assert_eq!(
-        reserve(
-            &d,
-            A,
-            &["src/a.rs", "notes/n.ipynb"],
-            true,
-            600,
-            "parser rewrite"
-        )
-        .0,
+        reserve(&d, A, &["src/a.rs"], true, 600, "parser rewrite").0,
         200
     );
-    assert_eq!(reserve(&d, A, &["src/shared.rs"], false, 600, "").0, 200);
-    (d, repo, nick_a)
-}
-
-// Proves the edit guard denies B's Edit, Write, MultiEdit, NotebookEdit and
-// Codex apply_patch of a path A holds exclusively, naming A and how to reach
-// them; through the real `muster hook` client too.
-#[test]
-fn edit_guard_denies_edits_of_an_exclusively_held_file() {
-    let (d, repo, nick_a) = guarded(&[]);
-    let cwd_b = repo.dir("src");
-    let patch = "*** Begin Patch\n*** Update File: src/a.rs\n@@\n-x\n+y\n*** End Patch\n";
-    let calls = [
-        (
-            "Edit",
-            json!({"file_path": repo.file("src/a.rs"), "old_string": "x", "new_string": "y"}),
-        ),
-        ("Write", json!({"file_path": "a.rs", "content": "y"})),
-        (
-            "MultiEdit",
-            json!({"file_path": repo.file("src/a.rs"), "edits": []}),
-        ),
-        (
-            "NotebookEdit",
-            json!({"notebook_path": repo.file("notes/n.ipynb"), "new_source": "y"}),
-        ),
-    ];
-    for (tool, input) in calls {
-        let answer = hook_http(&d, "pre-tool-use", &pre_tool(B, &cwd_b, tool, input), &[]);
-        assert_eq!(decision(&answer), Some("deny"), "{tool}: {answer}");
-        assert_eq!(answer["hookSpecificOutput"]["hookEventName"], "PreToolUse");
-        let reason = answer["hookSpecificOutput"]["permissionDecisionReason"]
-            .as_str()
-            .unwrap();
-        for needle in [nick_a.as_str(), A, "parser rewrite", "send_message", "UTC"] {
-            assert!(
-                reason.contains(needle),
-                "{tool}: the reason names {needle:?}: {reason}"
-            );
-        }
-    }
-    // Codex: apply_patch with the patch text, paths relative to the repository root.
-    let codex = json!({"session_id": B, "cwd": repo.dir(""), "hook_event_name": "PreToolUse", "turn_id": "t1",
-        "tool_name": "apply_patch", "tool_input": {"command": ["apply_patch", patch]}});
-    let answer = hook_http(&d, "pre-tool-use", &codex, &[]);
-    assert_eq!(decision(&answer), Some("deny"), "apply_patch: {answer}");
-    assert!(answer["hookSpecificOutput"]["permissionDecisionReason"]
-        .as_str()
-        .unwrap()
-        .contains(&nick_a));
-
-    // The hook command a harness runs prints the same refusal.
     let out = d.hook(
         "pre-tool-use",
         &pre_tool(
             B,
-            &cwd_b,
+            &repo.dir("src"),
             "Edit",
             json!({"file_path": repo.file("src/a.rs")}),
         ),
     );
     let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
     assert_eq!(decision(&v), Some("deny"), "{out}");
-}
-
-// Proves what the guard lets through: the holder's own edit, a Read of the
-// held file, an edit of a shared-reserved file, and an edit of a free file.
-#[test]
-fn edit_guard_allows_the_holder_reads_shared_and_free_files() {
-    let (d, repo, _) = guarded(&[]);
-    let root = repo.dir("");
-    let own = hook_http(
-        &d,
-        "pre-tool-use",
-        &pre_tool(A, &root, "Edit", json!({"file_path": "src/a.rs"})),
-        &[],
-    );
-    assert_eq!(own, json!({}), "the holder edits freely");
-    let read = hook_http(
-        &d,
-        "pre-tool-use",
-        &pre_tool(B, &root, "Read", json!({"file_path": "src/a.rs"})),
-        &[],
-    );
-    assert_eq!(read, json!({}), "reads are not guarded");
-    let shared = hook_http(
-        &d,
-        "pre-tool-use",
-        &pre_tool(B, &root, "Edit", json!({"file_path": "src/shared.rs"})),
-        &[],
-    );
-    assert_eq!(
-        decision(&shared),
-        None,
-        "a shared claim does not block edits: {shared}"
-    );
-    let free = hook_http(
-        &d,
-        "pre-tool-use",
-        &pre_tool(B, &root, "Write", json!({"file_path": "src/free.rs"})),
-        &[],
-    );
-    assert_eq!(free, json!({}));
-    let bash = json!({"command": "echo x > src/a.rs"});
-    assert_eq!(
-        hook_http(&d, "pre-tool-use", &pre_tool(B, &root, "Bash", bash), &[]),
-        json!({}),
-        "shell is out of scope"
-    );
-}
-
-// Proves `--edit-guard ask` turns the refusal into a question for the person.
-#[test]
-fn edit_guard_ask_mode_asks() {
-    let (d, repo, nick_a) = guarded(&["--edit-guard", "ask"]);
-    let a = hook_http(
-        &d,
-        "pre-tool-use",
-        &pre_tool(B, &repo.dir(""), "Edit", json!({"file_path": "src/a.rs"})),
-        &[],
-    );
-    assert_eq!(decision(&a), Some("ask"), "{a}");
-    assert!(a["hookSpecificOutput"]["permissionDecisionReason"]
-        .as_str()
-        .unwrap()
-        .contains(&nick_a));
-}
-
-// Proves `--edit-guard warn` lets the edit through with the warning in context.
-#[test]
-fn edit_guard_warn_mode_warns_in_context() {
-    let (d, repo, nick_a) = guarded(&["--edit-guard", "warn"]);
-    let a = hook_http(
-        &d,
-        "pre-tool-use",
-        &pre_tool(B, &repo.dir(""), "Edit", json!({"file_path": "src/a.rs"})),
-        &[],
-    );
-    assert_eq!(decision(&a), None, "warn does not decide: {a}");
-    let ctx = context(&a);
     assert!(
-        ctx.contains(&nick_a) && ctx.contains("src/a.rs"),
-        "the warning is in context: {a}"
+        v["hookSpecificOutput"]["permissionDecisionReason"]
+            .as_str()
+            .unwrap()
+            .contains(&nick_a),
+        "{out}"
     );
-}
-
-// Proves `--edit-guard off` answers nothing at all.
-#[test]
-fn edit_guard_off_is_silent() {
-    let (d, repo, _) = guarded(&["--edit-guard", "off"]);
-    let a = hook_http(
-        &d,
-        "pre-tool-use",
-        &pre_tool(B, &repo.dir(""), "Edit", json!({"file_path": "src/a.rs"})),
-        &[],
-    );
-    assert_eq!(a, json!({}));
-}
-
-// ---------------------------------------------------------------- collision notices
-
-fn notices(answer: &Value) -> Vec<String> {
-    let ctx = context(answer);
-    ctx.match_indices("<muster-notice>")
-        .map(|(i, _)| {
-            ctx[i..]
-                .split("</muster-notice>")
-                .next()
-                .unwrap()
-                .to_string()
-        })
-        .collect()
-}
-
-// Proves two sessions editing one file (no reservations) within the window
-// are both told once: B in the answer to its own edit, A at its next hook,
-// and neither again on later hooks or later edits of that file.
-#[test]
-fn collision_notice_tells_both_once() {
-    let d = TestDaemon::start(&[]);
-    let repo = Repo::new("proj");
-    let root = repo.dir("");
-    let nick_a = register(&d, A, &root);
-    let nick_b = register(&d, B, &repo.dir("src"));
-    let first = hook_http(
-        &d,
-        "pre-tool-use",
-        &pre_tool(A, &root, "Edit", json!({"file_path": "src/a.rs"})),
-        &[],
-    );
-    assert_eq!(first, json!({}), "the first writer is told nothing yet");
-    let b = hook_http(
-        &d,
-        "pre-tool-use",
-        &pre_tool(B, &repo.dir("src"), "Edit", json!({"file_path": "a.rs"})),
-        &[],
-    );
-    assert_eq!(decision(&b), None, "no reservation: no refusal: {b}");
-    let nb = notices(&b);
-    assert_eq!(nb.len(), 1, "B is told in that very answer: {b}");
-    assert!(
-        nb[0].contains(&nick_a) && nb[0].contains("src/a.rs"),
-        "{nb:?}"
-    );
-
-    let a_next = hook_http(
-        &d,
-        "prompt-submit",
-        &turn(A, &root, "UserPromptSubmit"),
-        &[],
-    );
-    let na = notices(&a_next);
-    assert_eq!(na.len(), 1, "A is told at its next hook: {a_next}");
-    assert!(na[0].contains(&nick_b) && na[0].contains(B), "{na:?}");
-
-    // Once: later hooks and later edits of the same file tell nobody again.
-    for _ in 0..2 {
-        let a = hook_http(
-            &d,
-            "pre-tool-use",
-            &pre_tool(A, &root, "Edit", json!({"file_path": "src/a.rs"})),
-            &[],
-        );
-        let b = hook_http(
-            &d,
-            "pre-tool-use",
-            &pre_tool(B, &root, "Write", json!({"file_path": "src/a.rs"})),
-            &[],
-        );
-        assert!(notices(&a).is_empty() && notices(&b).is_empty(), "{a} {b}");
-        assert!(notices(&hook_http(
-            &d,
-            "prompt-submit",
-            &turn(A, &root, "UserPromptSubmit"),
-            &[]
-        ))
-        .is_empty());
-        assert!(notices(&hook_http(
-            &d,
-            "prompt-submit",
-            &turn(B, &root, "UserPromptSubmit"),
-            &[]
-        ))
-        .is_empty());
-    }
-}
-
-// Proves edits further apart than --collision-window tell nobody.
-#[test]
-fn collision_outside_the_window_is_not_reported() {
-    let d = TestDaemon::start(&["--collision-window", "1s", "--sweep-interval", "200ms"]);
-    let repo = Repo::new("proj");
-    let root = repo.dir("");
-    register(&d, A, &root);
-    register(&d, B, &root);
-    hook_http(
-        &d,
-        "pre-tool-use",
-        &pre_tool(A, &root, "Edit", json!({"file_path": "src/a.rs"})),
-        &[],
-    );
-    std::thread::sleep(Duration::from_millis(1_500));
-    let b = hook_http(
-        &d,
-        "pre-tool-use",
-        &pre_tool(B, &root, "Edit", json!({"file_path": "src/a.rs"})),
-        &[],
-    );
-    assert_eq!(b, json!({}), "B is told nothing: {b}");
-    let a = hook_http(
-        &d,
-        "prompt-submit",
-        &turn(A, &root, "UserPromptSubmit"),
-        &[],
-    );
-    assert!(notices(&a).is_empty(), "A is told nothing: {a}");
-    assert!(notices(&hook_http(
-        &d,
-        "prompt-submit",
-        &turn(B, &root, "UserPromptSubmit"),
-        &[]
-    ))
-    .is_empty());
 }
 
 // ---------------------------------------------------------------- threads
 
-// Proves threads: `muster send --reply-to` links replies, `muster thread`
-// and the API show root and replies oldest first from any message in the
-// thread, an outsider gets 404, and a reply to an unknown id is refused.
+// Proves threads through the CLI: `muster send --reply-to` links replies,
+// `muster thread` shows root and replies oldest first from any message in
+// the thread (as JSON and as text), an outsider's `muster thread` fails,
+// and `muster send --reply-to` an unknown id fails and sends nothing.
 #[test]
-fn threads_show_root_and_replies_to_participants_only() {
+fn muster_thread_shows_root_and_replies_to_participants_only() {
     let d = TestDaemon::start(&[]);
     let repo = Repo::new("proj");
     for id in [A, B, C] {
@@ -889,9 +298,6 @@ fn threads_show_root_and_replies_to_participants_only() {
     for from in [&root_id, &r1_id, &r2_id] {
         let t = d.muster_json(&["thread", from, "--as", B, "--json"]);
         assert_eq!(ids(&t), expected, "from {from} as B: {t}");
-        let (status, t) = d.get(&format!("/api/v1/messages/{from}/thread?as={A}"));
-        assert_eq!(status, 200, "{t}");
-        assert_eq!(ids(&t), expected, "from {from} as A via the API: {t}");
     }
     let t = d.muster_json(&["thread", &r2_id, "--as", A, "--json"]);
     assert_eq!(t["messages"][0]["body"], "can you review src/a.rs?");
@@ -905,21 +311,7 @@ fn threads_show_root_and_replies_to_participants_only() {
     );
     assert!(p0 < p2, "oldest first: {text}");
 
-    let (status, v) = d.get(&format!("/api/v1/messages/{root_id}/thread?as={C}"));
-    assert_eq!(status, 404, "C neither sent nor received them: {v}");
     assert!(!d.muster(&["thread", &r1_id, "--as", C]).status.success());
-    let (status, _) = d.get(&format!(
-        "/api/v1/messages/{}/thread?as={A}",
-        "01ZZZZZZZZZZZZZZZZZZZZZZZZ"
-    ));
-    assert_eq!(status, 404, "an unknown id");
-
-    let (status, v) = d.post_json(
-        "/api/v1/messages",
-        &json!({"as": A, "to": B, "body": "orphan", "reply_to": "01ZZZZZZZZZZZZZZZZZZZZZZZZ"}),
-    );
-    assert_eq!(status, 400, "a reply to an unknown id is refused: {v}");
-    assert!(error_message(&v).contains("reply_to"), "{v}");
     let out = d.muster(&["send", B, "orphan", "--as", A, "--reply-to", "nope"]);
     assert!(!out.status.success(), "the CLI refuses it too");
     let inbox = d.muster_json(&["inbox", "--as", B, "--all", "--json"]);
@@ -931,32 +323,21 @@ fn threads_show_root_and_replies_to_participants_only() {
 
 // ---------------------------------------------------------------- operator mail
 
-// Proves a person is addressable as op:<name>: their live sessions (operator
-// from the hook header or from registration) get the mail framed as for
-// their operator to relay, not act on, and the person's own inbox has it.
+// Proves `muster send op:<name>` reaches the person and their live sessions
+// (not another person's), and `muster inbox --as op:<name>` shows the
+// person's mail, as JSON and as text.
 #[test]
-fn operator_mail_reaches_the_person_and_their_sessions_framed_for_relay() {
+fn muster_send_and_inbox_for_an_operator() {
     let d = TestDaemon::start(&[]);
     let repo = Repo::new("proj");
     let root = repo.dir("");
-    hook_http(
-        &d,
-        "session-start",
-        &turn(A, &root, "SessionStart"),
-        &[("x-muster-operator", "alice")],
-    );
-    let (status, v) = d.post_json(
-        "/api/v1/sessions",
-        &json!({"id": B, "cwd": root, "operator": "alice"}),
-    );
-    assert_eq!(status, 200, "{v}");
-    let (status, v) = d.post_json(
-        "/api/v1/sessions",
-        &json!({"id": C, "cwd": root, "operator": "bob"}),
-    );
-    assert_eq!(status, 200, "{v}");
-    assert_eq!(roster_entry(&d, A).unwrap()["operator"], "alice");
-
+    for (id, operator) in [(A, "alice"), (C, "bob")] {
+        let (status, v) = d.post_json(
+            "/api/v1/sessions",
+            &json!({"id": id, "cwd": root, "operator": operator}),
+        );
+        assert_eq!(status, 200, "{v}");
+    }
     let sent = d.muster_json(&[
         "send",
         "op:alice",
@@ -972,32 +353,10 @@ fn operator_mail_reaches_the_person_and_their_sessions_framed_for_relay() {
         .map(|r| r["recipient"].as_str().unwrap())
         .collect();
     assert!(
-        recipients.contains(&"op:alice") && recipients.contains(&A) && recipients.contains(&B),
+        recipients.contains(&"op:alice") && recipients.contains(&A),
         "{sent}"
     );
     assert!(!recipients.contains(&C), "{sent}");
-
-    for id in [A, B] {
-        let ctx = context(&hook_http(
-            &d,
-            "prompt-submit",
-            &turn(id, &root, "UserPromptSubmit"),
-            &[],
-        ));
-        assert!(ctx.contains("the deploy is at 5pm"), "{id}: {ctx}");
-        assert!(
-            ctx.contains("message for your operator alice"),
-            "{id}: {ctx}"
-        );
-        assert!(ctx.contains("do not act on it yourself"), "{id}: {ctx}");
-    }
-    let c_ctx = context(&hook_http(
-        &d,
-        "prompt-submit",
-        &turn(C, &root, "UserPromptSubmit"),
-        &[],
-    ));
-    assert!(!c_ctx.contains("5pm"), "bob's session is not told: {c_ctx}");
 
     let inbox = d.muster_json(&["inbox", "--as", "op:alice", "--json"]);
     assert_eq!(inbox["principal"], "op:alice");
@@ -1015,270 +374,23 @@ fn operator_mail_reaches_the_person_and_their_sessions_framed_for_relay() {
 
 // ---------------------------------------------------------------- activity
 
-// Proves activity on the roster: prompt-submit makes a session busy,
-// pre-tool-use busy with last_tool "Edit" (and the tool's arguments
-// nowhere on the roster), stop makes it idle.
+// Proves `muster roster --json` shows a session's last tool and never the
+// tool's arguments.
 #[test]
-fn activity_follows_hooks_and_never_shows_tool_arguments() {
+fn muster_roster_never_shows_tool_arguments() {
     let d = TestDaemon::start(&[]);
     let repo = Repo::new("proj");
     let root = repo.dir("");
-    hook_http(&d, "session-start", &turn(A, &root, "SessionStart"), &[]);
-    hook_http(
-        &d,
-        "prompt-submit",
-        &turn(A, &root, "UserPromptSubmit"),
-        &[],
-    );
-    assert_eq!(roster_entry(&d, A).unwrap()["activity"], "busy");
-
+    register(&d, A, &root);
     let secret = "SECRET-ARGUMENT-4711";
     let input = json!({"file_path": format!("src/{secret}.rs"), "old_string": secret, "new_string": secret});
-    hook_http(&d, "pre-tool-use", &pre_tool(A, &root, "Edit", input), &[]);
-    let me = roster_entry(&d, A).unwrap();
-    assert_eq!(me["activity"], "busy", "{me}");
-    assert_eq!(me["last_tool"], "Edit", "{me}");
-    let (_, roster) = d.get("/api/v1/roster?all=true");
-    assert!(
-        !roster.to_string().contains(secret),
-        "no tool argument on the roster: {roster}"
-    );
+    hook_http(&d, "pre-tool-use", &pre_tool(A, &root, "Edit", input));
     let cli = d.muster(&["roster", "--json"]);
-    assert!(!String::from_utf8_lossy(&cli.stdout).contains(secret));
-
-    hook_http(&d, "stop", &turn(A, &root, "Stop"), &[]);
-    assert_eq!(roster_entry(&d, A).unwrap()["activity"], "idle");
-}
-
-// ---------------------------------------------------------------- races
-
-// Proves exclusivity under contention: 16 sessions, each on its own thread
-// and HTTP client, race for one path 20 times; each round exactly one wins
-// and 15 are refused, and a concurrent observer never sees two exclusive holders.
-#[test]
-fn sixteen_sessions_race_and_exactly_one_holds() {
-    const N: usize = 16;
-    const ROUNDS: usize = 20;
-    let d = TestDaemon::start(&[]);
-    let repo = Repo::new("proj");
-    let ids: Vec<String> = (0..N)
-        .map(|i| format!("d0000000-0000-4000-8000-{i:012}"))
-        .collect();
-    for (i, id) in ids.iter().enumerate() {
-        // Half work from the root, half from a subdirectory: the same file either way.
-        register(&d, id, &repo.dir(if i % 2 == 0 { "" } else { "src" }));
-    }
-    let url = d.url.clone();
-
-    let stop = Arc::new(AtomicBool::new(false));
-    let observed = Arc::new(AtomicUsize::new(0));
-    let observer = {
-        let (url, stop, observed) = (url.clone(), stop.clone(), observed.clone());
-        std::thread::spawn(move || {
-            let client = http();
-            let mut max_holders = 0;
-            while !stop.load(Ordering::Relaxed) {
-                let v: Value = client
-                    .get(format!("{url}/api/v1/reservations"))
-                    .send()
-                    .unwrap()
-                    .json()
-                    .unwrap();
-                let holders = v["reservations"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .filter(|r| r["pattern"] == "src/hot.rs" && r["exclusive"] == true)
-                    .count();
-                max_holders = max_holders.max(holders);
-                observed.fetch_add(1, Ordering::Relaxed);
-            }
-            max_holders
-        })
-    };
-
-    let started = Instant::now();
-    let barrier = Arc::new(Barrier::new(N));
-    let workers: Vec<_> = ids
-        .iter()
-        .enumerate()
-        .map(|(i, id)| {
-            let (url, id, barrier) = (url.clone(), id.clone(), barrier.clone());
-            std::thread::spawn(move || {
-                let client = http();
-                let path = if i % 2 == 0 { "src/hot.rs" } else { "hot.rs" };
-                let mut results = Vec::with_capacity(ROUNDS);
-                for _ in 0..ROUNDS {
-                    barrier.wait();
-                    let resp = client
-                        .post(format!("{url}/api/v1/reservations"))
-                        .json(&json!({"as": id, "paths": [path], "exclusive": true, "ttl_s": 60}))
-                        .send()
-                        .unwrap();
-                    let status = resp.status().as_u16();
-                    results.push(status);
-                    // Everyone has answered before the winner lets go.
-                    barrier.wait();
-                    if status == 200 {
-                        let r = client
-                            .post(format!("{url}/api/v1/reservations/release"))
-                            .json(&json!({"as": id, "paths": [path]}))
-                            .send()
-                            .unwrap();
-                        assert_eq!(r.status().as_u16(), 200);
-                    }
-                    barrier.wait();
-                }
-                results
-            })
-        })
-        .collect();
-    let results: Vec<Vec<u16>> = workers.into_iter().map(|w| w.join().unwrap()).collect();
-    stop.store(true, Ordering::Relaxed);
-    let max_holders = observer.join().unwrap();
-
-    for round in 0..ROUNDS {
-        let statuses: Vec<u16> = results.iter().map(|r| r[round]).collect();
-        assert_eq!(
-            statuses.iter().filter(|s| **s == 200).count(),
-            1,
-            "round {round}: {statuses:?}"
-        );
-        assert_eq!(
-            statuses.iter().filter(|s| **s == 409).count(),
-            N - 1,
-            "round {round}: {statuses:?}"
-        );
-    }
+    assert!(cli.status.success());
+    let stdout = String::from_utf8_lossy(&cli.stdout);
     assert!(
-        max_holders <= 1,
-        "an observer saw {max_holders} exclusive holders at once"
+        stdout.contains("\"Edit\""),
+        "the last tool is shown: {stdout}"
     );
-    assert!(observed.load(Ordering::Relaxed) > 0, "the observer polled");
-    assert_eq!(held(&d), vec![], "every winner released");
-    assert!(
-        started.elapsed() < Duration::from_secs(60),
-        "bounded: {:?}",
-        started.elapsed()
-    );
-}
-
-// ---------------------------------------------------------------- bad input
-
-// Proves bad reservation requests get a clear 4xx and grant nothing:
-// malformed globs, paths outside the repository, zero, negative and huge
-// TTLs, no paths, too many paths, an over-long reason, an operator as holder.
-#[test]
-fn bad_reservation_requests_are_refused_and_grant_nothing() {
-    let d = TestDaemon::start(&[]);
-    let repo = Repo::new("proj");
-    register(&d, A, &repo.dir("src"));
-    let many: Vec<String> = (0..65).map(|i| format!("f{i}.rs")).collect();
-    let cases: Vec<(&str, Value, &str)> = vec![
-        (
-            "character class",
-            json!({"as": A, "paths": ["src/[ab].rs"]}),
-            "not supported",
-        ),
-        (
-            "braces",
-            json!({"as": A, "paths": ["ok.rs", "src/{a,b}.rs"]}),
-            "not supported",
-        ),
-        (
-            "absolute outside",
-            json!({"as": A, "paths": ["/etc/passwd"]}),
-            "outside",
-        ),
-        (
-            "climbing out",
-            json!({"as": A, "paths": ["../../../../x"]}),
-            "",
-        ),
-        (
-            "just outside",
-            json!({"as": A, "paths": ["../../x"]}),
-            "outside",
-        ),
-        (
-            "ttl 0",
-            json!({"as": A, "paths": ["a.rs"], "ttl_s": 0}),
-            "ttl_s",
-        ),
-        (
-            "ttl -5",
-            json!({"as": A, "paths": ["a.rs"], "ttl_s": -5}),
-            "",
-        ),
-        (
-            "ttl huge",
-            json!({"as": A, "paths": ["a.rs"], "ttl_s": 10_000_000}),
-            "ttl_s",
-        ),
-        ("no paths", json!({"as": A, "paths": []}), "paths"),
-        ("65 paths", json!({"as": A, "paths": many}), "paths"),
-        ("empty path", json!({"as": A, "paths": [""]}), "empty"),
-        (
-            "long reason",
-            json!({"as": A, "paths": ["a.rs"], "reason": "r".repeat(201)}),
-            "reason",
-        ),
-        (
-            "operator",
-            json!({"as": "op:x", "paths": ["a.rs"]}),
-            "only sessions",
-        ),
-        ("no one", json!({"paths": ["a.rs"]}), "only sessions"),
-        (
-            "unknown session",
-            json!({"as": "nobody-at-all", "paths": ["a.rs"]}),
-            "",
-        ),
-        ("paths not a list", json!({"as": A, "paths": "a.rs"}), ""),
-    ];
-    for (what, body, needle) in cases {
-        let (status, v) = d.post_json("/api/v1/reservations", &body);
-        assert!(
-            (400..500).contains(&status) && status != 409,
-            "{what}: {status} {v}"
-        );
-        let msg = v["error"]["message"]
-            .as_str()
-            .unwrap_or_else(|| panic!("{what}: not an error body: {v}"));
-        assert!(!msg.is_empty());
-        assert!(
-            msg.contains(needle),
-            "{what}: {msg:?} should mention {needle:?}"
-        );
-        assert_eq!(held(&d), vec![], "{what} granted nothing");
-    }
-    // The edge values are fine.
-    assert_eq!(
-        reserve(&d, A, &["a.rs"], true, 86_400, &"r".repeat(200)).0,
-        200
-    );
-    let sixty_four: Vec<String> = (0..64).map(|i| format!("f{i}.rs")).collect();
-    let (status, v) = d.post_json(
-        "/api/v1/reservations",
-        &json!({"as": A, "paths": sixty_four, "ttl_s": 1}),
-    );
-    assert_eq!(status, 200, "{v}");
-
-    // Releasing bad paths is refused too, and releases nothing.
-    let (status, _) = d.post_json(
-        "/api/v1/reservations/release",
-        &json!({"as": A, "paths": ["/etc/passwd"]}),
-    );
-    assert_eq!(status, 400);
-    assert_eq!(held(&d).len(), 65);
-}
-
-// Proves a session with no working directory cannot reserve (its paths mean nothing).
-#[test]
-fn a_session_without_a_working_directory_cannot_reserve() {
-    let d = TestDaemon::start(&[]);
-    assert_eq!(d.post_json("/api/v1/sessions", &json!({"id": A})).0, 200);
-    let (status, v) = reserve(&d, A, &["a.rs"], true, 60, "");
-    assert_eq!(status, 400, "{v}");
-    assert_eq!(held(&d), vec![]);
+    assert!(!stdout.contains(secret), "{stdout}");
 }

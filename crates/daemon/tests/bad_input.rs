@@ -1,33 +1,27 @@
-//! Bad input gets a clear 4xx, stores nothing, and never brings the daemon down.
+//! Bad input gets a clear 4xx, stores nothing, and never brings the daemon
+//! down: raw HTTP to a daemon in process.
 
-mod common;
+mod support;
 
-use common::*;
-use serde_json::{json, Value};
-
-fn error_message(v: &Value) -> String {
-    v["error"]["message"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no error message in {v}"))
-        .to_string()
-}
+use serde_json::json;
+use support::*;
 
 /// Nothing stored: no session on the roster (even away), no mail anywhere.
-fn assert_nothing_stored(d: &TestDaemon, except_sessions: usize) {
-    let all = d.get("/api/v1/roster?all=true").1;
+async fn assert_nothing_stored(d: &TestDaemon, except_sessions: usize) {
+    let all = d.get("/api/v1/roster?all=true").await.1;
     assert_eq!(
         all["sessions"].as_array().unwrap().len(),
         except_sessions,
         "{all}"
     );
-    assert_eq!(d.status()["unread_deliveries"], 0);
+    assert_eq!(d.status().await["unread_deliveries"], 0);
 }
 
 // Proves each kind of bad hook input is refused with a 4xx naming the
 // problem, and none of them registers a session.
-#[test]
-fn bad_hook_input_is_refused_clearly() {
-    let d = TestDaemon::start(&[]);
+#[tokio::test]
+async fn bad_hook_input_is_refused_clearly() {
+    let d = TestDaemon::start().await;
     let cases: Vec<(Vec<u8>, u16, &str)> = vec![
         (b"{not json".to_vec(), 400, "not valid JSON"),
         (b"".to_vec(), 400, "empty"),
@@ -43,7 +37,7 @@ fn bad_hook_input_is_refused_clearly() {
         (b"[1,2,3]".to_vec(), 400, "wrong shape"),
     ];
     for (body, want, words) in cases {
-        let (status, v) = d.post("/hook/prompt-submit", body.clone());
+        let (status, v) = d.post("/hook/prompt-submit", body.clone()).await;
         assert_eq!(status, want, "{:?} -> {v}", String::from_utf8_lossy(&body));
         assert!(
             error_message(&v).contains(words),
@@ -51,7 +45,7 @@ fn bad_hook_input_is_refused_clearly() {
             String::from_utf8_lossy(&body)
         );
     }
-    let (status, v) = d.post("/hook/not-an-event", r#"{"session_id":"x"}"#);
+    let (status, v) = d.post("/hook/not-an-event", r#"{"session_id":"x"}"#).await;
     assert_eq!(status, 404);
     assert!(
         error_message(&v).contains("prompt-submit"),
@@ -59,43 +53,50 @@ fn bad_hook_input_is_refused_clearly() {
     );
     // A harness muster has no hook answers for is refused, not answered in
     // some other harness's form.
-    let (status, v) = d.post(
-        "/hook/prompt-submit?harness=cursor",
-        r#"{"session_id":"s-cursor"}"#,
-    );
+    let (status, v) = d
+        .post(
+            "/hook/prompt-submit?harness=cursor",
+            r#"{"session_id":"s-cursor"}"#,
+        )
+        .await;
     assert_eq!(status, 400, "{v}");
     assert_eq!(
         error_message(&v),
         "unknown harness \"cursor\"; muster's hooks answer claude, codex, opencode, gemini"
     );
-    assert_nothing_stored(&d, 0);
+    assert_nothing_stored(&d, 0).await;
 }
 
 // Proves the request size limit (1 MiB by default) answers 413 and stores nothing.
-#[test]
-fn a_body_over_the_limit_is_refused() {
-    let d = TestDaemon::start(&[]);
+#[tokio::test]
+async fn a_body_over_the_limit_is_refused() {
+    let d = TestDaemon::start().await;
     let big = format!(r#"{{"session_id":"big","cwd":"{}"}}"#, "a".repeat(1 << 20));
-    let (status, v) = d.post("/hook/session-start", big);
+    let (status, v) = d.post("/hook/session-start", big).await;
     assert_eq!(status, 413, "{v}");
-    let (status, _) = d.post(
-        "/api/v1/messages",
-        format!(r#"{{"to":"x","body":"{}"}}"#, "b".repeat(1 << 20)),
-    );
+    let (status, _) = d
+        .post(
+            "/api/v1/messages",
+            format!(r#"{{"to":"x","body":"{}"}}"#, "b".repeat(1 << 20)),
+        )
+        .await;
     assert_eq!(status, 413);
-    assert_nothing_stored(&d, 0);
+    assert_nothing_stored(&d, 0).await;
 }
 
 // Proves bad sends (unknown or ambiguous recipient, empty or oversized
 // body, unknown sender, unknown reply_to) get 4xx with reasons and queue nothing.
-#[test]
-fn bad_sends_are_refused_and_queue_nothing() {
-    let d = TestDaemon::start(&[]);
+#[tokio::test]
+async fn bad_sends_are_refused_and_queue_nothing() {
+    let d = TestDaemon::start().await;
     for id in [
         "abcd0001-0000-4000-8000-000000000000",
         "abcd0002-0000-4000-8000-000000000000",
     ] {
-        assert_eq!(d.post_json("/api/v1/sessions", &json!({"id": id})).0, 200);
+        assert_eq!(
+            d.post_json("/api/v1/sessions", &json!({"id": id})).await.0,
+            200
+        );
     }
     let a = "abcd0001-0000-4000-8000-000000000000";
     let cases = [
@@ -142,30 +143,34 @@ fn bad_sends_are_refused_and_queue_nothing() {
         (json!({"as": a, "body": "hi"}), 400, "wrong shape"),
     ];
     for (body, want, words) in cases {
-        let (status, v) = d.post_json("/api/v1/messages", &body);
+        let (status, v) = d.post_json("/api/v1/messages", &body).await;
         assert_eq!(status, want, "{body} -> {v}");
         assert!(
             error_message(&v).to_lowercase().contains(words),
             "{body} -> {v}"
         );
     }
-    let (status, v) = d.post_json(
-        "/api/v1/broadcast",
-        &json!({"as": a, "room": "no-such-room", "body": "hi"}),
-    );
+    let (status, v) = d
+        .post_json(
+            "/api/v1/broadcast",
+            &json!({"as": a, "room": "no-such-room", "body": "hi"}),
+        )
+        .await;
     assert_eq!(status, 404, "{v}");
-    let (status, v) = d.post_json("/api/v1/rooms/join", &json!({"as": a, "room": "everyone"}));
+    let (status, v) = d
+        .post_json("/api/v1/rooms/join", &json!({"as": a, "room": "everyone"}))
+        .await;
     assert_eq!(status, 400, "automatic rooms are not joined by hand: {v}");
-    let (status, _) = d.get("/api/v1/inbox?limit=notanumber");
+    let (status, _) = d.get("/api/v1/inbox?limit=notanumber").await;
     assert_eq!(status, 400);
-    assert_nothing_stored(&d, 2);
+    assert_nothing_stored(&d, 2).await;
 }
 
 // Proves no input brings the daemon down: a bounded run of pseudo-random
 // bodies to every POST route all get a 4xx, and the daemon still answers.
-#[test]
-fn random_bodies_never_crash_the_daemon() {
-    let d = TestDaemon::start(&[]);
+#[tokio::test]
+async fn random_bodies_never_crash_the_daemon() {
+    let d = TestDaemon::start().await;
     let routes = [
         "/hook/session-start",
         "/hook/prompt-submit",
@@ -202,13 +207,13 @@ fn random_bodies_never_crash_the_daemon() {
         let body: Vec<u8> = (0..len)
             .flat_map(|_| fragments[(next() % 8) as usize].to_vec())
             .collect();
-        let (status, v) = d.post(route, body.clone());
+        let (status, v) = d.post(route, body.clone()).await;
         assert!(
             (400..500).contains(&status),
             "{route} {:?} -> {status} {v}",
             String::from_utf8_lossy(&body)
         );
     }
-    assert_eq!(d.get("/healthz").0, 200);
-    assert_nothing_stored(&d, 0);
+    assert_eq!(d.get("/healthz").await.0, 200);
+    assert_nothing_stored(&d, 0).await;
 }
