@@ -1,11 +1,21 @@
-//! The command line: every subcommand, flag and help text, as clap derives them.
+//! The command line: the subcommands and their help texts, as clap derives
+//! them. Each command's own flags (its `Args`) live in its module.
 
-use std::path::PathBuf;
-use std::time::Duration;
+use clap::{Parser, Subcommand};
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
-use muster_core::duration::parse_duration;
-use muster_core::limits::DEFAULT_MAX_REQUEST_BYTES;
+use crate::commands::completions::CompletionsArgs;
+use crate::commands::guard::GuardArgs;
+use crate::commands::inbox::InboxArgs;
+use crate::commands::install::InstallArgs;
+use crate::commands::man::ManArgs;
+use crate::commands::reserve::{ReleaseArgs, ReserveArgs, ThreadArgs};
+use crate::commands::rooms::RoomArgs;
+use crate::commands::roster::RosterArgs;
+use crate::commands::send::{BroadcastArgs, SendArgs};
+use crate::commands::serve::ServeArgs;
+use crate::commands::top::TopArgs;
+use crate::hook::HookArgs;
+use crate::run::RunArgs;
 
 const AFTER_HELP: &str = "\
 Client commands find the daemon at --url, else MUSTER_URL, else `url` in
@@ -301,268 +311,6 @@ Examples:\n  muster man | man -l -\n  muster man --out-dir ~/.local/share/man/ma
     Man(ManArgs),
 }
 
-#[derive(Debug, Args)]
-pub struct CompletionsArgs {
-    /// The shell to complete for
-    #[arg(value_enum, value_name = "SHELL")]
-    pub shell: clap_complete::Shell,
-}
-
-#[derive(Debug, Args)]
-pub struct ManArgs {
-    /// Write muster.1 and a page per subcommand into DIR (created if missing) instead of printing muster.1
-    #[arg(long, value_name = "DIR")]
-    pub out_dir: Option<PathBuf>,
-}
-
-#[derive(Debug, Args)]
-pub struct RunArgs {
-    /// Never wake the harness: the wake stream is not opened (and Codex gets no app-server of muster's) [env: MUSTER_WAKE=off]
-    #[arg(long)]
-    pub no_wake: bool,
-
-    /// Type a wake only after this long without a keystroke from you
-    #[arg(long, default_value = "3s", value_parser = parse_duration, value_name = "DUR")]
-    pub quiet: Duration,
-
-    /// The harness to run: claude, codex (on an app-server of muster's), gemini, opencode, or any program on PATH
-    #[arg(value_name = "HARNESS")]
-    pub harness: String,
-
-    /// The harness's own arguments, passed as they are (Codex's after --remote and -C)
-    #[arg(
-        value_name = "ARGS",
-        trailing_var_arg = true,
-        allow_hyphen_values = true,
-        num_args = 0..
-    )]
-    pub args: Vec<std::ffi::OsString>,
-}
-
-#[derive(Debug, Args)]
-pub struct ServeArgs {
-    /// Address to listen on; anything but loopback requires --token
-    #[arg(
-        long,
-        env = "MUSTER_BIND",
-        default_value = "127.0.0.1:7420",
-        value_name = "ADDR"
-    )]
-    pub bind: String,
-
-    /// Where the data lives [default: $XDG_STATE_HOME/muster, else ~/.local/state/muster]
-    #[arg(long, env = "MUSTER_DATA_DIR", value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
-
-    /// Store: `sqlite` (one file in the data dir) or a postgres://… URL
-    #[arg(long, default_value = "sqlite", value_parser = parse_store, value_name = "STORE")]
-    pub store: StoreArg,
-
-    /// Grace window after a session's shim link drops, before it leaves the roster
-    #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DUR")]
-    pub stale_after: Duration,
-
-    /// How long a hook-only session stays on the roster without a hook call
-    #[arg(long, default_value = "60m", value_parser = parse_duration, value_name = "DUR")]
-    pub hook_backstop: Duration,
-
-    /// How often the sweeper looks for sessions that went away
-    #[arg(long, default_value = "3s", value_parser = parse_duration, value_name = "DUR")]
-    pub sweep_interval: Duration,
-
-    /// How long delivered messages and departed sessions are kept
-    #[arg(long, default_value = "30d", value_parser = parse_duration, value_name = "DUR")]
-    pub retention: Duration,
-
-    /// Largest HTTP request body accepted, in bytes
-    #[arg(long, default_value_t = DEFAULT_MAX_REQUEST_BYTES, value_name = "N")]
-    pub max_request_bytes: usize,
-
-    /// Token clients must present (required when binding beyond loopback)
-    #[arg(
-        long,
-        env = "MUSTER_TOKEN",
-        hide_env_values = true,
-        value_name = "TOKEN"
-    )]
-    pub token: Option<String>,
-
-    /// What an edit of a file another session holds exclusively gets: deny
-    /// (refused, the agent is told who holds it), ask (the person decides),
-    /// warn (allowed, with a warning in context) or off
-    #[arg(long, default_value = "deny", value_parser = muster_daemon::GuardMode::parse, value_name = "MODE")]
-    pub edit_guard: muster_daemon::GuardMode,
-
-    /// Two sessions editing one file within this window are both told, once
-    #[arg(long, default_value = "10m", value_parser = parse_duration, value_name = "DUR")]
-    pub collision_window: Duration,
-
-    /// At most one wake (a turn started in an idle session for its direct
-    /// mail or @mentions) per session per this long; mail within it is woken
-    /// for when it ends
-    #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DUR")]
-    pub wake_cooldown: Duration,
-}
-
-/// Which store `serve` opens, as written on the command line.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StoreArg {
-    Sqlite,
-    Postgres(String),
-}
-
-/// Reads `--store`: `sqlite`, or a `postgres://` / `postgresql://` URL.
-pub fn parse_store(text: &str) -> Result<StoreArg, String> {
-    let text = text.trim();
-    if text.eq_ignore_ascii_case("sqlite") {
-        Ok(StoreArg::Sqlite)
-    } else if text.starts_with("postgres://") || text.starts_with("postgresql://") {
-        Ok(StoreArg::Postgres(text.to_string()))
-    } else {
-        Err(format!(
-            "unknown store {text:?}: use `sqlite` or a postgres://user@host/db URL"
-        ))
-    }
-}
-
-#[derive(Debug, Args)]
-pub struct RosterArgs {
-    /// Also show sessions that left the roster (their mail waits for them)
-    #[arg(long)]
-    pub all: bool,
-}
-
-#[derive(Debug, Args)]
-pub struct TopArgs {
-    /// Refresh the roster and reservations at least this often
-    #[arg(long, default_value = "2s", value_parser = parse_duration, value_name = "DUR")]
-    pub interval: Duration,
-}
-
-#[derive(Debug, Args)]
-pub struct SendArgs {
-    /// Recipient: session id, nickname, unique id prefix, or op:<name>
-    pub to: String,
-    /// Message text; `-` reads it from stdin
-    pub body: String,
-    /// Act as this session (id, nickname or prefix) or op:<name> [default: $MUSTER_SESSION_ID,
-    /// else $CLAUDE_CODE_SESSION_ID, else op:<operator>]
-    #[arg(long = "as", value_name = "SESSION")]
-    pub as_: Option<String>,
-    /// Id of the message this one answers
-    #[arg(long, value_name = "MSG")]
-    pub reply_to: Option<String>,
-}
-
-#[derive(Debug, Args)]
-pub struct BroadcastArgs {
-    /// Room: everyone, project:<name>, op:<name> or a named room
-    pub room: String,
-    /// Message text; `-` reads it from stdin
-    pub body: String,
-    /// Act as this session (id, nickname or prefix) or op:<name> [default: $MUSTER_SESSION_ID,
-    /// else $CLAUDE_CODE_SESSION_ID, else op:<operator>]
-    #[arg(long = "as", value_name = "SESSION")]
-    pub as_: Option<String>,
-}
-
-#[derive(Debug, Args)]
-pub struct InboxArgs {
-    /// Whose inbox: a session (id, nickname or prefix) or op:<name> [default: $MUSTER_SESSION_ID,
-    /// else $CLAUDE_CODE_SESSION_ID, else op:<operator>]
-    #[arg(long = "as", value_name = "SESSION")]
-    pub as_: Option<String>,
-    /// Also show messages already read
-    #[arg(long)]
-    pub all: bool,
-    /// Mark the messages shown as dealt with (acked)
-    #[arg(long)]
-    pub ack: bool,
-    /// Show at most N messages
-    #[arg(long, value_name = "N")]
-    pub limit: Option<u32>,
-}
-
-#[derive(Debug, Args)]
-pub struct ReserveArgs {
-    /// Paths, directories (trailing /) or globs
-    #[arg(required = true)]
-    pub paths: Vec<String>,
-    /// Act as this session (id, nickname or prefix) [default: $MUSTER_SESSION_ID, else $CLAUDE_CODE_SESSION_ID]
-    #[arg(long = "as", value_name = "SESSION")]
-    pub as_: Option<String>,
-    /// Shared instead of exclusive (other shared holders may join)
-    #[arg(long)]
-    pub shared: bool,
-    /// How long the claim lasts [default: 30m, at most 24h]
-    #[arg(long, value_parser = parse_duration, value_name = "DUR")]
-    pub ttl: Option<Duration>,
-    /// Why, shown to anyone refused
-    #[arg(long, value_name = "TEXT")]
-    pub reason: Option<String>,
-}
-
-#[derive(Debug, Args)]
-pub struct ReleaseArgs {
-    /// Paths as reserved; none releases everything the session holds
-    pub paths: Vec<String>,
-    /// Act as this session (id, nickname or prefix)
-    #[arg(long = "as", value_name = "SESSION")]
-    pub as_: Option<String>,
-}
-
-#[derive(Debug, Args)]
-pub struct GuardArgs {
-    #[command(subcommand)]
-    pub action: GuardAction,
-}
-
-#[derive(Debug, clap::Subcommand)]
-pub enum GuardAction {
-    /// Write .git/hooks/pre-commit (refuses to replace a hook that is not muster's)
-    Install {
-        /// The repository [default: the current directory]
-        #[arg(long, default_value = ".")]
-        repo: PathBuf,
-    },
-    /// Remove muster's pre-commit hook
-    Uninstall {
-        #[arg(long, default_value = ".")]
-        repo: PathBuf,
-    },
-    /// Check the staged files (what the hook runs); exit 1 if another session holds one
-    Check,
-}
-
-#[derive(Debug, Args)]
-pub struct ThreadArgs {
-    /// Any message id in the thread
-    pub message_id: String,
-    /// Read as this session or op:<name>
-    #[arg(long = "as", value_name = "SESSION")]
-    pub as_: Option<String>,
-}
-
-#[derive(Debug, Args)]
-pub struct RoomArgs {
-    /// Room name
-    pub room: String,
-    /// Act as this session (id, nickname or prefix) or op:<name> [default: $MUSTER_SESSION_ID,
-    /// else $CLAUDE_CODE_SESSION_ID, else op:<operator>]
-    #[arg(long = "as", value_name = "SESSION")]
-    pub as_: Option<String>,
-}
-
-#[derive(Debug, Args)]
-pub struct HookArgs {
-    /// Which hook fired
-    #[arg(value_enum)]
-    pub event: HookEvent,
-    /// Which harness runs the hook (decides the answer's JSON form)
-    #[arg(long, value_enum, default_value_t = Harness::Claude)]
-    pub harness: Harness,
-}
-
 /// `muster install --help`.
 const INSTALL_HELP: &str = "\
 Add muster to a harness's settings: its MCP server (`muster mcp`, which offers muster's tools) \
@@ -602,80 +350,15 @@ Examples:
 \"status\": created|updated|unchanged|restored|removed, \"backup\"?, \"detail\"?, \"diff\"?}], \"notes\", \
 \"next_step\"}; on error {\"error\": {\"code\", \"message\"}} and exit 1.";
 
-#[derive(Debug, Args)]
-pub struct InstallArgs {
-    /// The harness to set up
-    #[arg(value_enum)]
-    pub harness: InstallHarness,
-    /// Write the project files of DIR (an existing directory) [default: the current directory]
-    #[arg(long, value_name = "DIR", conflicts_with = "user")]
-    pub project: Option<PathBuf>,
-    /// Write your user-wide files (in your home directory) instead of a project's
-    #[arg(long)]
-    pub user: bool,
-    /// Print the diff of each file that would change, and change nothing
-    #[arg(long)]
-    pub dry_run: bool,
-    /// Remove what `muster install` added, restoring each file it changed
-    #[arg(long)]
-    pub uninstall: bool,
-}
-
-/// The harnesses `muster install` knows how to set up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum InstallHarness {
-    Claude,
-    Codex,
-    Opencode,
-    Gemini,
-}
-
-/// The hook events the daemon serves at `/hook/{event}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum HookEvent {
-    SessionStart,
-    PromptSubmit,
-    PreToolUse,
-    PostToolUse,
-    Stop,
-    SessionEnd,
-}
-
-impl HookEvent {
-    /// The path segment, as in `/hook/{event}`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            HookEvent::SessionStart => "session-start",
-            HookEvent::PromptSubmit => "prompt-submit",
-            HookEvent::PreToolUse => "pre-tool-use",
-            HookEvent::PostToolUse => "post-tool-use",
-            HookEvent::Stop => "stop",
-            HookEvent::SessionEnd => "session-end",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Harness {
-    Claude,
-    Codex,
-    Gemini,
-}
-
-impl Harness {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Harness::Claude => "claude",
-            Harness::Codex => "codex",
-            Harness::Gemini => "gemini",
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
+    use clap::{CommandFactory, ValueEnum};
+    use std::time::Duration;
+
+    use crate::commands::serve::StoreArg;
+    use crate::commands::{completions, man};
+    use crate::hook::{Harness, HookEvent};
 
     #[test]
     fn clap_definitions_are_consistent() {
@@ -714,17 +397,6 @@ mod tests {
     }
 
     #[test]
-    fn store_accepts_sqlite_and_postgres_urls_only() {
-        // Proves --store passes postgres URLs through and refuses anything else.
-        assert_eq!(parse_store("sqlite").unwrap(), StoreArg::Sqlite);
-        assert_eq!(
-            parse_store("postgres://u@h/db").unwrap(),
-            StoreArg::Postgres("postgres://u@h/db".into())
-        );
-        assert!(parse_store("mysql://x").is_err());
-    }
-
-    #[test]
     fn hook_accepts_only_known_events() {
         // Proves the hook command takes the six contract events and refuses others.
         let cli =
@@ -742,5 +414,72 @@ mod tests {
                 "{name}"
             );
         }
+    }
+
+    #[test]
+    fn each_shell_script_names_the_subcommands_and_serve_flags() {
+        // Proves the scripts come from the real command tree: subcommands and a serve flag appear.
+        for shell in [
+            clap_complete::Shell::Bash,
+            clap_complete::Shell::Zsh,
+            clap_complete::Shell::Fish,
+        ] {
+            let text = String::from_utf8(completions::script(Cli::command(), shell)).unwrap();
+            for word in ["roster", "reservations", "completions", "data-dir"] {
+                assert!(text.contains(word), "{shell}: no {word}");
+            }
+        }
+        let bash = String::from_utf8(completions::script(
+            Cli::command(),
+            clap_complete::Shell::Bash,
+        ))
+        .unwrap();
+        assert!(bash.contains("complete -F _muster"), "{bash:.200}");
+    }
+
+    #[test]
+    fn the_main_page_is_roff_with_the_subcommands_and_version() {
+        // Proves muster(1) is a real page: title macro, NAME, the subcommands, the version.
+        let text = String::from_utf8(man::render_main(Cli::command()).unwrap()).unwrap();
+        let title = text.lines().find(|l| l.starts_with(".TH ")).unwrap();
+        let date = env!("MUSTER_MAN_DATE");
+        assert!(
+            title.starts_with(&format!(
+                ".TH muster 1 {date} \"muster {}",
+                env!("CARGO_PKG_VERSION")
+            )) && title.ends_with(" \"muster manual\""),
+            "{title}"
+        );
+        assert!(text.contains("SUBCOMMANDS"), "{text:.300}");
+        for sub in [
+            "muster\\-serve(1)",
+            "muster\\-completions(1)",
+            "muster\\-man(1)",
+        ] {
+            assert!(text.contains(sub), "no {sub}");
+        }
+        assert!(text.contains(env!("MUSTER_VERSION")), "no version");
+    }
+
+    #[test]
+    fn out_dir_gets_one_page_per_subcommand_and_no_help_page() {
+        // Proves --out-dir writes muster.1 first, a page for each subcommand (nested too), and none for `help`.
+        let dir = tempfile::tempdir().unwrap();
+        let paths = man::write_all(Cli::command(), dir.path()).unwrap();
+        let names: Vec<String> = paths
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names[0], "muster.1");
+        for name in [
+            "muster-serve.1",
+            "muster-guard-install.1",
+            "muster-completions.1",
+        ] {
+            assert!(names.iter().any(|n| n == name), "no {name} in {names:?}");
+        }
+        assert!(!names.iter().any(|n| n.contains("help")), "{names:?}");
+        let serve = std::fs::read_to_string(dir.path().join("muster-serve.1")).unwrap();
+        assert!(serve.contains("\\-\\-data\\-dir"), "{serve:.400}");
     }
 }

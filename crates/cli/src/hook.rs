@@ -7,13 +7,65 @@ use std::fmt;
 use std::io::{Read, Write};
 use std::time::Duration;
 
+use clap::{Args, ValueEnum};
 use muster_core::limits::DEFAULT_MAX_REQUEST_BYTES;
 use tokio::time::{timeout_at, Instant};
 
-use crate::cli::HookArgs;
 use crate::client::transport_reason;
 use crate::config::{self, Env};
 use crate::transcript;
+
+#[derive(Debug, Args)]
+pub struct HookArgs {
+    /// Which hook fired
+    #[arg(value_enum)]
+    pub event: HookEvent,
+    /// Which harness runs the hook (decides the answer's JSON form)
+    #[arg(long, value_enum, default_value_t = Harness::Claude)]
+    pub harness: Harness,
+}
+
+/// The hook events the daemon serves at `/hook/{event}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum HookEvent {
+    SessionStart,
+    PromptSubmit,
+    PreToolUse,
+    PostToolUse,
+    Stop,
+    SessionEnd,
+}
+
+impl HookEvent {
+    /// The path segment, as in `/hook/{event}`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HookEvent::SessionStart => "session-start",
+            HookEvent::PromptSubmit => "prompt-submit",
+            HookEvent::PreToolUse => "pre-tool-use",
+            HookEvent::PostToolUse => "post-tool-use",
+            HookEvent::Stop => "stop",
+            HookEvent::SessionEnd => "session-end",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Harness {
+    Claude,
+    Codex,
+    Gemini,
+}
+
+impl Harness {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Harness::Claude => "claude",
+            Harness::Codex => "codex",
+            Harness::Gemini => "gemini",
+        }
+    }
+}
 
 /// The most a hook may hold up the harness: stdin, connect and answer together.
 pub const DEADLINE: Duration = Duration::from_secs(2);

@@ -12,10 +12,11 @@ mod run;
 mod sse;
 mod transcript;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 
 use crate::cli::{Cli, Command};
 use crate::client::ClientError;
+use crate::commands::{doctor, guard, inbox, reserve, rooms, roster, send, status, tail, top};
 use crate::config::Env;
 use crate::context::{report_error, Context};
 
@@ -31,8 +32,8 @@ fn main() {
         // It owns the terminal: no tracing to stderr, no client context.
         Command::Run(args) => run::run(&args, cli.url.as_deref(), &env),
         // Generated from the clap definitions; no daemon, no config.
-        Command::Completions(args) => commands::completions::run(&args),
-        Command::Man(args) => commands::man::run(&args),
+        Command::Completions(args) => commands::completions::run(&args, Cli::command()),
+        Command::Man(args) => commands::man::run(&args, Cli::command()),
         command => {
             init_tracing("warn");
             run_client(command, cli.url.as_deref(), cli.json, env)
@@ -120,12 +121,43 @@ fn run_client(command: Command, url_flag: Option<&str>, json: bool, env: Env) ->
             return err.exit_code();
         }
     };
-    let result = runtime.block_on(commands::dispatch(command, &ctx));
+    let result = runtime.block_on(dispatch(command, &ctx));
     match result {
         Ok(code) => code,
         Err(err) => {
             report_error(&err, json);
             err.exit_code()
         }
+    }
+}
+
+/// Runs a client command.
+async fn dispatch(command: Command, ctx: &Context) -> Result<i32, ClientError> {
+    match command {
+        Command::Roster(args) => roster::run(ctx, &args).await,
+        Command::Send(args) => send::run_send(ctx, args).await,
+        Command::Broadcast(args) => send::run_broadcast(ctx, args).await,
+        Command::Inbox(args) => inbox::run(ctx, &args).await,
+        Command::Rooms => rooms::run_list(ctx).await,
+        Command::Join(args) => rooms::run_join(ctx, &args, true).await,
+        Command::Leave(args) => rooms::run_join(ctx, &args, false).await,
+        Command::Tail => tail::run(ctx).await,
+        Command::Top(args) => top::run(ctx, &args).await,
+        Command::Reserve(args) => reserve::run_reserve(ctx, args).await,
+        Command::Release(args) => reserve::run_release(ctx, args).await,
+        Command::Reservations => reserve::run_list(ctx).await,
+        Command::Thread(args) => reserve::run_thread(ctx, args).await,
+        Command::Guard(args) => guard::run(ctx, args).await,
+        Command::Status => status::run(ctx).await,
+        Command::Doctor => doctor::run(ctx).await,
+        Command::Serve(_)
+        | Command::Hook(_)
+        | Command::Mcp
+        | Command::Install(_)
+        | Command::Run(_)
+        | Command::Completions(_)
+        | Command::Man(_) => Err(ClientError::local(
+            "serve, hook, mcp, install, run, completions and man are not client commands",
+        )),
     }
 }

@@ -5,13 +5,36 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use clap::Args;
 use muster_core::api::{CheckRequest, Reservations};
 use muster_core::inbox::format_utc;
 
-use crate::cli::{GuardAction, GuardArgs};
 use crate::client::{decode, ClientError};
 use crate::context::Context;
 use crate::output::{self, clean};
+
+#[derive(Debug, Args)]
+pub struct GuardArgs {
+    #[command(subcommand)]
+    pub action: GuardAction,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum GuardAction {
+    /// Write .git/hooks/pre-commit (refuses to replace a hook that is not muster's)
+    Install {
+        /// The repository [default: the current directory]
+        #[arg(long, default_value = ".")]
+        repo: PathBuf,
+    },
+    /// Remove muster's pre-commit hook
+    Uninstall {
+        #[arg(long, default_value = ".")]
+        repo: PathBuf,
+    },
+    /// Check the staged files (what the hook runs); exit 1 if another session holds one
+    Check,
+}
 
 /// Marks a pre-commit hook as muster's own.
 const MARK: &str = "# muster guard:";

@@ -1,12 +1,29 @@
 //! `muster inbox`: read the mail waiting for a session or a person, and optionally ack it.
 
+use clap::Args;
 use muster_core::api::{AckRequest, AckResponse, Inbox, InboxMessage};
 use muster_core::{DeliveryState, Millis, Target};
 
-use crate::cli::InboxArgs;
 use crate::client::{decode, ClientError};
 use crate::context::Context;
 use crate::output::{self, ago, clean, short_id};
+
+#[derive(Debug, Args)]
+pub struct InboxArgs {
+    /// Whose inbox: a session (id, nickname or prefix) or op:<name> [default: $MUSTER_SESSION_ID,
+    /// else $CLAUDE_CODE_SESSION_ID, else op:<operator>]
+    #[arg(long = "as", value_name = "SESSION")]
+    pub as_: Option<String>,
+    /// Also show messages already read
+    #[arg(long)]
+    pub all: bool,
+    /// Mark the messages shown as dealt with (acked)
+    #[arg(long)]
+    pub ack: bool,
+    /// Show at most N messages
+    #[arg(long, value_name = "N")]
+    pub limit: Option<u32>,
+}
 
 pub async fn run(ctx: &Context, args: &InboxArgs) -> Result<i32, ClientError> {
     let as_ = ctx.acting_as(args.as_.as_deref());

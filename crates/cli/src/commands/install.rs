@@ -4,13 +4,41 @@
 
 use std::path::{Path, PathBuf};
 
+use clap::{Args, ValueEnum};
 use muster_core::protocol::Harness;
 use muster_install::{Action, Error, Locations, Report, Request, Scope};
 use serde_json::json;
 
-use crate::cli::{InstallArgs, InstallHarness};
 use crate::config::{self, Env};
 use crate::output;
+
+#[derive(Debug, Args)]
+pub struct InstallArgs {
+    /// The harness to set up
+    #[arg(value_enum)]
+    pub harness: InstallHarness,
+    /// Write the project files of DIR (an existing directory) [default: the current directory]
+    #[arg(long, value_name = "DIR", conflicts_with = "user")]
+    pub project: Option<PathBuf>,
+    /// Write your user-wide files (in your home directory) instead of a project's
+    #[arg(long)]
+    pub user: bool,
+    /// Print the diff of each file that would change, and change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Remove what `muster install` added, restoring each file it changed
+    #[arg(long)]
+    pub uninstall: bool,
+}
+
+/// The harnesses `muster install` knows how to set up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum InstallHarness {
+    Claude,
+    Codex,
+    Opencode,
+    Gemini,
+}
 
 impl From<InstallHarness> for Harness {
     fn from(harness: InstallHarness) -> Harness {

@@ -1,13 +1,53 @@
 //! `muster reserve`, `muster release`, `muster reservations`, `muster thread`.
 
+use std::time::Duration;
+
+use clap::Args;
 use muster_core::api::{ReleaseRequest, ReleaseResponse, Reservations, ReserveRequest, Thread};
+use muster_core::duration::parse_duration;
 use muster_core::inbox::format_utc;
 use muster_core::Millis;
 
-use crate::cli::{ReleaseArgs, ReserveArgs, ThreadArgs};
 use crate::client::{decode, ClientError};
 use crate::context::Context;
 use crate::output::{self, clean, short_id, truncate, Table};
+
+#[derive(Debug, Args)]
+pub struct ReserveArgs {
+    /// Paths, directories (trailing /) or globs
+    #[arg(required = true)]
+    pub paths: Vec<String>,
+    /// Act as this session (id, nickname or prefix) [default: $MUSTER_SESSION_ID, else $CLAUDE_CODE_SESSION_ID]
+    #[arg(long = "as", value_name = "SESSION")]
+    pub as_: Option<String>,
+    /// Shared instead of exclusive (other shared holders may join)
+    #[arg(long)]
+    pub shared: bool,
+    /// How long the claim lasts [default: 30m, at most 24h]
+    #[arg(long, value_parser = parse_duration, value_name = "DUR")]
+    pub ttl: Option<Duration>,
+    /// Why, shown to anyone refused
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReleaseArgs {
+    /// Paths as reserved; none releases everything the session holds
+    pub paths: Vec<String>,
+    /// Act as this session (id, nickname or prefix)
+    #[arg(long = "as", value_name = "SESSION")]
+    pub as_: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ThreadArgs {
+    /// Any message id in the thread
+    pub message_id: String,
+    /// Read as this session or op:<name>
+    #[arg(long = "as", value_name = "SESSION")]
+    pub as_: Option<String>,
+}
 
 /// Relative paths are the caller's, so they are made absolute here; the
 /// daemon then resolves them against the session's repository.

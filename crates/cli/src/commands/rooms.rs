@@ -1,12 +1,22 @@
 //! `muster rooms`, `muster join`, `muster leave`.
 
+use clap::Args;
 use muster_core::api::{RoomRequest, RoomView, Rooms};
 use muster_core::protocol::RoomKind;
 
-use crate::cli::RoomArgs;
 use crate::client::{decode, ClientError};
 use crate::context::Context;
 use crate::output::{self, clean, truncate, Table};
+
+#[derive(Debug, Args)]
+pub struct RoomArgs {
+    /// Room name
+    pub room: String,
+    /// Act as this session (id, nickname or prefix) or op:<name> [default: $MUSTER_SESSION_ID,
+    /// else $CLAUDE_CODE_SESSION_ID, else op:<operator>]
+    #[arg(long = "as", value_name = "SESSION")]
+    pub as_: Option<String>,
+}
 
 pub async fn run_list(ctx: &Context) -> Result<i32, ClientError> {
     let value = ctx.client()?.get("/api/v1/rooms", &[]).await?;

@@ -1,12 +1,19 @@
 //! `muster roster`: who is on the roster, as a table.
 
+use clap::Args;
 use muster_core::api::Roster;
 use muster_core::{LinkKind, Millis, Session};
 
-use crate::cli::RosterArgs;
 use crate::client::{decode, ClientError};
 use crate::context::Context;
 use crate::output::{self, ago, clean, short_id, truncate, Table};
+
+#[derive(Debug, Args)]
+pub struct RosterArgs {
+    /// Also show sessions that left the roster (their mail waits for them)
+    #[arg(long)]
+    pub all: bool,
+}
 
 /// Whether a session's shim is attached *now*, not only whether one ever was.
 pub fn link_state(s: &Session) -> &'static str {

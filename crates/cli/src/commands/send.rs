@@ -3,14 +3,41 @@
 use muster_core::protocol::SendOutcome;
 use std::io::Read;
 
+use clap::Args;
 use muster_core::api::{BroadcastRequest, DeliveryView, SendRequest, SendResponse};
 use muster_core::limits::DEFAULT_MAX_REQUEST_BYTES;
 use muster_core::DeliveryState;
 
-use crate::cli::{BroadcastArgs, SendArgs};
 use crate::client::{decode, ClientError};
 use crate::context::Context;
 use crate::output::{self, clean, short_id};
+
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    /// Recipient: session id, nickname, unique id prefix, or op:<name>
+    pub to: String,
+    /// Message text; `-` reads it from stdin
+    pub body: String,
+    /// Act as this session (id, nickname or prefix) or op:<name> [default: $MUSTER_SESSION_ID,
+    /// else $CLAUDE_CODE_SESSION_ID, else op:<operator>]
+    #[arg(long = "as", value_name = "SESSION")]
+    pub as_: Option<String>,
+    /// Id of the message this one answers
+    #[arg(long, value_name = "MSG")]
+    pub reply_to: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct BroadcastArgs {
+    /// Room: everyone, project:<name>, op:<name> or a named room
+    pub room: String,
+    /// Message text; `-` reads it from stdin
+    pub body: String,
+    /// Act as this session (id, nickname or prefix) or op:<name> [default: $MUSTER_SESSION_ID,
+    /// else $CLAUDE_CODE_SESSION_ID, else op:<operator>]
+    #[arg(long = "as", value_name = "SESSION")]
+    pub as_: Option<String>,
+}
 
 /// Most delivery lines a broadcast prints before summarising the rest.
 const MAX_DELIVERY_LINES: usize = 20;

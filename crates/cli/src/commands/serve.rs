@@ -1,8 +1,100 @@
 //! `muster serve`: turn the command line into the daemon's `Config` and run it.
 
-use crate::cli::{ServeArgs, StoreArg};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use muster_core::duration::parse_duration;
+use muster_core::limits::DEFAULT_MAX_REQUEST_BYTES;
+
 use crate::config::{self, Env};
 use crate::output::clean;
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on; anything but loopback requires --token
+    #[arg(
+        long,
+        env = "MUSTER_BIND",
+        default_value = "127.0.0.1:7420",
+        value_name = "ADDR"
+    )]
+    pub bind: String,
+
+    /// Where the data lives [default: $XDG_STATE_HOME/muster, else ~/.local/state/muster]
+    #[arg(long, env = "MUSTER_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Store: `sqlite` (one file in the data dir) or a postgres://… URL
+    #[arg(long, default_value = "sqlite", value_parser = parse_store, value_name = "STORE")]
+    pub store: StoreArg,
+
+    /// Grace window after a session's shim link drops, before it leaves the roster
+    #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DUR")]
+    pub stale_after: Duration,
+
+    /// How long a hook-only session stays on the roster without a hook call
+    #[arg(long, default_value = "60m", value_parser = parse_duration, value_name = "DUR")]
+    pub hook_backstop: Duration,
+
+    /// How often the sweeper looks for sessions that went away
+    #[arg(long, default_value = "3s", value_parser = parse_duration, value_name = "DUR")]
+    pub sweep_interval: Duration,
+
+    /// How long delivered messages and departed sessions are kept
+    #[arg(long, default_value = "30d", value_parser = parse_duration, value_name = "DUR")]
+    pub retention: Duration,
+
+    /// Largest HTTP request body accepted, in bytes
+    #[arg(long, default_value_t = DEFAULT_MAX_REQUEST_BYTES, value_name = "N")]
+    pub max_request_bytes: usize,
+
+    /// Token clients must present (required when binding beyond loopback)
+    #[arg(
+        long,
+        env = "MUSTER_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub token: Option<String>,
+
+    /// What an edit of a file another session holds exclusively gets: deny
+    /// (refused, the agent is told who holds it), ask (the person decides),
+    /// warn (allowed, with a warning in context) or off
+    #[arg(long, default_value = "deny", value_parser = muster_daemon::GuardMode::parse, value_name = "MODE")]
+    pub edit_guard: muster_daemon::GuardMode,
+
+    /// Two sessions editing one file within this window are both told, once
+    #[arg(long, default_value = "10m", value_parser = parse_duration, value_name = "DUR")]
+    pub collision_window: Duration,
+
+    /// At most one wake (a turn started in an idle session for its direct
+    /// mail or @mentions) per session per this long; mail within it is woken
+    /// for when it ends
+    #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DUR")]
+    pub wake_cooldown: Duration,
+}
+
+/// Which store `serve` opens, as written on the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreArg {
+    Sqlite,
+    Postgres(String),
+}
+
+/// Reads `--store`: `sqlite`, or a `postgres://` / `postgresql://` URL.
+pub fn parse_store(text: &str) -> Result<StoreArg, String> {
+    let text = text.trim();
+    if text.eq_ignore_ascii_case("sqlite") {
+        Ok(StoreArg::Sqlite)
+    } else if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+        Ok(StoreArg::Postgres(text.to_string()))
+    } else {
+        Err(format!(
+            "unknown store {text:?}: use `sqlite` or a postgres://user@host/db URL"
+        ))
+    }
+}
 
 pub fn run(args: ServeArgs, env: &Env) -> i32 {
     crate::init_tracing("info");
@@ -54,5 +146,21 @@ pub fn run(args: ServeArgs, env: &Env) -> i32 {
             eprintln!("error: {e:#}");
             1
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_accepts_sqlite_and_postgres_urls_only() {
+        // Proves --store passes postgres URLs through and refuses anything else.
+        assert_eq!(parse_store("sqlite").unwrap(), StoreArg::Sqlite);
+        assert_eq!(
+            parse_store("postgres://u@h/db").unwrap(),
+            StoreArg::Postgres("postgres://u@h/db".into())
+        );
+        assert!(parse_store("mysql://x").is_err());
     }
 }

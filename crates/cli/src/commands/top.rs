@@ -10,8 +10,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use clap::Args;
 use futures_util::StreamExt;
 use muster_core::api::{ReservationView, Reservations, Roster, Status};
+use muster_core::duration::parse_duration;
 use muster_core::{Millis, Session};
 use ratatui::crossterm::event::{self, Event as TermEvent, KeyCode, KeyEventKind, KeyModifiers};
 use ratatui::crossterm::{cursor, execute, terminal};
@@ -22,12 +24,18 @@ use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table};
 use ratatui::Frame;
 use tokio::sync::mpsc;
 
-use crate::cli::TopArgs;
 use crate::client::{decode, Client, ClientError};
 use crate::commands::{reserve, roster, tail};
 use crate::context::Context;
 use crate::output::{ago, clean, now_millis, short_id, truncate};
 use crate::sse::{SseEvent, SseParser};
+
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    /// Refresh the roster and reservations at least this often
+    #[arg(long, default_value = "2s", value_parser = parse_duration, value_name = "DUR")]
+    pub interval: Duration,
+}
 
 /// How many event lines are kept for the log panel.
 const LOG_KEEP: usize = 500;

@@ -24,9 +24,35 @@ use std::io::IsTerminal;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::cli::RunArgs;
+use clap::Args;
+use muster_core::duration::parse_duration;
+
 use crate::client::Client;
 use crate::config::{self, Env};
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Never wake the harness: the wake stream is not opened (and Codex gets no app-server of muster's) [env: MUSTER_WAKE=off]
+    #[arg(long)]
+    pub no_wake: bool,
+
+    /// Type a wake only after this long without a keystroke from you
+    #[arg(long, default_value = "3s", value_parser = parse_duration, value_name = "DUR")]
+    pub quiet: Duration,
+
+    /// The harness to run: claude, codex (on an app-server of muster's), gemini, opencode, or any program on PATH
+    #[arg(value_name = "HARNESS")]
+    pub harness: String,
+
+    /// The harness's own arguments, passed as they are (Codex's after --remote and -C)
+    #[arg(
+        value_name = "ARGS",
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        num_args = 0..
+    )]
+    pub args: Vec<std::ffi::OsString>,
+}
 
 /// The environment `muster run` reads beyond what [`Env`] holds, captured once.
 #[derive(Debug, Clone, Default)]
