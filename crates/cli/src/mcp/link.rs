@@ -154,6 +154,12 @@ enum Ended {
     Dropped(bool),
 }
 
+type Sink = futures_util::stream::SplitSink<
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    WsMessage,
+>;
+
+/// One connection to the daemon, from connecting to its end.
 async fn session(
     ws_url: &str,
     hello: &mut Hello,
@@ -180,79 +186,33 @@ async fn session(
     if send(&mut sink, &frame).await.is_err() {
         return Ended::Dropped(false);
     }
-    let mut pending: HashMap<u64, oneshot::Sender<Reply>> = HashMap::new();
-    let mut next_id = 1u64;
-    let mut linked = false;
+    let mut link = Linked::default();
     let mut heartbeat = tokio::time::interval(Duration::from_millis(HEARTBEAT_MS as u64));
     heartbeat.tick().await;
     let ended = loop {
-        tokio::select! {
-            cmd = commands.recv(), if linked => match cmd {
-                None => break Ended::Shutdown,
-                Some(Command::Request(op, session, tx)) => {
-                    let id = next_id;
-                    next_id += 1;
-                    if send(&mut sink, &ClientFrame::Request { id, op, session }).await.is_err() {
-                        let _ = tx.send(Err(error("link_lost", "the connection to the muster daemon dropped")));
-                        break Ended::Dropped(linked);
-                    }
-                    pending.insert(id, tx);
-                }
-                Some(Command::Delivered(message_ids)) => {
-                    if send(&mut sink, &ClientFrame::Delivered { message_ids }).await.is_err() {
-                        break Ended::Dropped(linked);
-                    }
-                }
-                Some(Command::Ready) => {
-                    // A re-link says so in its hello from now on.
-                    hello.can_push = hello.wants_push;
-                    if send(&mut sink, &ClientFrame::Ready { can_push: hello.can_push }).await.is_err() {
-                        break Ended::Dropped(linked);
-                    }
-                }
+        let step = tokio::select! {
+            cmd = commands.recv(), if link.up => match cmd {
+                None => Err(Ended::Shutdown),
+                Some(cmd) => link.command(&mut sink, hello, cmd).await,
             },
             msg = stream.next() => {
                 let text = match msg {
                     Some(Ok(WsMessage::Text(text))) => text,
-                    Some(Ok(WsMessage::Close(_))) | Some(Err(_)) | None => break Ended::Dropped(linked),
+                    Some(Ok(WsMessage::Close(_))) | Some(Err(_)) | None => break Ended::Dropped(link.up),
                     Some(Ok(_)) => continue,
                 };
-                match serde_json::from_str::<ServerFrame>(&text) {
-                    Ok(ServerFrame::Welcome { session, .. }) => {
-                        linked = true;
-                        match session {
-                            Some(s) => tracing::info!(session = %s.id, nickname = %s.nickname, "linked to muster"),
-                            None => tracing::info!("linked to muster; each call names its session"),
-                        }
-                    }
-                    Ok(ServerFrame::Reply { id, result, error: err }) => {
-                        if let Some(tx) = pending.remove(&id) {
-                            let _ = tx.send(match err {
-                                Some(e) => Err(e),
-                                None => Ok(result.unwrap_or_else(|| JsonText::from_value(&Value::Null))),
-                            });
-                        }
-                    }
-                    Ok(ServerFrame::Push { message }) => {
-                        if pushes.send(message).await.is_err() {
-                            break Ended::Shutdown;
-                        }
-                    }
-                    Ok(ServerFrame::Pong { .. }) => {}
-                    Ok(ServerFrame::Fatal { error: e }) if !linked => break Ended::Fatal(e),
-                    Ok(ServerFrame::Fatal { error: e }) => tracing::warn!("daemon: {}", e.message),
-                    Err(e) => tracing::warn!("unreadable frame from the daemon: {e}"),
-                }
+                link.frame(&text, pushes).await
             }
             _ = heartbeat.tick() => {
                 let at = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
-                if send(&mut sink, &ClientFrame::Ping { at }).await.is_err() {
-                    break Ended::Dropped(linked);
-                }
+                send(&mut sink, &ClientFrame::Ping { at }).await.map_err(|()| Ended::Dropped(link.up))
             }
+        };
+        if let Err(ended) = step {
+            break ended;
         }
     };
-    for (_, tx) in pending.drain() {
+    for (_, tx) in link.pending.drain() {
         let _ = tx.send(Err(error(
             "link_lost",
             "the connection to the muster daemon dropped before it answered",
@@ -260,6 +220,97 @@ async fn session(
     }
     let _ = sink.close().await;
     ended
+}
+
+/// A connection's state: whether the daemon welcomed it, and the requests
+/// waiting for their replies.
+#[derive(Default)]
+struct Linked {
+    up: bool,
+    pending: HashMap<u64, oneshot::Sender<Reply>>,
+    next_id: u64,
+}
+
+impl Linked {
+    /// Sends what the MCP side asked for; an error ends the connection.
+    async fn command(
+        &mut self,
+        sink: &mut Sink,
+        hello: &mut Hello,
+        cmd: Command,
+    ) -> Result<(), Ended> {
+        let dropped = |()| Ended::Dropped(true);
+        match cmd {
+            Command::Request(op, session, tx) => {
+                self.next_id += 1;
+                let id = self.next_id;
+                if send(sink, &ClientFrame::Request { id, op, session })
+                    .await
+                    .is_err()
+                {
+                    let _ = tx.send(Err(error(
+                        "link_lost",
+                        "the connection to the muster daemon dropped",
+                    )));
+                    return Err(Ended::Dropped(true));
+                }
+                self.pending.insert(id, tx);
+                Ok(())
+            }
+            Command::Delivered(message_ids) => send(sink, &ClientFrame::Delivered { message_ids })
+                .await
+                .map_err(dropped),
+            Command::Ready => {
+                // A re-link says so in its hello from now on.
+                hello.can_push = hello.wants_push;
+                send(
+                    sink,
+                    &ClientFrame::Ready {
+                        can_push: hello.can_push,
+                    },
+                )
+                .await
+                .map_err(dropped)
+            }
+        }
+    }
+
+    /// Handles one frame from the daemon; an error ends the connection.
+    async fn frame(&mut self, text: &str, pushes: &mpsc::Sender<Message>) -> Result<(), Ended> {
+        match serde_json::from_str::<ServerFrame>(text) {
+            Ok(ServerFrame::Welcome { session, .. }) => {
+                self.up = true;
+                match session {
+                    Some(s) => {
+                        tracing::info!(session = %s.id, nickname = %s.nickname, "linked to muster")
+                    }
+                    None => tracing::info!("linked to muster; each call names its session"),
+                }
+            }
+            Ok(ServerFrame::Reply {
+                id,
+                result,
+                error: err,
+            }) => {
+                if let Some(tx) = self.pending.remove(&id) {
+                    let _ = tx.send(match err {
+                        Some(e) => Err(e),
+                        None => Ok(result.unwrap_or_else(|| JsonText::from_value(&Value::Null))),
+                    });
+                }
+            }
+            Ok(ServerFrame::Push { message }) => {
+                if pushes.send(message).await.is_err() {
+                    return Err(Ended::Shutdown);
+                }
+            }
+            Ok(ServerFrame::Pong { .. }) => {}
+            Ok(ServerFrame::Fatal { error: e }) if !self.up => return Err(Ended::Fatal(e)),
+            Ok(ServerFrame::Fatal { error: e }) => tracing::warn!("daemon: {}", e.message),
+            Err(e) => tracing::warn!("unreadable frame from the daemon: {e}"),
+        }
+        Ok(())
+    }
 }
 
 async fn send<S>(sink: &mut S, frame: &ClientFrame) -> Result<(), ()>
