@@ -353,12 +353,12 @@ Examples:
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::{CommandFactory, ValueEnum};
+    use clap::CommandFactory;
     use std::time::Duration;
 
     use crate::commands::serve::StoreArg;
     use crate::commands::{completions, man};
-    use crate::hook::{Harness, HookEvent};
+    use muster_core::protocol::{Harness, HookEvent};
 
     #[test]
     fn clap_definitions_are_consistent() {
@@ -407,7 +407,7 @@ mod tests {
         assert_eq!(args.event, HookEvent::PreToolUse);
         assert_eq!(args.harness, Harness::Codex);
         assert!(Cli::try_parse_from(["muster", "hook", "notification"]).is_err());
-        for event in HookEvent::value_variants() {
+        for event in HookEvent::ALL {
             let name = event.as_str();
             assert!(
                 Cli::try_parse_from(["muster", "hook", name]).is_ok(),

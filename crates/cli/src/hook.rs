@@ -7,8 +7,10 @@ use std::fmt;
 use std::io::{Read, Write};
 use std::time::Duration;
 
-use clap::{Args, ValueEnum};
+use clap::builder::{PossibleValuesParser, TypedValueParser};
+use clap::Args;
 use muster_core::limits::DEFAULT_MAX_REQUEST_BYTES;
+use muster_core::protocol::{Harness, HookEvent};
 use tokio::time::{timeout_at, Instant};
 
 use crate::client::transport_reason;
@@ -18,53 +20,26 @@ use crate::transcript;
 #[derive(Debug, Args)]
 pub struct HookArgs {
     /// Which hook fired
-    #[arg(value_enum)]
+    #[arg(value_parser = hook_events())]
     pub event: HookEvent,
     /// Which harness runs the hook (decides the answer's JSON form)
-    #[arg(long, value_enum, default_value_t = Harness::Claude)]
+    #[arg(long, value_parser = harnesses(), default_value = "claude")]
     pub harness: Harness,
 }
 
-/// The hook events the daemon serves at `/hook/{event}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum HookEvent {
-    SessionStart,
-    PromptSubmit,
-    PreToolUse,
-    PostToolUse,
-    Stop,
-    SessionEnd,
+/// The hook events as clap takes them: their route names (core's list).
+fn hook_events() -> impl TypedValueParser<Value = HookEvent> {
+    let names = HookEvent::ALL.map(HookEvent::as_str);
+    PossibleValuesParser::new(names).try_map(|name| {
+        HookEvent::parse(&name).ok_or_else(|| format!("unknown hook event {name:?}"))
+    })
 }
 
-impl HookEvent {
-    /// The path segment, as in `/hook/{event}`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            HookEvent::SessionStart => "session-start",
-            HookEvent::PromptSubmit => "prompt-submit",
-            HookEvent::PreToolUse => "pre-tool-use",
-            HookEvent::PostToolUse => "post-tool-use",
-            HookEvent::Stop => "stop",
-            HookEvent::SessionEnd => "session-end",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Harness {
-    Claude,
-    Codex,
-    Gemini,
-}
-
-impl Harness {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Harness::Claude => "claude",
-            Harness::Codex => "codex",
-            Harness::Gemini => "gemini",
-        }
-    }
+/// The harnesses as clap takes them (core's list).
+fn harnesses() -> impl TypedValueParser<Value = Harness> {
+    let names = Harness::ALL.map(Harness::as_str);
+    PossibleValuesParser::new(names)
+        .try_map(|name| Harness::parse(&name).ok_or_else(|| format!("unknown harness {name:?}")))
 }
 
 /// The most a hook may hold up the harness: stdin, connect and answer together.
