@@ -7,7 +7,6 @@ use std::fmt;
 use std::io::{Read, Write};
 use std::time::Duration;
 
-use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::Args;
 use muster_core::limits::DEFAULT_MAX_REQUEST_BYTES;
 use muster_core::protocol::{Harness, HookEvent};
@@ -20,26 +19,11 @@ use crate::transcript;
 #[derive(Debug, Args)]
 pub struct HookArgs {
     /// Which hook fired
-    #[arg(value_parser = hook_events())]
+    #[arg(value_parser = crate::names::hook_events())]
     pub event: HookEvent,
     /// Which harness runs the hook (decides the answer's JSON form)
-    #[arg(long, value_parser = harnesses(), default_value = "claude")]
+    #[arg(long, value_parser = crate::names::harnesses(), default_value = "claude")]
     pub harness: Harness,
-}
-
-/// The hook events as clap takes them: their route names (core's list).
-fn hook_events() -> impl TypedValueParser<Value = HookEvent> {
-    let names = HookEvent::ALL.map(HookEvent::as_str);
-    PossibleValuesParser::new(names).try_map(|name| {
-        HookEvent::parse(&name).ok_or_else(|| format!("unknown hook event {name:?}"))
-    })
-}
-
-/// The harnesses as clap takes them (core's list).
-fn harnesses() -> impl TypedValueParser<Value = Harness> {
-    let names = Harness::ALL.map(Harness::as_str);
-    PossibleValuesParser::new(names)
-        .try_map(|name| Harness::parse(&name).ok_or_else(|| format!("unknown harness {name:?}")))
 }
 
 /// The most a hook may hold up the harness: stdin, connect and answer together.

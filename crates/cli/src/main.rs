@@ -7,6 +7,7 @@ mod config;
 mod context;
 mod hook;
 mod mcp;
+mod names;
 mod output;
 mod run;
 mod sse;

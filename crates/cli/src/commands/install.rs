@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use clap::{Args, ValueEnum};
+use clap::Args;
 use muster_core::protocol::Harness;
 use muster_install::{Action, Error, Locations, Report, Request, Scope};
 use serde_json::json;
@@ -15,8 +15,8 @@ use crate::output;
 #[derive(Debug, Args)]
 pub struct InstallArgs {
     /// The harness to set up
-    #[arg(value_enum)]
-    pub harness: InstallHarness,
+    #[arg(value_parser = crate::names::harnesses())]
+    pub harness: Harness,
     /// Write the project files of DIR (an existing directory) [default: the current directory]
     #[arg(long, value_name = "DIR", conflicts_with = "user")]
     pub project: Option<PathBuf>,
@@ -29,26 +29,6 @@ pub struct InstallArgs {
     /// Remove what `muster install` added, restoring each file it changed
     #[arg(long)]
     pub uninstall: bool,
-}
-
-/// The harnesses `muster install` knows how to set up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum InstallHarness {
-    Claude,
-    Codex,
-    Opencode,
-    Gemini,
-}
-
-impl From<InstallHarness> for Harness {
-    fn from(harness: InstallHarness) -> Harness {
-        match harness {
-            InstallHarness::Claude => Harness::Claude,
-            InstallHarness::Codex => Harness::Codex,
-            InstallHarness::Opencode => Harness::Opencode,
-            InstallHarness::Gemini => Harness::Gemini,
-        }
-    }
 }
 
 /// Why a run stopped, as the exit code and the JSON error's code.
@@ -157,7 +137,7 @@ fn execute(args: &InstallArgs, env: &Env) -> Result<Report, Failure> {
         Action::Install
     };
     let plan = muster_install::plan(Request {
-        harness: args.harness.into(),
+        harness: args.harness,
         action,
         scope,
         muster,
