@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod fake_shim;
+
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
