@@ -1,5 +1,5 @@
-//! The stdio shim's life cycle against a real daemon: it links, the linked
-//! liveness rule keeps it on the roster, and it leaves when its client or
+//! The stdio shim's life cycle against a real daemon: it links, it unlinks
+//! when its client closes stdin, and it exits when its client or
 //! its parent goes away.
 
 mod common;
@@ -60,44 +60,23 @@ fn exited_within(child: &mut Child, limit: Duration) -> bool {
     false
 }
 
-// Proves the linked rule: a shim-linked session stays on the roster while
-// its link is up (well past a hook-only backstop), and once its client
-// closes stdin the shim exits, the daemon sees the link drop, and the
-// session leaves after --stale-after.
+// Proves the shim's end of the linked rule: a shim links, and once its
+// client closes stdin the shim exits and the daemon sees the link drop.
+// (What the daemon does with a link up and after it drops is tested in
+// process: crates/daemon/tests/time.rs.)
 #[test]
-fn linked_session_lives_with_its_link_and_leaves_after_the_grace_window() {
-    let d = TestDaemon::start(&[
-        "--stale-after",
-        "1s",
-        "--hook-backstop",
-        "1s",
-        "--sweep-interval",
-        "100ms",
-    ]);
+fn a_shim_whose_client_closes_stdin_exits_and_unlinks() {
+    let d = TestDaemon::start(&[]);
     let id = "70000000-0000-4000-8000-000000000001";
     let mut child = shim(&d, id);
     wait_until(Duration::from_secs(5), || links(&d) == 1).expect("the shim linked");
-    std::thread::sleep(Duration::from_millis(2_500));
-    assert!(
-        d.roster_ids().contains(&id.to_string()),
-        "still live at 2.5 s: its link is up"
-    );
 
     drop(child.stdin.take());
     assert!(
         exited_within(&mut child, Duration::from_secs(3)),
         "the shim exits when stdin closes"
     );
-    let unlinked = Instant::now();
     wait_until(Duration::from_secs(3), || links(&d) == 0).expect("the daemon saw the link go");
-    wait_until(Duration::from_secs(5), || {
-        !d.roster_ids().contains(&id.to_string())
-    })
-    .expect("swept after the window");
-    assert!(
-        unlinked.elapsed() >= Duration::from_millis(800),
-        "not before the grace window"
-    );
 }
 
 // Proves the shim exits when the process that started it dies, even if its

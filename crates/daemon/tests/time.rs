@@ -8,7 +8,8 @@ use muster_core::api::{RegisterRequest, ReserveRequest, SendRequest};
 use muster_core::{LinkKind, Session};
 use muster_store::{Change, Store};
 use muster_store_sqlite::SqliteStore;
-use support::{ms, TestDaemon, START};
+use support::fake_shim::FakeShim;
+use support::{ms, wait_for, TestDaemon, START};
 
 fn session(id: &str, cwd: Option<&str>) -> RegisterRequest {
     RegisterRequest {
@@ -42,6 +43,44 @@ async fn a_hook_only_session_leaves_once_silent_for_the_backstop() {
     let known = s.hub().roster(true);
     let gone = known.iter().find(|x| x.id == id).expect("still known");
     assert_eq!(gone.left_at, Some(START + 99_999 + 1));
+    s.stop().await;
+}
+
+// Proves the linked rule: a shim-linked session stays on the roster while
+// its link is up (well past a hook-only backstop), and once the link drops
+// the session leaves at the first sweep after exactly --stale-after.
+#[tokio::test]
+async fn a_linked_session_lives_with_its_link_and_leaves_after_the_grace_window() {
+    let s = TestDaemon::start_with(|c| {
+        c.stale_after = ms(1_000);
+        c.hook_backstop = ms(1_000);
+        // Sweeps here are the test's own (`sweep_once`), not the beat's.
+        c.sweep_interval = ms(3_600_000);
+    })
+    .await;
+    let id = "70000000-0000-4000-8000-000000000001";
+    let shim = FakeShim::link(&s, id).await;
+    s.clock.advance(ms(2_500));
+    assert_eq!(s.hub().sweep_once().await, 0);
+    assert!(on_roster(&s, id), "still live at 2.5 s: its link is up");
+
+    shim.close().await;
+    assert!(
+        wait_for(ms(3_000), || async {
+            s.hub()
+                .roster(false)
+                .iter()
+                .any(|x| x.id == id && !x.link_up)
+        })
+        .await,
+        "the daemon saw the link go"
+    );
+    s.clock.advance(ms(999));
+    assert_eq!(s.hub().sweep_once().await, 0);
+    assert!(on_roster(&s, id), "not before the grace window");
+    s.clock.advance(ms(1));
+    assert_eq!(s.hub().sweep_once().await, 1);
+    assert!(!on_roster(&s, id), "swept after the window");
     s.stop().await;
 }
 
