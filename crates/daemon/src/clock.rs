@@ -62,10 +62,20 @@ impl Clock {
 
     /// Waits until `wait` of this clock's monotonic time has passed.
     pub async fn sleep(&self, wait: Duration) {
+        self.sleep_until(self.mono() + wait.as_millis() as Millis)
+            .await
+    }
+
+    /// Waits until this clock's monotonic time reaches `until`. A caller
+    /// that schedules something fixes its deadline when it schedules, so a
+    /// sleep that starts late still ends on time.
+    pub async fn sleep_until(&self, until: Millis) {
         match self {
-            Clock::System { .. } => tokio::time::sleep(wait).await,
+            Clock::System { .. } => {
+                let wait = (until - self.mono()).max(0) as u64;
+                tokio::time::sleep(Duration::from_millis(wait)).await
+            }
             Clock::Manual(m) => {
-                let until = m.mono.load(Ordering::SeqCst) + wait.as_millis() as Millis;
                 loop {
                     // Registered before the check, so a move between the
                     // check and the wait still wakes us.

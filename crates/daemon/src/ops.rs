@@ -2,7 +2,6 @@
 //! tools, executed for one session. Answers are JSON for the tool result.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use muster_core::api::{
     AckRequest, BroadcastRequest, ReleaseRequest, ReserveRequest, RoomRequest, SendRequest,
@@ -115,7 +114,8 @@ impl Hub {
         if timeout_s > 600 {
             return Err(CoreError::invalid("timeout_s", "at most 600 seconds").into());
         }
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout_s);
+        // On the daemon's clock, so a test moves time instead of waiting.
+        let deadline = self.clock.mono() + (timeout_s * 1_000) as muster_core::Millis;
         loop {
             let notify = {
                 let mut st = self.lock();
@@ -143,7 +143,11 @@ impl Hub {
             if self.lock().mail.has_unread(session) {
                 continue;
             }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            let timed_out = tokio::select! {
+                _ = notified => false,
+                _ = self.clock.sleep_until(deadline) => true,
+            };
+            if timed_out {
                 // One last look: mail may have become readable without a wake.
                 if self.lock().mail.has_unread(session) {
                     let (inbox, surfacing) = self.inbox(Some(session), false, READ_LIMIT).await?;

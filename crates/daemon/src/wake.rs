@@ -307,9 +307,10 @@ impl Hub {
         if wakeable {
             let hub = self.clone();
             let id = id.to_string();
+            let until = self.clock.mono() + PUSH_SHOWN_WITHIN_MS + 100;
             tokio::spawn(async move {
                 tokio::select! {
-                    _ = hub.clock.sleep(Duration::from_millis(PUSH_SHOWN_WITHIN_MS as u64 + 100)) => {}
+                    _ = hub.clock.sleep_until(until) => {}
                     _ = hub.shutdown.cancelled() => return,
                 }
                 hub.consider_wake(&id);
@@ -320,9 +321,10 @@ impl Hub {
     /// Re-considers a wake once the cooldown has passed.
     fn schedule_wake(self: &Arc<Self>, id: String, wait: Millis) {
         let hub = self.clone();
+        let until = self.clock.mono() + wait.max(0);
         tokio::spawn(async move {
             tokio::select! {
-                _ = hub.clock.sleep(Duration::from_millis(wait.max(0) as u64)) => {}
+                _ = hub.clock.sleep_until(until) => {}
                 _ = hub.shutdown.cancelled() => return,
             }
             if let Some(e) = hub.lock().entry_mut(&id) {
