@@ -271,24 +271,47 @@ pub fn resolve_token(env: &Env, config: &LoadedConfig) -> Option<String> {
         .filter(|t| !t.trim().is_empty())
 }
 
-/// The host name sent with hook calls: /etc/hostname, else $HOSTNAME, else the
-/// kernel's, else "localhost". Read from files so no libc call is needed.
+/// The host name sent with hook calls: /etc/hostname, else $HOSTNAME, else
+/// the system's (`gethostname`, which macOS has and /etc/hostname it has
+/// not), else "localhost".
 pub fn hostname(env: &Env) -> String {
-    let from_file = |path: &str| {
-        std::fs::read_to_string(path)
-            .ok()
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
-    };
-    from_file("/etc/hostname")
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
         .or_else(|| env.hostname.clone())
-        .or_else(|| from_file("/proc/sys/kernel/hostname"))
+        .or_else(system_hostname)
         .unwrap_or_else(|| "localhost".to_string())
+}
+
+fn system_hostname() -> Option<String> {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname writes at
+    // most that many bytes and we read only up to the first NUL.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return None;
+    }
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    let name = String::from_utf8_lossy(&buf[..end]).trim().to_string();
+    (!name.is_empty()).then_some(name)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_system_hostname_is_the_kernels_node_name() {
+        // Proves the fallback used where /etc/hostname is missing (macOS)
+        // reads the same name `uname -n` prints.
+        let uname = std::process::Command::new("uname")
+            .arg("-n")
+            .output()
+            .unwrap();
+        let expected = String::from_utf8(uname.stdout).unwrap().trim().to_string();
+        assert_eq!(system_hostname(), Some(expected));
+    }
 
     fn config_with(url: Option<&str>, operator: Option<&str>) -> LoadedConfig {
         LoadedConfig {

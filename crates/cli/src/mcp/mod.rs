@@ -80,12 +80,34 @@ impl ShimEnv {
 /// hooks instead of being pushed where nobody sees it.
 fn parent_shows_channels() -> bool {
     let parent = std::os::unix::process::parent_id();
-    std::fs::read(format!("/proc/{parent}/cmdline")).is_ok_and(|raw| {
-        let args: Vec<String> = raw
-            .split(|b| *b == 0)
+    parent_args(parent).is_some_and(|args| names_muster_channel(&args))
+}
+
+/// A process's command line: from /proc on Linux.
+#[cfg(target_os = "linux")]
+fn parent_args(pid: u32) -> Option<Vec<String>> {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    Some(
+        raw.split(|b| *b == 0)
             .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
-        names_muster_channel(&args)
+            .collect(),
+    )
+}
+
+/// A process's command line: from `ps` where there is no /proc (macOS,
+/// the BSDs). Split at spaces, which the flags looked for never contain.
+#[cfg(not(target_os = "linux"))]
+fn parent_args(pid: u32) -> Option<Vec<String>> {
+    let out = std::process::Command::new("ps")
+        .args(["-ww", "-o", "command=", "-p", &pid.to_string()])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    out.status.success().then(|| {
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
     })
 }
 
