@@ -187,7 +187,7 @@ async fn serve(env: ShimEnv, parent: u32) -> anyhow::Result<()> {
         wants_push: env.channels && !per_call,
         per_call,
     };
-    let (link, mut pushes) = Link::start(ws_url(&env.url)?, hello.clone());
+    let (link, pushes) = Link::start(ws_url(&env.url)?, hello.clone());
     let mut server = McpServer::new(Arc::new(LinkExecutor {
         link: link.clone(),
         per_call,
@@ -216,33 +216,42 @@ async fn serve(env: ShimEnv, parent: u32) -> anyhow::Result<()> {
 
     // Pushes wait until the client has finished a handshake (either
     // revision's), then the daemon is told and they go out in order.
-    let pusher = tokio::spawn(async move {
-        let Some(peer) = server.ready().await else {
-            return;
-        };
-        if is_claude_code(&peer) {
-            // Claude Code 2.1.332 registers its channel handler some 20 ms
-            // after it has its tool list; a push before that is dropped
-            // without a trace, so the daemon hears "ready" only after it.
-            let _ = tokio::time::timeout(Duration::from_secs(2), server.tools_listed()).await;
-            tokio::time::sleep(CLAUDE_CHANNEL_SETTLE).await;
-        }
-        link.ready().await;
-        while let Some(message) = pushes.recv().await {
-            match output.send(&channel_notification(&message)).await {
-                Ok(()) => link.delivered(vec![message.id]).await,
-                Err(e) => {
-                    tracing::warn!("could not write a push to the client: {e}");
-                    return;
-                }
-            }
-        }
-    });
+    let pusher = tokio::spawn(push_when_ready(server, link, pushes, output));
 
     let reason = service.waiting().await;
     tracing::info!("MCP client closed ({reason:?}); exiting");
     pusher.abort();
     Ok(())
+}
+
+/// Writes the daemon's pushes to the client once it can take them, telling
+/// the daemon it is ready first and which pushes were written after.
+async fn push_when_ready<W: tokio::io::AsyncWrite + Unpin>(
+    server: McpServer<LinkExecutor>,
+    link: Link,
+    mut pushes: tokio::sync::mpsc::Receiver<Message>,
+    output: stdio::Output<W>,
+) {
+    let Some(peer) = server.ready().await else {
+        return;
+    };
+    if is_claude_code(&peer) {
+        // Claude Code 2.1.332 registers its channel handler some 20 ms
+        // after it has its tool list; a push before that is dropped
+        // without a trace, so the daemon hears "ready" only after it.
+        let _ = tokio::time::timeout(Duration::from_secs(2), server.tools_listed()).await;
+        tokio::time::sleep(CLAUDE_CHANNEL_SETTLE).await;
+    }
+    link.ready().await;
+    while let Some(message) = pushes.recv().await {
+        match output.send(&channel_notification(&message)).await {
+            Ok(()) => link.delivered(vec![message.id]).await,
+            Err(e) => {
+                tracing::warn!("could not write a push to the client: {e}");
+                return;
+            }
+        }
+    }
 }
 
 /// The `claude/channel` notification for one message, as rmcp would write it.
