@@ -183,17 +183,8 @@ async fn answer(
     );
     hub.observe(observed(&id, event, harness, headers, &payload))
         .await?;
-    let wake_off = header(headers, "x-muster-wake").map(|v| is_off(&v));
-    hub.note_wake_headers(&id, header(headers, "x-muster-run").as_deref(), wake_off);
-    let previous_boundary = hub.note_hook(&id, event);
+    let previous_boundary = note(hub, &id, event, headers, &payload).await;
     let transcript_read = payload.muster_transcript_read;
-    let seen: Vec<String> = payload
-        .muster_seen
-        .iter()
-        .take(MAX_SEEN_PER_HOOK)
-        .cloned()
-        .collect();
-    hub.mark_seen(&id, &seen).await;
     let event_name = payload
         .hook_event_name
         .clone()
@@ -208,12 +199,7 @@ async fn answer(
     }
     // Collision notices ride on any answer that can carry context.
     if event != HookEvent::Stop {
-        for notice in hub.take_notices(&id) {
-            if !context.is_empty() {
-                context.push('\n');
-            }
-            context.push_str(&format!("<muster-notice>{notice}</muster-notice>"));
-        }
+        add_notices(hub, &id, &mut context);
     }
     let moment = match event {
         HookEvent::SessionStart | HookEvent::PromptSubmit => Moment::TurnStart,
@@ -247,6 +233,39 @@ async fn answer(
         &event_name,
         context,
     ))
+}
+
+/// Records what a hook call says beyond the roster: the run it came from
+/// and whether it may be woken, where its turn is, and the mail its
+/// transcript shows the model saw. Returns its previous request boundary.
+async fn note(
+    hub: &Hub,
+    id: &str,
+    event: HookEvent,
+    headers: &HeaderMap,
+    payload: &HookPayload,
+) -> Millis {
+    let wake_off = header(headers, "x-muster-wake").map(|v| is_off(&v));
+    hub.note_wake_headers(id, header(headers, "x-muster-run").as_deref(), wake_off);
+    let previous_boundary = hub.note_hook(id, event);
+    let seen: Vec<String> = payload
+        .muster_seen
+        .iter()
+        .take(MAX_SEEN_PER_HOOK)
+        .cloned()
+        .collect();
+    hub.mark_seen(id, &seen).await;
+    previous_boundary
+}
+
+/// Appends the session's collision notices (taken once) to `context`.
+fn add_notices(hub: &Hub, id: &str, context: &mut String) {
+    for notice in hub.take_notices(id) {
+        if !context.is_empty() {
+            context.push('\n');
+        }
+        context.push_str(&format!("<muster-notice>{notice}</muster-notice>"));
+    }
 }
 
 /// A hook at a moment that can carry mail, and what says which.
