@@ -88,27 +88,16 @@ impl Metrics {
         }
     }
 
+    /// Every metric, in Prometheus text format.
     pub fn render(&self, g: &Gauges) -> String {
         let mut out = String::with_capacity(4096);
-        let mut gauge = |name: &str, help: &str, v: u64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
-        };
-        gauge(
-            "muster_sessions",
-            "Sessions on the roster.",
-            g.sessions_present as u64,
-        );
-        gauge(
-            "muster_sessions_known",
-            "Sessions known, on the roster or away.",
-            g.sessions_known as u64,
-        );
-        gauge("muster_links", "Shim links attached now.", g.links as u64);
-        gauge(
-            "muster_unread_deliveries",
-            "Deliveries not yet surfaced or pushed.",
-            g.unread as u64,
-        );
+        render_gauges(&mut out, g);
+        self.render_counters(&mut out);
+        self.render_hook_latency(&mut out);
+        out
+    }
+
+    fn render_counters(&self, out: &mut String) {
         let mut counter = |name: &str, help: &str, labels: &[(&str, u64)]| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
             for (label, v) in labels {
@@ -168,6 +157,9 @@ impl Metrics {
                 ("{reason=\"hook-backstop\"}", self.swept_hook_backstop.get()),
             ],
         );
+    }
+
+    fn render_hook_latency(&self, out: &mut String) {
         let name = "muster_hook_duration_seconds";
         let _ = writeln!(
             out,
@@ -191,6 +183,27 @@ impl Metrics {
             let _ = writeln!(out, "{name}_sum{{event=\"{event}\"}} {sum}");
             let _ = writeln!(out, "{name}_count{{event=\"{event}\"}} {count}");
         }
-        out
     }
+}
+
+fn render_gauges(out: &mut String, g: &Gauges) {
+    let mut gauge = |name: &str, help: &str, v: u64| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+    };
+    gauge(
+        "muster_sessions",
+        "Sessions on the roster.",
+        g.sessions_present as u64,
+    );
+    gauge(
+        "muster_sessions_known",
+        "Sessions known, on the roster or away.",
+        g.sessions_known as u64,
+    );
+    gauge("muster_links", "Shim links attached now.", g.links as u64);
+    gauge(
+        "muster_unread_deliveries",
+        "Deliveries not yet surfaced or pushed.",
+        g.unread as u64,
+    );
 }
