@@ -1,12 +1,12 @@
 //! Counters for `/metrics`, rendered in Prometheus text format by hand: a
 //! handful of atomics needs no metrics framework.
 
-use muster_core::protocol::HookEvent;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use muster_core::liveness::Reason;
+use muster_core::protocol::HookEvent;
 
 #[derive(Default)]
 pub struct Counter(AtomicU64);
@@ -20,6 +20,29 @@ impl Counter {
     }
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// How many of something are in progress now.
+#[derive(Default)]
+pub struct InProgress(AtomicU64);
+
+/// One in progress, for as long as it lives.
+pub struct Underway<'a>(&'a InProgress);
+
+impl InProgress {
+    pub fn start(&self) -> Underway<'_> {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Underway(self)
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Underway<'_> {
+    fn drop(&mut self) {
+        self.0 .0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -61,6 +84,8 @@ pub struct Metrics {
     pub sessions_joined: Counter,
     pub sessions_left: Counter,
     pub sweeps: Counter,
+    /// `wait_for_message` calls waiting for mail now.
+    pub mail_waits: InProgress,
     swept_link_lost: Counter,
     swept_hook_backstop: Counter,
     hooks: [Histogram; HookEvent::ALL.len()],
@@ -92,6 +117,12 @@ impl Metrics {
     pub fn render(&self, g: &Gauges) -> String {
         let mut out = String::with_capacity(4096);
         render_gauges(&mut out, g);
+        let name = "muster_mail_waits";
+        let _ = writeln!(
+            out,
+            "# HELP {name} wait_for_message calls waiting for mail now.\n# TYPE {name} gauge\n{name} {}",
+            self.mail_waits.get()
+        );
         self.render_counters(&mut out);
         self.render_hook_latency(&mut out);
         out

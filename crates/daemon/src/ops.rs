@@ -114,6 +114,8 @@ impl Hub {
         if timeout_s > 600 {
             return Err(CoreError::invalid("timeout_s", "at most 600 seconds").into());
         }
+        // Counted while it waits (a test waits on the gauge, not for time).
+        let _waiting = self.metrics.mail_waits.start();
         // On the daemon's clock, so a test moves time instead of waiting.
         let deadline = self.clock.mono() + (timeout_s * 1_000) as muster_core::Millis;
         loop {
