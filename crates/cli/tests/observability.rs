@@ -62,7 +62,15 @@ fn sigterm_stops_the_daemon_with_a_tail_attached() {
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    wait_until(Duration::from_secs(5), || {
+        let metrics = http().get(format!("{}/metrics", d.url)).send().unwrap();
+        metrics
+            .text()
+            .unwrap()
+            .lines()
+            .any(|l| l == "muster_event_streams 1")
+    })
+    .expect("the tail is attached");
     assert!(
         d.terminate(Duration::from_secs(4)),
         "muster serve exited cleanly within 4 s"

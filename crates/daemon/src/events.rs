@@ -42,6 +42,11 @@ impl Bus {
         }));
     }
 
+    /// Event streams open now.
+    pub fn streams(&self) -> usize {
+        self.tx.receiver_count()
+    }
+
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
         self.tx.subscribe()
     }

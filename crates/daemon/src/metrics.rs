@@ -97,6 +97,8 @@ pub struct Gauges {
     pub sessions_known: usize,
     pub links: usize,
     pub unread: usize,
+    /// Clients following `/api/v1/events`.
+    pub event_streams: usize,
 }
 
 impl Metrics {
@@ -232,6 +234,11 @@ fn render_gauges(out: &mut String, g: &Gauges) {
         g.sessions_known as u64,
     );
     gauge("muster_links", "Shim links attached now.", g.links as u64);
+    gauge(
+        "muster_event_streams",
+        "Clients following the event stream now.",
+        g.event_streams as u64,
+    );
     gauge(
         "muster_unread_deliveries",
         "Deliveries not yet surfaced or pushed.",

@@ -335,6 +335,7 @@ async fn metrics(State(hub): State<Arc<Hub>>) -> impl IntoResponse {
             sessions_known: status.sessions_known,
             links: hub.lock().links.count(),
             unread: status.unread_deliveries,
+            event_streams: hub.events.streams(),
         }
     };
     (
