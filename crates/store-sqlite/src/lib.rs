@@ -381,6 +381,26 @@ fn put_message(tx: &Connection, m: &Message, deliveries: &[Delivery]) -> rusqlit
     Ok(())
 }
 
+/// Inserts or replaces a reservation.
+fn put_reservation(tx: &Connection, r: &Reservation) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT OR REPLACE INTO reservations
+            (id, session_id, root, pattern, exclusive, reason, created_at, expires_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![
+        r.id,
+        r.session_id,
+        r.root,
+        r.pattern,
+        r.exclusive,
+        r.reason,
+        r.created_at,
+        r.expires_at
+    ])?;
+    Ok(())
+}
+
 fn apply_change(tx: &Connection, change: &Change) -> rusqlite::Result<()> {
     match change {
         Change::PutSession(s) => put_session(tx, s)?,
@@ -439,23 +459,7 @@ fn apply_change(tx: &Connection, change: &Change) -> rusqlite::Result<()> {
             tx.prepare_cached("DELETE FROM memberships WHERE room = ?1 AND session_id = ?2")?
                 .execute(params![room, session_id])?;
         }
-        Change::PutReservation(r) => {
-            tx.prepare_cached(
-                "INSERT OR REPLACE INTO reservations
-                    (id, session_id, root, pattern, exclusive, reason, created_at, expires_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )?
-            .execute(params![
-                r.id,
-                r.session_id,
-                r.root,
-                r.pattern,
-                r.exclusive,
-                r.reason,
-                r.created_at,
-                r.expires_at
-            ])?;
-        }
+        Change::PutReservation(r) => put_reservation(tx, r)?,
         Change::DeleteReservation { id } => {
             tx.prepare_cached("DELETE FROM reservations WHERE id = ?1")?
                 .execute(params![id])?;
