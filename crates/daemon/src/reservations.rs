@@ -122,6 +122,46 @@ impl State {
     }
 }
 
+/// Refuses the whole request, naming each holder, if any pattern conflicts
+/// with another session's live claim.
+fn refuse_conflicts(
+    st: &State,
+    me: &str,
+    root: &str,
+    patterns: &[String],
+    exclusive: bool,
+    now: Millis,
+) -> Result<(), ApiError> {
+    let mut refusals: Vec<String> = Vec::new();
+    let mut holders: Vec<Match> = Vec::new();
+    for pattern in patterns {
+        for r in st.conflicts(me, root, pattern, exclusive, now) {
+            refusals.push(format!("{pattern}: {}", describe_holder(st, r)));
+            if !holders.iter().any(|h| h.id == r.session_id) {
+                let nickname = st
+                    .session(&r.session_id)
+                    .map(|s| s.nickname.clone())
+                    .unwrap_or_default();
+                holders.push(Match {
+                    id: r.session_id.clone(),
+                    nickname,
+                    present: true,
+                });
+            }
+        }
+    }
+    if refusals.is_empty() {
+        return Ok(());
+    }
+    let mut e = ApiError::new(
+        StatusCode::CONFLICT,
+        "reservation_conflict",
+        format!("not reserved (nothing was):\n- {}", refusals.join("\n- ")),
+    );
+    e.matches = holders;
+    Err(e)
+}
+
 impl Hub {
     fn session_principal(&self, st: &State, as_: Option<&str>) -> Result<Session, ApiError> {
         match st.principal(as_, &self.config.operator)? {
@@ -168,33 +208,7 @@ impl Hub {
         }
         let (granted, commit) = {
             let mut st = self.lock();
-            let mut refusals: Vec<String> = Vec::new();
-            let mut holders: Vec<Match> = Vec::new();
-            for pattern in &patterns {
-                for r in st.conflicts(&me.id, &root, pattern, req.exclusive, now) {
-                    refusals.push(format!("{pattern}: {}", describe_holder(&st, r)));
-                    if !holders.iter().any(|h| h.id == r.session_id) {
-                        let nickname = st
-                            .session(&r.session_id)
-                            .map(|s| s.nickname.clone())
-                            .unwrap_or_default();
-                        holders.push(Match {
-                            id: r.session_id.clone(),
-                            nickname,
-                            present: true,
-                        });
-                    }
-                }
-            }
-            if !refusals.is_empty() {
-                let mut e = ApiError::new(
-                    StatusCode::CONFLICT,
-                    "reservation_conflict",
-                    format!("not reserved (nothing was):\n- {}", refusals.join("\n- ")),
-                );
-                e.matches = holders;
-                return Err(e);
-            }
+            refuse_conflicts(&st, &me.id, &root, &patterns, req.exclusive, now)?;
             let mut changes = Vec::new();
             let mut granted = Vec::new();
             for pattern in patterns {
