@@ -55,7 +55,42 @@ pub fn layout(scope: &Scope, locations: &Locations, muster: &Muster) -> Layout {
         Scope::Project(dir) => (dir.join(".codex"), locations.codex_home()),
         Scope::User(dirs) => (dirs.codex_home(), Some(dirs.codex_home())),
     };
-    let mut config = vec![
+    let mut config = server_edits(muster);
+    let hooks = hook_edits(muster);
+    let hooks_path = dir.join("hooks.json");
+    let user_config = user_home.as_ref().map(|home| home.join("config.toml"));
+    let (mut user_edits, notes) = trust(scope, user_config.as_deref(), &hooks_path, &hooks, muster);
+
+    let mut targets = Vec::new();
+    let config_path = dir.join("config.toml");
+    if user_config.as_ref() == Some(&config_path) {
+        // User scope: one file holds the server, the feature and the trust.
+        config.append(&mut user_edits);
+    }
+    targets.push(Target {
+        path: config_path,
+        edits: FileEdits::Toml(config),
+    });
+    targets.push(Target {
+        path: hooks_path,
+        edits: FileEdits::Json(hooks),
+    });
+    if let (Some(user_config), false) = (user_config, user_edits.is_empty()) {
+        targets.push(Target {
+            path: user_config,
+            edits: FileEdits::Toml(user_edits),
+        });
+    }
+    Layout {
+        targets,
+        notes,
+        next_step: "start a new Codex session to load muster".into(),
+    }
+}
+
+/// The server entry and the hooks feature, for `.codex/config.toml`.
+fn server_edits(muster: &Muster) -> Vec<TomlEdit> {
+    vec![
         TomlEdit::Table {
             path: vec!["mcp_servers".into(), "muster".into()],
             entries: vec![
@@ -75,8 +110,12 @@ pub fn layout(scope: &Scope, locations: &Locations, muster: &Muster) -> Layout {
             path: vec!["features".into(), "hooks".into()],
             value: json!(true),
         },
-    ];
-    let hooks: Vec<JsonEdit> = HOOKS
+    ]
+}
+
+/// One hook group per event, for `.codex/hooks.json`.
+fn hook_edits(muster: &Muster) -> Vec<JsonEdit> {
+    HOOKS
         .iter()
         .map(|(event, hook, matcher, _)| {
             let inner =
@@ -89,15 +128,23 @@ pub fn layout(scope: &Scope, locations: &Locations, muster: &Muster) -> Layout {
                 },
             }
         })
-        .collect();
-    let hooks_path = dir.join("hooks.json");
+        .collect()
+}
 
+/// What marks muster's hooks (and a project) trusted in the user's Codex
+/// config, and the notes saying so; none when that config cannot be found.
+fn trust(
+    scope: &Scope,
+    user_config: Option<&Path>,
+    hooks_path: &Path,
+    hooks: &[JsonEdit],
+    muster: &Muster,
+) -> (Vec<TomlEdit>, Vec<String>) {
     let mut notes = Vec::new();
     let mut user_edits = Vec::new();
-    let user_config = user_home.as_ref().map(|home| home.join("config.toml"));
-    match &user_config {
+    match user_config {
         Some(user_config) => {
-            user_edits.extend(trust_edits(&hooks_path, &hooks, muster));
+            user_edits.extend(trust_edits(hooks_path, hooks, muster));
             let mut trusted = format!("muster's hooks are marked trusted in {}", user_config.display());
             if let Scope::Project(project) = scope {
                 match project_trust(user_config, project).as_deref() {
@@ -128,31 +175,7 @@ marked trusted: Codex skips them until you trust them when it asks, or run `code
         ),
     }
 
-    let mut targets = Vec::new();
-    let config_path = dir.join("config.toml");
-    if user_config.as_ref() == Some(&config_path) {
-        // User scope: one file holds the server, the feature and the trust.
-        config.append(&mut user_edits);
-    }
-    targets.push(Target {
-        path: config_path,
-        edits: FileEdits::Toml(config),
-    });
-    targets.push(Target {
-        path: hooks_path,
-        edits: FileEdits::Json(hooks),
-    });
-    if let (Some(user_config), false) = (user_config, user_edits.is_empty()) {
-        targets.push(Target {
-            path: user_config,
-            edits: FileEdits::Toml(user_edits),
-        });
-    }
-    Layout {
-        targets,
-        notes,
-        next_step: "start a new Codex session to load muster".into(),
-    }
+    (user_edits, notes)
 }
 
 /// The `trust_level` the user's config gives `project`, if any.
