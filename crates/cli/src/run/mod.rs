@@ -142,30 +142,36 @@ fn resolve_daemon(url_flag: Option<&str>, env: &Env) -> Result<Daemon, String> {
     })
 }
 
+/// What a run needs before it starts anything: the daemon, the directory,
+/// the harness's program. Err is the exit code, the reason already printed.
+fn prepare(
+    args: &RunArgs,
+    url_flag: Option<&str>,
+    env: &Env,
+    run_env: &RunEnv,
+) -> Result<(Daemon, std::path::PathBuf, std::path::PathBuf), i32> {
+    let daemon = resolve_daemon(url_flag, env).map_err(|e| {
+        eprintln!("muster run: {e}");
+        2
+    })?;
+    let cwd = std::env::current_dir().map_err(|e| {
+        eprintln!("muster run: cannot read the current directory: {e}");
+        1
+    })?;
+    let program = pty::find_program(&args.harness, run_env.path.as_deref(), &cwd).map_err(|e| {
+        eprintln!("muster run: {e}");
+        e.exit_code()
+    })?;
+    Ok((daemon, cwd, program))
+}
+
 /// `muster run`: returns the exit code (the harness's, or why it never ran).
 pub fn run(args: &RunArgs, url_flag: Option<&str>, env: &Env) -> i32 {
     let run_env = RunEnv::from_process();
     init_logging(run_env.log_file.as_ref());
-    let daemon = match resolve_daemon(url_flag, env) {
-        Ok(daemon) => daemon,
-        Err(e) => {
-            eprintln!("muster run: {e}");
-            return 2;
-        }
-    };
-    let cwd = match std::env::current_dir() {
-        Ok(cwd) => cwd,
-        Err(e) => {
-            eprintln!("muster run: cannot read the current directory: {e}");
-            return 1;
-        }
-    };
-    let program = match pty::find_program(&args.harness, run_env.path.as_deref(), &cwd) {
-        Ok(program) => program,
-        Err(e) => {
-            eprintln!("muster run: {e}");
-            return e.exit_code();
-        }
+    let (daemon, cwd, program) = match prepare(args, url_flag, env, &run_env) {
+        Ok(ready) => ready,
+        Err(code) => return code,
     };
 
     let run_id = new_run_id();
