@@ -133,44 +133,8 @@ pub fn describe(kind: &str, data: &Value) -> String {
                 None => format!("{} left", who(&s)),
             })
         }
-        "message.sent" => shaped::<Message>(data, "message").map(|m| {
-            // A direct message's recipient reads better by nickname, which the deliveries carry.
-            let deliveries: Vec<DeliveryView> = data
-                .get("deliveries")
-                .and_then(|d| serde_json::from_value(d.clone()).ok())
-                .unwrap_or_default();
-            let to = match (&m.to, deliveries.as_slice()) {
-                (Target::Session(_), [only]) => {
-                    format!("{} ({})", only.nickname, short_id(&only.recipient))
-                }
-                (to, _) => address(to),
-            };
-            format!(
-                "{} ({}) → {}: {}",
-                clean(&m.from_nickname, false),
-                clean(&short_id(&m.from), false),
-                clean(&to, false),
-                truncate(&clean(&m.body, false), 80)
-            )
-        }),
-        "delivery.updated" => text(data, &["state"]).map(|state| {
-            let ids: Vec<&str> = match data.get("message_ids").and_then(Value::as_array) {
-                Some(ids) => ids.iter().filter_map(Value::as_str).collect(),
-                None => text(data, &["message_id", "id"]).into_iter().collect(),
-            };
-            let messages = match ids.as_slice() {
-                [one] => format!("message {}", clean(one, false)),
-                many => format!("{} messages", many.len()),
-            };
-            let recipient = text(data, &["nickname"])
-                .or_else(|| text(data, &["recipient"]))
-                .unwrap_or("?");
-            format!(
-                "{messages} → {}: {}",
-                clean(&short_id(recipient), false),
-                clean(state, false)
-            )
-        }),
+        "message.sent" => shaped::<Message>(data, "message").map(|m| describe_sent(&m, data)),
+        "delivery.updated" => text(data, &["state"]).map(|state| describe_delivery(state, data)),
         "room.joined" | "room.left" => text(data, &["room", "name"]).map(|room| {
             let member = text(data, &["nickname"])
                 .or_else(|| text(data, &["session_id", "session", "id"]))
@@ -189,6 +153,48 @@ pub fn describe(kind: &str, data: &Value) -> String {
         _ => None,
     };
     described.unwrap_or_else(|| truncate(&clean(&data.to_string(), false), 160))
+}
+
+/// `message.sent`: who wrote to whom, and the start of the body.
+fn describe_sent(m: &Message, data: &Value) -> String {
+    // A direct message's recipient reads better by nickname, which the deliveries carry.
+    let deliveries: Vec<DeliveryView> = data
+        .get("deliveries")
+        .and_then(|d| serde_json::from_value(d.clone()).ok())
+        .unwrap_or_default();
+    let to = match (&m.to, deliveries.as_slice()) {
+        (Target::Session(_), [only]) => {
+            format!("{} ({})", only.nickname, short_id(&only.recipient))
+        }
+        (to, _) => address(to),
+    };
+    format!(
+        "{} ({}) → {}: {}",
+        clean(&m.from_nickname, false),
+        clean(&short_id(&m.from), false),
+        clean(&to, false),
+        truncate(&clean(&m.body, false), 80)
+    )
+}
+
+/// `delivery.updated`: which messages reached which state for whom.
+fn describe_delivery(state: &str, data: &Value) -> String {
+    let ids: Vec<&str> = match data.get("message_ids").and_then(Value::as_array) {
+        Some(ids) => ids.iter().filter_map(Value::as_str).collect(),
+        None => text(data, &["message_id", "id"]).into_iter().collect(),
+    };
+    let messages = match ids.as_slice() {
+        [one] => format!("message {}", clean(one, false)),
+        many => format!("{} messages", many.len()),
+    };
+    let recipient = text(data, &["nickname"])
+        .or_else(|| text(data, &["recipient"]))
+        .unwrap_or("?");
+    format!(
+        "{messages} → {}: {}",
+        clean(&short_id(recipient), false),
+        clean(state, false)
+    )
 }
 
 #[cfg(test)]
