@@ -653,75 +653,7 @@ fn apply_install(
 fn plan_uninstall(layout: &Layout, manifest: &Manifest) -> Result<Vec<Step>, Error> {
     let mut steps = Vec::new();
     for target in &layout.targets {
-        let record = manifest.files.get(&target.path);
-        let before = read_bytes(&target.path)?;
-        let step = |after: Option<Vec<u8>>, status, detail: Option<String>| Step {
-            path: target.path.clone(),
-            before: before.clone(),
-            after,
-            status,
-            detail,
-            undo: Vec::new(),
-        };
-        let Some(bytes) = &before else {
-            steps.push(step(
-                None,
-                Status::Unchanged,
-                record.map(|_| "already gone".to_string()),
-            ));
-            continue;
-        };
-        if let Some(r) = record.filter(|r| r.restorable && r.sha256 == files::sha256(bytes)) {
-            if !r.existed {
-                steps.push(step(
-                    None,
-                    Status::Removed,
-                    Some("created by install".into()),
-                ));
-                continue;
-            }
-            // A lost backup leaves only the structural way out.
-            if let Some(Ok(Some(original))) = r.backup.as_deref().map(files::read) {
-                steps.push(step(
-                    Some(original),
-                    Status::Restored,
-                    Some("as it was before install".into()),
-                ));
-                continue;
-            }
-        }
-        let text = read_text(&target.path, Some(bytes))?.unwrap_or_default();
-        if let FileEdits::Whole(ours) = &target.edits {
-            // Without a record, a file of that name is muster's only if it is muster's plugin.
-            if record.is_none() && text != *ours && !text.contains("muster install") {
-                steps.push(step(
-                    before.clone(),
-                    Status::Unchanged,
-                    Some("not written by muster; left alone".into()),
-                ));
-                continue;
-            }
-        }
-        let undo = record.map(|r| r.undo.as_slice()).unwrap_or_default();
-        let created = record.is_some_and(|r| !r.existed);
-        let after = target
-            .edits
-            .uninstall(&text, undo, created)
-            .map_err(|e| invalid(&target.path, &target.edits, e))?;
-        let changed_since = if record.is_some() {
-            "changed since install, so only muster's entries were taken out"
-        } else {
-            "muster's entries taken out"
-        };
-        steps.push(match after {
-            None => step(None, Status::Removed, Some(changed_since.into())),
-            Some(after) if after == text => step(before.clone(), Status::Unchanged, None),
-            Some(after) => step(
-                Some(after.into_bytes()),
-                Status::Updated,
-                Some(changed_since.into()),
-            ),
-        });
+        steps.push(uninstall_step(target, manifest.files.get(&target.path))?);
     }
     let installed = steps.iter().any(Step::changes);
     if !installed {
@@ -732,6 +664,74 @@ fn plan_uninstall(layout: &Layout, manifest: &Manifest) -> Result<Vec<Step>, Err
         }
     }
     Ok(steps)
+}
+
+/// What uninstalling takes out of one file, given what install recorded of it.
+fn uninstall_step(target: &Target, record: Option<&FileRecord>) -> Result<Step, Error> {
+    let before = read_bytes(&target.path)?;
+    let step = |after: Option<Vec<u8>>, status, detail: Option<String>| Step {
+        path: target.path.clone(),
+        before: before.clone(),
+        after,
+        status,
+        detail,
+        undo: Vec::new(),
+    };
+    let Some(bytes) = &before else {
+        return Ok(step(
+            None,
+            Status::Unchanged,
+            record.map(|_| "already gone".to_string()),
+        ));
+    };
+    if let Some(r) = record.filter(|r| r.restorable && r.sha256 == files::sha256(bytes)) {
+        if !r.existed {
+            return Ok(step(
+                None,
+                Status::Removed,
+                Some("created by install".into()),
+            ));
+        }
+        // A lost backup leaves only the structural way out.
+        if let Some(Ok(Some(original))) = r.backup.as_deref().map(files::read) {
+            return Ok(step(
+                Some(original),
+                Status::Restored,
+                Some("as it was before install".into()),
+            ));
+        }
+    }
+    let text = read_text(&target.path, Some(bytes))?.unwrap_or_default();
+    if let FileEdits::Whole(ours) = &target.edits {
+        // Without a record, a file of that name is muster's only if it is muster's plugin.
+        if record.is_none() && text != *ours && !text.contains("muster install") {
+            return Ok(step(
+                before.clone(),
+                Status::Unchanged,
+                Some("not written by muster; left alone".into()),
+            ));
+        }
+    }
+    let undo = record.map(|r| r.undo.as_slice()).unwrap_or_default();
+    let created = record.is_some_and(|r| !r.existed);
+    let after = target
+        .edits
+        .uninstall(&text, undo, created)
+        .map_err(|e| invalid(&target.path, &target.edits, e))?;
+    let changed_since = if record.is_some() {
+        "changed since install, so only muster's entries were taken out"
+    } else {
+        "muster's entries taken out"
+    };
+    Ok(match after {
+        None => step(None, Status::Removed, Some(changed_since.into())),
+        Some(after) if after == text => step(before.clone(), Status::Unchanged, None),
+        Some(after) => step(
+            Some(after.into_bytes()),
+            Status::Updated,
+            Some(changed_since.into()),
+        ),
+    })
 }
 
 fn apply_uninstall(
