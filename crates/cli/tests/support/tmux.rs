@@ -91,10 +91,15 @@ impl Tmux {
 
     /// Polls the pane until it shows `text`; the last capture either way.
     pub fn wait_for(&self, text: &str, limit: Duration) -> Result<String, String> {
+        self.wait_for_all(&[text], limit)
+    }
+
+    /// Polls the pane until it shows every one of `parts`; the last capture either way.
+    pub fn wait_for_all(&self, parts: &[&str], limit: Duration) -> Result<String, String> {
         let start = Instant::now();
         loop {
             let pane = self.capture();
-            if pane.contains(text) {
+            if parts.iter().all(|p| pane.contains(p)) {
                 return Ok(pane);
             }
             if start.elapsed() > limit {
