@@ -55,6 +55,12 @@ impl Mailboxes {
             .clone()
     }
 
+    /// A session is forgotten: nobody waits on its mail any more. (Its
+    /// deliveries stay until retention prunes them, as in the store.)
+    pub(super) fn forget_waiter(&mut self, recipient: &str) {
+        self.readable.remove(recipient);
+    }
+
     fn notify(&self, recipient: &str) {
         if let Some(n) = self.readable.get(recipient) {
             n.notify_waiters();

@@ -348,6 +348,7 @@ impl State {
     fn forget(&mut self, id: &str) {
         self.roster.forget(id);
         self.rooms.forget_member(id);
+        self.mail.forget_waiter(id);
     }
 
     /// Forgets sessions that retention dropped from the store.
