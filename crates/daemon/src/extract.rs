@@ -5,19 +5,46 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::StatusCode;
+use axum::http::{header, HeaderMap, StatusCode};
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
 
-/// A JSON body whose every failure is a clear JSON 4xx: too large, not
-/// UTF-8, empty, malformed or of the wrong shape.
+/// A JSON body whose every failure is a clear JSON 4xx: not sent as
+/// `Content-Type: application/json` (415), too large, not UTF-8, empty,
+/// malformed or of the wrong shape.
 pub struct ApiJson<T>(pub T);
+
+/// Refuses (415) a body not sent as `Content-Type: application/json`
+/// (parameters such as `charset` allowed). A web page can send `text/plain`,
+/// form or multipart bodies anywhere without asking; JSON only after a
+/// preflight the daemon refuses.
+pub fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+    let given = headers.get(header::CONTENT_TYPE);
+    let essence = given
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or("").trim());
+    if essence.is_some_and(|e| e.eq_ignore_ascii_case("application/json")) {
+        return Ok(());
+    }
+    let got = match given {
+        Some(v) => format!("Content-Type {:?}", String::from_utf8_lossy(v.as_bytes())),
+        None => "no Content-Type".to_string(),
+    };
+    Err(ApiError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+        format!(
+            "the request body must be sent as Content-Type: application/json (this one has {got})"
+        ),
+    ))
+}
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        require_json(req.headers())?;
         let bytes = Bytes::from_request(req, state).await.map_err(|e| match e {
             BytesRejection::FailedToBufferBody(inner)
                 if inner.to_string().contains("length limit")

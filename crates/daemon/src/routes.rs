@@ -1,11 +1,12 @@
 //! The router: `/healthz`, `/metrics`, `/hook/{event}`, `/api/v1/…`, and the
-//! guards every request passes (token, Host/Origin against DNS rebinding).
+//! guards every request passes (token, Host against DNS rebinding, and
+//! nothing a web page can send: foreign or `null` Origin, non-JSON bodies).
 
 use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, Path, Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -72,8 +73,9 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .with_state(hub)
 }
 
-/// Refuses requests without the token (when one is set) and requests whose
-/// Host or Origin is not this machine's loopback (DNS rebinding).
+/// Refuses requests without the token (when one is set), requests whose
+/// Host is not this machine's loopback (DNS rebinding), and anything a web
+/// page could send ([`browser_refusal`]).
 async fn guard(State(hub): State<Arc<Hub>>, request: Request, next: Next) -> Response {
     let path = request.uri().path();
     if path == "/healthz" {
@@ -107,22 +109,86 @@ async fn guard(State(hub): State<Arc<Hub>>, request: Request, next: Next) -> Res
             .into_response();
         }
     }
-    if let Some(origin) = request
-        .headers()
-        .get(header::ORIGIN)
-        .and_then(|v| v.to_str().ok())
-    {
-        let authority = origin.split_once("://").map_or(origin, |(_, a)| a);
-        if origin != "null" && !is_loopback_authority(authority) && hub.config.token.is_none() {
-            return ApiError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden_origin",
-                format!("Origin {origin:?} is not allowed"),
-            )
-            .into_response();
-        }
+    if let Some(refused) = browser_refusal(&request) {
+        return refused.into_response();
     }
     next.run(request).await
+}
+
+/// Why a request is refused as one a web page sent, if it is: an `Origin`
+/// other than the daemon's own (`null` included: a sandboxed iframe's), a
+/// `Sec-Fetch-Site` other than `same-origin` or `none` (a page's `no-cors`
+/// GET, image or script carries no Origin but says where it comes from), or
+/// a body that is not `Content-Type: application/json` (a form post or a
+/// beacon: a page can send those cross-origin without a preflight, never
+/// JSON). Only the dashboard page itself (static, revealing nothing) may be
+/// linked to from anywhere. muster's own clients send no Origin and JSON.
+fn browser_refusal(request: &Request) -> Option<ApiError> {
+    let headers = request.headers();
+    let dashboard =
+        request.uri().path() == "/" && matches!(*request.method(), Method::GET | Method::HEAD);
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let origin = String::from_utf8_lossy(origin.as_bytes());
+        let host = headers
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .or_else(|| request.uri().authority().map(|a| a.as_str()));
+        if !host.is_some_and(|host| is_own_origin(&origin, host)) {
+            let own = host.map_or_else(String::new, |h| format!(" (http://{h})"));
+            return Some(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden_origin",
+                format!(
+                    "Origin {origin:?} is not this daemon's own origin{own}; muster takes no requests from other web pages"
+                ),
+            ));
+        }
+    }
+    if let Some(site) = headers.get(SEC_FETCH_SITE) {
+        let site = String::from_utf8_lossy(site.as_bytes());
+        if !dashboard && site != "same-origin" && site != "none" {
+            return Some(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden_origin",
+                format!(
+                    "a request from another web page (Sec-Fetch-Site: {site}); muster takes no requests from other web pages"
+                ),
+            ));
+        }
+    }
+    if carries_body(request) {
+        if let Err(e) = crate::extract::require_json(headers) {
+            return Some(e);
+        }
+    }
+    None
+}
+
+const SEC_FETCH_SITE: &str = "sec-fetch-site";
+
+/// POST, PUT and PATCH always take a body; anything else does if it says so.
+fn carries_body(request: &Request) -> bool {
+    if matches!(
+        *request.method(),
+        Method::POST | Method::PUT | Method::PATCH
+    ) {
+        return true;
+    }
+    let headers = request.headers();
+    headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim() != "0")
+}
+
+/// `origin` (`http://127.0.0.1:7420`) names the authority the request was
+/// sent to (`host`), so the page sending it is one this daemon served.
+fn is_own_origin(origin: &str, host: &str) -> bool {
+    let authority = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"));
+    authority.is_some_and(|a| !host.is_empty() && a.eq_ignore_ascii_case(host))
 }
 
 /// `127.0.0.1:7420`, `localhost`, `[::1]:7420` and the like.
@@ -354,6 +420,29 @@ mod tests {
         assert!(!DASHBOARD.contains("innerHTML") && !DASHBOARD.contains("outerHTML"));
         assert!(!DASHBOARD.contains("insertAdjacentHTML") && !DASHBOARD.contains("document.write"));
         assert!(DASHBOARD.contains("textContent"));
+    }
+
+    #[test]
+    fn own_origin_is_exactly_the_authority_asked() {
+        for (origin, host) in [
+            ("http://127.0.0.1:7420", "127.0.0.1:7420"),
+            ("http://LOCALHOST:7420", "localhost:7420"),
+            ("https://[::1]:7420", "[::1]:7420"),
+        ] {
+            assert!(is_own_origin(origin, host), "{origin} {host}");
+        }
+        for (origin, host) in [
+            ("null", "127.0.0.1:7420"),
+            ("http://127.0.0.1:8000", "127.0.0.1:7420"),
+            ("http://localhost:7420", "127.0.0.1:7420"),
+            ("http://127.0.0.1", "127.0.0.1:7420"),
+            ("http://127.0.0.1:7420.evil.example", "127.0.0.1:7420"),
+            ("file://", "127.0.0.1:7420"),
+            ("127.0.0.1:7420", "127.0.0.1:7420"),
+            ("http://", ""),
+        ] {
+            assert!(!is_own_origin(origin, host), "{origin} {host}");
+        }
     }
 
     #[test]
