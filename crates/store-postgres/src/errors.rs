@@ -1,0 +1,114 @@
+//! PostgreSQL's errors as the store reports them, and the one error of
+//! opening ([`ConnectError`]) that names the server and what to do.
+
+use muster_store::StoreError;
+use tokio_postgres::error::SqlState;
+
+/// A driver error in words: the server's own message (with its SQLSTATE,
+/// detail and hint) or the driver's, with every cause.
+pub fn text(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        let mut out = format!("{} ({})", db.message(), db.code().code());
+        if let Some(detail) = db.detail() {
+            out.push_str(&format!("; {detail}"));
+        }
+        if let Some(hint) = db.hint() {
+            out.push_str(&format!("; hint: {hint}"));
+        }
+        return out;
+    }
+    let mut out = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        out.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    out
+}
+
+/// A driver error as a store error: the backend failed underneath.
+pub fn db_error(e: tokio_postgres::Error) -> StoreError {
+    StoreError::Backend(Box::new(Failure(text(&e))))
+}
+
+/// A value that cannot be read back as muster's data.
+pub fn corrupt(e: tokio_postgres::Error) -> StoreError {
+    StoreError::Corrupt(text(&e))
+}
+
+/// A pool error (no connection could be had) as a store error.
+pub fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
+    match e {
+        deadpool_postgres::PoolError::Backend(e) => db_error(e),
+        other => StoreError::Backend(Box::new(Failure(other.to_string()))),
+    }
+}
+
+/// A failure already put in words (the driver's `Display` leaves its cause out).
+#[derive(Debug)]
+struct Failure(String);
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Failure {}
+
+/// Why the store could not be opened, naming the server (never the
+/// password) and what would fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("invalid PostgreSQL URL: {0}; write it as postgres://user@host:port/database")]
+    BadUrl(String),
+    #[error("cannot reach PostgreSQL at {server}: {cause}. Is the server running and listening there? Start it (for example `pg_ctlcluster <version> main start`) or fix the --store URL")]
+    Unreachable { server: String, cause: String },
+    #[error("PostgreSQL at {server} has no database {database:?}: create it (`createdb -h <host> -U <user> {database}`) or name another in the --store URL")]
+    NoDatabase { server: String, database: String },
+    #[error("PostgreSQL at {server} refused user {user:?}: {cause}. Check the user and password in the --store URL")]
+    Refused {
+        server: String,
+        user: String,
+        cause: String,
+    },
+}
+
+/// The first connection's error, classified for a person.
+pub fn connect_error(
+    e: deadpool_postgres::PoolError,
+    server: &str,
+    database: &str,
+    user: &str,
+) -> ConnectError {
+    let server = server.to_string();
+    let e = match e {
+        deadpool_postgres::PoolError::Backend(e) => e,
+        other => {
+            return ConnectError::Unreachable {
+                server,
+                cause: other.to_string(),
+            }
+        }
+    };
+    match e.code() {
+        Some(code) if *code == SqlState::INVALID_CATALOG_NAME => ConnectError::NoDatabase {
+            server,
+            database: database.to_string(),
+        },
+        Some(code)
+            if *code == SqlState::INVALID_PASSWORD
+                || *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION =>
+        {
+            ConnectError::Refused {
+                server,
+                user: user.to_string(),
+                cause: text(&e),
+            }
+        }
+        _ => ConnectError::Unreachable {
+            server,
+            cause: text(&e),
+        },
+    }
+}

@@ -1,0 +1,308 @@
+//! muster's team store: [`PostgresStore`], the [`Store`] trait over one
+//! PostgreSQL database, with versioned migrations ([`SCHEMA_VERSION`]).
+//!
+//! It keeps the SQLite store's semantics exactly. Writes go through one
+//! writer task that drains every pending request into a single transaction
+//! (group commit): many senders share one commit, and the commit is what
+//! answers them. Each request runs in its own savepoint, so one bad request
+//! fails alone. A [`Commit`] resolves only after PostgreSQL reported the
+//! transaction committed (with `synchronous_commit` on, so flushed to its
+//! WAL). Reads take pooled connections beside the writer.
+//!
+//! Layout: `schema` (the migrations), `writes` (what each change does to
+//! the tables), `reads` (rows back into muster's data), `errors` (the
+//! driver's errors in words, and the one error of opening).
+
+mod errors;
+mod reads;
+mod schema;
+mod writes;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use muster_core::{Delivery, Message, Millis};
+use muster_store::{
+    Change, Commit, InboxEntry, InboxQuery, PruneReport, Snapshot, Store, StoreError,
+};
+use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::config::Host;
+use tokio_postgres::NoTls;
+
+pub use errors::ConnectError;
+pub use schema::SCHEMA_VERSION;
+
+/// Most requests folded into one transaction.
+const MAX_BATCH: usize = 4_096;
+
+/// Connections kept open: the writer's and the readers'.
+const POOL_SIZE: usize = 16;
+
+/// How long one connection attempt may take, unless the URL says otherwise.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+enum Job {
+    Apply {
+        changes: Vec<Change>,
+        done: Option<oneshot::Sender<Result<(), StoreError>>>,
+    },
+    Prune {
+        cutoff: Millis,
+        done: oneshot::Sender<Result<PruneReport, StoreError>>,
+    },
+}
+
+/// The team store: one PostgreSQL database, a writer task that
+/// group-commits every write, and a pool of connections for reads.
+pub struct PostgresStore {
+    pool: Pool,
+    writer: mpsc::UnboundedSender<Job>,
+    describe: String,
+}
+
+/// A parsed `postgres://` URL with what the store sets on every
+/// connection, and how it names the server in messages (never the password).
+fn config_from(url: &str) -> Result<(tokio_postgres::Config, String), ConnectError> {
+    let mut config: tokio_postgres::Config = url
+        .parse()
+        .map_err(|e| ConnectError::BadUrl(errors::text(&e)))?;
+    if config.get_hosts().is_empty() && config.get_hostaddrs().is_empty() {
+        config.host("localhost");
+    }
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(CONNECT_TIMEOUT);
+    }
+    if config.get_application_name().is_none() {
+        config.application_name("muster");
+    }
+    // An acknowledged write must survive a crash of the server, whatever
+    // the server's or the role's default.
+    let options = match config.get_options() {
+        Some(o) if !o.trim().is_empty() => format!("{o} -c synchronous_commit=on"),
+        _ => "-c synchronous_commit=on".to_string(),
+    };
+    config.options(options);
+    let ports = config.get_ports();
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+            match h {
+                Host::Tcp(name) => format!("{name}:{port}"),
+                #[cfg(unix)]
+                Host::Unix(dir) => format!("{}/.s.PGSQL.{port}", dir.display()),
+            }
+        })
+        .collect();
+    let describe = if hosts.is_empty() {
+        config
+            .get_hostaddrs()
+            .iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    } else {
+        hosts.join(",")
+    };
+    Ok((config, describe))
+}
+
+impl PostgresStore {
+    /// Connects to the database at `url` (`postgres://user@host:port/db`),
+    /// brings its schema to [`SCHEMA_VERSION`] and starts the writer. A
+    /// server that cannot be reached, a missing database or a refused user
+    /// is a [`ConnectError`] (inside [`StoreError::Backend`]) naming the
+    /// server and what to do; a schema from a newer muster is
+    /// [`StoreError::Corrupt`].
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        let (config, server) = config_from(url).map_err(|e| StoreError::Backend(Box::new(e)))?;
+        let database = config
+            .get_dbname()
+            .or(config.get_user())
+            .unwrap_or_default()
+            .to_string();
+        let user = config.get_user().unwrap_or_default().to_string();
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(StoreError::backend)?;
+        let mut client = pool.get().await.map_err(|e| {
+            StoreError::Backend(Box::new(errors::connect_error(
+                e, &server, &database, &user,
+            )))
+        })?;
+        schema::migrate(&mut client).await?;
+        drop(client);
+        let (writer, jobs) = mpsc::unbounded_channel();
+        tokio::spawn(writer_loop(pool.clone(), jobs));
+        Ok(PostgresStore {
+            pool,
+            writer,
+            describe: format!("postgres://{server}/{database}"),
+        })
+    }
+
+    /// The database, as `postgres://host:port/database` (no user or password).
+    pub fn describe(&self) -> &str {
+        &self.describe
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        self.pool.get().await.map_err(errors::pool_error)
+    }
+}
+
+/// Takes whatever is queued (up to [`MAX_BATCH`]) as one batch, until every
+/// sender is gone and the queue is drained.
+async fn writer_loop(pool: Pool, mut jobs: mpsc::UnboundedReceiver<Job>) {
+    let mut batch = Vec::new();
+    while jobs.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        run_batch(&pool, std::mem::take(&mut batch)).await;
+    }
+}
+
+type JobResult = Result<Option<PruneReport>, StoreError>;
+
+/// Runs a batch in one transaction, each job in its own savepoint, and
+/// answers every job only after the commit.
+async fn run_batch(pool: &Pool, batch: Vec<Job>) {
+    let results = match write_batch(pool, &batch).await {
+        Ok(results) => results,
+        Err(e) => {
+            tracing::error!("store commit failed: {e}");
+            batch
+                .iter()
+                .map(|_| Err(StoreError::Write(format!("commit failed: {e}"))))
+                .collect()
+        }
+    };
+    for (job, result) in batch.into_iter().zip(results) {
+        match job {
+            Job::Apply {
+                done: Some(done), ..
+            } => {
+                let _ = done.send(result.map(|_| ()));
+            }
+            Job::Apply { done: None, .. } => {
+                if let Err(e) = result {
+                    tracing::warn!("background store write failed: {e}");
+                }
+            }
+            Job::Prune { done, .. } => {
+                let _ = done.send(result.map(|r| r.unwrap_or_default()));
+            }
+        }
+    }
+}
+
+/// The batch's transaction: one result per job, or the error that kept the
+/// whole batch out (no connection, or the commit failed).
+async fn write_batch(pool: &Pool, batch: &[Job]) -> Result<Vec<JobResult>, String> {
+    let mut client = pool.get().await.map_err(|e| match e {
+        deadpool_postgres::PoolError::Backend(e) => errors::text(&e),
+        other => other.to_string(),
+    })?;
+    let mut tx = client.transaction().await.map_err(|e| errors::text(&e))?;
+    let mut results = Vec::with_capacity(batch.len());
+    for job in batch {
+        let sp = tx.transaction().await.map_err(|e| errors::text(&e))?;
+        let result = match job {
+            Job::Apply { changes, .. } => apply_all(&sp, changes).await.map(|()| None),
+            Job::Prune { cutoff, .. } => writes::prune(&sp, *cutoff).await.map(Some),
+        };
+        match result {
+            Ok(r) => {
+                sp.commit().await.map_err(|e| errors::text(&e))?;
+                results.push(Ok(r));
+            }
+            Err(e) => {
+                sp.rollback().await.map_err(|e| errors::text(&e))?;
+                results.push(Err(StoreError::Write(errors::text(&e))));
+            }
+        }
+    }
+    tx.commit().await.map_err(|e| errors::text(&e))?;
+    Ok(results)
+}
+
+async fn apply_all(
+    tx: &deadpool_postgres::Transaction<'_>,
+    changes: &[Change],
+) -> Result<(), tokio_postgres::Error> {
+    for change in changes {
+        writes::apply_change(tx, change).await?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn load(&self) -> Result<Snapshot, StoreError> {
+        let mut client = self.client().await?;
+        reads::load(&mut client).await
+    }
+
+    fn submit(&self, changes: Vec<Change>) -> Commit {
+        let (done, wait) = oneshot::channel();
+        let sent = self.writer.send(Job::Apply {
+            changes,
+            done: Some(done),
+        });
+        Box::pin(async move {
+            sent.map_err(|_| StoreError::Stopped)?;
+            wait.await.map_err(|_| StoreError::Stopped)?
+        })
+    }
+
+    fn apply_later(&self, changes: Vec<Change>) {
+        if self
+            .writer
+            .send(Job::Apply {
+                changes,
+                done: None,
+            })
+            .is_err()
+        {
+            tracing::warn!("store writer has stopped; a background write was dropped");
+        }
+    }
+
+    async fn inbox(&self, query: InboxQuery) -> Result<Vec<InboxEntry>, StoreError> {
+        let client = self.client().await?;
+        reads::inbox(&client, query).await
+    }
+
+    async fn message(&self, id: &str) -> Result<Option<Message>, StoreError> {
+        let client = self.client().await?;
+        reads::message(&client, id).await
+    }
+
+    async fn deliveries(&self, message_id: &str) -> Result<Vec<Delivery>, StoreError> {
+        let client = self.client().await?;
+        reads::deliveries(&client, message_id).await
+    }
+
+    async fn thread(&self, id: &str, reader: &str) -> Result<Vec<Message>, StoreError> {
+        let client = self.client().await?;
+        reads::thread(&client, id, reader).await
+    }
+
+    async fn prune(&self, cutoff: Millis) -> Result<PruneReport, StoreError> {
+        let (done, wait) = oneshot::channel();
+        self.writer
+            .send(Job::Prune { cutoff, done })
+            .map_err(|_| StoreError::Stopped)?;
+        wait.await.map_err(|_| StoreError::Stopped)?
+    }
+}

@@ -1,0 +1,297 @@
+//! Reading rows back as muster's data: the snapshot, inboxes, messages,
+//! deliveries and threads. A value that does not read back (an unknown
+//! delivery state, a pid out of range) is corruption, never a panic.
+
+use deadpool_postgres::{ClientWrapper, Transaction};
+use muster_core::{
+    Activity, Delivery, DeliveryState, LinkKind, Membership, Message, Reservation, Room, Session,
+    Target,
+};
+use muster_store::{InboxEntry, InboxQuery, Snapshot, StoreError};
+use tokio_postgres::types::{FromSql, ToSql};
+use tokio_postgres::{IsolationLevel, Row};
+
+use crate::errors::{corrupt, db_error};
+
+fn get<'a, T: FromSql<'a>>(row: &'a Row, column: usize) -> Result<T, StoreError> {
+    row.try_get(column).map_err(corrupt)
+}
+
+fn state_from(code: i32) -> Result<DeliveryState, StoreError> {
+    Ok(match code {
+        0 => DeliveryState::Queued,
+        1 => DeliveryState::Pushed,
+        2 => DeliveryState::Surfaced,
+        3 => DeliveryState::Seen,
+        4 => DeliveryState::Acked,
+        other => {
+            return Err(StoreError::Corrupt(format!(
+                "unknown delivery state {other}"
+            )))
+        }
+    })
+}
+
+fn target_from(kind: &str, name: String) -> Result<Target, StoreError> {
+    Ok(match kind {
+        "session" => Target::Session(name),
+        "operator" => Target::Operator(name),
+        "room" => Target::Room(name),
+        other => return Err(StoreError::Corrupt(format!("unknown target kind {other}"))),
+    })
+}
+
+const SESSION_COLUMNS: &str = "id, nickname, harness, host, operator, pid, cwd, project, branch, \
+     status, activity, last_tool, can_push, link, connected_at, last_seen_at, left_at";
+
+fn session_from(r: &Row) -> Result<Session, StoreError> {
+    let pid: Option<i64> = get(r, 5)?;
+    let pid = pid
+        .map(|p| u32::try_from(p).map_err(|_| StoreError::Corrupt(format!("pid {p} out of range"))))
+        .transpose()?;
+    let activity: &str = get(r, 10)?;
+    let link: &str = get(r, 13)?;
+    Ok(Session {
+        id: get(r, 0)?,
+        nickname: get(r, 1)?,
+        harness: get(r, 2)?,
+        host: get(r, 3)?,
+        operator: get(r, 4)?,
+        pid,
+        cwd: get(r, 6)?,
+        project: get(r, 7)?,
+        branch: get(r, 8)?,
+        status: get(r, 9)?,
+        activity: Activity::parse(activity),
+        last_tool: get(r, 11)?,
+        can_push: get(r, 12)?,
+        link: LinkKind::parse(link).unwrap_or_default(),
+        link_up: false,
+        wake: None,
+        connected_at: get(r, 14)?,
+        last_seen_at: get(r, 15)?,
+        left_at: get(r, 16)?,
+    })
+}
+
+/// The message columns, in the order [`message_from`] reads them.
+const MESSAGE_COLUMNS: &str =
+    "m.id, m.sender, m.sender_nickname, m.target_kind, m.target, m.reply_to, m.body, m.sent_at";
+
+fn message_from(r: &Row) -> Result<Message, StoreError> {
+    let kind: &str = get(r, 3)?;
+    Ok(Message {
+        id: get(r, 0)?,
+        from: get(r, 1)?,
+        from_nickname: get(r, 2)?,
+        to: target_from(kind, get(r, 4)?)?,
+        reply_to: get(r, 5)?,
+        body: get(r, 6)?,
+        sent_at: get(r, 7)?,
+    })
+}
+
+/// Runs a query (prepared once per connection) and reads every row with `read`.
+async fn rows<T>(
+    client: &tokio_postgres::Client,
+    cache: &deadpool_postgres::StatementCache,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+    read: impl Fn(&Row) -> Result<T, StoreError>,
+) -> Result<Vec<T>, StoreError> {
+    let statement = cache.prepare(client, sql).await.map_err(db_error)?;
+    client
+        .query(&statement, params)
+        .await
+        .map_err(db_error)?
+        .iter()
+        .map(read)
+        .collect()
+}
+
+async fn tx_rows<T>(
+    tx: &Transaction<'_>,
+    sql: &str,
+    read: impl Fn(&Row) -> Result<T, StoreError>,
+) -> Result<Vec<T>, StoreError> {
+    rows(tx.client(), &tx.statement_cache, sql, &[], read).await
+}
+
+/// Everything the daemon loads, in one repeatable-read transaction: every
+/// query sees the same commit, so no batch lands half in the snapshot.
+pub async fn load(client: &mut ClientWrapper) -> Result<Snapshot, StoreError> {
+    let tx = client
+        .build_transaction()
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+        .map_err(db_error)?;
+    let sessions = tx_rows(
+        &tx,
+        &format!("SELECT {SESSION_COLUMNS} FROM sessions ORDER BY connected_at, id"),
+        session_from,
+    )
+    .await?;
+    let rooms = tx_rows(
+        &tx,
+        "SELECT name, created_by, created_at FROM rooms ORDER BY name",
+        |r| {
+            Ok(Room {
+                name: get(r, 0)?,
+                created_by: get(r, 1)?,
+                created_at: get(r, 2)?,
+            })
+        },
+    )
+    .await?;
+    let memberships = tx_rows(
+        &tx,
+        "SELECT room, session_id, joined_at FROM memberships ORDER BY room, joined_at, session_id",
+        |r| {
+            Ok(Membership {
+                room: get(r, 0)?,
+                session_id: get(r, 1)?,
+                joined_at: get(r, 2)?,
+            })
+        },
+    )
+    .await?;
+    let unread = tx_rows(
+        &tx,
+        &format!(
+            "SELECT {MESSAGE_COLUMNS}, d.recipient, d.state, d.updated_at
+             FROM deliveries d JOIN messages m ON m.id = d.message_id
+             WHERE d.state < 2 ORDER BY m.id, d.recipient"
+        ),
+        |r| {
+            let message = message_from(r)?;
+            let delivery = Delivery {
+                message_id: message.id.clone(),
+                recipient: get(r, 8)?,
+                state: state_from(get(r, 9)?)?,
+                updated_at: get(r, 10)?,
+            };
+            Ok((message, delivery))
+        },
+    )
+    .await?;
+    let reservations = tx_rows(
+        &tx,
+        "SELECT id, session_id, root, pattern, exclusive, reason, created_at, expires_at
+         FROM reservations ORDER BY created_at, id",
+        |r| {
+            Ok(Reservation {
+                id: get(r, 0)?,
+                session_id: get(r, 1)?,
+                root: get(r, 2)?,
+                pattern: get(r, 3)?,
+                exclusive: get(r, 4)?,
+                reason: get(r, 5)?,
+                created_at: get(r, 6)?,
+                expires_at: get(r, 7)?,
+            })
+        },
+    )
+    .await?;
+    tx.commit().await.map_err(db_error)?;
+    Ok(Snapshot {
+        sessions,
+        rooms,
+        memberships,
+        unread,
+        reservations,
+    })
+}
+
+pub async fn inbox(client: &ClientWrapper, q: InboxQuery) -> Result<Vec<InboxEntry>, StoreError> {
+    let max_state: i32 = if q.include_read { 4 } else { 1 };
+    // usize::MAX (all of them) does not fit a BIGINT.
+    let limit = i64::try_from(q.limit).unwrap_or(i64::MAX);
+    let mut entries = rows(
+        client,
+        &client.statement_cache,
+        &format!(
+            "SELECT {MESSAGE_COLUMNS}, d.state FROM deliveries d JOIN messages m ON m.id = d.message_id
+             WHERE d.recipient = $1 AND d.state <= $2 ORDER BY d.message_id DESC LIMIT $3"
+        ),
+        &[&q.recipient, &max_state, &limit],
+        |r| {
+            Ok(InboxEntry {
+                message: message_from(r)?,
+                state: state_from(get(r, 8)?)?,
+            })
+        },
+    )
+    .await?;
+    entries.reverse();
+    Ok(entries)
+}
+
+pub async fn message(client: &ClientWrapper, id: &str) -> Result<Option<Message>, StoreError> {
+    Ok(rows(
+        client,
+        &client.statement_cache,
+        &format!("SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.id = $1"),
+        &[&id],
+        message_from,
+    )
+    .await?
+    .pop())
+}
+
+pub async fn deliveries(
+    client: &ClientWrapper,
+    message_id: &str,
+) -> Result<Vec<Delivery>, StoreError> {
+    rows(
+        client,
+        &client.statement_cache,
+        "SELECT recipient, state, updated_at FROM deliveries WHERE message_id = $1 ORDER BY recipient",
+        &[&message_id],
+        |r| {
+            Ok(Delivery {
+                message_id: message_id.to_string(),
+                recipient: get(r, 0)?,
+                state: state_from(get(r, 1)?)?,
+                updated_at: get(r, 2)?,
+            })
+        },
+    )
+    .await
+}
+
+/// Up to the root through reply_to, then down through every reply; only
+/// what `reader` sent or received.
+pub async fn thread(
+    client: &ClientWrapper,
+    id: &str,
+    reader: &str,
+) -> Result<Vec<Message>, StoreError> {
+    rows(
+        client,
+        &client.statement_cache,
+        &format!(
+            "WITH RECURSIVE up(id, reply_to, depth) AS (
+                 SELECT id, reply_to, 0 FROM messages WHERE id = $1
+                 UNION ALL
+                 SELECT m.id, m.reply_to, up.depth + 1 FROM messages m JOIN up ON m.id = up.reply_to
+                 WHERE up.depth < 1000
+             ),
+             root(id) AS (SELECT id FROM up ORDER BY depth DESC LIMIT 1),
+             down(id, depth) AS (
+                 SELECT id, 0 FROM root
+                 UNION ALL
+                 SELECT m.id, down.depth + 1 FROM messages m JOIN down ON m.reply_to = down.id
+                 WHERE down.depth < 1000
+             )
+             SELECT {MESSAGE_COLUMNS} FROM messages m JOIN down ON m.id = down.id
+             WHERE m.sender = $2
+                OR EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = m.id AND d.recipient = $2)
+             ORDER BY m.id LIMIT 1000"
+        ),
+        &[&id, &reader],
+        message_from,
+    )
+    .await
+}

@@ -1,0 +1,431 @@
+//! The store's conformance tests (`muster_store::conformance`) run against
+//! [`PostgresStore`] on the real PostgreSQL server (127.0.0.1:5432, or
+//! `MUSTER_TEST_POSTGRES`), each in a fresh database of its own that is
+//! dropped afterwards; then what only PostgreSQL has: the migrations table,
+//! refusing a newer schema, the server's own error text, byte order under
+//! another collation, and the errors of a server that is not there.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use muster_core::{Delivery, DeliveryState, Message, Session, Target};
+use muster_store::conformance::Harness;
+use muster_store::{Change, InboxQuery, Snapshot, Store, StoreError};
+use muster_store_postgres::{PostgresStore, SCHEMA_VERSION};
+use tokio_postgres::NoTls;
+
+/// The server the tests use, as a URL without a database.
+fn server() -> String {
+    std::env::var("MUSTER_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+/// Runs `sql` on `database` from a thread of its own (so it can be called
+/// from `Drop` and from inside a test's runtime alike).
+fn run_sql(database: &str, sql: &str) {
+    let url = format!("{}/{database}", server());
+    let sql = sql.to_string();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            let (client, connection) = tokio_postgres::connect(&url, NoTls)
+                .await
+                .unwrap_or_else(|e| panic!("connecting to {url}: {e}"));
+            tokio::spawn(connection);
+            client
+                .batch_execute(&sql)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+        });
+    })
+    .join()
+    .expect("SQL thread");
+}
+
+/// A database name no other test (or run) uses.
+fn fresh_name() -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!(
+        "muster_test_{}_{}_{nanos}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A fresh, empty database of its own, dropped (connections and all) when
+/// the harness goes.
+struct PgHarness {
+    name: String,
+    url: String,
+}
+
+impl PgHarness {
+    fn new() -> Self {
+        Self::created_with("")
+    }
+
+    /// `options`: what follows `CREATE DATABASE name` (a template, a locale).
+    fn created_with(options: &str) -> Self {
+        let name = fresh_name();
+        run_sql("postgres", &format!("CREATE DATABASE {name} {options}"));
+        let url = format!("{}/{name}", server());
+        PgHarness { name, url }
+    }
+
+    async fn client(&self) -> tokio_postgres::Client {
+        let (client, connection) = tokio_postgres::connect(&self.url, NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("connecting to {}: {e}", self.url));
+        tokio::spawn(connection);
+        client
+    }
+}
+
+impl Drop for PgHarness {
+    fn drop(&mut self) {
+        run_sql(
+            "postgres",
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        );
+    }
+}
+
+async fn open_store(url: &str) -> PostgresStore {
+    match PostgresStore::open(url).await {
+        Ok(store) => store,
+        Err(e) => panic!("opening {url}: {e}"),
+    }
+}
+
+impl Harness for PgHarness {
+    type Store = PostgresStore;
+
+    /// A commit that resolved is in the database; a dropped store's writer
+    /// finishes what is queued and lets its connections go.
+    fn open(&self) -> impl std::future::Future<Output = PostgresStore> + Send {
+        let url = self.url.clone();
+        async move { open_store(&url).await }
+    }
+
+    /// Locks the sessions table from another connection, so the writer
+    /// stalls on its first write while every later one queues up; on release
+    /// it drains them all into one transaction.
+    fn hold_writes(&self) -> Option<Box<dyn FnOnce() + Send>> {
+        let url = self.url.clone();
+        let (held, is_held) = std::sync::mpsc::channel();
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async {
+                let (client, connection) = tokio_postgres::connect(&url, NoTls)
+                    .await
+                    .expect("blocker connection");
+                tokio::spawn(connection);
+                client
+                    .batch_execute("BEGIN; LOCK TABLE sessions IN ACCESS EXCLUSIVE MODE")
+                    .await
+                    .expect("lock the sessions table");
+                held.send(()).expect("tell the lock is held");
+                let _ = released.await;
+                client.batch_execute("ROLLBACK").await.expect("release");
+            });
+        });
+        is_held.recv().expect("the lock is held");
+        Some(Box::new(move || {
+            let _ = release.send(());
+            thread.join().expect("blocker thread");
+        }))
+    }
+}
+
+muster_store::conformance_tests!(PgHarness::new());
+
+async fn versions(client: &tokio_postgres::Client) -> Vec<i32> {
+    client
+        .query(
+            "SELECT version FROM muster_schema_migrations ORDER BY version",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+fn all_versions() -> Vec<i32> {
+    (1..=SCHEMA_VERSION as i32).collect()
+}
+
+// Proves opening an empty database creates the schema and records every
+// migration once, and the store names its database without credentials.
+#[tokio::test]
+async fn fresh_database_is_migrated_and_recorded() {
+    let h = PgHarness::new();
+    let store = h.open().await;
+    assert_eq!(store.load().await.unwrap(), Snapshot::default());
+    assert_eq!(
+        store.describe(),
+        format!("postgres://127.0.0.1:5432/{}", h.name)
+    );
+    let client = h.client().await;
+    assert_eq!(versions(&client).await, all_versions());
+    let tables: Vec<String> = client
+        .query(
+            "SELECT table_name::text FROM information_schema.tables
+             WHERE table_schema = current_schema() ORDER BY table_name",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        tables,
+        [
+            "deliveries",
+            "memberships",
+            "messages",
+            "muster_schema_migrations",
+            "reservations",
+            "rooms",
+            "sessions"
+        ]
+    );
+}
+
+// Proves reopening a current database runs no migration again: the
+// recorded versions stay one each, and so does the data.
+#[tokio::test]
+async fn reopen_at_current_version_is_accepted() {
+    let h = PgHarness::new();
+    let store = h.open().await;
+    store
+        .apply(vec![Change::PutSession(Session::new("alice", "a", 1))])
+        .await
+        .unwrap();
+    drop(store);
+    drop(h.open().await);
+    let store = h.open().await;
+    assert_eq!(
+        store.load().await.unwrap().sessions,
+        vec![Session::new("alice", "a", 1)]
+    );
+    assert_eq!(versions(&h.client().await).await, all_versions());
+}
+
+// Proves daemons opening one fresh database at the same moment migrate it
+// once (the advisory lock) and all get a working store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_opens_migrate_once() {
+    let h = PgHarness::new();
+    let opens: Vec<_> = (0..4)
+        .map(|_| {
+            let url = h.url.clone();
+            tokio::spawn(async move { PostgresStore::open(&url).await })
+        })
+        .collect();
+    let mut stores = Vec::new();
+    for open in opens {
+        stores.push(open.await.unwrap().expect("every open succeeds"));
+    }
+    assert_eq!(versions(&h.client().await).await, all_versions());
+    stores[0]
+        .apply(vec![Change::PutSession(Session::new("alice", "a", 1))])
+        .await
+        .unwrap();
+    assert_eq!(stores[3].load().await.unwrap().sessions.len(), 1);
+}
+
+// Proves a database a newer muster migrated further is refused with a
+// clear error naming the version and what to do, and is left as it was.
+#[tokio::test]
+async fn newer_schema_is_refused() {
+    let h = PgHarness::new();
+    let store = h.open().await;
+    store
+        .apply(vec![Change::PutSession(Session::new("alice", "a", 1))])
+        .await
+        .unwrap();
+    drop(store);
+    let client = h.client().await;
+    client
+        .batch_execute("INSERT INTO muster_schema_migrations (version) VALUES (999)")
+        .await
+        .unwrap();
+    match PostgresStore::open(&h.url).await {
+        Ok(_) => panic!("a database at schema version 999 was accepted"),
+        Err(e) => {
+            assert!(matches!(e, StoreError::Corrupt(_)), "{e:?}");
+            let text = e.to_string();
+            assert!(text.contains("999"), "names the found version: {text}");
+            assert!(
+                text.contains("newer") && text.contains("upgrade"),
+                "says what to do: {text}"
+            );
+        }
+    }
+    let mut expected = all_versions();
+    expected.push(999);
+    assert_eq!(versions(&client).await, expected);
+    let sessions: i64 = client
+        .query_one("SELECT count(*) FROM sessions", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(sessions, 1);
+}
+
+fn put(id: &str, to: &str) -> Change {
+    Change::PutMessage {
+        message: Message {
+            id: id.into(),
+            from: "alice".into(),
+            from_nickname: "alice".into(),
+            to: Target::Session(to.into()),
+            reply_to: None,
+            body: "hi".into(),
+            sent_at: 1,
+        },
+        deliveries: vec![Delivery {
+            message_id: id.into(),
+            recipient: to.into(),
+            state: DeliveryState::Queued,
+            updated_at: 1,
+        }],
+    }
+}
+
+// Proves a refused write carries PostgreSQL's own words for the cause:
+// the violated constraint and its SQLSTATE.
+#[tokio::test]
+async fn duplicate_message_id_names_the_postgres_constraint() {
+    let h = PgHarness::new();
+    let store = h.open().await;
+    store.apply(vec![put("01A", "bob")]).await.unwrap();
+    match store.apply(vec![put("01A", "carol")]).await {
+        Err(StoreError::Write(e)) => {
+            assert!(
+                e.contains("duplicate key") && e.contains("messages_pkey") && e.contains("23505"),
+                "error names the constraint: {e}"
+            )
+        }
+        other => panic!("expected a write error, got {other:?}"),
+    }
+}
+
+// Proves ids order and compare as bytes (as the daemon's ULIDs need) even in
+// a database whose own collation orders text otherwise: under ICU's en-US,
+// "01b" sorts before "01C" and "~" is nearly ignored; here they are not.
+#[tokio::test]
+async fn ids_compare_as_bytes_under_any_database_collation() {
+    let h = PgHarness::created_with(
+        "TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C.UTF-8'",
+    );
+    let client = h.client().await;
+    let icu_order: bool = client
+        .query_one("SELECT 'b' < 'C'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(icu_order, "the database's own collation is not byte order");
+    let store = h.open().await;
+    store
+        .apply(vec![
+            put("01b", "bob"),
+            put("01C", "bob"),
+            put("01a~", "bob"),
+        ])
+        .await
+        .unwrap();
+    let all = store
+        .inbox(InboxQuery {
+            recipient: "bob".into(),
+            include_read: true,
+            limit: 100,
+        })
+        .await
+        .unwrap();
+    let ids: Vec<&str> = all.iter().map(|e| e.message.id.as_str()).collect();
+    assert_eq!(ids, ["01C", "01a~", "01b"], "byte order");
+    store
+        .apply(vec![Change::AckUpTo {
+            recipient: "bob".into(),
+            upto: "01a".into(),
+            at: 2,
+        }])
+        .await
+        .unwrap();
+    let unread: Vec<String> = store
+        .load()
+        .await
+        .unwrap()
+        .unread
+        .into_iter()
+        .map(|(m, _)| m.id)
+        .collect();
+    assert_eq!(unread, ["01a~", "01b"], "only 01C is at most 01a in bytes");
+}
+
+fn connect_error_text(e: StoreError) -> String {
+    match e {
+        StoreError::Backend(inner) => inner.to_string(),
+        other => panic!("expected a backend error, got {other:?}"),
+    }
+}
+
+// Proves a server that is not there is a clear error naming the address
+// (and not the password) and saying what to do, without waiting long.
+#[tokio::test]
+async fn unreachable_server_names_the_address_and_what_to_do() {
+    let started = std::time::Instant::now();
+    let e = PostgresStore::open("postgres://postgres:secret@127.0.0.1:1/muster")
+        .await
+        .err()
+        .expect("nothing listens on port 1");
+    let text = connect_error_text(e);
+    assert!(text.contains("127.0.0.1:1"), "names the address: {text}");
+    assert!(text.contains("running"), "says what to check: {text}");
+    assert!(text.contains("--store"), "says what to fix: {text}");
+    assert!(!text.contains("secret"), "never the password: {text}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+}
+
+// Proves a database that does not exist is named, with how to create it.
+#[tokio::test]
+async fn missing_database_says_how_to_create_it() {
+    let name = fresh_name();
+    let e = PostgresStore::open(&format!("{}/{name}", server()))
+        .await
+        .err()
+        .expect("the database does not exist");
+    let text = connect_error_text(e);
+    assert!(text.contains(&name), "names the database: {text}");
+    assert!(text.contains("createdb"), "says how to create it: {text}");
+}
+
+// Proves a URL that is not one is refused before any connection, saying
+// what a URL looks like.
+#[tokio::test]
+async fn malformed_url_is_refused() {
+    let e = PostgresStore::open("postgres://127.0.0.1:notaport/db")
+        .await
+        .err()
+        .expect("a bad port");
+    let text = connect_error_text(e);
+    assert!(text.contains("invalid PostgreSQL URL"), "{text}");
+    assert!(
+        text.contains("postgres://user@host:port/database"),
+        "{text}"
+    );
+}
