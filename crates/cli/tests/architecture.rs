@@ -30,6 +30,10 @@ const LAYERS: &[(&str, Option<&[&str]>)] = &[
         "muster-store-sqlite",
         Some(&["muster-store", "muster-core"]),
     ),
+    (
+        "muster-store-postgres",
+        Some(&["muster-store", "muster-core"]),
+    ),
     ("muster-mcp", Some(&["muster-core"])),
     ("muster-install", Some(&["muster-core"])),
     (
@@ -38,6 +42,7 @@ const LAYERS: &[(&str, Option<&[&str]>)] = &[
             "muster-core",
             "muster-store",
             "muster-store-sqlite",
+            "muster-store-postgres",
             "muster-mcp",
         ]),
     ),

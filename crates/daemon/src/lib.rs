@@ -32,6 +32,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use muster_store::Store;
+use muster_store_postgres::PostgresStore;
 use muster_store_sqlite::SqliteStore;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -48,7 +49,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 pub enum StoreKind {
     /// One SQLite file in the data directory (the default).
     Sqlite,
-    /// A PostgreSQL URL (not yet supported).
+    /// A PostgreSQL database, by its `postgres://` URL.
     Postgres(String),
 }
 
@@ -125,7 +126,7 @@ impl Daemon {
     }
 }
 
-fn open_store(config: &Config) -> anyhow::Result<(Arc<dyn Store>, String)> {
+async fn open_store(config: &Config) -> anyhow::Result<(Arc<dyn Store>, String)> {
     match &config.store {
         StoreKind::Sqlite => {
             let path = config.data_dir.join("muster.db");
@@ -133,9 +134,17 @@ fn open_store(config: &Config) -> anyhow::Result<(Arc<dyn Store>, String)> {
                 .with_context(|| format!("cannot open the SQLite store at {}", path.display()))?;
             Ok((Arc::new(store), format!("sqlite:{}", path.display())))
         }
-        StoreKind::Postgres(_) => anyhow::bail!(
-            "the PostgreSQL store is not available in this build yet; use --store sqlite (the default)"
-        ),
+        StoreKind::Postgres(url) => {
+            let store = PostgresStore::open(url).await.map_err(|e| match e {
+                // Its own words already name the server and what to do.
+                muster_store::StoreError::Backend(cause) => {
+                    anyhow::anyhow!("cannot open the PostgreSQL store: {cause}")
+                }
+                other => anyhow::anyhow!("cannot open the PostgreSQL store: {other}"),
+            })?;
+            let desc = store.describe().to_string();
+            Ok((Arc::new(store), desc))
+        }
     }
 }
 
@@ -156,7 +165,7 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
             config.data_dir.display()
         )
     })?;
-    let (store, store_desc) = open_store(&config)?;
+    let (store, store_desc) = open_store(&config).await?;
     let listener = TcpListener::bind(&config.bind)
         .await
         .with_context(|| format!("cannot listen on {}", config.bind))?;

@@ -64,8 +64,13 @@ pub enum ConnectError {
     BadUrl(String),
     #[error("cannot reach PostgreSQL at {server}: {cause}. Is the server running and listening there? Start it (for example `pg_ctlcluster <version> main start`) or fix the --store URL")]
     Unreachable { server: String, cause: String },
-    #[error("PostgreSQL at {server} has no database {database:?}: create it (`createdb -h <host> -U <user> {database}`) or name another in the --store URL")]
-    NoDatabase { server: String, database: String },
+    #[error("PostgreSQL at {server} has no database {database:?}: create it (`{create}`) or name another in the --store URL")]
+    NoDatabase {
+        server: String,
+        database: String,
+        /// The command that creates it.
+        create: String,
+    },
     #[error("PostgreSQL at {server} refused user {user:?}: {cause}. Check the user and password in the --store URL")]
     Refused {
         server: String,
@@ -74,14 +79,24 @@ pub enum ConnectError {
     },
 }
 
+/// Where the store connects, for messages: the server(s) as `host:port`,
+/// the database, the user, and the `createdb` command that would make it.
+pub struct Target {
+    pub server: String,
+    pub database: String,
+    pub user: String,
+    pub create: String,
+}
+
 /// The first connection's error, classified for a person.
-pub fn connect_error(
-    e: deadpool_postgres::PoolError,
-    server: &str,
-    database: &str,
-    user: &str,
-) -> ConnectError {
-    let server = server.to_string();
+pub fn connect_error(e: deadpool_postgres::PoolError, target: &Target) -> ConnectError {
+    let Target {
+        server,
+        database,
+        user,
+        create,
+    } = target;
+    let (server, database, user) = (server.clone(), database.clone(), user.clone());
     let e = match e {
         deadpool_postgres::PoolError::Backend(e) => e,
         other => {
@@ -94,7 +109,8 @@ pub fn connect_error(
     match e.code() {
         Some(code) if *code == SqlState::INVALID_CATALOG_NAME => ConnectError::NoDatabase {
             server,
-            database: database.to_string(),
+            database,
+            create: create.clone(),
         },
         Some(code)
             if *code == SqlState::INVALID_PASSWORD
@@ -102,7 +118,7 @@ pub fn connect_error(
         {
             ConnectError::Refused {
                 server,
-                user: user.to_string(),
+                user,
                 cause: text(&e),
             }
         }

@@ -62,8 +62,8 @@ pub struct PostgresStore {
 }
 
 /// A parsed `postgres://` URL with what the store sets on every
-/// connection, and how it names the server in messages (never the password).
-fn config_from(url: &str) -> Result<(tokio_postgres::Config, String), ConnectError> {
+/// connection, and where it connects, for messages (never the password).
+fn config_from(url: &str) -> Result<(tokio_postgres::Config, errors::Target), ConnectError> {
     let mut config: tokio_postgres::Config = url
         .parse()
         .map_err(|e| ConnectError::BadUrl(errors::text(&e)))?;
@@ -83,31 +83,45 @@ fn config_from(url: &str) -> Result<(tokio_postgres::Config, String), ConnectErr
         _ => "-c synchronous_commit=on".to_string(),
     };
     config.options(options);
+    let target = target_of(&config);
+    Ok((config, target))
+}
+
+fn target_of(config: &tokio_postgres::Config) -> errors::Target {
     let ports = config.get_ports();
-    let hosts: Vec<String> = config
+    let port_of = |i: usize| ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+    let mut hosts: Vec<(String, u16)> = config
         .get_hosts()
         .iter()
         .enumerate()
-        .map(|(i, h)| {
-            let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
-            match h {
-                Host::Tcp(name) => format!("{name}:{port}"),
-                #[cfg(unix)]
-                Host::Unix(dir) => format!("{}/.s.PGSQL.{port}", dir.display()),
-            }
+        .map(|(i, h)| match h {
+            Host::Tcp(name) => (name.clone(), port_of(i)),
+            #[cfg(unix)]
+            Host::Unix(dir) => (dir.display().to_string(), port_of(i)),
         })
         .collect();
-    let describe = if hosts.is_empty() {
-        config
+    if hosts.is_empty() {
+        hosts = config
             .get_hostaddrs()
             .iter()
-            .map(|a| a.to_string())
+            .enumerate()
+            .map(|(i, a)| (a.to_string(), port_of(i)))
+            .collect();
+    }
+    let user = config.get_user().unwrap_or_default().to_string();
+    // PostgreSQL's own default: the database named like the user.
+    let database = config.get_dbname().unwrap_or(&user).to_string();
+    let (host, port) = hosts.first().cloned().unwrap_or(("localhost".into(), 5432));
+    errors::Target {
+        server: hosts
+            .iter()
+            .map(|(h, p)| format!("{h}:{p}"))
             .collect::<Vec<_>>()
-            .join(",")
-    } else {
-        hosts.join(",")
-    };
-    Ok((config, describe))
+            .join(","),
+        create: format!("createdb -h {host} -p {port} -U {user} {database}"),
+        database,
+        user,
+    }
 }
 
 impl PostgresStore {
@@ -118,13 +132,7 @@ impl PostgresStore {
     /// server and what to do; a schema from a newer muster is
     /// [`StoreError::Corrupt`].
     pub async fn open(url: &str) -> Result<Self, StoreError> {
-        let (config, server) = config_from(url).map_err(|e| StoreError::Backend(Box::new(e)))?;
-        let database = config
-            .get_dbname()
-            .or(config.get_user())
-            .unwrap_or_default()
-            .to_string();
-        let user = config.get_user().unwrap_or_default().to_string();
+        let (config, target) = config_from(url).map_err(|e| StoreError::Backend(Box::new(e)))?;
         let manager = Manager::from_config(
             config,
             NoTls,
@@ -137,11 +145,10 @@ impl PostgresStore {
             .runtime(Runtime::Tokio1)
             .build()
             .map_err(StoreError::backend)?;
-        let mut client = pool.get().await.map_err(|e| {
-            StoreError::Backend(Box::new(errors::connect_error(
-                e, &server, &database, &user,
-            )))
-        })?;
+        let mut client = pool
+            .get()
+            .await
+            .map_err(|e| StoreError::Backend(Box::new(errors::connect_error(e, &target))))?;
         schema::migrate(&mut client).await?;
         drop(client);
         let (writer, jobs) = mpsc::unbounded_channel();
@@ -149,7 +156,7 @@ impl PostgresStore {
         Ok(PostgresStore {
             pool,
             writer,
-            describe: format!("postgres://{server}/{database}"),
+            describe: format!("postgres://{}/{}", target.server, target.database),
         })
     }
 

@@ -1,0 +1,193 @@
+//! The real `muster serve --store postgres://…` against the real PostgreSQL
+//! server (127.0.0.1:5432, user postgres, or `MUSTER_TEST_POSTGRES`), each
+//! test in a fresh database it drops afterwards: what is acknowledged
+//! survives a restart, and a server that is not there is a clear error.
+
+mod common;
+
+use std::collections::HashSet;
+use std::process::Command;
+use std::sync::Arc;
+
+use common::*;
+use serde_json::json;
+
+/// The server the tests use, as a URL without a database.
+fn server() -> String {
+    std::env::var("MUSTER_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+/// Runs one SQL command with psql on `database`; returns its unaligned output.
+fn psql(database: &str, sql: &str) -> String {
+    let out = Command::new("psql")
+        .arg(format!("{}/{database}", server()))
+        .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
+        .output()
+        .expect("run psql (PostgreSQL's client)");
+    assert!(
+        out.status.success(),
+        "psql {sql:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A fresh database, dropped with its connections when this goes.
+struct FreshDatabase {
+    name: String,
+}
+
+impl FreshDatabase {
+    fn new() -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let name = format!("muster_cli_test_{}_{nanos}", std::process::id());
+        psql("postgres", &format!("CREATE DATABASE {name}"));
+        FreshDatabase { name }
+    }
+
+    fn url(&self) -> String {
+        format!("{}/{}", server(), self.name)
+    }
+}
+
+impl Drop for FreshDatabase {
+    fn drop(&mut self) {
+        psql(
+            "postgres",
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        );
+    }
+}
+
+/// A session's whole inbox, read or not: (id, body) of each message.
+fn inbox(d: &TestDaemon, session: &str) -> Vec<(String, String)> {
+    let (status, inbox) = d.get(&format!("/api/v1/inbox?as={session}&all=true&limit=1000"));
+    assert_eq!(status, 200, "{inbox}");
+    inbox["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["id"].as_str().unwrap().to_string(),
+                m["body"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+// Proves the daemon keeps its state in PostgreSQL: a message sent through
+// `muster serve --store postgres://…` and 200 more sent by 4 clients at
+// once are all there, once each and in id order, after `kill -9` and a
+// restart on another, empty data directory; the database holds exactly
+// them, and status names the store without credentials.
+#[test]
+fn acknowledged_sends_survive_kill_9_and_a_restart_elsewhere() {
+    let db = FreshDatabase::new();
+    let url = db.url();
+    let mut d = TestDaemon::start(&["--store", &url]);
+    assert_eq!(
+        d.status()["store"],
+        format!("postgres://127.0.0.1:5432/{}", db.name)
+    );
+    let (a, b) = (
+        "f0000000-0000-4000-8000-0000000000a1",
+        "f0000000-0000-4000-8000-0000000000b2",
+    );
+    for id in [a, b] {
+        let (status, body) = d.post_json("/api/v1/sessions", &json!({"id": id, "harness": "test"}));
+        assert_eq!(status, 200, "{body}");
+    }
+    let out = d.muster(&["send", b, "the first one", "--as", a, "--json"]);
+    assert!(
+        out.status.success(),
+        "muster send failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sent: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let first = sent["message"]["id"].as_str().unwrap().to_string();
+
+    let base = Arc::new(d.url.clone());
+    let workers: Vec<_> = (0..4)
+        .map(|w| {
+            let base = base.clone();
+            std::thread::spawn(move || {
+                let client = http();
+                (0..50)
+                    .map(|i| {
+                        let resp = client
+                            .post(format!("{base}/api/v1/messages"))
+                            .json(&json!({"as": a, "to": b, "body": format!("w{w} m{i}")}))
+                            .send()
+                            .expect("send");
+                        assert_eq!(resp.status(), 200);
+                        let v: serde_json::Value = resp.json().unwrap();
+                        v["message"]["id"].as_str().unwrap().to_string()
+                    })
+                    .collect::<Vec<String>>()
+            })
+        })
+        .collect();
+    let mut acked: Vec<String> = workers
+        .into_iter()
+        .flat_map(|w| w.join().unwrap())
+        .collect();
+    acked.push(first.clone());
+    d.kill9();
+    drop(d);
+
+    // Another data directory: nothing of the state can come from the first one's.
+    let d = TestDaemon::start(&["--store", &url]);
+    let mail = inbox(&d, b);
+    let got: Vec<String> = mail.iter().map(|(id, _)| id.clone()).collect();
+    assert_eq!(got.len(), 201, "every acknowledged send is back");
+    assert_eq!(
+        got.iter().collect::<HashSet<_>>(),
+        acked.iter().collect::<HashSet<_>>(),
+        "exactly the acknowledged ones, none twice"
+    );
+    let mut sorted = got.clone();
+    sorted.sort();
+    assert_eq!(got, sorted, "listed in id order");
+    assert!(
+        mail.contains(&(first.clone(), "the first one".to_string())),
+        "the first message with its body: {mail:?}"
+    );
+    assert_eq!(psql(&db.name, "SELECT count(*) FROM messages"), "201");
+    assert_eq!(
+        psql(
+            &db.name,
+            &format!("SELECT body FROM messages WHERE id = '{first}'")
+        ),
+        "the first one"
+    );
+}
+
+// Proves `muster serve` against a PostgreSQL that is not there exits 1 at
+// once with an error naming the address and what to do (and no password).
+#[test]
+fn unreachable_postgres_is_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
+        .arg(tmp.path())
+        .args(["--store", "postgres://postgres:hunter2@127.0.0.1:1/muster"])
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run muster serve");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot reach PostgreSQL at 127.0.0.1:1"),
+        "names the address: {stderr}"
+    );
+    assert!(
+        stderr.contains("Is the server running") && stderr.contains("--store"),
+        "says what to do: {stderr}"
+    );
+    assert!(!stderr.contains("hunter2"), "never the password: {stderr}");
+}
