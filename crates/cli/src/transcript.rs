@@ -116,7 +116,12 @@ impl Record {
 
     fn save(&self, path: &Path) {
         if let Some(dir) = path.parent() {
-            if std::fs::create_dir_all(dir).is_ok() {
+            // Under the data directory, which is only its owner's (0700), as the daemon makes it.
+            let mut builder = std::fs::DirBuilder::new();
+            builder.recursive(true);
+            #[cfg(unix)]
+            std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+            if builder.create(dir).is_ok() {
                 let _ = std::fs::write(
                     path,
                     format!("{}\n{}\n", self.offset, self.reported.join(" ")),

@@ -157,9 +157,34 @@ fn check_bind(addr: &SocketAddr, token: &Option<String>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The data directory, only its owner's (0700 on Unix): it holds every
+/// message. One that exists already (made 0755 by an older muster, or by a
+/// client before any daemon ran) is tightened, or a warning says it cannot be.
+fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        builder.mode(0o700).create(dir)?;
+        let mode = std::fs::metadata(dir)?.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            if let Err(e) = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)) {
+                tracing::warn!(
+                    "the data directory {} is open to other users (mode {mode:o}) and cannot be made 0700: {e}",
+                    dir.display()
+                );
+            }
+        }
+        Ok(())
+    }
+    #[cfg(not(unix))]
+    builder.create(dir)
+}
+
 /// Opens the store, loads state, binds the port and serves in the background.
 pub async fn start(config: Config) -> anyhow::Result<Daemon> {
-    std::fs::create_dir_all(&config.data_dir).with_context(|| {
+    create_private_dir(&config.data_dir).with_context(|| {
         format!(
             "cannot create the data directory {}",
             config.data_dir.display()

@@ -163,6 +163,35 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// The database and its `-wal` and `-shm` files, only their owner's (0600
+/// on Unix): they hold every message. The database is created so before
+/// SQLite opens it (SQLite gives its other files the database's mode), and
+/// files an older muster left 0644 are tightened.
+fn private_files(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let _ = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .open(path)?;
+        for suffix in ["", "-wal", "-shm"] {
+            let mut file = path.as_os_str().to_owned();
+            file.push(suffix);
+            match std::fs::metadata(&file) {
+                Ok(m) if m.permissions().mode() & 0o077 != 0 => {
+                    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))?
+                }
+                _ => {}
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
 impl SqliteStore {
     /// Opens (creating if need be) the database at `path` and starts its writer.
     pub fn open(path: impl Into<PathBuf>) -> Result<Self, StoreError> {
@@ -170,6 +199,7 @@ impl SqliteStore {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
+        private_files(&path)?;
         let mut writer_conn = open(&path).map_err(db_error)?;
         migrate(&mut writer_conn)?;
         let reader = open(&path).map_err(db_error)?;
