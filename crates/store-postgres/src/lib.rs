@@ -4,15 +4,18 @@
 //! It keeps the SQLite store's semantics exactly. Writes go through one
 //! writer task that drains every pending request into a single transaction
 //! (group commit): many senders share one commit, and the commit is what
-//! answers them. Each request runs in its own savepoint, so one bad request
-//! fails alone. A [`Commit`] resolves only after PostgreSQL reported the
+//! answers them. A batch's statements are pipelined; should one fail, the
+//! batch runs again with each request in its own savepoint, so one bad
+//! request fails alone. A [`Commit`] resolves only after PostgreSQL reported the
 //! transaction committed (with `synchronous_commit` on, so flushed to its
 //! WAL). Reads take pooled connections beside the writer.
 //!
-//! Layout: `schema` (the migrations), `writes` (what each change does to
-//! the tables), `reads` (rows back into muster's data), `errors` (the
-//! driver's errors in words, and the one error of opening).
+//! Layout: `schema` (the migrations), `batch` (the writer: group commit,
+//! pipelined, falling back to a savepoint per request), `writes` (what each
+//! change does to the tables), `reads` (rows back into muster's data),
+//! `errors` (the driver's errors in words, and the one error of opening).
 
+mod batch;
 mod errors;
 mod reads;
 mod schema;
@@ -21,6 +24,7 @@ mod writes;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use batch::Job;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use muster_core::{Delivery, Message, Millis};
 use muster_store::{
@@ -33,25 +37,11 @@ use tokio_postgres::NoTls;
 pub use errors::ConnectError;
 pub use schema::SCHEMA_VERSION;
 
-/// Most requests folded into one transaction.
-const MAX_BATCH: usize = 4_096;
-
 /// Connections kept open: the writer's and the readers'.
 const POOL_SIZE: usize = 16;
 
 /// How long one connection attempt may take, unless the URL says otherwise.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
-enum Job {
-    Apply {
-        changes: Vec<Change>,
-        done: Option<oneshot::Sender<Result<(), StoreError>>>,
-    },
-    Prune {
-        cutoff: Millis,
-        done: oneshot::Sender<Result<PruneReport, StoreError>>,
-    },
-}
 
 /// The team store: one PostgreSQL database, a writer task that
 /// group-commits every write, and a pool of connections for reads.
@@ -152,7 +142,7 @@ impl PostgresStore {
         schema::migrate(&mut client).await?;
         drop(client);
         let (writer, jobs) = mpsc::unbounded_channel();
-        tokio::spawn(writer_loop(pool.clone(), jobs));
+        tokio::spawn(batch::writer_loop(pool.clone(), jobs));
         Ok(PostgresStore {
             pool,
             writer,
@@ -168,89 +158,6 @@ impl PostgresStore {
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
         self.pool.get().await.map_err(errors::pool_error)
     }
-}
-
-/// Takes whatever is queued (up to [`MAX_BATCH`]) as one batch, until every
-/// sender is gone and the queue is drained.
-async fn writer_loop(pool: Pool, mut jobs: mpsc::UnboundedReceiver<Job>) {
-    let mut batch = Vec::new();
-    while jobs.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        run_batch(&pool, std::mem::take(&mut batch)).await;
-    }
-}
-
-type JobResult = Result<Option<PruneReport>, StoreError>;
-
-/// Runs a batch in one transaction, each job in its own savepoint, and
-/// answers every job only after the commit.
-async fn run_batch(pool: &Pool, batch: Vec<Job>) {
-    let results = match write_batch(pool, &batch).await {
-        Ok(results) => results,
-        Err(e) => {
-            tracing::error!("store commit failed: {e}");
-            batch
-                .iter()
-                .map(|_| Err(StoreError::Write(format!("commit failed: {e}"))))
-                .collect()
-        }
-    };
-    for (job, result) in batch.into_iter().zip(results) {
-        match job {
-            Job::Apply {
-                done: Some(done), ..
-            } => {
-                let _ = done.send(result.map(|_| ()));
-            }
-            Job::Apply { done: None, .. } => {
-                if let Err(e) = result {
-                    tracing::warn!("background store write failed: {e}");
-                }
-            }
-            Job::Prune { done, .. } => {
-                let _ = done.send(result.map(|r| r.unwrap_or_default()));
-            }
-        }
-    }
-}
-
-/// The batch's transaction: one result per job, or the error that kept the
-/// whole batch out (no connection, or the commit failed).
-async fn write_batch(pool: &Pool, batch: &[Job]) -> Result<Vec<JobResult>, String> {
-    let mut client = pool.get().await.map_err(|e| match e {
-        deadpool_postgres::PoolError::Backend(e) => errors::text(&e),
-        other => other.to_string(),
-    })?;
-    let mut tx = client.transaction().await.map_err(|e| errors::text(&e))?;
-    let mut results = Vec::with_capacity(batch.len());
-    for job in batch {
-        let sp = tx.transaction().await.map_err(|e| errors::text(&e))?;
-        let result = match job {
-            Job::Apply { changes, .. } => apply_all(&sp, changes).await.map(|()| None),
-            Job::Prune { cutoff, .. } => writes::prune(&sp, *cutoff).await.map(Some),
-        };
-        match result {
-            Ok(r) => {
-                sp.commit().await.map_err(|e| errors::text(&e))?;
-                results.push(Ok(r));
-            }
-            Err(e) => {
-                sp.rollback().await.map_err(|e| errors::text(&e))?;
-                results.push(Err(StoreError::Write(errors::text(&e))));
-            }
-        }
-    }
-    tx.commit().await.map_err(|e| errors::text(&e))?;
-    Ok(results)
-}
-
-async fn apply_all(
-    tx: &deadpool_postgres::Transaction<'_>,
-    changes: &[Change],
-) -> Result<(), tokio_postgres::Error> {
-    for change in changes {
-        writes::apply_change(tx, change).await?;
-    }
-    Ok(())
 }
 
 #[async_trait]

@@ -1,20 +1,36 @@
-//! What each [`Change`] does to the tables, and the prune; run by the
-//! writer inside its batch transaction, each request in its own savepoint.
+//! What each [`Change`] does to the tables, as statements with their
+//! parameters ([`plan`]), and the prune. The writer runs the statements of a
+//! whole batch pipelined, or one request at a time in savepoints
+//! (`batch.rs`); both run exactly these.
 
 use deadpool_postgres::Transaction;
-use muster_core::{Delivery, DeliveryState, Message, Millis, Reservation, Session, Target};
+use muster_core::{DeliveryState, Millis, Target};
 use muster_store::{Change, PruneReport};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Error;
 
-/// Runs one statement (prepared once per connection) and counts its rows.
-async fn exec(
-    tx: &Transaction<'_>,
-    sql: &str,
-    params: &[&(dyn ToSql + Sync)],
-) -> Result<u64, Error> {
-    let statement = tx.prepare_cached(sql).await?;
-    tx.execute(&statement, params).await
+/// One statement of a change, with the values it binds.
+pub struct Stmt {
+    pub sql: &'static str,
+    pub params: Vec<Box<dyn ToSql + Sync + Send>>,
+}
+
+impl Stmt {
+    /// The parameters as the driver takes them.
+    pub fn params(&self) -> impl ExactSizeIterator<Item = &(dyn ToSql + Sync)> {
+        self.params.iter().map(|p| &**p as &(dyn ToSql + Sync))
+    }
+}
+
+/// Owned values as statement parameters.
+macro_rules! params {
+    ($($value:expr),* $(,)?) => {
+        vec![$(Box::new($value) as Box<dyn ToSql + Sync + Send>),*]
+    };
+}
+
+fn stmt(sql: &'static str, params: Vec<Box<dyn ToSql + Sync + Send>>) -> Stmt {
+    Stmt { sql, params }
 }
 
 pub fn state_code(s: DeliveryState) -> i32 {
@@ -38,206 +54,195 @@ fn target_parts(t: &Target) -> (&'static str, &str) {
     }
 }
 
-/// Upserts a session's whole record.
-async fn put_session(tx: &Transaction<'_>, s: &Session) -> Result<(), Error> {
-    let pid = s.pid.map(i64::from);
-    exec(
-        tx,
-        "INSERT INTO sessions (id, nickname, harness, host, operator, pid, cwd, project, branch, status,
-            activity, last_tool, can_push, link, connected_at, last_seen_at, left_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
-         ON CONFLICT (id) DO UPDATE SET nickname = excluded.nickname, harness = excluded.harness,
-            host = excluded.host, operator = excluded.operator, pid = excluded.pid, cwd = excluded.cwd,
-            project = excluded.project, branch = excluded.branch, status = excluded.status,
-            activity = excluded.activity, last_tool = excluded.last_tool, can_push = excluded.can_push,
-            link = excluded.link, connected_at = excluded.connected_at,
-            last_seen_at = excluded.last_seen_at, left_at = excluded.left_at",
-        &[
-            &s.id,
-            &s.nickname,
-            &s.harness,
-            &s.host,
-            &s.operator,
-            &pid,
-            &s.cwd,
-            &s.project,
-            &s.branch,
-            &s.status,
-            &s.activity.as_str(),
-            &s.last_tool,
-            &s.can_push,
-            &s.link.as_str(),
-            &s.connected_at,
-            &s.last_seen_at,
-            &s.left_at,
-        ],
-    )
-    .await?;
-    Ok(())
-}
+const PUT_SESSION: &str = "INSERT INTO sessions (id, nickname, harness, host, operator, pid, cwd, project, branch, status,
+        activity, last_tool, can_push, link, connected_at, last_seen_at, left_at)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+     ON CONFLICT (id) DO UPDATE SET nickname = excluded.nickname, harness = excluded.harness,
+        host = excluded.host, operator = excluded.operator, pid = excluded.pid, cwd = excluded.cwd,
+        project = excluded.project, branch = excluded.branch, status = excluded.status,
+        activity = excluded.activity, last_tool = excluded.last_tool, can_push = excluded.can_push,
+        link = excluded.link, connected_at = excluded.connected_at,
+        last_seen_at = excluded.last_seen_at, left_at = excluded.left_at";
 
-/// Inserts a message and one delivery record per recipient.
-async fn put_message(
-    tx: &Transaction<'_>,
-    m: &Message,
-    deliveries: &[Delivery],
-) -> Result<(), Error> {
-    let (kind, target) = target_parts(&m.to);
-    exec(
-        tx,
-        "INSERT INTO messages (id, sender, sender_nickname, target_kind, target, reply_to, body, sent_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        &[&m.id, &m.from, &m.from_nickname, &kind, &target, &m.reply_to, &m.body, &m.sent_at],
-    )
-    .await?;
-    if deliveries.is_empty() {
-        return Ok(());
-    }
-    // One statement for every recipient: a broadcast to a big room is one
-    // round trip, not one per member.
-    let recipients: Vec<&str> = deliveries.iter().map(|d| d.recipient.as_str()).collect();
-    let message_ids: Vec<&str> = deliveries.iter().map(|d| d.message_id.as_str()).collect();
-    let states: Vec<i32> = deliveries.iter().map(|d| state_code(d.state)).collect();
-    let updated: Vec<Millis> = deliveries.iter().map(|d| d.updated_at).collect();
-    exec(
-        tx,
-        "INSERT INTO deliveries (recipient, message_id, state, updated_at)
-         SELECT * FROM unnest($1::text[], $2::text[], $3::int4[], $4::int8[])",
-        &[&recipients, &message_ids, &states, &updated],
-    )
-    .await?;
-    Ok(())
-}
+const PUT_MESSAGE: &str = "INSERT INTO messages
+        (id, sender, sender_nickname, target_kind, target, reply_to, body, sent_at)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
 
-/// Inserts or replaces a reservation.
-async fn put_reservation(tx: &Transaction<'_>, r: &Reservation) -> Result<(), Error> {
-    exec(
-        tx,
-        "INSERT INTO reservations (id, session_id, root, pattern, exclusive, reason, created_at, expires_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-         ON CONFLICT (id) DO UPDATE SET session_id = excluded.session_id, root = excluded.root,
-            pattern = excluded.pattern, exclusive = excluded.exclusive, reason = excluded.reason,
-            created_at = excluded.created_at, expires_at = excluded.expires_at",
-        &[
-            &r.id,
-            &r.session_id,
-            &r.root,
-            &r.pattern,
-            &r.exclusive,
-            &r.reason,
-            &r.created_at,
-            &r.expires_at,
-        ],
-    )
-    .await?;
-    Ok(())
-}
+/// Every recipient's delivery in one statement: a broadcast to a big room
+/// is one round trip, not one per member.
+const PUT_DELIVERIES: &str = "INSERT INTO deliveries (recipient, message_id, state, updated_at)
+     SELECT * FROM unnest($1::text[], $2::text[], $3::int4[], $4::int8[])";
 
-pub async fn apply_change(tx: &Transaction<'_>, change: &Change) -> Result<(), Error> {
+const PUT_RESERVATION: &str = "INSERT INTO reservations
+        (id, session_id, root, pattern, exclusive, reason, created_at, expires_at)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+     ON CONFLICT (id) DO UPDATE SET session_id = excluded.session_id, root = excluded.root,
+        pattern = excluded.pattern, exclusive = excluded.exclusive, reason = excluded.reason,
+        created_at = excluded.created_at, expires_at = excluded.expires_at";
+
+/// Appends the statements that make `change`, in the order they must run.
+pub fn plan(change: &Change, out: &mut Vec<Stmt>) {
     match change {
-        Change::PutSession(s) => put_session(tx, s).await?,
-        Change::TouchSession { id, last_seen_at } => {
-            exec(
-                tx,
-                "UPDATE sessions SET last_seen_at = GREATEST(last_seen_at, $2) WHERE id = $1",
-                &[id, last_seen_at],
-            )
-            .await?;
-        }
-        Change::ForgetSession { id } => forget_sessions(tx, std::slice::from_ref(id)).await?,
+        Change::PutSession(s) => out.push(stmt(
+            PUT_SESSION,
+            params![
+                s.id.clone(),
+                s.nickname.clone(),
+                s.harness.clone(),
+                s.host.clone(),
+                s.operator.clone(),
+                s.pid.map(i64::from),
+                s.cwd.clone(),
+                s.project.clone(),
+                s.branch.clone(),
+                s.status.clone(),
+                s.activity.as_str(),
+                s.last_tool.clone(),
+                s.can_push,
+                s.link.as_str(),
+                s.connected_at,
+                s.last_seen_at,
+                s.left_at,
+            ],
+        )),
+        Change::TouchSession { id, last_seen_at } => out.push(stmt(
+            "UPDATE sessions SET last_seen_at = GREATEST(last_seen_at, $2) WHERE id = $1",
+            params![id.clone(), *last_seen_at],
+        )),
+        Change::ForgetSession { id } => forget_sessions(vec![id.clone()], out),
         Change::PutMessage {
-            message,
+            message: m,
             deliveries,
-        } => put_message(tx, message, deliveries).await?,
+        } => {
+            let (kind, target) = target_parts(&m.to);
+            out.push(stmt(
+                PUT_MESSAGE,
+                params![
+                    m.id.clone(),
+                    m.from.clone(),
+                    m.from_nickname.clone(),
+                    kind,
+                    target.to_string(),
+                    m.reply_to.clone(),
+                    m.body.clone(),
+                    m.sent_at,
+                ],
+            ));
+            if !deliveries.is_empty() {
+                let column = |f: fn(&muster_core::Delivery) -> String| -> Vec<String> {
+                    deliveries.iter().map(f).collect()
+                };
+                out.push(stmt(
+                    PUT_DELIVERIES,
+                    params![
+                        column(|d| d.recipient.clone()),
+                        column(|d| d.message_id.clone()),
+                        deliveries
+                            .iter()
+                            .map(|d| state_code(d.state))
+                            .collect::<Vec<i32>>(),
+                        deliveries
+                            .iter()
+                            .map(|d| d.updated_at)
+                            .collect::<Vec<Millis>>(),
+                    ],
+                ));
+            }
+        }
         Change::AdvanceDelivery {
             message_id,
             recipient,
             state,
             at,
-        } => {
-            exec(
-                tx,
-                "UPDATE deliveries SET state = $3, updated_at = $4
-                 WHERE recipient = $1 AND message_id = $2 AND state < $3",
-                &[recipient, message_id, &state_code(*state), at],
-            )
-            .await?;
-        }
+        } => out.push(stmt(
+            "UPDATE deliveries SET state = $3, updated_at = $4
+             WHERE recipient = $1 AND message_id = $2 AND state < $3",
+            params![
+                recipient.clone(),
+                message_id.clone(),
+                state_code(*state),
+                *at
+            ],
+        )),
         Change::AckUpTo {
             recipient,
             upto,
             at,
-        } => {
-            exec(
-                tx,
-                "UPDATE deliveries SET state = $4, updated_at = $3
-                 WHERE recipient = $1 AND message_id <= $2 AND state < $4",
-                &[recipient, upto, at, &ACKED],
-            )
-            .await?;
-        }
-        Change::PutRoom(r) => {
-            exec(
-                tx,
-                "INSERT INTO rooms (name, created_by, created_at) VALUES ($1, $2, $3)
-                 ON CONFLICT (name) DO NOTHING",
-                &[&r.name, &r.created_by, &r.created_at],
-            )
-            .await?;
-        }
-        Change::JoinRoom(m) => {
-            exec(
-                tx,
-                "INSERT INTO memberships (room, session_id, joined_at) VALUES ($1, $2, $3)
-                 ON CONFLICT (room, session_id) DO NOTHING",
-                &[&m.room, &m.session_id, &m.joined_at],
-            )
-            .await?;
-        }
-        Change::LeaveRoom { room, session_id } => {
-            exec(
-                tx,
-                "DELETE FROM memberships WHERE room = $1 AND session_id = $2",
-                &[room, session_id],
-            )
-            .await?;
-        }
-        Change::PutReservation(r) => put_reservation(tx, r).await?,
-        Change::DeleteReservation { id } => {
-            exec(tx, "DELETE FROM reservations WHERE id = $1", &[id]).await?;
-        }
-        Change::DeleteReservationsOf { session_id } => {
-            exec(
-                tx,
-                "DELETE FROM reservations WHERE session_id = $1",
-                &[session_id],
-            )
-            .await?;
-        }
+        } => out.push(stmt(
+            "UPDATE deliveries SET state = $4, updated_at = $3
+             WHERE recipient = $1 AND message_id <= $2 AND state < $4",
+            params![recipient.clone(), upto.clone(), *at, ACKED],
+        )),
+        Change::PutRoom(r) => out.push(stmt(
+            "INSERT INTO rooms (name, created_by, created_at) VALUES ($1, $2, $3)
+             ON CONFLICT (name) DO NOTHING",
+            params![r.name.clone(), r.created_by.clone(), r.created_at],
+        )),
+        Change::JoinRoom(m) => out.push(stmt(
+            "INSERT INTO memberships (room, session_id, joined_at) VALUES ($1, $2, $3)
+             ON CONFLICT (room, session_id) DO NOTHING",
+            params![m.room.clone(), m.session_id.clone(), m.joined_at],
+        )),
+        Change::LeaveRoom { room, session_id } => out.push(stmt(
+            "DELETE FROM memberships WHERE room = $1 AND session_id = $2",
+            params![room.clone(), session_id.clone()],
+        )),
+        Change::PutReservation(r) => out.push(stmt(
+            PUT_RESERVATION,
+            params![
+                r.id.clone(),
+                r.session_id.clone(),
+                r.root.clone(),
+                r.pattern.clone(),
+                r.exclusive,
+                r.reason.clone(),
+                r.created_at,
+                r.expires_at,
+            ],
+        )),
+        Change::DeleteReservation { id } => out.push(stmt(
+            "DELETE FROM reservations WHERE id = $1",
+            params![id.clone()],
+        )),
+        Change::DeleteReservationsOf { session_id } => out.push(stmt(
+            "DELETE FROM reservations WHERE session_id = $1",
+            params![session_id.clone()],
+        )),
     }
-    Ok(())
 }
 
 /// Forgets sessions and their memberships (their deliveries stay).
-async fn forget_sessions(tx: &Transaction<'_>, ids: &[String]) -> Result<(), Error> {
-    exec(tx, "DELETE FROM sessions WHERE id = ANY($1)", &[&ids]).await?;
-    exec(
-        tx,
+fn forget_sessions(ids: Vec<String>, out: &mut Vec<Stmt>) {
+    out.push(stmt(
+        "DELETE FROM sessions WHERE id = ANY($1)",
+        params![ids.clone()],
+    ));
+    out.push(stmt(
         "DELETE FROM memberships WHERE session_id = ANY($1)",
-        &[&ids],
-    )
-    .await?;
-    Ok(())
+        params![ids],
+    ));
+}
+
+/// Runs one statement (prepared once per connection) and counts its rows.
+pub async fn exec(tx: &Transaction<'_>, s: &Stmt) -> Result<u64, Error> {
+    let statement = tx.prepare_cached(s.sql).await?;
+    tx.execute_raw(&statement, s.params()).await
 }
 
 pub async fn prune(tx: &Transaction<'_>, cutoff: Millis) -> Result<PruneReport, Error> {
     let deliveries = exec(
         tx,
-        "DELETE FROM deliveries WHERE message_id IN (SELECT id FROM messages WHERE sent_at < $1)",
-        &[&cutoff],
+        &stmt(
+            "DELETE FROM deliveries WHERE message_id IN (SELECT id FROM messages WHERE sent_at < $1)",
+            params![cutoff],
+        ),
     )
     .await?;
-    let messages = exec(tx, "DELETE FROM messages WHERE sent_at < $1", &[&cutoff]).await?;
+    let messages = exec(
+        tx,
+        &stmt("DELETE FROM messages WHERE sent_at < $1", params![cutoff]),
+    )
+    .await?;
     let statement = tx
         .prepare_cached("SELECT id FROM sessions WHERE left_at IS NOT NULL AND left_at < $1")
         .await?;
@@ -247,10 +252,15 @@ pub async fn prune(tx: &Transaction<'_>, cutoff: Millis) -> Result<PruneReport, 
         .iter()
         .map(|row| row.try_get(0))
         .collect::<Result<_, _>>()?;
-    forget_sessions(tx, &gone).await?;
+    let sessions = gone.len() as u64;
+    let mut forget = Vec::new();
+    forget_sessions(gone, &mut forget);
+    for s in &forget {
+        exec(tx, s).await?;
+    }
     Ok(PruneReport {
         messages,
         deliveries,
-        sessions: gone.len() as u64,
+        sessions,
     })
 }

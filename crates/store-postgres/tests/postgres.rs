@@ -429,3 +429,92 @@ async fn malformed_url_is_refused() {
         "{text}"
     );
 }
+
+// Proves a batch that runs pipelined keeps the order of its requests and
+// of the changes in each: 300 requests queued behind a held write (so they
+// form one batch, on statements the connection has not prepared yet), each
+// building on the ones before, all land as if run one after another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipelined_batch_applies_its_requests_in_order() {
+    use muster_core::Room;
+    let h = PgHarness::new();
+    let store = h.open().await;
+    let hold = h.hold_writes().expect("the harness can hold writes");
+    store.apply_later(vec![Change::PutSession(Session::new("first", "f", 0))]);
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let mut commits = Vec::new();
+    for n in 0..300u32 {
+        let id = format!("01M{n:05}");
+        let mut alice = Session::new("alice", "a", 1);
+        alice.status = format!("status {n}");
+        commits.push(store.submit(vec![
+            Change::PutSession(alice),
+            Change::TouchSession {
+                id: "alice".into(),
+                last_seen_at: 10_000 - n as i64,
+            },
+            put(&id, "bob"),
+            Change::AdvanceDelivery {
+                message_id: id.clone(),
+                recipient: "bob".into(),
+                state: DeliveryState::Surfaced,
+                at: 2,
+            },
+            Change::PutRoom(Room {
+                name: "dev".into(),
+                created_by: format!("creator {n}"),
+                created_at: n as i64,
+            }),
+        ]));
+        if n % 3 == 0 {
+            commits.push(store.submit(vec![Change::AckUpTo {
+                recipient: "bob".into(),
+                upto: id,
+                at: 3,
+            }]));
+        }
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    hold();
+    for commit in commits {
+        commit.await.expect("every request commits");
+    }
+    let snap = store.load().await.unwrap();
+    let alice = snap.sessions.iter().find(|s| s.id == "alice").unwrap();
+    assert_eq!(alice.status, "status 299", "the last put wins");
+    assert_eq!(
+        alice.last_seen_at,
+        10_000 - 299,
+        "each put reset last_seen_at to 1 and its touch came after it"
+    );
+    assert_eq!(snap.rooms.len(), 1);
+    assert_eq!(
+        snap.rooms[0].created_by, "creator 0",
+        "the first room stays"
+    );
+    assert!(
+        snap.unread.is_empty(),
+        "every message was advanced after it was put"
+    );
+    let states: Vec<DeliveryState> = store
+        .inbox(InboxQuery {
+            recipient: "bob".into(),
+            include_read: true,
+            limit: usize::MAX,
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.state)
+        .collect();
+    let expected: Vec<DeliveryState> = (0..300u32)
+        .map(|n| {
+            if n <= 297 {
+                DeliveryState::Acked
+            } else {
+                DeliveryState::Surfaced
+            }
+        })
+        .collect();
+    assert_eq!(states, expected, "acked up to 01M00297, the last ack");
+}

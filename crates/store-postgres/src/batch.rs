@@ -1,0 +1,229 @@
+//! The writer: one task that takes every queued request as one batch, runs
+//! the batch in one transaction, and answers each request only after the
+//! commit (group commit).
+//!
+//! A batch first runs *pipelined*: every statement of every request sent
+//! at once, answered in order, then one commit, so a batch of many requests
+//! costs a few round trips rather than several per request. Should any
+//! statement fail, that transaction is rolled back and the batch runs again
+//! one request at a time, each in its own savepoint, so the failing request
+//! fails alone and the others commit. Both ways run the same statements
+//! ([`writes::plan`]) in the same order; a batch with a prune always takes
+//! the second way (a prune reads before it deletes).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
+
+use deadpool_postgres::{Pool, Transaction};
+use muster_core::Millis;
+use muster_store::{Change, PruneReport, StoreError};
+use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::Statement;
+
+use crate::errors;
+use crate::writes::{self, Stmt};
+
+/// Most requests folded into one transaction.
+const MAX_BATCH: usize = 4_096;
+
+pub enum Job {
+    Apply {
+        changes: Vec<Change>,
+        done: Option<oneshot::Sender<Result<(), StoreError>>>,
+    },
+    Prune {
+        cutoff: Millis,
+        done: oneshot::Sender<Result<PruneReport, StoreError>>,
+    },
+}
+
+/// Takes whatever is queued (up to [`MAX_BATCH`]) as one batch, until every
+/// sender is gone and the queue is drained.
+pub async fn writer_loop(pool: Pool, mut jobs: mpsc::UnboundedReceiver<Job>) {
+    let mut batch = Vec::new();
+    while jobs.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        run_batch(&pool, std::mem::take(&mut batch)).await;
+        // The senders just answered are runnable now; letting them run
+        // first lets their next requests join the next batch instead of
+        // waiting a whole commit for the one after.
+        tokio::task::yield_now().await;
+    }
+}
+
+type JobResult = Result<Option<PruneReport>, StoreError>;
+
+/// Runs a batch and answers every job, only after the commit.
+async fn run_batch(pool: &Pool, batch: Vec<Job>) {
+    let results = match write_batch(pool, &batch).await {
+        Ok(results) => results,
+        Err(e) => {
+            tracing::error!("store commit failed: {e}");
+            batch
+                .iter()
+                .map(|_| Err(StoreError::Write(format!("commit failed: {e}"))))
+                .collect()
+        }
+    };
+    for (job, result) in batch.into_iter().zip(results) {
+        match job {
+            Job::Apply {
+                done: Some(done), ..
+            } => {
+                let _ = done.send(result.map(|_| ()));
+            }
+            Job::Apply { done: None, .. } => {
+                if let Err(e) = result {
+                    tracing::warn!("background store write failed: {e}");
+                }
+            }
+            Job::Prune { done, .. } => {
+                let _ = done.send(result.map(|r| r.unwrap_or_default()));
+            }
+        }
+    }
+}
+
+/// What one job runs.
+enum Work {
+    /// Its changes' statements, in order.
+    Statements(Vec<Stmt>),
+    Prune(Millis),
+}
+
+fn work_of(job: &Job) -> Work {
+    match job {
+        Job::Apply { changes, .. } => {
+            let mut out = Vec::with_capacity(changes.len());
+            for change in changes {
+                writes::plan(change, &mut out);
+            }
+            Work::Statements(out)
+        }
+        Job::Prune { cutoff, .. } => Work::Prune(*cutoff),
+    }
+}
+
+/// The batch's transaction: one result per job, or the error that kept the
+/// whole batch out (no connection, or the commit failed).
+async fn write_batch(pool: &Pool, batch: &[Job]) -> Result<Vec<JobResult>, String> {
+    let mut client = pool.get().await.map_err(|e| match e {
+        deadpool_postgres::PoolError::Backend(e) => errors::text(&e),
+        other => other.to_string(),
+    })?;
+    let work: Vec<Work> = batch.iter().map(work_of).collect();
+    let statements: Option<Vec<&Stmt>> = work
+        .iter()
+        .map(|w| match w {
+            Work::Statements(s) => Some(s.iter()),
+            Work::Prune(_) => None,
+        })
+        .collect::<Option<Vec<_>>>()
+        .map(|each| each.into_iter().flatten().collect());
+    if let Some(statements) = statements {
+        let tx = client.transaction().await.map_err(|e| errors::text(&e))?;
+        match pipelined(&tx, &statements).await {
+            Ok(()) => {
+                tx.commit().await.map_err(|e| errors::text(&e))?;
+                return Ok(batch.iter().map(|_| Ok(None)).collect());
+            }
+            Err(e) => {
+                tracing::debug!(
+                    "a pipelined batch failed ({}); running it request by request",
+                    errors::text(&e)
+                );
+                tx.rollback().await.map_err(|e| errors::text(&e))?;
+            }
+        }
+    }
+    one_by_one(&mut client, &work).await
+}
+
+/// Runs the statements in order, all sent before the first answer is
+/// awaited. Every statement is prepared first, so the first poll of each
+/// sends it at once; futures are only ever polled oldest first, so none is
+/// sent before one ahead of it.
+async fn pipelined(
+    tx: &Transaction<'_>,
+    statements: &[&Stmt],
+) -> Result<(), tokio_postgres::Error> {
+    let mut prepared: HashMap<&'static str, Statement> = HashMap::new();
+    for s in statements {
+        if !prepared.contains_key(s.sql) {
+            prepared.insert(s.sql, tx.prepare_cached(s.sql).await?);
+        }
+    }
+    type Execute<'f> =
+        Pin<Box<dyn Future<Output = Result<u64, tokio_postgres::Error>> + Send + 'f>>;
+    let mut pending: Vec<Option<Execute<'_>>> = statements
+        .iter()
+        .map(|s| Some(Box::pin(tx.execute_raw(&prepared[s.sql], s.params())) as Execute<'_>))
+        .collect();
+    let mut first_error = None;
+    let mut sent = false;
+    // The first poll of each future sends its statement: the first pass
+    // polls them all, in order. After that answers come back in order, so
+    // a pass stops at the first one still waiting.
+    std::future::poll_fn(|cx| {
+        for slot in pending.iter_mut() {
+            let Some(execute) = slot else { continue };
+            match execute.as_mut().poll(cx) {
+                Poll::Ready(result) => {
+                    *slot = None;
+                    if let (Err(e), None) = (result, &first_error) {
+                        first_error = Some(e);
+                    }
+                }
+                Poll::Pending if sent => return Poll::Pending,
+                Poll::Pending => {}
+            }
+        }
+        if pending.iter().all(Option::is_none) {
+            Poll::Ready(())
+        } else {
+            sent = true;
+            Poll::Pending
+        }
+    })
+    .await;
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Runs each job in its own savepoint: one that fails rolls back alone.
+async fn one_by_one(
+    client: &mut deadpool_postgres::Object,
+    work: &[Work],
+) -> Result<Vec<JobResult>, String> {
+    let mut tx = client.transaction().await.map_err(|e| errors::text(&e))?;
+    let mut results = Vec::with_capacity(work.len());
+    for w in work {
+        let sp = tx.transaction().await.map_err(|e| errors::text(&e))?;
+        let result = match w {
+            Work::Statements(statements) => run_all(&sp, statements).await.map(|()| None),
+            Work::Prune(cutoff) => writes::prune(&sp, *cutoff).await.map(Some),
+        };
+        match result {
+            Ok(r) => {
+                sp.commit().await.map_err(|e| errors::text(&e))?;
+                results.push(Ok(r));
+            }
+            Err(e) => {
+                sp.rollback().await.map_err(|e| errors::text(&e))?;
+                results.push(Err(StoreError::Write(errors::text(&e))));
+            }
+        }
+    }
+    tx.commit().await.map_err(|e| errors::text(&e))?;
+    Ok(results)
+}
+
+async fn run_all(tx: &Transaction<'_>, statements: &[Stmt]) -> Result<(), tokio_postgres::Error> {
+    for s in statements {
+        writes::exec(tx, s).await?;
+    }
+    Ok(())
+}
