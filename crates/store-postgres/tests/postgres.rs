@@ -518,3 +518,63 @@ async fn a_pipelined_batch_applies_its_requests_in_order() {
         .collect();
     assert_eq!(states, expected, "acked up to 01M00297, the last ack");
 }
+
+// Proves the store gets over losing its connections (the server ended
+// them, as at a restart of the server): once they are gone, the next
+// writes and reads run on new connections, and nothing committed before
+// is lost.
+#[tokio::test]
+async fn connections_ended_by_the_server_are_replaced() {
+    let h = PgHarness::new();
+    let store = h.open().await;
+    store
+        .apply(vec![Change::PutSession(Session::new("alice", "a", 1))])
+        .await
+        .unwrap();
+    assert_eq!(store.load().await.unwrap().sessions.len(), 1);
+    run_sql(
+        "postgres",
+        &format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{}'",
+            h.name
+        ),
+    );
+    // The server has closed every connection to the database; give the
+    // driver a moment to see each socket close.
+    let admin = {
+        let (client, connection) =
+            tokio_postgres::connect(&format!("{}/postgres", server()), NoTls)
+                .await
+                .unwrap();
+        tokio::spawn(connection);
+        client
+    };
+    for _ in 0..100 {
+        let left: i64 = admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = $1",
+                &[&h.name],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    store
+        .apply(vec![Change::PutSession(Session::new("bob", "b", 2))])
+        .await
+        .expect("a write after the connections went");
+    let ids: Vec<String> = store
+        .load()
+        .await
+        .expect("a read after the connections went")
+        .sessions
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(ids, ["alice", "bob"]);
+}
