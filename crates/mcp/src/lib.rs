@@ -8,6 +8,8 @@
 use std::future::Future;
 use std::sync::Arc;
 
+mod quick;
+
 use muster_core::api::ErrorDetail;
 use muster_core::link::{JsonText, Op};
 use muster_core::tools::{self, INSTRUCTIONS, TOOLS};
@@ -39,28 +41,39 @@ pub struct CallContext {
 
 impl CallContext {
     fn of(request: &CallToolRequestParams, context: &RequestContext<RoleServer>) -> Self {
-        let text = |v: Option<&Value>| {
-            v.and_then(Value::as_str)
-                .map(str::to_string)
-                .filter(|s| !s.is_empty())
-        };
-        let parts = context.extensions.get::<http::request::Parts>();
+        let header = context
+            .extensions
+            .get::<http::request::Parts>()
+            .and_then(|p| p.headers.get("x-muster-session"))
+            .and_then(|v| v.to_str().ok());
+        let empty = JsonObject::new();
+        let mut call = CallContext::from_fields(
+            header,
+            request.meta.as_ref().map(|m| &m.0 .0),
+            request.arguments.as_ref().unwrap_or(&empty),
+        );
+        if call.meta_session.is_none() {
+            call.meta_session = text(context.meta.0 .0.get("sessionId"));
+        }
+        call
+    }
+
+    /// From a call's parts: the `X-Muster-Session` header, `params._meta`
+    /// and the arguments.
+    pub fn from_fields(header: Option<&str>, meta: Option<&JsonObject>, args: &JsonObject) -> Self {
         CallContext {
-            session_header: parts
-                .and_then(|p| p.headers.get("x-muster-session"))
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-                .filter(|s| !s.is_empty()),
-            meta_session: text(request.meta.as_ref().and_then(|m| m.0 .0.get("sessionId")))
-                .or_else(|| text(context.meta.0 .0.get("sessionId"))),
-            arg_session: text(
-                request
-                    .arguments
-                    .as_ref()
-                    .and_then(|a| a.get("_session_id")),
-            ),
+            session_header: header.map(str::to_string).filter(|s| !s.is_empty()),
+            meta_session: text(meta.and_then(|m| m.get("sessionId"))),
+            arg_session: text(args.get("_session_id")),
         }
     }
+}
+
+/// A non-empty string field.
+fn text(v: Option<&Value>) -> Option<String> {
+    v.and_then(Value::as_str)
+        .map(str::to_string)
+        .filter(|s| !s.is_empty())
 }
 
 /// Runs a tool's operation for the session a call belongs to.
@@ -138,6 +151,31 @@ impl<E: Executor> McpServer<E> {
     }
 }
 
+impl<E: Executor> McpServer<E> {
+    /// Runs one tool call (rmcp's `call_tool` and the shim's quick path).
+    /// Unknown tools and wrong argument types are protocol errors: the call
+    /// never ran. Failures of a call that ran are tool errors the agent can read.
+    pub async fn run_tool(
+        &self,
+        name: &str,
+        args: &JsonObject,
+        call: CallContext,
+    ) -> Result<CallToolResult, McpError> {
+        let op = tools::parse_call(name, args)
+            .map_err(|e| McpError::invalid_params(e.to_string(), None))?;
+        Ok(match self.executor.execute(op, call).await {
+            Ok(value) => text_result(&value),
+            Err(e) => {
+                let mut text = e.message;
+                for m in &e.matches {
+                    text.push_str(&format!("\n- {m}"));
+                }
+                CallToolResult::error(vec![ContentBlock::text(text)])
+            }
+        })
+    }
+}
+
 /// The tool list as MCP describes it.
 pub fn tool_list() -> Vec<Tool> {
     TOOLS
@@ -186,22 +224,7 @@ impl<E: Executor> ServerHandler for McpServer<E> {
     ) -> Result<CallToolResponse, McpError> {
         let call = CallContext::of(&request, &context);
         let args = request.arguments.unwrap_or_default();
-        // Unknown tools and wrong argument types are protocol errors: the
-        // call never ran. Failures of a call that ran are tool errors the
-        // agent can read.
-        let op = tools::parse_call(&request.name, &args)
-            .map_err(|e| McpError::invalid_params(e.to_string(), None))?;
-        let result = match self.executor.execute(op, call).await {
-            Ok(value) => text_result(&value),
-            Err(e) => {
-                let mut text = e.message;
-                for m in &e.matches {
-                    text.push_str(&format!("\n- {m}"));
-                }
-                CallToolResult::error(vec![ContentBlock::text(text)])
-            }
-        };
-        Ok(result.into())
+        Ok(self.run_tool(&request.name, &args, call).await?.into())
     }
 
     async fn discover(

@@ -198,7 +198,16 @@ async fn serve(env: ShimEnv, parent: u32) -> anyhow::Result<()> {
     }
     // The client's stdio passes through a guard that answers malformed
     // lines itself; the MCP server sees only JSON-RPC messages.
-    let transport = stdio::StdioTransport::new(stdio::stdin(), stdio::stdout());
+    // Tool calls from a client past the classic handshake skip rmcp's
+    // service loop (muster-mcp's quick path); everything else goes to rmcp.
+    let quick = server.clone();
+    let transport = stdio::StdioTransport::new(stdio::stdin(), stdio::stdout()).with_quick_path(
+        Box::new(move |line| {
+            quick
+                .quick_call(line)
+                .map(|answer| Box::pin(answer) as stdio::QuickAnswer)
+        }),
+    );
     // Pushes are written straight to the output, not through rmcp's
     // service loop (the same line; three task hand-offs fewer per push).
     let output = transport.output();

@@ -124,7 +124,16 @@ pub struct StdioTransport<R, W> {
     output: Arc<Mutex<Option<W>>>,
     /// Our own answers still being written; `close` waits for them.
     answering: Vec<tokio::task::JoinHandle<()>>,
+    /// Answers some requests without rmcp (see [`QuickPath`]).
+    quick: Option<QuickPath>,
 }
+
+/// A future that yields one whole answer line.
+pub type QuickAnswer = std::pin::Pin<Box<dyn Future<Output = Vec<u8>> + Send>>;
+
+/// Given a client line, the answer to it when it is a request the shim
+/// answers itself (muster-mcp's quick `tools/call`), or `None` for rmcp.
+pub type QuickPath = Box<dyn Fn(&[u8]) -> Option<QuickAnswer> + Send>;
 
 impl<R, W> StdioTransport<R, W>
 where
@@ -138,7 +147,25 @@ where
             over: false,
             output: Arc::new(Mutex::new(Some(output))),
             answering: Vec::new(),
+            quick: None,
         }
+    }
+
+    /// Lets `quick` answer the lines it takes; rmcp gets the rest.
+    pub fn with_quick_path(mut self, quick: QuickPath) -> Self {
+        self.quick = Some(quick);
+        self
+    }
+
+    /// Runs a quick answer in a task of its own and writes it whole, so a
+    /// slow call never holds up the lines behind it.
+    fn answer_quickly(&self, answer: QuickAnswer) {
+        let output = self.output.clone();
+        tokio::spawn(async move {
+            if let Err(e) = write_line(&output, &answer.await).await {
+                tracing::warn!("could not answer the MCP client: {e}");
+            }
+        });
     }
 
     /// Reads one line (without its newline) into `self.line`, keeping at
@@ -267,6 +294,9 @@ where
                     None
                 } else if let Some(answer) = refusal(trimmed) {
                     self.answer(format!("{answer}\n").into_bytes());
+                    None
+                } else if let Some(answer) = self.quick.as_ref().and_then(|q| q(trimmed)) {
+                    self.answer_quickly(answer);
                     None
                 } else {
                     Some(parse(trimmed))

@@ -1,0 +1,212 @@
+//! The stdio shim's quick path for `tools/call`: the one request an agent
+//! makes over and over (every `send_message`), answered without rmcp's
+//! request types and service loop. rmcp reads a request into an untagged
+//! enum (the line is parsed twice, once into serde's buffered `Content`) and
+//! hands it through two tasks and a channel before our handler runs; for a
+//! call whose work is one round trip to the daemon, that was most of the
+//! shim's CPU. Everything else (the handshake, `tools/list`, pings,
+//! notifications) still goes through rmcp, and so does any call this path
+//! does not recognise exactly.
+//!
+//! The answer is built from rmcp's own types and shaped as rmcp shapes it
+//! for the peer's protocol version, so the bytes on the wire are the ones
+//! the slow path writes (a test below holds the two side by side).
+
+use std::borrow::Cow;
+
+use rmcp::model::{JsonObject, RequestId, ServerResult};
+use rmcp::service::TxJsonRpcMessage;
+use rmcp::{ErrorData as McpError, RoleServer};
+use serde::Deserialize;
+
+use crate::{CallContext, Executor, McpServer};
+
+/// A `tools/call` request, read without building anything it does not need.
+#[derive(Deserialize)]
+struct Call<'a> {
+    #[serde(borrow)]
+    method: Cow<'a, str>,
+    id: RequestId,
+    params: CallParams,
+}
+
+#[derive(Deserialize)]
+struct CallParams {
+    name: String,
+    #[serde(default)]
+    arguments: Option<JsonObject>,
+    #[serde(rename = "_meta", default)]
+    meta: Option<JsonObject>,
+}
+
+/// The first protocol revision whose results rmcp shapes differently
+/// (inline negotiation, `resultType`, cache hints): its calls take the slow path.
+const FIRST_MODERN_REVISION: &str = "2026-07-28";
+
+impl<E: Executor> McpServer<E> {
+    /// Whether the client finished the classic handshake for a revision
+    /// before 2026-07-28: the only peers the quick path answers.
+    fn quick_path_open(&self) -> bool {
+        self.peer.borrow().as_ref().is_some_and(|peer| {
+            peer.peer_info()
+                .is_some_and(|info| info.protocol_version.as_str() < FIRST_MODERN_REVISION)
+        })
+    }
+
+    /// If `line` is a `tools/call` this path answers, a future that runs it
+    /// and yields the whole answer line (newline included); otherwise `None`
+    /// and the line goes to rmcp as before.
+    pub fn quick_call(
+        &self,
+        line: &[u8],
+    ) -> Option<impl std::future::Future<Output = Vec<u8>> + Send + 'static> {
+        // A cheap look first: most lines that are not calls never get parsed.
+        if !contains(line, b"\"tools/call\"") || !self.quick_path_open() {
+            return None;
+        }
+        let call: Call = serde_json::from_slice(line).ok()?;
+        if call.method != "tools/call" {
+            return None;
+        }
+        let server = self.clone();
+        Some(async move {
+            let params = call.params;
+            let args = params.arguments.unwrap_or_default();
+            let context = CallContext::from_fields(None, params.meta.as_ref(), &args);
+            let result = server.run_tool(&params.name, &args, context).await;
+            legacy_answer_line(call.id, result)
+        })
+    }
+}
+
+/// A tool call's answer as rmcp writes it to a peer on a revision before
+/// 2026-07-28: no `resultType`, no non-object structured output.
+fn legacy_answer_line(
+    id: RequestId,
+    result: Result<rmcp::model::CallToolResult, McpError>,
+) -> Vec<u8> {
+    let message = match result {
+        Ok(result) => {
+            let mut result = ServerResult::CallToolResult(result);
+            result.strip_result_type_for_legacy_peer();
+            result.strip_non_object_output_for_legacy_peer();
+            TxJsonRpcMessage::<RoleServer>::response(result, id)
+        }
+        Err(error) => TxJsonRpcMessage::<RoleServer>::error(error, Some(id)),
+    };
+    // Serializing rmcp's own message types cannot fail (no maps with
+    // non-string keys); the fallback keeps the JSON-RPC contract anyway.
+    let mut line = serde_json::to_vec(&message).unwrap_or_else(|e| {
+        format!(r#"{{"jsonrpc":"2.0","id":null,"error":{{"code":-32603,"message":"{e}"}}}}"#)
+            .into_bytes()
+    });
+    line.push(b'\n');
+    line
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use muster_core::api::ErrorDetail;
+    use muster_core::link::{JsonText, Op};
+    use rmcp::model::{CallToolResult, ContentBlock};
+    use serde_json::{json, Value};
+
+    struct Echo;
+
+    impl Executor for Echo {
+        async fn execute(&self, op: Op, call: CallContext) -> Result<JsonText, ErrorDetail> {
+            match op {
+                Op::Whoami => Ok(JsonText::from_value(&json!({
+                    "meta": call.meta_session, "arg": call.arg_session
+                }))),
+                _ => Err(ErrorDetail {
+                    code: "refused".into(),
+                    message: "no such luck".into(),
+                    matches: Vec::new(),
+                }),
+            }
+        }
+    }
+
+    fn server() -> McpServer<Echo> {
+        McpServer::new(std::sync::Arc::new(Echo))
+    }
+
+    #[test]
+    fn nothing_is_answered_before_a_classic_handshake() {
+        let line = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"whoami"}}"#;
+        assert!(server().quick_call(line).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_call_is_read_with_its_session_fields() {
+        let line = br#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"whoami","arguments":{"_session_id":"s-arg"},"_meta":{"sessionId":"s-meta"}}}"#;
+        let call: Call = serde_json::from_slice(line).unwrap();
+        let args = call.params.arguments.clone().unwrap_or_default();
+        let context = CallContext::from_fields(None, call.params.meta.as_ref(), &args);
+        assert_eq!(context.meta_session.as_deref(), Some("s-meta"));
+        assert_eq!(context.arg_session.as_deref(), Some("s-arg"));
+        let result = server().run_tool("whoami", &args, context).await;
+        let answer: Value = serde_json::from_slice(&legacy_answer_line(call.id, result)).unwrap();
+        assert_eq!(answer["id"], 7);
+        assert_eq!(
+            answer["result"]["content"][0]["text"],
+            r#"{"meta":"s-meta","arg":"s-arg"}"#
+        );
+        assert!(answer["result"].get("resultType").is_none());
+    }
+
+    #[test]
+    fn answers_match_what_rmcp_writes_for_a_legacy_peer() {
+        // What the slow path's handler returns, shaped as rmcp's server
+        // handler shapes it for a pre-2026-07-28 peer, then serialized.
+        let slow = |result: CallToolResult, id: i64| {
+            let mut result = ServerResult::CallToolResult(result);
+            result.strip_result_type_for_legacy_peer();
+            result.strip_non_object_output_for_legacy_peer();
+            let mut line = serde_json::to_vec(&TxJsonRpcMessage::<RoleServer>::response(
+                result,
+                RequestId::Number(id),
+            ))
+            .unwrap();
+            line.push(b'\n');
+            line
+        };
+        let ok = CallToolResult::success(vec![ContentBlock::text("{\"x\":1}")]);
+        assert_eq!(
+            legacy_answer_line(RequestId::Number(3), Ok(ok.clone())),
+            slow(ok, 3)
+        );
+        let failed = CallToolResult::error(vec![ContentBlock::text("no")]);
+        assert_eq!(
+            legacy_answer_line(RequestId::Number(4), Ok(failed.clone())),
+            slow(failed, 4)
+        );
+        let text = String::from_utf8(legacy_answer_line(
+            RequestId::String("q".into()),
+            Err(McpError::invalid_params("bad", None)),
+        ))
+        .unwrap();
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["id"], "q");
+        assert_eq!(v["error"]["code"], -32602);
+        assert_eq!(v["error"]["message"], "bad");
+    }
+
+    #[test]
+    fn lines_that_are_not_calls_are_left_to_rmcp() {
+        assert!(!contains(br#"{"method":"tools/list"}"#, b"\"tools/call\""));
+        let notification: Result<Call, _> = serde_json::from_slice(
+            br#"{"jsonrpc":"2.0","method":"tools/call","params":{"name":"x"}}"#,
+        );
+        assert!(
+            notification.is_err(),
+            "a call without an id is rmcp's to refuse"
+        );
+    }
+}
