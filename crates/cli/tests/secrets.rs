@@ -77,6 +77,32 @@ fn an_older_open_data_directory_is_tightened() {
     assert_eq!(modes(&dir), expected());
 }
 
+// Proves `muster install`, when it is the first to need the data directory (for its install record), creates it 0700 as the daemon does.
+#[test]
+fn install_creates_the_data_directory_private() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (home, project) = (tmp.path().join("home"), tmp.path().join("project"));
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::create_dir_all(&project).unwrap();
+    let out = Command::new(BIN)
+        .args(["install", "claude", "--project"])
+        .arg(&project)
+        .env("HOME", &home)
+        .env("XDG_STATE_HOME", tmp.path().join("state"))
+        .env("XDG_CONFIG_HOME", tmp.path().join("config"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let data = tmp.path().join("state/muster");
+    assert!(data.join("installs.json").is_file());
+    assert_eq!(mode(&data), 0o700);
+    assert_eq!(mode(&tmp.path().join("state")), 0o700);
+}
+
 const TOKEN: &str = "tok-7f3a9c2e-never-print-me";
 
 /// Asserts `text` (what `what` printed or answered) holds no trace of the token.

@@ -131,6 +131,7 @@ fn execute(args: &InstallArgs, env: &Env) -> Result<Report, Failure> {
                 "cannot tell where to keep the install record: set HOME or XDG_STATE_HOME".into(),
             )
         })?;
+    let manifest_dir = manifest.parent().map(Path::to_path_buf);
     let action = if args.uninstall {
         Action::Uninstall
     } else {
@@ -147,6 +148,15 @@ fn execute(args: &InstallArgs, env: &Env) -> Result<Report, Failure> {
     let mut report = if args.dry_run {
         plan.report()
     } else {
+        // The install record goes in the data directory: make it as the daemon
+        // does, only its owner's (0700), if this install is the first to need it.
+        if let Some(dir) = manifest_dir {
+            let mut builder = std::fs::DirBuilder::new();
+            builder.recursive(true);
+            #[cfg(unix)]
+            std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+            let _ = builder.create(dir);
+        }
         plan.apply()?
     };
     if let (Action::Install, Some(url)) = (action, &env.muster_url) {
