@@ -117,6 +117,47 @@ async fn tx_rows<T>(
     rows(tx.client(), &tx.statement_cache, sql, &[], read).await
 }
 
+fn room_from(r: &Row) -> Result<Room, StoreError> {
+    Ok(Room {
+        name: get(r, 0)?,
+        created_by: get(r, 1)?,
+        created_at: get(r, 2)?,
+    })
+}
+
+fn membership_from(r: &Row) -> Result<Membership, StoreError> {
+    Ok(Membership {
+        room: get(r, 0)?,
+        session_id: get(r, 1)?,
+        joined_at: get(r, 2)?,
+    })
+}
+
+/// A message's columns, then its delivery's recipient, state and time.
+fn unread_from(r: &Row) -> Result<(Message, Delivery), StoreError> {
+    let message = message_from(r)?;
+    let delivery = Delivery {
+        message_id: message.id.clone(),
+        recipient: get(r, 8)?,
+        state: state_from(get(r, 9)?)?,
+        updated_at: get(r, 10)?,
+    };
+    Ok((message, delivery))
+}
+
+fn reservation_from(r: &Row) -> Result<Reservation, StoreError> {
+    Ok(Reservation {
+        id: get(r, 0)?,
+        session_id: get(r, 1)?,
+        root: get(r, 2)?,
+        pattern: get(r, 3)?,
+        exclusive: get(r, 4)?,
+        reason: get(r, 5)?,
+        created_at: get(r, 6)?,
+        expires_at: get(r, 7)?,
+    })
+}
+
 /// Everything the daemon loads, in one repeatable-read transaction: every
 /// query sees the same commit, so no batch lands half in the snapshot.
 pub async fn load(client: &mut ClientWrapper) -> Result<Snapshot, StoreError> {
@@ -136,25 +177,13 @@ pub async fn load(client: &mut ClientWrapper) -> Result<Snapshot, StoreError> {
     let rooms = tx_rows(
         &tx,
         "SELECT name, created_by, created_at FROM rooms ORDER BY name",
-        |r| {
-            Ok(Room {
-                name: get(r, 0)?,
-                created_by: get(r, 1)?,
-                created_at: get(r, 2)?,
-            })
-        },
+        room_from,
     )
     .await?;
     let memberships = tx_rows(
         &tx,
         "SELECT room, session_id, joined_at FROM memberships ORDER BY room, joined_at, session_id",
-        |r| {
-            Ok(Membership {
-                room: get(r, 0)?,
-                session_id: get(r, 1)?,
-                joined_at: get(r, 2)?,
-            })
-        },
+        membership_from,
     )
     .await?;
     let unread = tx_rows(
@@ -164,34 +193,14 @@ pub async fn load(client: &mut ClientWrapper) -> Result<Snapshot, StoreError> {
              FROM deliveries d JOIN messages m ON m.id = d.message_id
              WHERE d.state < 2 ORDER BY m.id, d.recipient"
         ),
-        |r| {
-            let message = message_from(r)?;
-            let delivery = Delivery {
-                message_id: message.id.clone(),
-                recipient: get(r, 8)?,
-                state: state_from(get(r, 9)?)?,
-                updated_at: get(r, 10)?,
-            };
-            Ok((message, delivery))
-        },
+        unread_from,
     )
     .await?;
     let reservations = tx_rows(
         &tx,
         "SELECT id, session_id, root, pattern, exclusive, reason, created_at, expires_at
          FROM reservations ORDER BY created_at, id",
-        |r| {
-            Ok(Reservation {
-                id: get(r, 0)?,
-                session_id: get(r, 1)?,
-                root: get(r, 2)?,
-                pattern: get(r, 3)?,
-                exclusive: get(r, 4)?,
-                reason: get(r, 5)?,
-                created_at: get(r, 6)?,
-                expires_at: get(r, 7)?,
-            })
-        },
+        reservation_from,
     )
     .await?;
     tx.commit().await.map_err(db_error)?;

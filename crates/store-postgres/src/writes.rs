@@ -4,7 +4,7 @@
 //! (`batch.rs`); both run exactly these.
 
 use deadpool_postgres::Transaction;
-use muster_core::{DeliveryState, Millis, Target};
+use muster_core::{Delivery, DeliveryState, Message, Millis, Reservation, Session, Target};
 use muster_store::{Change, PruneReport};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Error;
@@ -83,70 +83,19 @@ const PUT_RESERVATION: &str = "INSERT INTO reservations
 /// Appends the statements that make `change`, in the order they must run.
 pub fn plan(change: &Change, out: &mut Vec<Stmt>) {
     match change {
-        Change::PutSession(s) => out.push(stmt(
-            PUT_SESSION,
-            params![
-                s.id.clone(),
-                s.nickname.clone(),
-                s.harness.clone(),
-                s.host.clone(),
-                s.operator.clone(),
-                s.pid.map(i64::from),
-                s.cwd.clone(),
-                s.project.clone(),
-                s.branch.clone(),
-                s.status.clone(),
-                s.activity.as_str(),
-                s.last_tool.clone(),
-                s.can_push,
-                s.link.as_str(),
-                s.connected_at,
-                s.last_seen_at,
-                s.left_at,
-            ],
-        )),
+        Change::PutSession(s) => out.push(put_session(s)),
         Change::TouchSession { id, last_seen_at } => out.push(stmt(
             "UPDATE sessions SET last_seen_at = GREATEST(last_seen_at, $2) WHERE id = $1",
             params![id.clone(), *last_seen_at],
         )),
         Change::ForgetSession { id } => forget_sessions(vec![id.clone()], out),
         Change::PutMessage {
-            message: m,
+            message,
             deliveries,
         } => {
-            let (kind, target) = target_parts(&m.to);
-            out.push(stmt(
-                PUT_MESSAGE,
-                params![
-                    m.id.clone(),
-                    m.from.clone(),
-                    m.from_nickname.clone(),
-                    kind,
-                    target.to_string(),
-                    m.reply_to.clone(),
-                    m.body.clone(),
-                    m.sent_at,
-                ],
-            ));
+            out.push(put_message(message));
             if !deliveries.is_empty() {
-                let column = |f: fn(&muster_core::Delivery) -> String| -> Vec<String> {
-                    deliveries.iter().map(f).collect()
-                };
-                out.push(stmt(
-                    PUT_DELIVERIES,
-                    params![
-                        column(|d| d.recipient.clone()),
-                        column(|d| d.message_id.clone()),
-                        deliveries
-                            .iter()
-                            .map(|d| state_code(d.state))
-                            .collect::<Vec<i32>>(),
-                        deliveries
-                            .iter()
-                            .map(|d| d.updated_at)
-                            .collect::<Vec<Millis>>(),
-                    ],
-                ));
+                out.push(put_deliveries(deliveries));
             }
         }
         Change::AdvanceDelivery {
@@ -187,19 +136,7 @@ pub fn plan(change: &Change, out: &mut Vec<Stmt>) {
             "DELETE FROM memberships WHERE room = $1 AND session_id = $2",
             params![room.clone(), session_id.clone()],
         )),
-        Change::PutReservation(r) => out.push(stmt(
-            PUT_RESERVATION,
-            params![
-                r.id.clone(),
-                r.session_id.clone(),
-                r.root.clone(),
-                r.pattern.clone(),
-                r.exclusive,
-                r.reason.clone(),
-                r.created_at,
-                r.expires_at,
-            ],
-        )),
+        Change::PutReservation(r) => out.push(put_reservation(r)),
         Change::DeleteReservation { id } => out.push(stmt(
             "DELETE FROM reservations WHERE id = $1",
             params![id.clone()],
@@ -209,6 +146,83 @@ pub fn plan(change: &Change, out: &mut Vec<Stmt>) {
             params![session_id.clone()],
         )),
     }
+}
+
+/// Upserts a session's whole record.
+fn put_session(s: &Session) -> Stmt {
+    stmt(
+        PUT_SESSION,
+        params![
+            s.id.clone(),
+            s.nickname.clone(),
+            s.harness.clone(),
+            s.host.clone(),
+            s.operator.clone(),
+            s.pid.map(i64::from),
+            s.cwd.clone(),
+            s.project.clone(),
+            s.branch.clone(),
+            s.status.clone(),
+            s.activity.as_str(),
+            s.last_tool.clone(),
+            s.can_push,
+            s.link.as_str(),
+            s.connected_at,
+            s.last_seen_at,
+            s.left_at,
+        ],
+    )
+}
+
+fn put_message(m: &Message) -> Stmt {
+    let (kind, target) = target_parts(&m.to);
+    stmt(
+        PUT_MESSAGE,
+        params![
+            m.id.clone(),
+            m.from.clone(),
+            m.from_nickname.clone(),
+            kind,
+            target.to_string(),
+            m.reply_to.clone(),
+            m.body.clone(),
+            m.sent_at,
+        ],
+    )
+}
+
+/// Every recipient's delivery record, as one statement over arrays.
+fn put_deliveries(deliveries: &[Delivery]) -> Stmt {
+    let texts = |f: fn(&Delivery) -> &String| -> Vec<String> {
+        deliveries.iter().map(|d| f(d).clone()).collect()
+    };
+    let states: Vec<i32> = deliveries.iter().map(|d| state_code(d.state)).collect();
+    let updated: Vec<Millis> = deliveries.iter().map(|d| d.updated_at).collect();
+    stmt(
+        PUT_DELIVERIES,
+        params![
+            texts(|d| &d.recipient),
+            texts(|d| &d.message_id),
+            states,
+            updated
+        ],
+    )
+}
+
+fn put_reservation(r: &Reservation) -> Stmt {
+    stmt(
+        PUT_RESERVATION,
+        params![
+            r.id.clone(),
+            r.session_id.clone(),
+            r.root.clone(),
+            r.pattern.clone(),
+            r.exclusive,
+            r.reason.clone(),
+            r.created_at,
+            r.expires_at,
+        ],
+    )
 }
 
 /// Forgets sessions and their memberships (their deliveries stay).
