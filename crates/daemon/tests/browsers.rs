@@ -411,6 +411,16 @@ async fn the_daemon_s_own_origin_works() {
     )
     .await;
     assert_eq!(got.0, 200, "DELETE: {}", got.1);
+    // The dashboard page itself (static; it reveals nothing) may be followed from a link anywhere.
+    let resp = d
+        .client
+        .get(format!("{}/", d.url))
+        .header("sec-fetch-site", "cross-site")
+        .header("sec-fetch-mode", "navigate")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
     let mut req = format!("ws://{}/ws", d.daemon.addr)
         .into_client_request()
         .unwrap();
