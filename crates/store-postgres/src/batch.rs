@@ -16,7 +16,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::Poll;
 
-use deadpool_postgres::{Pool, Transaction};
+use deadpool_postgres::{Object, Pool, Transaction};
 use muster_core::Millis;
 use muster_store::{Change, PruneReport, StoreError};
 use tokio::sync::{mpsc, oneshot};
@@ -43,8 +43,11 @@ pub enum Job {
 /// sender is gone and the queue is drained.
 pub async fn writer_loop(pool: Pool, mut jobs: mpsc::UnboundedReceiver<Job>) {
     let mut batch = Vec::new();
+    // The writer keeps one connection (readers never make it wait for one),
+    // and takes a new one after a batch whose transaction failed.
+    let mut connection = None;
     while jobs.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        run_batch(&pool, std::mem::take(&mut batch)).await;
+        run_batch(&pool, &mut connection, std::mem::take(&mut batch)).await;
         // The senders just answered are runnable now; letting them run
         // first lets their next requests join the next batch instead of
         // waiting a whole commit for the one after.
@@ -55,10 +58,11 @@ pub async fn writer_loop(pool: Pool, mut jobs: mpsc::UnboundedReceiver<Job>) {
 type JobResult = Result<Option<PruneReport>, StoreError>;
 
 /// Runs a batch and answers every job, only after the commit.
-async fn run_batch(pool: &Pool, batch: Vec<Job>) {
-    let results = match write_batch(pool, &batch).await {
+async fn run_batch(pool: &Pool, connection: &mut Option<Object>, batch: Vec<Job>) {
+    let results = match write_batch(pool, connection, &batch).await {
         Ok(results) => results,
         Err(e) => {
+            *connection = None;
             tracing::error!("store commit failed: {e}");
             batch
                 .iter()
@@ -107,11 +111,22 @@ fn work_of(job: &Job) -> Work {
 
 /// The batch's transaction: one result per job, or the error that kept the
 /// whole batch out (no connection, or the commit failed).
-async fn write_batch(pool: &Pool, batch: &[Job]) -> Result<Vec<JobResult>, String> {
-    let mut client = pool.get().await.map_err(|e| match e {
-        deadpool_postgres::PoolError::Backend(e) => errors::text(&e),
-        other => other.to_string(),
-    })?;
+async fn write_batch(
+    pool: &Pool,
+    connection: &mut Option<Object>,
+    batch: &[Job],
+) -> Result<Vec<JobResult>, String> {
+    if connection.as_ref().is_some_and(|c| c.is_closed()) {
+        // The server ended it while the writer was idle.
+        *connection = None;
+    }
+    let client = match connection {
+        Some(client) => client,
+        None => connection.insert(pool.get().await.map_err(|e| match e {
+            deadpool_postgres::PoolError::Backend(e) => errors::text(&e),
+            other => other.to_string(),
+        })?),
+    };
     let work: Vec<Work> = batch.iter().map(work_of).collect();
     let statements: Option<Vec<&Stmt>> = work
         .iter()
@@ -137,7 +152,7 @@ async fn write_batch(pool: &Pool, batch: &[Job]) -> Result<Vec<JobResult>, Strin
             }
         }
     }
-    one_by_one(&mut client, &work).await
+    one_by_one(client, &work).await
 }
 
 /// Runs the statements in order, all sent before the first answer is
@@ -194,10 +209,7 @@ async fn pipelined(
 }
 
 /// Runs each job in its own savepoint: one that fails rolls back alone.
-async fn one_by_one(
-    client: &mut deadpool_postgres::Object,
-    work: &[Work],
-) -> Result<Vec<JobResult>, String> {
+async fn one_by_one(client: &mut Object, work: &[Work]) -> Result<Vec<JobResult>, String> {
     let mut tx = client.transaction().await.map_err(|e| errors::text(&e))?;
     let mut results = Vec::with_capacity(work.len());
     for w in work {

@@ -62,6 +62,8 @@ impl std::error::Error for Failure {}
 pub enum ConnectError {
     #[error("invalid PostgreSQL URL: {0}; write it as postgres://user@host:port/database")]
     BadUrl(String),
+    #[error("the --store URL asks for TLS (sslmode=require), which this muster cannot speak to PostgreSQL yet: drop sslmode=require, or reach the server over loopback or a tunnel")]
+    TlsUnsupported,
     #[error("cannot reach PostgreSQL at {server}: {cause}. Is the server running and listening there? Start it (for example `pg_ctlcluster <version> main start`) or fix the --store URL")]
     Unreachable { server: String, cause: String },
     #[error("PostgreSQL at {server} has no database {database:?}: create it (`{create}`) or name another in the --store URL")]

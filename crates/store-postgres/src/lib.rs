@@ -31,7 +31,7 @@ use muster_store::{
     Change, Commit, InboxEntry, InboxQuery, PruneReport, Snapshot, Store, StoreError,
 };
 use tokio::sync::{mpsc, oneshot};
-use tokio_postgres::config::Host;
+use tokio_postgres::config::{Host, SslMode};
 use tokio_postgres::NoTls;
 
 pub use errors::ConnectError;
@@ -57,6 +57,9 @@ fn config_from(url: &str) -> Result<(tokio_postgres::Config, errors::Target), Co
     let mut config: tokio_postgres::Config = url
         .parse()
         .map_err(|e| ConnectError::BadUrl(errors::text(&e)))?;
+    if config.get_ssl_mode() == SslMode::Require {
+        return Err(ConnectError::TlsUnsupported);
+    }
     if config.get_hosts().is_empty() && config.get_hostaddrs().is_empty() {
         config.host("localhost");
     }

@@ -578,3 +578,19 @@ async fn connections_ended_by_the_server_are_replaced() {
         .collect();
     assert_eq!(ids, ["alice", "bob"]);
 }
+
+// Proves a URL that asks for TLS is refused with what to do, since this
+// store speaks to PostgreSQL without it.
+#[tokio::test]
+async fn a_url_requiring_tls_is_refused_with_what_to_do() {
+    let e = PostgresStore::open(&format!("{}/postgres?sslmode=require", server()))
+        .await
+        .err()
+        .expect("TLS is not available");
+    let text = connect_error_text(e);
+    assert!(text.contains("sslmode=require"), "{text}");
+    assert!(
+        text.contains("drop sslmode=require"),
+        "says what to do: {text}"
+    );
+}
