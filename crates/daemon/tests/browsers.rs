@@ -432,3 +432,38 @@ async fn the_daemon_s_own_origin_works() {
     drop(socket);
     d.stop().await;
 }
+
+// Proves a request whose Host is not loopback (a DNS-rebinding page: evil.example resolved to 127.0.0.1) is refused, even with its own Origin.
+#[tokio::test]
+async fn a_rebound_host_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (d, _root) = daemon_with_victim(&tmp).await;
+    let before = snapshot(&d).await;
+    let host = format!("evil.example:{}", d.daemon.addr.port());
+    let origin = format!("http://{host}");
+    for (method, path, body) in [
+        (Method::GET, "/api/v1/inbox?as=victim", None),
+        (Method::GET, "/", None),
+        (
+            Method::POST,
+            "/api/v1/messages",
+            Some(json!({"to": "victim", "body": "rebound"}).to_string()),
+        ),
+    ] {
+        let got = send(
+            &d,
+            method.clone(),
+            path,
+            &[
+                ("host", host.as_str()),
+                ("origin", origin.as_str()),
+                ("content-type", "application/json"),
+            ],
+            body,
+        )
+        .await;
+        assert_refused(&format!("{method} {path}"), got, 403, "forbidden_host");
+    }
+    assert_eq!(snapshot(&d).await, before);
+    d.stop().await;
+}
