@@ -191,3 +191,60 @@ fn unreachable_postgres_is_a_clear_error() {
     );
     assert!(!stderr.contains("hunter2"), "never the password: {stderr}");
 }
+
+// Proves the store can be named by MUSTER_STORE instead of the command
+// line (where other users could read a password), and that `serve --help`
+// does not show its value.
+#[test]
+fn muster_store_names_the_database_and_help_hides_it() {
+    use std::io::{BufRead, BufReader};
+    let db = FreshDatabase::new();
+    let url = db
+        .url()
+        .replacen("postgres@", "postgres:not-checked-by-trust@", 1);
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
+        .arg(tmp.path())
+        .env("MUSTER_STORE", &url)
+        .env("RUST_LOG", "warn")
+        .env_remove("MUSTER_TOKEN")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn muster serve");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let base = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no URL in {line:?}"))
+        .to_string();
+    assert!(
+        !line.contains("not-checked-by-trust"),
+        "the listening line shows no password: {line}"
+    );
+    let status: serde_json::Value = http()
+        .get(format!("{base}/api/v1/status"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(
+        status["store"],
+        format!("postgres://127.0.0.1:5432/{}", db.name)
+    );
+
+    let help = Command::new(BIN)
+        .args(["serve", "--help"])
+        .env("MUSTER_STORE", &url)
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("MUSTER_STORE"), "{help}");
+    assert!(!help.contains("not-checked-by-trust"), "{help}");
+}

@@ -25,8 +25,17 @@ pub struct ServeArgs {
     #[arg(long, env = "MUSTER_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
 
-    /// Store: `sqlite` (one file in the data dir) or a postgres://… URL
-    #[arg(long, default_value = "sqlite", value_parser = parse_store, value_name = "STORE")]
+    /// Store: `sqlite` (one file in the data dir) or a postgres://… URL;
+    /// a URL with a password is better given as MUSTER_STORE, which other
+    /// users cannot read the way they can read a command line
+    #[arg(
+        long,
+        env = "MUSTER_STORE",
+        hide_env_values = true,
+        default_value = "sqlite",
+        value_parser = parse_store,
+        value_name = "STORE"
+    )]
     pub store: StoreArg,
 
     /// Grace window after a session's shim link drops, before it leaves the roster
