@@ -177,11 +177,16 @@ async fn pipelined(
         .collect();
     let mut first_error = None;
     let mut sent = false;
+    // Every future before this one has its answer.
+    let mut oldest = 0;
     // The first poll of each future sends its statement: the first pass
     // polls them all, in order. After that answers come back in order, so
     // a pass stops at the first one still waiting.
     std::future::poll_fn(|cx| {
-        for slot in pending.iter_mut() {
+        while pending.get(oldest).is_some_and(Option::is_none) {
+            oldest += 1;
+        }
+        for slot in pending[oldest..].iter_mut() {
             let Some(execute) = slot else { continue };
             match execute.as_mut().poll(cx) {
                 Poll::Ready(result) => {
@@ -194,7 +199,7 @@ async fn pipelined(
                 Poll::Pending => {}
             }
         }
-        if pending.iter().all(Option::is_none) {
+        if pending[oldest..].iter().all(Option::is_none) {
             Poll::Ready(())
         } else {
             sent = true;
