@@ -426,3 +426,78 @@ fn server_discover_is_refused_only_by_a_shim_that_pushes() {
         let _ = child.wait();
     }
 }
+
+/// A counter from /metrics, by its whole name with labels.
+fn metric(d: &TestDaemon, name: &str) -> u64 {
+    let text = http()
+        .get(format!("{}/metrics", d.url))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {name} in /metrics"))
+        .parse()
+        .unwrap()
+}
+
+// Proves the link's transport choice: a shim of a loopback daemon links over
+// the daemon's Unix socket (in a directory only this user can enter, the
+// file 0600), a shim told MUSTER_UNIX_SOCKET=off links over TCP, both work,
+// and the socket file goes when the daemon stops.
+#[cfg(unix)]
+#[test]
+fn a_shim_links_over_the_unix_socket_and_over_tcp_when_told_to() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let mut d = TestDaemon::start(&[]);
+    let port = d.url.rsplit(':').next().unwrap().to_string();
+    let runtime = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(std::path::PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .unwrap_or_else(std::env::temp_dir);
+    // SAFETY: getuid(2) cannot fail and touches no memory.
+    let uid = unsafe { libc::getuid() };
+    let dir = runtime.join(format!("muster-{uid}"));
+    let socket = dir.join(format!("{port}.sock"));
+    let meta = std::fs::metadata(&dir).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o700);
+    assert_eq!(meta.uid(), uid);
+    assert_eq!(
+        std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert_eq!(metric(&d, "muster_connections_total{listener=\"unix\"}"), 0);
+
+    let mut over_unix = shim(&d, "70000000-0000-4000-8000-0000000000a1");
+    wait_until(Duration::from_secs(5), || links(&d) == 1).expect("the first shim linked");
+    assert_eq!(metric(&d, "muster_connections_total{listener=\"unix\"}"), 1);
+
+    let mut over_tcp = muster_cmd(&d.url)
+        .arg("mcp")
+        .env("MUSTER_SESSION_ID", "70000000-0000-4000-8000-0000000000a2")
+        .env("MUSTER_UNIX_SOCKET", "off")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(5), || links(&d) == 2).expect("the second shim linked");
+    assert_eq!(
+        metric(&d, "muster_connections_total{listener=\"unix\"}"),
+        1,
+        "MUSTER_UNIX_SOCKET=off links over TCP"
+    );
+    // Both links count as live sessions.
+    let roster = d.muster_json(&["roster", "--json"]);
+    assert_eq!(roster["sessions"].as_array().unwrap().len(), 2, "{roster}");
+
+    for shim in [&mut over_unix, &mut over_tcp] {
+        drop(shim.stdin.take());
+        let _ = shim.wait();
+    }
+    assert!(
+        d.terminate(Duration::from_secs(10)),
+        "the daemon stops cleanly"
+    );
+    assert!(!socket.exists(), "the socket file goes with the daemon");
+}

@@ -23,6 +23,7 @@ mod routes;
 mod state;
 mod surfacing;
 mod tasks;
+pub mod unix_socket;
 mod wake;
 
 use std::net::SocketAddr;
@@ -76,6 +77,9 @@ pub struct Config {
     /// What the daemon reads the time from and sleeps on: the system's
     /// clocks, or a test's [`ManualClock`].
     pub clock: Clock,
+    /// Where to serve a Unix socket beside the port (see [`unix_socket`]);
+    /// `None`: TCP only.
+    pub unix_socket_dir: Option<PathBuf>,
 }
 
 impl Config {
@@ -96,6 +100,7 @@ impl Config {
             collision_window: Duration::from_secs(600),
             wake_cooldown: Duration::from_millis(muster_core::wake::DEFAULT_COOLDOWN_MS as u64),
             clock: Clock::system(),
+            unix_socket_dir: None,
         }
     }
 }
@@ -196,20 +201,25 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
         .with_context(|| format!("cannot listen on {}", config.bind))?;
     let addr = listener.local_addr()?;
     check_bind(&addr, &config.token)?;
+    let unix = bind_unix_socket(&config, &addr);
     let hub = Hub::load(config, store, store_desc).await?;
     let app = routes::router(hub.clone());
     let (shutdown, mut stop_rx) = watch::channel(false);
     let background = tasks::spawn(hub.clone(), shutdown.subscribe());
     // The listener is up: shims can re-link from now on, so the sweeper may decide.
     hub.mark_links_known();
+    let unix_task = unix.map(|bound| serve_unix(bound, app.clone(), &hub, shutdown.subscribe()));
     // Every accepted socket sends small frames at once: with Nagle on, a push
     // written after another still-unacknowledged frame waited for the peer's
     // delayed ACK (a 40 ms step on the reply path).
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!("cannot set TCP_NODELAY on an accepted socket: {e}");
-        }
-    });
+    let tap_hub = hub.clone();
+    let listener =
+        axum::serve::ListenerExt::tap_io(listener, move |tcp: &mut tokio::net::TcpStream| {
+            tap_hub.metrics.tcp_connections.inc();
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!("cannot set TCP_NODELAY on an accepted socket: {e}");
+            }
+        });
     let task = tokio::spawn(async move {
         let served = axum::serve(
             listener,
@@ -219,6 +229,10 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
             let _ = stop_rx.wait_for(|stop| *stop).await;
         })
         .await;
+        if let Some(unix) = unix_task {
+            // Its socket file is removed as it ends.
+            let _ = unix.await;
+        }
         background.abort();
         served.context("server failed")
     });
@@ -228,6 +242,74 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
         shutdown,
         task,
     })
+}
+
+#[cfg(unix)]
+type BoundUnix = (tokio::net::UnixListener, unix_socket::SocketFile);
+#[cfg(not(unix))]
+type BoundUnix = std::convert::Infallible;
+
+/// The Unix socket beside a loopback port, when the config asks for one.
+/// Failing to bind it is no failure of the daemon: clients use TCP.
+fn bind_unix_socket(config: &Config, addr: &SocketAddr) -> Option<BoundUnix> {
+    let dir = config.unix_socket_dir.as_deref()?;
+    if !addr.ip().is_loopback() {
+        return None;
+    }
+    #[cfg(unix)]
+    {
+        match unix_socket::bind(dir, addr.port()) {
+            Ok(bound) => {
+                tracing::info!(socket = %bound.1.path().display(), "serving the Unix socket too");
+                Some(bound)
+            }
+            Err(e) => {
+                tracing::warn!("serving TCP only: {e}");
+                None
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        None
+    }
+}
+
+/// Serves the routes on the Unix socket until shutdown, then removes it.
+#[cfg(unix)]
+fn serve_unix(
+    (listener, file): BoundUnix,
+    app: axum::Router,
+    hub: &Arc<Hub>,
+    mut stop_rx: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    let hub = hub.clone();
+    let listener =
+        axum::serve::ListenerExt::tap_io(listener, move |_: &mut tokio::net::UnixStream| {
+            hub.metrics.unix_connections.inc();
+        });
+    tokio::spawn(async move {
+        let served = axum::serve(listener, app.into_make_service())
+            .with_graceful_shutdown(async move {
+                let _ = stop_rx.wait_for(|stop| *stop).await;
+            })
+            .await;
+        if let Err(e) = served {
+            tracing::warn!("the Unix socket {} stopped: {e}", file.path().display());
+        }
+        drop(file);
+    })
+}
+
+#[cfg(not(unix))]
+fn serve_unix(
+    bound: BoundUnix,
+    _: axum::Router,
+    _: &Arc<Hub>,
+    _: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    match bound {}
 }
 
 /// Runs the daemon until Ctrl-C or SIGTERM.

@@ -86,6 +86,9 @@ pub struct Metrics {
     pub sweeps: Counter,
     /// `wait_for_message` calls waiting for mail now.
     pub mail_waits: InProgress,
+    /// Connections accepted, by listener.
+    pub tcp_connections: Counter,
+    pub unix_connections: Counter,
     swept_link_lost: Counter,
     swept_hook_backstop: Counter,
     hooks: [Histogram; HookEvent::ALL.len()],
@@ -176,6 +179,14 @@ impl Metrics {
             "muster_sessions_left_total",
             "Sessions that left the roster.",
             &[("", self.sessions_left.get())],
+        );
+        counter(
+            "muster_connections_total",
+            "Connections accepted, by listener (links prefer the Unix socket).",
+            &[
+                ("{listener=\"tcp\"}", self.tcp_connections.get()),
+                ("{listener=\"unix\"}", self.unix_connections.get()),
+            ],
         );
         counter(
             "muster_sweeps_total",

@@ -82,6 +82,12 @@ pub struct ServeArgs {
     /// for when it ends
     #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DUR")]
     pub wake_cooldown: Duration,
+
+    /// Also serve a Unix socket for local clients, in a directory only you
+    /// can enter ($XDG_RUNTIME_DIR, else the temp directory:
+    /// muster-<uid>/<port>.sock); shims link over it, cheaper than TCP
+    #[arg(long, env = "MUSTER_UNIX_SOCKET", default_value = "on", value_parser = ["on", "off"], value_name = "on|off")]
+    pub unix_socket: String,
 }
 
 /// Which store `serve` opens, as written on the command line.
@@ -103,6 +109,16 @@ pub fn parse_store(text: &str) -> Result<StoreArg, String> {
             "unknown store {text:?}: use `sqlite` or a postgres://user@host/db URL"
         ))
     }
+}
+
+/// Where the daemon's Unix socket goes, unless it is turned off.
+fn unix_socket_dir(setting: &str) -> Option<PathBuf> {
+    #[cfg(unix)]
+    if setting == "on" {
+        return Some(muster_daemon::unix_socket::default_dir());
+    }
+    let _ = setting;
+    None
 }
 
 pub fn run(args: ServeArgs, env: &Env) -> i32 {
@@ -138,6 +154,7 @@ pub fn run(args: ServeArgs, env: &Env) -> i32 {
         collision_window: args.collision_window,
         wake_cooldown: args.wake_cooldown,
         clock: muster_daemon::Clock::system(),
+        unix_socket_dir: unix_socket_dir(&args.unix_socket),
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -3,6 +3,7 @@
 //! and re-links with exponential backoff and jitter whenever the link drops.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::{SinkExt, StreamExt};
@@ -13,6 +14,7 @@ use muster_core::link::{
 use muster_core::Message;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite::http::Uri;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
@@ -111,9 +113,18 @@ async fn run(
     mut commands: mpsc::Receiver<Command>,
     pushes: mpsc::Sender<Message>,
 ) {
+    let socket = unix_socket_for(&ws_url);
     let mut attempt = 0;
     loop {
-        match session(&ws_url, &mut hello, &mut commands, &pushes).await {
+        match session(
+            &ws_url,
+            socket.as_deref(),
+            &mut hello,
+            &mut commands,
+            &pushes,
+        )
+        .await
+        {
             Ended::Shutdown => return,
             Ended::Fatal(e) => {
                 tracing::error!("muster refused the link: {}", e.message);
@@ -154,20 +165,52 @@ enum Ended {
     Dropped(bool),
 }
 
-type Sink = futures_util::stream::SplitSink<
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
-    WsMessage,
->;
+/// The daemon's Unix socket for a loopback daemon URL (see the daemon's
+/// `unix_socket`), unless `MUSTER_UNIX_SOCKET=off`. Only a candidate: each
+/// connection checks again that it is there, in a directory only we can enter.
+fn unix_socket_for(ws_url: &str) -> Option<PathBuf> {
+    if std::env::var("MUSTER_UNIX_SOCKET").is_ok_and(|v| v.trim() == "off") {
+        return None;
+    }
+    let uri: Uri = ws_url.parse().ok()?;
+    let loopback = matches!(uri.host()?, "127.0.0.1" | "localhost" | "[::1]");
+    #[cfg(unix)]
+    if loopback {
+        let dir = muster_daemon::unix_socket::default_dir();
+        return Some(muster_daemon::unix_socket::path_for(&dir, uri.port_u16()?));
+    }
+    let _ = loopback;
+    None
+}
 
-/// One connection to the daemon, from connecting to its end.
+/// One connection to the daemon, from connecting to its end: over the Unix
+/// socket when the daemon serves one, else over TCP.
 async fn session(
     ws_url: &str,
+    socket: Option<&Path>,
     hello: &mut Hello,
     commands: &mut mpsc::Receiver<Command>,
     pushes: &mpsc::Sender<Message>,
 ) -> Ended {
-    // `true`: TCP_NODELAY, so a small frame never waits for a delayed ACK.
     let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER_BYTES);
+    #[cfg(unix)]
+    if let Some(path) = socket.filter(|p| trusted_socket(p)) {
+        let connected = tokio::time::timeout(Duration::from_secs(5), async {
+            let stream = tokio::net::UnixStream::connect(path).await?;
+            tokio_tungstenite::client_async_with_config(ws_url, stream, Some(config))
+                .await
+                .map_err(std::io::Error::other)
+        })
+        .await;
+        match connected {
+            Ok(Ok((ws, _))) => return converse(ws, hello, commands, pushes).await,
+            Ok(Err(e)) => tracing::debug!("no link over {}: {e}; trying TCP", path.display()),
+            Err(_) => tracing::debug!("no link over {} in 5 s; trying TCP", path.display()),
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = socket;
+    // `true`: TCP_NODELAY, so a small frame never waits for a delayed ACK.
     let Ok(Ok((ws, _))) = tokio::time::timeout(
         Duration::from_secs(5),
         tokio_tungstenite::connect_async_with_config(ws_url, Some(config), true),
@@ -176,6 +219,27 @@ async fn session(
     else {
         return Ended::Dropped(false);
     };
+    converse(ws, hello, commands, pushes).await
+}
+
+/// A socket file worth trying: there, in a directory only we can enter.
+#[cfg(unix)]
+fn trusted_socket(path: &Path) -> bool {
+    path.parent()
+        .is_some_and(muster_daemon::unix_socket::is_private_dir)
+        && std::fs::symlink_metadata(path).is_ok()
+}
+
+/// Says hello, then relays until the connection ends.
+async fn converse<S>(
+    ws: tokio_tungstenite::WebSocketStream<S>,
+    hello: &mut Hello,
+    commands: &mut mpsc::Receiver<Command>,
+    pushes: &mpsc::Sender<Message>,
+) -> Ended
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let (mut sink, mut stream) = ws.split();
     let frame = ClientFrame::Hello {
         protocol: LINK_PROTOCOL,
@@ -233,9 +297,9 @@ struct Linked {
 
 impl Linked {
     /// Sends what the MCP side asked for; an error ends the connection.
-    async fn command(
+    async fn command<Si: futures_util::Sink<WsMessage> + Unpin>(
         &mut self,
-        sink: &mut Sink,
+        sink: &mut Si,
         hello: &mut Hello,
         cmd: Command,
     ) -> Result<(), Ended> {
