@@ -56,7 +56,8 @@ fn run_mcp(url_flag: Option<&str>, env: &Env) -> i32 {
     };
     let (operator, _) = config::resolve_operator(env, &file);
     let host = config::hostname(env);
-    let shim = mcp::ShimEnv::from_process(url, operator, host);
+    let mut shim = mcp::ShimEnv::from_process(url, operator, host);
+    shim.token = config::resolve_token(env, &file);
     // One thread: a shim is a relay, and hopping between worker threads
     // costs more than it gains.
     let runtime = match tokio::runtime::Builder::new_current_thread()

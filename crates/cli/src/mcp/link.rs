@@ -14,6 +14,10 @@ use muster_core::link::{
 use muster_core::Message;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::handshake::client::Request;
+use tokio_tungstenite::tungstenite::http::header::{HeaderValue, AUTHORIZATION};
 use tokio_tungstenite::tungstenite::http::Uri;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
@@ -45,10 +49,16 @@ fn error(code: &str, message: impl Into<String>) -> ErrorDetail {
 
 impl Link {
     /// Starts the link task. Pushes arrive on the returned receiver.
-    pub fn start(ws_url: String, hello: Hello) -> (Link, mpsc::Receiver<Message>) {
+    /// `token` goes with every connection as `Authorization: Bearer`.
+    pub fn start(
+        ws_url: String,
+        token: Option<String>,
+        hello: Hello,
+    ) -> (Link, mpsc::Receiver<Message>) {
         let (commands, rx) = mpsc::channel(256);
         let (pushes_tx, pushes) = mpsc::channel(1_024);
-        tokio::spawn(run(ws_url, hello, rx, pushes_tx));
+        let daemon = Daemon { ws_url, token };
+        tokio::spawn(run(daemon, hello, rx, pushes_tx));
         (Link { commands }, pushes)
     }
 
@@ -107,17 +117,36 @@ pub struct Hello {
     pub per_call: bool,
 }
 
-async fn run(
+/// Where the link goes, and the token it shows there.
+struct Daemon {
     ws_url: String,
+    token: Option<String>,
+}
+
+impl Daemon {
+    /// The upgrade request: the URL, and the token when there is one.
+    fn request(&self) -> Result<Request, tungstenite::Error> {
+        let mut request = self.ws_url.as_str().into_client_request()?;
+        if let Some(token) = &self.token {
+            let value = HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|e| tungstenite::Error::HttpFormat(e.into()))?;
+            request.headers_mut().insert(AUTHORIZATION, value);
+        }
+        Ok(request)
+    }
+}
+
+async fn run(
+    daemon: Daemon,
     mut hello: Hello,
     mut commands: mpsc::Receiver<Command>,
     pushes: mpsc::Sender<Message>,
 ) {
-    let socket = unix_socket_for(&ws_url);
+    let socket = unix_socket_for(&daemon.ws_url);
     let mut attempt = 0;
     loop {
         match session(
-            &ws_url,
+            &daemon,
             socket.as_deref(),
             &mut hello,
             &mut commands,
@@ -186,7 +215,7 @@ fn unix_socket_for(ws_url: &str) -> Option<PathBuf> {
 /// One connection to the daemon, from connecting to its end: over the Unix
 /// socket when the daemon serves one, else over TCP.
 async fn session(
-    ws_url: &str,
+    daemon: &Daemon,
     socket: Option<&Path>,
     hello: &mut Hello,
     commands: &mut mpsc::Receiver<Command>,
@@ -196,8 +225,9 @@ async fn session(
     #[cfg(unix)]
     if let Some(path) = socket.filter(|p| trusted_socket(p)) {
         let connected = tokio::time::timeout(Duration::from_secs(5), async {
+            let request = daemon.request().map_err(std::io::Error::other)?;
             let stream = tokio::net::UnixStream::connect(path).await?;
-            tokio_tungstenite::client_async_with_config(ws_url, stream, Some(config))
+            tokio_tungstenite::client_async_with_config(request, stream, Some(config))
                 .await
                 .map_err(std::io::Error::other)
         })
@@ -210,14 +240,31 @@ async fn session(
     }
     #[cfg(not(unix))]
     let _ = socket;
+    let Ok(request) = daemon.request() else {
+        return Ended::Fatal(error(
+            "bad_url",
+            format!(
+                "cannot link to {}: not a valid address or token",
+                daemon.ws_url
+            ),
+        ));
+    };
     // `true`: TCP_NODELAY, so a small frame never waits for a delayed ACK.
-    let Ok(Ok((ws, _))) = tokio::time::timeout(
+    let connected = tokio::time::timeout(
         Duration::from_secs(5),
-        tokio_tungstenite::connect_async_with_config(ws_url, Some(config), true),
+        tokio_tungstenite::connect_async_with_config(request, Some(config), true),
     )
-    .await
-    else {
-        return Ended::Dropped(false);
+    .await;
+    let ws = match connected {
+        Ok(Ok((ws, _))) => ws,
+        Ok(Err(tungstenite::Error::Http(response))) if response.status() == 401 => {
+            return Ended::Fatal(error(
+                "unauthorized",
+                "the muster daemon refused this shim's token (or it needs one): \
+                 set MUSTER_TOKEN, or `token` in muster's config file, to the daemon's token",
+            ));
+        }
+        _ => return Ended::Dropped(false),
     };
     converse(ws, hello, commands, pushes).await
 }

@@ -52,6 +52,9 @@ pub struct ShimEnv {
     pub harness: String,
     /// `MUSTER_CHANNELS=off` says the harness does not show channel pushes.
     pub channels: bool,
+    /// The daemon's bearer token, when it requires one (`MUSTER_TOKEN` or
+    /// the config file's `token`).
+    pub token: Option<String>,
 }
 
 impl ShimEnv {
@@ -68,6 +71,7 @@ impl ShimEnv {
                 Some(_) => true,
                 None => parent_shows_channels(),
             },
+            token: None,
         }
     }
 }
@@ -187,7 +191,7 @@ async fn serve(env: ShimEnv, parent: u32) -> anyhow::Result<()> {
         wants_push: env.channels && !per_call,
         per_call,
     };
-    let (link, pushes) = Link::start(ws_url(&env.url)?, hello.clone());
+    let (link, pushes) = Link::start(ws_url(&env.url)?, env.token, hello.clone());
     let mut server = McpServer::new(Arc::new(LinkExecutor {
         link: link.clone(),
         per_call,
