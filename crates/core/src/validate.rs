@@ -49,11 +49,24 @@ pub fn name(field: &'static str, value: &str) -> Result<(), CoreError> {
     Ok(())
 }
 
-/// A message body: not blank, at most `MAX_BODY_CHARS` characters.
+/// Refuses U+0000: it is never meaningful in text, and PostgreSQL's text
+/// cannot hold it, so accepting it would fail the write after the fact.
+fn no_nul(field: &'static str, value: &str) -> Result<(), CoreError> {
+    if value.contains('\0') {
+        return Err(CoreError::invalid(
+            field,
+            "contains a NUL character (U+0000), which muster does not store",
+        ));
+    }
+    Ok(())
+}
+
+/// A message body: not blank, no NUL, at most `MAX_BODY_CHARS` characters.
 pub fn body(body: &str) -> Result<(), CoreError> {
     if body.trim().is_empty() {
         return Err(CoreError::invalid("body", "must not be empty"));
     }
+    no_nul("body", body)?;
     let n = body.chars().count();
     if n > MAX_BODY_CHARS {
         return Err(CoreError::invalid(
@@ -75,8 +88,9 @@ pub fn body(body: &str) -> Result<(), CoreError> {
     Ok(())
 }
 
-/// A free-text field such as status or cwd.
+/// A free-text field such as status or cwd: no NUL, at most `max_chars`.
 pub fn text(field: &'static str, value: &str, max_chars: usize) -> Result<(), CoreError> {
+    no_nul(field, value)?;
     if value.chars().count() > max_chars {
         return Err(CoreError::invalid(
             field,
@@ -151,6 +165,16 @@ mod tests {
         assert!(session_id("op:alice").is_err());
         assert!(session_id("a b").is_err());
         assert!(session_id(&"x".repeat(129)).is_err());
+    }
+
+    #[test]
+    fn nul_is_refused_in_bodies_and_free_text() {
+        assert!(body("a\0b").unwrap_err().to_string().contains("NUL"));
+        assert!(text("status", "a\0b", 100)
+            .unwrap_err()
+            .to_string()
+            .contains("NUL"));
+        assert!(text("status", "a\tb", 100).is_ok());
     }
 
     #[test]

@@ -141,6 +141,11 @@ async fn bad_sends_are_refused_and_queue_nothing() {
             "broadcast",
         ),
         (json!({"as": a, "body": "hi"}), 400, "wrong shape"),
+        (
+            json!({"as": a, "to": "abcd0002", "body": "hi\u{0}there"}),
+            400,
+            "nul character",
+        ),
     ];
     for (body, want, words) in cases {
         let (status, v) = d.post_json("/api/v1/messages", &body).await;

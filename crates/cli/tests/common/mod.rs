@@ -39,6 +39,9 @@ impl TestDaemon {
             .env("RUST_LOG", "warn")
             .env_remove("MUSTER_URL")
             .env_remove("MUSTER_TOKEN")
+            // A developer's own store or socket settings never leak into a test daemon.
+            .env_remove("MUSTER_STORE")
+            .env_remove("MUSTER_UNIX_SOCKET")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
