@@ -149,6 +149,15 @@ pub struct Inbox {
     /// Whose inbox: a session id or `op:<name>`.
     pub principal: String,
     pub messages: Vec<InboxMessage>,
+    /// More messages matched than `messages` holds: the limit cut older
+    /// history (with `all`) or later unread mail (without). False from a
+    /// daemon that predates the field.
+    #[serde(default)]
+    pub truncated: bool,
+    /// How many messages matched in all, when the daemon knows it: always for
+    /// unread mail; with `all`, only when nothing was cut.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total: Option<usize>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -32,8 +32,24 @@ fn fnv1a(bytes: &[u8], seed: u64) -> u64 {
     hash
 }
 
+/// The 64-bit finalizer of MurmurHash3 (`fmix64`): every input bit flips
+/// each output bit with probability about one half. FNV-1a alone leaves its
+/// high bits nearly unchanged when only the last byte differs (`dash-a`,
+/// `dash-b`, `dash-c` all drew the same animal).
+fn mix(mut h: u64) -> u64 {
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^= h >> 33;
+    h
+}
+
 fn candidate(id: &str, attempt: u64) -> String {
-    let h = fnv1a(id.as_bytes(), attempt.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let h = mix(fnv1a(
+        id.as_bytes(),
+        attempt.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+    ));
     let adjective = ADJECTIVES[(h % ADJECTIVES.len() as u64) as usize];
     let animal = ANIMALS[((h >> 32) % ANIMALS.len() as u64) as usize];
     format!("{adjective}-{animal}")
@@ -75,5 +91,38 @@ mod tests {
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'));
             assert!(taken.insert(name), "duplicate nickname generated");
         }
+    }
+
+    /// The distinct animals and adjectives of the first choices for `ids`.
+    fn spread(ids: &[String]) -> (usize, usize) {
+        let names: Vec<String> = ids.iter().map(|id| candidate(id, 0)).collect();
+        let part = |i: usize| {
+            names
+                .iter()
+                .map(|n| n.split('-').nth(i).unwrap().to_string())
+                .collect::<HashSet<_>>()
+                .len()
+        };
+        (part(0), part(1))
+    }
+
+    #[test]
+    fn ids_differing_in_the_last_character_spread_across_the_table() {
+        // Proves 26 ids that differ only in their last character get at least 18 distinct animals and 18 distinct
+        // adjectives of 64 each (FNV-1a alone gave 1 animal); likewise ids differing in one middle character.
+        let last: Vec<String> = ('a'..='z').map(|c| format!("dash-{c}")).collect();
+        let (adjectives, animals) = spread(&last);
+        assert!(animals >= 18, "{animals} animals for dash-a..dash-z");
+        assert!(
+            adjectives >= 18,
+            "{adjectives} adjectives for dash-a..dash-z"
+        );
+        let middle: Vec<String> = ('a'..='z').map(|c| format!("1a2b3c4d-{c}-5e6f")).collect();
+        let (adjectives, animals) = spread(&middle);
+        assert!(
+            animals >= 18 && adjectives >= 18,
+            "{adjectives} adjectives, {animals} animals"
+        );
+        assert_ne!(candidate("dash-a", 0), candidate("dash-b", 0));
     }
 }

@@ -691,10 +691,11 @@ impl Hub {
         // By id: the store's view (with `all`) overlaid by what this read claimed.
         let mut by_id: std::collections::BTreeMap<String, InboxMessage> = Default::default();
         if all {
+            // One more than shown, to tell whether older history exists.
             let query = InboxQuery {
                 recipient: principal.clone(),
                 include_read: true,
-                limit,
+                limit: limit + 1,
             };
             for e in self.store.inbox(query).await? {
                 by_id.insert(
@@ -722,6 +723,11 @@ impl Hub {
         } else {
             0
         };
+        let matched = by_id.len();
+        let truncated = matched > limit;
+        // Unread mail is all in memory, so its count is exact; history is
+        // known only up to the limit and one more.
+        let total = (!all || !truncated).then_some(matched);
         let messages: Vec<InboxMessage> = by_id.into_values().skip(skip).take(limit).collect();
         // Only what is shown may be marked surfaced; the rest stays unread.
         let shown: std::collections::HashSet<&str> =
@@ -731,6 +737,8 @@ impl Hub {
             Inbox {
                 principal,
                 messages,
+                truncated,
+                total,
             },
             surfacing,
         ))

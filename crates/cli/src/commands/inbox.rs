@@ -8,6 +8,9 @@ use crate::client::{decode, ClientError};
 use crate::context::Context;
 use crate::output::{self, ago, clean, short_id};
 
+/// The most messages one read shows (the daemon clamps `limit` to it).
+const MAX_LIMIT: u32 = 1_000;
+
 #[derive(Debug, Args)]
 pub struct InboxArgs {
     /// Whose inbox: a session (id, nickname or prefix) or op:<name> [default: $MUSTER_SESSION_ID,
@@ -20,8 +23,8 @@ pub struct InboxArgs {
     /// Mark the messages shown as dealt with (acked)
     #[arg(long)]
     pub ack: bool,
-    /// Show at most N messages
-    #[arg(long, value_name = "N")]
+    /// Show at most N messages (1 to 1000) [default: 100]; the output says when more exist
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000))]
     pub limit: Option<u32>,
 }
 
@@ -129,10 +132,25 @@ pub fn render(inbox: &Inbox, all: bool, acked: Option<usize>, now: Millis) -> St
         .collect();
     let mut out = blocks.join("\n");
     let n = inbox.messages.len();
-    out.push_str(&format!(
-        "\n{n} message{} for {whose}",
-        if n == 1 { "" } else { "s" }
-    ));
+    let plural = |n: usize| if n == 1 { "" } else { "s" };
+    out.push('\n');
+    out.push_str(&match (inbox.truncated, all, inbox.total) {
+        (false, _, _) => format!("{n} message{} for {whose}", plural(n)),
+        (true, true, Some(total)) => format!(
+            "showing the newest {n} of {total} messages for {whose}; --limit N for more (at most {MAX_LIMIT})"
+        ),
+        (true, true, None) => format!(
+            "showing the newest {n} message{} for {whose}; older ones exist: --limit N for more (at most {MAX_LIMIT})",
+            plural(n)
+        ),
+        (true, false, Some(total)) => format!(
+            "showing the oldest {n} of {total} new messages for {whose}; the rest come with the next read, or --limit N for more"
+        ),
+        (true, false, None) => format!(
+            "showing the oldest {n} new message{} for {whose}; more are waiting: the next read shows them, or --limit N for more",
+            plural(n)
+        ),
+    });
     match acked {
         Some(acked) => out.push_str(&format!("; acked {acked}\n")),
         None => out.push_str(" (muster inbox --ack marks them dealt with)\n"),
@@ -188,6 +206,8 @@ mod tests {
                     now - 5_000,
                 ),
             ],
+            truncated: false,
+            total: Some(2),
         };
         let text = render(&inbox, false, Some(2), now);
         assert!(text.starts_with("calm-heron (1a2b3c4d) · direct · 2m ago · new · 01A\n  in reply to 01Z\n  hello\n  second line\n"), "{text}");
@@ -209,11 +229,51 @@ mod tests {
         let inbox = Inbox {
             principal: "op:alice".into(),
             messages: vec![],
+            truncated: false,
+            total: Some(0),
         };
         assert_eq!(
             render(&inbox, false, None, 0),
             "no new messages for op:alice\n"
         );
         assert_eq!(render(&inbox, true, None, 0), "no messages for op:alice\n");
+    }
+
+    #[test]
+    fn a_cut_listing_says_how_much_it_shows_and_how_to_see_more() {
+        // Proves a truncated inbox names what it shows (newest of history, oldest of unread), the total when known, and --limit.
+        let now = 1_000_000;
+        let one = vec![message(
+            "01A",
+            Target::Operator("alice".into()),
+            "hi",
+            None,
+            now,
+        )];
+        let inbox = |truncated, total| Inbox {
+            principal: "op:alice".into(),
+            messages: one.clone(),
+            truncated,
+            total,
+        };
+        let footer = |text: String| text.lines().last().unwrap().to_string();
+        assert_eq!(
+            footer(render(&inbox(true, None), true, None, now)),
+            "showing the newest 1 message for op:alice; older ones exist: --limit N for more (at most 1000) \
+(muster inbox --ack marks them dealt with)"
+        );
+        assert_eq!(
+            footer(render(&inbox(true, Some(300)), true, Some(1), now)),
+            "showing the newest 1 of 300 messages for op:alice; --limit N for more (at most 1000); acked 1"
+        );
+        assert_eq!(
+            footer(render(&inbox(true, Some(3)), false, None, now)),
+            "showing the oldest 1 of 3 new messages for op:alice; the rest come with the next read, or --limit N \
+for more (muster inbox --ack marks them dealt with)"
+        );
+        assert_eq!(
+            footer(render(&inbox(false, Some(1)), true, None, now)),
+            "1 message for op:alice (muster inbox --ack marks them dealt with)"
+        );
     }
 }
