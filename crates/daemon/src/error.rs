@@ -13,6 +13,8 @@ pub struct ApiError {
     pub code: &'static str,
     pub message: String,
     pub matches: Vec<Match>,
+    /// When a refused request may be tried again (a 429), in ms.
+    pub retry_after_ms: Option<u64>,
 }
 
 impl ApiError {
@@ -22,6 +24,20 @@ impl ApiError {
             code,
             message: message.into(),
             matches: Vec::new(),
+            retry_after_ms: None,
+        }
+    }
+
+    /// 429: over a rate limit; `Retry-After` and `retry_after_ms` say when
+    /// one more will be taken.
+    pub fn rate_limited(what: impl std::fmt::Display, retry_after_ms: u64) -> Self {
+        ApiError {
+            retry_after_ms: Some(retry_after_ms),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!("{what}; retry in {retry_after_ms} ms"),
+            )
         }
     }
 
@@ -53,6 +69,7 @@ impl From<CoreError> for ApiError {
             code: e.code(),
             message: e.to_string(),
             matches,
+            retry_after_ms: None,
         }
     }
 }
@@ -81,11 +98,27 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status;
+        let Some(retry_ms) = self.retry_after_ms else {
+            return (
+                status,
+                Json(ErrorBody {
+                    error: self.detail(),
+                }),
+            )
+                .into_response();
+        };
+        // The error shape every answer has, plus when to come back: whole
+        // seconds in the header (rounded up), exact in the body.
+        let mut body = serde_json::to_value(ErrorBody {
+            error: self.detail(),
+        })
+        .unwrap_or_default();
+        body["error"]["retry_after_ms"] = retry_ms.into();
+        let secs = retry_ms.div_ceil(1_000).max(1);
         (
             status,
-            Json(ErrorBody {
-                error: self.detail(),
-            }),
+            [(axum::http::header::RETRY_AFTER, secs.to_string())],
+            Json(body),
         )
             .into_response()
     }

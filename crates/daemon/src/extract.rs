@@ -45,7 +45,21 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         require_json(req.headers())?;
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| match e {
+        // A body trickled in a byte at a time holds its connection no longer than this.
+        let limit = std::time::Duration::from_millis(muster_core::limits::BODY_READ_TIMEOUT_MS);
+        let read = tokio::time::timeout(limit, Bytes::from_request(req, state))
+            .await
+            .map_err(|_| {
+                ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "body_timeout",
+                    format!(
+                        "the request body did not arrive within {} s",
+                        limit.as_secs()
+                    ),
+                )
+            })?;
+        let bytes = read.map_err(|e| match e {
             BytesRejection::FailedToBufferBody(inner)
                 if inner.to_string().contains("length limit")
                     || inner.status() == StatusCode::PAYLOAD_TOO_LARGE =>

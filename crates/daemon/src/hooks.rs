@@ -168,6 +168,10 @@ async fn answer(
     let Some(id) = payload.session_id.clone().filter(|s| !s.is_empty()) else {
         return Err(ApiError::bad_request("the hook payload has no session_id"));
     };
+    if id.len() <= muster_core::limits::MAX_SESSION_ID_LEN {
+        // A longer id is refused as invalid below, and is kept by no bucket.
+        hub.take_hook(&id)?;
+    }
     if event == HookEvent::SessionEnd {
         muster_core::validate::session_id(&id)?;
         hub.remove_session(&id, "session-end").await?;

@@ -15,7 +15,7 @@ use muster_core::api::{
     RoomRequest, RoomView, SendRequest, SendResponse, Status, Thread, ThreadDelivery,
     UpdateSessionRequest,
 };
-use muster_core::limits::{MAX_FIELD_CHARS, MAX_NAME_LEN, MAX_STATUS_CHARS};
+use muster_core::limits::{RateLimiter, MAX_FIELD_CHARS, MAX_NAME_LEN, MAX_STATUS_CHARS};
 use muster_core::liveness::Policy;
 use muster_core::protocol::{HookEvent, SendOutcome};
 use muster_core::{
@@ -86,6 +86,16 @@ pub struct Hub {
     pub shutdown: CancellationToken,
     /// Where answers settle the mail they claimed (see `surfacing`).
     settler: Settler,
+    /// Rate buckets for sends (by sender) and hook calls (by session).
+    /// A lock of its own, taken after the state's when both are.
+    rates: Mutex<Rates>,
+}
+
+/// The per-session rate buckets.
+#[derive(Default)]
+struct Rates {
+    sends: RateLimiter,
+    hooks: RateLimiter,
 }
 
 fn check_field(field: &'static str, value: &Option<String>, max: usize) -> Result<(), CoreError> {
@@ -220,6 +230,7 @@ impl Hub {
             links_known: AtomicBool::new(false),
             shutdown: CancellationToken::new(),
             settler,
+            rates: Mutex::new(Rates::default()),
         });
         tokio::spawn(settle(Arc::downgrade(&hub), settlements));
         Ok(hub)
@@ -261,6 +272,48 @@ impl Hub {
             st.apply(change, mono);
         }
         self.store.apply_later(changes);
+    }
+
+    /// Takes one send from `sender`'s budget, or refuses (429) saying when
+    /// the next will be taken.
+    pub(crate) fn take_send(&self, sender: &str) -> Result<(), ApiError> {
+        let rate = self.config.send_rate;
+        let now = self.clock.mono();
+        let taken = self
+            .rates
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .sends
+            .take(sender, rate, now);
+        taken.map_err(|retry| {
+            self.metrics.rate_limited_sends.inc();
+            ApiError::rate_limited(
+                format!(
+                    "{sender} is sending too fast: at most {} messages a second (bursts of {})",
+                    rate.per_sec, rate.burst
+                ),
+                retry,
+            )
+        })
+    }
+
+    /// Takes one hook call from `session`'s budget, or refuses (429).
+    pub(crate) fn take_hook(&self, session: &str) -> Result<(), ApiError> {
+        let rate = self.config.hook_rate;
+        let now = self.clock.mono();
+        let taken = self
+            .rates
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .hooks
+            .take(session, rate, now);
+        taken.map_err(|retry| {
+            self.metrics.rate_limited_hooks.inc();
+            ApiError::rate_limited(
+                format!("session {session} is calling hooks too fast: at most {} a second (bursts of {})", rate.per_sec, rate.burst),
+                retry,
+            )
+        })
     }
 
     pub fn mark_links_known(&self) {
@@ -485,6 +538,7 @@ impl Hub {
         let (message, recipients) = {
             let mut st = self.lock();
             let sender = self.principal(&st, req.as_.as_deref())?;
+            self.take_send(&sender.key())?;
             let target = st.resolve(&req.to, &self.config.operator)?;
             let recipients = match &target {
                 Target::Session(id) => vec![id.clone()],
@@ -519,6 +573,7 @@ impl Hub {
         let (message, recipients) = {
             let mut st = self.lock();
             let sender = self.principal(&st, req.as_.as_deref())?;
+            self.take_send(&sender.key())?;
             let recipients = st.room_recipients(&room, &sender.key())?;
             let message = self.new_message(&mut st, &sender, Target::Room(room), None, req.body);
             (message, recipients)

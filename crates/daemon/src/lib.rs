@@ -32,11 +32,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use muster_core::limits::{self, Rate};
 use muster_store::Store;
 use muster_store_postgres::PostgresStore;
 use muster_store_sqlite::SqliteStore;
+use std::pin::Pin;
+use std::task::Poll;
+
+use hyper::body::Incoming;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 pub use clock::{Clock, ManualClock};
 pub use hub::Hub;
@@ -80,6 +85,25 @@ pub struct Config {
     /// Where to serve a Unix socket beside the port (see [`unix_socket`]);
     /// `None`: TCP only.
     pub unix_socket_dir: Option<PathBuf>,
+    /// Sends (direct and room) one sender may make; over it, 429.
+    pub send_rate: Rate,
+    /// Hook calls one session may make; over it, 429.
+    pub hook_rate: Rate,
+    /// Sends and hook calls one connection may carry, whatever it names.
+    pub connection_rate: Rate,
+    /// Connections open at once (TCP and Unix socket together); one more
+    /// is answered 503 and closed.
+    pub max_connections: usize,
+    /// How long a connection may take over a request's headers, and sit
+    /// idle between requests, before it is closed.
+    pub header_timeout: Duration,
+    /// Largest WebSocket message a shim may send; a larger one ends its link.
+    pub max_link_frame_bytes: usize,
+    /// Frames a link's writer may have waiting.
+    pub link_queue: usize,
+    /// A frame not written to a shim within this ends the link (the shim
+    /// stopped reading); the shim re-links and gets its mail again.
+    pub link_stall: Duration,
 }
 
 impl Config {
@@ -101,6 +125,14 @@ impl Config {
             wake_cooldown: Duration::from_millis(muster_core::wake::DEFAULT_COOLDOWN_MS as u64),
             clock: Clock::system(),
             unix_socket_dir: None,
+            send_rate: limits::DEFAULT_SEND_RATE,
+            hook_rate: limits::DEFAULT_HOOK_RATE,
+            connection_rate: limits::DEFAULT_CONNECTION_RATE,
+            max_connections: limits::DEFAULT_MAX_CONNECTIONS,
+            header_timeout: Duration::from_millis(limits::DEFAULT_HEADER_TIMEOUT_MS),
+            max_link_frame_bytes: limits::DEFAULT_MAX_LINK_FRAME_BYTES,
+            link_queue: limits::DEFAULT_LINK_QUEUE,
+            link_stall: Duration::from_millis(limits::DEFAULT_LINK_STALL_MS),
         }
     }
 }
@@ -208,7 +240,16 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
     let background = tasks::spawn(hub.clone(), shutdown.subscribe());
     // The listener is up: shims can re-link from now on, so the sweeper may decide.
     hub.mark_links_known();
-    let unix_task = unix.map(|bound| serve_unix(bound, app.clone(), &hub, shutdown.subscribe()));
+    let permits = Arc::new(Semaphore::new(hub.config.max_connections.max(1)));
+    let unix_task = unix.map(|bound| {
+        serve_unix(
+            bound,
+            app.clone(),
+            &hub,
+            permits.clone(),
+            shutdown.subscribe(),
+        )
+    });
     // Every accepted socket sends small frames at once: with Nagle on, a push
     // written after another still-unacknowledged frame waited for the peer's
     // delayed ACK (a 40 ms step on the reply path).
@@ -220,21 +261,16 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
                 tracing::debug!("cannot set TCP_NODELAY on an accepted socket: {e}");
             }
         });
+    let served = serve_connections(listener, app, hub.clone(), permits, stop_rx.clone());
     let task = tokio::spawn(async move {
-        let served = axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            let _ = stop_rx.wait_for(|stop| *stop).await;
-        })
-        .await;
+        served.await;
         if let Some(unix) = unix_task {
             // Its socket file is removed as it ends.
             let _ = unix.await;
         }
+        let _ = stop_rx.changed().await;
         background.abort();
-        served.context("server failed")
+        Ok(())
     });
     Ok(Daemon {
         addr,
@@ -242,6 +278,159 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
         shutdown,
         task,
     })
+}
+
+/// Serves `app` on every connection `listener` accepts until `stop`, then
+/// waits for open requests to finish. Each connection holds one of
+/// `permits` for as long as it is open (a WebSocket link too, after its
+/// upgrade); with none left, it is answered 503 and closed at once. A
+/// connection that takes over `header_timeout` to send a request's headers,
+/// or sits that long idle between requests, is closed (hyper's header read
+/// timeout covers both), so half-open connections cannot pile up. Each
+/// connection has its own budget of sends and hook calls
+/// ([`routes::ConnectionBudget`]).
+async fn serve_connections<L>(
+    mut listener: L,
+    app: axum::Router,
+    hub: Arc<Hub>,
+    permits: Arc<Semaphore>,
+    mut stop_rx: watch::Receiver<bool>,
+) where
+    L: axum::serve::Listener,
+    L::Io: Unpin,
+{
+    // Every connection's task holds a sender: all are done when the
+    // receiver hears that none is left.
+    let (open, mut all_closed) = tokio::sync::mpsc::channel::<()>(1);
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(hub.config.header_timeout)
+        .keep_alive(true);
+    loop {
+        let (io, _) = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stop_rx.wait_for(|stop| *stop) => break,
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            hub.metrics.connections_refused.inc();
+            tokio::spawn(refuse_connection(io, hub.config.max_connections));
+            continue;
+        };
+        hub.metrics.connections_open.enter();
+        let io = Counted {
+            io,
+            _permit: permit,
+            hub: hub.clone(),
+        };
+        let budget = routes::ConnectionBudget(Arc::new(std::sync::Mutex::new(
+            limits::TokenBucket::full(hub.config.connection_rate, hub.clock.mono()),
+        )));
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+            req.extensions_mut().insert(budget.clone());
+            let mut app = app.clone();
+            async move { tower_service::Service::call(&mut app, req).await }
+        });
+        let conn = http
+            .serve_connection(hyper_util::rt::TokioIo::new(io), service)
+            .with_upgrades();
+        let (open, mut stop_rx) = (open.clone(), stop_rx.clone());
+        tokio::spawn(async move {
+            let mut conn = std::pin::pin!(conn);
+            let stopping = async move {
+                let _ = stop_rx.wait_for(|stop| *stop).await;
+            };
+            let ended = tokio::select! {
+                ended = conn.as_mut() => ended,
+                _ = stopping => {
+                    // Finish the request in progress, take no more.
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = ended {
+                tracing::debug!("connection ended: {e}");
+            }
+            drop(open);
+        });
+    }
+    drop(listener);
+    drop(open);
+    let _ = all_closed.recv().await;
+}
+
+/// Over the connection cap: a 503 in the daemon's error shape, and close.
+async fn refuse_connection<Io: tokio::io::AsyncWrite + Unpin>(mut io: Io, cap: usize) {
+    use tokio::io::AsyncWriteExt;
+    let body = format!(
+        "{{\"error\":{{\"code\":\"too_many_connections\",\"message\":\"the daemon has {cap} connections open, its limit; retry in a second\",\"retry_after_ms\":1000}}}}"
+    );
+    let answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let _ = io.write_all(answer.as_bytes()).await;
+        let _ = io.shutdown().await;
+    })
+    .await;
+}
+
+/// A connection's socket with its place under the connection cap: the
+/// place is given back when the socket is dropped, which for a WebSocket
+/// is when the link ends, not when its upgrade was answered.
+struct Counted<Io> {
+    io: Io,
+    _permit: OwnedSemaphorePermit,
+    hub: Arc<Hub>,
+}
+
+impl<Io> Drop for Counted<Io> {
+    fn drop(&mut self) {
+        self.hub.metrics.connections_open.leave();
+    }
+}
+
+impl<Io: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Counted<Io> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<Io: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Counted<Io> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
 }
 
 #[cfg(unix)]
@@ -282,22 +471,17 @@ fn serve_unix(
     (listener, file): BoundUnix,
     app: axum::Router,
     hub: &Arc<Hub>,
-    mut stop_rx: watch::Receiver<bool>,
+    permits: Arc<Semaphore>,
+    stop_rx: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
-    let hub = hub.clone();
+    let tap_hub = hub.clone();
     let listener =
         axum::serve::ListenerExt::tap_io(listener, move |_: &mut tokio::net::UnixStream| {
-            hub.metrics.unix_connections.inc();
+            tap_hub.metrics.unix_connections.inc();
         });
+    let served = serve_connections(listener, app, hub.clone(), permits, stop_rx);
     tokio::spawn(async move {
-        let served = axum::serve(listener, app.into_make_service())
-            .with_graceful_shutdown(async move {
-                let _ = stop_rx.wait_for(|stop| *stop).await;
-            })
-            .await;
-        if let Err(e) = served {
-            tracing::warn!("the Unix socket {} stopped: {e}", file.path().display());
-        }
+        served.await;
         drop(file);
     })
 }
@@ -307,6 +491,7 @@ fn serve_unix(
     bound: BoundUnix,
     _: axum::Router,
     _: &Arc<Hub>,
+    _: Arc<Semaphore>,
     _: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     match bound {}

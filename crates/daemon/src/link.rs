@@ -20,15 +20,14 @@ use muster_store::Change;
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 use crate::error::ApiError;
 use crate::hub::{Hub, Observed};
 use crate::surfacing::Outgoing;
 
-/// Largest frame a shim may send.
-const MAX_FRAME_BYTES: usize = 1 << 20;
-/// Frames waiting for a slow link before pushes fall back to hooks.
-const OUTBOX: usize = 1_024;
+/// Requests one link may have running at once; one more is refused.
+const MAX_LINK_REQUESTS: usize = 64;
 /// How long a sender waits for a push to be confirmed before answering `queued`.
 /// A ready shim confirms in about a millisecond; this bounds a stuck one.
 pub const PUSH_CONFIRM: Duration = Duration::from_millis(500);
@@ -36,7 +35,9 @@ pub const PUSH_CONFIRM: Duration = Duration::from_millis(500);
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
 
 pub async fn upgrade(State(hub): State<Arc<Hub>>, ws: WebSocketUpgrade) -> Response {
-    ws.max_message_size(MAX_FRAME_BYTES)
+    let max = hub.config.max_link_frame_bytes;
+    ws.max_message_size(max)
+        .max_frame_size(max)
         .read_buffer_size(READ_BUFFER_BYTES)
         .on_upgrade(move |socket| serve(hub, socket))
 }
@@ -65,16 +66,25 @@ fn decode(msg: &WsMessage) -> Option<Result<ClientFrame, String>> {
 type Sink = futures_util::stream::SplitSink<WebSocket, WsMessage>;
 type Stream = futures_util::stream::SplitStream<WebSocket>;
 
-/// One link, from its hello to its end.
+/// One link, from its hello to its end. Its writer's queue is bounded
+/// (`link_queue`); a frame the shim does not take within `link_stall` ends
+/// the link, and what it never confirmed goes back to the mailbox, pushed
+/// again when the shim re-links (or surfaced by its hooks).
 async fn serve(hub: Arc<Hub>, socket: WebSocket) {
     let (mut sink, mut stream) = socket.split();
     let conn = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
-    let (tx, rx) = mpsc::channel::<Outgoing>(OUTBOX);
+    let (tx, rx) = mpsc::channel::<Outgoing>(hub.config.link_queue.max(1));
     let Some((speaker, welcome)) = greet(&hub, &mut sink, &mut stream, conn, &tx).await else {
         return;
     };
     let speaker = Arc::new(speaker);
-    let writer = tokio::spawn(write_frames(rx, sink));
+    let stalled = CancellationToken::new();
+    let mut writer = tokio::spawn(write_frames(
+        rx,
+        sink,
+        hub.config.link_stall,
+        stalled.clone(),
+    ));
     let _ = tx
         .send(
             ServerFrame::Welcome {
@@ -84,18 +94,65 @@ async fn serve(hub: Arc<Hub>, socket: WebSocket) {
             .into(),
         )
         .await;
-    if let Speaker::Session(id) = &*speaker {
-        hub.push_queued(id).await;
-    }
     let mut requests = JoinSet::new();
-    read_frames(&hub, &speaker, conn, &tx, &mut stream, &mut requests).await;
+    if let Speaker::Session(id) = &*speaker {
+        let (hub, id) = (hub.clone(), id.clone());
+        requests.spawn(async move { hub.push_queued(&id).await });
+    }
+    let link = Link {
+        hub: &hub,
+        speaker: &speaker,
+        conn,
+        tx: &tx,
+    };
+    let ended = read_frames(&link, &mut stream, &mut requests, &stalled).await;
+    match ended {
+        Ended::Stalled => {
+            hub.metrics.links_stalled.inc();
+            tracing::warn!(
+                link = speaker.describe(),
+                "the shim took no frame within {:?}; dropping its link (it re-links and gets its mail again)",
+                hub.config.link_stall
+            );
+        }
+        Ended::Oversized(why) => {
+            hub.metrics.links_oversized.inc();
+            tracing::warn!(link = speaker.describe(), "dropping the link: {why}");
+            let _ = tx.try_send(fatal_frame("frame_too_large", why));
+        }
+        Ended::Closed => {}
+    }
     // The caller went away: cancel what it was waiting for.
     requests.abort_all();
     if let Speaker::Session(id) = &*speaker {
         hub.detach_link(id, conn);
     }
     drop(tx);
-    let _ = writer.await;
+    // The writer sends what is left, each frame within the stall bound.
+    if tokio::time::timeout(hub.config.link_stall, &mut writer)
+        .await
+        .is_err()
+    {
+        writer.abort();
+    }
+}
+
+/// The link's parts every frame's handling needs.
+struct Link<'a> {
+    hub: &'a Arc<Hub>,
+    speaker: &'a Arc<Speaker>,
+    conn: u64,
+    tx: &'a mpsc::Sender<Outgoing>,
+}
+
+/// Why a link ended.
+enum Ended {
+    /// The shim closed it, went silent, or the daemon stops.
+    Closed,
+    /// The shim stopped taking frames.
+    Stalled,
+    /// The shim sent a frame over the size limit.
+    Oversized(String),
 }
 
 /// The first frame, within 10 s.
@@ -158,68 +215,89 @@ async fn greet(
 }
 
 /// The link's writer: one frame per WebSocket message, in order; mail a
-/// frame carries is surfaced once the frame is written.
-async fn write_frames(mut rx: mpsc::Receiver<Outgoing>, mut sink: Sink) {
+/// frame carries is surfaced once the frame is written. A frame the shim
+/// does not take within `stall` (it stopped reading, the socket's buffers
+/// are full) ends the link: `stalled` is cancelled.
+async fn write_frames(
+    mut rx: mpsc::Receiver<Outgoing>,
+    mut sink: Sink,
+    stall: Duration,
+    stalled: CancellationToken,
+) {
     while let Some(out) = rx.recv().await {
         let Ok(text) = serde_json::to_string(&out.frame) else {
             continue;
         };
-        if sink.send(WsMessage::Text(text.into())).await.is_err() {
-            break; // dropping `out` releases its claimed mail
+        match tokio::time::timeout(stall, sink.send(WsMessage::Text(text.into()))).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => break, // dropping `out` releases its claimed mail
+            Err(_) => {
+                stalled.cancel();
+                return;
+            }
         }
         if let Some(s) = out.surfacing {
             s.complete();
         }
     }
-    let _ = sink.close().await;
+    let _ = tokio::time::timeout(stall, sink.close()).await;
 }
 
 /// Reads and handles the shim's frames until the link ends: it closes, goes
-/// silent past three heartbeats, or the daemon stops.
+/// silent past three heartbeats, sends a frame over the size limit, stops
+/// taking frames, or the daemon stops.
 async fn read_frames(
-    hub: &Arc<Hub>,
-    speaker: &Arc<Speaker>,
-    conn: u64,
-    tx: &mpsc::Sender<Outgoing>,
+    link: &Link<'_>,
     stream: &mut Stream,
     requests: &mut JoinSet<()>,
-) {
+    stalled: &CancellationToken,
+) -> Ended {
     let silence = Duration::from_millis(3 * HEARTBEAT_MS as u64);
     loop {
         let next = tokio::select! {
             next = tokio::time::timeout(silence, stream.next()) => next,
-            _ = hub.shutdown.cancelled() => return,
+            _ = link.hub.shutdown.cancelled() => return Ended::Closed,
+            _ = stalled.cancelled() => return Ended::Stalled,
         };
         let msg = match next {
             Ok(Some(Ok(msg))) => msg,
-            Ok(Some(Err(_)) | None) => return,
+            Ok(Some(Err(e))) => {
+                let why = e.to_string();
+                if why.contains("too long") || why.contains("too big") {
+                    return Ended::Oversized(format!(
+                        "a frame over the link's limit of {} bytes ({why})",
+                        link.hub.config.max_link_frame_bytes
+                    ));
+                }
+                return Ended::Closed;
+            }
+            Ok(None) => return Ended::Closed,
             Err(_) => {
                 tracing::info!(
-                    link = speaker.describe(),
+                    link = link.speaker.describe(),
                     "link silent past three heartbeats; dropping it"
                 );
-                return;
+                return Ended::Closed;
             }
         };
         match decode(&msg) {
             None => {}
-            Some(Ok(frame)) => on_frame(hub, speaker, conn, tx, requests, frame).await,
+            Some(Ok(frame)) => on_frame(link, requests, frame).await,
             Some(Err(why)) => {
-                let _ = tx.send(fatal_frame("bad_frame", why)).await;
+                let _ = link.tx.send(fatal_frame("bad_frame", why)).await;
             }
         }
         while requests.try_join_next().is_some() {}
     }
 }
 
-async fn on_frame(
-    hub: &Arc<Hub>,
-    speaker: &Arc<Speaker>,
-    conn: u64,
-    tx: &mpsc::Sender<Outgoing>,
-    requests: &mut JoinSet<()>,
-    frame: ClientFrame,
-) {
+async fn on_frame(link: &Link<'_>, requests: &mut JoinSet<()>, frame: ClientFrame) {
+    let Link {
+        hub,
+        speaker,
+        conn,
+        tx,
+    } = *link;
     if let Speaker::Session(id) = &**speaker {
         hub.seen(id);
     }
@@ -233,6 +311,22 @@ async fn on_frame(
             op,
             session: named,
         } => {
+            if requests.len() >= MAX_LINK_REQUESTS {
+                let busy = ApiError::new(
+                    axum::http::StatusCode::TOO_MANY_REQUESTS,
+                    "too_many_requests",
+                    format!(
+                        "this link has {MAX_LINK_REQUESTS} requests running; wait for one to finish"
+                    ),
+                );
+                let reply = ServerFrame::Reply {
+                    id,
+                    result: None,
+                    error: Some(busy.detail()),
+                };
+                let _ = tx.send(reply.into()).await;
+                return;
+            }
             let (hub, tx, speaker) = (hub.clone(), tx.clone(), speaker.clone());
             requests.spawn(async move {
                 let out = run_request(&hub, &speaker, id, op, named).await;
@@ -246,7 +340,11 @@ async fn on_frame(
         }
         ClientFrame::Ready { can_push } => {
             if let Some(id) = session {
-                hub.set_can_push(id, conn, can_push).await;
+                if hub.set_can_push(id, conn, can_push).await {
+                    // Pushed beside the reading, so the reader never waits on the queue.
+                    let (hub, id) = (hub.clone(), id.to_string());
+                    requests.spawn(async move { hub.push_queued(&id).await });
+                }
             }
         }
         ClientFrame::Ping { at } => {
@@ -385,15 +483,15 @@ impl Hub {
     }
 
     /// The shim's MCP client finished its handshake (or, false, cannot take
-    /// pushes): record it, then push whatever waited.
-    async fn set_can_push(&self, id: &str, conn: u64, can_push: bool) {
+    /// pushes): record it; true if what waited should be pushed now.
+    async fn set_can_push(&self, id: &str, conn: u64, can_push: bool) -> bool {
         let (session, commit) = {
             let mut st = self.lock();
             let Some(entry) = st.entry(id) else {
-                return;
+                return false;
             };
             if !st.links.is_current(id, conn) || entry.session().can_push == can_push {
-                return;
+                return false;
             }
             let mut session = entry.session().clone();
             session.can_push = can_push;
@@ -404,9 +502,7 @@ impl Hub {
             tracing::warn!("could not record that {id} takes pushes: {e}");
         }
         self.events.publish("session.updated", || json!(session));
-        if can_push {
-            self.push_queued(id).await;
-        }
+        can_push
     }
 
     /// Detaches a link if it is still the session's current one: the grace
@@ -482,8 +578,14 @@ impl Hub {
         }
     }
 
-    /// Pushes mail that queued while the session had no link (on re-link).
+    /// Pushes mail that queued while the session had no link (on re-link),
+    /// in order, each once there is room in the link's queue: a shim that
+    /// reads gets it all; one that stopped reading is dropped by its writer
+    /// (`link_stall`) and what was not confirmed stays queued.
     async fn push_queued(&self, id: &str) {
+        let Some((conn, tx)) = self.lock().links.sender(id) else {
+            return;
+        };
         let queued: Vec<Arc<Message>> = {
             let st = self.lock();
             st.mail
@@ -493,9 +595,26 @@ impl Hub {
                 .collect()
         };
         for message in queued {
-            if self.try_push(id, &message, false).is_none() {
-                break;
+            let Ok(Ok(permit)) = tokio::time::timeout(self.config.link_stall, tx.reserve()).await
+            else {
+                return;
+            };
+            let mut st = self.lock();
+            let can_push = st.entry(id).is_some_and(|e| e.session().can_push);
+            if !can_push || !st.links.is_current(id, conn) {
+                return;
             }
+            // Claimed already: a live send or a hook has it.
+            if !st.mail.claim_one(id, &message.id) {
+                continue;
+            }
+            st.links.note_push(id, conn, &message.id);
+            permit.send(
+                ServerFrame::Push {
+                    message: (*message).clone(),
+                }
+                .into(),
+            );
         }
     }
 

@@ -38,6 +38,13 @@ impl InProgress {
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
     }
+    /// One more in progress, for an owner that cannot hold an [`Underway`].
+    pub fn enter(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn leave(&self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Drop for Underway<'_> {
@@ -89,6 +96,18 @@ pub struct Metrics {
     /// Connections accepted, by listener.
     pub tcp_connections: Counter,
     pub unix_connections: Counter,
+    /// Connections answered 503 and closed: the cap was reached.
+    pub connections_refused: Counter,
+    /// Connections open now (TCP and Unix socket).
+    pub connections_open: InProgress,
+    /// Requests refused 429, by which limit.
+    pub rate_limited_sends: Counter,
+    pub rate_limited_hooks: Counter,
+    pub rate_limited_connections: Counter,
+    /// Links dropped because a frame could not be written in time (the
+    /// shim stopped reading) or a frame was over the size limit.
+    pub links_stalled: Counter,
+    pub links_oversized: Counter,
     swept_link_lost: Counter,
     swept_hook_backstop: Counter,
     hooks: [Histogram; HookEvent::ALL.len()],
@@ -102,6 +121,9 @@ pub struct Gauges {
     pub unread: usize,
     /// Clients following `/api/v1/events`.
     pub event_streams: usize,
+    /// Frames waiting for a link's writer, summed over links and the most on one.
+    pub link_queued: usize,
+    pub link_queued_max: usize,
 }
 
 impl Metrics {
@@ -127,6 +149,12 @@ impl Metrics {
             out,
             "# HELP {name} wait_for_message calls waiting for mail now.\n# TYPE {name} gauge\n{name} {}",
             self.mail_waits.get()
+        );
+        let name = "muster_connections_open";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Connections open now.\n# TYPE {name} gauge\n{name} {}",
+            self.connections_open.get()
         );
         self.render_counters(&mut out);
         self.render_hook_latency(&mut out);
@@ -189,6 +217,31 @@ impl Metrics {
             ],
         );
         counter(
+            "muster_connections_refused_total",
+            "Connections answered 503 and closed because the connection cap was reached.",
+            &[("", self.connections_refused.get())],
+        );
+        counter(
+            "muster_rate_limited_total",
+            "Requests refused 429, by the limit they were over.",
+            &[
+                ("{limit=\"send\"}", self.rate_limited_sends.get()),
+                ("{limit=\"hook\"}", self.rate_limited_hooks.get()),
+                (
+                    "{limit=\"connection\"}",
+                    self.rate_limited_connections.get(),
+                ),
+            ],
+        );
+        counter(
+            "muster_links_dropped_total",
+            "Links the daemon ended, by reason.",
+            &[
+                ("{reason=\"stalled\"}", self.links_stalled.get()),
+                ("{reason=\"oversized-frame\"}", self.links_oversized.get()),
+            ],
+        );
+        counter(
             "muster_sweeps_total",
             "Sweeper passes.",
             &[("", self.sweeps.get())],
@@ -245,6 +298,16 @@ fn render_gauges(out: &mut String, g: &Gauges) {
         g.sessions_known as u64,
     );
     gauge("muster_links", "Shim links attached now.", g.links as u64);
+    gauge(
+        "muster_link_queued_frames",
+        "Frames waiting for the links' writers, all links together.",
+        g.link_queued as u64,
+    );
+    gauge(
+        "muster_link_queued_frames_max",
+        "Frames waiting for the writer of the fullest link.",
+        g.link_queued_max as u64,
+    );
     gauge(
         "muster_event_streams",
         "Clients following the event stream now.",

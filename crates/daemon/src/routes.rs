@@ -112,7 +112,47 @@ async fn guard(State(hub): State<Arc<Hub>>, request: Request, next: Next) -> Res
     if let Some(refused) = browser_refusal(&request) {
         return refused.into_response();
     }
+    if let Err(refused) = take_connection_budget(&hub, &request) {
+        return refused.into_response();
+    }
     next.run(request).await
+}
+
+/// One connection's budget of sends and hook calls, whatever sessions they
+/// name (a flood of made-up session ids is bounded here). Each accepted
+/// connection puts its own in its requests' extensions.
+#[derive(Clone)]
+pub(crate) struct ConnectionBudget(pub Arc<std::sync::Mutex<muster_core::limits::TokenBucket>>);
+
+/// Sends and hook calls spend the connection's budget; over it, 429.
+fn take_connection_budget(hub: &Hub, request: &Request) -> Result<(), ApiError> {
+    let path = request.uri().path();
+    let spends = *request.method() == Method::POST
+        && (path.starts_with("/hook/")
+            || path == "/api/v1/messages"
+            || path == "/api/v1/broadcast");
+    let Some(budget) = request.extensions().get::<ConnectionBudget>() else {
+        return Ok(());
+    };
+    if !spends {
+        return Ok(());
+    }
+    let rate = hub.config.connection_rate;
+    let taken = budget
+        .0
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take(rate, hub.clock.mono());
+    taken.map_err(|retry| {
+        hub.metrics.rate_limited_connections.inc();
+        ApiError::rate_limited(
+            format!(
+                "this connection is sending too fast: at most {} sends and hook calls a second (bursts of {})",
+                rate.per_sec, rate.burst
+            ),
+            retry,
+        )
+    })
 }
 
 /// Why a request is refused as one a web page sent, if it is: an `Origin`
@@ -396,12 +436,18 @@ async fn dashboard() -> impl IntoResponse {
 async fn metrics(State(hub): State<Arc<Hub>>) -> impl IntoResponse {
     let gauges = {
         let status = hub.status();
+        let (links, (link_queued, link_queued_max)) = {
+            let st = hub.lock();
+            (st.links.count(), st.links.queued())
+        };
         Gauges {
             sessions_present: status.sessions_present,
             sessions_known: status.sessions_known,
-            links: hub.lock().links.count(),
+            links,
             unread: status.unread_deliveries,
             event_streams: hub.events.streams(),
+            link_queued,
+            link_queued_max,
         }
     };
     (

@@ -65,8 +65,35 @@ impl Links {
         self.by_session.len()
     }
 
+    /// The session's link: its connection and a sender to its writer.
+    pub fn sender(&self, session: &str) -> Option<(u64, mpsc::Sender<Outgoing>)> {
+        self.by_session.get(session).map(|l| (l.conn, l.tx.clone()))
+    }
+
+    /// Records a push of `message_id` that is going out on `conn` by a
+    /// place already reserved in its queue; false if `conn` is no longer
+    /// the session's link.
+    pub fn note_push(&mut self, session: &str, conn: u64, message_id: &str) -> bool {
+        match self.by_session.get_mut(session) {
+            Some(link) if link.conn == conn => {
+                link.in_flight.insert(message_id.to_string());
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Frames waiting for the links' writers: all together, and the most on one.
+    pub fn queued(&self) -> (usize, usize) {
+        self.by_session
+            .values()
+            .map(|l| l.tx.max_capacity() - l.tx.capacity())
+            .fold((0, 0), |(sum, max), n| (sum + n, max.max(n)))
+    }
+
     /// Queues a push of `message_id` on the session's link, without
-    /// waiting; false if there is no link or its writer is full or gone.
+    /// waiting; false if there is no link or its writer is full or gone
+    /// (the mail stays queued: hooks surface it, or a re-link pushes it).
     pub fn push(&mut self, session: &str, message_id: &str, out: Outgoing) -> bool {
         let Some(link) = self.by_session.get_mut(session) else {
             return false;
@@ -132,6 +159,25 @@ mod tests {
             "m2",
             muster_core::link::ServerFrame::Pong { at: 0 }.into()
         ));
+    }
+
+    #[tokio::test]
+    async fn a_full_link_takes_no_more_pushes() {
+        // Proves the queue per link is bounded: past it a push is refused
+        // (the mail stays queued), never buffered.
+        let mut links = Links::default();
+        let (tx, _rx) = mpsc::channel(2);
+        links.attach("s", 1, tx);
+        let pong = || muster_core::link::ServerFrame::Pong { at: 0 }.into();
+        assert!(links.push("s", "m1", pong()));
+        assert!(links.push("s", "m2", pong()));
+        assert!(!links.push("s", "m3", pong()));
+        assert_eq!(links.queued(), (2, 2));
+        assert!(links.note_push("s", 1, "m4"));
+        assert!(!links.note_push("s", 2, "m5"), "not the current link");
+        let mut unconfirmed = links.detach("s", 1).unwrap();
+        unconfirmed.sort();
+        assert_eq!(unconfirmed, ["m1", "m2", "m4"]);
     }
 
     #[tokio::test]
