@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::Args;
 use muster_core::duration::parse_duration;
-use muster_core::limits::DEFAULT_MAX_REQUEST_BYTES;
+use muster_core::limits::{self, Rate, DEFAULT_MAX_REQUEST_BYTES};
 
 use crate::config::{self, Env};
 use crate::output::clean;
@@ -88,6 +88,38 @@ pub struct ServeArgs {
     /// muster-<uid>/<port>.sock); shims link over it, cheaper than TCP
     #[arg(long, env = "MUSTER_UNIX_SOCKET", default_value = "on", value_parser = ["on", "off"], value_name = "on|off")]
     pub unix_socket: String,
+
+    /// Sends (direct or room) one session may make: N/s, or N/s,BURST, or
+    /// off; past it a send gets 429 with Retry-After
+    #[arg(long, default_value_t = limits::DEFAULT_SEND_RATE, value_parser = Rate::parse, value_name = "RATE")]
+    pub send_rate: Rate,
+
+    /// Hook calls one session may make (N/s[,BURST] or off)
+    #[arg(long, default_value_t = limits::DEFAULT_HOOK_RATE, value_parser = Rate::parse, value_name = "RATE")]
+    pub hook_rate: Rate,
+
+    /// Sends and hook calls one connection may carry, whatever sessions
+    /// they name (N/s[,BURST] or off)
+    #[arg(long, default_value_t = limits::DEFAULT_CONNECTION_RATE, value_parser = Rate::parse, value_name = "RATE")]
+    pub connection_rate: Rate,
+
+    /// Connections open at once; one more is answered 503 and closed
+    #[arg(long, default_value_t = limits::DEFAULT_MAX_CONNECTIONS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000), value_name = "N")]
+    pub max_connections: usize,
+
+    /// How long a client may take to send a request's headers, and keep an
+    /// idle connection open, before it is closed
+    #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DUR")]
+    pub header_timeout: Duration,
+
+    /// Largest WebSocket message a shim may send on its link, in bytes
+    #[arg(long, default_value_t = limits::DEFAULT_MAX_LINK_FRAME_BYTES, value_name = "N")]
+    pub max_link_frame_bytes: usize,
+
+    /// A frame not taken by a shim within this ends its link (it re-links
+    /// and gets its mail again)
+    #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DUR")]
+    pub link_stall: Duration,
 }
 
 /// Which store `serve` opens, as written on the command line.
@@ -155,6 +187,14 @@ pub fn run(args: ServeArgs, env: &Env) -> i32 {
         wake_cooldown: args.wake_cooldown,
         clock: muster_daemon::Clock::system(),
         unix_socket_dir: unix_socket_dir(&args.unix_socket),
+        send_rate: args.send_rate,
+        hook_rate: args.hook_rate,
+        connection_rate: args.connection_rate,
+        max_connections: args.max_connections,
+        header_timeout: args.header_timeout,
+        max_link_frame_bytes: args.max_link_frame_bytes,
+        link_queue: limits::DEFAULT_LINK_QUEUE,
+        link_stall: args.link_stall,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
