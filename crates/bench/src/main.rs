@@ -26,6 +26,7 @@
 
 mod daemon;
 mod delivery;
+mod flood;
 mod footprint;
 mod hooks;
 mod http;
@@ -51,6 +52,7 @@ enum Which {
     Sweep,
     Delivery,
     Footprint,
+    Flood,
 }
 
 #[derive(Debug, Parser)]
@@ -163,7 +165,7 @@ fn main() -> ExitCode {
         ) -> std::pin::Pin<
             Box<dyn std::future::Future<Output = anyhow::Result<Section>> + 'a>,
         >;
-        let benches: [(Which, &str, Bench); 5] = [
+        let benches: [(Which, &str, Bench); 6] = [
             (Which::Hooks, "hooks", |o| Box::pin(hooks::run(o))),
             (Which::Sends, "sends", |o| Box::pin(sends::run(o))),
             (Which::Sweep, "sweep", |o| Box::pin(sweep::run(o))),
@@ -171,6 +173,7 @@ fn main() -> ExitCode {
             (Which::Footprint, "footprint", |_| {
                 Box::pin(async { footprint::run() })
             }),
+            (Which::Flood, "flood", |o| Box::pin(flood::run(o))),
         ];
         for (which, name, bench) in benches {
             if !wants(which) {
