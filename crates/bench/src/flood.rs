@@ -89,7 +89,7 @@ fn ordinary_request(i: usize, n: u64) -> (&'static str, Bytes) {
 
 /// The flooder's `n`th request on connection `w`: sends and hooks, alternately.
 fn flood_request(w: usize, n: u64) -> (&'static str, Bytes) {
-    if (w as u64 + n) % 2 == 0 {
+    if (w as u64 + n).is_multiple_of(2) {
         ("/api/v1/messages", send_body(FLOODER, SINK, n))
     } else {
         ("/hook/pre-tool-use", hook_body(FLOODER, "PreToolUse"))

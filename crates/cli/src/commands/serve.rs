@@ -89,6 +89,14 @@ pub struct ServeArgs {
     #[arg(long, env = "MUSTER_UNIX_SOCKET", default_value = "on", value_parser = ["on", "off"], value_name = "on|off")]
     pub unix_socket: String,
 
+    #[command(flatten)]
+    pub limits: Box<LimitArgs>,
+}
+
+/// The bounds on what one client can make the daemon do (boxed: they
+/// would make `serve`'s arguments the largest command by far).
+#[derive(Debug, Args)]
+pub struct LimitArgs {
     /// Sends (direct or room) one session may make: N/s, or N/s,BURST, or
     /// off; past it a send gets 429 with Retry-After
     #[arg(long, default_value_t = limits::DEFAULT_SEND_RATE, value_parser = Rate::parse, value_name = "RATE")]
@@ -187,14 +195,14 @@ pub fn run(args: ServeArgs, env: &Env) -> i32 {
         wake_cooldown: args.wake_cooldown,
         clock: muster_daemon::Clock::system(),
         unix_socket_dir: unix_socket_dir(&args.unix_socket),
-        send_rate: args.send_rate,
-        hook_rate: args.hook_rate,
-        connection_rate: args.connection_rate,
-        max_connections: args.max_connections,
-        header_timeout: args.header_timeout,
-        max_link_frame_bytes: args.max_link_frame_bytes,
+        send_rate: args.limits.send_rate,
+        hook_rate: args.limits.hook_rate,
+        connection_rate: args.limits.connection_rate,
+        max_connections: args.limits.max_connections,
+        header_timeout: args.limits.header_timeout,
+        max_link_frame_bytes: args.limits.max_link_frame_bytes,
         link_queue: limits::DEFAULT_LINK_QUEUE,
-        link_stall: args.link_stall,
+        link_stall: args.limits.link_stall,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
