@@ -1,7 +1,9 @@
 //! `muster install`: writes muster's MCP server and hooks into each harness's
 //! settings without touching the user's, is idempotent, previews with
 //! --dry-run, refuses broken files, and --uninstall puts everything back.
-//! Every run points HOME, XDG_*, CODEX_HOME at temp dirs: real user files are never touched.
+//! Every run points HOME, XDG_*, CODEX_HOME at temp dirs: real user files are never touched,
+//! and PATH at a directory whose `muster` is the binary under test, so project
+//! files name `muster` (tests/install_team.rs covers the other cases).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -16,6 +18,8 @@ struct Sandbox {
     project: PathBuf,
     home: PathBuf,
     state: PathBuf,
+    /// Holds `muster`, a link to the binary under test; first on PATH.
+    bin: PathBuf,
 }
 
 impl Sandbox {
@@ -24,10 +28,13 @@ impl Sandbox {
         let project = root.path().join("project");
         let home = root.path().join("home");
         let state = root.path().join("state");
-        for dir in [&project, &home, &state] {
+        let bin = root.path().join("bin");
+        for dir in [&project, &home, &state, &bin] {
             std::fs::create_dir_all(dir).unwrap();
         }
+        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_muster"), bin.join("muster")).unwrap();
         Sandbox {
+            bin,
             project: project.canonicalize().unwrap(),
             home: home.canonicalize().unwrap(),
             state: state.canonicalize().unwrap(),
@@ -43,6 +50,7 @@ impl Sandbox {
             .env("XDG_STATE_HOME", &self.state)
             .env("XDG_CONFIG_HOME", self.home.join(".config"))
             .env("CODEX_HOME", self.home.join(".codex"))
+            .env("PATH", self.path())
             .env_remove("CLAUDE_CONFIG_DIR")
             .env_remove("MUSTER_URL")
             .env_remove("MUSTER_SESSION_ID")
@@ -50,6 +58,11 @@ impl Sandbox {
             .stdin(Stdio::null())
             .output()
             .unwrap()
+    }
+
+    /// The sandbox's `bin` first, then the system's.
+    fn path(&self) -> String {
+        format!("{}:/usr/local/bin:/usr/bin:/bin", self.bin.display())
     }
 
     /// Runs `muster install <args>` and expects exit 0.
@@ -144,7 +157,7 @@ const CLAUDE: Case = Case {
     ],
     created: &[],
     check: |sb| {
-        let muster = muster_bin();
+        let muster = "muster".to_string();
         let mcp = sb.json(".mcp.json");
         assert_eq!(mcp["mcpServers"]["other"]["command"], "other-server");
         assert_eq!(mcp["mcpServers"]["muster"], json!({"command": muster, "args": ["mcp"]}));
@@ -183,7 +196,7 @@ const CODEX: Case = Case {
     ],
     created: &[],
     check: |sb| {
-        let muster = muster_bin();
+        let muster = "muster".to_string();
         let text = sb.read(".codex/config.toml");
         for line in CODEX_TOML.lines() {
             assert!(text.contains(line), "lost {line:?} in:\n{text}");
@@ -230,7 +243,7 @@ const OPENCODE: Case = Case {
             config["mcp"]["muster"],
             json!({
                 "type": "local",
-                "command": [muster_bin(), "mcp"],
+                "command": ["muster", "mcp"],
                 "enabled": true,
                 "environment": {"MUSTER_HARNESS": "opencode", "MUSTER_CHANNELS": "off"},
             })
@@ -250,7 +263,7 @@ const GEMINI: Case = Case {
     )],
     created: &[],
     check: |sb| {
-        let muster = muster_bin();
+        let muster = "muster".to_string();
         let text = sb.read(".gemini/settings.json");
         assert!(text.starts_with("{\n    \"model\": {\n        \"name\""), "indent not kept:\n{text}");
         assert!(!text.ends_with('\n'), "a file without a final newline gained one");
@@ -522,6 +535,7 @@ fn claude_hooks_fail_open_without_a_daemon() {
             let mut child = Command::new("sh")
                 .args(["-c", &command])
                 .env("MUSTER_URL", format!("http://127.0.0.1:{port}"))
+                .env("PATH", sb.path())
                 .env("XDG_CONFIG_HOME", sb.home.join(".config"))
                 .env("HOME", &sb.home)
                 .stdin(Stdio::piped())
@@ -575,6 +589,8 @@ fn user_scope_writes_home_files_and_uninstall_empties_them() {
         serde_json::from_str(&std::fs::read_to_string(sb.home.join(".claude.json")).unwrap())
             .unwrap();
     assert_eq!(claude_json["mcpServers"]["muster"]["args"], json!(["mcp"]));
+    // User files are never committed: they name the binary itself, PATH or not.
+    assert_eq!(claude_json["mcpServers"]["muster"]["command"], muster_bin());
     assert!(
         snapshot(&sb.project).is_empty(),
         "--user wrote into the project"
@@ -618,6 +634,7 @@ fn muster_url_is_not_baked_in() {
         .env("HOME", &sb.home)
         .env("XDG_STATE_HOME", &sb.state)
         .env("MUSTER_URL", "http://127.0.0.1:9999")
+        .env("PATH", sb.path())
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0));

@@ -59,7 +59,8 @@ pub fn layout(scope: &Scope, locations: &Locations, muster: &Muster) -> Layout {
     let hooks = hook_edits(muster);
     let hooks_path = dir.join("hooks.json");
     let user_config = user_home.as_ref().map(|home| home.join("config.toml"));
-    let (mut user_edits, notes) = trust(scope, user_config.as_deref(), &hooks_path, &hooks, muster);
+    let (mut user_edits, notes, trust_problem) =
+        trust(scope, user_config.as_deref(), &hooks_path, &hooks, muster);
 
     let mut targets = Vec::new();
     let config_path = dir.join("config.toml");
@@ -67,25 +68,14 @@ pub fn layout(scope: &Scope, locations: &Locations, muster: &Muster) -> Layout {
         // User scope: one file holds the server, the feature and the trust.
         config.append(&mut user_edits);
     }
-    targets.push(Target {
-        path: config_path,
-        edits: FileEdits::Toml(config),
-    });
-    targets.push(Target {
-        path: hooks_path,
-        edits: FileEdits::Json(hooks),
-    });
+    targets.push(Target::config(config_path, FileEdits::Toml(config)));
+    targets.push(Target::config(hooks_path, FileEdits::Json(hooks)));
     if let (Some(user_config), false) = (user_config, user_edits.is_empty()) {
-        targets.push(Target {
-            path: user_config,
-            edits: FileEdits::Toml(user_edits),
-        });
+        targets.push(Target::trust(user_config, FileEdits::Toml(user_edits)));
     }
-    Layout {
-        targets,
-        notes,
-        next_step: "start a new Codex session to load muster".into(),
-    }
+    let mut layout = Layout::new(targets, notes, "start a new Codex session to load muster");
+    layout.trust_problem = trust_problem;
+    layout
 }
 
 /// The server entry and the hooks feature, for `.codex/config.toml`.
@@ -139,24 +129,36 @@ fn trust(
     hooks_path: &Path,
     hooks: &[JsonEdit],
     muster: &Muster,
-) -> (Vec<TomlEdit>, Vec<String>) {
+) -> (Vec<TomlEdit>, Vec<String>, Option<String>) {
     let mut notes = Vec::new();
+    let mut problem = None;
     let mut user_edits = Vec::new();
     match user_config {
         Some(user_config) => {
             user_edits.extend(trust_edits(hooks_path, hooks, muster));
-            let mut trusted = format!("muster's hooks are marked trusted in {}", user_config.display());
+            let mut trusted = format!(
+                "muster's hooks are marked trusted in {}",
+                user_config.display()
+            );
             if let Scope::Project(project) = scope {
                 match project_trust(user_config, project).as_deref() {
-                    Some("untrusted") => notes.push(format!(
-                        "{} is marked untrusted in {}, so Codex will not read its .codex/ (muster's server and \
+                    Some("untrusted") => {
+                        let text = format!(
+                            "{} is marked untrusted in {}, so Codex will not read its .codex/ (muster's server and \
 hooks): run `codex exec --trust` there once, or trust it when Codex asks",
-                        project.display(),
-                        user_config.display()
-                    )),
+                            project.display(),
+                            user_config.display()
+                        );
+                        notes.push(text.clone());
+                        problem = Some(text);
+                    }
                     _ => {
                         user_edits.push(TomlEdit::Setting {
-                            path: vec!["projects".into(), project.display().to_string(), "trust_level".into()],
+                            path: vec![
+                                "projects".into(),
+                                project.display().to_string(),
+                                "trust_level".into(),
+                            ],
                             value: json!("trusted"),
                         });
                         trusted.push_str(&format!(
@@ -166,16 +168,19 @@ hooks): run `codex exec --trust` there once, or trust it when Codex asks",
                     }
                 }
             }
-            notes.push(format!("{trusted} (Codex skips untrusted ones silently); --uninstall takes this back"));
+            notes.push(format!(
+                "{trusted} (Codex skips untrusted ones silently); --uninstall takes this back"
+            ));
         }
-        None => notes.push(
-            "cannot tell where Codex keeps its user config (set HOME or CODEX_HOME), so muster's hooks are not \
-marked trusted: Codex skips them until you trust them when it asks, or run `codex exec --dangerously-bypass-hook-trust`"
-                .into(),
-        ),
+        None => {
+            let text = "cannot tell where Codex keeps its user config (set HOME or CODEX_HOME), so muster's hooks are \
+not marked trusted: Codex skips them until you trust them when it asks, or run `codex exec --dangerously-bypass-hook-trust`";
+            notes.push(text.into());
+            problem = Some(text.into());
+        }
     }
 
-    (user_edits, notes)
+    (user_edits, notes, problem)
 }
 
 /// The `trust_level` the user's config gives `project`, if any.
@@ -302,9 +307,7 @@ mod tests {
     #[test]
     fn trusted_hash_matches_what_codex_computes() {
         // Proves the hash equals the `currentHash` codex 0.171 `app-server` `hooks/list` reported for these hooks.
-        let muster = Muster {
-            path: "/work/main/target/debug/muster".into(),
-        };
+        let muster = Muster::at("/work/main/target/debug/muster");
         assert_eq!(
             trusted_hash(
                 "session_start",

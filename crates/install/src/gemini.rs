@@ -51,11 +51,9 @@ pub fn layout(scope: &Scope, locations: &Locations, muster: &Muster) -> Layout {
             "timeout": 5000,
         }]}),
     }));
-    let mut targets = vec![Target {
-        path: settings,
-        edits: FileEdits::Json(edits),
-    }];
+    let mut targets = vec![Target::config(settings, FileEdits::Json(edits))];
     let mut notes = Vec::new();
+    let mut problem = None;
     if let Scope::User(_) = scope {
         notes.push(
             "Gemini CLI runs only in folders you trust (it asks on the first start in each; `gemini -p` exits 55 \
@@ -68,41 +66,47 @@ in one you have not trusted)"
             "Gemini CLI warns once before running a project's hooks; that is expected".to_string(),
         );
         match locations.gemini_trusted_folders() {
-            None => notes.push(format!(
-                "cannot tell where Gemini CLI keeps trusted folders (set HOME): trust {} in Gemini CLI when it \
+            None => {
+                let text = format!(
+                    "cannot tell where Gemini CLI keeps trusted folders (set HOME): trust {} in Gemini CLI when it \
 asks, or it ignores the project's settings",
-                project.display()
-            )),
+                    project.display()
+                );
+                notes.push(text.clone());
+                problem = Some(text);
+            }
             Some(file) => match folder_trust(&file, project) {
                 Some(true) => {}
-                Some(false) => notes.push(format!(
-                    "{} is marked untrusted in {}, so Gemini CLI ignores its settings (muster's server and hooks): \
-trust it in Gemini CLI (/permissions) to use muster there",
-                    project.display(),
-                    file.display()
-                )),
+                Some(false) => {
+                    let text = format!(
+                        "{} is marked untrusted in {}, so Gemini CLI ignores its settings (muster's server and \
+hooks): trust it in Gemini CLI (/permissions) to use muster there",
+                        project.display(),
+                        file.display()
+                    );
+                    notes.push(text.clone());
+                    problem = Some(text);
+                }
                 None => {
                     notes.push(format!(
                         "{} is marked trusted in {} so Gemini CLI reads its settings; --uninstall takes this back",
                         project.display(),
                         file.display()
                     ));
-                    targets.push(Target {
-                        path: file,
-                        edits: FileEdits::Json(vec![JsonEdit::Entry {
+                    targets.push(Target::trust(
+                        file,
+                        FileEdits::Json(vec![JsonEdit::Entry {
                             path: vec![muster_key(project)],
                             value: json!("TRUST_FOLDER"),
                         }]),
-                    });
+                    ));
                 }
             },
         }
     }
-    Layout {
-        targets,
-        notes,
-        next_step: "restart Gemini CLI to load muster".into(),
-    }
+    let mut layout = Layout::new(targets, notes, "restart Gemini CLI to load muster");
+    layout.trust_problem = problem;
+    layout
 }
 
 /// The key muster trusts `project` under: its path with a trailing `/`.

@@ -104,7 +104,7 @@ pub fn is_muster_command(command: &str) -> bool {
 }
 
 /// The first word of a `sh -c` command with its quoting undone, and the rest.
-fn first_shell_word(command: &str) -> (String, &str) {
+pub(crate) fn first_shell_word(command: &str) -> (String, &str) {
     let mut word = String::new();
     let mut chars = command.char_indices();
     let mut quote: Option<char> = None;

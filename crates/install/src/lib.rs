@@ -17,11 +17,13 @@ mod edit;
 mod file_edits;
 mod files;
 mod gemini;
+mod inspect;
 mod json_merge;
 mod manifest;
 mod opencode;
 mod toml_merge;
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use muster_core::protocol::{Harness, HookEvent};
@@ -30,6 +32,7 @@ use serde::Serialize;
 pub use edit::EditError;
 use edit::Undo;
 use file_edits::FileEdits;
+pub use inspect::{inspect, Finding, Inspection};
 use manifest::{FileRecord, Manifest};
 
 /// Where the harnesses keep their user settings, as the environment tells
@@ -46,6 +49,8 @@ pub struct Locations {
     pub claude_config_dir: Option<PathBuf>,
     /// `$GEMINI_CLI_TRUSTED_FOLDERS_PATH`.
     pub gemini_trusted_folders: Option<PathBuf>,
+    /// `$PATH`, where a harness finds `muster` by name.
+    pub path: Option<OsString>,
 }
 
 impl Locations {
@@ -63,9 +68,89 @@ impl Locations {
             codex_home: absolute("CODEX_HOME"),
             claude_config_dir: absolute("CLAUDE_CONFIG_DIR"),
             gemini_trusted_folders: var("GEMINI_CLI_TRUSTED_FOLDERS_PATH"),
+            path: std::env::var_os("PATH"),
         }
     }
 
+    /// `$CLAUDE_CONFIG_DIR/.claude.json`, else `~/.claude.json`: Claude Code's
+    /// own state, which holds user and per-project (local) MCP servers.
+    fn claude_json(&self) -> Option<PathBuf> {
+        match &self.claude_config_dir {
+            Some(dir) => Some(dir.join(".claude.json")),
+            None => self.home.as_ref().map(|home| home.join(".claude.json")),
+        }
+    }
+
+    /// The first executable `name` in `$PATH`, as a shell would run it.
+    pub fn find_on_path(&self, name: &str) -> Option<PathBuf> {
+        let path = self.path.as_ref()?;
+        std::env::split_paths(path)
+            .filter(|dir| dir.is_absolute())
+            .map(|dir| dir.join(name))
+            .find(|candidate| is_executable(candidate))
+    }
+
+    /// What `muster` on `$PATH` is, compared with `binary` (the one running).
+    pub fn muster_on_path(&self, binary: &Path) -> OnPath {
+        match self.find_on_path("muster") {
+            None => OnPath::Missing,
+            Some(found) => {
+                let same = match (std::fs::canonicalize(&found), std::fs::canonicalize(binary)) {
+                    (Ok(a), Ok(b)) => a == b,
+                    _ => false,
+                };
+                if same {
+                    OnPath::Same
+                } else {
+                    OnPath::Other(found)
+                }
+            }
+        }
+    }
+}
+
+/// A regular file (or a link to one) with an execute bit.
+fn is_executable(path: &Path) -> bool {
+    let Ok(meta) = std::fs::metadata(path) else {
+        return false;
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        meta.is_file() && meta.permissions().mode() & 0o111 != 0
+    }
+    #[cfg(not(unix))]
+    {
+        meta.is_file()
+    }
+}
+
+/// What `muster` on `$PATH` is, next to the binary running the install.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OnPath {
+    /// The same binary (both canonicalized): the harness may run `muster` by name.
+    Same,
+    /// Another binary (an older install, another build).
+    Other(PathBuf),
+    /// No `muster` on `$PATH`.
+    Missing,
+}
+
+impl OnPath {
+    /// Why the path of this binary cannot be written as `muster`, for notes.
+    fn why_not(&self, binary: &str) -> String {
+        match self {
+            OnPath::Same => String::new(),
+            OnPath::Other(other) => format!(
+                "`muster` on PATH is {}, not this binary ({binary})",
+                other.display()
+            ),
+            OnPath::Missing => format!("no `muster` is on PATH (this binary is {binary})"),
+        }
+    }
+}
+
+impl Locations {
     /// `$CODEX_HOME`, else `~/.codex`.
     fn codex_home(&self) -> Option<PathBuf> {
         self.codex_home
@@ -180,8 +265,12 @@ pub struct Request {
     pub harness: Harness,
     pub action: Action,
     pub scope: Scope,
-    /// The muster binary the harness will run (absolute, so PATH does not matter).
+    /// The muster binary running the install (absolute). A project install
+    /// writes it only into local, uncommitted settings; the team's files get
+    /// `muster` by name when `on_path` is [`OnPath::Same`].
     pub muster: String,
+    /// What `muster` on `$PATH` is (see [`Locations::muster_on_path`]).
+    pub on_path: OnPath,
     /// The install record (`installs.json`).
     pub manifest: PathBuf,
     pub locations: Locations,
@@ -189,7 +278,31 @@ pub struct Request {
 
 /// The muster binary the harness will run.
 struct Muster {
+    /// What the settings name: `muster` (a project install, with this binary
+    /// on PATH) or the absolute path of the binary.
     path: String,
+    /// The absolute path of the binary running the install.
+    binary: String,
+    /// Whether `path` is `muster` by name, fit for files a team commits.
+    portable: bool,
+    on_path: OnPath,
+}
+
+impl Muster {
+    fn new(request: &Request) -> Muster {
+        let portable =
+            matches!(request.scope, Scope::Project(_)) && request.on_path == OnPath::Same;
+        Muster {
+            path: if portable {
+                "muster".into()
+            } else {
+                request.muster.clone()
+            },
+            binary: request.muster.clone(),
+            portable,
+            on_path: request.on_path.clone(),
+        }
+    }
 }
 
 impl Muster {
@@ -215,17 +328,122 @@ fn shell_quote(text: &str) -> String {
     }
 }
 
+/// What a file holds for muster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// The server, the hooks, the plugin.
+    Config,
+    /// What the harness needs before it runs them (Codex's hook and project
+    /// trust, Gemini CLI's trusted folder).
+    Trust,
+}
+
 /// One file muster writes and how.
 struct Target {
     path: PathBuf,
     edits: FileEdits,
+    role: Role,
+}
+
+impl Target {
+    fn config(path: PathBuf, edits: FileEdits) -> Target {
+        Target {
+            path,
+            edits,
+            role: Role::Config,
+        }
+    }
+
+    fn trust(path: PathBuf, edits: FileEdits) -> Target {
+        Target {
+            path,
+            edits,
+            role: Role::Trust,
+        }
+    }
 }
 
 /// Everything one harness needs, plus what to tell the user.
 struct Layout {
     targets: Vec<Target>,
+    /// Files that held muster's entries in the other way of installing (the
+    /// team's files vs local settings): install takes muster's entries out of
+    /// them, uninstall too. Each with why, for the report.
+    stale: Vec<(Target, String)>,
     notes: Vec<String>,
     next_step: String,
+    /// Why the harness will not trust what install wrote, if the user's own
+    /// settings say so (doctor reports it).
+    trust_problem: Option<String>,
+}
+
+impl Layout {
+    fn new(targets: Vec<Target>, notes: Vec<String>, next_step: &str) -> Layout {
+        Layout {
+            targets,
+            stale: Vec::new(),
+            notes,
+            next_step: next_step.into(),
+            trust_problem: None,
+        }
+    }
+}
+
+/// A file that a team commits: in the project, and not a harness's local settings.
+fn committed(scope: &Scope, path: &Path) -> bool {
+    match scope {
+        Scope::Project(dir) => {
+            path.starts_with(dir)
+                && path.file_name().and_then(|n| n.to_str()) != Some("settings.local.json")
+        }
+        Scope::User(_) => false,
+    }
+}
+
+/// The layout of one harness for a request.
+fn layout_of(request: &Request, muster: &Muster) -> Layout {
+    let scope = &request.scope;
+    let locations = &request.locations;
+    let mut layout = match request.harness {
+        Harness::Claude => claude::layout(scope, locations, muster),
+        Harness::Codex => codex::layout(scope, locations, muster),
+        Harness::Opencode => opencode::layout(scope, muster),
+        Harness::Gemini => gemini::layout(scope, locations, muster),
+    };
+    let named: Vec<String> = layout
+        .targets
+        .iter()
+        .filter(|t| t.role == Role::Config && committed(scope, &t.path))
+        // A file muster writes whole (opencode's plugin) names no binary.
+        .filter(|t| !matches!(t.edits, FileEdits::Whole(_)))
+        .map(|t| t.path.display().to_string())
+        .collect();
+    if !muster.portable && !named.is_empty() {
+        layout.notes.push(format!(
+            "{}, so {} name{} {}, a path on this machine only: do not commit {} unless every teammate has muster \
+there. {} keeps no local, uncommitted settings for a project's MCP server and hooks. To write `muster` by name \
+instead, put this binary on PATH as `muster` and run `muster install {} --project` again",
+            muster.on_path.why_not(&muster.binary),
+            named.join(" and "),
+            if named.len() == 1 { "s" } else { "" },
+            muster.binary,
+            if named.len() == 1 { "it" } else { "them" },
+            title(request.harness),
+            request.harness,
+        ));
+    }
+    layout
+}
+
+/// The command that installs muster again for `harness` in `scope`.
+pub fn install_command(harness: Harness, scope: &Scope) -> String {
+    match scope {
+        Scope::Project(dir) => format!(
+            "muster install {harness} --project {}",
+            shell_quote(&dir.display().to_string())
+        ),
+        Scope::User(_) => format!("muster install {harness} --user"),
+    }
 }
 
 /// How people call the harness.
@@ -269,6 +487,9 @@ struct Step {
     status: Status,
     detail: Option<String>,
     undo: Vec<Undo>,
+    /// Takes muster's entries out (a stale file during install).
+    purge: bool,
+    role: Role,
 }
 
 impl Step {
@@ -394,20 +615,11 @@ pub struct Plan {
 /// Reads the install record and every file the run touches, and works out
 /// each file's new bytes. Writes nothing.
 pub fn plan(request: Request) -> Result<Plan, Error> {
-    let muster = Muster {
-        path: request.muster.clone(),
-    };
-    let scope = &request.scope;
-    let locations = &request.locations;
-    let layout = match request.harness {
-        Harness::Claude => claude::layout(scope, &muster),
-        Harness::Codex => codex::layout(scope, locations, &muster),
-        Harness::Opencode => opencode::layout(scope, &muster),
-        Harness::Gemini => gemini::layout(scope, locations, &muster),
-    };
+    let muster = Muster::new(&request);
+    let layout = layout_of(&request, &muster);
     let manifest = Manifest::load(&request.manifest)?;
     let steps = match request.action {
-        Action::Install => plan_install(&layout)?,
+        Action::Install => plan_install(&layout, &manifest)?,
         Action::Uninstall => plan_uninstall(&layout, &manifest)?,
     };
     Ok(Plan {
@@ -433,6 +645,7 @@ impl Plan {
         if self.request.action == Action::Install {
             for (i, step) in self.steps.iter().enumerate() {
                 if step.changes()
+                    && !step.purge
                     && step.before.is_some()
                     && !self.manifest.files.contains_key(&step.path)
                 {
@@ -458,6 +671,7 @@ impl Plan {
                     &mut self.manifest,
                     self.request.harness,
                     &mut backups,
+                    &mut details,
                 ),
                 Action::Uninstall => apply_uninstall(&self.steps, &mut self.manifest, &mut details),
             };
@@ -562,8 +776,18 @@ fn invalid(path: &Path, edits: &FileEdits, error: EditError) -> Error {
     }
 }
 
-fn plan_install(layout: &Layout) -> Result<Vec<Step>, Error> {
+fn plan_install(layout: &Layout, manifest: &Manifest) -> Result<Vec<Step>, Error> {
     let mut steps = Vec::new();
+    for (target, why) in &layout.stale {
+        // Only muster's entries come out: the file may hold another install's
+        // (a user install in ~/.claude.json), so it is never restored whole.
+        let mut step = uninstall_step(target, manifest.files.get(&target.path), false)?;
+        if step.changes() {
+            step.purge = true;
+            step.detail = Some(why.clone());
+            steps.push(step);
+        }
+    }
     for target in &layout.targets {
         let before = read_bytes(&target.path)?;
         let text = read_text(&target.path, before.as_ref())?;
@@ -584,6 +808,8 @@ fn plan_install(layout: &Layout) -> Result<Vec<Step>, Error> {
             status,
             detail: None,
             undo,
+            purge: false,
+            role: target.role,
         });
     }
     Ok(steps)
@@ -602,8 +828,14 @@ fn apply_install(
     manifest: &mut Manifest,
     harness: Harness,
     backups: &mut [Option<PathBuf>],
+    details: &mut [Option<String>],
 ) -> Result<(), Error> {
+    let mut dirs: Vec<PathBuf> = Vec::new();
     for (i, step) in steps.iter().enumerate() {
+        if step.purge {
+            uninstall_one(step, manifest, &mut details[i], &mut dirs)?;
+            continue;
+        }
         let Some(after) = step.after.as_ref().filter(|_| step.changes()) else {
             continue;
         };
@@ -647,13 +879,23 @@ fn apply_install(
         };
         manifest.files.insert(step.path.clone(), record);
     }
+    dirs.sort();
+    dirs.dedup();
+    files::remove_empty_dirs(&dirs);
     Ok(())
 }
 
 fn plan_uninstall(layout: &Layout, manifest: &Manifest) -> Result<Vec<Step>, Error> {
     let mut steps = Vec::new();
-    for target in &layout.targets {
-        steps.push(uninstall_step(target, manifest.files.get(&target.path))?);
+    let stale = layout.stale.iter().map(|(target, _)| target);
+    for target in layout.targets.iter().chain(stale) {
+        let step = uninstall_step(target, manifest.files.get(&target.path), true)?;
+        // A stale file without muster's entries is not part of this install.
+        let stale_and_clean =
+            !step.changes() && !layout.targets.iter().any(|t| t.path == target.path);
+        if !stale_and_clean {
+            steps.push(step);
+        }
     }
     let installed = steps.iter().any(Step::changes);
     if !installed {
@@ -666,8 +908,13 @@ fn plan_uninstall(layout: &Layout, manifest: &Manifest) -> Result<Vec<Step>, Err
     Ok(steps)
 }
 
-/// What uninstalling takes out of one file, given what install recorded of it.
-fn uninstall_step(target: &Target, record: Option<&FileRecord>) -> Result<Step, Error> {
+/// What uninstalling takes out of one file, given what install recorded of it;
+/// `whole`: a file unchanged since install may be restored (or removed) whole.
+fn uninstall_step(
+    target: &Target,
+    record: Option<&FileRecord>,
+    whole: bool,
+) -> Result<Step, Error> {
     let before = read_bytes(&target.path)?;
     let step = |after: Option<Vec<u8>>, status, detail: Option<String>| Step {
         path: target.path.clone(),
@@ -676,6 +923,8 @@ fn uninstall_step(target: &Target, record: Option<&FileRecord>) -> Result<Step, 
         status,
         detail,
         undo: Vec::new(),
+        purge: false,
+        role: target.role,
     };
     let Some(bytes) = &before else {
         return Ok(step(
@@ -684,7 +933,7 @@ fn uninstall_step(target: &Target, record: Option<&FileRecord>) -> Result<Step, 
             record.map(|_| "already gone".to_string()),
         ));
     };
-    if let Some(r) = record.filter(|r| r.restorable && r.sha256 == files::sha256(bytes)) {
+    if let Some(r) = record.filter(|r| whole && r.restorable && r.sha256 == files::sha256(bytes)) {
         if !r.existed {
             return Ok(step(
                 None,
@@ -742,36 +991,61 @@ fn apply_uninstall(
     // Directories go last, once every file in them is gone.
     let mut dirs: Vec<PathBuf> = Vec::new();
     for (i, step) in steps.iter().enumerate() {
-        let record = manifest.files.get(&step.path).cloned();
-        if step.changes() {
-            match &step.after {
-                Some(after) => files::write_atomic(&step.path, after)
-                    .map_err(|e| io_failure(&step.path, "write", e))?,
-                None => {
-                    files::remove(&step.path).map_err(|e| io_failure(&step.path, "remove", e))?;
-                    if let Some(record) = &record {
-                        dirs.extend(record.dirs_created.iter().cloned());
-                    }
-                }
-            }
-            if let Some(backup) = record.as_ref().and_then(|r| r.backup.as_ref()) {
-                if step.status == Status::Restored {
-                    let _ = files::remove(backup);
-                } else if backup.exists() {
-                    let detail = details[i].take().unwrap_or_default();
-                    details[i] = Some(format!(
-                        "{detail}; the pre-install copy stays at {}",
-                        backup.display()
-                    ));
-                }
-            }
-        }
-        manifest.files.remove(&step.path);
+        uninstall_one(step, manifest, &mut details[i], &mut dirs)?;
     }
     dirs.sort();
     dirs.dedup();
     files::remove_empty_dirs(&dirs);
     Ok(())
+}
+
+/// Writes (or removes) one file with muster's entries taken out, forgets its
+/// record, and adds the directories install made for it to `dirs`.
+fn uninstall_one(
+    step: &Step,
+    manifest: &mut Manifest,
+    detail: &mut Option<String>,
+    dirs: &mut Vec<PathBuf>,
+) -> Result<(), Error> {
+    let record = manifest.files.get(&step.path).cloned();
+    if step.changes() {
+        match &step.after {
+            Some(after) => files::write_atomic(&step.path, after)
+                .map_err(|e| io_failure(&step.path, "write", e))?,
+            None => {
+                files::remove(&step.path).map_err(|e| io_failure(&step.path, "remove", e))?;
+                if let Some(record) = &record {
+                    dirs.extend(record.dirs_created.iter().cloned());
+                }
+            }
+        }
+        if let Some(backup) = record.as_ref().and_then(|r| r.backup.as_ref()) {
+            if step.status == Status::Restored {
+                let _ = files::remove(backup);
+            } else if backup.exists() {
+                let text = detail.take().unwrap_or_default();
+                *detail = Some(format!(
+                    "{text}; the pre-install copy stays at {}",
+                    backup.display()
+                ));
+            }
+        }
+    }
+    manifest.files.remove(&step.path);
+    Ok(())
+}
+
+#[cfg(test)]
+impl Muster {
+    /// A binary named by its absolute path, as a user install writes it.
+    fn at(path: &str) -> Muster {
+        Muster {
+            path: path.into(),
+            binary: path.into(),
+            portable: false,
+            on_path: OnPath::Missing,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -781,16 +1055,12 @@ mod tests {
     #[test]
     fn hook_commands_quote_only_paths_that_need_it() {
         // Proves a plain path is written as is and one with spaces or quotes survives `sh -c`.
-        let plain = Muster {
-            path: "/usr/local/bin/muster".into(),
-        };
+        let plain = Muster::at("/usr/local/bin/muster");
         assert_eq!(
             plain.hook_command(HookEvent::Stop, Harness::Claude),
             "/usr/local/bin/muster hook stop --harness claude"
         );
-        let odd = Muster {
-            path: "/home/a b/it's/muster".into(),
-        };
+        let odd = Muster::at("/home/a b/it's/muster");
         let cmd = odd.hook_command(HookEvent::Stop, Harness::Codex);
         assert_eq!(cmd, r"'/home/a b/it'\''s/muster' hook stop --harness codex");
         assert!(json_merge::is_muster_command(

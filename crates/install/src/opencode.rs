@@ -33,18 +33,12 @@ pub fn layout(scope: &Scope, muster: &Muster) -> Layout {
             "environment": {"MUSTER_HARNESS": "opencode", "MUSTER_CHANNELS": "off"},
         }),
     };
-    Layout {
-        targets: vec![
-            Target {
-                path: config,
-                edits: FileEdits::Json(vec![server]),
-            },
-            Target {
-                path: plugin,
-                edits: FileEdits::Whole(PLUGIN.to_string()),
-            },
+    Layout::new(
+        vec![
+            Target::config(config, FileEdits::Json(vec![server])),
+            Target::config(plugin, FileEdits::Whole(PLUGIN.to_string())),
         ],
-        notes: Vec::new(),
-        next_step: "restart opencode to load muster".into(),
-    }
+        Vec::new(),
+        "restart opencode to load muster",
+    )
 }

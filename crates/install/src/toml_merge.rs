@@ -79,6 +79,27 @@ fn from_json(value: &Json) -> Value {
     }
 }
 
+/// The whole document as JSON (tables as objects), for reading muster's entries back.
+pub fn doc_json(doc: &DocumentMut) -> Json {
+    table_json(doc.as_table())
+}
+
+fn table_json(table: &dyn TableLike) -> Json {
+    let mut map = serde_json::Map::new();
+    for (key, item) in table.iter() {
+        let value = match item {
+            Item::Value(v) => to_json(v),
+            Item::Table(t) => table_json(t),
+            Item::ArrayOfTables(tables) => {
+                Json::Array(tables.iter().map(|t| table_json(t)).collect())
+            }
+            Item::None => continue,
+        };
+        map.insert(key.to_string(), value);
+    }
+    Json::Object(map)
+}
+
 fn item_json(item: &Item) -> Option<Json> {
     item.as_value().map(to_json)
 }

@@ -1,6 +1,10 @@
-//! `muster doctor`: a ✓/✗ list of what must hold for muster to work here.
+//! `muster doctor`: a ✓/✗ list of what must hold for muster to work here,
+//! each failure with what to run; the harnesses installed in this project
+//! and for the user are checked too (`muster_install::inspect`).
 
 use muster_core::api::{Roster, Status, API_VERSION};
+use muster_core::protocol::Harness;
+use muster_install::{install_command, Action, Locations, Request, Scope};
 use serde::Serialize;
 
 use crate::client::{decode, ClientError};
@@ -10,16 +14,104 @@ use crate::output::{self, clean};
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Check {
-    pub name: &'static str,
+    pub name: String,
     pub ok: bool,
     pub detail: String,
+    /// What to run to fix it (failed checks only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fix: Option<String>,
 }
 
-fn check(name: &'static str, ok: bool, detail: impl Into<String>) -> Check {
+fn check(name: impl Into<String>, ok: bool, detail: impl Into<String>) -> Check {
     Check {
-        name,
+        name: name.into(),
         ok,
         detail: detail.into(),
+        fix: None,
+    }
+}
+
+/// The checks of every harness muster is installed for, in the current
+/// directory's project and in the user's settings; none when nothing is installed.
+pub fn harness_checks(env: &config::Env) -> Vec<Check> {
+    let locations = Locations::from_process();
+    let binary = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.to_str().map(str::to_string))
+        .unwrap_or_else(|| "muster".into());
+    let on_path = locations.muster_on_path(std::path::Path::new(&binary));
+    let Some(manifest) = config::default_data_dir(env).map(|d| d.join("installs.json")) else {
+        return Vec::new();
+    };
+    let mut scopes = Vec::new();
+    if let Ok(project) = std::env::current_dir()
+        .map_err(|_| ())
+        .and_then(|d| Scope::project(&d).map_err(|_| ()))
+    {
+        scopes.push(project);
+    }
+    if let Ok(user) = Scope::user(&locations) {
+        // A project in the home directory is the user's scope already.
+        if scopes.first().map(Scope::dir) != Some(user.dir()) {
+            scopes.push(user);
+        }
+    }
+    let mut checks = Vec::new();
+    let mut installed = Vec::new();
+    for scope in &scopes {
+        for harness in Harness::ALL {
+            let request = Request {
+                harness,
+                action: Action::Install,
+                scope: scope.clone(),
+                muster: binary.clone(),
+                on_path: on_path.clone(),
+                manifest: manifest.clone(),
+                locations: locations.clone(),
+            };
+            let label = format!(
+                "{harness} ({} {})",
+                scope_label(scope),
+                scope.dir().display()
+            );
+            match muster_install::inspect(request) {
+                Err(e) => checks.push(Check {
+                    fix: Some(format!(
+                        "fix it, then run `{}`",
+                        install_command(harness, scope)
+                    )),
+                    ..check(label, false, e.to_string())
+                }),
+                Ok(found) => {
+                    if found.installed {
+                        installed.push(label.clone());
+                    }
+                    for f in found.findings {
+                        checks.push(Check {
+                            name: format!("{label} {}", f.name),
+                            ok: f.ok,
+                            detail: f.detail,
+                            fix: f.fix,
+                        });
+                    }
+                }
+            }
+        }
+    }
+    if installed.is_empty() {
+        checks.push(check(
+            "harnesses",
+            true,
+            "muster is installed for none here (muster install <harness> --project, or --user)",
+        ));
+    }
+    checks
+}
+
+fn scope_label(scope: &Scope) -> &'static str {
+    match scope {
+        Scope::Project(_) => "project",
+        Scope::User(_) => "user",
     }
 }
 
@@ -54,7 +146,14 @@ pub fn render(checks: &[Check]) -> String {
     let mut out = String::new();
     for c in checks {
         let mark = if c.ok { "✓" } else { "✗" };
-        out.push_str(&format!("{mark} {}: {}\n", c.name, clean(&c.detail, false)));
+        out.push_str(&format!(
+            "{mark} {}: {}\n",
+            clean(&c.name, false),
+            clean(&c.detail, false)
+        ));
+        if let (false, Some(fix)) = (c.ok, &c.fix) {
+            out.push_str(&format!("  fix: {}\n", clean(fix, false)));
+        }
     }
     let failed = checks.iter().filter(|c| !c.ok).count();
     out.push_str(&match failed {
@@ -95,7 +194,10 @@ async fn gather(ctx: &Context) -> Vec<Check> {
     let client = match ctx.client() {
         Ok(client) => client,
         Err(e) => {
-            checks.push(check("daemon reachable", false, e.to_string()));
+            checks.push(Check {
+                fix: Some("start it: `muster serve` (in a terminal of its own)".into()),
+                ..check("daemon reachable", false, e.to_string())
+            });
             return finish(ctx, checks, None).await;
         }
     };
@@ -106,7 +208,10 @@ async fn gather(ctx: &Context) -> Vec<Check> {
             format!("{} answers /healthz", ctx.url),
         )),
         Err(e) => {
-            checks.push(check("daemon reachable", false, e.to_string()));
+            checks.push(Check {
+                fix: Some("start it: `muster serve` (in a terminal of its own)".into()),
+                ..check("daemon reachable", false, e.to_string())
+            });
             return finish(ctx, checks, None).await;
         }
     }
@@ -127,14 +232,20 @@ async fn gather(ctx: &Context) -> Vec<Check> {
             ));
             let client_version = env!("CARGO_PKG_VERSION");
             let same = s.version == client_version && s.api_version == API_VERSION;
-            checks.push(check(
+            checks.push(Check {
+                fix: (!same).then(|| {
+                    "restart the daemon with this muster (stop `muster serve`, start it again), or run the muster \
+that matches it"
+                        .to_string()
+                }),
+                ..check(
                 "versions match",
                 same,
                 format!(
                     "client {client_version} (API {API_VERSION}), daemon {} (API {})",
                     s.version, s.api_version
                 ),
-            ));
+            )});
         }
         Err(e) => checks.push(check("daemon status", false, e.to_string())),
     }
@@ -172,6 +283,7 @@ async fn finish(
         true,
         format!("{} (from {})", ctx.operator, ctx.operator_source),
     ));
+    checks.extend(harness_checks(&ctx.env));
     if ctx.token.is_some() {
         let from = if ctx.env.muster_token.is_some() {
             "MUSTER_TOKEN"

@@ -119,6 +119,7 @@ fn execute(args: &InstallArgs, env: &Env) -> Result<Report, Failure> {
         })?
         .to_string();
     let locations = Locations::from_process();
+    let on_path = locations.muster_on_path(&exe);
     let scope = if args.user {
         Scope::user(&locations)?
     } else {
@@ -142,6 +143,7 @@ fn execute(args: &InstallArgs, env: &Env) -> Result<Report, Failure> {
         action,
         scope,
         muster,
+        on_path,
         manifest,
         locations,
     })?;

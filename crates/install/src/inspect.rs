@@ -1,0 +1,452 @@
+//! What `muster doctor` checks of one harness's install: muster's entries as
+//! the files hold them now, against what this muster would write.
+
+use std::path::PathBuf;
+
+use muster_core::protocol::Harness;
+use serde::Serialize;
+use serde_json::Value;
+
+use super::file_edits::FileEdits;
+use super::json_merge::{self, JsonEdit};
+use super::toml_merge::{self, TomlEdit};
+use super::{
+    committed, files, install_command, is_executable, layout_of, plan_install, Error, Manifest,
+    Muster, Request, Role, Scope,
+};
+
+/// One check of an install, with what to run when it fails.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    pub name: &'static str,
+    pub ok: bool,
+    pub detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fix: Option<String>,
+}
+
+/// What one harness's install in one scope looks like now.
+#[derive(Debug, Clone, Serialize)]
+pub struct Inspection {
+    pub harness: Harness,
+    pub scope: &'static str,
+    pub dir: PathBuf,
+    /// Whether any file holds muster's server, hooks or plugin.
+    pub installed: bool,
+    pub findings: Vec<Finding>,
+}
+
+/// A muster command found in a settings file.
+struct Found {
+    file: PathBuf,
+    /// The program it runs: `muster`, or a path.
+    program: String,
+    /// The hook event it runs at; None for the MCP server.
+    event: Option<String>,
+}
+
+/// The command at `path` in `root` (`command` as a string, or an argv array's first word).
+fn command_at(root: &Value, path: &[String]) -> Option<String> {
+    let entry = path.iter().try_fold(root, |here, key| here.get(key))?;
+    match entry.get("command")? {
+        Value::String(command) => Some(command.clone()),
+        Value::Array(argv) => argv.first()?.as_str().map(str::to_string),
+        _ => None,
+    }
+}
+
+/// muster's hook commands of one event in `root`.
+fn hook_programs(root: &Value, event: &str) -> Vec<String> {
+    let Some(groups) = root
+        .get("hooks")
+        .and_then(|h| h.get(event))
+        .and_then(Value::as_array)
+    else {
+        return Vec::new();
+    };
+    groups
+        .iter()
+        .filter_map(|g| g.get("hooks").and_then(Value::as_array))
+        .flatten()
+        .filter_map(|h| h.get("command").and_then(Value::as_str))
+        .filter(|c| json_merge::is_muster_command(c))
+        .map(|c| json_merge::first_shell_word(c.trim_start()).0)
+        .collect()
+}
+
+fn finding(name: &'static str, ok: bool, detail: String, fix: Option<String>) -> Finding {
+    Finding {
+        name,
+        ok,
+        detail,
+        fix,
+    }
+}
+
+fn list(paths: &[PathBuf]) -> String {
+    let mut shown: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    shown.dedup();
+    shown.join(", ")
+}
+
+/// Reads what `request`'s harness has installed in its scope (the request's
+/// action is ignored) and checks it: the MCP server and hooks (or plugin) are
+/// there, the binary they name exists, the harness's trust is written, the
+/// files match what this muster writes, and which files name a machine path.
+/// Writes nothing.
+pub fn inspect(request: Request) -> Result<Inspection, Error> {
+    let muster = Muster::new(&request);
+    let layout = layout_of(&request, &muster);
+    let reinstall = install_command(request.harness, &request.scope);
+    let scope = &request.scope;
+    let mut found: Vec<Found> = Vec::new();
+    let mut plugin: Option<(PathBuf, bool)> = None;
+    let mut unreadable: Vec<Finding> = Vec::new();
+    let stale = layout.stale.iter().map(|(t, _)| t);
+    for target in layout
+        .targets
+        .iter()
+        .chain(stale)
+        .filter(|t| t.role == Role::Config)
+    {
+        let bytes = files::read(&target.path).map_err(|source| Error::Read {
+            path: target.path.clone(),
+            source,
+        })?;
+        let Some(bytes) = bytes else { continue };
+        let text = String::from_utf8_lossy(&bytes);
+        let root = match &target.edits {
+            FileEdits::Whole(ours) => {
+                plugin = Some((target.path.clone(), text == *ours));
+                continue;
+            }
+            FileEdits::Json(_) if text.trim().is_empty() => continue,
+            FileEdits::Json(_) => serde_json::from_str::<Value>(&text).map_err(|e| e.to_string()),
+            FileEdits::Toml(_) => toml_merge::parse(&text)
+                .map(|doc| toml_merge::doc_json(&doc))
+                .map_err(|e| e.to_string()),
+        };
+        let root = match root {
+            Ok(root) => root,
+            Err(why) => {
+                unreadable.push(finding(
+                    "settings readable",
+                    false,
+                    format!("{} cannot be parsed ({why})", target.path.display()),
+                    Some(format!(
+                        "fix {} by hand, then run `{reinstall}`",
+                        target.path.display()
+                    )),
+                ));
+                continue;
+            }
+        };
+        let mut server_paths: Vec<Vec<String>> = Vec::new();
+        let mut events: Vec<String> = Vec::new();
+        match &target.edits {
+            FileEdits::Json(edits) => {
+                for edit in edits {
+                    match edit {
+                        JsonEdit::Entry { path, value } if value.get("command").is_some() => {
+                            server_paths.push(path.clone())
+                        }
+                        JsonEdit::Hook { event, .. } => events.push(event.clone()),
+                        _ => {}
+                    }
+                }
+            }
+            FileEdits::Toml(edits) => {
+                for edit in edits {
+                    if let TomlEdit::Table { path, entries } = edit {
+                        if entries.iter().any(|(k, _)| k == "command") {
+                            server_paths.push(path.clone());
+                        }
+                    }
+                }
+            }
+            FileEdits::Whole(_) => {}
+        }
+        for path in server_paths {
+            if let Some(program) = command_at(&root, &path) {
+                found.push(Found {
+                    file: target.path.clone(),
+                    program,
+                    event: None,
+                });
+            }
+        }
+        for event in events {
+            for program in hook_programs(&root, &event) {
+                found.push(Found {
+                    file: target.path.clone(),
+                    program,
+                    event: Some(event.clone()),
+                });
+            }
+        }
+    }
+    let installed = !found.is_empty() || plugin.is_some();
+    let mut findings = unreadable;
+    if !installed {
+        return Ok(Inspection {
+            harness: request.harness,
+            scope: scope_name(scope),
+            dir: scope.dir().to_path_buf(),
+            installed,
+            findings,
+        });
+    }
+
+    // The MCP server.
+    let servers: Vec<PathBuf> = found
+        .iter()
+        .filter(|f| f.event.is_none())
+        .map(|f| f.file.clone())
+        .collect();
+    findings.push(if servers.is_empty() {
+        finding(
+            "MCP server",
+            false,
+            "muster's MCP server is in none of its files".into(),
+            Some(format!("run `{reinstall}`")),
+        )
+    } else {
+        finding("MCP server", true, format!("in {}", list(&servers)), None)
+    });
+
+    // The hooks, or opencode's plugin.
+    let mut expected: Vec<String> = Vec::new();
+    for target in &layout.targets {
+        if let FileEdits::Json(edits) = &target.edits {
+            for edit in edits {
+                if let JsonEdit::Hook { event, .. } = edit {
+                    if !expected.contains(event) {
+                        expected.push(event.clone());
+                    }
+                }
+            }
+        }
+    }
+    if !expected.is_empty() {
+        let missing: Vec<&String> = expected
+            .iter()
+            .filter(|e| !found.iter().any(|f| f.event.as_ref() == Some(*e)))
+            .collect();
+        let hook_files: Vec<PathBuf> = found
+            .iter()
+            .filter(|f| f.event.is_some())
+            .map(|f| f.file.clone())
+            .collect();
+        findings.push(if missing.is_empty() {
+            finding(
+                "hooks",
+                true,
+                format!("all {} in {}", expected.len(), list(&hook_files)),
+                None,
+            )
+        } else {
+            let names: Vec<&str> = missing.iter().map(|s| s.as_str()).collect();
+            finding(
+                "hooks",
+                false,
+                format!(
+                    "{} of {} missing: {}",
+                    missing.len(),
+                    expected.len(),
+                    names.join(", ")
+                ),
+                Some(format!("run `{reinstall}`")),
+            )
+        });
+    }
+    for target in &layout.targets {
+        if let FileEdits::Whole(_) = target.edits {
+            findings.push(match &plugin {
+                Some((path, true)) => finding("plugin", true, path.display().to_string(), None),
+                Some((path, false)) => finding(
+                    "plugin",
+                    false,
+                    format!("{} differs from this muster's plugin", path.display()),
+                    Some(format!("run `{reinstall}`")),
+                ),
+                None => finding(
+                    "plugin",
+                    false,
+                    format!("{} is missing", target.path.display()),
+                    Some(format!("run `{reinstall}`")),
+                ),
+            });
+        }
+    }
+
+    // The binary each command names.
+    let mut programs: Vec<&str> = found.iter().map(|f| f.program.as_str()).collect();
+    programs.sort();
+    programs.dedup();
+    let mut ok = true;
+    let mut details = Vec::new();
+    let mut fix = None;
+    for program in programs {
+        if program.contains('/') {
+            if is_executable(std::path::Path::new(program)) {
+                details.push(format!("{program} exists"));
+            } else {
+                ok = false;
+                details.push(format!("{program} is not an executable file"));
+                fix = Some(format!("run `{reinstall}` to name this binary instead"));
+            }
+        } else {
+            match request.locations.find_on_path(program) {
+                Some(at) => {
+                    let this = std::fs::canonicalize(&at).ok()
+                        == std::fs::canonicalize(&muster.binary).ok();
+                    details.push(format!(
+                        "`{program}` on PATH is {}{}",
+                        at.display(),
+                        if this { " (this binary)" } else { "" }
+                    ));
+                }
+                None => {
+                    ok = false;
+                    details.push(format!("`{program}` is not on PATH"));
+                    fix = Some(format!(
+                        "put muster on PATH (e.g. `ln -s {} ~/.local/bin/muster`), or run `{reinstall}` to name \
+this binary in local settings",
+                        muster.binary
+                    ));
+                }
+            }
+        }
+    }
+    findings.push(finding("binary", ok, details.join("; "), fix));
+
+    // What this muster would change: trust, and the config itself.
+    let manifest = Manifest::load(&request.manifest)?;
+    let steps = plan_install(&layout, &manifest)?;
+    let has_trust = layout.targets.iter().any(|t| t.role == Role::Trust);
+    if has_trust || layout.trust_problem.is_some() {
+        let untrusted: Vec<PathBuf> = steps
+            .iter()
+            .filter(|s| s.role == Role::Trust && s.changes())
+            .map(|s| s.path.clone())
+            .collect();
+        let trusted_in: Vec<PathBuf> = layout
+            .targets
+            .iter()
+            .filter(|t| t.role == Role::Trust)
+            .map(|t| t.path.clone())
+            .collect();
+        findings.push(match (&layout.trust_problem, untrusted.is_empty()) {
+            (Some(problem), _) => finding("trust", false, problem.clone(), None),
+            (None, false) => finding(
+                "trust",
+                false,
+                format!("not written (or stale) in {}", list(&untrusted)),
+                Some(format!("run `{reinstall}`")),
+            ),
+            (None, true) => finding(
+                "trust",
+                true,
+                format!("written in {}", list(&trusted_in)),
+                None,
+            ),
+        });
+    }
+    let version = env!("CARGO_PKG_VERSION");
+    let differ: Vec<PathBuf> = steps
+        .iter()
+        .filter(|s| s.role == Role::Config && s.changes())
+        .map(|s| s.path.clone())
+        .collect();
+    findings.push(if differ.is_empty() {
+        finding(
+            "config version",
+            true,
+            format!("matches what muster {version} writes"),
+            None,
+        )
+    } else {
+        finding(
+            "config version",
+            false,
+            format!(
+                "differs from what muster {version} writes, in {}",
+                list(&differ)
+            ),
+            Some(format!("run `{reinstall}`")),
+        )
+    });
+
+    // Which files name a path of this machine.
+    let mut team: Vec<(PathBuf, String)> = Vec::new();
+    let mut local: Vec<(PathBuf, String)> = Vec::new();
+    for f in found.iter().filter(|f| f.program.contains('/')) {
+        let entry = (f.file.clone(), f.program.clone());
+        let side = if committed(scope, &f.file) {
+            &mut team
+        } else {
+            &mut local
+        };
+        if !side.contains(&entry) {
+            side.push(entry);
+        }
+    }
+    let named = |side: &[(PathBuf, String)]| {
+        side.iter()
+            .map(|(file, program)| format!("{} names {program}", file.display()))
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    findings.push(match (team.is_empty(), local.is_empty()) {
+        (true, true) => finding(
+            "machine path",
+            true,
+            "none: every file runs `muster` from PATH".into(),
+            None,
+        ),
+        (true, false) => finding(
+            "machine path",
+            true,
+            format!("only in local settings, not committed: {}", named(&local)),
+            None,
+        ),
+        (false, _) => {
+            let fix = match request.harness {
+                Harness::Claude => format!(
+                    "put this muster on PATH as `muster` and run `{reinstall}` (it writes `muster` into the team's \
+files); or run `{reinstall}` without it on PATH to move the path into .claude/settings.local.json"
+                ),
+                _ => format!(
+                    "put this muster on PATH as `muster` (e.g. `ln -s {} ~/.local/bin/muster`) and run `{reinstall}`; \
+until then do not commit these files",
+                    muster.binary
+                ),
+            };
+            finding(
+                "machine path",
+                false,
+                format!(
+                    "{}: a path on this machine only, in files a team commits (a teammate's checkout would run a \
+path that does not exist for them)",
+                    named(&team)
+                ),
+                Some(fix),
+            )
+        }
+    });
+
+    Ok(Inspection {
+        harness: request.harness,
+        scope: scope_name(scope),
+        dir: scope.dir().to_path_buf(),
+        installed,
+        findings,
+    })
+}
+
+fn scope_name(scope: &Scope) -> &'static str {
+    match scope {
+        Scope::Project(_) => "project",
+        Scope::User(_) => "user",
+    }
+}
