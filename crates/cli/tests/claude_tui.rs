@@ -80,7 +80,7 @@ impl Tui {
         let sb = Sandbox::new();
         sb.install("claude", &[]);
         let project = sb.project.to_str().unwrap().to_string();
-        let config = json!({
+        let mut config = json!({
             "hasCompletedOnboarding": true,
             "customApiKeyResponses": {"approved": [API_KEY], "rejected": []},
             // The project's .mcp.json server is approved by the installer's
@@ -91,6 +91,16 @@ impl Tui {
             // Channel display is gated by this flag; offline it is read from here.
             "cachedGrowthBookFeatures": {"tengu_harbor": true},
         });
+        // Without `muster` on PATH the install put muster's MCP server in this
+        // file (the project's local-scope entry): keep what it wrote there.
+        if let Ok(text) = std::fs::read_to_string(sb.home.join(".claude.json")) {
+            let installed: Value = serde_json::from_str(&text).unwrap();
+            for (dir, entry) in installed["projects"].as_object().into_iter().flatten() {
+                for (key, value) in entry.as_object().into_iter().flatten() {
+                    config["projects"][dir][key] = value.clone();
+                }
+            }
+        }
         std::fs::write(
             sb.home.join(".claude.json"),
             serde_json::to_string_pretty(&config).unwrap(),
