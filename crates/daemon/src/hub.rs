@@ -289,7 +289,7 @@ impl Hub {
             self.metrics.rate_limited_sends.inc();
             ApiError::rate_limited(
                 format!(
-                    "{sender} is sending too fast: at most {} messages a second (bursts of {})",
+                    "{sender} is sending too fast (limit {}/s, bursts of {})",
                     rate.per_sec, rate.burst
                 ),
                 retry,
@@ -310,7 +310,10 @@ impl Hub {
         taken.map_err(|retry| {
             self.metrics.rate_limited_hooks.inc();
             ApiError::rate_limited(
-                format!("session {session} is calling hooks too fast: at most {} a second (bursts of {})", rate.per_sec, rate.burst),
+                format!(
+                    "session {session} is calling hooks too fast (limit {}/s, bursts of {})",
+                    rate.per_sec, rate.burst
+                ),
                 retry,
             )
         })

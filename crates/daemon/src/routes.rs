@@ -147,7 +147,7 @@ fn take_connection_budget(hub: &Hub, request: &Request) -> Result<(), ApiError> 
         hub.metrics.rate_limited_connections.inc();
         ApiError::rate_limited(
             format!(
-                "this connection is sending too fast: at most {} sends and hook calls a second (bursts of {})",
+                "this connection is sending too fast (limit {} sends and hook calls/s, bursts of {})",
                 rate.per_sec, rate.burst
             ),
             retry,

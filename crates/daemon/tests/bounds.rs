@@ -79,7 +79,7 @@ async fn a_sender_over_its_rate_gets_429_with_the_exact_retry_time() {
     assert_eq!(v["error"]["retry_after_ms"], 500);
     assert_eq!(
         v["error"]["message"],
-        "rate-alpha is sending too fast: at most 2 messages a second (bursts of 3); retry in 500 ms"
+        "rate-alpha is sending too fast (limit 2/s, bursts of 3); retry in 500 ms"
     );
     assert_eq!(
         d.status().await["unread_deliveries"],
@@ -170,7 +170,7 @@ async fn one_connection_has_one_budget_whatever_sessions_it_names() {
     assert_eq!((status, retry.as_deref()), (429, Some("1")), "{v}");
     assert_eq!(
         v["error"]["message"],
-        "this connection is sending too fast: at most 1 sends and hook calls a second (bursts of 3); retry in 1000 ms"
+        "this connection is sending too fast (limit 1 sends and hook calls/s, bursts of 3); retry in 1000 ms"
     );
     // Reads are not spent from it.
     let resp = one
