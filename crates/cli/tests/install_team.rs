@@ -368,6 +368,17 @@ fn doctor_checks_every_installed_harness_and_says_what_to_run() {
             &Value::Null
         )
     );
+    assert_eq!(
+        check(&checks, &format!("{claude} trust")),
+        (
+            &json!(true),
+            &json!(format!(
+                "written in {}",
+                sb.p(".claude/settings.json").display()
+            )),
+            &Value::Null
+        )
+    );
     assert!(
         !checks
             .iter()
@@ -407,6 +418,10 @@ in local settings",
     let settings_path = sb.p(".claude/settings.json");
     let mut settings = json_of(&sb, &settings_path);
     settings["hooks"].as_object_mut().unwrap().remove("Stop");
+    settings
+        .as_object_mut()
+        .unwrap()
+        .remove("enabledMcpjsonServers");
     std::fs::write(
         &settings_path,
         serde_json::to_string_pretty(&settings).unwrap(),
@@ -434,6 +449,17 @@ in local settings",
                 user_config.display()
             )),
             &json!(format!("run `muster install codex --project {dir}`"))
+        )
+    );
+    assert_eq!(
+        check(&checks, &format!("{claude} trust")),
+        (
+            &json!(false),
+            &json!(format!(
+                "not written (or stale) in {}",
+                settings_path.display()
+            )),
+            &json!(format!("run `{reinstall}`"))
         )
     );
     let out = sb.run(&sb.same, &["doctor"]);
@@ -490,5 +516,40 @@ codex --project {dir}`; until then do not commit these files"
     assert_eq!(
         check(&checks, &format!("claude (project {dir}) binary")).1,
         &json!(format!("{bin} exists"))
+    );
+}
+
+// Proves a user install is checked too: Codex's hook hashes in the user's
+// config count as its trust, and the user's files may name the binary.
+#[test]
+fn doctor_checks_a_user_install() {
+    let sb = Sandbox::new();
+    let bin = binary();
+    sb.install(&sb.same, &["codex", "--user"]);
+    let (_, checks) = sb.doctor(&sb.same);
+    let codex = format!("codex (user {})", sb.home.display());
+    let config = sb.home.join(".codex/config.toml");
+    assert_eq!(
+        check(&checks, &format!("{codex} trust")),
+        (
+            &json!(true),
+            &json!(format!("written in {}", config.display())),
+            &Value::Null
+        )
+    );
+    assert_eq!(
+        check(&checks, &format!("{codex} machine path")).1,
+        &json!(format!(
+            "only in local settings, not committed: {} names {bin}; {} names {bin}",
+            config.display(),
+            sb.home.join(".codex/hooks.json").display()
+        ))
+    );
+    assert_eq!(check(&checks, &format!("{codex} hooks")).0, true);
+    assert!(
+        !checks
+            .iter()
+            .any(|c| c["name"].as_str().unwrap().starts_with("codex (project")),
+        "{checks:#?}"
     );
 }

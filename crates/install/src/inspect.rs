@@ -323,19 +323,33 @@ this binary in local settings",
     // What this muster would change: trust, and the config itself.
     let manifest = Manifest::load(&request.manifest)?;
     let steps = plan_install(&layout, &manifest)?;
-    let has_trust = layout.targets.iter().any(|t| t.role == Role::Trust);
-    if has_trust || layout.trust_problem.is_some() {
-        let untrusted: Vec<PathBuf> = steps
-            .iter()
-            .filter(|s| s.role == Role::Trust && s.changes())
-            .map(|s| s.path.clone())
-            .collect();
-        let trusted_in: Vec<PathBuf> = layout
-            .targets
-            .iter()
-            .filter(|t| t.role == Role::Trust)
-            .map(|t| t.path.clone())
-            .collect();
+    // Trust in files of its own (Codex's user config for a project, Gemini
+    // CLI's trusted folders), and trust entries inside the config itself
+    // (Claude Code's approval of the .mcp.json server, Codex's hook hashes in
+    // a user install).
+    let mut untrusted: Vec<PathBuf> = steps
+        .iter()
+        .filter(|s| s.role == Role::Trust && s.changes())
+        .map(|s| s.path.clone())
+        .collect();
+    let mut trusted_in: Vec<PathBuf> = layout
+        .targets
+        .iter()
+        .filter(|t| t.role == Role::Trust)
+        .map(|t| t.path.clone())
+        .collect();
+    for target in layout.targets.iter().filter(|t| t.role == Role::Config) {
+        let present = trust_entries_present(&target.path, &target.edits);
+        if let Some(present) = present {
+            if present {
+                trusted_in.push(target.path.clone());
+            } else {
+                untrusted.push(target.path.clone());
+            }
+        }
+    }
+    if !trusted_in.is_empty() || !untrusted.is_empty() || layout.trust_problem.is_some() {
+        trusted_in.retain(|p| !untrusted.contains(p));
         findings.push(match (&layout.trust_problem, untrusted.is_empty()) {
             (Some(problem), _) => finding("trust", false, problem.clone(), None),
             (None, false) => finding(
@@ -449,4 +463,56 @@ fn scope_name(scope: &Scope) -> &'static str {
         Scope::Project(_) => "project",
         Scope::User(_) => "user",
     }
+}
+
+/// Whether `path` holds every trust entry among `edits` (None: they hold none):
+/// a listed approval (`enabledMcpjsonServers`), Codex's `hooks.state` hashes
+/// and `projects.*.trust_level`.
+fn trust_entries_present(path: &std::path::Path, edits: &FileEdits) -> Option<bool> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let root = match edits {
+        FileEdits::Json(_) => serde_json::from_str::<Value>(&text).unwrap_or(Value::Null),
+        FileEdits::Toml(_) => toml_merge::parse(&text)
+            .map(|doc| toml_merge::doc_json(&doc))
+            .unwrap_or(Value::Null),
+        FileEdits::Whole(_) => return None,
+    };
+    let at = |path: &[String]| path.iter().try_fold(&root, |here, key| here.get(key));
+    let mut checks: Vec<bool> = Vec::new();
+    match edits {
+        FileEdits::Json(edits) => {
+            for edit in edits {
+                if let JsonEdit::ListItem { path, item } = edit {
+                    let listed = at(path)
+                        .and_then(Value::as_array)
+                        .is_some_and(|list| list.iter().any(|v| v.as_str() == Some(item)));
+                    checks.push(listed);
+                }
+            }
+        }
+        FileEdits::Toml(edits) => {
+            for edit in edits {
+                match edit {
+                    TomlEdit::Table { path, entries }
+                        if path.starts_with(&["hooks".into(), "state".into()]) =>
+                    {
+                        let table = at(path);
+                        checks.push(
+                            entries
+                                .iter()
+                                .all(|(k, v)| table.and_then(|t| t.get(k)) == Some(v)),
+                        );
+                    }
+                    TomlEdit::Setting { path, value }
+                        if path.first().map(String::as_str) == Some("projects") =>
+                    {
+                        checks.push(at(path) == Some(value));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        FileEdits::Whole(_) => {}
+    }
+    (!checks.is_empty()).then(|| checks.iter().all(|c| *c))
 }
