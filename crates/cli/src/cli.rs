@@ -208,10 +208,13 @@ Example:\n  muster status\n\n\
     #[command(
         long_about = "Check the setup and print a ✓/✗ list: the daemon is reachable, \
 client and daemon versions match, which daemon URL is used and where it came from, this \
-session's identity and whether it is on the roster, the operator name. Exits 1 if any check \
-fails.\n\n\
+session's identity and whether it is on the roster, the operator name; and for each harness \
+muster is installed for (in the project here and in your user settings): its MCP server, its \
+hooks (or plugin), the binary they name, the trust the harness needs, whether the files match \
+what this muster writes, and which files name a path of this machine. Each failed check says \
+what to run. Exits 1 if any check fails.\n\n\
 Example:\n  muster doctor\n\n\
---json prints {\"ok\": bool, \"checks\": [{\"name\", \"ok\", \"detail\"}, …]}."
+--json prints {\"ok\": bool, \"checks\": [{\"name\", \"ok\", \"detail\", \"fix\"?}, …]}."
     )]
     Doctor,
 
@@ -315,8 +318,16 @@ Examples:\n  muster man | man -l -\n  muster man --out-dir ~/.local/share/man/ma
 const INSTALL_HELP: &str = "\
 Add muster to a harness's settings: its MCP server (`muster mcp`, which offers muster's tools) \
 and its hooks (`muster hook <event>`, which put the session on the roster and surface its mail at \
-each turn). Commands name this muster binary by its absolute path, so PATH does not matter; the \
-daemon URL is not written (MUSTER_URL or config.toml is read when the harness runs muster).
+each turn). The daemon URL is not written (MUSTER_URL or config.toml is read when the harness runs \
+muster).
+
+Which muster the files name: a project install writes `muster` by name into the files a team \
+commits when the `muster` first on PATH is this binary (both resolved); otherwise this binary's \
+absolute path goes, for claude, only into local settings that are not committed \
+(DIR/.claude/settings.local.json: hooks; ~/.claude.json projects.\"DIR\".mcpServers.muster), and \
+for codex, opencode and gemini (no local project settings) into the project files, with a note \
+saying so. Installing again after PATH changed moves muster's entries. --user always writes the \
+absolute path. `muster doctor` checks each install.
 
 The scope is the project in the current directory unless --project DIR or --user says otherwise.
 
