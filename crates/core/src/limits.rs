@@ -46,6 +46,11 @@ pub const DEFAULT_LINK_QUEUE: usize = 256;
 /// How long one frame may take to be written to a shim before the link
 /// counts as stuck (the shim stopped reading) and is dropped, in ms.
 pub const DEFAULT_LINK_STALL_MS: u64 = 10_000;
+/// A 429 is answered after its retry time, or this long if that is
+/// sooner (in ms): a client that retries at once, as a runaway loop does,
+/// then sends a few requests a second per connection instead of thousands
+/// of refusals, while one that waits as told loses nothing.
+pub const RATE_LIMITED_HOLD_MS: u64 = 250;
 /// Rate buckets kept per kind; past this, full (idle) buckets are forgotten.
 pub const MAX_RATE_KEYS: usize = 16_384;
 

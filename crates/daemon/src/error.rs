@@ -95,6 +95,11 @@ impl ApiError {
     }
 }
 
+/// On a 429 response: when the client may try again, in ms (the guard
+/// holds the answer that long, at most `RATE_LIMITED_HOLD_MS`).
+#[derive(Debug, Clone, Copy)]
+pub struct RetryAfter(pub u64);
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status;
@@ -115,11 +120,13 @@ impl IntoResponse for ApiError {
         .unwrap_or_default();
         body["error"]["retry_after_ms"] = retry_ms.into();
         let secs = retry_ms.div_ceil(1_000).max(1);
-        (
+        let mut response = (
             status,
             [(axum::http::header::RETRY_AFTER, secs.to_string())],
             Json(body),
         )
-            .into_response()
+            .into_response();
+        response.extensions_mut().insert(RetryAfter(retry_ms));
+        response
     }
 }

@@ -23,7 +23,7 @@ use serde::Deserialize;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::BroadcastStream;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, RetryAfter};
 use crate::extract::{ApiJson, ApiQuery};
 use crate::hooks;
 use crate::hub::Hub;
@@ -112,10 +112,17 @@ async fn guard(State(hub): State<Arc<Hub>>, request: Request, next: Next) -> Res
     if let Some(refused) = browser_refusal(&request) {
         return refused.into_response();
     }
-    if let Err(refused) = take_connection_budget(&hub, &request) {
-        return refused.into_response();
+    let response = match take_connection_budget(&hub, &request) {
+        Err(refused) => refused.into_response(),
+        Ok(()) => next.run(request).await,
+    };
+    if let Some(RetryAfter(ms)) = response.extensions().get::<RetryAfter>() {
+        // Held, so a loop that retries at once is slowed to a few tries a
+        // second per connection instead of costing the daemon thousands.
+        let hold = (*ms).min(muster_core::limits::RATE_LIMITED_HOLD_MS);
+        tokio::time::sleep(std::time::Duration::from_millis(hold)).await;
     }
-    next.run(request).await
+    response
 }
 
 /// One connection's budget of sends and hook calls, whatever sessions they

@@ -121,7 +121,8 @@ async fn a_sender_over_its_rate_gets_429_with_the_exact_retry_time() {
 #[tokio::test]
 async fn a_session_over_its_hook_rate_gets_429_and_others_are_answered() {
     // Proves the hook limit is per session: a burst of 2 at 1/s, the third
-    // call 429 with a retry of exactly 1 s; another session's hooks pass.
+    // call 429 with a retry of exactly 1 s, answered only after the hold;
+    // another session's hooks pass.
     let d = TestDaemon::start_with(|c| c.hook_rate = Rate::new(1, 2)).await;
     let hook = |id: &str| payload(id, "UserPromptSubmit");
     let client = &d.client;
@@ -129,8 +130,11 @@ async fn a_session_over_its_hook_rate_gets_429_and_others_are_answered() {
         let (status, _, v) = post(client, &d, "/hook/prompt-submit", &hook("hooky-one")).await;
         assert_eq!(status, 200, "{v}");
     }
+    let asked = Instant::now();
     let (status, retry, v) = post(client, &d, "/hook/prompt-submit", &hook("hooky-one")).await;
     assert_eq!((status, retry.as_deref()), (429, Some("1")), "{v}");
+    // The refusal is held (a loop retrying at once is slowed down).
+    assert!(asked.elapsed() >= Duration::from_millis(muster_core::limits::RATE_LIMITED_HOLD_MS));
     assert_eq!(v["error"]["code"], "rate_limited");
     assert_eq!(v["error"]["retry_after_ms"], 1000);
     let (status, _, _) = post(client, &d, "/hook/prompt-submit", &hook("hooky-two")).await;
