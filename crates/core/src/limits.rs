@@ -29,7 +29,7 @@ pub const DEFAULT_SEND_RATE: Rate = Rate::new(1_000, 1_000);
 /// Hook calls one session may make.
 pub const DEFAULT_HOOK_RATE: Rate = Rate::new(2_000, 2_000);
 /// Sends and hook calls one connection may carry, whatever sessions they name.
-pub const DEFAULT_CONNECTION_RATE: Rate = Rate::new(10_000, 10_000);
+pub const DEFAULT_CONNECTION_RATE: Rate = Rate::new(20_000, 20_000);
 /// Connections the daemon holds open at once (TCP and Unix socket together);
 /// one more is answered 503 and closed.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
