@@ -6,10 +6,10 @@
 //! then a send to the next session, as an agent's tool calls go) over its
 //! own keep-alive connection. The flooder runs `FLOOD_CONNECTIONS` closed
 //! loops of sends and hook calls, each next request as soon as the last was
-//! answered, 429s included, to a sink session nobody reads. Three phases,
+//! answered, 429s included, to a sink session nobody reads. Four phases,
 //! each on a fresh daemon: the ordinary load alone (default limits), with
-//! the flood (default limits), and with the flood and every rate limit off
-//! (what the limits buy). Target: the ordinary p99 with the flood at most
+//! the flood (default limits), with the flood under tight limits (sends
+//! 100/s, hooks 500/s), and with the flood and every rate limit off. Target: the ordinary p99 with the flood at most
 //! 2× the p99 without it.
 
 use std::net::SocketAddr;
@@ -153,8 +153,12 @@ async fn ordinary(
     mut conn: Conn,
     measure_start: Instant,
     deadline: Instant,
-) -> anyhow::Result<(Histogram<u64>, Counts)> {
-    let mut hist = Histogram::new_with_bounds(HIST_LOW_NS, HIST_HIGH_NS, 3)?;
+) -> anyhow::Result<([Histogram<u64>; 2], Counts)> {
+    // Hooks, then sends (a send waits for its durable commit).
+    let mut hist = [
+        Histogram::new_with_bounds(HIST_LOW_NS, HIST_HIGH_NS, 3)?,
+        Histogram::new_with_bounds(HIST_LOW_NS, HIST_HIGH_NS, 3)?,
+    ];
     let mut counts = Counts::default();
     let mut tick = tokio::time::interval(PACE);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -172,7 +176,8 @@ async fn ordinary(
             break;
         }
         if ok && began >= measure_start {
-            hist.saturating_record((took.as_nanos() as u64).clamp(HIST_LOW_NS, HIST_HIGH_NS));
+            let kind = usize::from(path.starts_with("/api/"));
+            hist[kind].saturating_record((took.as_nanos() as u64).clamp(HIST_LOW_NS, HIST_HIGH_NS));
         }
     }
     Ok((hist, counts))
@@ -195,31 +200,49 @@ async fn flooder(w: usize, mut conn: Conn, deadline: Instant) -> Counts {
 }
 
 struct Phase {
+    /// Every ordinary request; hooks only; sends only.
     hist: Histogram<u64>,
+    hooks: Histogram<u64>,
+    sends: Histogram<u64>,
     ordinary: Counts,
     flood: Counts,
     /// Seconds the flood ran (warm-up included).
     flood_secs: f64,
 }
 
+fn quantile_us(hist: &Histogram<u64>, q: f64) -> f64 {
+    if hist.is_empty() {
+        return 0.0;
+    }
+    hist.value_at_quantile(q) as f64 / 1_000.0
+}
+
 impl Phase {
     fn p99_us(&self) -> f64 {
-        if self.hist.is_empty() {
-            return 0.0;
-        }
-        self.hist.value_at_quantile(0.99) as f64 / 1_000.0
+        quantile_us(&self.hist, 0.99)
     }
     fn p50_us(&self) -> f64 {
-        if self.hist.is_empty() {
-            return 0.0;
-        }
-        self.hist.value_at_quantile(0.50) as f64 / 1_000.0
+        quantile_us(&self.hist, 0.50)
     }
 }
 
-async fn phase(opts: &Opts, flood: bool, limits: bool) -> anyhow::Result<Phase> {
-    let running = daemon::start(|c| {
-        if !limits {
+/// Which rate limits a phase's daemon runs with.
+#[derive(Clone, Copy)]
+enum Limits {
+    Default,
+    /// `--send-rate 100/s --hook-rate 500/s`: what a stricter setup might use.
+    Tight,
+    Off,
+}
+
+async fn phase(opts: &Opts, flood: bool, limits: Limits) -> anyhow::Result<Phase> {
+    let running = daemon::start(|c| match limits {
+        Limits::Default => {}
+        Limits::Tight => {
+            c.send_rate = Rate::new(100, 100);
+            c.hook_rate = Rate::new(500, 500);
+        }
+        Limits::Off => {
             c.send_rate = Rate::UNLIMITED;
             c.hook_rate = Rate::UNLIMITED;
             c.connection_rate = Rate::UNLIMITED;
@@ -256,13 +279,18 @@ async fn phase(opts: &Opts, flood: bool, limits: bool) -> anyhow::Result<Phase> 
         .collect();
     let mut out = Phase {
         hist: Histogram::new_with_bounds(HIST_LOW_NS, HIST_HIGH_NS, 3)?,
+        hooks: Histogram::new_with_bounds(HIST_LOW_NS, HIST_HIGH_NS, 3)?,
+        sends: Histogram::new_with_bounds(HIST_LOW_NS, HIST_HIGH_NS, 3)?,
         ordinary: Counts::default(),
         flood: Counts::default(),
         flood_secs: 0.0,
     };
     for task in ordinaries {
-        let (hist, counts) = task.await.context("an ordinary session panicked")??;
-        out.hist.add(&hist)?;
+        let ([hooks, sends], counts) = task.await.context("an ordinary session panicked")??;
+        out.hist.add(&hooks)?;
+        out.hist.add(&sends)?;
+        out.hooks.add(&hooks)?;
+        out.sends.add(&sends)?;
         out.ordinary.add(counts);
     }
     for task in floods {
@@ -276,17 +304,19 @@ async fn phase(opts: &Opts, flood: bool, limits: bool) -> anyhow::Result<Phase> 
 pub async fn run(opts: &Opts) -> anyhow::Result<Section> {
     eprintln!(
         "flood: {ORDINARY} ordinary sessions at one request per {} ms each, one flooder on {FLOOD_CONNECTIONS} connections; \
-         3 phases of {} s warm-up + {} s measured…",
+         4 phases of {} s warm-up + {} s measured…",
         PACE.as_millis(),
         opts.warmup.as_secs(),
         opts.measure.as_secs()
     );
-    let quiet = phase(opts, false, true).await?;
-    let flooded = phase(opts, true, true).await?;
-    let unlimited = phase(opts, true, false).await?;
+    let quiet = phase(opts, false, Limits::Default).await?;
+    let flooded = phase(opts, true, Limits::Default).await?;
+    let tight = phase(opts, true, Limits::Tight).await?;
+    let unlimited = phase(opts, true, Limits::Off).await?;
 
     let ratio = flooded.p99_us() / quiet.p99_us().max(1e-9);
     let unlimited_ratio = unlimited.p99_us() / quiet.p99_us().max(1e-9);
+    let tight_ratio = tight.p99_us() / quiet.p99_us().max(1e-9);
     let mut errors = Vec::new();
     for (name, p) in [
         ("alone", &quiet),
@@ -322,6 +352,22 @@ pub async fn run(opts: &Opts) -> anyhow::Result<Section> {
             format!("{label}: p99 beside the flood"),
             fmt_us(flooded.p99_us()),
         ),
+        Row::info(
+            format!("{label}: hooks p99 alone / beside the flood"),
+            format!(
+                "{} / {}",
+                fmt_us(quantile_us(&quiet.hooks, 0.99)),
+                fmt_us(quantile_us(&flooded.hooks, 0.99))
+            ),
+        ),
+        Row::info(
+            format!("{label}: sends p99 alone / beside the flood"),
+            format!(
+                "{} / {}",
+                fmt_us(quantile_us(&quiet.sends, 0.99)),
+                fmt_us(quantile_us(&flooded.sends, 0.99))
+            ),
+        ),
         Row::new(
             format!("{label}: p99 ratio, flood/alone"),
             format!("{:.2}×", ratio),
@@ -354,7 +400,12 @@ pub async fn run(opts: &Opts) -> anyhow::Result<Section> {
         ),
         Row::new(
             format!("{label}: failed ordinary requests"),
-            thousands(quiet.ordinary.errors + flooded.ordinary.errors + unlimited.ordinary.errors),
+            thousands(
+                quiet.ordinary.errors
+                    + flooded.ordinary.errors
+                    + tight.ordinary.errors
+                    + unlimited.ordinary.errors,
+            ),
             "0",
             Verdict::check(errors.is_empty()),
         ),
@@ -365,6 +416,8 @@ pub async fn run(opts: &Opts) -> anyhow::Result<Section> {
             "ordinary_p50_us": r1(p.p50_us()),
             "ordinary_p99_us": r1(p.p99_us()),
             "ordinary_max_us": r1(p.hist.max() as f64 / 1_000.0),
+            "hooks_p99_us": r1(quantile_us(&p.hooks, 0.99)),
+            "sends_p99_us": r1(quantile_us(&p.sends, 0.99)),
             "flood_taken": p.flood.ok,
             "flood_refused_429": p.flood.limited,
             "flood_taken_per_sec": r1(per_sec(p.flood.ok, p)),
@@ -379,7 +432,9 @@ pub async fn run(opts: &Opts) -> anyhow::Result<Section> {
         "measured_s": opts.measure.as_secs_f64(),
         "alone": phase_json(&quiet),
         "flood": phase_json(&flooded),
+        "flood_tight_limits": phase_json(&tight),
         "flood_limits_off": phase_json(&unlimited),
+        "p99_ratio_tight_limits": r1(tight_ratio * 100.0) / 100.0,
         "p99_ratio": r1(ratio * 100.0) / 100.0,
         "p99_ratio_limits_off": r1(unlimited_ratio * 100.0) / 100.0,
         "target_ratio": TARGET_RATIO,
