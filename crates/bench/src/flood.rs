@@ -387,6 +387,22 @@ pub async fn run(opts: &Opts) -> anyhow::Result<Section> {
             ),
         ),
         Row::info(
+            format!("{label}: p99 beside the flood, tight limits"),
+            fmt_us(tight.p99_us()),
+        ),
+        Row::info(
+            format!("{label}: p99 ratio, tight limits"),
+            format!("{:.2}×", tight_ratio),
+        ),
+        Row::info(
+            format!("{label}: flood taken / refused 429, tight limits"),
+            format!(
+                "{} / {}",
+                fmt_rate(per_sec(tight.flood.ok, &tight)),
+                fmt_rate(per_sec(tight.flood.limited, &tight))
+            ),
+        ),
+        Row::info(
             format!("{label}: p99 beside the flood, limits off"),
             fmt_us(unlimited.p99_us()),
         ),
