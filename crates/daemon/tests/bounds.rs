@@ -519,3 +519,42 @@ async fn a_frame_over_the_size_limit_ends_that_link_only() {
         .contains("muster_links_dropped_total{reason=\"oversized-frame\"} 1"));
     d.stop().await;
 }
+
+#[tokio::test]
+async fn the_event_stream_and_a_link_outlive_the_header_timeout() {
+    // Proves the header/idle timeout closes only connections waiting for a
+    // request: an event stream being answered and a WebSocket link stay up
+    // well past it, and still carry what happens.
+    let d = TestDaemon::start_with(|c| c.header_timeout = Duration::from_millis(200)).await;
+    let mut shim = FakeShim::link(&d, "outlives-shim").await;
+    let resp = d
+        .client
+        .get(format!("{}/api/v1/events", d.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let mut events = resp.bytes_stream();
+    // Five header timeouts pass.
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let (status, v) = d
+        .post_json(
+            "/api/v1/messages",
+            &json!({"to": "outlives-shim", "body": "later"}),
+        )
+        .await;
+    assert_eq!((status, &v["state"]), (200, &json!("pushed")), "{v}");
+    assert_eq!(shim.next_push().await.body, "later");
+    let mut seen = String::new();
+    let got = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(Ok(chunk)) = events.next().await {
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+            if seen.contains("event: message.sent") {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(got.is_ok(), "the event stream ended or went quiet: {seen}");
+    d.stop().await;
+}
