@@ -5,6 +5,12 @@
 //! changes there and applies and submits them in one critical section
 //! (`Hub::commit`), answering once the store has made them durable. See
 //! ARCHITECTURE.md for the map and the rules.
+//!
+//! Every input is bounded (`muster_core::limits`): connections are served
+//! by hyper directly ([`serve_connections`]: a cap, a header and idle
+//! timeout, a budget per connection), sends and hook calls have a rate per
+//! session (`Hub::take_send`, `Hub::take_hook`), and a link's queue and
+//! frames have a size (`link`).
 
 pub mod clock;
 mod error;
@@ -236,7 +242,7 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
     let unix = bind_unix_socket(&config, &addr);
     let hub = Hub::load(config, store, store_desc).await?;
     let app = routes::router(hub.clone());
-    let (shutdown, mut stop_rx) = watch::channel(false);
+    let (shutdown, stop_rx) = watch::channel(false);
     let background = tasks::spawn(hub.clone(), shutdown.subscribe());
     // The listener is up: shims can re-link from now on, so the sweeper may decide.
     hub.mark_links_known();
@@ -261,14 +267,13 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
                 tracing::debug!("cannot set TCP_NODELAY on an accepted socket: {e}");
             }
         });
-    let served = serve_connections(listener, app, hub.clone(), permits, stop_rx.clone());
+    let served = serve_connections(listener, app, hub.clone(), permits, stop_rx);
     let task = tokio::spawn(async move {
         served.await;
         if let Some(unix) = unix_task {
             // Its socket file is removed as it ends.
             let _ = unix.await;
         }
-        let _ = stop_rx.changed().await;
         background.abort();
         Ok(())
     });
