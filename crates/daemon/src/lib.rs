@@ -7,7 +7,7 @@
 //! ARCHITECTURE.md for the map and the rules.
 //!
 //! Every input is bounded (`muster_core::limits`): connections are served
-//! by hyper directly ([`serve_connections`]: a cap, a header and idle
+//! by hyper directly (`serve_connections`: a cap, a header and idle
 //! timeout, a budget per connection), sends and hook calls have a rate per
 //! session (`Hub::take_send`, `Hub::take_hook`), and a link's queue and
 //! frames have a size (`link`).
