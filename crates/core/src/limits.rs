@@ -36,8 +36,10 @@ pub const DEFAULT_HOOK_RATE: Rate = Rate::new(10_000, 10_000);
 /// Sends and hook calls one connection may carry, whatever sessions they name.
 pub const DEFAULT_CONNECTION_RATE: Rate = Rate::new(50_000, 50_000);
 /// Connections the daemon holds open at once (TCP and Unix socket together);
-/// one more is answered 503 and closed.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
+/// one more is answered 503 and closed. Each linked agent holds one, and a
+/// team daemon holds ten thousand agents (`muster serve` lowers the cap to
+/// what its open-file limit allows).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
 /// How long a connection may take to send a request's headers, and how long
 /// a kept-alive connection may sit idle waiting for its next request, in ms.
 pub const DEFAULT_HEADER_TIMEOUT_MS: u64 = 10_000;

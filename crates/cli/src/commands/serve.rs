@@ -161,6 +161,56 @@ fn unix_socket_dir(setting: &str) -> Option<PathBuf> {
     None
 }
 
+/// File descriptors kept back from the connection cap: the store, the
+/// listeners, logs and whatever the runtime opens.
+const RESERVED_FDS: u64 = 64;
+
+/// The connection cap the process can honour. Raises the soft limit on open
+/// files to the hard one first (a daemon of thousands of agents needs far
+/// more than the usual 256 on macOS or 1,024 on Linux), and lowers the cap,
+/// saying so, if even that is too few.
+fn fit_to_open_files(max_connections: usize) -> usize {
+    #[cfg(unix)]
+    {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit/setrlimit only read and write the struct given.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+            return max_connections;
+        }
+        // macOS refuses a soft limit above OPEN_MAX even when the hard limit
+        // is "unlimited".
+        let ceiling = if cfg!(target_os = "macos") {
+            10_240
+        } else {
+            libc::RLIM_INFINITY
+        };
+        let wanted = limit.rlim_max.min(ceiling);
+        if wanted > limit.rlim_cur {
+            let raised = libc::rlimit {
+                rlim_cur: wanted,
+                rlim_max: limit.rlim_max,
+            };
+            // SAFETY: as above.
+            if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+                limit.rlim_cur = wanted;
+            }
+        }
+        let open_files: u64 = limit.rlim_cur;
+        let room = open_files.saturating_sub(RESERVED_FDS).max(1) as usize;
+        if room < max_connections {
+            eprintln!(
+                "warning: at most {open_files} open files are allowed (ulimit -n), so the daemon \
+                 holds at most {room} connections, not {max_connections}"
+            );
+            return room;
+        }
+    }
+    max_connections
+}
+
 pub fn run(args: ServeArgs, env: &Env) -> i32 {
     crate::init_tracing("info");
     let file = config::load_config(config::config_path(env));
@@ -198,7 +248,7 @@ pub fn run(args: ServeArgs, env: &Env) -> i32 {
         send_rate: args.limits.send_rate,
         hook_rate: args.limits.hook_rate,
         connection_rate: args.limits.connection_rate,
-        max_connections: args.limits.max_connections,
+        max_connections: fit_to_open_files(args.limits.max_connections),
         header_timeout: args.limits.header_timeout,
         max_link_frame_bytes: args.limits.max_link_frame_bytes,
         link_queue: limits::DEFAULT_LINK_QUEUE,
