@@ -18,8 +18,9 @@ use std::task::Poll;
 
 use deadpool_postgres::{Object, Pool, Transaction};
 use muster_core::Millis;
-use muster_store::{Change, PruneReport, StoreError};
-use tokio::sync::{mpsc, oneshot};
+use muster_store::job::{all_failed, answer_all, Job, JobResult};
+use muster_store::StoreError;
+use tokio::sync::mpsc;
 use tokio_postgres::Statement;
 
 use crate::errors;
@@ -27,17 +28,6 @@ use crate::writes::{self, Stmt};
 
 /// Most requests folded into one transaction.
 const MAX_BATCH: usize = 4_096;
-
-pub enum Job {
-    Apply {
-        changes: Vec<Change>,
-        done: Option<oneshot::Sender<Result<(), StoreError>>>,
-    },
-    Prune {
-        cutoff: Millis,
-        done: oneshot::Sender<Result<PruneReport, StoreError>>,
-    },
-}
 
 /// Takes whatever is queued (up to [`MAX_BATCH`]) as one batch, until every
 /// sender is gone and the queue is drained.
@@ -55,8 +45,6 @@ pub async fn writer_loop(pool: Pool, mut jobs: mpsc::UnboundedReceiver<Job>) {
     }
 }
 
-type JobResult = Result<Option<PruneReport>, StoreError>;
-
 /// Runs a batch and answers every job, only after the commit.
 async fn run_batch(pool: &Pool, connection: &mut Option<Object>, batch: Vec<Job>) {
     let results = match write_batch(pool, connection, &batch).await {
@@ -64,29 +52,10 @@ async fn run_batch(pool: &Pool, connection: &mut Option<Object>, batch: Vec<Job>
         Err(e) => {
             *connection = None;
             tracing::error!("store commit failed: {e}");
-            batch
-                .iter()
-                .map(|_| Err(StoreError::Write(format!("commit failed: {e}"))))
-                .collect()
+            all_failed(&batch, &e)
         }
     };
-    for (job, result) in batch.into_iter().zip(results) {
-        match job {
-            Job::Apply {
-                done: Some(done), ..
-            } => {
-                let _ = done.send(result.map(|_| ()));
-            }
-            Job::Apply { done: None, .. } => {
-                if let Err(e) = result {
-                    tracing::warn!("background store write failed: {e}");
-                }
-            }
-            Job::Prune { done, .. } => {
-                let _ = done.send(result.map(|r| r.unwrap_or_default()));
-            }
-        }
-    }
+    answer_all(batch, results);
 }
 
 /// What one job runs.

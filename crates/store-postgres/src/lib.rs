@@ -24,9 +24,9 @@ mod writes;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use batch::Job;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use muster_core::{Delivery, Message, Millis};
+use muster_store::job::Job;
 use muster_store::{
     Change, Commit, InboxEntry, InboxQuery, PruneReport, Snapshot, Store, StoreError,
 };

@@ -20,6 +20,7 @@ use muster_core::{
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use tokio::sync::oneshot;
 
+use muster_store::job::{all_failed, answer_all, Job, JobResult};
 use muster_store::{
     Change, Commit, InboxEntry, InboxQuery, PruneReport, Snapshot, Store, StoreError,
 };
@@ -103,17 +104,6 @@ UPDATE deliveries SET state = 4 WHERE state = 3;
 
 /// The schema version a fully migrated database is at.
 pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
-
-enum Job {
-    Apply {
-        changes: Vec<Change>,
-        done: Option<oneshot::Sender<Result<(), StoreError>>>,
-    },
-    Prune {
-        cutoff: Millis,
-        done: oneshot::Sender<Result<PruneReport, StoreError>>,
-    },
-}
 
 /// The embedded store: one SQLite file, a writer thread that group-commits
 /// every write, and a reader connection beside it.
@@ -264,18 +254,13 @@ fn run_batch(conn: &mut Connection, batch: Vec<Job>) {
                 Ok(results) => results,
                 Err(e) => {
                     tracing::error!("store commit failed: {e}");
-                    batch
-                        .iter()
-                        .map(|_| Err(StoreError::Write(format!("commit failed: {e}"))))
-                        .collect()
+                    all_failed(&batch, &e)
                 }
             }
         }
     };
-    answer_jobs(batch, results);
+    answer_all(batch, results);
 }
-
-type JobResult = Result<Option<PruneReport>, StoreError>;
 
 /// Runs the jobs in one transaction and commits it. Without `isolated`, the
 /// first failing job fails the whole transaction (rolled back); with it,
@@ -316,26 +301,6 @@ fn run_job(conn: &Connection, job: &Job) -> rusqlite::Result<Option<PruneReport>
             .try_for_each(|c| apply_change(conn, c))
             .map(|_| None),
         Job::Prune { cutoff, .. } => prune(conn, *cutoff).map(Some),
-    }
-}
-
-fn answer_jobs(batch: Vec<Job>, results: Vec<JobResult>) {
-    for (job, result) in batch.into_iter().zip(results) {
-        match job {
-            Job::Apply {
-                done: Some(done), ..
-            } => {
-                let _ = done.send(result.map(|_| ()));
-            }
-            Job::Apply { done: None, .. } => {
-                if let Err(e) = result {
-                    tracing::warn!("background store write failed: {e}");
-                }
-            }
-            Job::Prune { done, .. } => {
-                let _ = done.send(result.map(|r| r.unwrap_or_default()));
-            }
-        }
     }
 }
 

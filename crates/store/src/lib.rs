@@ -11,6 +11,7 @@
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
+pub mod job;
 
 use async_trait::async_trait;
 use muster_core::{
