@@ -3,7 +3,6 @@
 mod common;
 
 use std::collections::HashSet;
-use std::sync::Arc;
 
 use common::*;
 use serde_json::json;
@@ -23,31 +22,7 @@ fn kill_9_after_1000_acknowledged_sends_loses_nothing() {
         let (status, _) = d.post_json("/api/v1/sessions", &json!({"id": id, "harness": "test"}));
         assert_eq!(status, 200);
     }
-    let url = Arc::new(d.url.clone());
-    let workers: Vec<_> = (0..8)
-        .map(|w| {
-            let url = url.clone();
-            std::thread::spawn(move || {
-                let client = http();
-                (0..125)
-                    .map(|i| {
-                        let resp = client
-                            .post(format!("{url}/api/v1/messages"))
-                            .json(&json!({"as": a, "to": b, "body": format!("w{w} m{i}")}))
-                            .send()
-                            .expect("send");
-                        assert_eq!(resp.status(), 200);
-                        let v: serde_json::Value = resp.json().unwrap();
-                        v["message"]["id"].as_str().unwrap().to_string()
-                    })
-                    .collect::<Vec<String>>()
-            })
-        })
-        .collect();
-    let acked: Vec<String> = workers
-        .into_iter()
-        .flat_map(|w| w.join().unwrap())
-        .collect();
+    let acked = send_concurrently(&d.url, a, b, 8, 125);
     assert_eq!(acked.len(), 1_000);
     d.kill9();
 

@@ -7,7 +7,6 @@ mod common;
 
 use std::collections::HashSet;
 use std::process::Command;
-use std::sync::Arc;
 
 use common::*;
 use serde_json::json;
@@ -111,31 +110,7 @@ fn acknowledged_sends_survive_kill_9_and_a_restart_elsewhere() {
     let sent: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let first = sent["message"]["id"].as_str().unwrap().to_string();
 
-    let base = Arc::new(d.url.clone());
-    let workers: Vec<_> = (0..4)
-        .map(|w| {
-            let base = base.clone();
-            std::thread::spawn(move || {
-                let client = http();
-                (0..50)
-                    .map(|i| {
-                        let resp = client
-                            .post(format!("{base}/api/v1/messages"))
-                            .json(&json!({"as": a, "to": b, "body": format!("w{w} m{i}")}))
-                            .send()
-                            .expect("send");
-                        assert_eq!(resp.status(), 200);
-                        let v: serde_json::Value = resp.json().unwrap();
-                        v["message"]["id"].as_str().unwrap().to_string()
-                    })
-                    .collect::<Vec<String>>()
-            })
-        })
-        .collect();
-    let mut acked: Vec<String> = workers
-        .into_iter()
-        .flat_map(|w| w.join().unwrap())
-        .collect();
+    let mut acked = send_concurrently(&d.url, a, b, 4, 50);
     acked.push(first.clone());
     d.kill9();
     drop(d);

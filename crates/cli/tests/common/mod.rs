@@ -254,3 +254,38 @@ pub fn context_of(stdout: &str) -> Option<String> {
         .as_str()
         .map(str::to_string)
 }
+
+/// `threads` threads each send `per_thread` messages from `from` to `to`
+/// over HTTP at once, each asserting a 200; the ids acknowledged, in no order.
+pub fn send_concurrently(
+    url: &str,
+    from: &'static str,
+    to: &'static str,
+    threads: usize,
+    per_thread: usize,
+) -> Vec<String> {
+    let workers: Vec<_> = (0..threads)
+        .map(|w| {
+            let url = url.to_string();
+            std::thread::spawn(move || {
+                let client = http();
+                (0..per_thread)
+                    .map(|i| {
+                        let resp = client
+                            .post(format!("{url}/api/v1/messages"))
+                            .json(&serde_json::json!({"as": from, "to": to, "body": format!("w{w} m{i}")}))
+                            .send()
+                            .expect("send");
+                        assert_eq!(resp.status(), 200);
+                        let v: Value = resp.json().unwrap();
+                        v["message"]["id"].as_str().unwrap().to_string()
+                    })
+                    .collect::<Vec<String>>()
+            })
+        })
+        .collect();
+    workers
+        .into_iter()
+        .flat_map(|w| w.join().unwrap())
+        .collect()
+}
