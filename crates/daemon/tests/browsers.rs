@@ -114,32 +114,6 @@ const GET_ROUTES: [&str; 11] = [
     "/ws",
 ];
 
-/// What could change: the roster, the mail, rooms, reservations, counters.
-async fn snapshot(d: &TestDaemon) -> Value {
-    let mut out = json!({});
-    for path in [
-        "/api/v1/roster?all=true",
-        "/api/v1/rooms",
-        "/api/v1/reservations",
-    ] {
-        let (status, v) = d.get(path).await;
-        assert_eq!(status, 200, "{path}: {v}");
-        out[path] = v;
-    }
-    let mut status = d.status().await;
-    status.as_object_mut().unwrap().remove("started_at");
-    out["status"] = status;
-    let sent = d
-        .metrics()
-        .await
-        .lines()
-        .filter(|l| l.starts_with("muster_messages_sent_total") || l.starts_with("muster_sessions"))
-        .map(str::to_string)
-        .collect::<Vec<_>>();
-    out["metrics"] = json!(sent);
-    out
-}
-
 fn own_origin(d: &TestDaemon) -> String {
     format!("http://{}", d.daemon.addr)
 }

@@ -482,44 +482,6 @@ async fn hostile_site(config: Value) -> std::net::SocketAddr {
     addr
 }
 
-/// What a page could change or take: roster, rooms, reservations, counts,
-/// links, and the victim's mail (read last, by the test, as the victim).
-async fn snapshot(d: &TestDaemon) -> Value {
-    let mut out = json!({});
-    for path in [
-        "/api/v1/roster?all=true",
-        "/api/v1/rooms",
-        "/api/v1/reservations",
-    ] {
-        let (status, v) = d.get(path).await;
-        assert_eq!(status, 200, "{path}: {v}");
-        out[path] = v;
-    }
-    let mut status = d.status().await;
-    status.as_object_mut().unwrap().remove("started_at");
-    out["status"] = status;
-    let counters = d
-        .metrics()
-        .await
-        .lines()
-        .filter(|l| {
-            [
-                "muster_messages_sent_total",
-                "muster_deliveries_total",
-                "muster_sessions",
-                "muster_links",
-                "muster_event_streams",
-                "muster_hook_duration_seconds_count",
-            ]
-            .iter()
-            .any(|p| l.starts_with(p))
-        })
-        .map(str::to_string)
-        .collect::<Vec<_>>();
-    out["metrics"] = json!(counters);
-    out
-}
-
 /// The bodies and states of the victim's mail (a read as the victim).
 async fn victim_mail(d: &TestDaemon) -> Vec<(String, String)> {
     let (status, v) = d.get("/api/v1/inbox?as=victim&all=true").await;

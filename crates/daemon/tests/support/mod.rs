@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use muster_core::Millis;
 use muster_daemon::{Clock, Config, Daemon, Hub, ManualClock};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 /// 2026-12-01T00:00:00Z, where every test's wall clock starts.
 pub const START: Millis = 1_796_083_200_000;
@@ -206,4 +206,43 @@ pub fn payload(session_id: &str, event_name: &str) -> Value {
         "prompt": "carry on",
         "source": "startup",
     })
+}
+
+/// Everything a refused request must leave as it was: the roster, rooms,
+/// reservations, status, and the counters of messages, deliveries,
+/// sessions, links, event streams and hook calls.
+pub async fn snapshot(d: &TestDaemon) -> Value {
+    let mut out = json!({});
+    for path in [
+        "/api/v1/roster?all=true",
+        "/api/v1/rooms",
+        "/api/v1/reservations",
+    ] {
+        let (status, v) = d.get(path).await;
+        assert_eq!(status, 200, "{path}: {v}");
+        out[path] = v;
+    }
+    let mut status = d.status().await;
+    status.as_object_mut().unwrap().remove("started_at");
+    out["status"] = status;
+    let counters = d
+        .metrics()
+        .await
+        .lines()
+        .filter(|l| {
+            [
+                "muster_messages_sent_total",
+                "muster_deliveries_total",
+                "muster_sessions",
+                "muster_links",
+                "muster_event_streams",
+                "muster_hook_duration_seconds_count",
+            ]
+            .iter()
+            .any(|p| l.starts_with(p))
+        })
+        .map(str::to_string)
+        .collect::<Vec<_>>();
+    out["metrics"] = json!(counters);
+    out
 }
