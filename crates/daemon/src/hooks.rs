@@ -104,6 +104,19 @@ pub async fn handle(
     answer
 }
 
+impl Hub {
+    /// `/hook/{event}` on its own: [`handle`] behind the same extractors the
+    /// router gives it, without the router's middleware (token, budgets).
+    /// For the fuzz targets (`crates/fuzzing`), which drive a hook call's
+    /// parsing and answering in memory.
+    #[doc(hidden)]
+    pub fn hook_route(self: &Arc<Self>) -> axum::Router {
+        axum::Router::new()
+            .route("/hook/{event}", axum::routing::post(handle))
+            .with_state(self.clone())
+    }
+}
+
 /// Which harness's hook this is: named by the query or a header, else
 /// told apart by its payload.
 fn harness_of(

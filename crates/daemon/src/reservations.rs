@@ -454,6 +454,15 @@ fn record_write(
     }
 }
 
+impl Hub {
+    /// [`written_paths`], reachable from outside the crate for the fuzz
+    /// targets (`crates/fuzzing`).
+    #[doc(hidden)]
+    pub fn written_paths(tool: &str, input: &Value) -> Vec<String> {
+        written_paths(tool, input)
+    }
+}
+
 /// The files a tool call would write: Claude Code's Edit, Write, MultiEdit
 /// and NotebookEdit; Gemini CLI's write_file and replace; opencode's edit
 /// and write; and any call carrying an apply_patch patch (Codex runs it as

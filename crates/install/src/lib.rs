@@ -14,14 +14,20 @@
 mod claude;
 mod codex;
 mod edit;
-mod file_edits;
+// Public only for the fuzz targets (`crates/fuzzing`).
+#[doc(hidden)]
+pub mod file_edits;
 mod files;
 mod gemini;
 mod inspect;
-mod json_merge;
+// Public only for the fuzz targets (`crates/fuzzing`).
+#[doc(hidden)]
+pub mod json_merge;
 mod manifest;
 mod opencode;
-mod toml_merge;
+// Public only for the fuzz targets (`crates/fuzzing`).
+#[doc(hidden)]
+pub mod toml_merge;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
