@@ -20,7 +20,8 @@ use muster_core::{
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use tokio::sync::oneshot;
 
-use muster_store::job::{all_failed, answer_all, Job, JobResult};
+use muster_store::health::{FaultKind, WriteHealth};
+use muster_store::job::{all_failed, answer_all, panic_text, Job, JobResult};
 use muster_store::{
     Change, Commit, InboxEntry, InboxQuery, PruneReport, Snapshot, Store, StoreError,
 };
@@ -111,6 +112,7 @@ pub struct SqliteStore {
     path: PathBuf,
     writer: mpsc::Sender<Job>,
     reader: Arc<Mutex<Connection>>,
+    health: Arc<WriteHealth>,
 }
 
 /// A rusqlite error as the store reports it: a value that cannot be read
@@ -186,22 +188,35 @@ fn private_files(path: &Path) -> std::io::Result<()> {
 impl SqliteStore {
     /// Opens (creating if need be) the database at `path` and starts its writer.
     pub fn open(path: impl Into<PathBuf>) -> Result<Self, StoreError> {
-        let path = path.into();
+        Self::open_with(path.into(), |_| {})
+    }
+
+    /// [`open`](Self::open), with `setup` run on the writer's first
+    /// connection (a test's fault injection).
+    fn open_with(path: PathBuf, setup: impl FnOnce(&Connection)) -> Result<Self, StoreError> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
         private_files(&path)?;
         let mut writer_conn = open(&path).map_err(db_error)?;
         migrate(&mut writer_conn)?;
+        setup(&writer_conn);
         let reader = open(&path).map_err(db_error)?;
         let (tx, rx) = mpsc::channel();
+        let health = Arc::new(WriteHealth::new());
+        let writer = Writer {
+            path: path.clone(),
+            conn: Some(writer_conn),
+            health: health.clone(),
+        };
         std::thread::Builder::new()
             .name("muster-store-writer".into())
-            .spawn(move || writer_loop(writer_conn, rx))?;
+            .spawn(move || writer_loop(writer, rx))?;
         Ok(SqliteStore {
             path,
             writer: tx,
             reader: Arc::new(Mutex::new(reader)),
+            health,
         })
     }
 
@@ -227,8 +242,78 @@ impl SqliteStore {
     }
 }
 
-fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Job>) {
-    while let Ok(first) = rx.recv() {
+/// While the most recent write failed, the writer tries a small write of
+/// its own this often when no request comes, so health recovers without
+/// traffic.
+const PROBE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The writer thread's side: its connection (reopened when a fault left it
+/// unusable) and the health it reports.
+struct Writer {
+    path: PathBuf,
+    conn: Option<Connection>,
+    health: Arc<WriteHealth>,
+}
+
+/// Why a whole batch failed: a fault of the backend, not of one request.
+struct Fault {
+    kind: FaultKind,
+    reason: String,
+}
+
+impl From<rusqlite::Error> for Fault {
+    fn from(e: rusqlite::Error) -> Self {
+        Fault {
+            kind: fault_kind(&e).unwrap_or(FaultKind::Other),
+            reason: e.to_string(),
+        }
+    }
+}
+
+/// The fault a SQLite error is, or `None` for a request's own failure (a
+/// constraint, say) that the other requests of its batch need not share.
+fn fault_kind(e: &rusqlite::Error) -> Option<FaultKind> {
+    use rusqlite::ErrorCode as C;
+    let rusqlite::Error::SqliteFailure(err, _) = e else {
+        return None;
+    };
+    Some(match err.code {
+        C::DiskFull => FaultKind::Full,
+        C::SystemIoFailure
+        | C::ReadOnly
+        | C::CannotOpen
+        | C::PermissionDenied
+        | C::DatabaseCorrupt
+        | C::NotADatabase
+        | C::FileLockingProtocolFailed => FaultKind::Io,
+        C::DatabaseBusy | C::DatabaseLocked => FaultKind::Busy,
+        C::OutOfMemory | C::InternalMalfunction | C::NoLargeFileSupport => FaultKind::Other,
+        // A commit hook turned the commit into a rollback.
+        C::ConstraintViolation if err.extended_code == COMMITHOOK => FaultKind::Other,
+        _ => return None,
+    })
+}
+
+/// SQLITE_CONSTRAINT_COMMITHOOK.
+const COMMITHOOK: std::ffi::c_int = 531;
+
+fn writer_loop(mut writer: Writer, rx: mpsc::Receiver<Job>) {
+    loop {
+        let first = if writer.health.is_degraded() {
+            match rx.recv_timeout(PROBE_EVERY) {
+                Ok(job) => job,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    writer.probe();
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            }
+        } else {
+            match rx.recv() {
+                Ok(job) => job,
+                Err(_) => return,
+            }
+        };
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
@@ -236,35 +321,113 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        run_batch(&mut conn, batch);
+        writer.run_batch(batch);
     }
 }
 
-/// Runs a batch in one transaction and answers every job only after the
-/// commit. Jobs almost never fail, so the batch first runs as it is; only
-/// when one fails is it rolled back and run again with each job in a
-/// savepoint of its own, so one bad job fails alone. (A savepoint per job
-/// every time cost two more statements per job on the hot path.)
-fn run_batch(conn: &mut Connection, batch: Vec<Job>) {
-    let results = match run_jobs(conn, &batch, false) {
-        Ok(results) => results,
-        Err(first) => {
-            tracing::debug!("a batch failed ({first}); running each job on its own");
-            match run_jobs(conn, &batch, true) {
-                Ok(results) => results,
-                Err(e) => {
-                    tracing::error!("store commit failed: {e}");
-                    all_failed(&batch, &e)
-                }
+impl Writer {
+    /// Runs a batch in one transaction and answers every job only after
+    /// the commit. Jobs almost never fail, so the batch first runs as it
+    /// is; only when one fails on its own merits is it rolled back and run
+    /// again with each job in a savepoint of its own, so one bad job fails
+    /// alone. (A savepoint per job every time cost two more statements per
+    /// job on the hot path.) A fault (full disk, I/O error, a panic) fails
+    /// the whole batch; the connection is made usable again (rolled back,
+    /// else reopened) for the next one.
+    fn run_batch(&mut self, batch: Vec<Job>) {
+        let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.write(&batch)));
+        let results = match written {
+            Ok(Ok(results)) => {
+                self.health.wrote();
+                results
+            }
+            Ok(Err(fault)) => {
+                tracing::error!("store commit failed: {}", fault.reason);
+                self.health
+                    .failed(fault.kind, &fault.reason, batch.len() as u64);
+                self.recover();
+                all_failed(&batch, &fault.reason)
+            }
+            Err(panic) => {
+                let text = panic_text(&*panic);
+                tracing::error!("{text}");
+                self.health
+                    .failed(FaultKind::Other, &text, batch.len() as u64);
+                // Whatever it was in the middle of, a fresh connection has none of it.
+                self.conn = None;
+                all_failed(&batch, &text)
+            }
+        };
+        answer_all(batch, results);
+    }
+
+    /// The connection, opened again if a fault dropped it.
+    fn connection(&mut self) -> Result<&mut Connection, Fault> {
+        if self.conn.is_none() {
+            self.conn = Some(open(&self.path)?);
+        }
+        Ok(self.conn.as_mut().expect("just opened"))
+    }
+
+    fn write(&mut self, batch: &[Job]) -> Result<Vec<JobResult>, Fault> {
+        let conn = self.connection()?;
+        match run_jobs(conn, batch, false) {
+            Ok(results) => Ok(results),
+            Err(first) if fault_kind(&first).is_some() => Err(first.into()),
+            Err(first) => {
+                tracing::debug!("a batch failed ({first}); running each job on its own");
+                Ok(run_jobs(conn, batch, true)?)
             }
         }
-    };
-    answer_all(batch, results);
+    }
+
+    /// After a fault: no transaction may stay open into the next batch (its
+    /// BEGIN would fail); a connection that cannot roll back is reopened.
+    fn recover(&mut self) {
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        if conn.is_autocommit() {
+            return;
+        }
+        if let Err(e) = conn.execute_batch("ROLLBACK") {
+            tracing::warn!(
+                "store: the writer's connection could not roll back ({e}); reopening it"
+            );
+            self.conn = None;
+        }
+    }
+
+    /// With no request to try, a small write of the writer's own (the
+    /// schema version written again as it is: one page) tells whether the
+    /// fault has cleared.
+    fn probe(&mut self) {
+        let probed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let conn = self.connection()?;
+            let tx = conn.transaction()?;
+            let version: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+            tx.pragma_update(None, "user_version", version)?;
+            tx.commit()?;
+            Ok::<(), Fault>(())
+        }));
+        match probed {
+            Ok(Ok(())) => {
+                tracing::info!("store: writes succeed again");
+                self.health.wrote();
+            }
+            Ok(Err(fault)) => {
+                self.health.failed(fault.kind, &fault.reason, 0);
+                self.recover();
+            }
+            Err(_) => self.conn = None,
+        }
+    }
 }
 
 /// Runs the jobs in one transaction and commits it. Without `isolated`, the
 /// first failing job fails the whole transaction (rolled back); with it,
-/// each job runs in a savepoint and a failing one is rolled back alone.
+/// each job runs in a savepoint and a failing one is rolled back alone,
+/// unless it failed with a fault, which fails the whole transaction.
 fn run_jobs(
     conn: &mut Connection,
     batch: &[Job],
@@ -283,6 +446,7 @@ fn run_jobs(
                 sp.commit()?;
                 results.push(Ok(r));
             }
+            Err(e) if fault_kind(&e).is_some() => return Err(e),
             Err(e) => {
                 sp.rollback()?;
                 drop(sp);
@@ -758,12 +922,130 @@ impl Store for SqliteStore {
             .map_err(|_| StoreError::Stopped)?;
         wait.await.map_err(|_| StoreError::Stopped)?
     }
+
+    fn health(&self) -> Arc<WriteHealth> {
+        self.health.clone()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use muster_core::Session;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// A store whose writer's commits fail (a commit hook turns each into
+    /// a rollback, as a full disk fails the commit's write) while the
+    /// returned switch is on.
+    fn store_with_failing_commits(path: &Path) -> (SqliteStore, Arc<AtomicBool>) {
+        let fail = Arc::new(AtomicBool::new(false));
+        let hook = fail.clone();
+        let store = SqliteStore::open_with(path.to_path_buf(), move |conn| {
+            conn.commit_hook(Some(move || hook.load(Ordering::SeqCst)));
+        })
+        .unwrap();
+        (store, fail)
+    }
+
+    fn direct(id: &str, to: &str) -> Change {
+        Change::PutMessage {
+            message: Message {
+                id: id.into(),
+                from: "alice".into(),
+                from_nickname: "alice".into(),
+                to: Target::Session(to.into()),
+                reply_to: None,
+                body: format!("body of {id}"),
+                sent_at: 1,
+            },
+            deliveries: vec![Delivery {
+                message_id: id.into(),
+                recipient: to.into(),
+                state: DeliveryState::Queued,
+                updated_at: 1,
+            }],
+        }
+    }
+
+    fn stored(snap: &Snapshot) -> (Vec<String>, Vec<String>) {
+        (
+            snap.sessions.iter().map(|s| s.id.clone()).collect(),
+            snap.unread.iter().map(|(m, _)| m.id.clone()).collect(),
+        )
+    }
+
+    // Proves the writer survives failing commits: each failed write is
+    // refused with the store's words and applies nothing, the writer keeps
+    // taking work (no "stopped"), health says degraded with the reason and
+    // counts the failed requests, and the first write after the fault
+    // clears commits and ends the degraded state; after a reopen exactly
+    // the acknowledged writes are there.
+    #[tokio::test]
+    async fn the_writer_survives_failing_commits() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let path = dir.path().join("muster.db");
+        let (store, fail) = store_with_failing_commits(&path);
+        let health = store.health();
+        store
+            .apply(vec![Change::PutSession(Session::new("bob", "b", 1))])
+            .await
+            .unwrap();
+        assert!(!health.is_degraded());
+
+        fail.store(true, Ordering::SeqCst);
+        store.apply_later(vec![Change::PutSession(Session::new("carol", "c", 1))]);
+        for id in ["01B", "01C"] {
+            let err = store.apply(vec![direct(id, "bob")]).await.unwrap_err();
+            assert!(
+                matches!(&err, StoreError::Unavailable(why) if why.contains("constraint failed")),
+                "{err:?}"
+            );
+            assert!(
+                err.to_string().starts_with("the store cannot write: "),
+                "{err}"
+            );
+        }
+        let fault = health.fault().expect("degraded while commits fail");
+        assert_eq!(fault.kind, FaultKind::Other);
+        assert!(
+            fault.reason.contains("constraint failed"),
+            "{}",
+            fault.reason
+        );
+
+        fail.store(false, Ordering::SeqCst);
+        store.apply(vec![direct("01D", "bob")]).await.unwrap();
+        assert!(!health.is_degraded(), "the next commit ends it");
+        let errors: u64 = health.errors().iter().map(|(_, n)| n).sum();
+        assert_eq!(errors, 3, "the background write and two submits");
+
+        let want = (vec!["bob".to_string()], vec!["01D".to_string()]);
+        assert_eq!(stored(&store.load().await.unwrap()), want);
+        drop(store);
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(stored(&store.load().await.unwrap()), want);
+    }
+
+    // Proves a degraded store finds out by itself that writes succeed
+    // again: with no request coming, the writer's probe ends the degraded
+    // state within a few seconds of the fault clearing, and not before.
+    #[tokio::test]
+    async fn the_writer_probes_until_the_fault_clears() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let (store, fail) = store_with_failing_commits(&dir.path().join("muster.db"));
+        let health = store.health();
+        fail.store(true, Ordering::SeqCst);
+        store.apply(vec![direct("01A", "bob")]).await.unwrap_err();
+        tokio::time::sleep(PROBE_EVERY * 2 + std::time::Duration::from_millis(200)).await;
+        assert!(health.is_degraded(), "probes fail while the fault lasts");
+        fail.store(false, Ordering::SeqCst);
+        let deadline = std::time::Instant::now() + PROBE_EVERY * 5;
+        while health.is_degraded() && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert!(!health.is_degraded(), "a probe succeeded");
+        assert_eq!(health.errors().iter().map(|(_, n)| n).sum::<u64>(), 1);
+    }
 
     /// A database file brought to `version` by this muster's own first
     /// migrations, as an older muster left it.

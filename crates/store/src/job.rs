@@ -52,10 +52,22 @@ pub fn answer_all(batch: Vec<Job>, results: Vec<JobResult>) {
     }
 }
 
-/// The results for a batch whose commit failed: every job fails with it.
+/// The results for a batch a fault of the backend kept out (its commit
+/// failed, or it could not begin): every job fails with it, in the
+/// backend's words.
 pub fn all_failed(batch: &[Job], error: &dyn std::fmt::Display) -> Vec<JobResult> {
     batch
         .iter()
-        .map(|_| Err(StoreError::Write(format!("commit failed: {error}"))))
+        .map(|_| Err(StoreError::Unavailable(error.to_string())))
         .collect()
+}
+
+/// A panic's message, for the error a writer answers after catching one.
+pub fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    let text = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".to_string());
+    format!("the store's writer failed ({text}); the next write is tried afresh")
 }

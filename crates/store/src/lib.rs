@@ -11,7 +11,10 @@
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
+pub mod health;
 pub mod job;
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use muster_core::{
@@ -33,6 +36,11 @@ pub enum StoreError {
     /// already stored; the text names the cause.
     #[error("write failed: {0}")]
     Write(String),
+    /// The backend could not write at all (a full disk, an I/O error, a
+    /// lost connection): nothing of the request was applied, and later
+    /// writes are tried afresh.
+    #[error("the store cannot write: {0}")]
+    Unavailable(String),
     /// The store has stopped taking work.
     #[error("the store has stopped")]
     Stopped,
@@ -162,6 +170,11 @@ pub type Commit =
 ///   unaffected.
 /// - **Reads** (`load`, `inbox`, `message`, `deliveries`, `thread`) see
 ///   every write whose commit has resolved.
+/// - **Faults**: a write the backend fails underneath (a full disk, an I/O
+///   error, a lost connection) fails its requests with the backend's words,
+///   and the writer goes on: the next write is tried afresh, so writes
+///   resume by themselves once the fault clears. [`health`](Store::health)
+///   says meanwhile that the most recent write failed, and why.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Everything the daemon needs in memory, as one consistent snapshot.
@@ -196,6 +209,12 @@ pub trait Store: Send + Sync + 'static {
     /// before it; rooms stay. Ordered and atomic like a submit, and durable
     /// when it returns.
     async fn prune(&self, cutoff: Millis) -> Result<PruneReport, StoreError>;
+    /// Whether writes are succeeding (see [`health::WriteHealth`]); the
+    /// same one for the store's life. A store that does not track its
+    /// writes reports a health that is never degraded.
+    fn health(&self) -> Arc<health::WriteHealth> {
+        Arc::new(health::WriteHealth::new())
+    }
 }
 
 #[cfg(test)]
