@@ -13,12 +13,16 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::Poll;
+use std::time::Duration;
 
 use deadpool_postgres::{Object, Pool, Transaction};
 use muster_core::Millis;
-use muster_store::job::{all_failed, answer_all, Job, JobResult};
+use muster_store::health::{FaultKind, WriteHealth};
+use muster_store::job::{all_failed, answer_all, panic_text, Job, JobResult};
 use muster_store::StoreError;
 use tokio::sync::mpsc;
 use tokio_postgres::Statement;
@@ -29,15 +33,54 @@ use crate::writes::{self, Stmt};
 /// Most requests folded into one transaction.
 const MAX_BATCH: usize = 4_096;
 
+/// While the most recent write failed, the writer tries a small write of
+/// its own this often when no request comes, so health recovers without
+/// traffic.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+
+/// Why a whole batch failed: a fault of the backend, not of one request.
+pub struct Fault {
+    kind: FaultKind,
+    reason: String,
+}
+
+impl Fault {
+    fn of(e: &tokio_postgres::Error) -> Self {
+        Fault {
+            kind: errors::fault_kind(e).unwrap_or(FaultKind::Other),
+            reason: errors::text(e),
+        }
+    }
+}
+
 /// Takes whatever is queued (up to [`MAX_BATCH`]) as one batch, until every
-/// sender is gone and the queue is drained.
-pub async fn writer_loop(pool: Pool, mut jobs: mpsc::UnboundedReceiver<Job>) {
+/// sender is gone and the queue is drained. A batch a fault failed leaves
+/// the writer running: the next is tried afresh on a new connection.
+pub async fn writer_loop(
+    pool: Pool,
+    mut jobs: mpsc::UnboundedReceiver<Job>,
+    health: Arc<WriteHealth>,
+) {
     let mut batch = Vec::new();
     // The writer keeps one connection (readers never make it wait for one),
     // and takes a new one after a batch whose transaction failed.
     let mut connection = None;
-    while jobs.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        run_batch(&pool, &mut connection, std::mem::take(&mut batch)).await;
+    loop {
+        let taken = if health.is_degraded() {
+            match tokio::time::timeout(PROBE_EVERY, jobs.recv_many(&mut batch, MAX_BATCH)).await {
+                Ok(taken) => taken,
+                Err(_) => {
+                    probe(&pool, &mut connection, &health).await;
+                    continue;
+                }
+            }
+        } else {
+            jobs.recv_many(&mut batch, MAX_BATCH).await
+        };
+        if taken == 0 {
+            return;
+        }
+        run_batch(&pool, &mut connection, std::mem::take(&mut batch), &health).await;
         // The senders just answered are runnable now; letting them run
         // first lets their next requests join the next batch instead of
         // waiting a whole commit for the one after.
@@ -45,17 +88,83 @@ pub async fn writer_loop(pool: Pool, mut jobs: mpsc::UnboundedReceiver<Job>) {
     }
 }
 
-/// Runs a batch and answers every job, only after the commit.
-async fn run_batch(pool: &Pool, connection: &mut Option<Object>, batch: Vec<Job>) {
-    let results = match write_batch(pool, connection, &batch).await {
-        Ok(results) => results,
-        Err(e) => {
+/// Runs a batch and answers every job, only after the commit. A fault or
+/// a panic fails every job of it with the reason, in words.
+async fn run_batch(
+    pool: &Pool,
+    connection: &mut Option<Object>,
+    batch: Vec<Job>,
+    health: &WriteHealth,
+) {
+    let written = futures_util::FutureExt::catch_unwind(AssertUnwindSafe(write_batch(
+        pool, connection, &batch,
+    )))
+    .await;
+    let results = match written {
+        Ok(Ok(results)) => {
+            health.wrote();
+            results
+        }
+        Ok(Err(fault)) => {
             *connection = None;
-            tracing::error!("store commit failed: {e}");
-            all_failed(&batch, &e)
+            tracing::error!("store commit failed: {}", fault.reason);
+            health.failed(fault.kind, &fault.reason, batch.len() as u64);
+            all_failed(&batch, &fault.reason)
+        }
+        Err(panic) => {
+            *connection = None;
+            let text = panic_text(&*panic);
+            tracing::error!("{text}");
+            health.failed(FaultKind::Other, &text, batch.len() as u64);
+            all_failed(&batch, &text)
         }
     };
     answer_all(batch, results);
+}
+
+/// With no request to try, a transaction of the writer's own that takes
+/// a transaction id (so commits a WAL record) tells whether the fault
+/// has cleared.
+async fn probe(pool: &Pool, connection: &mut Option<Object>, health: &WriteHealth) {
+    let probed = async {
+        let client = writer_client(pool, connection).await?;
+        client
+            .batch_execute("BEGIN; SELECT txid_current(); COMMIT")
+            .await
+            .map_err(|e| Fault::of(&e))
+    };
+    match futures_util::FutureExt::catch_unwind(AssertUnwindSafe(probed)).await {
+        Ok(Ok(())) => {
+            tracing::info!("store: writes succeed again");
+            health.wrote();
+        }
+        Ok(Err(fault)) => {
+            *connection = None;
+            health.failed(fault.kind, &fault.reason, 0);
+        }
+        Err(_) => *connection = None,
+    }
+}
+
+/// The writer's connection, taken from the pool if it has none (or the
+/// server ended it while the writer was idle).
+async fn writer_client<'c>(
+    pool: &Pool,
+    connection: &'c mut Option<Object>,
+) -> Result<&'c mut Object, Fault> {
+    if connection.as_ref().is_some_and(|c| c.is_closed()) {
+        *connection = None;
+    }
+    match connection {
+        Some(client) => Ok(client),
+        None => Ok(connection.insert(pool.get().await.map_err(|e| match e {
+            deadpool_postgres::PoolError::Backend(e) => Fault::of(&e),
+            other => Fault {
+                kind: FaultKind::Connection,
+                reason: other.to_string(),
+            },
+        })?)),
+    }
 }
 
 /// What one job runs.
@@ -78,24 +187,15 @@ fn work_of(job: &Job) -> Work {
     }
 }
 
-/// The batch's transaction: one result per job, or the error that kept the
-/// whole batch out (no connection, or the commit failed).
+/// The batch's transaction: one result per job, or the fault that kept the
+/// whole batch out (no connection, the commit failed, a request met a
+/// fault of the server).
 async fn write_batch(
     pool: &Pool,
     connection: &mut Option<Object>,
     batch: &[Job],
-) -> Result<Vec<JobResult>, String> {
-    if connection.as_ref().is_some_and(|c| c.is_closed()) {
-        // The server ended it while the writer was idle.
-        *connection = None;
-    }
-    let client = match connection {
-        Some(client) => client,
-        None => connection.insert(pool.get().await.map_err(|e| match e {
-            deadpool_postgres::PoolError::Backend(e) => errors::text(&e),
-            other => other.to_string(),
-        })?),
-    };
+) -> Result<Vec<JobResult>, Fault> {
+    let client = writer_client(pool, connection).await?;
     let work: Vec<Work> = batch.iter().map(work_of).collect();
     let statements: Option<Vec<&Stmt>> = work
         .iter()
@@ -106,18 +206,19 @@ async fn write_batch(
         .collect::<Option<Vec<_>>>()
         .map(|each| each.into_iter().flatten().collect());
     if let Some(statements) = statements {
-        let tx = client.transaction().await.map_err(|e| errors::text(&e))?;
+        let tx = client.transaction().await.map_err(|e| Fault::of(&e))?;
         match pipelined(&tx, &statements).await {
             Ok(()) => {
-                tx.commit().await.map_err(|e| errors::text(&e))?;
+                tx.commit().await.map_err(|e| Fault::of(&e))?;
                 return Ok(batch.iter().map(|_| Ok(None)).collect());
             }
+            Err(e) if errors::fault_kind(&e).is_some() => return Err(Fault::of(&e)),
             Err(e) => {
                 tracing::debug!(
                     "a pipelined batch failed ({}); running it request by request",
                     errors::text(&e)
                 );
-                tx.rollback().await.map_err(|e| errors::text(&e))?;
+                tx.rollback().await.map_err(|e| Fault::of(&e))?;
             }
         }
     }
@@ -182,28 +283,31 @@ async fn pipelined(
     }
 }
 
-/// Runs each job in its own savepoint: one that fails rolls back alone.
-async fn one_by_one(client: &mut Object, work: &[Work]) -> Result<Vec<JobResult>, String> {
-    let mut tx = client.transaction().await.map_err(|e| errors::text(&e))?;
+/// Runs each job in its own savepoint: one that fails on its own merits
+/// rolls back alone; one that meets a fault of the server fails the batch.
+async fn one_by_one(client: &mut Object, work: &[Work]) -> Result<Vec<JobResult>, Fault> {
+    let fault = |e: tokio_postgres::Error| Fault::of(&e);
+    let mut tx = client.transaction().await.map_err(fault)?;
     let mut results = Vec::with_capacity(work.len());
     for w in work {
-        let sp = tx.transaction().await.map_err(|e| errors::text(&e))?;
+        let sp = tx.transaction().await.map_err(fault)?;
         let result = match w {
             Work::Statements(statements) => run_all(&sp, statements).await.map(|()| None),
             Work::Prune(cutoff) => writes::prune(&sp, *cutoff).await.map(Some),
         };
         match result {
             Ok(r) => {
-                sp.commit().await.map_err(|e| errors::text(&e))?;
+                sp.commit().await.map_err(fault)?;
                 results.push(Ok(r));
             }
+            Err(e) if errors::fault_kind(&e).is_some() => return Err(fault(e)),
             Err(e) => {
-                sp.rollback().await.map_err(|e| errors::text(&e))?;
+                sp.rollback().await.map_err(fault)?;
                 results.push(Err(StoreError::Write(errors::text(&e))));
             }
         }
     }
-    tx.commit().await.map_err(|e| errors::text(&e))?;
+    tx.commit().await.map_err(fault)?;
     Ok(results)
 }
 

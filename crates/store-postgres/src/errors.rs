@@ -1,8 +1,33 @@
 //! PostgreSQL's errors as the store reports them, and the one error of
 //! opening ([`ConnectError`]) that names the server and what to do.
 
+use muster_store::health::FaultKind;
 use muster_store::StoreError;
 use tokio_postgres::error::SqlState;
+
+/// The fault a driver error is, or `None` for a request's own failure (a
+/// unique violation, say) that the other requests of its batch need not
+/// share: the server out of room or resources, its I/O failing, the
+/// connection lost or the server shutting down, a lock not had in time.
+pub fn fault_kind(e: &tokio_postgres::Error) -> Option<FaultKind> {
+    if e.is_closed() {
+        return Some(FaultKind::Connection);
+    }
+    let Some(code) = e.code() else {
+        // No SQLSTATE: the driver's own failure, most often the socket's.
+        let io = std::error::Error::source(e).is_some_and(|c| c.is::<std::io::Error>());
+        return io.then_some(FaultKind::Connection);
+    };
+    let code = code.code();
+    Some(match code {
+        "53100" => FaultKind::Full,
+        "40001" | "40P01" | "55P03" => FaultKind::Busy,
+        _ if code.starts_with("58") => FaultKind::Io,
+        _ if code.starts_with("08") || code.starts_with("57P") => FaultKind::Connection,
+        _ if code.starts_with("53") || code.starts_with("XX") => FaultKind::Other,
+        _ => return None,
+    })
+}
 
 /// A driver error in words: the server's own message (with its SQLSTATE,
 /// detail and hint) or the driver's, with every cause.

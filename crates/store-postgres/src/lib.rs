@@ -21,11 +21,13 @@ mod reads;
 mod schema;
 mod writes;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use muster_core::{Delivery, Message, Millis};
+use muster_store::health::WriteHealth;
 use muster_store::job::Job;
 use muster_store::{
     Change, Commit, InboxEntry, InboxQuery, PruneReport, Snapshot, Store, StoreError,
@@ -49,6 +51,7 @@ pub struct PostgresStore {
     pool: Pool,
     writer: mpsc::UnboundedSender<Job>,
     describe: String,
+    health: Arc<WriteHealth>,
 }
 
 /// A parsed `postgres://` URL with what the store sets on every
@@ -145,11 +148,13 @@ impl PostgresStore {
         schema::migrate(&mut client).await?;
         drop(client);
         let (writer, jobs) = mpsc::unbounded_channel();
-        tokio::spawn(batch::writer_loop(pool.clone(), jobs));
+        let health = Arc::new(WriteHealth::new());
+        tokio::spawn(batch::writer_loop(pool.clone(), jobs, health.clone()));
         Ok(PostgresStore {
             pool,
             writer,
             describe: format!("postgres://{}/{}", target.server, target.database),
+            health,
         })
     }
 
@@ -221,5 +226,9 @@ impl Store for PostgresStore {
             .send(Job::Prune { cutoff, done })
             .map_err(|_| StoreError::Stopped)?;
         wait.await.map_err(|_| StoreError::Stopped)?
+    }
+
+    fn health(&self) -> Arc<WriteHealth> {
+        self.health.clone()
     }
 }

@@ -145,6 +145,28 @@ impl Harness for PgHarness {
             thread.join().expect("blocker thread");
         }))
     }
+
+    /// A deferred constraint trigger on every table a write fills raises
+    /// disk_full (53100) at commit, as a server out of room does; healing
+    /// drops it.
+    fn fail_writes(&self) -> Option<Box<dyn FnOnce() + Send>> {
+        let mut sql = String::from(
+            "CREATE FUNCTION muster_test_full() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN RAISE EXCEPTION 'could not extend file: No space left on device'
+                 USING ERRCODE = 'disk_full'; END $$;",
+        );
+        for table in ["sessions", "messages", "deliveries"] {
+            sql.push_str(&format!(
+                "CREATE CONSTRAINT TRIGGER muster_test_full AFTER INSERT OR UPDATE ON {table}
+                 DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION muster_test_full();"
+            ));
+        }
+        run_sql(&self.name, &sql);
+        let name = self.name.clone();
+        Some(Box::new(move || {
+            run_sql(&name, "DROP FUNCTION muster_test_full() CASCADE")
+        }))
+    }
 }
 
 muster_store::conformance_tests!(PgHarness::new());

@@ -56,6 +56,12 @@ impl Harness for SqliteHarness {
                 .expect("release the write lock");
         }))
     }
+
+    /// Holds the write lock as [`hold_writes`](Self::hold_writes) does:
+    /// the writer's wait for it (5 s) runs out and its writes fail busy.
+    fn fail_writes(&self) -> Option<Box<dyn FnOnce() + Send>> {
+        self.hold_writes()
+    }
 }
 
 muster_store::conformance_tests!(SqliteHarness::new());

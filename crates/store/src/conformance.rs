@@ -38,6 +38,14 @@ pub trait Harness {
     fn hold_writes(&self) -> Option<Box<dyn FnOnce() + Send>> {
         None
     }
+
+    /// Makes the backend fail every write underneath, as a full disk or a
+    /// lost server would (not a refusal of one request on its merits),
+    /// until the returned heal runs. `None`, the default: the harness
+    /// cannot, and the fault behaviours are skipped.
+    fn fail_writes(&self) -> Option<Box<dyn FnOnce() + Send>> {
+        None
+    }
 }
 
 /// One `#[tokio::test]` per behaviour of this module, each with a fresh
@@ -61,6 +69,7 @@ macro_rules! conformance_tests {
             ack_up_to_acks_exactly_older_mail_of_recipient,
             submits_take_effect_in_call_order,
             failing_submit_rolls_back_all_its_changes,
+            writes_resume_after_a_fault,
             apply_later_is_durable_after_next_apply,
             prune_deletes_old_history_and_gone_sessions,
             reservations_round_trip_and_delete,
@@ -707,6 +716,43 @@ pub async fn ack_up_to_acks_exactly_older_mail_of_recipient<H: Harness>(h: &H) {
 }
 
 /// Proves a single submit whose last change fails leaves nothing of its other changes behind.
+/// Proves the writer survives a fault of its backend: while writes fail
+/// underneath, each submit is refused with `Unavailable` (not `Stopped`)
+/// and applies nothing, and health is degraded with a reason and counts
+/// them; once the fault clears, the very next submit commits (the writer
+/// was never restarted) and health is back; after a restart exactly the
+/// acknowledged writes are there.
+pub async fn writes_resume_after_a_fault<H: Harness>(h: &H) {
+    let store = h.open().await;
+    let health = store.health();
+    apply(&store, vec![Change::PutSession(session("bob", 1))]).await;
+    assert!(!health.is_degraded());
+    let Some(heal) = h.fail_writes() else {
+        eprintln!("skipped: this harness cannot make the backend fail");
+        return;
+    };
+    let errors_before: u64 = health.errors().iter().map(|(_, n)| n).sum();
+    match store.apply(vec![put_direct(2, &["bob"], 2)]).await {
+        Err(StoreError::Unavailable(why)) => assert!(!why.is_empty()),
+        other => panic!("expected the store to be unavailable, got {other:?}"),
+    }
+    let fault = health.fault().expect("degraded while writes fail");
+    assert!(!fault.reason.is_empty());
+    let errors: u64 = health.errors().iter().map(|(_, n)| n).sum();
+    assert_eq!(errors, errors_before + 1, "the failed write is counted");
+    heal();
+    apply(&store, vec![put_direct(3, &["bob"], 3)]).await;
+    assert!(!health.is_degraded(), "the next commit ends the fault");
+    let store = reopen(h, store).await;
+    let snap = load(&store).await;
+    let sessions: Vec<&str> = snap.sessions.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(sessions, ["bob"]);
+    assert_eq!(
+        unread_of(&snap, "bob"),
+        vec![(mid(3), DeliveryState::Queued)]
+    );
+}
+
 pub async fn failing_submit_rolls_back_all_its_changes<H: Harness>(h: &H) {
     let store = h.open().await;
     apply(&store, vec![put_direct(1, &["bob"], 1)]).await;
