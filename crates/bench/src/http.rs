@@ -17,6 +17,9 @@ type Body = http_body_util::Either<Full<Bytes>, Empty<Bytes>>;
 pub struct Conn {
     sender: SendRequest<Body>,
     host: HeaderValue,
+    /// The daemon's local key, as muster's own clients show it (none for an
+    /// in-process daemon that asks for none).
+    key: Option<HeaderValue>,
 }
 
 impl Conn {
@@ -35,9 +38,13 @@ impl Conn {
         tokio::spawn(async move {
             let _ = conn.await;
         });
+        let key = muster_daemon::local_key::for_url(&format!("http://{addr}"))
+            .map(|k| HeaderValue::from_str(&k))
+            .transpose()?;
         Ok(Conn {
             sender,
             host: HeaderValue::from_str(&addr.to_string())?,
+            key,
         })
     }
 
@@ -63,7 +70,12 @@ impl Conn {
         self.send(request).await
     }
 
-    async fn send(&mut self, request: Request<Body>) -> anyhow::Result<(StatusCode, Bytes)> {
+    async fn send(&mut self, mut request: Request<Body>) -> anyhow::Result<(StatusCode, Bytes)> {
+        if let Some(key) = &self.key {
+            request
+                .headers_mut()
+                .insert(muster_daemon::local_key::HEADER, key.clone());
+        }
         self.sender.ready().await.context("the connection closed")?;
         let response = self
             .sender

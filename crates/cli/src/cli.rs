@@ -13,6 +13,7 @@ use crate::commands::rooms::RoomArgs;
 use crate::commands::roster::RosterArgs;
 use crate::commands::send::{BroadcastArgs, SendArgs};
 use crate::commands::serve::ServeArgs;
+use crate::commands::dashboard::DashboardArgs;
 use crate::commands::top::TopArgs;
 use crate::hook::HookArgs;
 use crate::run::RunArgs;
@@ -194,6 +195,18 @@ Example:\n  muster top --interval 5s\n\n\
 It needs a terminal; in scripts use `muster tail` or `muster roster --json`. --json has no effect here."
     )]
     Top(TopArgs),
+
+    /// Sign a browser in to the web dashboard (prints a one-time link)
+    #[command(
+        long_about = "Print a link that signs a browser in to the web dashboard at the daemon's \
+address. The daemon serves only its own user: muster's clients prove that with the local key \
+file only that user can read, and a browser, which cannot read files, signs in with this link \
+instead. The link works once, within two minutes, and leaves a cookie (HttpOnly, \
+SameSite=Strict) that lasts until the browser or the daemon restarts.\n\n\
+Example:\n  muster dashboard --open\n\n\
+--json prints {\"url\", \"expires_in_ms\"}."
+    )]
+    Dashboard(DashboardArgs),
 
     /// Show the daemon's status
     #[command(

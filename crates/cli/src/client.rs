@@ -183,6 +183,10 @@ impl Client {
         if let Some(token) = &self.token {
             req = req.bearer_auth(token);
         }
+        // Read at every request: a daemon restarted since has a new key.
+        if let Some(key) = muster_daemon::local_key::for_url(&self.base) {
+            req = req.header(muster_daemon::local_key::HEADER, key);
+        }
         req
     }
 

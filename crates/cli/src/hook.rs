@@ -261,6 +261,9 @@ async fn post(req: &HookRequest, body: Vec<u8>, deadline: Instant) -> Result<Vec
     if let Some(token) = &req.token {
         builder = builder.bearer_auth(token);
     }
+    if let Some(key) = muster_daemon::local_key::for_url(&req.url) {
+        builder = builder.header(muster_daemon::local_key::HEADER, key);
+    }
     if let Some(run) = &req.run {
         builder = builder.header("x-muster-run", header_safe(run));
     }

@@ -17,7 +17,9 @@ use clap::{CommandFactory, Parser};
 
 use crate::cli::{Cli, Command};
 use crate::client::ClientError;
-use crate::commands::{doctor, guard, inbox, reserve, rooms, roster, send, status, tail, top};
+use crate::commands::{
+    dashboard, doctor, guard, inbox, reserve, rooms, roster, send, status, tail, top,
+};
 use crate::config::Env;
 use crate::context::{report_error, Context};
 
@@ -145,6 +147,7 @@ async fn dispatch(command: Command, ctx: &Context) -> Result<i32, ClientError> {
         Command::Leave(args) => rooms::run_join(ctx, &args, false).await,
         Command::Tail => tail::run(ctx).await,
         Command::Top(args) => top::run(ctx, &args).await,
+        Command::Dashboard(args) => dashboard::run(ctx, &args).await,
         Command::Reserve(args) => reserve::run_reserve(ctx, args).await,
         Command::Release(args) => reserve::run_release(ctx, args).await,
         Command::Reservations => reserve::run_list(ctx).await,

@@ -64,6 +64,7 @@ impl Waker {
             .build()
             .unwrap()
             .get(format!("{}/api/v1/wake?run={run}&how={how}", d.url))
+            .header(muster_daemon::local_key::HEADER, d.key())
             .send()
             .unwrap();
         assert_eq!(resp.status().as_u16(), 200);

@@ -63,7 +63,7 @@ fn sigterm_stops_the_daemon_with_a_tail_attached() {
         .spawn()
         .unwrap();
     wait_until(Duration::from_secs(5), || {
-        let metrics = http().get(format!("{}/metrics", d.url)).send().unwrap();
+        let metrics = d.http().get(format!("{}/metrics", d.url)).send().unwrap();
         metrics
             .text()
             .unwrap()

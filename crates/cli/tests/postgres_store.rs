@@ -203,6 +203,7 @@ fn muster_store_names_the_database_and_help_hides_it() {
     );
     let status: serde_json::Value = http()
         .get(format!("{base}/api/v1/status"))
+        .header(muster_daemon::local_key::HEADER, key_for(&base))
         .send()
         .unwrap()
         .json()

@@ -245,9 +245,13 @@ fn the_token_never_shows() {
         assert_clean(what, &body);
     }
 
-    // The CLI: a wrong token's error, doctor, and --help with the token in the environment.
+    // The CLI: a wrong token's error, doctor, and --help with the token in
+    // the environment, run as a client elsewhere would be (another runtime
+    // directory: it has not the daemon's local key, which would let it in).
+    let elsewhere = tempfile::tempdir().unwrap();
     let cli = |args: &[&str], token: &str| {
         let out = muster_cmd(&url)
+            .env("XDG_RUNTIME_DIR", elsewhere.path())
             .env("MUSTER_TOKEN", token)
             .args(args)
             .output()

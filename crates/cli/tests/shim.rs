@@ -7,6 +7,7 @@ mod common;
 mod peer_shim;
 
 use std::io::Write;
+use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
@@ -16,7 +17,8 @@ use serde_json::{json, Value};
 
 /// `muster_links` from /metrics: shim links attached now.
 fn links(d: &TestDaemon) -> u64 {
-    let text = http()
+    let text = d
+        .http()
         .get(format!("{}/metrics", d.url))
         .send()
         .unwrap()
@@ -429,7 +431,8 @@ fn server_discover_is_refused_only_by_a_shim_that_pushes() {
 
 /// A counter from /metrics, by its whole name with labels.
 fn metric(d: &TestDaemon, name: &str) -> u64 {
-    let text = http()
+    let text = d
+        .http()
         .get(format!("{}/metrics", d.url))
         .send()
         .unwrap()
@@ -502,93 +505,66 @@ fn a_shim_links_over_the_unix_socket_and_over_tcp_when_told_to() {
     assert!(!socket.exists(), "the socket file goes with the daemon");
 }
 
-/// Starts a shim for `session` with `token` (none: no MUSTER_TOKEN), shakes
-/// hands, calls `whoami`, and returns the answer's text and whether it was
-/// a tool error, read within 10 s.
-fn whoami_with_token(d: &TestDaemon, session: &str, token: Option<&str>) -> (String, bool) {
-    use std::io::{BufRead, BufReader};
+/// Starts a shim for `session` with `token` (none: no MUSTER_TOKEN) and,
+/// when given, another runtime directory (where it finds neither the
+/// daemon's socket nor its key); its `whoami` answer (see [`shim_whoami`]).
+fn whoami_with_token(
+    d: &TestDaemon,
+    session: &str,
+    token: Option<&str>,
+    runtime_dir: Option<&Path>,
+) -> (String, bool) {
     let mut cmd = muster_cmd(&d.url);
-    cmd.arg("mcp")
-        .env("MUSTER_SESSION_ID", session)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped());
+    cmd.arg("mcp").env("MUSTER_SESSION_ID", session);
     if let Some(token) = token {
         cmd.env("MUSTER_TOKEN", token);
     }
-    let mut child = cmd.spawn().unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    for line in [
-        json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18",
-            "capabilities": {}, "clientInfo": {"name": "test", "version": "1"}}}),
-        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
-    ] {
-        writeln!(stdin, "{line}").unwrap();
+    if let Some(dir) = runtime_dir {
+        cmd.env("XDG_RUNTIME_DIR", dir);
     }
-    let (tx, lines) = std::sync::mpsc::channel();
-    let stdout = child.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    // Until the link is up (or refused for good) a call answers at once
-    // that the daemon is unreachable; ask again until it says something else.
-    let start = Instant::now();
-    let mut id = 1;
-    let answer = loop {
-        id += 1;
-        let call = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
-            "params": {"name": "whoami", "arguments": {}}});
-        writeln!(stdin, "{call}").unwrap();
-        let result = loop {
-            let line = lines
-                .recv_timeout(Duration::from_secs(10))
-                .expect("the shim answered");
-            let v: Value = serde_json::from_str(&line).unwrap();
-            if v["id"] == id {
-                break v["result"].clone();
-            }
-        };
-        let text = result["content"][0]["text"].as_str().unwrap().to_string();
-        let is_error = result["isError"] == true;
-        if !(is_error && text.contains("not reachable"))
-            || start.elapsed() > Duration::from_secs(10)
-        {
-            break (text, is_error);
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    drop(stdin);
-    let _ = child.wait();
-    answer
+    shim_whoami(cmd)
 }
 
 // Proves token mode works for agents: with `serve --token`, a shim given
 // the token (MUSTER_TOKEN) links and its tool calls run as its session; a
-// shim without it, or with a wrong one, is told in so many words that the
-// token was refused, instead of looping on "unreachable".
+// shim that has neither the token nor the daemon's local key (it runs
+// elsewhere: another runtime directory), or a wrong token, is told in so
+// many words that it was refused, instead of looping on "unreachable". The
+// daemon's own user needs no token: its shims show the local key.
 #[test]
 fn a_shim_links_to_a_token_daemon_with_its_token_and_says_so_without_it() {
     let d = TestDaemon::start(&["--token", "sekrit-token-1"]);
+    let elsewhere = tempfile::tempdir().unwrap();
     let (text, is_error) = whoami_with_token(
         &d,
         "70000000-0000-4000-8000-0000000000b1",
         Some("sekrit-token-1"),
+        Some(elsewhere.path()),
     );
     assert!(!is_error, "{text}");
     let me: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(me["id"], "70000000-0000-4000-8000-0000000000b1", "{me}");
 
     for token in [None, Some("wrong-token")] {
-        let (text, is_error) = whoami_with_token(&d, "70000000-0000-4000-8000-0000000000b2", token);
-        assert!(is_error, "{token:?}: {text}");
-        assert!(
-            text.contains("refused this shim's token"),
-            "{token:?}: {text}"
+        let (text, is_error) = whoami_with_token(
+            &d,
+            "70000000-0000-4000-8000-0000000000b2",
+            token,
+            Some(elsewhere.path()),
         );
+        assert!(is_error, "{token:?}: {text}");
+        assert!(text.contains("refused this shim"), "{token:?}: {text}");
+        assert!(text.contains("Bearer <token>"), "{token:?}: {text}");
         assert!(
             !text.contains("sekrit"),
             "the token is never echoed: {text}"
         );
     }
+
+    let (text, is_error) =
+        whoami_with_token(&d, "70000000-0000-4000-8000-0000000000b3", None, None);
+    assert!(
+        !is_error,
+        "the daemon's own user links with its key: {text}"
+    );
 }

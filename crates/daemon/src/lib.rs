@@ -12,6 +12,7 @@
 //! session (`Hub::take_send`, `Hub::take_hook`), and a link's queue and
 //! frames have a size (`link`).
 
+mod access;
 pub mod clock;
 mod error;
 mod events;
@@ -21,6 +22,7 @@ mod hook_forms;
 mod hooks;
 mod hub;
 mod link;
+pub mod local_key;
 mod mcp_http;
 mod metrics;
 mod ops;
@@ -91,6 +93,11 @@ pub struct Config {
     /// Where to serve a Unix socket beside the port (see [`unix_socket`]);
     /// `None`: TCP only.
     pub unix_socket_dir: Option<PathBuf>,
+    /// Where the local key goes (see [`local_key`]): every caller that is
+    /// not over the Unix socket must show it (or the token, or be a signed-in
+    /// dashboard). `None`: no key is asked of local callers (a daemon a test
+    /// or benchmark runs in its own process, or a platform without one).
+    pub local_key_dir: Option<PathBuf>,
     /// Sends (direct and room) one sender may make; over it, 429.
     pub send_rate: Rate,
     /// Hook calls one session may make; over it, 429.
@@ -131,6 +138,7 @@ impl Config {
             wake_cooldown: Duration::from_millis(muster_core::wake::DEFAULT_COOLDOWN_MS as u64),
             clock: Clock::system(),
             unix_socket_dir: None,
+            local_key_dir: None,
             send_rate: limits::DEFAULT_SEND_RATE,
             hook_rate: limits::DEFAULT_HOOK_RATE,
             connection_rate: limits::DEFAULT_CONNECTION_RATE,
@@ -239,9 +247,14 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
         .with_context(|| format!("cannot listen on {}", config.bind))?;
     let addr = listener.local_addr()?;
     check_bind(&addr, &config.token)?;
+    let key_file = local_key(&config, &addr)?;
+    let access = access::Access::new(key_file.as_ref().map(|f| access::LocalKey {
+        secret: f.secret.clone(),
+        path: f.path.clone(),
+    }));
     let unix = bind_unix_socket(&config, &addr);
     let hub = Hub::load(config, store, store_desc).await?;
-    let app = routes::router(hub.clone());
+    let app = routes::router(hub.clone(), access);
     let (shutdown, stop_rx) = watch::channel(false);
     let background = tasks::spawn(hub.clone(), shutdown.subscribe());
     // The listener is up: shims can re-link from now on, so the sweeper may decide.
@@ -267,13 +280,14 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
                 tracing::debug!("cannot set TCP_NODELAY on an accepted socket: {e}");
             }
         });
-    let served = serve_connections(listener, app, hub.clone(), permits, stop_rx);
+    let served = serve_connections(listener, app, hub.clone(), permits, stop_rx, false);
     let task = tokio::spawn(async move {
         served.await;
         if let Some(unix) = unix_task {
             // Its socket file is removed as it ends.
             let _ = unix.await;
         }
+        drop(key_file);
         background.abort();
         Ok(())
     });
@@ -293,13 +307,15 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
 /// or sits that long idle between requests, is closed (hyper's header read
 /// timeout covers both), so half-open connections cannot pile up. Each
 /// connection has its own budget of sends and hook calls
-/// ([`routes::ConnectionBudget`]).
+/// ([`routes::ConnectionBudget`]). On the daemon's own Unix socket
+/// (`own_socket`) every request is marked as from the daemon's user.
 async fn serve_connections<L>(
     mut listener: L,
     app: axum::Router,
     hub: Arc<Hub>,
     permits: Arc<Semaphore>,
     mut stop_rx: watch::Receiver<bool>,
+    own_socket: bool,
 ) where
     L: axum::serve::Listener,
     L::Io: Unpin,
@@ -333,6 +349,9 @@ async fn serve_connections<L>(
         let app = app.clone();
         let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
             req.extensions_mut().insert(budget.clone());
+            if own_socket {
+                req.extensions_mut().insert(access::OwnSocket);
+            }
             let mut app = app.clone();
             async move { tower_service::Service::call(&mut app, req).await }
         });
@@ -438,6 +457,26 @@ impl<Io: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Counted<Io> {
     }
 }
 
+/// The local key local callers must show, new at every start, when the
+/// config asks for one. Without it nothing local could call, so failing to
+/// make it stops the start with the reason.
+fn local_key(config: &Config, addr: &SocketAddr) -> anyhow::Result<Option<local_key::KeyFile>> {
+    let Some(dir) = config.local_key_dir.as_deref() else {
+        return Ok(None);
+    };
+    #[cfg(unix)]
+    {
+        let file = local_key::create(dir, addr.port())
+            .map_err(|e| anyhow::anyhow!("cannot set up the local key: {e}"))?;
+        Ok(Some(file))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (dir, addr);
+        Ok(None)
+    }
+}
+
 #[cfg(unix)]
 type BoundUnix = (tokio::net::UnixListener, unix_socket::SocketFile);
 #[cfg(not(unix))]
@@ -484,7 +523,7 @@ fn serve_unix(
         axum::serve::ListenerExt::tap_io(listener, move |_: &mut tokio::net::UnixStream| {
             tap_hub.metrics.unix_connections.inc();
         });
-    let served = serve_connections(listener, app, hub.clone(), permits, stop_rx);
+    let served = serve_connections(listener, app, hub.clone(), permits, stop_rx, true);
     tokio::spawn(async move {
         served.await;
         drop(file);

@@ -1,6 +1,7 @@
 //! The router: `/healthz`, `/metrics`, `/hook/{event}`, `/api/v1/…`, and the
-//! guards every request passes (token, Host against DNS rebinding, and
-//! nothing a web page can send: foreign or `null` Origin, non-JSON bodies).
+//! guards every request passes (who is calling: token, local key or a
+//! signed-in dashboard; Host against DNS rebinding; and nothing a web page
+//! can send: foreign or `null` Origin, non-JSON bodies).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -11,7 +12,7 @@ use axum::middleware::{self, Next};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use futures_util::stream::{self, Stream, StreamExt};
 use muster_core::api::{
     AckRequest, AckResponse, BroadcastRequest, CheckRequest, Inbox, RegisterRequest,
@@ -23,6 +24,7 @@ use serde::Deserialize;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::BroadcastStream;
 
+use crate::access::{self, Access};
 use crate::error::{ApiError, RetryAfter};
 use crate::extract::{ApiJson, ApiQuery};
 use crate::hooks;
@@ -30,7 +32,7 @@ use crate::hub::Hub;
 use crate::metrics::Gauges;
 use crate::surfacing::json_response;
 
-pub fn router(hub: Arc<Hub>) -> Router {
+pub fn router(hub: Arc<Hub>, access: Arc<Access>) -> Router {
     let limit = hub.config.max_request_bytes;
     let api = Router::new()
         .route("/roster", get(roster))
@@ -52,9 +54,11 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/messages/{id}/thread", get(thread))
         .route("/reservations", get(reservations).post(reserve))
         .route("/reservations/release", post(release))
-        .route("/reservations/check", post(check));
+        .route("/reservations/check", post(check))
+        .route("/dashboard/link", post(access::sign_in_link));
     Router::new()
         .route("/", get(dashboard))
+        .route("/login", get(access::sign_in))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
         .route("/hook/{event}", post(hooks::handle))
@@ -70,31 +74,28 @@ pub fn router(hub: Arc<Hub>) -> Router {
         })
         .layer(DefaultBodyLimit::max(limit))
         .layer(middleware::from_fn_with_state(hub.clone(), guard))
+        .layer(Extension(access))
         .with_state(hub)
 }
 
-/// Refuses requests without the token (when one is set), requests whose
-/// Host is not this machine's loopback (DNS rebinding), and anything a web
-/// page could send ([`browser_refusal`]).
-async fn guard(State(hub): State<Arc<Hub>>, request: Request, next: Next) -> Response {
-    let path = request.uri().path();
-    if path == "/healthz" {
+/// Refuses callers [`Access`] does not let in (no token, no local key, no
+/// signed-in dashboard), requests whose Host is not this machine's
+/// loopback (DNS rebinding), and anything a web page could send
+/// ([`browser_refusal`]).
+async fn guard(
+    State(hub): State<Arc<Hub>>,
+    Extension(access): Extension<Arc<Access>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if request.uri().path() == "/healthz" {
         return next.run(request).await;
     }
-    if let Some(token) = hub.config.token.as_deref().filter(|t| !t.is_empty()) {
-        let given = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
-        if given.and_then(|v| v.strip_prefix("Bearer ")) != Some(token) {
-            return ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "a valid `Authorization: Bearer <token>` is required",
-            )
-            .into_response();
-        }
-    } else {
+    let token = hub.config.token.as_deref().filter(|t| !t.is_empty());
+    if let Err(refused) = access.check(token, &request) {
+        return refused.into_response();
+    }
+    if token.is_none() {
         let host = request
             .headers()
             .get(header::HOST)

@@ -29,7 +29,7 @@ pub fn path_for(dir: &Path, port: u16) -> PathBuf {
 }
 
 #[cfg(unix)]
-fn uid() -> u32 {
+pub(crate) fn uid() -> u32 {
     // SAFETY: getuid(2) cannot fail and touches no memory.
     unsafe { libc::getuid() }
 }
@@ -41,6 +41,29 @@ pub fn is_private_dir(dir: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
     std::fs::symlink_metadata(dir)
         .is_ok_and(|m| m.is_dir() && m.uid() == uid() && m.mode() & 0o077 == 0)
+}
+
+/// Makes `dir` (0700) if it is missing, and checks it is one only this
+/// user can enter: the socket and the local key are trusted nowhere else.
+#[cfg(unix)]
+pub fn ensure_private_dir(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::DirBuilderExt;
+    let made = std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir);
+    if let Err(e) = made {
+        return Err(format!("cannot create {}: {e}", dir.display()));
+    }
+    if !is_private_dir(dir) {
+        return Err(format!(
+            "{} is not a directory only this user can enter (mode 0700, owned by uid {}); \
+             remove it to let muster make its own",
+            dir.display(),
+            uid()
+        ));
+    }
+    Ok(())
 }
 
 /// The socket file the daemon serves on; removed when the daemon stops.
@@ -65,22 +88,8 @@ impl Drop for SocketFile {
 /// process still answers on is left alone, and the daemon serves TCP only.
 #[cfg(unix)]
 pub fn bind(dir: &Path, port: u16) -> Result<(tokio::net::UnixListener, SocketFile), String> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    let made = std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir);
-    if let Err(e) = made {
-        return Err(format!("cannot create {}: {e}", dir.display()));
-    }
-    if !is_private_dir(dir) {
-        return Err(format!(
-            "{} is not a directory only this user can enter (mode 0700, owned by uid {}); \
-             remove it to let muster make its own",
-            dir.display(),
-            uid()
-        ));
-    }
+    use std::os::unix::fs::PermissionsExt;
+    ensure_private_dir(dir)?;
     remove_stale(dir);
     let path = path_for(dir, port);
     if std::fs::symlink_metadata(&path).is_ok() {

@@ -14,9 +14,38 @@
 // slow (2 s at most), opencode carries on as if muster were not there.
 
 import { randomBytes } from "node:crypto";
-import { hostname } from "node:os";
+import { lstatSync, readFileSync } from "node:fs";
+import { hostname, tmpdir } from "node:os";
+import { join } from "node:path";
 
 const MUSTER_URL = (process.env.MUSTER_URL || "http://127.0.0.1:7420").replace(/\/+$/, "");
+
+// The local daemon's key, as every muster client reads it: the daemon writes
+// it at each start to <runtime dir>/muster-<uid>/<port>.key, a file only its
+// user can read, and takes requests from loopback only with it. Read at every
+// request (a restarted daemon has a new key), sent only to a loopback address.
+function localKey() {
+  try {
+    const url = new URL(MUSTER_URL);
+    const host = url.hostname.replace(/^\[|\]$/g, "");
+    if (!(host === "localhost" || host === "::1" || /^127\./.test(host))) return undefined;
+    const port = url.port || (url.protocol === "https:" ? "443" : "80");
+    const runtime = process.env.XDG_RUNTIME_DIR?.startsWith("/") ? process.env.XDG_RUNTIME_DIR : tmpdir();
+    const dir = join(runtime, `muster-${process.getuid()}`);
+    const stat = lstatSync(dir);
+    if (!stat.isDirectory() || stat.uid !== process.getuid() || (stat.mode & 0o077) !== 0) return undefined;
+    const key = readFileSync(join(dir, `${port}.key`), "utf8").trim();
+    return /^[0-9a-f]{64}$/.test(key) ? key : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+// The headers that prove who is calling: the local key, when there is one.
+const keyed = (headers) => {
+  const key = localKey();
+  return key ? { ...headers, "x-muster-key": key } : headers;
+};
 
 // `MUSTER_WAKE=off`: the daemon must never start a turn in this opencode's sessions.
 const WAKE_OFF = ["off", "0", "false", "no"].includes((process.env.MUSTER_WAKE || "").trim().toLowerCase());
@@ -53,7 +82,7 @@ async function hook(event, body) {
   try {
     const res = await fetch(`${MUSTER_URL}/hook/${event}?harness=opencode`, {
       method: "POST",
-      headers: event === "stop" && ONE_SHOT ? { ...HEADERS, "x-muster-hold": "off" } : HEADERS,
+      headers: keyed(event === "stop" && ONE_SHOT ? { ...HEADERS, "x-muster-hold": "off" } : HEADERS),
       body: JSON.stringify(body),
       signal: AbortSignal.timeout(2000),
     });
@@ -96,7 +125,7 @@ function openWakeStream() {
       };
       try {
         heard();
-        const res = await fetch(url, { headers: { accept: "text/event-stream", ...IDENTITY }, signal: abort.signal });
+        const res = await fetch(url, { headers: keyed({ accept: "text/event-stream", ...IDENTITY }), signal: abort.signal });
         if (res.ok && res.body) {
           const reader = res.body.getReader();
           const decoder = new TextDecoder();

@@ -3,6 +3,7 @@
 //! come back as a `ClientError` for `main` to report.
 
 pub mod completions;
+pub mod dashboard;
 pub mod doctor;
 pub mod guard;
 pub mod inbox;

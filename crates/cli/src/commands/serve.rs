@@ -161,6 +161,15 @@ fn unix_socket_dir(setting: &str) -> Option<PathBuf> {
     None
 }
 
+/// Where the local key goes: beside the Unix socket, whether or not that
+/// is served (callers over TCP show the key; see the daemon's `local_key`).
+fn local_key_dir() -> Option<PathBuf> {
+    #[cfg(unix)]
+    return Some(muster_daemon::unix_socket::default_dir());
+    #[cfg(not(unix))]
+    None
+}
+
 /// File descriptors kept back from the connection cap: the store, the
 /// listeners, logs and whatever the runtime opens.
 const RESERVED_FDS: u64 = 64;
@@ -245,6 +254,7 @@ pub fn run(args: ServeArgs, env: &Env) -> i32 {
         wake_cooldown: args.wake_cooldown,
         clock: muster_daemon::Clock::system(),
         unix_socket_dir: unix_socket_dir(&args.unix_socket),
+        local_key_dir: local_key_dir(),
         send_rate: args.limits.send_rate,
         hook_rate: args.limits.hook_rate,
         connection_rate: args.limits.connection_rate,

@@ -124,13 +124,23 @@ struct Daemon {
 }
 
 impl Daemon {
-    /// The upgrade request: the URL, and the token when there is one.
+    /// The upgrade request: the URL, the token when there is one, and the
+    /// local daemon's key, read afresh for every connection (a daemon that
+    /// lost its runtime directory makes a new one).
     fn request(&self) -> Result<Request, tungstenite::Error> {
         let mut request = self.ws_url.as_str().into_client_request()?;
+        let header_value = |text: &str| {
+            HeaderValue::from_str(text).map_err(|e| tungstenite::Error::HttpFormat(e.into()))
+        };
         if let Some(token) = &self.token {
-            let value = HeaderValue::from_str(&format!("Bearer {token}"))
-                .map_err(|e| tungstenite::Error::HttpFormat(e.into()))?;
+            let value = header_value(&format!("Bearer {token}"))?;
             request.headers_mut().insert(AUTHORIZATION, value);
+        }
+        if let Some(key) = muster_daemon::local_key::for_url(&self.ws_url) {
+            let value = header_value(&key)?;
+            request
+                .headers_mut()
+                .insert(muster_daemon::local_key::HEADER, value);
         }
         Ok(request)
     }
@@ -258,15 +268,25 @@ async fn session(
     let ws = match connected {
         Ok(Ok((ws, _))) => ws,
         Ok(Err(tungstenite::Error::Http(response))) if response.status() == 401 => {
-            return Ended::Fatal(error(
-                "unauthorized",
-                "the muster daemon refused this shim's token (or it needs one): \
-                 set MUSTER_TOKEN, or `token` in muster's config file, to the daemon's token",
-            ));
+            return Ended::Fatal(error("unauthorized", refusal(response.body().as_deref())));
         }
         _ => return Ended::Dropped(false),
     };
     converse(ws, hello, commands, pushes).await
+}
+
+/// What to tell the agent when the daemon refused the link: the daemon's
+/// own reason (it names the key file or the token it wants), and the fix.
+fn refusal(body: Option<&[u8]>) -> String {
+    let reason = body
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok())
+        .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
+        .unwrap_or_else(|| "no reason given".into());
+    format!(
+        "the muster daemon refused this shim ({reason}); a daemon of another user's cannot be \
+         used, and a team daemon needs MUSTER_TOKEN, or `token` in muster's config file, set \
+         to its token"
+    )
 }
 
 /// A socket file worth trying: there, in a directory only we can enter.

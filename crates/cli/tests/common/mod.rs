@@ -142,8 +142,29 @@ impl TestDaemon {
         String::from_utf8(out.stdout).unwrap()
     }
 
+    /// The daemon's local key, read from its file as its user's clients do.
+    pub fn key(&self) -> String {
+        key_for(&self.url)
+    }
+
+    /// An HTTP client that shows this daemon's local key on every request,
+    /// as muster's own clients do.
+    pub fn http(&self) -> reqwest::blocking::Client {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            muster_daemon::local_key::HEADER,
+            self.key().parse().expect("a key is a header value"),
+        );
+        reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .default_headers(headers)
+            .build()
+            .unwrap()
+    }
+
     pub fn get(&self, path: &str) -> (u16, Value) {
-        let resp = http()
+        let resp = self
+            .http()
             .get(format!("{}{path}", self.url))
             .send()
             .expect("GET");
@@ -151,7 +172,8 @@ impl TestDaemon {
     }
 
     pub fn post(&self, path: &str, body: impl Into<reqwest::blocking::Body>) -> (u16, Value) {
-        let resp = http()
+        let resp = self
+            .http()
             .post(format!("{}{path}", self.url))
             .header("content-type", "application/json")
             .body(body)
@@ -204,6 +226,12 @@ pub fn muster_cmd(url: &str) -> Command {
     cmd
 }
 
+/// The local key of the daemon at `url`, read as its user's clients do.
+pub fn key_for(url: &str) -> String {
+    muster_daemon::local_key::for_url(url).expect("the daemon wrote its local key")
+}
+
+/// A plain HTTP client: it shows no key unless a request adds one.
 pub fn http() -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(30))
@@ -268,11 +296,12 @@ pub fn send_concurrently(
         .map(|w| {
             let url = url.to_string();
             std::thread::spawn(move || {
-                let client = http();
+                let (client, key) = (http(), key_for(&url));
                 (0..per_thread)
                     .map(|i| {
                         let resp = client
                             .post(format!("{url}/api/v1/messages"))
+                            .header(muster_daemon::local_key::HEADER, &key)
                             .json(&serde_json::json!({"as": from, "to": to, "body": format!("w{w} m{i}")}))
                             .send()
                             .expect("send");
@@ -288,4 +317,58 @@ pub fn send_concurrently(
         .into_iter()
         .flat_map(|w| w.join().unwrap())
         .collect()
+}
+
+/// Runs `cmd` (a prepared `muster mcp`), shakes hands as an MCP client,
+/// calls `whoami` until the link is up or refused for good, and returns the
+/// answer's text and whether it was a tool error, read within 10 s.
+pub fn shim_whoami(mut cmd: Command) -> (String, bool) {
+    use serde_json::json;
+    cmd.stdin(Stdio::piped()).stdout(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    for line in [
+        json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18",
+            "capabilities": {}, "clientInfo": {"name": "test", "version": "1"}}}),
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+    ] {
+        writeln!(stdin, "{line}").unwrap();
+    }
+    let (tx, lines) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    // Until the link is up (or refused for good) a call answers at once
+    // that the daemon is unreachable; ask again until it says something else.
+    let start = Instant::now();
+    let mut id = 1;
+    let answer = loop {
+        id += 1;
+        let call = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+            "params": {"name": "whoami", "arguments": {}}});
+        writeln!(stdin, "{call}").unwrap();
+        let result = loop {
+            let line = lines
+                .recv_timeout(Duration::from_secs(10))
+                .expect("the shim answered");
+            let v: Value = serde_json::from_str(&line).unwrap();
+            if v["id"] == id {
+                break v["result"].clone();
+            }
+        };
+        let text = result["content"][0]["text"].as_str().unwrap().to_string();
+        let is_error = result["isError"] == true;
+        if !(is_error && text.contains("not reachable"))
+            || start.elapsed() > Duration::from_secs(10)
+        {
+            break (text, is_error);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    drop(stdin);
+    let _ = child.wait();
+    answer
 }

@@ -1,0 +1,328 @@
+//! Who may talk to the daemon: the token (when one is set), the local key
+//! ([`local_key`](crate::local_key)), a connection over the daemon's own
+//! Unix socket, or a dashboard signed in with a one-time link.
+//!
+//! On one machine every process of the daemon's user is trusted and no
+//! other user's is: muster's clients read the local key by themselves and
+//! send it, and the Unix socket sits in a directory only that user can
+//! enter. A browser cannot read files, so the dashboard signs in through a
+//! link `muster dashboard` prints: the link's code works once, within
+//! [`LOGIN_CODE_TTL`], and leaves an HttpOnly, SameSite=Strict cookie.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Query, Request};
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::{Extension, Json};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::error::ApiError;
+use crate::local_key::{self, same_secret};
+
+/// How long a sign-in link works.
+pub const LOGIN_CODE_TTL: Duration = Duration::from_secs(120);
+/// Sign-in links not yet used, at most (older ones lapse first).
+const MAX_OPEN_CODES: usize = 16;
+/// Signed-in dashboards remembered, at most (the oldest is signed out).
+const MAX_DASHBOARDS: usize = 64;
+/// The dashboard's cookie.
+const COOKIE: &str = "muster_dashboard";
+
+/// Marks a request that came over the daemon's own Unix socket: only the
+/// daemon's user can enter its directory, so it needs no key.
+#[derive(Clone, Copy)]
+pub(crate) struct OwnSocket;
+
+/// The daemon's local key and where it lives (named in refusals).
+pub struct LocalKey {
+    pub secret: String,
+    pub path: PathBuf,
+}
+
+/// What the guard checks callers against.
+pub struct Access {
+    local_key: Option<LocalKey>,
+    logins: Mutex<Logins>,
+}
+
+#[derive(Default)]
+struct Logins {
+    /// One-time sign-in codes and when each was made.
+    codes: VecDeque<(String, Instant)>,
+    /// The cookies of signed-in dashboards.
+    dashboards: VecDeque<String>,
+}
+
+impl Access {
+    /// `local_key: None` is a daemon that asks no key of local callers (one
+    /// a test or benchmark starts in its own process).
+    pub fn new(local_key: Option<LocalKey>) -> Arc<Self> {
+        Arc::new(Access {
+            local_key,
+            logins: Mutex::new(Logins::default()),
+        })
+    }
+
+    /// Whether `request` comes from someone allowed in, or the refusal.
+    /// `token` is the daemon's bearer token, if it has one: then beyond
+    /// loopback that token is the way in, and the local key still lets the
+    /// daemon's own user in with no configuration.
+    pub fn check(&self, token: Option<&str>, request: &Request) -> Result<(), ApiError> {
+        if is_public(request) || request.extensions().get::<OwnSocket>().is_some() {
+            return Ok(());
+        }
+        let headers = request.headers();
+        if let Some(token) = token {
+            let given = headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "));
+            if given.is_some_and(|g| same_secret(g.as_bytes(), token.as_bytes())) {
+                return Ok(());
+            }
+        }
+        let Some(key) = &self.local_key else {
+            return match token {
+                None => Ok(()),
+                Some(_) => Err(unauthorized(
+                    "a valid `Authorization: Bearer <token>` is required",
+                )),
+            };
+        };
+        let given = headers.get(local_key::HEADER).map(|v| v.as_bytes());
+        if given.is_some_and(|g| same_secret(g, key.secret.as_bytes())) || self.signed_in(headers) {
+            return Ok(());
+        }
+        Err(unauthorized(match token {
+            Some(_) => "a valid `Authorization: Bearer <token>` is required".to_string(),
+            None => format!(
+                "this daemon serves only its own user: muster's clients prove they are that user \
+                 with the key in {}, which only that user can read; a browser signs in with the \
+                 link `muster dashboard` prints",
+                key.path.display()
+            ),
+        }))
+    }
+
+    /// A new one-time sign-in code.
+    fn new_code(&self) -> Result<String, ApiError> {
+        let code = random_hex()?;
+        let mut logins = self.lock();
+        let now = Instant::now();
+        logins
+            .codes
+            .retain(|(_, made)| now - *made < LOGIN_CODE_TTL);
+        if logins.codes.len() >= MAX_OPEN_CODES {
+            logins.codes.pop_front();
+        }
+        logins.codes.push_back((code.clone(), now));
+        Ok(code)
+    }
+
+    /// Spends `code` if it is open and fresh; a cookie for the dashboard.
+    fn redeem(&self, code: &str) -> Result<Option<String>, ApiError> {
+        let mut logins = self.lock();
+        let now = Instant::now();
+        logins
+            .codes
+            .retain(|(_, made)| now - *made < LOGIN_CODE_TTL);
+        let Some(at) = logins
+            .codes
+            .iter()
+            .position(|(open, _)| same_secret(code.as_bytes(), open.as_bytes()))
+        else {
+            return Ok(None);
+        };
+        logins.codes.remove(at);
+        let cookie = random_hex()?;
+        if logins.dashboards.len() >= MAX_DASHBOARDS {
+            logins.dashboards.pop_front();
+        }
+        logins.dashboards.push_back(cookie.clone());
+        Ok(Some(cookie))
+    }
+
+    /// Whether the request carries a signed-in dashboard's cookie.
+    fn signed_in(&self, headers: &HeaderMap) -> bool {
+        let Some(given) = cookie(headers, COOKIE) else {
+            return false;
+        };
+        self.lock()
+            .dashboards
+            .iter()
+            .any(|known| same_secret(given.as_bytes(), known.as_bytes()))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Logins> {
+        self.logins.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// What anyone may fetch: the dashboard's page (static: it reveals nothing
+/// until it has signed in) and the sign-in link's landing.
+fn is_public(request: &Request) -> bool {
+    let path = request.uri().path();
+    let read = matches!(*request.method(), Method::GET | Method::HEAD);
+    read && (path == "/" || path == "/login")
+}
+
+fn unauthorized(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+}
+
+/// 128 random bits as hex: a sign-in code or a dashboard's cookie.
+fn random_hex() -> Result<String, ApiError> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| ApiError::internal(format!("cannot draw a random code: {e}")))?;
+    Ok(local_key::hex(&bytes))
+}
+
+/// The value of cookie `name` in the request's `Cookie` headers.
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find_map(|(k, v)| (k == name).then_some(v))
+}
+
+/// `POST /api/v1/dashboard/link`: a one-time sign-in link for a browser,
+/// asked for by a caller already let in (`muster dashboard`).
+pub(crate) async fn sign_in_link(
+    Extension(access): Extension<Arc<Access>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let code = access.new_code()?;
+    Ok(Json(json!({
+        "path": format!("/login?code={code}"),
+        "expires_in_ms": LOGIN_CODE_TTL.as_millis() as u64,
+    })))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct SignIn {
+    #[serde(default)]
+    code: String,
+}
+
+/// `GET /login?code=…`: spends the code, sets the dashboard's cookie and
+/// sends the browser to the dashboard; a used or stale code gets a page
+/// saying how to get a new one.
+pub(crate) async fn sign_in(
+    Extension(access): Extension<Arc<Access>>,
+    Query(q): Query<SignIn>,
+) -> Response {
+    match access.redeem(&q.code) {
+        Ok(Some(cookie)) => (
+            StatusCode::SEE_OTHER,
+            [
+                (header::LOCATION, "/".to_string()),
+                (
+                    header::SET_COOKIE,
+                    format!("{COOKIE}={cookie}; HttpOnly; SameSite=Strict; Path=/"),
+                ),
+                (header::CACHE_CONTROL, "no-store".to_string()),
+            ],
+        )
+            .into_response(),
+        Ok(None) => (
+            StatusCode::UNAUTHORIZED,
+            Html(
+                "<!doctype html><meta charset=utf-8><title>muster: sign-in link expired</title>\
+                 <p>This sign-in link has been used or has expired (links work once, for two \
+                 minutes). Run <code>muster dashboard</code> for a new one.</p>",
+            ),
+        )
+            .into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(path: &str, headers: &[(&str, &str)]) -> Request {
+        let mut builder = Request::builder().uri(path);
+        for (k, v) in headers {
+            builder = builder.header(*k, *v);
+        }
+        builder.body(axum::body::Body::empty()).unwrap()
+    }
+
+    fn keyed() -> Arc<Access> {
+        Access::new(Some(LocalKey {
+            secret: "k".repeat(64),
+            path: PathBuf::from("/run/user/1/muster-1/7420.key"),
+        }))
+    }
+
+    #[test]
+    fn the_local_key_or_the_own_socket_lets_in_and_nothing_else_does() {
+        let access = keyed();
+        let key = "k".repeat(64);
+        assert!(access
+            .check(None, &request("/api/v1/roster", &[("x-muster-key", &key)]))
+            .is_ok());
+        let wrong = access.check(None, &request("/api/v1/roster", &[("x-muster-key", "kk")]));
+        let err = wrong.err().unwrap();
+        assert_eq!(err.status, StatusCode::UNAUTHORIZED);
+        assert!(err.message.contains("7420.key"), "{}", err.message);
+        assert!(access.check(None, &request("/api/v1/roster", &[])).is_err());
+        assert!(access.check(None, &request("/metrics", &[])).is_err());
+        let mut over_socket = request("/api/v1/roster", &[]);
+        over_socket.extensions_mut().insert(OwnSocket);
+        assert!(access.check(None, &over_socket).is_ok());
+        assert!(
+            access.check(None, &request("/", &[])).is_ok(),
+            "the page itself is static"
+        );
+    }
+
+    #[test]
+    fn with_a_token_either_the_token_or_the_local_key_lets_in() {
+        let access = keyed();
+        let key = "k".repeat(64);
+        let bearer = [("authorization", "Bearer t0ken")];
+        assert!(access
+            .check(Some("t0ken"), &request("/ws", &bearer))
+            .is_ok());
+        assert!(access
+            .check(Some("t0ken"), &request("/ws", &[("x-muster-key", &key)]))
+            .is_ok());
+        let wrong = [("authorization", "Bearer t0kem")];
+        assert!(access
+            .check(Some("t0ken"), &request("/ws", &wrong))
+            .is_err());
+        let keyless = Access::new(None);
+        assert!(keyless.check(Some("t0ken"), &request("/ws", &[])).is_err());
+        assert!(keyless.check(None, &request("/ws", &[])).is_ok());
+    }
+
+    #[test]
+    fn a_sign_in_code_works_once_and_its_cookie_lets_the_dashboard_in() {
+        let access = keyed();
+        let code = access.new_code().unwrap();
+        let cookie = access
+            .redeem(&code)
+            .unwrap()
+            .expect("a fresh code signs in");
+        assert_eq!(access.redeem(&code).unwrap(), None, "only once");
+        assert_eq!(access.redeem("made-up").unwrap(), None);
+        let with = format!("theme=dark; {COOKIE}={cookie}");
+        assert!(access
+            .check(None, &request("/api/v1/roster", &[("cookie", &with)]))
+            .is_ok());
+        let forged = format!("{COOKIE}={}", "0".repeat(32));
+        assert!(access
+            .check(None, &request("/api/v1/roster", &[("cookie", &forged)]))
+            .is_err());
+    }
+}
