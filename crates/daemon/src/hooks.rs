@@ -187,7 +187,9 @@ async fn answer(
     }
     if event == HookEvent::SessionEnd {
         muster_core::validate::session_id(&id)?;
-        hub.remove_session(&id, "session-end").await?;
+        // Should the store refuse it, the session stays (the sweeper takes
+        // it later); the harness is answered either way.
+        store_may_fail(hub.remove_session(&id, "session-end").await.map(drop))?;
         return Ok(empty_answer());
     }
     let harness = harness_of(query, headers, &payload)?;
@@ -198,8 +200,13 @@ async fn answer(
         payload.tool_name.as_deref(),
         payload.tool_input.as_ref(),
     );
-    hub.observe(observed(&id, event, harness, headers, &payload))
-        .await?;
+    // A session the store cannot record is answered from memory as it
+    // stands (a new one as nobody: no identity, no mail).
+    store_may_fail(
+        hub.observe(observed(&id, event, harness, headers, &payload))
+            .await
+            .map(drop),
+    )?;
     let previous_boundary = note(hub, &id, event, headers, &payload).await;
     let transcript_read = payload.muster_transcript_read;
     let event_name = payload
@@ -250,6 +257,21 @@ async fn answer(
         &event_name,
         context,
     ))
+}
+
+/// A hook's store write that failed underneath is no reason to leave the
+/// harness without an answer: only bad input is refused.
+fn store_may_fail(result: Result<(), ApiError>) -> Result<(), ApiError> {
+    match result {
+        Err(e) if e.code == "store_unavailable" => {
+            tracing::warn!(
+                "a hook answers without what the store refused: {}",
+                e.message
+            );
+            Ok(())
+        }
+        other => other,
+    }
 }
 
 /// Records what a hook call says beyond the roster: the run it came from
@@ -303,8 +325,14 @@ fn mail_answer(
     mut context: String,
 ) -> Response {
     let Turn { id, moment, .. } = turn;
-    let (messages, mut surfacing) =
-        hub.claim_for_hook(&id, moment, turn.previous_boundary, turn.transcript_read);
+    // While the store cannot write, no mail is handed out: its surfacing
+    // could not be recorded, so it would come again at every hook. It waits
+    // unread until writes succeed.
+    let (messages, mut surfacing) = if hub.metrics.store().is_degraded() {
+        (Vec::new(), hub.surfacing(id.clone(), Vec::new()))
+    } else {
+        hub.claim_for_hook(&id, moment, turn.previous_boundary, turn.transcript_read)
+    };
     let mail = (!messages.is_empty()).then(|| {
         let refs: Vec<&muster_core::Message> = messages.iter().map(|m| &**m).collect();
         let hint = format!("or read it now with `muster inbox --as {id}`");

@@ -218,12 +218,13 @@ impl Hub {
         let snapshot = store.load().await?;
         let state = State::from_snapshot(snapshot, clock.mono());
         let (settler, settlements) = tokio::sync::mpsc::unbounded_channel();
+        let metrics = Metrics::for_store(store.health());
         let hub = Arc::new(Hub {
             config,
             state: Mutex::new(state),
             store,
             events: Bus::new(),
-            metrics: Metrics::default(),
+            metrics,
             started_at: clock.wall(),
             clock,
             store_desc,
@@ -371,7 +372,12 @@ impl Hub {
                 Persist::Touch
             };
             let commit = match persist {
-                Persist::Now => Some(self.commit(&mut st, vec![Change::PutSession(s.clone())])),
+                Persist::Now => {
+                    // What the store has, should it refuse this.
+                    let previous = st.session(&s.id).cloned();
+                    let commit = self.commit(&mut st, vec![Change::PutSession(s.clone())]);
+                    Some((commit, s.clone(), previous))
+                }
                 Persist::Later => {
                     self.commit_later(&mut st, vec![Change::PutSession(s.clone())]);
                     None
@@ -398,8 +404,13 @@ impl Hub {
             let session = st.session(&s.id).cloned().unwrap_or(s);
             (session, arrived, persist, commit)
         };
-        if let Some(commit) = commit {
-            commit.await?;
+        if let Some((commit, applied, previous)) = commit {
+            if let Err(e) = commit.await {
+                // Memory takes it back: it shows what the store has.
+                self.lock()
+                    .undo_put_session(&applied, previous.as_ref(), self.clock.mono());
+                return Err(e.into());
+            }
         }
         match persist {
             Persist::Now if arrived => {
@@ -517,10 +528,26 @@ impl Hub {
             // Its claims end with it; its mail and memberships wait for its return.
             let mut changes = vec![Change::PutSession(session.clone())];
             changes.extend(Hub::reservations_end(&st, id));
+            // What the store has, should it refuse this.
+            let undo = (
+                st.session(id).cloned(),
+                st.files
+                    .all()
+                    .filter(|r| r.session_id == id)
+                    .cloned()
+                    .collect(),
+            );
             let commit = self.commit(&mut st, changes);
-            (st.session(id).cloned().unwrap_or(session), commit)
+            (st.session(id).cloned().unwrap_or(session), (commit, undo))
         };
-        commit.await?;
+        let (commit, (previous, reservations)) = commit;
+        if let Err(e) = commit.await {
+            // Memory takes it back: the session stays, with its claims.
+            let mut st = self.lock();
+            st.undo_put_session(&session, previous.as_ref(), self.clock.mono());
+            st.restore_reservations(reservations);
+            return Err(e.into());
+        }
         self.metrics.sessions_left.inc();
         self.events.publish(
             "session.left",
@@ -945,7 +972,7 @@ impl Hub {
             return;
         }
         let now = self.clock.wall();
-        let changes = ids
+        let changes: Vec<Change> = ids
             .iter()
             .map(|id| Change::AdvanceDelivery {
                 message_id: id.clone(),
@@ -954,11 +981,22 @@ impl Hub {
                 at: now,
             })
             .collect();
-        let commit = self.commit(&mut self.lock(), changes);
-        if let Err(e) = commit.await {
-            // Still unread in the store: after a restart it would surface
-            // again. Better twice than never.
-            tracing::warn!("could not record surfaced mail for {recipient}: {e}");
+        // Memory takes the mark only once the store has it: until then the
+        // mail stays claimed (no other answer offers it). Refused, the claim
+        // is released and the mail stays unread in memory as in the store,
+        // for a later answer. (Marks only move a delivery forward, so
+        // taking this one later than its submit changes no outcome.)
+        if let Err(e) = self.store.submit(changes.clone()).await {
+            tracing::warn!("could not record surfaced mail for {recipient}, left unread: {e}");
+            self.lock().mail.unclaim(recipient, ids);
+            return;
+        }
+        {
+            let mut st = self.lock();
+            let mono = self.clock.mono();
+            for change in &changes {
+                st.apply(change, mono);
+            }
         }
         self.metrics.deliveries_surfaced.add(ids.len() as u64);
         self.events.publish(

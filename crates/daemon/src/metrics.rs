@@ -3,10 +3,12 @@
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use muster_core::liveness::Reason;
 use muster_core::protocol::HookEvent;
+use muster_store::health::WriteHealth;
 
 #[derive(Default)]
 pub struct Counter(AtomicU64);
@@ -111,6 +113,8 @@ pub struct Metrics {
     swept_link_lost: Counter,
     swept_hook_backstop: Counter,
     hooks: [Histogram; HookEvent::ALL.len()],
+    /// The store's write health (its errors by kind, whether degraded).
+    store: Arc<WriteHealth>,
 }
 
 /// Gauges read from state at scrape time.
@@ -127,6 +131,19 @@ pub struct Gauges {
 }
 
 impl Metrics {
+    /// The metrics of a daemon over a store with this write health.
+    pub fn for_store(store: Arc<WriteHealth>) -> Self {
+        Metrics {
+            store,
+            ..Metrics::default()
+        }
+    }
+
+    /// The store's write health, as `/healthz` and the hooks read it.
+    pub fn store(&self) -> &WriteHealth {
+        &self.store
+    }
+
     pub fn swept(&self, reason: Reason) {
         match reason {
             Reason::LinkLost => self.swept_link_lost.inc(),
@@ -149,6 +166,12 @@ impl Metrics {
             out,
             "# HELP {name} wait_for_message calls waiting for mail now.\n# TYPE {name} gauge\n{name} {}",
             self.mail_waits.get()
+        );
+        let name = "muster_store_degraded";
+        let _ = writeln!(
+            out,
+            "# HELP {name} 1 while the store's most recent write failed (see /healthz), else 0.\n# TYPE {name} gauge\n{name} {}",
+            u8::from(self.store.is_degraded())
         );
         let name = "muster_connections_open";
         let _ = writeln!(
@@ -240,6 +263,19 @@ impl Metrics {
                 ("{reason=\"stalled\"}", self.links_stalled.get()),
                 ("{reason=\"oversized-frame\"}", self.links_oversized.get()),
             ],
+        );
+        let store_errors: Vec<(String, u64)> = self
+            .store
+            .errors()
+            .iter()
+            .map(|(kind, n)| (format!("{{kind=\"{}\"}}", kind.as_str()), *n))
+            .collect();
+        let store_errors: Vec<(&str, u64)> =
+            store_errors.iter().map(|(l, n)| (l.as_str(), *n)).collect();
+        counter(
+            "muster_store_errors_total",
+            "Store write requests failed by a fault of the store (full disk, I/O, busy, connection, other), by kind.",
+            &store_errors,
         );
         counter(
             "muster_sweeps_total",

@@ -1,5 +1,8 @@
 //! What a linked or HTTP-MCP session can do: the operations behind the MCP
 //! tools, executed for one session. Answers are JSON for the tool result.
+//! `health` says whether the daemon can store what it is asked to.
+
+pub(crate) mod health;
 
 use std::sync::Arc;
 

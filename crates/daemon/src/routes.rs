@@ -59,7 +59,7 @@ pub fn router(hub: Arc<Hub>, access: Arc<Access>) -> Router {
     Router::new()
         .route("/", get(dashboard))
         .route("/login", get(access::sign_in))
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(crate::ops::health::healthz))
         .route("/metrics", get(metrics))
         .route("/hook/{event}", post(hooks::handle))
         .route("/ws", get(crate::link::upgrade))

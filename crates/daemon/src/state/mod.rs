@@ -338,6 +338,48 @@ impl State {
         }
     }
 
+    /// Takes back a `PutSession` the store refused, so memory holds what
+    /// the store has: the record goes back to `previous`, or the session
+    /// (new, then) is forgotten. Only while memory still holds `applied`
+    /// (live fields and `last_seen_at` aside): a later change of the
+    /// record was built on this one and settles it itself. Says whether it
+    /// took it back.
+    pub fn undo_put_session(
+        &mut self,
+        applied: &Session,
+        previous: Option<&Session>,
+        mono_now: Millis,
+    ) -> bool {
+        let Some(current) = self.session(&applied.id) else {
+            return false;
+        };
+        let mut same = applied.clone();
+        (same.link_up, same.wake, same.last_seen_at) =
+            (current.link_up, current.wake.clone(), current.last_seen_at);
+        if same != *current {
+            return false;
+        }
+        match previous {
+            Some(p) => {
+                let mut p = p.clone();
+                p.last_seen_at = p.last_seen_at.max(current.last_seen_at);
+                self.roster.put(&p, mono_now);
+            }
+            None => self.forget(&applied.id),
+        }
+        true
+    }
+
+    /// Puts back reservations a refused change deleted from memory (those
+    /// memory does not hold again by now).
+    pub fn restore_reservations(&mut self, reservations: Vec<muster_core::Reservation>) {
+        for r in reservations {
+            if self.files.all().all(|held| held.id != r.id) {
+                self.files.put(r);
+            }
+        }
+    }
+
     /// See [`Mailboxes::settle`]: a message applied by `PutMessage` is
     /// offered to readers once stored, or leaves memory if the store refused it.
     pub fn settle_message(&mut self, message_id: &str, recipients: &[String], stored: bool) {
@@ -648,6 +690,37 @@ mod tests {
         assert!(st.session("s1").is_none());
         assert!(st.by_nickname("brave-otter").is_none());
         assert!(!st.rooms.is_member("crew", "s1"));
+    }
+
+    #[test]
+    fn a_refused_put_session_is_taken_back_unless_changed_since() {
+        let mut st = state();
+        // A new session the store refused is forgotten, nickname and all.
+        let new = session("s1", "brave-otter", 10);
+        st.apply(&Change::PutSession(new.clone()), 0);
+        st.entry_mut("s1").unwrap().set_link_up(true);
+        assert!(st.undo_put_session(&new, None, 0));
+        assert!(st.session("s1").is_none());
+        assert!(st.by_nickname("brave-otter").is_none());
+
+        // A changed record goes back to the one stored, seen time kept.
+        let stored = session("s2", "calm-heron", 10);
+        st.apply(&Change::PutSession(stored.clone()), 0);
+        let mut moved = stored.clone();
+        moved.cwd = "/elsewhere".into();
+        moved.last_seen_at = 50;
+        st.apply(&Change::PutSession(moved.clone()), 0);
+        assert!(st.undo_put_session(&moved, Some(&stored), 0));
+        let s = st.session("s2").unwrap();
+        assert_eq!((s.cwd.as_str(), s.last_seen_at), (stored.cwd.as_str(), 50));
+
+        // Changed again since: that later change settles it, not this undo.
+        st.apply(&Change::PutSession(moved.clone()), 0);
+        let mut later = moved.clone();
+        later.status = "reviewing".into();
+        st.apply(&Change::PutSession(later), 0);
+        assert!(!st.undo_put_session(&moved, Some(&stored), 0));
+        assert_eq!(st.session("s2").unwrap().status, "reviewing");
     }
 
     #[test]
