@@ -12,7 +12,8 @@
 //! request that reached the daemon was refused with a 403 and that nothing
 //! was stored or changed (roster, mail, rooms, reservations, links), then
 //! shows the daemon's own origin (the dashboard) still works from the same
-//! browser.
+//! browser, and that it signs in with its one-time link when the daemon
+//! asks its callers for the local key.
 
 mod support;
 
@@ -759,5 +760,96 @@ async fn a_hostile_page_in_chromium_gets_nothing() {
         ],
         "the victim's mail is exactly the real mail and the dashboard's, unread"
     );
+    d.stop().await;
+}
+
+/// Polls `expr` in the page until it is true, within `limit`.
+async fn eventually(cdp: &Cdp, session: &str, expr: &str, limit: Duration) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if eval(cdp, session, expr).await == json!(true) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+// Proves the dashboard works in the real Chromium when the daemon asks a
+// local key of its callers (as `muster serve` always does): opened with no
+// sign-in it shows nothing but how to sign in; after the browser follows
+// the one-time link (`POST /api/v1/dashboard/link`, what `muster dashboard`
+// prints), the same page shows the roster and follows the event stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_signs_in_with_its_link_in_chromium() {
+    let keys = tempfile::tempdir().unwrap();
+    let key_dir = keys.path().join("muster-keys");
+    let d = TestDaemon::start_with(|c| c.local_key_dir = Some(key_dir.clone())).await;
+    let (status, v) = d
+        .post_json(
+            "/api/v1/sessions",
+            &json!({"id": "dash-1", "harness": "claude"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let nickname = v["nickname"].as_str().unwrap().to_string();
+
+    let mut browser = Browser::launch();
+    let (cdp, events) = Cdp::connect(&browser.devtools_url().await).await;
+    let log: NetLog = Arc::default();
+    follow(cdp.clone(), events, log.clone());
+    let page = open_page(&cdp, &format!("{}/", d.url)).await;
+    let says = |text: &str| {
+        format!("(document.getElementById('status')?.textContent ?? '').includes({text:?})")
+    };
+    assert!(
+        eventually(&cdp, &page, &says("not signed in"), Duration::from_secs(20)).await,
+        "the page says how to sign in: {}",
+        eval(&cdp, &page, "document.body.innerText").await
+    );
+    let roster_text =
+        format!("(document.getElementById('roster')?.textContent ?? '').includes({nickname:?})");
+    assert_eq!(
+        eval(&cdp, &page, &roster_text).await,
+        json!(false),
+        "nothing shown"
+    );
+
+    let (status, link) = d.post_json("/api/v1/dashboard/link", &json!({})).await;
+    assert_eq!(status, 200, "{link}");
+    let url = format!("{}{}", d.url, link["path"].as_str().unwrap());
+    cdp.call(Some(&page), "Page.navigate", json!({"url": url}))
+        .await;
+    assert!(
+        eventually(&cdp, &page, &roster_text, Duration::from_secs(20)).await,
+        "signed in, the roster shows {nickname}: {}",
+        eval(&cdp, &page, "document.body.innerText").await
+    );
+    assert_eq!(eval(&cdp, &page, "location.pathname").await, json!("/"));
+    assert_eq!(
+        eval(&cdp, &page, "document.cookie").await,
+        json!(""),
+        "HttpOnly: no script sees it"
+    );
+
+    // The event stream is signed in too: a message sent now shows up live.
+    let (status, v) = d
+        .post_json(
+            "/api/v1/messages",
+            &json!({"to": "dash-1", "body": "seen live"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert!(
+        eventually(
+            &cdp,
+            &page,
+            "(document.getElementById('events')?.textContent ?? '').includes('seen live')",
+            Duration::from_secs(20)
+        )
+        .await,
+        "the live events list shows the message"
+    );
+    drop(browser);
     d.stop().await;
 }

@@ -48,10 +48,23 @@ impl TestDaemon {
         let mut config = Config::new("127.0.0.1:0", dir.path());
         config.clock = Clock::Manual(clock.clone());
         tune(&mut config);
+        let key_dir = config.local_key_dir.clone();
         let daemon = muster_daemon::start(config).await.expect("daemon starts");
         let url = format!("http://{}", daemon.addr);
+        // A daemon asked to keep a local key is called with it, as muster's
+        // own clients call it.
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(dir) = key_dir {
+            let path = muster_daemon::local_key::path_for(&dir, daemon.addr.port());
+            let key = std::fs::read_to_string(&path).expect("the daemon wrote its key");
+            headers.insert(
+                muster_daemon::local_key::HEADER,
+                key.trim().parse().expect("a key is a header value"),
+            );
+        }
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
+            .default_headers(headers)
             .build()
             .expect("HTTP client");
         TestDaemon {
