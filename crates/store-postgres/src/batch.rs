@@ -22,7 +22,7 @@ use std::time::Duration;
 use deadpool_postgres::{Object, Pool, Transaction};
 use muster_core::Millis;
 use muster_store::health::{FaultKind, WriteHealth};
-use muster_store::job::{all_failed, answer_all, panic_text, Job, JobResult};
+use muster_store::job::{answer_all, faulted, panic_text, Job, JobResult};
 use muster_store::StoreError;
 use tokio::sync::mpsc;
 use tokio_postgres::Statement;
@@ -107,16 +107,11 @@ async fn run_batch(
         }
         Ok(Err(fault)) => {
             *connection = None;
-            tracing::error!("store commit failed: {}", fault.reason);
-            health.failed(fault.kind, &fault.reason, batch.len() as u64);
-            all_failed(&batch, &fault.reason)
+            faulted(&batch, health, fault.kind, &fault.reason)
         }
         Err(panic) => {
             *connection = None;
-            let text = panic_text(&*panic);
-            tracing::error!("{text}");
-            health.failed(FaultKind::Other, &text, batch.len() as u64);
-            all_failed(&batch, &text)
+            faulted(&batch, health, FaultKind::Other, &panic_text(&*panic))
         }
     };
     answer_all(batch, results);

@@ -21,7 +21,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use tokio::sync::oneshot;
 
 use muster_store::health::{FaultKind, WriteHealth};
-use muster_store::job::{all_failed, answer_all, panic_text, Job, JobResult};
+use muster_store::job::{answer_all, faulted, panic_text, Job, JobResult};
 use muster_store::{
     Change, Commit, InboxEntry, InboxQuery, PruneReport, Snapshot, Store, StoreError,
 };
@@ -342,20 +342,13 @@ impl Writer {
                 results
             }
             Ok(Err(fault)) => {
-                tracing::error!("store commit failed: {}", fault.reason);
-                self.health
-                    .failed(fault.kind, &fault.reason, batch.len() as u64);
                 self.recover();
-                all_failed(&batch, &fault.reason)
+                faulted(&batch, &self.health, fault.kind, &fault.reason)
             }
             Err(panic) => {
-                let text = panic_text(&*panic);
-                tracing::error!("{text}");
-                self.health
-                    .failed(FaultKind::Other, &text, batch.len() as u64);
                 // Whatever it was in the middle of, a fresh connection has none of it.
                 self.conn = None;
-                all_failed(&batch, &text)
+                faulted(&batch, &self.health, FaultKind::Other, &panic_text(&*panic))
             }
         };
         answer_all(batch, results);

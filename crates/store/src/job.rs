@@ -4,6 +4,7 @@
 use muster_core::Millis;
 use tokio::sync::oneshot;
 
+use crate::health::{FaultKind, WriteHealth};
 use crate::{Change, PruneReport, StoreError};
 
 /// One request to a store's writer.
@@ -60,6 +61,19 @@ pub fn all_failed(batch: &[Job], error: &dyn std::fmt::Display) -> Vec<JobResult
         .iter()
         .map(|_| Err(StoreError::Unavailable(error.to_string())))
         .collect()
+}
+
+/// [`all_failed`] for a batch a fault of `kind` kept out, recorded in the
+/// store's `health` first (every job of it counted as failed).
+pub fn faulted(
+    batch: &[Job],
+    health: &WriteHealth,
+    kind: FaultKind,
+    reason: &str,
+) -> Vec<JobResult> {
+    tracing::error!("store commit failed: {reason}");
+    health.failed(kind, reason, batch.len() as u64);
+    all_failed(batch, &reason)
 }
 
 /// A panic's message, for the error a writer answers after catching one.
