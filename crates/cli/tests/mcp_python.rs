@@ -717,7 +717,9 @@ fn http_mcp_serves_the_session_named_in_the_header() {
     let nick_b = linked_nickname(&d, b);
     let endpoint = format!("{}/mcp", d.url);
 
-    let mut ca = PyClient::spawn("http-a", &["http", &endpoint, a], &[]).unwrap_or_else(|e| {
+    let key = d.key();
+    let keyed = [("MUSTER_KEY", key.as_str())];
+    let mut ca = PyClient::spawn("http-a", &["http", &endpoint, a], &keyed).unwrap_or_else(|e| {
         panic!("the Python SDK's Streamable HTTP client could not initialize {endpoint}: {e}")
     });
     assert_eq!(ca.init["serverInfo"]["name"], "muster", "{}", ca.init);
@@ -744,7 +746,7 @@ fn http_mcp_serves_the_session_named_in_the_header() {
     let meta = assert_channel(&n, body, a);
     assert_eq!(meta["message_id"], sent["message"]["id"]);
 
-    let limit = [("MCP_CLIENT_TIMEOUT", "10")];
+    let limit = [("MCP_CLIENT_TIMEOUT", "10"), ("MUSTER_KEY", key.as_str())];
     for (label, args) in [
         (
             "no X-Muster-Session header",

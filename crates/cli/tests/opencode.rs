@@ -1056,6 +1056,17 @@ fn opencode_wake_latency_over_five_wakes() {
 
 /// A TCP relay in front of the daemon whose live connections the test can cut,
 /// as a daemon restart or a network fault would.
+/// Clients find the daemon's local key by the port they call; one calling
+/// the relay looks for the relay port's key, so the relay's port gets a copy
+/// of the daemon's (0600, beside it), as if the daemon listened there.
+fn stand_in_key(daemon_url: &str, port: u16) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = muster_daemon::unix_socket::default_dir();
+    let path = muster_daemon::local_key::path_for(&dir, port);
+    std::fs::write(&path, key_for(daemon_url)).expect("write the relay's key");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
 struct Relay {
     url: String,
     live: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
@@ -1067,6 +1078,7 @@ impl Relay {
         let target = daemon_url.trim_start_matches("http://").to_string();
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the relay");
         let url = format!("http://{}", listener.local_addr().unwrap());
+        stand_in_key(daemon_url, listener.local_addr().unwrap().port());
         let live = std::sync::Arc::new(std::sync::Mutex::new(Vec::<TcpStream>::new()));
         let conns = live.clone();
         std::thread::spawn(move || {

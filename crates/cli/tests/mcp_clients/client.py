@@ -5,6 +5,7 @@ drive muster's MCP servers from a code base other than rmcp.
                                      with this process's environment
     client.py http URL [SESSION_ID]  Streamable HTTP at URL, sending
                                      `X-Muster-Session: SESSION_ID` if given
+                                     and `x-muster-key: $MUSTER_KEY` if set
 
 It initializes, prints {"initialized": {...}} (or {"error": {...}} and exits
 1), then reads JSON commands one per line on stdin and prints one JSON answer
@@ -144,8 +145,11 @@ async def main(argv: list[str]) -> int:
         async with stdio_client(server) as (read, write):
             return await drive(read, write)
     if argv[:1] == ["http"] and len(argv) in (2, 3):
-        headers = {"X-Muster-Session": argv[2]} if len(argv) == 3 else None
-        async with create_mcp_http_client(headers=headers) as http:
+        headers = {"X-Muster-Session": argv[2]} if len(argv) == 3 else {}
+        # The daemon's local key, as an HTTP MCP client configured by its user would send it.
+        if os.environ.get("MUSTER_KEY"):
+            headers["x-muster-key"] = os.environ["MUSTER_KEY"]
+        async with create_mcp_http_client(headers=headers or None) as http:
             async with streamable_http_client(argv[1], http_client=http) as (read, write):
                 return await drive(read, write)
     print(__doc__, file=sys.stderr)
