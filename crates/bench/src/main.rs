@@ -14,7 +14,14 @@
 //!   daemon plus shims, at 16 senders (target: at most 150 µs);
 //! - **footprint**: the tokens muster adds to every model request
 //!   (instructions, identity note, every tool schema), counted with
-//!   tiktoken's o200k_base (target: under 1,200).
+//!   tiktoken's o200k_base (target: under 1,200);
+//! - **load** (only when named; `all` skips it): a soak of a `muster serve`
+//!   child with N sessions, shims and hook-only ones, sending at a set rate
+//!   for `--seconds`, printing throughput, send p50/p99/p99.9, errors and
+//!   the daemon's RSS every `--sample-seconds`; verdicts: nothing lost or
+//!   repeated, RSS flat within 10% and the window p99 flat after the
+//!   warm-up. The 30-minute soak: `muster-bench load --sessions 64
+//!   --seconds 1800`.
 //!
 //! For hooks, sends and sweep, client and daemon run in this one process on
 //! one multi-thread tokio runtime, talking over loopback TCP. The delivery
@@ -31,8 +38,10 @@ mod footprint;
 mod hooks;
 mod http;
 mod load;
+mod mixed_load;
 mod report;
 mod sends;
+mod shim;
 mod sweep;
 
 use std::path::PathBuf;
@@ -53,6 +62,7 @@ enum Which {
     Delivery,
     Footprint,
     Flood,
+    Load,
 }
 
 #[derive(Debug, Parser)]
@@ -89,6 +99,18 @@ struct Args {
     /// The `muster` binary the delivery bench runs as `muster mcp` [default: next to muster-bench].
     #[arg(long, value_name = "PATH")]
     muster: Option<PathBuf>,
+    /// Sessions in the load bench (shims and hook-only ones).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(2..=1024))]
+    sessions: u64,
+    /// Share of the load bench's sessions that are real `muster mcp` shims, in percent.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(0..=100))]
+    shim_percent: u64,
+    /// Messages per second the load bench sends, in all.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    rate: u64,
+    /// Seconds between the load bench's samples (progress lines, RSS, window p99).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3_600))]
+    sample_seconds: u64,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -104,11 +126,16 @@ pub struct Opts {
     pub delivery_senders: usize,
     pub delivery_messages: u64,
     pub muster_binary: PathBuf,
+    pub load_sessions: usize,
+    pub load_shim_percent: usize,
+    pub load_rate: f64,
+    pub load_sample: Duration,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let wants = |w: Which| args.which == Which::All || args.which == w;
+    // The load bench is a soak: it runs only when named.
+    let wants = |w: Which| args.which == w || (args.which == Which::All && w != Which::Load);
     let muster_binary = match args
         .muster
         .clone()
@@ -121,10 +148,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if wants(Which::Delivery) {
+    if wants(Which::Delivery) || wants(Which::Load) {
         if !muster_binary.is_file() {
             eprintln!(
-                "muster-bench: the delivery bench runs real `muster mcp` shims, but {} does not exist.\n\
+                "muster-bench: the delivery and load benches run real `muster mcp` shims, but {} does not exist.\n\
                  Build it first: {}   (or pass --muster PATH, or pick another bench)",
                 muster_binary.display(),
                 delivery::build_command()
@@ -142,6 +169,10 @@ fn main() -> ExitCode {
         delivery_senders: args.delivery_senders as usize,
         delivery_messages: args.delivery_messages,
         muster_binary,
+        load_sessions: args.sessions as usize,
+        load_shim_percent: args.shim_percent as usize,
+        load_rate: args.rate as f64,
+        load_sample: Duration::from_secs(args.sample_seconds),
     };
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -165,7 +196,7 @@ fn main() -> ExitCode {
         ) -> std::pin::Pin<
             Box<dyn std::future::Future<Output = anyhow::Result<Section>> + 'a>,
         >;
-        let benches: [(Which, &str, Bench); 6] = [
+        let benches: [(Which, &str, Bench); 7] = [
             (Which::Hooks, "hooks", |o| Box::pin(hooks::run(o))),
             (Which::Sends, "sends", |o| Box::pin(sends::run(o))),
             (Which::Sweep, "sweep", |o| Box::pin(sweep::run(o))),
@@ -174,6 +205,7 @@ fn main() -> ExitCode {
                 Box::pin(async { footprint::run() })
             }),
             (Which::Flood, "flood", |o| Box::pin(flood::run(o))),
+            (Which::Load, "load", |o| Box::pin(mixed_load::run(o))),
         ];
         for (which, name, bench) in benches {
             if !wants(which) {
