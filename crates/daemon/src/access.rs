@@ -10,7 +10,6 @@
 //! [`LOGIN_CODE_TTL`], and leaves an HttpOnly, SameSite=Strict cookie.
 
 use std::collections::VecDeque;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,7 +21,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::error::ApiError;
-use crate::local_key::{self, same_secret};
+use crate::local_key::{self, same_secret, KeyFile};
 
 /// How long a sign-in link works.
 pub const LOGIN_CODE_TTL: Duration = Duration::from_secs(120);
@@ -38,15 +37,9 @@ const COOKIE: &str = "muster_dashboard";
 #[derive(Clone, Copy)]
 pub(crate) struct OwnSocket;
 
-/// The daemon's local key and where it lives (named in refusals).
-pub struct LocalKey {
-    pub secret: String,
-    pub path: PathBuf,
-}
-
 /// What the guard checks callers against.
 pub struct Access {
-    local_key: Option<LocalKey>,
+    local_key: Option<KeyFile>,
     logins: Mutex<Logins>,
 }
 
@@ -61,7 +54,7 @@ struct Logins {
 impl Access {
     /// `local_key: None` is a daemon that asks no key of local callers (one
     /// a test or benchmark starts in its own process).
-    pub fn new(local_key: Option<LocalKey>) -> Arc<Self> {
+    pub fn new(local_key: Option<KeyFile>) -> Arc<Self> {
         Arc::new(Access {
             local_key,
             logins: Mutex::new(Logins::default()),
@@ -258,7 +251,8 @@ mod tests {
     }
 
     fn keyed() -> Arc<Access> {
-        Access::new(Some(LocalKey {
+        use std::path::PathBuf;
+        Access::new(Some(KeyFile {
             secret: "k".repeat(64),
             path: PathBuf::from("/run/user/1/muster-1/7420.key"),
         }))

@@ -247,11 +247,7 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
         .with_context(|| format!("cannot listen on {}", config.bind))?;
     let addr = listener.local_addr()?;
     check_bind(&addr, &config.token)?;
-    let key_file = local_key(&config, &addr)?;
-    let access = access::Access::new(key_file.as_ref().map(|f| access::LocalKey {
-        secret: f.secret.clone(),
-        path: f.path.clone(),
-    }));
+    let access = access::Access::new(local_key(&config, &addr)?);
     let unix = bind_unix_socket(&config, &addr);
     let hub = Hub::load(config, store, store_desc).await?;
     let app = routes::router(hub.clone(), access);
@@ -287,7 +283,6 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
             // Its socket file is removed as it ends.
             let _ = unix.await;
         }
-        drop(key_file);
         background.abort();
         Ok(())
     });
@@ -457,8 +452,8 @@ impl<Io: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Counted<Io> {
     }
 }
 
-/// The local key local callers must show, new at every start, when the
-/// config asks for one. Without it nothing local could call, so failing to
+/// The local key local callers must show (made at the first start), when
+/// the config asks for one. Without it nothing local could call, so failing to
 /// make it stops the start with the reason.
 fn local_key(config: &Config, addr: &SocketAddr) -> anyhow::Result<Option<local_key::KeyFile>> {
     let Some(dir) = config.local_key_dir.as_deref() else {
@@ -466,7 +461,7 @@ fn local_key(config: &Config, addr: &SocketAddr) -> anyhow::Result<Option<local_
     };
     #[cfg(unix)]
     {
-        let file = local_key::create(dir, addr.port())
+        let file = local_key::load_or_create(dir, addr.port())
             .map_err(|e| anyhow::anyhow!("cannot set up the local key: {e}"))?;
         Ok(Some(file))
     }
