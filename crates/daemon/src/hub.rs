@@ -74,7 +74,8 @@ pub struct Observed {
 
 pub struct Hub {
     pub config: Config,
-    state: Mutex<State>,
+    /// Shared with refused commits, which take their changes back.
+    state: Arc<Mutex<State>>,
     pub(crate) store: Arc<dyn Store>,
     pub events: Bus,
     pub metrics: Metrics,
@@ -221,7 +222,7 @@ impl Hub {
         let metrics = Metrics::for_store(store.health());
         let hub = Arc::new(Hub {
             config,
-            state: Mutex::new(state),
+            state: Arc::new(Mutex::new(state)),
             store,
             events: Bus::new(),
             metrics,
@@ -252,17 +253,35 @@ impl Hub {
     /// Applies `changes` to memory and submits them to the store, in the
     /// caller's critical section (`st` is the hub's lock): the one way the
     /// daemon's durable state changes. The commit resolves once they are
-    /// durable. A failed commit leaves memory ahead of the store until the
-    /// daemon restarts (and reloads the store); the error reaches the caller.
+    /// durable. If the store refuses them, the commit takes them back in
+    /// memory before it resolves (see `state::Undo`: session records,
+    /// reservations, rooms and memberships, each unless changed again
+    /// since), so memory holds what the store has; the error reaches the
+    /// caller. A new message settles by `Mailboxes::settle` instead.
     pub(crate) fn commit(&self, st: &mut State, changes: Vec<Change>) -> Commit {
         if changes.is_empty() {
             return Box::pin(async { Ok(()) });
         }
+        let mut undo = st.undo_of(&changes);
         let mono = self.clock.mono();
         for change in &changes {
             st.apply(change, mono);
         }
-        self.store.submit(changes)
+        st.note_applied(&mut undo);
+        let commit = self.store.submit(changes);
+        if undo.is_empty() {
+            return commit;
+        }
+        let (state, clock) = (self.state.clone(), self.clock.clone());
+        Box::pin(async move {
+            let result = commit.await;
+            if let Err(e) = &result {
+                let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
+                let undone = st.undo(undo, clock.mono());
+                tracing::warn!("the store refused a change ({e}); {undone} taken back in memory");
+            }
+            result
+        })
     }
 
     /// As [`Hub::commit`], for changes whose loss in a crash costs nothing
@@ -372,12 +391,7 @@ impl Hub {
                 Persist::Touch
             };
             let commit = match persist {
-                Persist::Now => {
-                    // What the store has, should it refuse this.
-                    let previous = st.session(&s.id).cloned();
-                    let commit = self.commit(&mut st, vec![Change::PutSession(s.clone())]);
-                    Some((commit, s.clone(), previous))
-                }
+                Persist::Now => Some(self.commit(&mut st, vec![Change::PutSession(s.clone())])),
                 Persist::Later => {
                     self.commit_later(&mut st, vec![Change::PutSession(s.clone())]);
                     None
@@ -404,13 +418,9 @@ impl Hub {
             let session = st.session(&s.id).cloned().unwrap_or(s);
             (session, arrived, persist, commit)
         };
-        if let Some((commit, applied, previous)) = commit {
-            if let Err(e) = commit.await {
-                // Memory takes it back: it shows what the store has.
-                self.lock()
-                    .undo_put_session(&applied, previous.as_ref(), self.clock.mono());
-                return Err(e.into());
-            }
+        if let Some(commit) = commit {
+            // Refused, memory took it back: it shows what the store has.
+            commit.await?;
         }
         match persist {
             Persist::Now if arrived => {
@@ -528,26 +538,11 @@ impl Hub {
             // Its claims end with it; its mail and memberships wait for its return.
             let mut changes = vec![Change::PutSession(session.clone())];
             changes.extend(Hub::reservations_end(&st, id));
-            // What the store has, should it refuse this.
-            let undo = (
-                st.session(id).cloned(),
-                st.files
-                    .all()
-                    .filter(|r| r.session_id == id)
-                    .cloned()
-                    .collect(),
-            );
             let commit = self.commit(&mut st, changes);
-            (st.session(id).cloned().unwrap_or(session), (commit, undo))
+            (st.session(id).cloned().unwrap_or(session), commit)
         };
-        let (commit, (previous, reservations)) = commit;
-        if let Err(e) = commit.await {
-            // Memory takes it back: the session stays, with its claims.
-            let mut st = self.lock();
-            st.undo_put_session(&session, previous.as_ref(), self.clock.mono());
-            st.restore_reservations(reservations);
-            return Err(e.into());
-        }
+        // Refused, memory took it back: the session stays, with its claims.
+        commit.await?;
         self.metrics.sessions_left.inc();
         self.events.publish(
             "session.left",

@@ -3,6 +3,8 @@
 //! `health` says whether the daemon can store what it is asked to.
 
 pub(crate) mod health;
+#[cfg(test)]
+mod refused;
 
 use std::sync::Arc;
 

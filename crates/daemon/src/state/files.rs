@@ -34,6 +34,11 @@ impl Files {
         self.reservations.retain(|_, r| r.session_id != session_id);
     }
 
+    /// One reservation by id, expired or not.
+    pub fn get(&self, id: &str) -> Option<&Reservation> {
+        self.reservations.get(id)
+    }
+
     /// Every reservation, expired ones included, by id.
     pub fn all(&self) -> impl Iterator<Item = &Reservation> {
         self.reservations.values()

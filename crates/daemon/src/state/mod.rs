@@ -23,6 +23,7 @@ mod links;
 mod mailboxes;
 mod rooms;
 mod roster;
+mod undo;
 
 pub use files::Files;
 pub use links::Links;
@@ -368,16 +369,6 @@ impl State {
             None => self.forget(&applied.id),
         }
         true
-    }
-
-    /// Puts back reservations a refused change deleted from memory (those
-    /// memory does not hold again by now).
-    pub fn restore_reservations(&mut self, reservations: Vec<muster_core::Reservation>) {
-        for r in reservations {
-            if self.files.all().all(|held| held.id != r.id) {
-                self.files.put(r);
-            }
-        }
     }
 
     /// See [`Mailboxes::settle`]: a message applied by `PutMessage` is

@@ -48,6 +48,13 @@ impl Rooms {
         }
     }
 
+    /// Removes a room that has no members (a new room the store refused).
+    pub(super) fn remove_if_empty(&mut self, name: &str) {
+        if self.by_name.get(name).is_some_and(|r| r.members.is_empty()) {
+            self.by_name.remove(name);
+        }
+    }
+
     /// Drops a session from every room (it is forgotten).
     pub(super) fn forget_member(&mut self, session_id: &str) {
         for named in self.by_name.values_mut() {
