@@ -217,7 +217,7 @@ impl Hub {
     ) -> anyhow::Result<Arc<Hub>> {
         let clock = config.clock.clone();
         let snapshot = store.load().await?;
-        let state = State::from_snapshot(snapshot, clock.mono());
+        let state = State::from_snapshot(snapshot, clock.now());
         let (settler, settlements) = tokio::sync::mpsc::unbounded_channel();
         let metrics = Metrics::for_store(store.health());
         let hub = Arc::new(Hub {
@@ -412,8 +412,12 @@ impl Hub {
                     None
                 }
             };
-            if let (Some(root), Some(entry)) = (root, st.entry_mut(&s.id)) {
-                entry.root = Some(root);
+            if let Some(entry) = st.entry_mut(&s.id) {
+                // Heard now: the sweeper counts its silence from here.
+                entry.heard_mono = self.clock.mono();
+                if let Some(root) = root {
+                    entry.root = Some(root);
+                }
             }
             let session = st.session(&s.id).cloned().unwrap_or(s);
             (session, arrived, persist, commit)

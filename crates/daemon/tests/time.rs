@@ -191,3 +191,91 @@ async fn a_reservation_lapses_at_its_ttl() {
     assert!(s.hub().reservations().reservations.is_empty());
     s.stop().await;
 }
+
+const HOUR: u64 = 3_600_000;
+
+/// Three hook-only sessions and one linked session whose link has dropped,
+/// on a daemon with a 60 min backstop, a 60 s grace window and no sweeps
+/// but the test's own.
+async fn three_hooked_and_one_dropped_link() -> (TestDaemon, Vec<String>, String) {
+    let s = TestDaemon::start_with(|c| {
+        c.hook_backstop = ms(HOUR);
+        c.stale_after = ms(60_000);
+        c.sweep_interval = ms(1_000 * HOUR);
+    })
+    .await;
+    let hooked: Vec<String> = (1..=3)
+        .map(|n| format!("50000000-0000-4000-8000-00000000000{n}"))
+        .collect();
+    for id in &hooked {
+        s.hub().register(session(id, None)).await.unwrap();
+    }
+    let linked = "50000000-0000-4000-8000-0000000000aa".to_string();
+    let shim = FakeShim::link(&s, &linked).await;
+    shim.close().await;
+    assert!(
+        wait_for(ms(3_000), || async {
+            s.hub()
+                .roster(false)
+                .iter()
+                .any(|x| x.id == linked && !x.link_up)
+        })
+        .await,
+        "the daemon saw the link go"
+    );
+    (s, hooked, linked)
+}
+
+// Proves a wall clock set forward by two hours sweeps no one in a burst:
+// the linked session leaves after exactly its 60 s grace window, and the
+// hook-only sessions after exactly 60 min since their last hook, as time
+// passes (monotonic), whatever the wall clock says.
+#[tokio::test]
+async fn a_wall_clock_stepped_forward_two_hours_sweeps_no_one_in_a_burst() {
+    let (s, hooked, linked) = three_hooked_and_one_dropped_link().await;
+    s.clock.step_wall(2 * HOUR as i64);
+    assert_eq!(s.hub().sweep_once().await, 0, "the step is no time passing");
+    assert_eq!(s.hub().roster(false).len(), 4);
+    s.clock.advance(ms(59_999));
+    assert_eq!(s.hub().sweep_once().await, 0);
+    s.clock.advance(ms(1));
+    assert_eq!(s.hub().sweep_once().await, 1, "the grace window is over");
+    assert!(!on_roster(&s, &linked));
+    s.clock.advance(ms(HOUR - 60_000 - 1));
+    assert_eq!(s.hub().sweep_once().await, 0, "59:59.999 of silence");
+    assert!(hooked.iter().all(|id| on_roster(&s, id)));
+    s.clock.advance(ms(1));
+    assert_eq!(s.hub().sweep_once().await, 3, "an hour of silence");
+    assert!(s.hub().roster(false).is_empty());
+    s.stop().await;
+}
+
+// Proves a wall clock set back by two hours keeps no one past their time:
+// the linked session still leaves after exactly its grace window, and the
+// hook-only sessions after exactly 60 min of silence (not three hours).
+#[tokio::test]
+async fn a_wall_clock_stepped_back_two_hours_keeps_no_one_past_their_time() {
+    let (s, hooked, linked) = three_hooked_and_one_dropped_link().await;
+    s.clock.step_wall(-2 * HOUR as i64);
+    assert_eq!(s.hub().sweep_once().await, 0);
+    s.clock.advance(ms(59_999));
+    assert_eq!(s.hub().sweep_once().await, 0);
+    s.clock.advance(ms(1));
+    assert_eq!(s.hub().sweep_once().await, 1, "the grace window is over");
+    assert!(!on_roster(&s, &linked));
+    // A hook after the step counts from when it came.
+    s.hub().register(session(&hooked[0], None)).await.unwrap();
+    s.clock.advance(ms(HOUR - 60_000));
+    assert_eq!(
+        s.hub().sweep_once().await,
+        2,
+        "an hour since their last hook"
+    );
+    assert!(on_roster(&s, &hooked[0]));
+    s.clock.advance(ms(60_000 - 1));
+    assert_eq!(s.hub().sweep_once().await, 0);
+    s.clock.advance(ms(1));
+    assert_eq!(s.hub().sweep_once().await, 1);
+    assert!(s.hub().roster(false).is_empty());
+    s.stop().await;
+}

@@ -118,9 +118,11 @@ impl State {
 }
 
 impl State {
-    /// State as loaded at start. Every linked session gets a fresh grace
-    /// window from `mono_now` (the daemon's start).
-    pub fn from_snapshot(snapshot: Snapshot, mono_now: Millis) -> Self {
+    /// State as loaded at start (`now`). Every linked session gets a fresh
+    /// grace window from the daemon's start; every session's silence so far
+    /// is what its stored `last_seen_at` shows at `now.wall`.
+    pub fn from_snapshot(snapshot: Snapshot, now: muster_core::liveness::Clock) -> Self {
+        let mono_now = now.mono;
         let mut state = State {
             roster: Roster::default(),
             rooms: Rooms::default(),
@@ -134,7 +136,12 @@ impl State {
             state.files.put(r);
         }
         for session in snapshot.sessions {
+            let silent_for = (now.wall - session.last_seen_at).max(0);
+            let id = session.id.clone();
             state.roster.insert(session, mono_now);
+            if let Some(entry) = state.roster.entry_mut(&id) {
+                entry.heard_mono = mono_now - silent_for;
+            }
         }
         for room in snapshot.rooms {
             state.rooms.put(room);
@@ -409,7 +416,10 @@ mod tests {
     use muster_core::{Delivery, Reservation};
 
     fn state() -> State {
-        State::from_snapshot(Snapshot::default(), 0)
+        State::from_snapshot(
+            Snapshot::default(),
+            muster_core::liveness::Clock { wall: 0, mono: 0 },
+        )
     }
 
     fn session(id: &str, nickname: &str, at: Millis) -> Session {

@@ -17,6 +17,12 @@ pub struct SessionEntry {
     pub link_down_since: Millis,
     /// The `last_seen_at` last written to the store; touches are coalesced.
     pub persisted_seen: Millis,
+    /// Monotonic time of the last hook call or registration naming it (for
+    /// a session loaded at start, the silence its `last_seen_at` showed
+    /// then, carried over). The sweeper measures silence by this, so a wall
+    /// clock set forward or back sweeps no one early or late; `last_seen_at`
+    /// (wall) is what survives a restart.
+    pub heard_mono: Millis,
     /// The directory its reservations' paths are relative to (its
     /// checkout's root, or its working directory outside any), with the
     /// `cwd` it was resolved for. Resolved outside the lock when the session
@@ -91,6 +97,7 @@ impl Roster {
                 session,
                 link_down_since: mono_now,
                 persisted_seen,
+                heard_mono: mono_now,
                 root: None,
                 last_boundary: 0,
                 holds_in_row: 0,
@@ -148,6 +155,9 @@ impl Roster {
     /// The sessions the liveness policy removes now. Decided in place,
     /// under the caller's lock, cloning only the ids to remove: at 100,000
     /// sessions copying every id would hold the lock ten times longer.
+    /// Silence is monotonic time since the session was last heard
+    /// (`heard_mono`), given to the policy as the wall time it would be
+    /// had the wall clock not been set since.
     pub fn doomed(
         &self,
         policy: &Policy,
@@ -163,7 +173,7 @@ impl Roster {
                     link: e.session.link,
                     link_up: e.session.link_up,
                     link_down_since: e.link_down_since,
-                    last_seen_at: e.session.last_seen_at,
+                    last_seen_at: clock.wall - (clock.mono - e.heard_mono).max(0),
                 };
                 (&e.session.id, observation)
             });

@@ -242,7 +242,10 @@ mod tests {
     // leaves alone what a later list changed again.
     #[test]
     fn an_undo_puts_back_what_is_unchanged_since_and_only_that() {
-        let mut st = State::from_snapshot(Snapshot::default(), 0);
+        let mut st = State::from_snapshot(
+            Snapshot::default(),
+            muster_core::liveness::Clock { wall: 0, mono: 0 },
+        );
         let first = applied(&mut st, vec![Change::PutReservation(claim("r1", 100))]);
         assert_eq!(st.undo(first, 0), 1);
         assert!(st.files.get("r1").is_none(), "a refused new claim is gone");
