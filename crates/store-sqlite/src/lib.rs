@@ -110,6 +110,9 @@ pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
 /// every write, and a reader connection beside it.
 pub struct SqliteStore {
     path: PathBuf,
+    /// `<database>.lock`, locked (`flock`) for the store's life: one
+    /// process at a time keeps a store's state in memory.
+    _lock: Option<std::fs::File>,
     writer: mpsc::Sender<Job>,
     reader: Arc<Mutex<Connection>>,
     health: Arc<WriteHealth>,
@@ -156,6 +159,110 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// A database that cannot be opened for writing, in words that say what
+/// to do (no error source: the text is the whole story).
+fn refuse(text: String) -> StoreError {
+    StoreError::Unavailable(text)
+}
+
+/// An error opening the database at `path`, naming the file and the way out.
+/// Nothing in the file was changed: each is raised before any write.
+fn open_error(path: &Path, e: rusqlite::Error) -> StoreError {
+    use rusqlite::ErrorCode;
+    let shown = path.display();
+    let dir = path
+        .parent()
+        .map_or_else(|| ".".into(), |d| d.display().to_string());
+    let code = e.sqlite_error_code();
+    let cause = match &e {
+        rusqlite::Error::SqliteFailure(f, _) => f.to_string(),
+        other => other.to_string(),
+    };
+    match code {
+        Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => StoreError::Corrupt(format!(
+            "{shown} is damaged or is not a muster database ({cause}); nothing in it was changed. \
+             Move it aside to start with an empty store (mv {shown} {shown}.damaged), \
+             or restore it from a backup."
+        )),
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => refuse(format!(
+            "{shown} is locked by another process ({cause}): another `muster serve` on {dir}, \
+             or a tool holding it open for writing. Stop that process, or give this daemon \
+             a --data-dir of its own."
+        )),
+        Some(ErrorCode::ReadOnly | ErrorCode::CannotOpen | ErrorCode::PermissionDenied) => {
+            refuse(format!(
+                "cannot write {shown} ({cause}): {dir} or the file is read-only (its \
+                 permissions, or a read-only mount). Make both writable by this user, or \
+                 give --data-dir a writable directory."
+            ))
+        }
+        _ => db_error(e),
+    }
+}
+
+/// An I/O error before SQLite opened the database (creating the file or
+/// its lock), named as [`open_error`] names SQLite's.
+fn open_io_error(path: &Path, e: std::io::Error) -> StoreError {
+    use std::io::ErrorKind;
+    let dir = path
+        .parent()
+        .map_or_else(|| ".".into(), |d| d.display().to_string());
+    match e.kind() {
+        ErrorKind::PermissionDenied | ErrorKind::ReadOnlyFilesystem => refuse(format!(
+            "cannot write {} ({e}): {dir} or the file is read-only (its permissions, or a \
+             read-only mount). Make both writable by this user, or give --data-dir a \
+             writable directory.",
+            path.display()
+        )),
+        _ => StoreError::Io(e),
+    }
+}
+
+/// Takes `<database>.lock` for this process (created 0600 if need be), or
+/// refuses if another process holds it: two daemons on one database would
+/// each keep their own state in memory, and neither would see the other's
+/// mail or claims.
+fn lock_file(path: &Path) -> Result<Option<std::fs::File>, StoreError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        use std::os::unix::io::AsRawFd;
+        let mut name = path.as_os_str().to_owned();
+        name.push(".lock");
+        let lock_path = PathBuf::from(name);
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&lock_path)
+            .map_err(|e| open_io_error(&lock_path, e))?;
+        // SAFETY: flock on a descriptor this function owns.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                let dir = path
+                    .parent()
+                    .map_or_else(|| ".".into(), |d| d.display().to_string());
+                return Err(refuse(format!(
+                    "{} is in use by another process (it holds {}): another `muster serve` on \
+                     {dir}? Stop it, or give this daemon a --data-dir of its own.",
+                    path.display(),
+                    lock_path.display()
+                )));
+            }
+            return Err(StoreError::Io(e));
+        }
+        Ok(Some(file))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        Ok(None)
+    }
+}
+
 /// The database and its `-wal` and `-shm` files, only their owner's (0600
 /// on Unix): they hold every message. The database is created so before
 /// SQLite opens it (SQLite gives its other files the database's mode), and
@@ -197,11 +304,25 @@ impl SqliteStore {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        private_files(&path)?;
-        let mut writer_conn = open(&path).map_err(db_error)?;
-        migrate(&mut writer_conn)?;
+        let lock = lock_file(&path)?;
+        private_files(&path).map_err(|e| open_io_error(&path, e))?;
+        let explain = |e| open_error(&path, e);
+        let mut writer_conn = open(&path).map_err(explain)?;
+        migrate(&mut writer_conn).map_err(|e| match e {
+            StoreError::Backend(cause) => match cause.downcast::<rusqlite::Error>() {
+                Ok(e) => explain(*e),
+                Err(cause) => StoreError::Backend(cause),
+            },
+            other => other,
+        })?;
+        // Whether it can be written at all now: a database another process
+        // holds locked, or one on a read-only file system, is refused here
+        // with what to do, not at the first request.
+        writer_conn
+            .execute_batch("BEGIN IMMEDIATE; ROLLBACK;")
+            .map_err(explain)?;
         setup(&writer_conn);
-        let reader = open(&path).map_err(db_error)?;
+        let reader = open(&path).map_err(explain)?;
         let (tx, rx) = mpsc::channel();
         let health = Arc::new(WriteHealth::new());
         let writer = Writer {
@@ -214,6 +335,7 @@ impl SqliteStore {
             .spawn(move || writer_loop(writer, rx))?;
         Ok(SqliteStore {
             path,
+            _lock: lock,
             writer: tx,
             reader: Arc::new(Mutex::new(reader)),
             health,
