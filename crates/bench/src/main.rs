@@ -75,11 +75,11 @@ struct Args {
     /// Which bench to run.
     #[arg(value_enum, default_value = "all")]
     which: Which,
-    /// Measured seconds per load phase (after the warm-up).
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=600))]
+    /// Measured seconds per load phase (after the warm-up); the load soak runs this long.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=14_400))]
     seconds: u64,
     /// Warm-up seconds before each load phase (not recorded).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(0..=60))]
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(0..=600))]
     warmup: u64,
     /// Concurrent connections posting hooks.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=1024))]
