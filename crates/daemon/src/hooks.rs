@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -82,11 +83,15 @@ fn empty_answer() -> Response {
 
 pub async fn handle(
     State(hub): State<Arc<Hub>>,
-    Path(event): Path<String>,
-    Query(query): Query<HookQuery>,
+    event: Result<Path<String>, PathRejection>,
+    query: Result<Query<HookQuery>, QueryRejection>,
     headers: HeaderMap,
     ApiJson(payload): ApiJson<HookPayload>,
 ) -> Result<Response, ApiError> {
+    // axum's own rejections (an event or query that is not UTF-8 once
+    // percent-decoded) answer in plain text; every hook failure is JSON.
+    let Path(event) = event.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let started = Instant::now();
     let Some(event) = HookEvent::parse(&event) else {
         let known: Vec<&str> = HookEvent::ALL.iter().map(|e| e.as_str()).collect();
@@ -441,4 +446,38 @@ fn context_answer(event_name: &str, context: &str, surfacing: Surfacing) -> Resp
     // Serializing a Value cannot fail.
     let bytes = serde_json::to_vec(&body).unwrap_or_default();
     json_response(StatusCode::OK, bytes, surfacing)
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower_service::Service;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn an_event_or_query_that_is_not_utf8_is_refused_in_json() {
+        // Proves the hook_payload fuzz target's input `pre%%…%e0coe` (and a
+        // query like it): axum's plain-text rejection was the answer.
+        let dir = tempfile::tempdir().unwrap();
+        let store = muster_store_sqlite::SqliteStore::open(dir.path().join("m.db")).unwrap();
+        let config = crate::Config::new("127.0.0.1:0", dir.path());
+        let hub = Hub::load(config, Arc::new(store), "sqlite".into())
+            .await
+            .unwrap();
+        for uri in ["/hook/pre%25%e0coe", "/hook/stop?harness=%ff"] {
+            let request = Request::post(uri)
+                .header("content-type", "application/json")
+                .body(Body::from(r#"{"session_id":"s-1"}"#))
+                .unwrap();
+            let response = hub.hook_route().call(request).await.unwrap();
+            assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{uri}");
+            let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+                .await
+                .unwrap();
+            let answer: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(answer["error"]["code"], "invalid_input", "{uri}: {answer}");
+        }
+    }
 }

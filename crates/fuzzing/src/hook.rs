@@ -60,7 +60,11 @@ struct HookCall {
 impl HookCall {
     fn parse(head: &str) -> Option<HookCall> {
         let mut words = head.split(' ');
-        let event = words.next()?;
+        // One path segment, as the router's `/hook/{event}` takes it; any
+        // other path is another route's (or the router's bare 404).
+        let event = words
+            .next()
+            .filter(|e| !e.is_empty() && !e.contains(['/', '?', '#']))?;
         let mut uri = format!("/hook/{event}");
         let mut headers = Vec::new();
         for word in words {
