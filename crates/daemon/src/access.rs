@@ -95,8 +95,9 @@ impl Access {
             Some(_) => "a valid `Authorization: Bearer <token>` is required".to_string(),
             None => format!(
                 "this daemon serves only its own user: muster's clients prove they are that user \
-                 with the key in {}, which only that user can read; a browser signs in with the \
-                 link `muster dashboard` prints",
+                 with the key in {}, which only that user can read (a client looks for it under \
+                 its own $XDG_RUNTIME_DIR, else its temp directory: run it with the daemon's); a \
+                 browser signs in with the link `muster dashboard` prints",
                 key.path.display()
             ),
         }))
