@@ -37,6 +37,13 @@ impl Unread {
     }
 }
 
+/// Pushes a recipient keeps in memory once written to its link, newest
+/// first. They are kept so a hook that finds one missing from the
+/// harness's transcript can surface it again; a session whose harness runs
+/// no hooks would otherwise keep every push it ever got in memory. Older
+/// ones stay `pushed` in the store (a read with `all` shows them).
+pub const MAX_PUSHED_KEPT: usize = 64;
+
 #[derive(Default)]
 pub struct Mailboxes {
     /// Recipient → message id → its unread delivery, oldest id first.
@@ -84,12 +91,38 @@ impl Mailboxes {
             pushed_at,
             pending,
         };
+        let pushed = unread.state == DeliveryState::Pushed;
         self.by_recipient
             .entry(recipient.to_string())
             .or_default()
             .insert(unread.message.id.clone(), unread);
+        if pushed {
+            self.keep_newest_pushes(recipient);
+        }
         if !pending {
             self.notify(recipient);
+        }
+    }
+
+    /// Forgets the recipient's oldest pushes beyond [`MAX_PUSHED_KEPT`]
+    /// (only those no answer holds).
+    fn keep_newest_pushes(&mut self, recipient: &str) {
+        let Some(mail) = self.by_recipient.get_mut(recipient) else {
+            return;
+        };
+        let forgettable = |u: &Unread| u.state == DeliveryState::Pushed && u.free();
+        let kept = mail.values().filter(|u| forgettable(u)).count();
+        if kept <= MAX_PUSHED_KEPT {
+            return;
+        }
+        let oldest: Vec<String> = mail
+            .iter()
+            .filter(|(_, u)| forgettable(u))
+            .take(kept - MAX_PUSHED_KEPT)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in oldest {
+            mail.remove(&id);
         }
     }
 
@@ -210,6 +243,7 @@ impl Mailboxes {
             _ => false,
         };
         if pushed {
+            self.keep_newest_pushes(recipient);
             self.notify(recipient);
         }
     }
@@ -306,5 +340,76 @@ impl Mailboxes {
             mail.retain(|_, u| u.message.sent_at >= cutoff);
         }
         self.by_recipient.retain(|_, mail| !mail.is_empty());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use muster_core::Target;
+
+    fn message(n: usize) -> Arc<Message> {
+        Arc::new(Message {
+            id: format!("01M{n:08}"),
+            from: "a".into(),
+            from_nickname: "a".into(),
+            to: Target::Session("b".into()),
+            reply_to: None,
+            body: format!("m{n}"),
+            sent_at: 0,
+        })
+    }
+
+    fn ids(m: &Mailboxes, state: DeliveryState) -> Vec<String> {
+        m.by_recipient["b"]
+            .iter()
+            .filter(|(_, u)| u.state == state)
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    // Proves a session that gets pushes and runs no hooks keeps only its
+    // newest pushes in memory: pushed as they arrive (mark_pushed) or loaded
+    // pushed at start (add), the oldest beyond MAX_PUSHED_KEPT are dropped;
+    // queued mail, and a push an answer holds, are never dropped.
+    #[test]
+    fn only_the_newest_pushes_are_kept_in_memory() {
+        let mut m = Mailboxes::default();
+        let extra = 10;
+        for n in 0..MAX_PUSHED_KEPT + extra {
+            m.add(message(n), "b", DeliveryState::Queued, true, None, false);
+            m.mark_pushed("b", &message(n).id, n as Millis);
+        }
+        let kept = ids(&m, DeliveryState::Pushed);
+        assert_eq!(kept.len(), MAX_PUSHED_KEPT);
+        assert_eq!(kept[0], message(extra).id, "the oldest went first");
+        // Queued mail stays whatever its number; a claimed push is not dropped.
+        m.add(
+            message(1_000),
+            "b",
+            DeliveryState::Queued,
+            true,
+            None,
+            false,
+        );
+        // An answer being written holds the oldest kept push.
+        m.by_recipient
+            .get_mut("b")
+            .unwrap()
+            .get_mut(&message(extra).id)
+            .unwrap()
+            .claimed = true;
+        for n in [2_000, 3_000] {
+            m.add(message(n), "b", DeliveryState::Pushed, true, Some(0), false);
+        }
+        let kept = ids(&m, DeliveryState::Pushed);
+        assert_eq!(
+            kept.len(),
+            MAX_PUSHED_KEPT + 1,
+            "the held one is not counted"
+        );
+        assert_eq!(kept[0], message(extra).id, "held by an answer: kept");
+        assert_eq!(kept[1], message(extra + 2).id, "the oldest free one went");
+        assert_eq!(ids(&m, DeliveryState::Queued), [message(1_000).id.clone()]);
     }
 }
