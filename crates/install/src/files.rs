@@ -49,8 +49,73 @@ pub fn backup(path: &Path) -> std::io::Result<PathBuf> {
         }
         candidate
     };
-    std::fs::copy(path, &target)?;
+    // Whole or not at all, as every write here: a kill mid-copy must not
+    // leave a torn backup someone would restore from.
+    let bytes = std::fs::read(path)?;
+    write_new(&target, &bytes, std::fs::metadata(path).ok())?;
     Ok(target)
+}
+
+/// Writes `bytes` to a temporary file beside `target`, fsyncs it, gives it
+/// `like`'s permissions, and renames it over `target`.
+fn write_new(target: &Path, bytes: &[u8], like: Option<std::fs::Metadata>) -> std::io::Result<()> {
+    remove_stale_temps(target);
+    let tmp = with_suffix(target, &format!(".muster-tmp-{}", std::process::id()));
+    let result = (|| {
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        if let Some(meta) = like {
+            std::fs::set_permissions(&tmp, meta.permissions())?;
+        }
+        std::fs::rename(&tmp, target)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Removes the temporary files an install killed halfway left beside
+/// `target` (`<name>.….muster-tmp-<pid>` of a process that is gone), so
+/// they do not pile up. Only where a process's liveness can be read
+/// (Linux); elsewhere they are left alone.
+pub fn remove_stale_temps(target: &Path) {
+    let (Some(dir), Some(name)) = (target.parent(), target.file_name()) else {
+        return;
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let prefix = format!("{}.", name.to_string_lossy());
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file = entry.file_name();
+        let file = file.to_string_lossy();
+        let Some((stem, pid)) = file.rsplit_once(".muster-tmp-") else {
+            continue;
+        };
+        let Ok(pid) = pid.parse::<u32>() else {
+            continue;
+        };
+        let ours = format!("{stem}.").starts_with(&prefix);
+        if ours && pid != std::process::id() && gone(pid) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// Whether no process `pid` runs now (false where that cannot be told).
+fn gone(pid: u32) -> bool {
+    if cfg!(target_os = "linux") {
+        !Path::new("/proc").join(pid.to_string()).exists()
+    } else {
+        false
+    }
 }
 
 /// The directories `create_parent` would have to create for `path`, outermost first.
@@ -76,20 +141,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     if let Some(parent) = target.parent() {
         std::fs::create_dir_all(parent)?;
     }
-    let tmp = with_suffix(&target, &format!(".muster-tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        if let Ok(meta) = std::fs::metadata(&target) {
-            std::fs::set_permissions(&tmp, meta.permissions())?;
-        }
-        std::fs::rename(&tmp, &target)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    write_new(&target, bytes, std::fs::metadata(&target).ok())
 }
 
 /// Removes the file (a symlink itself, not its target).

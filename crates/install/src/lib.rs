@@ -670,6 +670,11 @@ impl Plan {
         let mut backups: Vec<Option<PathBuf>> = vec![None; self.steps.len()];
         let mut details: Vec<Option<String>> =
             self.steps.iter().map(|s| s.detail.clone()).collect();
+        // What a run killed halfway left beside these files goes first.
+        files::remove_stale_temps(&path);
+        for step in &self.steps {
+            files::remove_stale_temps(&step.path);
+        }
         if changed {
             let outcome = match self.request.action {
                 Action::Install => apply_install(
