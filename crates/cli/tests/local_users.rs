@@ -28,12 +28,30 @@ fn setpriv() -> Command {
     cmd
 }
 
+/// A copy of the `muster` binary any user may run: the build's own may sit
+/// in a directory only its owner can enter (a checkout under /root).
+fn world_runnable_muster() -> &'static std::path::Path {
+    use std::os::unix::fs::PermissionsExt;
+    static COPY: std::sync::OnceLock<(tempfile::TempDir, std::path::PathBuf)> =
+        std::sync::OnceLock::new();
+    let (_, path) = COPY.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("muster");
+        std::fs::copy(BIN, &path).unwrap();
+        for (p, mode) in [(dir.path(), 0o755), (path.as_path(), 0o755)] {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+        (dir, path)
+    });
+    path
+}
+
 /// `muster <args>` run as another Unix user, with the same environment the
 /// owner's clients have (so it looks where they look).
 fn as_other_user(url: &str, args: &[&str]) -> Command {
     let owner = muster_cmd(url);
     let mut cmd = setpriv();
-    cmd.arg(owner.get_program()).args(args);
+    cmd.arg(world_runnable_muster()).args(args).current_dir("/");
     for (k, v) in owner.get_envs() {
         match v {
             Some(v) => cmd.env(k, v),
