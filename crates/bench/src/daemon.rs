@@ -104,15 +104,25 @@ impl ServeChild {
     /// Starts `<muster> serve --bind 127.0.0.1:0` and waits for the line that
     /// names the port it bound.
     pub async fn start(muster: &std::path::Path) -> anyhow::Result<ServeChild> {
-        use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
         let dir = tempfile::Builder::new()
             .prefix("muster-bench-")
             .tempdir()
             .context("cannot create a temp dir")?;
+        Self::start_in(muster, dir, "127.0.0.1:0").await
+    }
+
+    /// Starts `<muster> serve --bind <bind>` on `dir` (a restart passes the
+    /// data directory and address of the daemon it replaces).
+    pub async fn start_in(
+        muster: &std::path::Path,
+        dir: TempDir,
+        bind: &str,
+    ) -> anyhow::Result<ServeChild> {
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
         let mut child = tokio::process::Command::new(muster)
             .arg("serve")
             .arg("--bind")
-            .arg("127.0.0.1:0")
+            .arg(bind)
             .arg("--data-dir")
             .arg(dir.path())
             .env_remove("MUSTER_TOKEN")
@@ -194,6 +204,13 @@ impl ServeChild {
     pub fn said(&self) -> String {
         let kept = self.stderr.lock().unwrap_or_else(|p| p.into_inner());
         snippet(kept.trim().as_bytes())
+    }
+
+    /// `kill -9`: no shutdown code runs. Hands back the data directory.
+    pub async fn kill9(mut self) -> TempDir {
+        let _ = self.child.start_kill();
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await;
+        self.dir
     }
 
     /// Stops the daemon (its data directory is thrown away, so no grace is

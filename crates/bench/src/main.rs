@@ -21,7 +21,11 @@
 //!   the daemon's RSS every `--sample-seconds`; verdicts: nothing lost or
 //!   repeated, RSS flat within 10% and the window p99 flat after the
 //!   warm-up. The 30-minute soak: `muster-bench load --sessions 64
-//!   --seconds 1800`.
+//!   --seconds 1800`;
+//! - **storm** (only when named): N real shims (default 1,000) linked to a
+//!   `muster serve` child, which is killed with SIGKILL and restarted on the
+//!   same port and data directory (target: every shim re-linked within 2 s,
+//!   none swept).
 //!
 //! For hooks, sends and sweep, client and daemon run in this one process on
 //! one multi-thread tokio runtime, talking over loopback TCP. The delivery
@@ -42,6 +46,7 @@ mod mixed_load;
 mod report;
 mod sends;
 mod shim;
+mod storm;
 mod sweep;
 
 use std::path::PathBuf;
@@ -63,6 +68,7 @@ enum Which {
     Footprint,
     Flood,
     Load,
+    Storm,
 }
 
 #[derive(Debug, Parser)]
@@ -111,6 +117,9 @@ struct Args {
     /// Seconds between the load bench's samples (progress lines, RSS, window p99).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3_600))]
     sample_seconds: u64,
+    /// Shims in the restart storm.
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..=20_000))]
+    storm_shims: u64,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -130,12 +139,15 @@ pub struct Opts {
     pub load_shim_percent: usize,
     pub load_rate: f64,
     pub load_sample: Duration,
+    pub storm_shims: usize,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    // The load bench is a soak: it runs only when named.
-    let wants = |w: Which| args.which == w || (args.which == Which::All && w != Which::Load);
+    // The load soak and the restart storm are long: they run only when named.
+    let named_only = [Which::Load, Which::Storm];
+    let wants =
+        |w: Which| args.which == w || (args.which == Which::All && !named_only.contains(&w));
     let muster_binary = match args
         .muster
         .clone()
@@ -148,10 +160,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if wants(Which::Delivery) || wants(Which::Load) {
+    if wants(Which::Delivery) || wants(Which::Load) || wants(Which::Storm) {
         if !muster_binary.is_file() {
             eprintln!(
-                "muster-bench: the delivery and load benches run real `muster mcp` shims, but {} does not exist.\n\
+                "muster-bench: the delivery, load and storm benches run real `muster mcp` shims, but {} does not exist.\n\
                  Build it first: {}   (or pass --muster PATH, or pick another bench)",
                 muster_binary.display(),
                 delivery::build_command()
@@ -173,6 +185,7 @@ fn main() -> ExitCode {
         load_shim_percent: args.shim_percent as usize,
         load_rate: args.rate as f64,
         load_sample: Duration::from_secs(args.sample_seconds),
+        storm_shims: args.storm_shims as usize,
     };
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -196,7 +209,7 @@ fn main() -> ExitCode {
         ) -> std::pin::Pin<
             Box<dyn std::future::Future<Output = anyhow::Result<Section>> + 'a>,
         >;
-        let benches: [(Which, &str, Bench); 7] = [
+        let benches: [(Which, &str, Bench); 8] = [
             (Which::Hooks, "hooks", |o| Box::pin(hooks::run(o))),
             (Which::Sends, "sends", |o| Box::pin(sends::run(o))),
             (Which::Sweep, "sweep", |o| Box::pin(sweep::run(o))),
@@ -206,6 +219,7 @@ fn main() -> ExitCode {
             }),
             (Which::Flood, "flood", |o| Box::pin(flood::run(o))),
             (Which::Load, "load", |o| Box::pin(mixed_load::run(o))),
+            (Which::Storm, "storm", |o| Box::pin(storm::run(o))),
         ];
         for (which, name, bench) in benches {
             if !wants(which) {
