@@ -241,3 +241,47 @@ impl Shim {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_shim_lines() {
+        let at = Instant::now();
+        let answer = r#"{"jsonrpc":"2.0","id":7,"result":{"content":[{"type":"text","text":"{\n  \"state\": \"pushed\"\n}"}],"isError":false}}"#;
+        match parse_line(answer, at) {
+            Some(Event::Answer {
+                id: 7,
+                outcome: Ok(s),
+                ..
+            }) => assert_eq!(s, "pushed"),
+            _ => panic!("not a pushed answer"),
+        }
+        let tool_error = r#"{"jsonrpc":"2.0","id":8,"result":{"content":[{"type":"text","text":"no such session"}],"isError":true}}"#;
+        assert!(matches!(
+            parse_line(tool_error, at),
+            Some(Event::Answer {
+                id: 8,
+                outcome: Err(_),
+                ..
+            })
+        ));
+        let rpc_error = r#"{"jsonrpc":"2.0","id":9,"error":{"code":-32602,"message":"bad"}}"#;
+        assert!(matches!(
+            parse_line(rpc_error, at),
+            Some(Event::Answer {
+                id: 9,
+                outcome: Err(_),
+                ..
+            })
+        ));
+        let push = r#"{"jsonrpc":"2.0","method":"notifications/claude/channel","params":{"content":"bench-ser-p0-n3","meta":{"message_id":"01X"}}}"#;
+        match parse_line(push, at) {
+            Some(Event::Channel { content, .. }) => assert_eq!(content, "bench-ser-p0-n3"),
+            _ => panic!("not a channel push"),
+        }
+        assert!(parse_line(r#"{"jsonrpc":"2.0","method":"notifications/other"}"#, at).is_none());
+        assert!(matches!(parse_line("hello", at), Some(Event::Garbage(_))));
+    }
+}
