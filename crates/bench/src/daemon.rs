@@ -118,7 +118,7 @@ impl ServeChild {
         dir: TempDir,
         bind: &str,
     ) -> anyhow::Result<ServeChild> {
-        use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+        use tokio::io::{AsyncBufReadExt, BufReader};
         let mut child = tokio::process::Command::new(muster)
             .arg("serve")
             .arg("--bind")
@@ -138,21 +138,8 @@ impl ServeChild {
             .spawn()
             .with_context(|| format!("cannot start {} serve", muster.display()))?;
         let stdout = child.stdout.take().context("no stdout pipe")?;
-        let mut stderr_pipe = child.stderr.take().context("no stderr pipe")?;
-        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        let keep = stderr.clone();
-        tokio::spawn(async move {
-            let mut buf = [0u8; 4_096];
-            while let Ok(n) = stderr_pipe.read(&mut buf).await {
-                if n == 0 {
-                    return;
-                }
-                let mut kept = keep.lock().unwrap_or_else(|p| p.into_inner());
-                if kept.len() < SERVE_STDERR_KEEP {
-                    kept.push_str(&String::from_utf8_lossy(&buf[..n]));
-                }
-            }
-        });
+        let stderr_pipe = child.stderr.take().context("no stderr pipe")?;
+        let stderr = crate::shim::keep_stderr(stderr_pipe, SERVE_STDERR_KEEP);
         let mut lines = BufReader::new(stdout).lines();
         let said = |stderr: &std::sync::Arc<std::sync::Mutex<String>>| {
             let kept = stderr.lock().unwrap_or_else(|p| p.into_inner());

@@ -85,6 +85,29 @@ pub fn parse_line(line: &str, at: Instant) -> Option<Event> {
     })
 }
 
+/// Drains a child's stderr in a task, keeping its first `keep` bytes for
+/// error messages (a child must never block on a full pipe).
+pub fn keep_stderr(
+    mut pipe: impl tokio::io::AsyncRead + Unpin + Send + 'static,
+    keep: usize,
+) -> Arc<Mutex<String>> {
+    let kept = Arc::new(Mutex::new(String::new()));
+    let into = kept.clone();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 4_096];
+        while let Ok(n) = pipe.read(&mut buf).await {
+            if n == 0 {
+                return;
+            }
+            let mut text = into.lock().unwrap_or_else(|p| p.into_inner());
+            if text.len() < keep {
+                text.push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        }
+    });
+    kept
+}
+
 /// One `muster mcp` child with piped stdio and a task reading its stdout.
 pub struct Shim {
     pub id: String,
@@ -113,7 +136,7 @@ impl Shim {
             .with_context(|| format!("cannot start {} mcp", bin.display()))?;
         let stdin = child.stdin.take().context("no stdin pipe")?;
         let stdout = child.stdout.take().context("no stdout pipe")?;
-        let mut stderr_pipe = child.stderr.take().context("no stderr pipe")?;
+        let stderr_pipe = child.stderr.take().context("no stderr pipe")?;
         let (tx, events) = mpsc::unbounded_channel();
         tokio::spawn(async move {
             let mut lines = BufReader::new(stdout).lines();
@@ -138,20 +161,7 @@ impl Shim {
                 }
             }
         });
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let keep = stderr.clone();
-        tokio::spawn(async move {
-            let mut buf = [0u8; 4_096];
-            while let Ok(n) = stderr_pipe.read(&mut buf).await {
-                if n == 0 {
-                    return;
-                }
-                let mut kept = keep.lock().unwrap_or_else(|p| p.into_inner());
-                if kept.len() < STDERR_KEEP {
-                    kept.push_str(&String::from_utf8_lossy(&buf[..n]));
-                }
-            }
-        });
+        let stderr = keep_stderr(stderr_pipe, STDERR_KEEP);
         Ok(Shim {
             id: id.to_string(),
             child,
