@@ -13,6 +13,39 @@ use crate::{daemon, Opts};
 
 pub const TARGET_PER_SEC: f64 = 20_000.0;
 const SESSIONS: usize = 64;
+/// The concurrencies whose latency is printed besides the headline's.
+const SWEEP_CONNECTIONS: [usize; 4] = [1, 2, 4, 8];
+
+/// One closed-loop phase of prompt-submit hooks over `conns` connections.
+async fn phase(
+    addr: std::net::SocketAddr,
+    conns: usize,
+    opts: &Opts,
+    bodies: &Arc<Vec<Bytes>>,
+) -> anyhow::Result<load::Outcome> {
+    let bodies = bodies.clone();
+    // Worker w cycles over the sessions ≡ w (mod conns): no two connections
+    // speak for one session at once, as with real agents.
+    let make: Arc<load::MakeRequest> = Arc::new(move |w, n| {
+        (
+            "/hook/prompt-submit",
+            bodies[(w + n as usize * conns) % bodies.len()].clone(),
+        )
+    });
+    let spec = Spec {
+        workers: conns,
+        warmup: opts.warmup,
+        measure: opts.measure,
+        max_requests_per_worker: 5_000_000,
+        request_timeout: Duration::from_secs(10),
+    };
+    eprintln!(
+        "hooks: {conns} connections, {SESSIONS} sessions, {} s warm-up + {} s measured…",
+        opts.warmup.as_secs(),
+        opts.measure.as_secs()
+    );
+    load::run(addr, spec, make).await
+}
 
 pub async fn run(opts: &Opts) -> anyhow::Result<Section> {
     let running = daemon::start(|_| {}).await?;
@@ -37,28 +70,14 @@ pub async fn run(opts: &Opts) -> anyhow::Result<Section> {
             )
         })
         .collect();
+    let bodies = Arc::new(bodies);
     let conns = opts.hook_connections;
-    // Worker w cycles over the sessions ≡ w (mod conns): no two connections
-    // speak for one session at once, as with real agents.
-    let make: Arc<load::MakeRequest> = Arc::new(move |w, n| {
-        (
-            "/hook/prompt-submit",
-            bodies[(w + n as usize * conns) % bodies.len()].clone(),
-        )
-    });
-    let spec = Spec {
-        workers: conns,
-        warmup: opts.warmup,
-        measure: opts.measure,
-        max_requests_per_worker: 5_000_000,
-        request_timeout: Duration::from_secs(10),
-    };
-    eprintln!(
-        "hooks: {conns} connections, {SESSIONS} sessions, {} s warm-up + {} s measured…",
-        opts.warmup.as_secs(),
-        opts.measure.as_secs()
-    );
-    let out = load::run(addr, spec, make).await?;
+    let out = phase(addr, conns, opts, &bodies).await?;
+    // The tail at each concurrency from 1 to 8 (issue 12: p99 at every one).
+    let mut sweep = Vec::new();
+    for c in SWEEP_CONNECTIONS {
+        sweep.push((c, phase(addr, c, opts, &bodies).await?));
+    }
     let status = daemon::status(addr).await?;
     running.stop().await?;
 
@@ -96,6 +115,23 @@ pub async fn run(opts: &Opts) -> anyhow::Result<Section> {
             Verdict::check(out.errors == 0),
         ),
     ];
+    for (c, o) in &sweep {
+        rows.push(Row::info(
+            format!("hooks @{c} conns: p50 / p99 / p99.9"),
+            format!(
+                "{} / {} / {}",
+                fmt_us(o.quantile_us(0.50)),
+                fmt_us(o.quantile_us(0.99)),
+                fmt_us(o.quantile_us(0.999))
+            ),
+        ));
+        if o.errors > 0 {
+            errors.push(format!(
+                "{} hook requests failed at {c} connections",
+                o.errors
+            ));
+        }
+    }
     if out.capped {
         rows.push(Row::info(
             format!("{label}: note"),
@@ -116,6 +152,13 @@ pub async fn run(opts: &Opts) -> anyhow::Result<Section> {
         "errors": out.errors,
         "first_error": out.first_error,
         "capped": out.capped,
+        "by_connections": sweep.iter().map(|(c, o)| json!({
+            "connections": c,
+            "requests_per_sec": r1(o.per_sec()),
+            "p50_us": r1(o.quantile_us(0.50)),
+            "p99_us": r1(o.quantile_us(0.99)),
+            "p999_us": r1(o.quantile_us(0.999)),
+        })).collect::<Vec<_>>(),
         "target_requests_per_sec": TARGET_PER_SEC,
         "pass": rate >= TARGET_PER_SEC,
     });

@@ -1,7 +1,8 @@
 //! `muster-bench`: measures the daemon against its performance targets.
 //!
 //! - **hooks**: `POST /hook/prompt-submit` requests/s and latency at 8
-//!   concurrent keep-alive connections (target: at least 20,000/s);
+//!   concurrent keep-alive connections (target: at least 20,000/s), then
+//!   p50/p99/p99.9 at 1, 2, 4 and 8 connections;
 //! - **sends**: durable `POST /api/v1/messages` per second through the API
 //!   (target: at least 10,000/s), checking that nothing acknowledged is lost;
 //! - **sweep**: one liveness sweep at 100,000 sessions (target: under 10 ms);
