@@ -31,6 +31,10 @@ const MAX_OPEN_CODES: usize = 16;
 const MAX_DASHBOARDS: usize = 64;
 /// The dashboard's cookie.
 const COOKIE: &str = "muster_dashboard";
+/// How long a signed-in dashboard stays signed in. Browsers send a cookie
+/// for 127.0.0.1 to every port of it, another user's server included, so
+/// one that leaks is good for this long at most (and until a restart).
+pub const SIGNED_IN_FOR: Duration = Duration::from_secs(12 * 3600);
 
 /// Marks a request that came over the daemon's own Unix socket: only the
 /// daemon's user can enter its directory, so it needs no key.
@@ -47,8 +51,8 @@ pub struct Access {
 struct Logins {
     /// One-time sign-in codes and when each was made.
     codes: VecDeque<(String, Instant)>,
-    /// The cookies of signed-in dashboards.
-    dashboards: VecDeque<String>,
+    /// The cookies of signed-in dashboards, and when each signed in.
+    dashboards: VecDeque<(String, Instant)>,
 }
 
 impl Access {
@@ -137,7 +141,10 @@ impl Access {
         if logins.dashboards.len() >= MAX_DASHBOARDS {
             logins.dashboards.pop_front();
         }
-        logins.dashboards.push_back(cookie.clone());
+        logins
+            .dashboards
+            .retain(|(_, at)| now - *at < SIGNED_IN_FOR);
+        logins.dashboards.push_back((cookie.clone(), now));
         Ok(Some(cookie))
     }
 
@@ -146,10 +153,10 @@ impl Access {
         let Some(given) = cookie(headers, COOKIE) else {
             return false;
         };
-        self.lock()
-            .dashboards
-            .iter()
-            .any(|known| same_secret(given.as_bytes(), known.as_bytes()))
+        let now = Instant::now();
+        self.lock().dashboards.iter().any(|(known, at)| {
+            now - *at < SIGNED_IN_FOR && same_secret(given.as_bytes(), known.as_bytes())
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Logins> {
@@ -220,7 +227,10 @@ pub(crate) async fn sign_in(
                 (header::LOCATION, "/".to_string()),
                 (
                     header::SET_COOKIE,
-                    format!("{COOKIE}={cookie}; HttpOnly; SameSite=Strict; Path=/"),
+                    format!(
+                        "{COOKIE}={cookie}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
+                        SIGNED_IN_FOR.as_secs()
+                    ),
                 ),
                 (header::CACHE_CONTROL, "no-store".to_string()),
             ],

@@ -273,7 +273,9 @@ impl Hub {
             return commit;
         }
         let (state, clock) = (self.state.clone(), self.clock.clone());
-        Box::pin(async move {
+        // A task of its own: the undo must run even if the caller stops
+        // waiting (hyper drops a handler's future when its client hangs up).
+        let watched = tokio::spawn(async move {
             let result = commit.await;
             if let Err(e) = &result {
                 let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
@@ -281,6 +283,13 @@ impl Hub {
                 tracing::warn!("the store refused a change ({e}); {undone} taken back in memory");
             }
             result
+        });
+        Box::pin(async move {
+            watched.await.unwrap_or_else(|e| {
+                Err(muster_store::StoreError::Write(format!(
+                    "the commit's task ended: {e}"
+                )))
+            })
         })
     }
 

@@ -452,8 +452,8 @@ impl<Io: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Counted<Io> {
     }
 }
 
-/// The local key local callers must show (made at the first start), when
-/// the config asks for one. Without it nothing local could call, so failing to
+/// The local key local callers must show (new at every start), when the
+/// config asks for one. Without it nothing local could call, so failing to
 /// make it stops the start with the reason.
 fn local_key(config: &Config, addr: &SocketAddr) -> anyhow::Result<Option<local_key::KeyFile>> {
     let Some(dir) = config.local_key_dir.as_deref() else {
@@ -461,7 +461,7 @@ fn local_key(config: &Config, addr: &SocketAddr) -> anyhow::Result<Option<local_
     };
     #[cfg(unix)]
     {
-        let file = local_key::load_or_create(dir, addr.port())
+        let file = local_key::create(dir, addr.port())
             .map_err(|e| anyhow::anyhow!("cannot set up the local key: {e}"))?;
         Ok(Some(file))
     }

@@ -7,9 +7,8 @@
 //! (see [`unix_socket`](crate::unix_socket)): a directory only its owner can
 //! enter, named by port, so a client that knows only the daemon's URL finds
 //! the key with no discovery step. The file is 0600 and holds 64 hex digits
-//! (256 random bits), made at the first start and kept. Clients read it at
-//! every connection (a file someone removed is made anew at the next start)
-//! and send it as the `x-muster-key` header, and only to a loopback
+//! (256 random bits), new at every start and removed at the stop. Clients
+//! read it at every connection, so they follow a restart, and send it as the `x-muster-key` header, and only to a loopback
 //! address: the key never leaves the machine.
 
 use std::path::{Path, PathBuf};
@@ -25,28 +24,35 @@ pub fn path_for(dir: &Path, port: u16) -> PathBuf {
     dir.join(format!("{port}.key"))
 }
 
-/// The daemon's side: the key for `port` in `dir` (made 0700 if missing):
-/// the one there if it is this user's alone and well formed, else a new
-/// one. Kept across restarts, so a client configured with the key by hand
-/// (an HTTP hook's header, an HTTP MCP client) keeps working; remove the
-/// file to change it.
+/// The daemon's side: a new key for `port` in `dir` (made 0700 if
+/// missing), replacing any a killed daemon left there. A new key at every
+/// start, and none on disk while no daemon runs: clients send the key to
+/// whatever listens on the port, and another user who took the port while
+/// the daemon was down would learn only a key that no daemon takes.
 #[cfg(unix)]
-pub fn load_or_create(dir: &Path, port: u16) -> Result<KeyFile, String> {
+pub fn create(dir: &Path, port: u16) -> Result<KeyFile, String> {
     crate::unix_socket::ensure_private_dir(dir)?;
     let path = path_for(dir, port);
-    if let Some(secret) = read_private(&path) {
-        return Ok(KeyFile { path, secret });
-    }
     let secret = fresh_key()?;
     write_private(&path, &secret)
         .map_err(|e| format!("cannot write the local key {}: {e}", path.display()))?;
     Ok(KeyFile { path, secret })
 }
 
-/// The daemon's key and the file it is in.
+/// The daemon's key and its file; the file is removed when the daemon stops.
 pub struct KeyFile {
     pub path: PathBuf,
     pub secret: String,
+}
+
+impl Drop for KeyFile {
+    fn drop(&mut self) {
+        // Only our own: a file another daemon wrote since is left alone.
+        #[cfg(unix)]
+        if read_private(&self.path).is_some_and(|k| k == self.secret) {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
 }
 
 /// A client's side: the key to show the daemon at `url`, if that daemon is
@@ -125,17 +131,21 @@ fn write_private(path: &Path, key: &str) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension(format!("key.{}", std::process::id()));
     let _ = std::fs::remove_file(&tmp);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    file.write_all(format!("{key}\n").as_bytes())?;
-    file.sync_all()?;
-    drop(file);
-    std::fs::rename(&tmp, path).inspect_err(|_| {
+    let written = (|| {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        file.write_all(format!("{key}\n").as_bytes())?;
+        file.sync_all()?;
+        drop(file);
+        std::fs::rename(&tmp, path)
+    })();
+    if written.is_err() {
         let _ = std::fs::remove_file(&tmp);
-    })
+    }
+    written
 }
 
 /// Whether `given` is `secret`, in time that does not depend on where they
@@ -156,40 +166,29 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     #[test]
-    fn the_key_is_made_once_private_and_kept_across_restarts() {
+    fn each_start_makes_a_new_private_key_and_the_stop_removes_it() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("muster-keys");
-        let first = load_or_create(&dir, 4242).unwrap();
+        let first = create(&dir, 4242).unwrap();
         assert_eq!(first.secret.len(), 64);
         let path = dir.join("4242.key");
         assert_eq!(first.path, path);
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&path), 0o600);
         assert_eq!(mode(&dir), 0o700);
-        assert_eq!(
-            load_or_create(&dir, 4242).unwrap().secret,
-            first.secret,
-            "kept"
-        );
-        assert_ne!(
-            load_or_create(&dir, 4343).unwrap().secret,
-            first.secret,
-            "one per port"
-        );
-        let names: std::collections::BTreeSet<_> = std::fs::read_dir(&dir)
+        assert_eq!(read_private(&path).as_deref(), Some(first.secret.as_str()));
+        // A killed daemon's key (never dropped) is replaced by the next one's.
+        let killed = first.secret.clone();
+        std::mem::forget(first);
+        let second = create(&dir, 4242).unwrap();
+        assert_ne!(second.secret, killed);
+        let names: Vec<_> = std::fs::read_dir(&dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
-        assert_eq!(
-            names,
-            ["4242.key", "4343.key"].map(String::from).into(),
-            "no temporary files"
-        );
-        // A key others could read is no secret: the next start makes a new one.
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let replaced = load_or_create(&dir, 4242).unwrap();
-        assert_ne!(replaced.secret, first.secret);
-        assert_eq!(mode(&path), 0o600);
+        assert_eq!(names, ["4242.key"], "no temporary files are left");
+        drop(second);
+        assert!(!path.exists(), "the key goes with the daemon");
     }
 
     #[test]

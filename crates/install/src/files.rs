@@ -62,10 +62,25 @@ fn write_new(target: &Path, bytes: &[u8], like: Option<std::fs::Metadata>) -> st
     remove_stale_temps(target);
     let tmp = with_suffix(target, &format!(".muster-tmp-{}", std::process::id()));
     let result = (|| {
-        let mut file = std::fs::File::create(&tmp)?;
+        let _ = std::fs::remove_file(&tmp);
+        // Created with the old file's permissions from its first byte: a
+        // 0600 settings file holding a token is never readable by others,
+        // not even while it is being written.
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+            options.mode(
+                like.as_ref()
+                    .map_or(0o644, |m| m.permissions().mode() & 0o7777),
+            );
+        }
+        let mut file = options.open(&tmp)?;
         file.write_all(bytes)?;
         file.sync_all()?;
         if let Some(meta) = like {
+            // The umask may have narrowed the mode at creation.
             std::fs::set_permissions(&tmp, meta.permissions())?;
         }
         std::fs::rename(&tmp, target)
@@ -79,7 +94,7 @@ fn write_new(target: &Path, bytes: &[u8], like: Option<std::fs::Metadata>) -> st
 /// Removes the temporary files an install killed halfway left beside
 /// `target` (`<name>.….muster-tmp-<pid>` of a process that is gone), so
 /// they do not pile up. Only where a process's liveness can be read
-/// (Linux); elsewhere they are left alone.
+/// (Unix); elsewhere they are left alone.
 pub fn remove_stale_temps(target: &Path) {
     let (Some(dir), Some(name)) = (target.parent(), target.file_name()) else {
         return;
@@ -111,9 +126,18 @@ pub fn remove_stale_temps(target: &Path) {
 
 /// Whether no process `pid` runs now (false where that cannot be told).
 fn gone(pid: u32) -> bool {
-    if cfg!(target_os = "linux") {
-        !Path::new("/proc").join(pid.to_string()).exists()
-    } else {
+    #[cfg(unix)]
+    {
+        let Ok(pid) = libc::pid_t::try_from(pid) else {
+            return false;
+        };
+        // SAFETY: kill(2) with signal 0 sends nothing; it only checks.
+        let alive = unsafe { libc::kill(pid, 0) } == 0;
+        !alive && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = pid;
         false
     }
 }

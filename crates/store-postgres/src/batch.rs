@@ -106,11 +106,11 @@ async fn run_batch(
             results
         }
         Ok(Err(fault)) => {
-            *connection = None;
+            discard(connection);
             faulted(&batch, health, fault.kind, &fault.reason)
         }
         Err(panic) => {
-            *connection = None;
+            discard(connection);
             faulted(&batch, health, FaultKind::Other, &panic_text(&*panic))
         }
     };
@@ -134,10 +134,18 @@ async fn probe(pool: &Pool, connection: &mut Option<Object>, health: &WriteHealt
             health.wrote();
         }
         Ok(Err(fault)) => {
-            *connection = None;
+            discard(connection);
             health.failed(fault.kind, &fault.reason, 0);
         }
-        Err(_) => *connection = None,
+        Err(_) => discard(connection),
+    }
+}
+
+/// Drops the writer's connection for good after a fault: taken out of the
+/// pool, so neither the next batch nor a reader is handed it again.
+fn discard(connection: &mut Option<Object>) {
+    if let Some(object) = connection.take() {
+        drop(Object::take(object));
     }
 }
 

@@ -715,7 +715,6 @@ pub async fn ack_up_to_acks_exactly_older_mail_of_recipient<H: Harness>(h: &H) {
     assert_eq!(load(&store).await.unread.len(), 2 + 4);
 }
 
-/// Proves a single submit whose last change fails leaves nothing of its other changes behind.
 /// Proves the writer survives a fault of its backend: while writes fail
 /// underneath, each submit is refused with `Unavailable` (not `Stopped`)
 /// and applies nothing, and health is degraded with a reason and counts
@@ -753,6 +752,7 @@ pub async fn writes_resume_after_a_fault<H: Harness>(h: &H) {
     );
 }
 
+/// Proves a single submit whose last change fails leaves nothing of its other changes behind.
 pub async fn failing_submit_rolls_back_all_its_changes<H: Harness>(h: &H) {
     let store = h.open().await;
     apply(&store, vec![put_direct(1, &["bob"], 1)]).await;

@@ -45,14 +45,19 @@ fn link(base: &str, answer: &Value) -> Result<String, ClientError> {
     Ok(format!("{}{path}", base.trim_end_matches('/')))
 }
 
+/// Opens the link in the default browser without putting it on a command
+/// line (any local user can read those, and spend the code first): the
+/// opener gets a page in this user's private runtime directory (0600)
+/// that sends the browser on to the link.
 fn open_in_browser(url: &str) -> Result<(), ClientError> {
+    let page = private_redirect(url)?;
     let opener = if cfg!(target_os = "macos") {
         "open"
     } else {
         "xdg-open"
     };
     let status = std::process::Command::new(opener)
-        .arg(url)
+        .arg(&page)
         .stdin(std::process::Stdio::null())
         .status()
         .map_err(|e| {
@@ -64,6 +69,37 @@ fn open_in_browser(url: &str) -> Result<(), ClientError> {
         )));
     }
     Ok(())
+}
+
+/// Writes the page that redirects to `url`, readable by this user only.
+fn private_redirect(url: &str) -> Result<std::path::PathBuf, ClientError> {
+    let cannot = |e: String| ClientError::local(format!("{e}; open the link by hand"));
+    #[cfg(unix)]
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let dir = muster_daemon::unix_socket::default_dir();
+        muster_daemon::unix_socket::ensure_private_dir(&dir).map_err(cannot)?;
+        let page = dir.join("dashboard-sign-in.html");
+        let _ = std::fs::remove_file(&page);
+        let html = format!(
+            "<!doctype html><meta charset=utf-8><meta http-equiv=refresh content=\"0; url={url}\">\
+             <title>muster</title><a href=\"{url}\">Sign in to the muster dashboard</a>"
+        );
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&page)
+            .and_then(|mut f| f.write_all(html.as_bytes()))
+            .map_err(|e| cannot(format!("cannot write {}: {e}", page.display())))?;
+        Ok(page)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = url;
+        Err(cannot("opening a browser is supported on Unix only".into()))
+    }
 }
 
 #[cfg(test)]
