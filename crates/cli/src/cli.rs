@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand};
 
 use crate::commands::completions::CompletionsArgs;
+use crate::commands::dashboard::DashboardArgs;
 use crate::commands::guard::GuardArgs;
 use crate::commands::inbox::InboxArgs;
 use crate::commands::install::InstallArgs;
@@ -13,7 +14,6 @@ use crate::commands::rooms::RoomArgs;
 use crate::commands::roster::RosterArgs;
 use crate::commands::send::{BroadcastArgs, SendArgs};
 use crate::commands::serve::ServeArgs;
-use crate::commands::dashboard::DashboardArgs;
 use crate::commands::top::TopArgs;
 use crate::hook::HookArgs;
 use crate::run::RunArgs;

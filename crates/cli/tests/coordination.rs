@@ -101,7 +101,8 @@ fn h(id: &str, pattern: &str, exclusive: bool) -> (String, String, bool) {
 
 /// Posts a hook payload straight to the daemon's `/hook/{event}`.
 fn hook_http(d: &TestDaemon, event: &str, body: &Value) -> Value {
-    let resp = d.http()
+    let resp = d
+        .http()
         .post(format!("{}/hook/{event}", d.url))
         .header("content-type", "application/json")
         .body(body.to_string())

@@ -163,7 +163,8 @@ fn linked(d: &TestDaemon, id: &str) -> String {
 
 /// A gauge from the daemon's /metrics.
 fn gauge(d: &TestDaemon, name: &str) -> u64 {
-    let text = d.http()
+    let text = d
+        .http()
         .get(format!("{}/metrics", d.url))
         .send()
         .unwrap()

@@ -23,7 +23,8 @@ fn a_send_past_the_rate_is_429_with_retry_after_and_muster_send_says_so() {
         );
         assert_eq!(status, 200, "{v}");
     }
-    let resp = d.http()
+    let resp = d
+        .http()
         .post(format!("{}/api/v1/messages", d.url))
         .header("content-type", "application/json")
         .body(json!({"to": "limits-bb-one", "body": "m2"}).to_string())
