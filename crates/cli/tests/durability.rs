@@ -27,14 +27,7 @@ fn kill_9_after_1000_acknowledged_sends_loses_nothing() {
     d.kill9();
 
     let d = TestDaemon::start_in(tmp.path(), &[]);
-    let (status, inbox) = d.get(&format!("/api/v1/inbox?as={b}&limit=1000"));
-    assert_eq!(status, 200);
-    let got: Vec<String> = inbox["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_str().unwrap().to_string())
-        .collect();
+    let got = d.inbox_ids(b, 1000);
     assert_eq!(got.len(), 1_000, "every acknowledged send is back");
     let unique: HashSet<&String> = got.iter().collect();
     assert_eq!(unique.len(), 1_000, "none twice");

@@ -286,14 +286,7 @@ fn kill_9_while_16_senders_send_keeps_every_acknowledged_send_once() {
     assert_eq!(acked_set.len(), acked.len(), "every id acknowledged once");
 
     let d = TestDaemon::start_in(tmp.path(), &[]);
-    let (status, inbox) = d.get(&format!("/api/v1/inbox?as={to}&limit=100000"));
-    assert_eq!(status, 200);
-    let got: Vec<String> = inbox["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_str().unwrap().to_string())
-        .collect();
+    let got = d.inbox_ids(to, 100_000);
     let got_set: HashSet<&String> = got.iter().collect();
     assert_eq!(got_set.len(), got.len(), "no message twice");
     let missing: Vec<&&String> = acked_set.difference(&got_set).collect();

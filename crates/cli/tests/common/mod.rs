@@ -186,6 +186,18 @@ impl TestDaemon {
         self.post(path, body.to_string())
     }
 
+    /// The ids of `as_`'s unread mail, oldest first (at most `limit`).
+    pub fn inbox_ids(&self, as_: &str, limit: usize) -> Vec<String> {
+        let (status, inbox) = self.get(&format!("/api/v1/inbox?as={as_}&limit={limit}"));
+        assert_eq!(status, 200, "{inbox}");
+        inbox["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap().to_string())
+            .collect()
+    }
+
     /// Session ids on the roster now.
     pub fn roster_ids(&self) -> Vec<String> {
         let (status, v) = self.get("/api/v1/roster");
