@@ -74,8 +74,20 @@ impl From<CoreError> for ApiError {
     }
 }
 
+/// The code of a refusal because another daemon sharing the store decided
+/// first (a nickname, a reservation); the daemon decides again before it
+/// answers with it.
+pub const DECIDED_ELSEWHERE: &str = "decided_elsewhere";
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
+        if let StoreError::Conflict(what) = &e {
+            return Self::new(
+                StatusCode::CONFLICT,
+                DECIDED_ELSEWHERE,
+                format!("another muster daemon decided first ({what}); try again"),
+            );
+        }
         tracing::error!("store error: {e}");
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -21,12 +21,14 @@ use muster_core::protocol::{HookEvent, SendOutcome};
 use muster_core::{
     validate, Activity, CoreError, Delivery, DeliveryState, Message, Millis, Session, Target,
 };
+use muster_store::shared::Shared;
 use muster_store::{Change, Commit, InboxQuery, Store};
 use serde_json::json;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
+use crate::cluster;
 use crate::error::ApiError;
 use crate::events::Bus;
 use crate::metrics::Metrics;
@@ -90,6 +92,12 @@ pub struct Hub {
     /// Rate buckets for sends (by sender) and hook calls (by session).
     /// A lock of its own, taken after the state's when both are.
     rates: Mutex<Rates>,
+    /// The team side of a store several daemons share (see `cluster`).
+    pub(crate) shared: Option<Arc<dyn Shared>>,
+    /// Held while the other daemons' changes are applied: one catch-up at a time.
+    pub(crate) following: tokio::sync::Mutex<()>,
+    /// The hub itself, for work a `&self` method hands to tasks.
+    pub(crate) me: Weak<Hub>,
 }
 
 /// The per-session rate buckets.
@@ -176,7 +184,7 @@ fn outcome(views: &[DeliveryView]) -> SendOutcome {
 }
 
 /// Session ids @mentioned in a body, by nickname or session id.
-fn mentioned(body: &str, st: &State) -> Vec<String> {
+pub(crate) fn mentioned(body: &str, st: &State) -> Vec<String> {
     let mut ids = Vec::new();
     for name in muster_core::wake::mentions(body) {
         if let Some(s) = st
@@ -215,12 +223,28 @@ impl Hub {
         store: Arc<dyn Store>,
         store_desc: String,
     ) -> anyhow::Result<Arc<Hub>> {
+        Self::load_shared(config, store, store_desc, None).await
+    }
+
+    /// [`Hub::load`] on a store other daemons may share (`shared` is its
+    /// team side): memory starts at the log position the snapshot has.
+    pub async fn load_shared(
+        config: Config,
+        store: Arc<dyn Store>,
+        store_desc: String,
+        shared: Option<Arc<dyn Shared>>,
+    ) -> anyhow::Result<Arc<Hub>> {
         let clock = config.clock.clone();
-        let snapshot = store.load().await?;
-        let state = State::from_snapshot(snapshot, clock.now());
+        let (snapshot, seq) = match &shared {
+            Some(shared) => shared.load_at().await?,
+            None => (store.load().await?, 0),
+        };
+        let mut state = State::from_snapshot(snapshot, clock.now());
+        state.applied_seq = seq;
         let (settler, settlements) = tokio::sync::mpsc::unbounded_channel();
         let metrics = Metrics::for_store(store.health());
-        let hub = Arc::new(Hub {
+        let hub = Arc::new_cyclic(|me| Hub {
+            me: me.clone(),
             config,
             state: Arc::new(Mutex::new(state)),
             store,
@@ -233,6 +257,8 @@ impl Hub {
             shutdown: CancellationToken::new(),
             settler,
             rates: Mutex::new(Rates::default()),
+            shared,
+            following: tokio::sync::Mutex::new(()),
         });
         tokio::spawn(settle(Arc::downgrade(&hub), settlements));
         Ok(hub)
@@ -362,7 +388,22 @@ impl Hub {
     /// Registers or refreshes a session from a hook call or the API.
     /// Fields a shim link owns (`link`, `can_push`) are never changed here.
     /// Returns the session and whether it (re)joined the roster.
-    pub async fn observe(&self, mut obs: Observed) -> Result<(Session, bool), ApiError> {
+    pub async fn observe(&self, obs: Observed) -> Result<(Session, bool), ApiError> {
+        let mut attempt = 0;
+        loop {
+            match self.observe_once(obs.clone()).await {
+                // Another daemon gave its nickname out first: learn of that
+                // session, then pick another.
+                Err(e) if cluster::decided_elsewhere(&e) && attempt < cluster::DECIDE_AGAIN => {
+                    attempt += 1;
+                    self.catch_up().await?;
+                }
+                answer => return answer,
+            }
+        }
+    }
+
+    async fn observe_once(&self, mut obs: Observed) -> Result<(Session, bool), ApiError> {
         obs.validate()?;
         self.fill_git_info(&mut obs);
         let root = self.resolve_root(&obs.id, obs.cwd.as_deref());
@@ -660,17 +701,7 @@ impl Hub {
         let mut views = self.delivery_views(&recipients);
         // Direct mail to a session goes out live where its link can show it;
         // room mail stays ambient, except for the sessions it @mentions.
-        let live: Vec<String> = match &message.to {
-            Target::Session(recipient) => vec![recipient.clone()],
-            Target::Room(_) => {
-                let st = self.lock();
-                mentioned(&message.body, &st)
-                    .into_iter()
-                    .filter(|id| recipients.contains(id))
-                    .collect()
-            }
-            Target::Operator(_) => Vec::new(),
-        };
+        let live = self.live_recipients(&message, &recipients);
         self.push_live(&message, &live, &mut views).await;
         self.metrics.messages_sent.inc();
         self.metrics.deliveries_queued.add(views.len() as u64);
@@ -743,9 +774,12 @@ impl Hub {
         views: &mut [DeliveryView],
     ) {
         // Several mentioned sessions confirm in parallel, not one after another.
-        let pushes = live
-            .iter()
-            .map(|recipient| self.push_and_confirm(recipient, message));
+        let pushes = live.iter().map(|recipient| async move {
+            match self.push_and_confirm(recipient, message).await {
+                DeliveryState::Queued => self.pushed_elsewhere(recipient, &message.id).await,
+                pushed => pushed,
+            }
+        });
         for (recipient, state) in live
             .iter()
             .zip(futures_util::future::join_all(pushes).await)
@@ -1205,6 +1239,10 @@ impl Hub {
 
     /// One pass of the sweeper: decide on a snapshot, then remove.
     pub async fn sweep_once(&self) -> usize {
+        // In a team, one daemon decides for all.
+        if !self.leads_sweep().await {
+            return 0;
+        }
         self.expire_reservations();
         let clock = self.clock.now();
         let links_known = self.links_known.load(Ordering::Acquire);

@@ -19,6 +19,7 @@ use muster_core::{validate, CoreError, Match, Millis, Reservation, Session};
 use muster_store::Change;
 use serde_json::{json, Value};
 
+use crate::cluster;
 use crate::error::ApiError;
 use crate::gitinfo;
 use crate::hub::Hub;
@@ -177,8 +178,23 @@ impl Hub {
     }
 
     /// Grants every path or none: a conflict with any refuses them all,
-    /// naming each holder.
+    /// naming each holder. In a team, the database has the last word: a
+    /// grant another daemon's reservation raced is decided again on what
+    /// that daemon granted.
     pub async fn reserve(&self, req: ReserveRequest) -> Result<Reservations, ApiError> {
+        let mut attempt = 0;
+        loop {
+            match self.reserve_once(req.clone()).await {
+                Err(e) if cluster::decided_elsewhere(&e) && attempt < cluster::DECIDE_AGAIN => {
+                    attempt += 1;
+                    self.catch_up().await?;
+                }
+                answer => return answer,
+            }
+        }
+    }
+
+    async fn reserve_once(&self, req: ReserveRequest) -> Result<Reservations, ApiError> {
         if req.paths.is_empty() || req.paths.len() > MAX_PATHS {
             return Err(CoreError::invalid(
                 "paths",
@@ -209,7 +225,14 @@ impl Hub {
         let (granted, commit) = {
             let mut st = self.lock();
             refuse_conflicts(&st, &me.id, &root, &patterns, req.exclusive, now)?;
+            // Decided on what memory has of the log: granted only if no
+            // other daemon changed reservations since.
             let mut changes = Vec::new();
+            if self.shared.is_some() {
+                changes.push(Change::ReservationsUnchangedSince {
+                    seq: st.applied_seq,
+                });
+            }
             let mut granted = Vec::new();
             for pattern in patterns {
                 // Re-reserving one's own pattern renews it in place.

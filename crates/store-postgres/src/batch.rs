@@ -10,6 +10,11 @@
 //! fails alone and the others commit. Both ways run the same statements
 //! ([`writes::plan`]) in the same order; a batch with a prune always takes
 //! the second way (a prune reads before it deletes).
+//!
+//! Every transaction that changes anything takes [`LOG_LOCK`] first and
+//! logs what it committed as one entry of the change log last
+//! ([`writes::log`]), so the other daemons on the database apply it (see
+//! `muster_store::shared`).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -23,7 +28,7 @@ use deadpool_postgres::{Object, Pool, Transaction};
 use muster_core::Millis;
 use muster_store::health::{FaultKind, WriteHealth};
 use muster_store::job::{answer_all, faulted, panic_text, Job, JobResult};
-use muster_store::StoreError;
+use muster_store::Change;
 use tokio::sync::mpsc;
 use tokio_postgres::Statement;
 
@@ -32,6 +37,12 @@ use crate::writes::{self, Stmt};
 
 /// Most requests folded into one transaction.
 const MAX_BATCH: usize = 4_096;
+
+/// The advisory lock a writing transaction holds until it commits ("muster
+/// log"): writers of every daemon take turns, so the change log's sequence
+/// order is the order of the commits, and a guard that reads the log sees
+/// every decision committed before its own.
+pub const LOG_LOCK: i64 = 0x6d75_7374_6c6f_67;
 
 /// While the most recent write failed, the writer tries a small write of
 /// its own this often when no request comes, so health recovers without
@@ -60,6 +71,7 @@ pub async fn writer_loop(
     pool: Pool,
     mut jobs: mpsc::UnboundedReceiver<Job>,
     health: Arc<WriteHealth>,
+    origin: Arc<str>,
 ) {
     let mut batch = Vec::new();
     // The writer keeps one connection (readers never make it wait for one),
@@ -80,7 +92,8 @@ pub async fn writer_loop(
         if taken == 0 {
             return;
         }
-        run_batch(&pool, &mut connection, std::mem::take(&mut batch), &health).await;
+        let batch = std::mem::take(&mut batch);
+        run_batch(&pool, &mut connection, batch, &health, &origin).await;
         // The senders just answered are runnable now; letting them run
         // first lets their next requests join the next batch instead of
         // waiting a whole commit for the one after.
@@ -95,9 +108,10 @@ async fn run_batch(
     connection: &mut Option<Object>,
     batch: Vec<Job>,
     health: &WriteHealth,
+    origin: &str,
 ) {
     let written = futures_util::FutureExt::catch_unwind(AssertUnwindSafe(write_batch(
-        pool, connection, &batch,
+        pool, connection, &batch, origin,
     )))
     .await;
     let results = match written {
@@ -177,16 +191,37 @@ enum Work {
     Prune(Millis),
 }
 
-fn work_of(job: &Job) -> Work {
+fn work_of(job: &Job, origin: &str) -> Work {
     match job {
         Job::Apply { changes, .. } => {
             let mut out = Vec::with_capacity(changes.len());
             for change in changes {
-                writes::plan(change, &mut out);
+                writes::plan(change, origin, &mut out);
             }
             Work::Statements(out)
         }
         Job::Prune { cutoff, .. } => Work::Prune(*cutoff),
+    }
+}
+
+/// The changes of the jobs that `kept` says committed, in order.
+fn changes_of<'j>(batch: &'j [Job], kept: impl Fn(usize) -> bool) -> Vec<&'j Change> {
+    batch
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| kept(*i))
+        .flat_map(|(_, job)| match job {
+            Job::Apply { changes, .. } => changes.iter().collect(),
+            Job::Prune { .. } => Vec::new(),
+        })
+        .collect()
+}
+
+/// The statement that takes [`LOG_LOCK`].
+fn lock_log() -> Stmt {
+    Stmt {
+        sql: "SELECT pg_advisory_xact_lock($1)",
+        params: vec![Box::new(LOG_LOCK)],
     }
 }
 
@@ -197,9 +232,18 @@ async fn write_batch(
     pool: &Pool,
     connection: &mut Option<Object>,
     batch: &[Job],
+    origin: &str,
 ) -> Result<Vec<JobResult>, Fault> {
     let client = writer_client(pool, connection).await?;
-    let work: Vec<Work> = batch.iter().map(work_of).collect();
+    let work: Vec<Work> = batch.iter().map(|job| work_of(job, origin)).collect();
+    let all = changes_of(batch, |_| true);
+    let (lock, log) = (lock_log(), writes::log(origin, &all));
+    // A transaction that changes nothing is neither serialized nor logged.
+    let (lock, log): (&[Stmt], &[Stmt]) = if all.is_empty() {
+        (&[], &[])
+    } else {
+        (std::slice::from_ref(&lock), std::slice::from_ref(&log))
+    };
     let statements: Option<Vec<&Stmt>> = work
         .iter()
         .map(|w| match w {
@@ -207,7 +251,10 @@ async fn write_batch(
             Work::Prune(_) => None,
         })
         .collect::<Option<Vec<_>>>()
-        .map(|each| each.into_iter().flatten().collect());
+        .map(|each| {
+            let body = each.into_iter().flatten();
+            lock.iter().chain(body).chain(log).collect()
+        });
     if let Some(statements) = statements {
         let tx = client.transaction().await.map_err(|e| Fault::of(&e))?;
         match pipelined(&tx, &statements).await {
@@ -225,7 +272,7 @@ async fn write_batch(
             }
         }
     }
-    one_by_one(client, &work).await
+    one_by_one(client, batch, &work, origin).await
 }
 
 /// Runs the statements in order, all sent before the first answer is
@@ -288,9 +335,15 @@ async fn pipelined(
 
 /// Runs each job in its own savepoint: one that fails on its own merits
 /// rolls back alone; one that meets a fault of the server fails the batch.
-async fn one_by_one(client: &mut Object, work: &[Work]) -> Result<Vec<JobResult>, Fault> {
+async fn one_by_one(
+    client: &mut Object,
+    batch: &[Job],
+    work: &[Work],
+    origin: &str,
+) -> Result<Vec<JobResult>, Fault> {
     let fault = |e: tokio_postgres::Error| Fault::of(&e);
     let mut tx = client.transaction().await.map_err(fault)?;
+    writes::exec(&tx, &lock_log()).await.map_err(fault)?;
     let mut results = Vec::with_capacity(work.len());
     for w in work {
         let sp = tx.transaction().await.map_err(fault)?;
@@ -306,9 +359,15 @@ async fn one_by_one(client: &mut Object, work: &[Work]) -> Result<Vec<JobResult>
             Err(e) if errors::fault_kind(&e).is_some() => return Err(fault(e)),
             Err(e) => {
                 sp.rollback().await.map_err(fault)?;
-                results.push(Err(StoreError::Write(errors::text(&e))));
+                results.push(Err(errors::refusal(&e)));
             }
         }
+    }
+    let committed = changes_of(batch, |i| results[i].is_ok());
+    if !committed.is_empty() {
+        writes::exec(&tx, &writes::log(origin, &committed))
+            .await
+            .map_err(fault)?;
     }
     tx.commit().await.map_err(fault)?;
     Ok(results)

@@ -51,6 +51,22 @@ pub fn text(e: &tokio_postgres::Error) -> String {
     out
 }
 
+/// What a request the server refused on its own merits is: another
+/// daemon deciding first (a guard's `MU409`, or a nickname given out
+/// already) is a [`StoreError::Conflict`]; anything else a write failure.
+pub fn refusal(e: &tokio_postgres::Error) -> StoreError {
+    let decided_first = e.as_db_error().is_some_and(|db| {
+        db.code().code() == "MU409"
+            || (*db.code() == SqlState::UNIQUE_VIOLATION
+                && db.constraint() == Some("sessions_nickname"))
+    });
+    if decided_first {
+        StoreError::Conflict(text(e))
+    } else {
+        StoreError::Write(text(e))
+    }
+}
+
 /// A driver error as a store error: the backend failed underneath.
 pub fn db_error(e: tokio_postgres::Error) -> StoreError {
     StoreError::Backend(Box::new(Failure(text(&e))))

@@ -10,15 +10,21 @@
 //! transaction committed (with `synchronous_commit` on, so flushed to its
 //! WAL). Reads take pooled connections beside the writer.
 //!
+//! Several daemons may share one database (team mode): the store is also
+//! [`Shared`], with every commit logged in sequence for the others, each
+//! daemon's heartbeat and links, and one sweep leader.
+//!
 //! Layout: `schema` (the migrations), `batch` (the writer: group commit,
-//! pipelined, falling back to a savepoint per request), `writes` (what each
-//! change does to the tables), `reads` (rows back into muster's data),
+//! pipelined, falling back to a savepoint per request, logging each
+//! commit), `writes` (what each change does to the tables), `reads` (rows
+//! back into muster's data), `team` (the listener, heartbeat and leader),
 //! `errors` (the driver's errors in words, and the one error of opening).
 
 mod batch;
 mod errors;
 mod reads;
 mod schema;
+mod team;
 mod writes;
 
 use std::sync::Arc;
@@ -29,10 +35,11 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use muster_core::{Delivery, Message, Millis};
 use muster_store::health::WriteHealth;
 use muster_store::job::Job;
+use muster_store::shared::{Logged, PeerLink, Shared};
 use muster_store::{
     Change, Commit, InboxEntry, InboxQuery, PruneReport, Snapshot, Store, StoreError,
 };
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_postgres::config::{Host, SslMode};
 use tokio_postgres::NoTls;
 
@@ -52,6 +59,11 @@ pub struct PostgresStore {
     writer: mpsc::UnboundedSender<Job>,
     describe: String,
     health: Arc<WriteHealth>,
+    /// For the connections outside the pool (listener, leader).
+    config: tokio_postgres::Config,
+    heartbeat: team::Heartbeat,
+    leader: team::Leader,
+    notified: watch::Receiver<u64>,
 }
 
 /// A parsed `postgres://` URL with what the store sets on every
@@ -130,7 +142,7 @@ impl PostgresStore {
     pub async fn open(url: &str) -> Result<Self, StoreError> {
         let (config, target) = config_from(url).map_err(|e| StoreError::Backend(Box::new(e)))?;
         let manager = Manager::from_config(
-            config,
+            config.clone(),
             NoTls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
@@ -149,12 +161,25 @@ impl PostgresStore {
         drop(client);
         let (writer, jobs) = mpsc::unbounded_channel();
         let health = Arc::new(WriteHealth::new());
-        tokio::spawn(batch::writer_loop(pool.clone(), jobs, health.clone()));
+        let daemon_id: Arc<str> =
+            format!("d-{}", ulid::Ulid::new().to_string().to_lowercase()).into();
+        tokio::spawn(batch::writer_loop(
+            pool.clone(),
+            jobs,
+            health.clone(),
+            daemon_id.clone(),
+        ));
+        let (notify, notified) = watch::channel(0);
+        tokio::spawn(team::listen(config.clone(), notify));
         Ok(PostgresStore {
             pool,
             writer,
             describe: format!("postgres://{}/{}", target.server, target.database),
             health,
+            config,
+            heartbeat: team::Heartbeat::new(daemon_id),
+            leader: team::Leader::default(),
+            notified,
         })
     }
 
@@ -171,8 +196,7 @@ impl PostgresStore {
 #[async_trait]
 impl Store for PostgresStore {
     async fn load(&self) -> Result<Snapshot, StoreError> {
-        let mut client = self.client().await?;
-        reads::load(&mut client).await
+        Ok(self.load_at().await?.0)
     }
 
     fn submit(&self, changes: Vec<Change>) -> Commit {
@@ -230,5 +254,47 @@ impl Store for PostgresStore {
 
     fn health(&self) -> Arc<WriteHealth> {
         self.health.clone()
+    }
+}
+
+#[async_trait]
+impl Shared for PostgresStore {
+    fn daemon_id(&self) -> &str {
+        &self.heartbeat.daemon_id
+    }
+
+    async fn load_at(&self) -> Result<(Snapshot, u64), StoreError> {
+        let mut client = self.client().await?;
+        reads::load(&mut client).await
+    }
+
+    async fn changes_after(&self, seq: u64, limit: usize) -> Result<Vec<Logged>, StoreError> {
+        let client = self.client().await?;
+        reads::changes_after(&client, seq, limit).await
+    }
+
+    fn notifications(&self) -> watch::Receiver<u64> {
+        self.notified.clone()
+    }
+
+    async fn heartbeat(&self, linked: Vec<String>) -> Result<Vec<PeerLink>, StoreError> {
+        let mut client = self.client().await?;
+        self.heartbeat.beat(&mut client, linked).await
+    }
+
+    async fn lead(&self) -> bool {
+        self.leader.lead(&self.config).await
+    }
+
+    async fn leave(&self) {
+        self.leader.resign().await;
+        match self.client().await {
+            Ok(client) => {
+                if let Err(e) = self.heartbeat.leave(&client).await {
+                    tracing::warn!("could not remove this daemon's heartbeat: {e}");
+                }
+            }
+            Err(e) => tracing::warn!("could not remove this daemon's heartbeat: {e}"),
+        }
     }
 }

@@ -7,6 +7,7 @@ use muster_core::{
     Activity, Delivery, DeliveryState, LinkKind, Membership, Message, Reservation, Room, Session,
     Target,
 };
+use muster_store::shared::Logged;
 use muster_store::{InboxEntry, InboxQuery, Snapshot, StoreError};
 use tokio_postgres::types::{FromSql, ToSql};
 use tokio_postgres::{IsolationLevel, Row};
@@ -159,8 +160,9 @@ fn reservation_from(r: &Row) -> Result<Reservation, StoreError> {
 }
 
 /// Everything the daemon loads, in one repeatable-read transaction: every
-/// query sees the same commit, so no batch lands half in the snapshot.
-pub async fn load(client: &mut ClientWrapper) -> Result<Snapshot, StoreError> {
+/// query sees the same commit, so no batch lands half in the snapshot. With
+/// it, the change log's last entry in that snapshot (0 for none).
+pub async fn load(client: &mut ClientWrapper) -> Result<(Snapshot, u64), StoreError> {
     let tx = client
         .build_transaction()
         .isolation_level(IsolationLevel::RepeatableRead)
@@ -168,6 +170,11 @@ pub async fn load(client: &mut ClientWrapper) -> Result<Snapshot, StoreError> {
         .start()
         .await
         .map_err(db_error)?;
+    let seq: i64 = tx
+        .query_one("SELECT COALESCE(max(seq), 0) FROM changes", &[])
+        .await
+        .map_err(db_error)
+        .and_then(|row| get(&row, 0))?;
     let sessions = tx_rows(
         &tx,
         &format!("SELECT {SESSION_COLUMNS} FROM sessions ORDER BY connected_at, id"),
@@ -204,13 +211,43 @@ pub async fn load(client: &mut ClientWrapper) -> Result<Snapshot, StoreError> {
     )
     .await?;
     tx.commit().await.map_err(db_error)?;
-    Ok(Snapshot {
+    let snapshot = Snapshot {
         sessions,
         rooms,
         memberships,
         unread,
         reservations,
-    })
+    };
+    Ok((snapshot, seq.max(0) as u64))
+}
+
+/// Change-log entries after `seq`, oldest first, at most `limit`.
+pub async fn changes_after(
+    client: &ClientWrapper,
+    seq: u64,
+    limit: usize,
+) -> Result<Vec<Logged>, StoreError> {
+    let after = i64::try_from(seq).unwrap_or(i64::MAX);
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    rows(
+        client,
+        &client.statement_cache,
+        "SELECT seq, origin, body FROM changes WHERE seq > $1 ORDER BY seq LIMIT $2",
+        &[&after, &limit],
+        |r| {
+            let seq: i64 = get(r, 0)?;
+            let body: &str = get(r, 2)?;
+            let changes = serde_json::from_str(body).map_err(|e| {
+                StoreError::Corrupt(format!("change-log entry {seq} does not read back: {e}"))
+            })?;
+            Ok(Logged {
+                seq: seq.max(0) as u64,
+                origin: get(r, 1)?,
+                changes,
+            })
+        },
+    )
+    .await
 }
 
 pub async fn inbox(client: &ClientWrapper, q: InboxQuery) -> Result<Vec<InboxEntry>, StoreError> {

@@ -9,7 +9,10 @@ use tokio_postgres::Client;
 use crate::errors::db_error;
 
 /// The migrations, oldest first; migration `n` brings a database to version `n`.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_initial.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_initial.sql"),
+    include_str!("migrations/0002_team.sql"),
+];
 
 /// The schema version a fully migrated database is at.
 pub const SCHEMA_VERSION: usize = MIGRATIONS.len();

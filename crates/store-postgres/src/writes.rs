@@ -80,8 +80,35 @@ const PUT_RESERVATION: &str = "INSERT INTO reservations
         pattern = excluded.pattern, exclusive = excluded.exclusive, reason = excluded.reason,
         created_at = excluded.created_at, expires_at = excluded.expires_at";
 
-/// Appends the statements that make `change`, in the order they must run.
-pub fn plan(change: &Change, out: &mut Vec<Stmt>) {
+/// Fails the transaction (SQLSTATE `MU409`, see `errors::refusal`) if a
+/// daemon other than `$2` logged a reservation change after `$1`.
+const RESERVATIONS_UNCHANGED: &str =
+    "SELECT muster_conflict('reservations changed since this daemon decided')
+     WHERE EXISTS (SELECT 1 FROM changes WHERE reserves AND seq > $1 AND origin <> $2)";
+
+/// Logs the transaction's changes as the next entry and notifies the
+/// listening daemons, who read it by its `seq`. Run last in a transaction
+/// that holds `LOG_LOCK` (so the next `seq` is this one's alone, and
+/// sequence order is commit order); the notification goes out at commit.
+const LOG: &str = "WITH logged AS (
+        INSERT INTO changes (seq, origin, reserves, body, logged_at)
+        SELECT COALESCE(max(seq), 0) + 1, $1, $2, $3,
+               (extract(epoch FROM clock_timestamp()) * 1000)::bigint
+        FROM changes
+        RETURNING seq)
+     SELECT pg_notify('muster_changes', seq::text) FROM logged";
+
+/// The statement that logs `changes` committed by `origin` (see [`LOG`]).
+pub fn log(origin: &str, changes: &[&Change]) -> Stmt {
+    let reserves = changes.iter().any(|c| c.touches_reservations());
+    // Changes are plain data (strings, numbers, enums): they always encode.
+    let body = serde_json::to_string(changes).unwrap_or_else(|_| "[]".to_string());
+    stmt(LOG, params![origin.to_string(), reserves, body])
+}
+
+/// Appends the statements that make `change`, in the order they must run;
+/// `origin` is the daemon writing it.
+pub fn plan(change: &Change, origin: &str, out: &mut Vec<Stmt>) {
     match change {
         Change::PutSession(s) => out.push(put_session(s)),
         Change::TouchSession { id, last_seen_at } => out.push(stmt(
@@ -144,6 +171,10 @@ pub fn plan(change: &Change, out: &mut Vec<Stmt>) {
         Change::DeleteReservationsOf { session_id } => out.push(stmt(
             "DELETE FROM reservations WHERE session_id = $1",
             params![session_id.clone()],
+        )),
+        Change::ReservationsUnchangedSince { seq } => out.push(stmt(
+            RESERVATIONS_UNCHANGED,
+            params![i64::try_from(*seq).unwrap_or(i64::MAX), origin.to_string()],
         )),
     }
 }
@@ -243,6 +274,16 @@ pub async fn exec(tx: &Transaction<'_>, s: &Stmt) -> Result<u64, Error> {
     tx.execute_raw(&statement, s.params()).await
 }
 
+/// How long the change log keeps an entry: a daemon that stopped reading
+/// it for longer cannot catch up entry by entry (see `muster_store::shared`).
+const LOG_KEEP_MS: Millis = 3_600_000;
+
+/// Drops log entries older than `$1` ms, by the database's clock, but never
+/// the newest: the next `seq` is counted from it.
+const PRUNE_LOG: &str = "DELETE FROM changes
+     WHERE logged_at < (extract(epoch FROM clock_timestamp()) * 1000)::bigint - $1
+       AND seq < (SELECT max(seq) FROM changes)";
+
 pub async fn prune(tx: &Transaction<'_>, cutoff: Millis) -> Result<PruneReport, Error> {
     let deliveries = exec(
         tx,
@@ -272,6 +313,7 @@ pub async fn prune(tx: &Transaction<'_>, cutoff: Millis) -> Result<PruneReport, 
     for s in &forget {
         exec(tx, s).await?;
     }
+    exec(tx, &stmt(PRUNE_LOG, params![LOG_KEEP_MS])).await?;
     Ok(PruneReport {
         messages,
         deliveries,

@@ -215,7 +215,10 @@ async fn fresh_database_is_migrated_and_recorded() {
     assert_eq!(
         tables,
         [
+            "changes",
+            "daemons",
             "deliveries",
+            "links",
             "memberships",
             "messages",
             "muster_schema_migrations",

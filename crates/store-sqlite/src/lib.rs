@@ -777,6 +777,8 @@ fn apply_change(tx: &Connection, change: &Change) -> rusqlite::Result<()> {
             tx.prepare_cached("DELETE FROM reservations WHERE session_id = ?1")?
                 .execute(params![session_id])?;
         }
+        // One daemon per SQLite file: no one else changes reservations.
+        Change::ReservationsUnchangedSince { .. } => {}
     }
     Ok(())
 }

@@ -13,6 +13,7 @@
 pub mod conformance;
 pub mod health;
 pub mod job;
+pub mod shared;
 
 use std::sync::Arc;
 
@@ -41,6 +42,11 @@ pub enum StoreError {
     /// writes are tried afresh.
     #[error("the store cannot write: {0}")]
     Unavailable(String),
+    /// Another daemon sharing the store decided first (a nickname it gave
+    /// out, reservations it changed since this daemon last caught up):
+    /// nothing of the submit was applied; catch up and decide again.
+    #[error("another daemon decided first: {0}")]
+    Conflict(String),
     /// The store has stopped taking work.
     #[error("the store has stopped")]
     Stopped,
@@ -56,8 +62,10 @@ impl StoreError {
 }
 
 /// One change to durable state. The changes of one submit are applied
-/// together or not at all.
-#[derive(Debug, Clone, PartialEq)]
+/// together or not at all. A store that several daemons share logs them
+/// (as JSON, see [`shared`]), and every daemon applies the others' in order.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "change", rename_all = "snake_case")]
 pub enum Change {
     /// Insert or replace a session (every stored field; `link_up` and `wake`
     /// are live state and load as `false` and `None`).
@@ -103,6 +111,24 @@ pub enum Change {
     DeleteReservation { id: String },
     /// Every reservation a session holds (it left the roster).
     DeleteReservationsOf { session_id: String },
+    /// A guard, no change: fails the whole submit with
+    /// [`StoreError::Conflict`] if another daemon sharing the store logged a
+    /// reservation change after log position `seq` (what this daemon had
+    /// applied when it decided). A store no other daemon writes to passes it.
+    ReservationsUnchangedSince { seq: u64 },
+}
+
+impl Change {
+    /// Whether the change touches reservations (what
+    /// [`Change::ReservationsUnchangedSince`] guards).
+    pub fn touches_reservations(&self) -> bool {
+        matches!(
+            self,
+            Change::PutReservation(_)
+                | Change::DeleteReservation { .. }
+                | Change::DeleteReservationsOf { .. }
+        )
+    }
 }
 
 /// What the daemon loads at start: one consistent state (no commit is ever

@@ -225,6 +225,14 @@ impl Mailboxes {
             .is_some_and(|u| u.state == DeliveryState::Queued)
     }
 
+    /// Whether a message is unread and recorded as pushed to the recipient.
+    pub fn is_pushed(&self, recipient: &str, id: &str) -> bool {
+        self.by_recipient
+            .get(recipient)
+            .and_then(|m| m.get(id))
+            .is_some_and(|u| u.state == DeliveryState::Pushed)
+    }
+
     /// Records a message as pushed at `mono_now`: turn hooks no longer
     /// offer it (unless the transcript shows the push never reached the
     /// model), a read still shows it.

@@ -84,6 +84,12 @@ pub struct State {
     pub files: Files,
     /// Connected wakers by run id.
     pub wakers: HashMap<String, Waker>,
+    /// With a store other daemons share: the last change-log entry applied
+    /// here (every entry up to it is in memory; see `cluster`).
+    pub applied_seq: u64,
+    /// The newest message id another daemon made: ids made here come after
+    /// it, so ids stay ordered across daemons whose clocks differ a little.
+    newest_elsewhere: Option<ulid::Ulid>,
 }
 
 impl Directory for State {
@@ -131,6 +137,8 @@ impl State {
             ids: ulid::Generator::new(),
             files: Files::default(),
             wakers: HashMap::new(),
+            applied_seq: 0,
+            newest_elsewhere: None,
         };
         for r in snapshot.reservations {
             state.files.put(r);
@@ -276,13 +284,27 @@ impl State {
         self.rooms.get(name).map(|r| self.named_view(r))
     }
 
-    /// A new time-ordered message id.
+    /// A new time-ordered message id, after every id seen from other daemons.
     pub fn next_message_id(&mut self) -> String {
         // The generator only fails when 2^80 ids are made in one millisecond.
-        self.ids
-            .generate()
-            .map(|u| u.to_string())
-            .unwrap_or_else(|_| ulid::Ulid::new().to_string())
+        let id = self.ids.generate().unwrap_or_else(|_| ulid::Ulid::new());
+        match self.newest_elsewhere {
+            Some(newest) if id <= newest => {
+                let next = newest.increment().unwrap_or(id);
+                self.newest_elsewhere = Some(next);
+                next.to_string()
+            }
+            _ => id.to_string(),
+        }
+    }
+
+    /// Another daemon made the id `id` (a message or reservation it logged).
+    pub fn note_id_elsewhere(&mut self, id: &str) {
+        if let Ok(id) = ulid::Ulid::from_string(id) {
+            if self.newest_elsewhere.is_none_or(|newest| id > newest) {
+                self.newest_elsewhere = Some(id);
+            }
+        }
     }
 
     fn add_unread_at(
@@ -343,6 +365,7 @@ impl State {
             Change::PutReservation(r) => self.files.put(r.clone()),
             Change::DeleteReservation { id } => self.files.delete(id),
             Change::DeleteReservationsOf { session_id } => self.files.delete_of(session_id),
+            Change::ReservationsUnchangedSince { .. } => {}
         }
     }
 

@@ -40,6 +40,9 @@ pub struct SessionEntry {
     pub continuation_due: bool,
     /// What can start a turn in it when it is idle (see `wake`).
     pub wake: WakeState,
+    /// The other daemon it is linked to, as that daemon's heartbeat says
+    /// (team mode; see `cluster`).
+    pub linked_elsewhere: Option<String>,
 }
 
 /// A session's side of waking: which run (a `muster run`, an opencode
@@ -103,6 +106,7 @@ impl Roster {
                 holds_in_row: 0,
                 continuation_due: false,
                 wake: WakeState::default(),
+                linked_elsewhere: None,
             },
         );
     }

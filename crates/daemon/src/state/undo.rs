@@ -118,7 +118,8 @@ impl State {
                 | Change::ForgetSession { .. }
                 | Change::PutMessage { .. }
                 | Change::AdvanceDelivery { .. }
-                | Change::AckUpTo { .. } => {}
+                | Change::AckUpTo { .. }
+                | Change::ReservationsUnchangedSince { .. } => {}
             }
         }
         Undo { entries }
