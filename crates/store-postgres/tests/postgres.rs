@@ -619,3 +619,194 @@ async fn a_url_requiring_tls_is_refused_with_what_to_do() {
         "says what to do: {text}"
     );
 }
+
+// ---- Team mode: several stores (daemons) on one database ----
+
+use muster_core::Reservation;
+use muster_store::shared::Shared;
+
+fn reservation(id: &str, session: &str) -> Change {
+    Change::PutReservation(Reservation {
+        id: id.into(),
+        session_id: session.into(),
+        root: "/repo".into(),
+        pattern: "src/**".into(),
+        exclusive: true,
+        reason: String::new(),
+        created_at: 1,
+        expires_at: i64::MAX / 2,
+    })
+}
+
+// Proves every commit of two daemons is logged once, in one gapless
+// sequence, each entry naming the daemon that made it and carrying exactly
+// its changes; and that `load_at` gives the position of the last entry.
+#[tokio::test]
+async fn two_daemons_commits_are_logged_in_one_gapless_sequence() {
+    let h = PgHarness::new();
+    let (a, b) = (h.open().await, h.open().await);
+    assert_ne!(a.daemon_id(), b.daemon_id());
+    let mut commits = Vec::new();
+    for i in 0..40 {
+        let (store, who) = if i % 2 == 0 { (&a, "a") } else { (&b, "b") };
+        commits.push(store.submit(vec![put(&format!("m{i:03}-{who}"), "bob")]));
+    }
+    for c in commits {
+        c.await.unwrap();
+    }
+    let log = b.changes_after(0, 1_000).await.unwrap();
+    assert_eq!(
+        log.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        (1..=log.len() as u64).collect::<Vec<_>>()
+    );
+    let mut ids: Vec<(String, String)> = Vec::new();
+    for entry in &log {
+        for change in &entry.changes {
+            let Change::PutMessage { message, .. } = change else {
+                panic!("unexpected change {change:?}");
+            };
+            let origin = if message.id.ends_with("-a") { a.daemon_id() } else { b.daemon_id() };
+            assert_eq!(entry.origin, origin, "entry {}", entry.seq);
+            ids.push((message.id.clone(), entry.origin.clone()));
+        }
+    }
+    ids.sort();
+    assert_eq!(ids.len(), 40);
+    ids.dedup();
+    assert_eq!(ids.len(), 40);
+    let (snapshot, seq) = a.load_at().await.unwrap();
+    assert_eq!(seq, log.last().unwrap().seq);
+    assert_eq!(snapshot.unread.len(), 40);
+    assert_eq!(a.changes_after(seq, 10).await.unwrap(), vec![]);
+    // The middle of the log reads back from where it is asked.
+    let tail = a.changes_after(seq - 2, 10).await.unwrap();
+    assert_eq!(tail.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![seq - 1, seq]);
+}
+
+// Proves a daemon hears of another's commit: its notifications change
+// after the other's submit resolves.
+#[tokio::test]
+async fn a_commit_notifies_the_other_daemons() {
+    let h = PgHarness::new();
+    let (a, b) = (h.open().await, h.open().await);
+    let mut heard = b.notifications();
+    // The listener has connected once it counted its first connection.
+    tokio::time::timeout(std::time::Duration::from_secs(10), heard.wait_for(|n| *n > 0))
+        .await
+        .expect("the listener connects")
+        .unwrap();
+    let before = *heard.borrow_and_update();
+    a.apply(vec![put("m1", "bob")]).await.unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(5), heard.wait_for(|n| *n > before))
+        .await
+        .expect("the commit is notified")
+        .unwrap();
+}
+
+// Proves reservations are decided in the database: a grant decided on a
+// log position after which another daemon changed reservations is refused
+// as a conflict and leaves nothing behind; decided on the current
+// position it is granted.
+#[tokio::test]
+async fn a_reservation_decided_on_a_stale_position_is_refused() {
+    let h = PgHarness::new();
+    let (a, b) = (h.open().await, h.open().await);
+    let (_, start) = b.load_at().await.unwrap();
+    a.apply(vec![reservation("r-a", "sa")]).await.unwrap();
+    let refused = b
+        .apply(vec![
+            Change::ReservationsUnchangedSince { seq: start },
+            reservation("r-b", "sb"),
+        ])
+        .await;
+    assert!(
+        matches!(&refused, Err(StoreError::Conflict(why)) if why.contains("reservations changed")),
+        "{refused:?}"
+    );
+    let (snapshot, now) = b.load_at().await.unwrap();
+    assert_eq!(
+        snapshot.reservations.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        ["r-a"]
+    );
+    // Its own reservations never stand in its way, and a current position passes.
+    b.apply(vec![
+        Change::ReservationsUnchangedSince { seq: now },
+        reservation("r-b", "sb"),
+    ])
+    .await
+    .unwrap();
+    b.apply(vec![
+        Change::ReservationsUnchangedSince { seq: now },
+        reservation("r-b2", "sb"),
+    ])
+    .await
+    .unwrap();
+    let (snapshot, _) = a.load_at().await.unwrap();
+    assert_eq!(snapshot.reservations.len(), 3);
+}
+
+// Proves a nickname is given out once whichever daemon gives it: a second
+// session with a taken nickname is a conflict; the same session again is
+// an update.
+#[tokio::test]
+async fn a_nickname_is_given_out_once() {
+    let h = PgHarness::new();
+    let (a, b) = (h.open().await, h.open().await);
+    a.apply(vec![Change::PutSession(Session::new("s1", "blue-otter", 1))])
+        .await
+        .unwrap();
+    let refused = b
+        .apply(vec![Change::PutSession(Session::new("s2", "blue-otter", 2))])
+        .await;
+    assert!(matches!(refused, Err(StoreError::Conflict(_))), "{refused:?}");
+    let mut again = Session::new("s1", "blue-otter", 1);
+    again.status = "busy".into();
+    b.apply(vec![Change::PutSession(again)]).await.unwrap();
+    let (snapshot, _) = a.load_at().await.unwrap();
+    assert_eq!(snapshot.sessions.len(), 1);
+    assert_eq!(snapshot.sessions[0].status, "busy");
+}
+
+// Proves the heartbeat: each daemon sees the other's links (not its own),
+// changes of them show at the next beat, and a daemon that leaves takes
+// its links with it.
+#[tokio::test]
+async fn heartbeats_share_each_daemons_links() {
+    let h = PgHarness::new();
+    let (a, b) = (h.open().await, h.open().await);
+    assert_eq!(a.heartbeat(vec!["s1".into(), "s2".into()]).await.unwrap(), vec![]);
+    let mut seen = b.heartbeat(vec!["s3".into()]).await.unwrap();
+    seen.sort_by(|x, y| x.session_id.cmp(&y.session_id));
+    assert_eq!(
+        seen.iter().map(|p| (p.session_id.as_str(), p.daemon.as_str())).collect::<Vec<_>>(),
+        [("s1", a.daemon_id()), ("s2", a.daemon_id())]
+    );
+    assert!(seen.iter().all(|p| (0..5_000).contains(&p.heartbeat_age_ms)), "{seen:?}");
+    let seen = a.heartbeat(vec!["s2".into()]).await.unwrap();
+    assert_eq!(
+        seen.iter().map(|p| p.session_id.as_str()).collect::<Vec<_>>(),
+        ["s3"]
+    );
+    let seen = b.heartbeat(vec!["s3".into()]).await.unwrap();
+    assert_eq!(
+        seen.iter().map(|p| p.session_id.as_str()).collect::<Vec<_>>(),
+        ["s2"]
+    );
+    a.leave().await;
+    assert_eq!(b.heartbeat(vec!["s3".into()]).await.unwrap(), vec![]);
+}
+
+// Proves the sweep has one leader: the first daemon to ask leads and keeps
+// leading; the other does not, until the leader leaves.
+#[tokio::test]
+async fn one_daemon_leads_the_sweep_until_it_leaves() {
+    let h = PgHarness::new();
+    let (a, b) = (h.open().await, h.open().await);
+    assert!(a.lead().await);
+    assert!(!b.lead().await);
+    assert!(a.lead().await);
+    assert!(!b.lead().await);
+    a.leave().await;
+    assert!(b.lead().await);
+    assert!(!a.lead().await);
+}
