@@ -14,6 +14,7 @@
 
 mod access;
 pub mod clock;
+mod cluster;
 mod error;
 mod events;
 mod extract;
@@ -41,6 +42,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use muster_core::limits::{self, Rate};
+use muster_store::shared::Shared;
 use muster_store::Store;
 use muster_store_postgres::PostgresStore;
 use muster_store_sqlite::SqliteStore;
@@ -177,13 +179,17 @@ impl Daemon {
     }
 }
 
-async fn open_store(config: &Config) -> anyhow::Result<(Arc<dyn Store>, String)> {
+/// An opened store: what the daemon writes to, its description, and (for
+/// a database several daemons may share) its team side.
+type Opened = (Arc<dyn Store>, String, Option<Arc<dyn Shared>>);
+
+async fn open_store(config: &Config) -> anyhow::Result<Opened> {
     match &config.store {
         StoreKind::Sqlite => {
             let path = config.data_dir.join("muster.db");
             let store = SqliteStore::open(&path)
                 .with_context(|| format!("cannot open the SQLite store at {}", path.display()))?;
-            Ok((Arc::new(store), format!("sqlite:{}", path.display())))
+            Ok((Arc::new(store), format!("sqlite:{}", path.display()), None))
         }
         StoreKind::Postgres(url) => {
             let store = PostgresStore::open(url).await.map_err(|e| match e {
@@ -194,7 +200,8 @@ async fn open_store(config: &Config) -> anyhow::Result<(Arc<dyn Store>, String)>
                 other => anyhow::anyhow!("cannot open the PostgreSQL store: {other}"),
             })?;
             let desc = store.describe().to_string();
-            Ok((Arc::new(store), desc))
+            let store = Arc::new(store);
+            Ok((store.clone(), desc, Some(store)))
         }
     }
 }
@@ -241,7 +248,7 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
             config.data_dir.display()
         )
     })?;
-    let (store, store_desc) = open_store(&config).await?;
+    let (store, store_desc, shared) = open_store(&config).await?;
     let listener = TcpListener::bind(&config.bind)
         .await
         .with_context(|| format!("cannot listen on {}", config.bind))?;
@@ -249,10 +256,11 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
     check_bind(&addr, &config.token)?;
     let access = access::Access::new(local_key(&config, &addr)?);
     let unix = bind_unix_socket(&config, &addr);
-    let hub = Hub::load(config, store, store_desc).await?;
+    let hub = Hub::load_shared(config, store, store_desc, shared).await?;
     let app = routes::router(hub.clone(), access);
     let (shutdown, stop_rx) = watch::channel(false);
     let background = tasks::spawn(hub.clone(), shutdown.subscribe());
+    let team = cluster::spawn(hub.clone(), shutdown.subscribe());
     // The listener is up: shims can re-link from now on, so the sweeper may decide.
     hub.mark_links_known();
     let permits = Arc::new(Semaphore::new(hub.config.max_connections.max(1)));
@@ -277,6 +285,7 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
             }
         });
     let served = serve_connections(listener, app, hub.clone(), permits, stop_rx, false);
+    let hub_after = hub.clone();
     let task = tokio::spawn(async move {
         served.await;
         if let Some(unix) = unix_task {
@@ -284,6 +293,10 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
             let _ = unix.await;
         }
         background.abort();
+        if let Some(team) = team {
+            team.abort();
+        }
+        hub_after.leave_team().await;
         Ok(())
     });
     Ok(Daemon {

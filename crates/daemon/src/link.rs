@@ -532,7 +532,7 @@ impl Hub {
     /// Writes one message to a recipient's link if it can take pushes, and
     /// (with `confirmation`) waits for the shim to confirm it. None if no
     /// push went out.
-    fn try_push(
+    pub(crate) fn try_push(
         &self,
         recipient: &str,
         message: &Arc<Message>,

@@ -83,6 +83,15 @@ impl SessionEntry {
     }
 }
 
+/// Frees `session`'s nickname, unless it names another session by now: in
+/// a team, a session another daemon gave the nickname to first may have
+/// arrived before this one's record was taken back.
+fn release_nickname(nicknames: &mut HashMap<String, String>, session: &Session) {
+    if nicknames.get(&session.nickname) == Some(&session.id) {
+        nicknames.remove(&session.nickname);
+    }
+}
+
 #[derive(Default)]
 pub struct Roster {
     sessions: HashMap<String, SessionEntry>,
@@ -223,7 +232,7 @@ impl Roster {
             return;
         };
         if entry.session.nickname != session.nickname {
-            self.nicknames.remove(&entry.session.nickname);
+            release_nickname(&mut self.nicknames, &entry.session);
             self.nicknames
                 .insert(session.nickname.clone(), session.id.clone());
         }
@@ -236,7 +245,7 @@ impl Roster {
     /// Forgets a session and its nickname.
     pub(super) fn forget(&mut self, id: &str) {
         if let Some(e) = self.sessions.remove(id) {
-            self.nicknames.remove(&e.session.nickname);
+            release_nickname(&mut self.nicknames, &e.session);
         }
     }
 
