@@ -9,6 +9,8 @@
 mod common;
 #[path = "support/peer_shim.rs"]
 mod peer_shim;
+#[path = "support/waker.rs"]
+mod waker;
 
 use std::collections::HashSet;
 use std::process::Command;
@@ -18,6 +20,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use peer_shim::PeerShim;
 use serde_json::{json, Value};
+use waker::{hook_in_run, Waker};
 
 /// The server the tests use, as a URL without a database.
 fn server() -> String {
@@ -179,6 +182,17 @@ fn three_daemons_share_mail_live_by_hook_and_in_rooms() {
     // A applies B's record within a notification's round trip.
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(context_of(&a.hook("prompt-submit", &on_b)), None);
+
+    // The thread reads the same through every daemon.
+    let threads: Vec<Value> = ds
+        .iter()
+        .map(|d| {
+            d.get(&format!("/api/v1/messages/{id}/thread?as=sender-a"))
+                .1
+        })
+        .collect();
+    assert_eq!(threads[0]["messages"][0]["body"], "hook mail from A");
+    assert!(threads.iter().all(|t| *t == threads[0]), "{threads:?}");
 
     // Rooms: members joined through different daemons.
     a.muster_json(&["join", "reviewers", "--as", "sender-a", "--json"]);
@@ -380,4 +394,28 @@ fn a_daemon_that_missed_notifications_catches_up_by_sequence() {
     // Every message stored once.
     assert_eq!(db.sql("SELECT count(*) FROM messages"), "7");
     assert_eq!(db.sql("SELECT count(DISTINCT id) FROM messages"), "7");
+}
+
+// Proves a wake crosses daemons: a session whose run's waker is connected
+// to daemon B, and whose turn has ended, is woken by direct mail sent
+// through daemon A within 2 s, and the wake names the session.
+#[test]
+fn mail_through_one_daemon_wakes_an_idle_session_on_another() {
+    let db = FreshDatabase::new("wake");
+    let ds = daemons(&db, 2);
+    let run = "run-00000000000000b7";
+    let id = "7ea00000-0000-4000-8000-000000000001";
+    let waker = Waker::open(&ds[1], run, "pty");
+    hook_in_run(&ds[1], run, "prompt-submit", id, "UserPromptSubmit", None);
+    hook_in_run(&ds[1], run, "stop", id, "Stop", None);
+    register(&ds[0], "sender", "/tmp");
+    all_show(&ds, &[id, "sender"], false);
+    let started = Instant::now();
+    ds[0].muster_json(&["send", id, "wake up, please", "--as", "sender", "--json"]);
+    let woke = waker.next(Duration::from_secs(3));
+    let elapsed = started.elapsed();
+    let (kind, data) = woke.expect("a wake event");
+    assert_eq!(kind, "wake", "{data}");
+    assert!(data.to_string().contains(id), "{data}");
+    assert!(elapsed < Duration::from_secs(2), "woken after {elapsed:?}");
 }
