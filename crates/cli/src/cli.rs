@@ -21,7 +21,9 @@ use crate::run::RunArgs;
 const AFTER_HELP: &str = "\
 Client commands find the daemon at --url, else MUSTER_URL, else `url` in
 $XDG_CONFIG_HOME/muster/config.toml (~/.config/muster/config.toml), else
-http://127.0.0.1:7420. Without --as they act as this session
+http://127.0.0.1:7420. An https:// daemon's certificate is checked against
+Mozilla's roots, or, when MUSTER_CA_FILE names a PEM file, against the CAs
+in it alone. Without --as they act as this session
 (MUSTER_SESSION_ID, else CLAUDE_CODE_SESSION_ID), else as the operator
 (op:<name>; MUSTER_OPERATOR, else `operator` in config.toml, else $USER).
 
@@ -59,7 +61,11 @@ pub enum Command {
         long_about = "Run the muster daemon in the foreground until Ctrl-C or SIGTERM.\n\n\
 It serves the JSON API, the hook endpoints and the event stream on one TCP port, keeps its \
 data in --data-dir, and sweeps sessions that went away.\n\n\
-Example:\n  muster serve --bind 127.0.0.1:7420 --stale-after 60s\n\n\
+With --tls-cert and --tls-key it serves HTTPS and WSS on that port (rustls); clients then use \
+an https:// URL, and trust the certificate through Mozilla's roots or MUSTER_CA_FILE. Bound \
+beyond loopback without them, it warns that tokens cross the network in clear text.\n\n\
+Example:\n  muster serve --bind 127.0.0.1:7420 --stale-after 60s\n  \
+muster serve --bind 0.0.0.0:7420 --token \"$T\" --tls-cert cert.pem --tls-key key.pem\n\n\
 Durations are written 500ms, 90s, 60m, 24h or 30d. --json has no effect here."
     )]
     Serve(ServeArgs),

@@ -22,6 +22,9 @@ pub const EXIT_UNREACHABLE: i32 = 3;
 pub enum ClientError {
     /// No answer: refused, timed out, connection lost.
     Unreachable { url: String, reason: String },
+    /// No TLS with an https:// daemon: its certificate was refused, or it
+    /// does not speak TLS; `reason` says which and what to do.
+    Untrusted { url: String, reason: String },
     /// The daemon answered with an error.
     Api { body: ErrorBody },
     /// The daemon answered something this client cannot read.
@@ -37,7 +40,7 @@ impl ClientError {
 
     pub fn exit_code(&self) -> i32 {
         match self {
-            ClientError::Unreachable { .. } => EXIT_UNREACHABLE,
+            ClientError::Unreachable { .. } | ClientError::Untrusted { .. } => EXIT_UNREACHABLE,
             _ => EXIT_FAILURE,
         }
     }
@@ -53,6 +56,7 @@ impl ClientError {
             error: match self {
                 ClientError::Api { body, .. } => body.error.clone(),
                 ClientError::Unreachable { .. } => detail("daemon_unreachable", self.to_string()),
+                ClientError::Untrusted { .. } => detail("tls_failed", self.to_string()),
                 ClientError::Protocol(_) => detail("bad_answer", self.to_string()),
                 ClientError::Local(_) => detail("invalid_input", self.to_string()),
             },
@@ -65,6 +69,12 @@ impl fmt::Display for ClientError {
         match self {
             ClientError::Unreachable { url, reason } => {
                 write!(f, "cannot reach the muster daemon at {url} ({reason}); start it with `muster serve`")
+            }
+            ClientError::Untrusted { url, reason } => {
+                write!(
+                    f,
+                    "cannot reach the muster daemon at {url} securely: {reason}"
+                )
             }
             ClientError::Api { body, .. } => write!(f, "{}", body.error.message),
             ClientError::Protocol(why) => write!(f, "unexpected answer from the daemon: {why}"),
@@ -164,6 +174,10 @@ impl Client {
         if let Some(timeout) = timeout {
             builder = builder.timeout(timeout);
         }
+        if crate::tls::is_tls_url(base) {
+            builder = builder
+                .use_preconfigured_tls(crate::tls::client_config().map_err(ClientError::Local)?);
+        }
         let http = builder
             .build()
             .map_err(|e| ClientError::local(format!("cannot set up the HTTP client: {e}")))?;
@@ -191,9 +205,13 @@ impl Client {
     }
 
     fn unreachable(&self, err: &reqwest::Error) -> ClientError {
-        ClientError::Unreachable {
-            url: self.base.clone(),
-            reason: transport_reason(err),
+        let url = self.base.clone();
+        match crate::tls::failure(err) {
+            Some(reason) => ClientError::Untrusted { url, reason },
+            None => ClientError::Unreachable {
+                url,
+                reason: transport_reason(err),
+            },
         }
     }
 

@@ -178,7 +178,7 @@ impl Source {
 }
 
 /// The daemon URL: `--url`, else MUSTER_URL, else `url` in config.toml, else the default.
-/// The URL must be `http://host[:port]`; a trailing slash is dropped.
+/// The URL must be `http://host[:port]` or `https://…`; a trailing slash is dropped.
 pub fn resolve_url(
     flag: Option<&str>,
     env: &Env,
@@ -198,18 +198,17 @@ pub fn resolve_url(
     Ok((url, source))
 }
 
-/// Checks a daemon URL and strips its trailing slashes. Only plain http is
-/// spoken (the daemon is on loopback or a trusted network behind a token).
-/// Returns the URL as parsed, not as typed: the parser drops tabs, newlines
-/// and control characters the text may hold, which the typed text would
-/// otherwise carry into every request URL (found by the `address` fuzz
-/// target).
+/// Checks a daemon URL and strips its trailing slashes: `http://`, or
+/// `https://` for a daemon served with TLS (see `tls`). Returns the URL as
+/// parsed, not as typed: the parser drops tabs, newlines and control
+/// characters the text may hold, which the typed text would otherwise
+/// carry into every request URL (found by the `address` fuzz target).
 pub fn normalize_url(raw: &str) -> Result<String, String> {
     let trimmed = raw.trim().trim_end_matches('/');
     let parsed = reqwest::Url::parse(trimmed).map_err(|e| format!("is not a URL: {e}"))?;
-    if parsed.scheme() != "http" {
+    if !matches!(parsed.scheme(), "http" | "https") {
         return Err(format!(
-            "uses {}://; muster speaks plain http:// (e.g. {DEFAULT_URL})",
+            "uses {}://; muster speaks http:// (e.g. {DEFAULT_URL}) or https://",
             parsed.scheme()
         ));
     }
@@ -358,15 +357,27 @@ mod tests {
 
     #[test]
     fn bad_urls_are_refused_with_their_source() {
-        // Proves a malformed or https URL is an error naming where it came from, not a panic.
+        // Proves a malformed or ws:// URL is an error naming where it came
+        // from, not a panic, and an https:// one is taken.
         let env = Env {
-            muster_url: Some("https://x:1".into()),
+            muster_url: Some("ws://x:1".into()),
             ..Env::default()
         };
         let err = resolve_url(None, &env, &LoadedConfig::default()).unwrap_err();
-        assert!(
-            err.contains("MUSTER_URL") && err.contains("http://"),
-            "{err}"
+        assert_eq!(
+            err,
+            "daemon URL \"ws://x:1\" (from MUSTER_URL) uses ws://; muster speaks http:// (e.g. http://127.0.0.1:7420) or https://"
+        );
+        let env = Env {
+            muster_url: Some("https://team.example:7420/".into()),
+            ..Env::default()
+        };
+        assert_eq!(
+            resolve_url(None, &env, &LoadedConfig::default()),
+            Ok((
+                "https://team.example:7420".to_string(),
+                Source::Env("MUSTER_URL")
+            ))
         );
         assert!(resolve_url(Some("not a url"), &env, &LoadedConfig::default()).is_err());
         assert!(resolve_url(Some("http://h:1/?q=1"), &env, &LoadedConfig::default()).is_err());

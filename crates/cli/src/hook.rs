@@ -45,6 +45,13 @@ pub enum HookFailure {
         url: String,
         reason: String,
     },
+    /// A `MUSTER_CA_FILE` that cannot be used, and why.
+    TlsSetup(String),
+    /// An https:// daemon whose certificate was refused, or that speaks no TLS.
+    Tls {
+        url: String,
+        reason: String,
+    },
     Timeout {
         url: String,
     },
@@ -70,6 +77,10 @@ impl fmt::Display for HookFailure {
             }
             HookFailure::Unreachable { url, reason } => {
                 write!(f, "daemon unreachable at {url} ({reason})")
+            }
+            HookFailure::TlsSetup(why) => write!(f, "{why}"),
+            HookFailure::Tls { url, reason } => {
+                write!(f, "no secure connection to the daemon at {url}: {reason}")
             }
             HookFailure::Timeout { url } => write!(
                 f,
@@ -232,7 +243,12 @@ pub struct HookRequest {
 
 async fn post(req: &HookRequest, body: Vec<u8>, deadline: Instant) -> Result<Vec<u8>, HookFailure> {
     let unreachable = |e: reqwest::Error| {
-        if e.is_timeout() {
+        if let Some(reason) = crate::tls::failure(&e) {
+            HookFailure::Tls {
+                url: req.url.clone(),
+                reason,
+            }
+        } else if e.is_timeout() {
             HookFailure::Timeout {
                 url: req.url.clone(),
             }
@@ -243,12 +259,17 @@ async fn post(req: &HookRequest, body: Vec<u8>, deadline: Instant) -> Result<Vec
             }
         }
     };
-    let client = reqwest::Client::builder()
+    let mut client = reqwest::Client::builder()
         .tcp_nodelay(true)
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(deadline.saturating_duration_since(Instant::now()))
         .no_proxy()
-        .user_agent(concat!("muster-hook/", env!("CARGO_PKG_VERSION")))
+        .user_agent(concat!("muster-hook/", env!("CARGO_PKG_VERSION")));
+    if crate::tls::is_tls_url(&req.url) {
+        let tls = crate::tls::client_config().map_err(HookFailure::TlsSetup)?;
+        client = client.use_preconfigured_tls(tls);
+    }
+    let client = client
         .build()
         .map_err(|e| HookFailure::Runtime(e.to_string()))?;
     let mut builder = client

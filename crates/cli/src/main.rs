@@ -11,6 +11,7 @@ mod names;
 mod output;
 mod run;
 mod sse;
+mod tls;
 mod transcript;
 
 use clap::{CommandFactory, Parser};

@@ -32,6 +32,7 @@ mod routes;
 mod state;
 mod surfacing;
 mod tasks;
+mod tls;
 pub mod unix_socket;
 mod wake;
 
@@ -56,6 +57,7 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 pub use clock::{Clock, ManualClock};
 pub use hub::Hub;
 pub use reservations::GuardMode;
+pub use tls::TlsFiles;
 
 /// How long `stop` waits for open requests to finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -119,6 +121,9 @@ pub struct Config {
     /// A frame not written to a shim within this ends the link (the shim
     /// stopped reading); the shim re-links and gets its mail again.
     pub link_stall: Duration,
+    /// The certificate and key to serve the TCP port with over TLS; `None`:
+    /// plain HTTP (the Unix socket is plain either way).
+    pub tls: Option<TlsFiles>,
 }
 
 impl Config {
@@ -149,6 +154,7 @@ impl Config {
             max_link_frame_bytes: limits::DEFAULT_MAX_LINK_FRAME_BYTES,
             link_queue: limits::DEFAULT_LINK_QUEUE,
             link_stall: Duration::from_millis(limits::DEFAULT_LINK_STALL_MS),
+            tls: None,
         }
     }
 }
@@ -242,6 +248,8 @@ fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
 
 /// Opens the store, loads state, binds the port and serves in the background.
 pub async fn start(config: Config) -> anyhow::Result<Daemon> {
+    // First: a bad certificate or key stops the start before anything is made.
+    let tls = config.tls.as_ref().map(tls::Tls::load).transpose()?;
     create_private_dir(&config.data_dir).with_context(|| {
         format!(
             "cannot create the data directory {}",
@@ -254,6 +262,9 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
         .with_context(|| format!("cannot listen on {}", config.bind))?;
     let addr = listener.local_addr()?;
     check_bind(&addr, &config.token)?;
+    if let Some(warning) = tls::clear_text_warning(&addr, tls.is_some()) {
+        tracing::warn!("{warning}");
+    }
     let access = access::Access::new(local_key(&config, &addr)?);
     let unix = bind_unix_socket(&config, &addr);
     let hub = Hub::load_shared(config, store, store_desc, shared).await?;
@@ -284,7 +295,7 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
                 tracing::debug!("cannot set TCP_NODELAY on an accepted socket: {e}");
             }
         });
-    let served = serve_connections(listener, app, hub.clone(), permits, stop_rx, false);
+    let served = serve_connections(listener, app, hub.clone(), permits, tls, stop_rx, false);
     let hub_after = hub.clone();
     let task = tokio::spawn(async move {
         served.await;
@@ -316,12 +327,15 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
 /// timeout covers both), so half-open connections cannot pile up. Each
 /// connection has its own budget of sends and hook calls
 /// ([`routes::ConnectionBudget`]). On the daemon's own Unix socket
-/// (`own_socket`) every request is marked as from the daemon's user.
+/// (`own_socket`) every request is marked as from the daemon's user. With
+/// `tls`, each connection's handshake comes first, in its own task and
+/// within the header timeout (see [`tls`]).
 async fn serve_connections<L>(
     mut listener: L,
     app: axum::Router,
     hub: Arc<Hub>,
     permits: Arc<Semaphore>,
+    tls: Option<tls::Tls>,
     mut stop_rx: watch::Receiver<bool>,
     own_socket: bool,
 ) where
@@ -342,7 +356,11 @@ async fn serve_connections<L>(
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             hub.metrics.connections_refused.inc();
-            tokio::spawn(refuse_connection(io, hub.config.max_connections));
+            tokio::spawn(refuse_connection(
+                tls.clone(),
+                io,
+                hub.config.max_connections,
+            ));
             continue;
         };
         hub.metrics.connections_open.enter();
@@ -363,11 +381,16 @@ async fn serve_connections<L>(
             let mut app = app.clone();
             async move { tower_service::Service::call(&mut app, req).await }
         });
-        let conn = http
-            .serve_connection(hyper_util::rt::TokioIo::new(io), service)
-            .with_upgrades();
-        let (open, mut stop_rx) = (open.clone(), stop_rx.clone());
+        let (http, tls, open, mut stop_rx) =
+            (http.clone(), tls.clone(), open.clone(), stop_rx.clone());
+        let handshake_limit = hub.config.header_timeout;
         tokio::spawn(async move {
+            let Some(io) = tls::accept(tls.as_ref(), io, handshake_limit).await else {
+                return;
+            };
+            let conn = http
+                .serve_connection(hyper_util::rt::TokioIo::new(io), service)
+                .with_upgrades();
             let mut conn = std::pin::pin!(conn);
             let stopping = async move {
                 let _ = stop_rx.wait_for(|stop| *stop).await;
@@ -392,7 +415,11 @@ async fn serve_connections<L>(
 }
 
 /// Over the connection cap: a 503 in the daemon's error shape, and close.
-async fn refuse_connection<Io: tokio::io::AsyncWrite + Unpin>(mut io: Io, cap: usize) {
+/// Over TLS the answer is encrypted too, so the handshake shares its second.
+async fn refuse_connection<Io>(tls: Option<tls::Tls>, io: Io, cap: usize)
+where
+    Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     use tokio::io::AsyncWriteExt;
     let body = format!(
         "{{\"error\":{{\"code\":\"too_many_connections\",\"message\":\"the daemon has {cap} connections open, its limit; retry in a second\",\"retry_after_ms\":1000}}}}"
@@ -402,6 +429,9 @@ async fn refuse_connection<Io: tokio::io::AsyncWrite + Unpin>(mut io: Io, cap: u
         body.len()
     );
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let Some(mut io) = tls::accept(tls.as_ref(), io, Duration::from_secs(1)).await else {
+            return;
+        };
         let _ = io.write_all(answer.as_bytes()).await;
         let _ = io.shutdown().await;
     })
@@ -531,7 +561,7 @@ fn serve_unix(
         axum::serve::ListenerExt::tap_io(listener, move |_: &mut tokio::net::UnixStream| {
             tap_hub.metrics.unix_connections.inc();
         });
-    let served = serve_connections(listener, app, hub.clone(), permits, stop_rx, true);
+    let served = serve_connections(listener, app, hub.clone(), permits, None, stop_rx, true);
     tokio::spawn(async move {
         served.await;
         drop(file);
@@ -553,9 +583,17 @@ fn serve_unix(
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let daemon = start(config).await?;
     let status = daemon.hub.status();
+    let tls = daemon.hub.config.tls.is_some();
+    if let Some(warning) = tls::clear_text_warning(&daemon.addr, tls) {
+        // Besides the log line: a log filtered to errors must not hide it.
+        eprintln!("\n{warning}\n");
+    }
     println!(
-        "muster listening on http://{} (store {}, operator {})",
-        daemon.addr, status.store, status.operator
+        "muster listening on {}://{} (store {}, operator {})",
+        if tls { "https" } else { "http" },
+        daemon.addr,
+        status.store,
+        status.operator
     );
     tracing::info!(addr = %daemon.addr, store = %status.store, "muster daemon started");
     shutdown_signal().await;

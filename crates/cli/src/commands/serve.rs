@@ -12,7 +12,8 @@ use crate::output::clean;
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Address to listen on; anything but loopback requires --token
+    /// Address to listen on; anything but loopback requires --token (and
+    /// wants --tls-cert/--tls-key: without them it warns)
     #[arg(
         long,
         env = "MUSTER_BIND",
@@ -88,6 +89,26 @@ pub struct ServeArgs {
     /// muster-<uid>/<port>.sock); shims link over it, cheaper than TCP
     #[arg(long, env = "MUSTER_UNIX_SOCKET", default_value = "on", value_parser = ["on", "off"], value_name = "on|off")]
     pub unix_socket: String,
+
+    /// Serve HTTPS and WSS with this certificate (PEM: the server's own
+    /// first, then any intermediates); needs --tls-key. The Unix socket
+    /// stays plain (it is local)
+    #[arg(
+        long,
+        env = "MUSTER_TLS_CERT",
+        requires = "tls_key",
+        value_name = "FILE"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert (PEM: PKCS#8, RSA or EC)
+    #[arg(
+        long,
+        env = "MUSTER_TLS_KEY",
+        requires = "tls_cert",
+        value_name = "FILE"
+    )]
+    pub tls_key: Option<PathBuf>,
 
     #[command(flatten)]
     pub limits: Box<LimitArgs>,
@@ -263,6 +284,10 @@ pub fn run(args: ServeArgs, env: &Env) -> i32 {
         max_link_frame_bytes: args.limits.max_link_frame_bytes,
         link_queue: limits::DEFAULT_LINK_QUEUE,
         link_stall: args.limits.link_stall,
+        tls: args
+            .tls_cert
+            .zip(args.tls_key)
+            .map(|(cert, key)| muster_daemon::TlsFiles { cert, key }),
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::{SinkExt, StreamExt};
@@ -57,7 +58,12 @@ impl Link {
     ) -> (Link, mpsc::Receiver<Message>) {
         let (commands, rx) = mpsc::channel(256);
         let (pushes_tx, pushes) = mpsc::channel(1_024);
-        let daemon = Daemon { ws_url, token };
+        let transport = Transport::for_url(&ws_url);
+        let daemon = Daemon {
+            ws_url,
+            token,
+            transport,
+        };
         tokio::spawn(run(daemon, hello, rx, pushes_tx));
         (Link { commands }, pushes)
     }
@@ -117,10 +123,32 @@ pub struct Hello {
     pub per_call: bool,
 }
 
-/// Where the link goes, and the token it shows there.
+/// Where the link goes, the token it shows there, and how TCP gets there.
 struct Daemon {
     ws_url: String,
     token: Option<String>,
+    transport: Transport,
+}
+
+/// How the link travels over TCP: plain for `ws://`, TLS for `wss://`.
+enum Transport {
+    Plain,
+    Tls(tokio_rustls::TlsConnector),
+    /// `wss://`, but `MUSTER_CA_FILE` cannot be used: why.
+    Unusable(String),
+}
+
+impl Transport {
+    /// Read once, when the shim starts: trust does not change under it.
+    fn for_url(ws_url: &str) -> Transport {
+        if !crate::tls::is_tls_url(ws_url) {
+            return Transport::Plain;
+        }
+        match crate::tls::client_config() {
+            Ok(config) => Transport::Tls(tokio_rustls::TlsConnector::from(Arc::new(config))),
+            Err(why) => Transport::Unusable(why),
+        }
+    }
 }
 
 impl Daemon {
@@ -259,20 +287,79 @@ async fn session(
             ),
         ));
     };
-    // `true`: TCP_NODELAY, so a small frame never waits for a delayed ACK.
+    let connector = match &daemon.transport {
+        Transport::Plain => None,
+        Transport::Tls(connector) => Some(connector),
+        Transport::Unusable(why) => return Ended::Fatal(error("tls_failed", why.clone())),
+    };
+    let Some(connector) = connector else {
+        // `true`: TCP_NODELAY, so a small frame never waits for a delayed ACK.
+        let connected = tokio::time::timeout(
+            Duration::from_secs(5),
+            tokio_tungstenite::connect_async_with_config(request, Some(config), true),
+        )
+        .await;
+        return match connected {
+            Ok(Ok((ws, _))) => converse(ws, hello, commands, pushes).await,
+            Ok(Err(e)) => refused_or_dropped(&e),
+            Err(_) => Ended::Dropped(false),
+        };
+    };
     let connected = tokio::time::timeout(
         Duration::from_secs(5),
-        tokio_tungstenite::connect_async_with_config(request, Some(config), true),
+        connect_tls(connector, request, config),
     )
     .await;
-    let ws = match connected {
-        Ok(Ok((ws, _))) => ws,
-        Ok(Err(tungstenite::Error::Http(response))) if response.status() == 401 => {
+    match connected {
+        Ok(Ok(ws)) => converse(ws, hello, commands, pushes).await,
+        Ok(Err(e)) => refused_or_dropped(&e),
+        Err(_) => Ended::Dropped(false),
+    }
+}
+
+/// A failed connection: refused for good when the daemon said 401 or its
+/// TLS cannot be trusted (both need a person to change something), else
+/// dropped, to be tried again.
+fn refused_or_dropped(err: &tungstenite::Error) -> Ended {
+    if let tungstenite::Error::Http(response) = err {
+        if response.status() == 401 {
             return Ended::Fatal(error("unauthorized", refusal(response.body().as_deref())));
         }
-        _ => return Ended::Dropped(false),
-    };
-    converse(ws, hello, commands, pushes).await
+    }
+    match crate::tls::failure(err) {
+        Some(reason) => Ended::Fatal(error(
+            "tls_failed",
+            format!("cannot link to the muster daemon securely: {reason}"),
+        )),
+        None => Ended::Dropped(false),
+    }
+}
+
+/// A `wss://` link: TCP (no Nagle, as for `ws://`), the TLS handshake with
+/// the name or address in the URL, then the WebSocket upgrade.
+async fn connect_tls(
+    connector: &tokio_rustls::TlsConnector,
+    request: Request,
+    config: WebSocketConfig,
+) -> Result<
+    tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
+    tungstenite::Error,
+> {
+    let uri = request.uri();
+    let host = uri
+        .host()
+        .map(|h| h.trim_start_matches('[').trim_end_matches(']').to_string())
+        .ok_or(tungstenite::Error::Url(
+            tungstenite::error::UrlError::NoHostName,
+        ))?;
+    let port = uri.port_u16().unwrap_or(443);
+    let name = rustls::pki_types::ServerName::try_from(host.clone())
+        .map_err(|_| tungstenite::Error::Url(tungstenite::error::UrlError::NoHostName))?;
+    let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+    tcp.set_nodelay(true)?;
+    let tls = connector.connect(name, tcp).await?;
+    let (ws, _) = tokio_tungstenite::client_async_with_config(request, tls, Some(config)).await?;
+    Ok(ws)
 }
 
 /// What to tell the agent when the daemon refused the link: the daemon's
