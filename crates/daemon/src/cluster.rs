@@ -47,9 +47,6 @@ pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
 /// heartbeat.
 pub const HEARTBEAT_LOST_MS: Millis = 5_000;
 
-/// A decision another daemon won is made again at most this many times.
-pub const DECIDE_AGAIN: usize = 5;
-
 /// Starts the follower and the heartbeat; none without a shared store.
 pub fn spawn(hub: Arc<Hub>, stop: watch::Receiver<bool>) -> Option<JoinHandle<()>> {
     let shared = hub.shared.clone()?;
@@ -324,9 +321,4 @@ impl Hub {
             None => true,
         }
     }
-}
-
-/// Whether an error says another daemon decided first (see [`DECIDE_AGAIN`]).
-pub(crate) fn decided_elsewhere(e: &crate::error::ApiError) -> bool {
-    e.code == crate::error::DECIDED_ELSEWHERE
 }

@@ -79,6 +79,9 @@ impl From<CoreError> for ApiError {
 /// answers with it.
 pub const DECIDED_ELSEWHERE: &str = "decided_elsewhere";
 
+/// A decision another daemon won is made again at most this many times.
+pub const DECIDE_AGAIN: usize = 5;
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         if let StoreError::Conflict(what) = &e {
@@ -98,6 +101,11 @@ impl From<StoreError> for ApiError {
 }
 
 impl ApiError {
+    /// Whether another daemon decided first (see [`DECIDED_ELSEWHERE`]).
+    pub fn decided_elsewhere(&self) -> bool {
+        self.code == DECIDED_ELSEWHERE
+    }
+
     pub fn detail(self) -> ErrorDetail {
         ErrorDetail {
             code: self.code.to_string(),

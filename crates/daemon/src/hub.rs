@@ -28,7 +28,6 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
-use crate::cluster;
 use crate::error::ApiError;
 use crate::events::Bus;
 use crate::metrics::Metrics;
@@ -394,7 +393,7 @@ impl Hub {
             match self.observe_once(obs.clone()).await {
                 // Another daemon gave its nickname out first: learn of that
                 // session, then pick another.
-                Err(e) if cluster::decided_elsewhere(&e) && attempt < cluster::DECIDE_AGAIN => {
+                Err(e) if e.decided_elsewhere() && attempt < crate::error::DECIDE_AGAIN => {
                     attempt += 1;
                     self.catch_up().await?;
                 }

@@ -19,7 +19,6 @@ use muster_core::{validate, CoreError, Match, Millis, Reservation, Session};
 use muster_store::Change;
 use serde_json::{json, Value};
 
-use crate::cluster;
 use crate::error::ApiError;
 use crate::gitinfo;
 use crate::hub::Hub;
@@ -185,7 +184,7 @@ impl Hub {
         let mut attempt = 0;
         loop {
             match self.reserve_once(req.clone()).await {
-                Err(e) if cluster::decided_elsewhere(&e) && attempt < cluster::DECIDE_AGAIN => {
+                Err(e) if e.decided_elsewhere() && attempt < crate::error::DECIDE_AGAIN => {
                     attempt += 1;
                     self.catch_up().await?;
                 }
