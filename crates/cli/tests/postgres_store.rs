@@ -7,6 +7,7 @@ mod common;
 
 use std::collections::HashSet;
 use std::process::Command;
+use std::time::Duration;
 
 use common::*;
 use serde_json::json;
@@ -223,4 +224,56 @@ fn muster_store_names_the_database_and_help_hides_it() {
     let help = String::from_utf8_lossy(&help.stdout);
     assert!(help.contains("MUSTER_STORE"), "{help}");
     assert!(!help.contains("not-checked-by-trust"), "{help}");
+}
+
+// Proves a daemon that cannot catch up entry by entry (the team's change
+// log no longer holds entries it has not applied, as after a prune past
+// it) stops with a clear error and a failing exit code instead of serving
+// memory the database no longer matches.
+#[test]
+fn a_daemon_that_lost_track_of_the_change_log_stops_saying_why() {
+    use std::io::{BufRead, BufReader, Read};
+    use std::process::Stdio;
+    let db = FreshDatabase::new();
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .args(["--store", &db.url()])
+        .env("RUST_LOG", "warn")
+        .env_remove("MUSTER_URL")
+        .env_remove("MUSTER_STORE")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert!(line.contains("muster listening on"), "{line}");
+    // An entry two past the next one: the ones between are gone.
+    psql(
+        &db.name,
+        "INSERT INTO changes (seq, origin, reserves, body, logged_at)
+         SELECT COALESCE(max(seq), 0) + 3, 'd-elsewhere', false, '[]', 0 FROM changes;
+         NOTIFY muster_changes",
+    );
+    let exited = wait_until(Duration::from_secs(10), || {
+        child.try_wait().unwrap().is_some()
+    });
+    assert!(exited.is_some(), "the daemon kept running on stale memory");
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "{status}");
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(
+        stderr.contains("the change log holds entries from") && stderr.contains("start it again"),
+        "{stderr}"
+    );
 }

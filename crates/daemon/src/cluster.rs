@@ -129,9 +129,11 @@ impl Hub {
     /// entry by entry, so the daemon stops and its supervisor starts it
     /// afresh from the database; its shims re-link meanwhile.
     fn lost_track(&self, after: u64, first: u64) -> StoreError {
-        tracing::error!(
-            "the change log holds entries from {first} on, but this daemon applied only up to {after}: stopping so it can start afresh from the database"
+        let why = format!(
+            "the change log holds entries from {first} on, but this daemon applied only up to {after}: stopping so it can start afresh from the database (start it again)"
         );
+        tracing::error!("{why}");
+        let _ = self.stopped_because.set(why);
         self.shutdown.cancel();
         StoreError::Corrupt(format!(
             "change-log entries {} to {} are gone",

@@ -97,6 +97,8 @@ pub struct Hub {
     pub(crate) following: tokio::sync::Mutex<()>,
     /// The hub itself, for work a `&self` method hands to tasks.
     pub(crate) me: Weak<Hub>,
+    /// Why the daemon stopped itself, if it did (see `cluster`).
+    pub stopped_because: std::sync::OnceLock<String>,
 }
 
 /// The per-session rate buckets.
@@ -258,6 +260,7 @@ impl Hub {
             rates: Mutex::new(Rates::default()),
             shared,
             following: tokio::sync::Mutex::new(()),
+            stopped_because: std::sync::OnceLock::new(),
         });
         tokio::spawn(settle(Arc::downgrade(&hub), settlements));
         Ok(hub)

@@ -596,9 +596,18 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         status.operator
     );
     tracing::info!(addr = %daemon.addr, store = %status.store, "muster daemon started");
-    shutdown_signal().await;
+    let hub = daemon.hub.clone();
+    tokio::select! {
+        _ = shutdown_signal() => {}
+        // The daemon stopped itself (it lost track of the team's log).
+        _ = hub.shutdown.cancelled() => {}
+    }
     tracing::info!("shutting down");
-    daemon.stop().await
+    daemon.stop().await?;
+    match hub.stopped_because.get() {
+        Some(why) => anyhow::bail!("{why}"),
+        None => Ok(()),
+    }
 }
 
 async fn shutdown_signal() {
