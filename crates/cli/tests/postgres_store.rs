@@ -277,3 +277,82 @@ fn a_daemon_that_lost_track_of_the_change_log_stops_saying_why() {
         "{stderr}"
     );
 }
+
+/// A metric's value from a daemon's `/metrics` (0 if it is not there).
+fn metric(d: &TestDaemon, line_start: &str) -> u64 {
+    let resp = d
+        .http()
+        .get(format!("{}/metrics", d.url))
+        .header(muster_daemon::local_key::HEADER, d.key())
+        .send()
+        .unwrap();
+    let text = resp.text().unwrap();
+    text.lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
+// Proves liveness across two daemons on one database: one daemon leads
+// the sweep and the other never sweeps; a hook-only session kept busy
+// through the follower (past the leader's backstop) is never swept by the
+// leader, which hears of it through the log; once its hooks stop, the
+// leader sweeps it, once, and both daemons see it gone.
+#[test]
+fn the_leader_sweeps_once_and_hears_hooks_made_elsewhere() {
+    let db = FreshDatabase::new();
+    let flags = [
+        "--store",
+        &db.url(),
+        "--hook-backstop",
+        "3s",
+        "--sweep-interval",
+        "200ms",
+    ];
+    let leader = TestDaemon::start(&flags);
+    // The first daemon's sweeper has run (and taken the lead) before the second starts.
+    let led = wait_until(Duration::from_secs(5), || {
+        metric(&leader, "muster_sweeps_total") > 0
+    });
+    assert!(led.is_some(), "the first daemon never swept");
+    let follower = TestDaemon::start(&flags);
+    let busy = "busy-on-the-follower";
+    let mut p = payload(busy, "UserPromptSubmit");
+    follower.hook("session-start", &p);
+    let roster_has = |d: &TestDaemon| d.roster_ids().iter().any(|id| id == busy);
+    // Six seconds of hooks through the follower, twice the backstop.
+    for _ in 0..12 {
+        p["prompt"] = json!("still working");
+        follower.hook("prompt-submit", &p);
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(
+            roster_has(&leader),
+            "the leader swept a session busy elsewhere"
+        );
+    }
+    assert_eq!(
+        metric(&follower, "muster_sweeps_total"),
+        0,
+        "the follower swept"
+    );
+    // Silent now: the leader sweeps it once the backstop has passed.
+    let gone = wait_until(Duration::from_secs(10), || {
+        !roster_has(&leader) && !roster_has(&follower)
+    });
+    assert!(gone.is_some(), "the silent session was never swept");
+    assert_eq!(
+        metric(
+            &leader,
+            "muster_swept_sessions_total{reason=\"hook-backstop\"}"
+        ),
+        1
+    );
+    assert_eq!(
+        metric(
+            &follower,
+            "muster_swept_sessions_total{reason=\"hook-backstop\"}"
+        ),
+        0
+    );
+}

@@ -32,6 +32,7 @@ use tokio::task::JoinHandle;
 
 use crate::hub::Hub;
 use crate::link::PUSH_CONFIRM;
+use crate::state::State;
 
 /// The follower reads the log at least this often, notified or not.
 const FOLLOW_EVERY: Duration = Duration::from_secs(1);
@@ -86,6 +87,17 @@ async fn beat(hub: Arc<Hub>, shared: Arc<dyn Shared>, mut stop: watch::Receiver<
             _ = tokio::time::sleep(HEARTBEAT_EVERY) => {}
             _ = stop.changed() => return,
         }
+    }
+}
+
+/// Another daemon heard from session `id` at wall time `seen_at`: the
+/// sweeper here measures its silence from then too (on this daemon's
+/// monotonic clock), so a hook-only session busy on another daemon is never
+/// swept as silent by the leader.
+fn heard_elsewhere(st: &mut State, id: &str, seen_at: Millis, wall: Millis, mono: Millis) {
+    if let Some(entry) = st.entry_mut(id) {
+        let heard = mono - (wall - seen_at).max(0);
+        entry.heard_mono = entry.heard_mono.max(heard);
     }
 }
 
@@ -153,7 +165,7 @@ impl Hub {
         if entry.origin == me {
             return Vec::new();
         }
-        let mono = self.clock.mono();
+        let (mono, wall) = (self.clock.mono(), self.clock.wall());
         let mut arrived = Vec::new();
         for change in &entry.changes {
             st.apply(change, mono);
@@ -179,7 +191,11 @@ impl Hub {
                     ..
                 } => st.links.tell_confirmed(std::slice::from_ref(message_id)),
                 Change::PutSession(session) => {
+                    heard_elsewhere(&mut st, &session.id, session.last_seen_at, wall, mono);
                     self.events.publish("session.updated", || json!(session));
+                }
+                Change::TouchSession { id, last_seen_at } => {
+                    heard_elsewhere(&mut st, id, *last_seen_at, wall, mono);
                 }
                 _ => {}
             }
