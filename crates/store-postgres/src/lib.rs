@@ -270,7 +270,7 @@ impl Shared for PostgresStore {
 
     async fn changes_after(&self, seq: u64, limit: usize) -> Result<Vec<Logged>, StoreError> {
         let client = self.client().await?;
-        reads::changes_after(&client, seq, limit).await
+        reads::changes_after(&client, self.daemon_id(), seq, limit).await
     }
 
     fn notifications(&self) -> watch::Receiver<u64> {

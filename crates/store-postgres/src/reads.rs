@@ -221,9 +221,12 @@ pub async fn load(client: &mut ClientWrapper) -> Result<(Snapshot, u64), StoreEr
     Ok((snapshot, seq.max(0) as u64))
 }
 
-/// Change-log entries after `seq`, oldest first, at most `limit`.
+/// Change-log entries after `seq`, oldest first, at most `limit`; the
+/// entries `me` logged come without their changes (it has them), so a
+/// daemon does not read its own writes back.
 pub async fn changes_after(
     client: &ClientWrapper,
+    me: &str,
     seq: u64,
     limit: usize,
 ) -> Result<Vec<Logged>, StoreError> {
@@ -232,8 +235,9 @@ pub async fn changes_after(
     rows(
         client,
         &client.statement_cache,
-        "SELECT seq, origin, body FROM changes WHERE seq > $1 ORDER BY seq LIMIT $2",
-        &[&after, &limit],
+        "SELECT seq, origin, CASE WHEN origin = $3 THEN '[]' ELSE body END
+         FROM changes WHERE seq > $1 ORDER BY seq LIMIT $2",
+        &[&after, &limit, &me],
         |r| {
             let seq: i64 = get(r, 0)?;
             let body: &str = get(r, 2)?;

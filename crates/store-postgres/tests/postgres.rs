@@ -654,7 +654,8 @@ async fn two_daemons_commits_are_logged_in_one_gapless_sequence() {
     for c in commits {
         c.await.unwrap();
     }
-    let log = b.changes_after(0, 1_000).await.unwrap();
+    // Read by a third daemon, every entry carries its changes.
+    let log = h.open().await.changes_after(0, 1_000).await.unwrap();
     assert_eq!(
         log.iter().map(|e| e.seq).collect::<Vec<_>>(),
         (1..=log.len() as u64).collect::<Vec<_>>()
@@ -665,7 +666,11 @@ async fn two_daemons_commits_are_logged_in_one_gapless_sequence() {
             let Change::PutMessage { message, .. } = change else {
                 panic!("unexpected change {change:?}");
             };
-            let origin = if message.id.ends_with("-a") { a.daemon_id() } else { b.daemon_id() };
+            let origin = if message.id.ends_with("-a") {
+                a.daemon_id()
+            } else {
+                b.daemon_id()
+            };
             assert_eq!(entry.origin, origin, "entry {}", entry.seq);
             ids.push((message.id.clone(), entry.origin.clone()));
         }
@@ -674,13 +679,28 @@ async fn two_daemons_commits_are_logged_in_one_gapless_sequence() {
     assert_eq!(ids.len(), 40);
     ids.dedup();
     assert_eq!(ids.len(), 40);
+    // Read by its writer, an entry comes without the changes it has.
+    let by_b = b.changes_after(0, 1_000).await.unwrap();
+    assert_eq!(by_b.len(), log.len());
+    for (mine, full) in by_b.iter().zip(&log) {
+        assert_eq!((mine.seq, &mine.origin), (full.seq, &full.origin));
+        let expected = if full.origin == b.daemon_id() {
+            0
+        } else {
+            full.changes.len()
+        };
+        assert_eq!(mine.changes.len(), expected, "entry {}", mine.seq);
+    }
     let (snapshot, seq) = a.load_at().await.unwrap();
     assert_eq!(seq, log.last().unwrap().seq);
     assert_eq!(snapshot.unread.len(), 40);
     assert_eq!(a.changes_after(seq, 10).await.unwrap(), vec![]);
     // The middle of the log reads back from where it is asked.
     let tail = a.changes_after(seq - 2, 10).await.unwrap();
-    assert_eq!(tail.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![seq - 1, seq]);
+    assert_eq!(
+        tail.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![seq - 1, seq]
+    );
 }
 
 // Proves a daemon hears of another's commit: its notifications change
@@ -691,16 +711,22 @@ async fn a_commit_notifies_the_other_daemons() {
     let (a, b) = (h.open().await, h.open().await);
     let mut heard = b.notifications();
     // The listener has connected once it counted its first connection.
-    tokio::time::timeout(std::time::Duration::from_secs(10), heard.wait_for(|n| *n > 0))
-        .await
-        .expect("the listener connects")
-        .unwrap();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        heard.wait_for(|n| *n > 0),
+    )
+    .await
+    .expect("the listener connects")
+    .unwrap();
     let before = *heard.borrow_and_update();
     a.apply(vec![put("m1", "bob")]).await.unwrap();
-    tokio::time::timeout(std::time::Duration::from_secs(5), heard.wait_for(|n| *n > before))
-        .await
-        .expect("the commit is notified")
-        .unwrap();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        heard.wait_for(|n| *n > before),
+    )
+    .await
+    .expect("the commit is notified")
+    .unwrap();
 }
 
 // Proves reservations are decided in the database: a grant decided on a
@@ -725,7 +751,11 @@ async fn a_reservation_decided_on_a_stale_position_is_refused() {
     );
     let (snapshot, now) = b.load_at().await.unwrap();
     assert_eq!(
-        snapshot.reservations.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        snapshot
+            .reservations
+            .iter()
+            .map(|r| r.id.as_str())
+            .collect::<Vec<_>>(),
         ["r-a"]
     );
     // Its own reservations never stand in its way, and a current position passes.
@@ -752,13 +782,24 @@ async fn a_reservation_decided_on_a_stale_position_is_refused() {
 async fn a_nickname_is_given_out_once() {
     let h = PgHarness::new();
     let (a, b) = (h.open().await, h.open().await);
-    a.apply(vec![Change::PutSession(Session::new("s1", "blue-otter", 1))])
-        .await
-        .unwrap();
+    a.apply(vec![Change::PutSession(Session::new(
+        "s1",
+        "blue-otter",
+        1,
+    ))])
+    .await
+    .unwrap();
     let refused = b
-        .apply(vec![Change::PutSession(Session::new("s2", "blue-otter", 2))])
+        .apply(vec![Change::PutSession(Session::new(
+            "s2",
+            "blue-otter",
+            2,
+        ))])
         .await;
-    assert!(matches!(refused, Err(StoreError::Conflict(_))), "{refused:?}");
+    assert!(
+        matches!(refused, Err(StoreError::Conflict(_))),
+        "{refused:?}"
+    );
     let mut again = Session::new("s1", "blue-otter", 1);
     again.status = "busy".into();
     b.apply(vec![Change::PutSession(again)]).await.unwrap();
@@ -774,22 +815,35 @@ async fn a_nickname_is_given_out_once() {
 async fn heartbeats_share_each_daemons_links() {
     let h = PgHarness::new();
     let (a, b) = (h.open().await, h.open().await);
-    assert_eq!(a.heartbeat(vec!["s1".into(), "s2".into()]).await.unwrap(), vec![]);
+    assert_eq!(
+        a.heartbeat(vec!["s1".into(), "s2".into()]).await.unwrap(),
+        vec![]
+    );
     let mut seen = b.heartbeat(vec!["s3".into()]).await.unwrap();
     seen.sort_by(|x, y| x.session_id.cmp(&y.session_id));
     assert_eq!(
-        seen.iter().map(|p| (p.session_id.as_str(), p.daemon.as_str())).collect::<Vec<_>>(),
+        seen.iter()
+            .map(|p| (p.session_id.as_str(), p.daemon.as_str()))
+            .collect::<Vec<_>>(),
         [("s1", a.daemon_id()), ("s2", a.daemon_id())]
     );
-    assert!(seen.iter().all(|p| (0..5_000).contains(&p.heartbeat_age_ms)), "{seen:?}");
+    assert!(
+        seen.iter()
+            .all(|p| (0..5_000).contains(&p.heartbeat_age_ms)),
+        "{seen:?}"
+    );
     let seen = a.heartbeat(vec!["s2".into()]).await.unwrap();
     assert_eq!(
-        seen.iter().map(|p| p.session_id.as_str()).collect::<Vec<_>>(),
+        seen.iter()
+            .map(|p| p.session_id.as_str())
+            .collect::<Vec<_>>(),
         ["s3"]
     );
     let seen = b.heartbeat(vec!["s3".into()]).await.unwrap();
     assert_eq!(
-        seen.iter().map(|p| p.session_id.as_str()).collect::<Vec<_>>(),
+        seen.iter()
+            .map(|p| p.session_id.as_str())
+            .collect::<Vec<_>>(),
         ["s2"]
     );
     a.leave().await;

@@ -47,8 +47,9 @@ pub trait Shared: Send + Sync + 'static {
     /// consistent with: every entry up to it is in the snapshot, none after.
     async fn load_at(&self) -> Result<(Snapshot, u64), StoreError>;
     /// Logged entries after `seq`, every origin's, oldest first, at most
-    /// `limit`. The first entry's `seq` is `seq + 1` unless the log was
-    /// pruned past it (the caller then cannot catch up entry by entry).
+    /// `limit`; this daemon's own come without their changes (it has them).
+    /// The first entry's `seq` is `seq + 1` unless the log was pruned past
+    /// it (the caller then cannot catch up entry by entry).
     async fn changes_after(&self, seq: u64, limit: usize) -> Result<Vec<Logged>, StoreError>;
     /// Changes whenever an entry may have been logged (a notification, or
     /// the listener reconnecting, when it may have missed some).
