@@ -73,6 +73,7 @@ macro_rules! conformance_tests {
             apply_later_is_durable_after_next_apply,
             prune_deletes_old_history_and_gone_sessions,
             reservations_round_trip_and_delete,
+            a_reservation_guard_passes_when_no_other_daemon_wrote,
             thread_from_any_message_as_the_reader_sees_it,
         );
         $crate::conformance_tests!(@threaded $harness;
@@ -1290,6 +1291,34 @@ pub async fn load_is_a_consistent_snapshot_under_writes<H: Harness>(h: &H) {
 
 /// Proves reservations round-trip, replace by id, and are deleted one by one
 /// or all of a session's at once, across a reopen.
+/// `ReservationsUnchangedSince` guards against other daemons only: a
+/// store's own reservation changes never fail it, whatever the position
+/// named, and the guarded changes apply.
+pub async fn a_reservation_guard_passes_when_no_other_daemon_wrote<H: Harness>(h: &H) {
+    let r = |id: &str| muster_core::Reservation {
+        id: id.into(),
+        session_id: "s1".into(),
+        root: "/repo".into(),
+        pattern: format!("src/{id}.rs"),
+        exclusive: true,
+        reason: String::new(),
+        created_at: 1,
+        expires_at: 100,
+    };
+    let store = h.open().await;
+    for id in ["a", "b"] {
+        store
+            .apply(vec![
+                Change::ReservationsUnchangedSince { seq: 0 },
+                Change::PutReservation(r(id)),
+            ])
+            .await
+            .unwrap();
+    }
+    let loaded = store.load().await.unwrap().reservations;
+    assert_eq!(loaded, vec![r("a"), r("b")]);
+}
+
 pub async fn reservations_round_trip_and_delete<H: Harness>(h: &H) {
     let r = |id: &str, session: &str| muster_core::Reservation {
         id: id.into(),
