@@ -42,7 +42,7 @@ Start the daemon with `muster serve`; then `muster roster` shows who is working,
     after_long_help = AFTER_HELP
 )]
 pub struct Cli {
-    /// Daemon address for client commands [env: MUSTER_URL] [default: http://127.0.0.1:7420]
+    /// Daemon address for client commands; a team's several, comma-separated, are tried in order [env: MUSTER_URL] [default: http://127.0.0.1:7420]
     #[arg(long, global = true, value_name = "URL")]
     pub url: Option<String>,
 

@@ -2,12 +2,15 @@
 
 use std::error::Error as _;
 use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use muster_core::api::{ErrorBody, ErrorDetail};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
+
+use crate::config;
 
 /// How long a normal command waits for the daemon, connect to last byte.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -142,28 +145,36 @@ pub fn error_from_answer(status: reqwest::StatusCode, bytes: &[u8]) -> ClientErr
     }
 }
 
+/// A client of the daemon at one address, or of a team's daemons at
+/// several (`config::resolve_url`'s list), tried in order.
 pub struct Client {
     http: reqwest::Client,
-    base: String,
+    /// The addresses, in the order given; never empty.
+    bases: Vec<String>,
+    /// The address that took the last request: tried first next time, so
+    /// a dead one early in the list costs one failed connect per command.
+    answered: AtomicUsize,
     token: Option<String>,
 }
 
 impl Client {
     /// A client for normal request/answer commands (10 s overall).
-    pub fn new(base: &str, token: Option<String>) -> Result<Self, ClientError> {
-        Self::build(base, token, Some(REQUEST_TIMEOUT))
+    /// `list` is one daemon URL, or several separated by commas.
+    pub fn new(list: &str, token: Option<String>) -> Result<Self, ClientError> {
+        Self::build(list, token, Some(REQUEST_TIMEOUT))
     }
 
     /// A client for long-lived streams: bounded connect, no overall timeout.
-    pub fn streaming(base: &str, token: Option<String>) -> Result<Self, ClientError> {
-        Self::build(base, token, None)
+    pub fn streaming(list: &str, token: Option<String>) -> Result<Self, ClientError> {
+        Self::build(list, token, None)
     }
 
     fn build(
-        base: &str,
+        list: &str,
         token: Option<String>,
         timeout: Option<Duration>,
     ) -> Result<Self, ClientError> {
+        let bases: Vec<String> = config::split_urls(list).map(str::to_string).collect();
         let mut builder = reqwest::Client::builder()
             .tcp_nodelay(true)
             .connect_timeout(CONNECT_TIMEOUT)
@@ -174,7 +185,7 @@ impl Client {
         if let Some(timeout) = timeout {
             builder = builder.timeout(timeout);
         }
-        if crate::tls::is_tls_url(base) {
+        if bases.iter().any(|b| crate::tls::is_tls_url(b)) {
             builder = builder
                 .use_preconfigured_tls(crate::tls::client_config().map_err(ClientError::Local)?);
         }
@@ -183,43 +194,74 @@ impl Client {
             .map_err(|e| ClientError::local(format!("cannot set up the HTTP client: {e}")))?;
         Ok(Client {
             http,
-            base: base.to_string(),
+            bases,
+            answered: AtomicUsize::new(0),
             token,
         })
     }
 
+    /// The address that took the last request (the first, before any).
     pub fn base(&self) -> &str {
-        &self.base
+        &self.bases[self.answered.load(Ordering::Relaxed)]
     }
 
-    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        let mut req = self.http.request(method, format!("{}{path}", self.base));
+    fn request(&self, base: &str, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let mut req = self.http.request(method, format!("{base}{path}"));
         if let Some(token) = &self.token {
             req = req.bearer_auth(token);
         }
-        // Read at every request: a daemon restarted since has a new key.
-        if let Some(key) = muster_daemon::local_key::for_url(&self.base) {
+        // Read at every request, for this address: a daemon restarted since
+        // has a new key, and each local daemon has its own.
+        if let Some(key) = muster_daemon::local_key::for_url(base) {
             req = req.header(muster_daemon::local_key::HEADER, key);
         }
         req
     }
 
-    fn unreachable(&self, err: &reqwest::Error) -> ClientError {
-        let url = self.base.clone();
-        match crate::tls::failure(err) {
-            Some(reason) => ClientError::Untrusted { url, reason },
-            None => ClientError::Unreachable {
-                url,
-                reason: transport_reason(err),
-            },
+    /// Sends the request `finish` completes to each address in turn, from
+    /// the one that answered last, until one takes the connection. Only a
+    /// failed connection moves on: a request a daemon took may have been
+    /// acted on (a send stored), so it never goes to another daemon,
+    /// whatever came of it.
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        finish: impl Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, ClientError> {
+        let first = self.answered.load(Ordering::Relaxed);
+        let mut failed = Vec::new();
+        for i in (0..self.bases.len()).map(|k| (first + k) % self.bases.len()) {
+            let base = &self.bases[i];
+            match finish(self.request(base, method.clone(), path))
+                .send()
+                .await
+            {
+                Err(e) if e.is_connect() => failed.push((base.as_str(), e)),
+                taken => {
+                    self.answered.store(i, Ordering::Relaxed);
+                    return taken.map_err(|e| transport_error(base, &e));
+                }
+            }
         }
+        Err(none_connected(&failed))
+    }
+
+    /// The answer of the address that took the request broke off.
+    fn lost(&self, err: &reqwest::Error) -> ClientError {
+        transport_error(self.base(), err)
     }
 
     /// Sends a request and reads a JSON answer, or the error the daemon gave.
-    async fn exchange(&self, req: reqwest::RequestBuilder) -> Result<Value, ClientError> {
-        let resp = req.send().await.map_err(|e| self.unreachable(&e))?;
+    async fn exchange(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        finish: impl Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+    ) -> Result<Value, ClientError> {
+        let resp = self.send(method, path, finish).await?;
         let status = resp.status();
-        let bytes = resp.bytes().await.map_err(|e| self.unreachable(&e))?;
+        let bytes = resp.bytes().await.map_err(|e| self.lost(&e))?;
         if !status.is_success() {
             return Err(error_from_answer(status, &bytes));
         }
@@ -230,7 +272,7 @@ impl Client {
 
     /// GET with query pairs; the answer as raw JSON.
     pub async fn get(&self, path: &str, query: &[(&str, String)]) -> Result<Value, ClientError> {
-        self.exchange(self.request(reqwest::Method::GET, path).query(query))
+        self.exchange(reqwest::Method::GET, path, |r| r.query(query))
             .await
     }
 
@@ -240,19 +282,15 @@ impl Client {
         path: &str,
         body: &B,
     ) -> Result<Value, ClientError> {
-        self.exchange(self.request(reqwest::Method::POST, path).json(body))
+        self.exchange(reqwest::Method::POST, path, |r| r.json(body))
             .await
     }
 
     /// GET a plain-text endpoint such as `/healthz`; any 2xx counts.
     pub async fn get_text(&self, path: &str) -> Result<String, ClientError> {
-        let resp = self
-            .request(reqwest::Method::GET, path)
-            .send()
-            .await
-            .map_err(|e| self.unreachable(&e))?;
+        let resp = self.send(reqwest::Method::GET, path, |r| r).await?;
         let status = resp.status();
-        let bytes = resp.bytes().await.map_err(|e| self.unreachable(&e))?;
+        let bytes = resp.bytes().await.map_err(|e| self.lost(&e))?;
         if !status.is_success() {
             return Err(error_from_answer(status, &bytes));
         }
@@ -262,17 +300,79 @@ impl Client {
     /// Opens a streaming GET (server-sent events) and checks its status.
     pub async fn open_stream(&self, path: &str) -> Result<reqwest::Response, ClientError> {
         let resp = self
-            .request(reqwest::Method::GET, path)
-            .header(reqwest::header::ACCEPT, "text/event-stream")
-            .send()
-            .await
-            .map_err(|e| self.unreachable(&e))?;
+            .send(reqwest::Method::GET, path, |r| {
+                r.header(reqwest::header::ACCEPT, "text/event-stream")
+            })
+            .await?;
         let status = resp.status();
         if !status.is_success() {
             let bytes = resp.bytes().await.unwrap_or_default();
             return Err(error_from_answer(status, &bytes));
         }
         Ok(resp)
+    }
+}
+
+/// A transport failure at `url`: untrusted TLS, or unreachable and why.
+fn transport_error(url: &str, err: &reqwest::Error) -> ClientError {
+    let url = url.to_string();
+    match crate::tls::failure(err) {
+        Some(reason) => ClientError::Untrusted { url, reason },
+        None => ClientError::Unreachable {
+            url,
+            reason: transport_reason(err),
+        },
+    }
+}
+
+/// Why no address took a request: a TLS failure first (a person must fix
+/// it), else every address with its reason, said once when they share it.
+fn none_connected(failed: &[(&str, reqwest::Error)]) -> ClientError {
+    let errors: Vec<ClientError> = failed
+        .iter()
+        .map(|(url, e)| transport_error(url, e))
+        .collect();
+    combine(errors)
+}
+
+/// One error for several addresses' failures (see `none_connected`).
+fn combine(mut errors: Vec<ClientError>) -> ClientError {
+    if let Some(i) = errors
+        .iter()
+        .position(|e| matches!(e, ClientError::Untrusted { .. }))
+    {
+        return errors.swap_remove(i);
+    }
+    let mut failures: Vec<(String, String)> = errors
+        .into_iter()
+        .filter_map(|e| match e {
+            ClientError::Unreachable { url, reason } => Some((url, reason)),
+            _ => None,
+        })
+        .collect();
+    if failures.len() == 1 {
+        let (url, reason) = failures.remove(0);
+        return ClientError::Unreachable { url, reason };
+    }
+    let urls: Vec<&str> = failures.iter().map(|(u, _)| u.as_str()).collect();
+    let reason = if failures.windows(2).all(|w| w[0].1 == w[1].1) {
+        failures.first().map(|(_, r)| r.clone()).unwrap_or_default()
+    } else {
+        let each: Vec<String> = failures.iter().map(|(u, r)| format!("{u}: {r}")).collect();
+        each.join("; ")
+    };
+    ClientError::Unreachable {
+        url: either_of(&urls),
+        reason,
+    }
+}
+
+/// `a`, `a or b`, `a, b or c`.
+fn either_of(urls: &[&str]) -> String {
+    match urls {
+        [] => String::new(),
+        [one] => one.to_string(),
+        [rest @ .., last] => format!("{} or {last}", rest.join(", ")),
     }
 }
 
@@ -301,6 +401,51 @@ mod tests {
         assert_eq!(err.to_body().error.code, "unauthorized");
         assert!(err.to_string().contains("missing token"));
         assert_eq!(err.exit_code(), EXIT_FAILURE);
+    }
+
+    #[test]
+    fn several_unreachable_daemons_are_named_in_one_error() {
+        // Proves a list that no daemon answered is one error naming every
+        // address, its reason said once when they share it and per address
+        // when not, and that a TLS refusal wins (a person must fix it).
+        let down = |url: &str, reason: &str| ClientError::Unreachable {
+            url: url.into(),
+            reason: reason.into(),
+        };
+        let err = combine(vec![
+            down("http://a:1", "connection refused"),
+            down("http://b:2", "connection refused"),
+            down("http://c:3", "connection refused"),
+        ]);
+        assert_eq!(
+            err.to_string(),
+            "cannot reach the muster daemon at http://a:1, http://b:2 or http://c:3 (connection refused); start it with `muster serve`"
+        );
+        assert_eq!(err.exit_code(), EXIT_UNREACHABLE);
+        let err = combine(vec![
+            down("http://a:1", "connection refused"),
+            down("http://b:2", "timed out"),
+        ]);
+        assert_eq!(
+            err.to_string(),
+            "cannot reach the muster daemon at http://a:1 or http://b:2 (http://a:1: connection refused; http://b:2: timed out); start it with `muster serve`"
+        );
+        let one = combine(vec![down("http://a:1", "connection refused")]);
+        assert_eq!(
+            one.to_string(),
+            down("http://a:1", "connection refused").to_string()
+        );
+        let tls = combine(vec![
+            down("http://a:1", "connection refused"),
+            ClientError::Untrusted {
+                url: "https://b:2".into(),
+                reason: "its certificate is not trusted".into(),
+            },
+        ]);
+        assert_eq!(
+            tls.to_string(),
+            "cannot reach the muster daemon at https://b:2 securely: its certificate is not trusted"
+        );
     }
 
     #[test]

@@ -178,7 +178,11 @@ impl Source {
 }
 
 /// The daemon URL: `--url`, else MUSTER_URL, else `url` in config.toml, else the default.
-/// The URL must be `http://host[:port]` or `https://…`; a trailing slash is dropped.
+/// It may list several daemons of a team, separated by commas, tried in
+/// order; each must be `http://host[:port]` or `https://…` (see
+/// `normalize_urls`). A list stays one string, its normalized addresses
+/// joined by commas, so it passes unchanged through MUSTER_URL to what
+/// `muster run` starts; `split_urls` gives its addresses.
 pub fn resolve_url(
     flag: Option<&str>,
     env: &Env,
@@ -194,8 +198,43 @@ pub fn resolve_url(
         (DEFAULT_URL.to_string(), Source::Default)
     };
     let url =
-        normalize_url(&raw).map_err(|why| format!("daemon URL {raw:?} (from {source}) {why}"))?;
+        normalize_urls(&raw).map_err(|why| format!("daemon URL {raw:?} (from {source}) {why}"))?;
     Ok((url, source))
+}
+
+/// What separates the addresses of a daemon URL list. No daemon URL holds
+/// one: a host name cannot, and muster serves no path that does.
+pub const URL_SEPARATOR: char = ',';
+
+/// Checks a daemon URL list (`http://a:7420,http://b:7420`, spaces around
+/// the commas allowed) and normalizes each address with `normalize_url`;
+/// the result is the addresses joined by bare commas. A list of one is
+/// `normalize_url` itself, errors and all; in a longer list an error names
+/// the address, by position and as typed.
+pub fn normalize_urls(raw: &str) -> Result<String, String> {
+    let entries: Vec<&str> = raw.split(URL_SEPARATOR).collect();
+    if entries.len() == 1 {
+        return normalize_url(raw);
+    }
+    let mut urls = Vec::with_capacity(entries.len());
+    for (i, entry) in entries.iter().enumerate() {
+        let n = i + 1;
+        if entry.trim().is_empty() {
+            return Err(format!(
+                "has an empty address (number {n} of {})",
+                entries.len()
+            ));
+        }
+        let url = normalize_url(entry)
+            .map_err(|why| format!("has a bad address, number {n}: {:?} {why}", entry.trim()))?;
+        urls.push(url);
+    }
+    Ok(urls.join(&URL_SEPARATOR.to_string()))
+}
+
+/// The addresses of a list `normalize_urls` returned, in order.
+pub fn split_urls(list: &str) -> impl Iterator<Item = &str> {
+    list.split(URL_SEPARATOR)
 }
 
 /// Checks a daemon URL and strips its trailing slashes: `http://`, or
@@ -381,6 +420,72 @@ mod tests {
         );
         assert!(resolve_url(Some("not a url"), &env, &LoadedConfig::default()).is_err());
         assert!(resolve_url(Some("http://h:1/?q=1"), &env, &LoadedConfig::default()).is_err());
+    }
+
+    #[test]
+    fn a_list_of_daemons_is_normalized_address_by_address() {
+        // Proves a comma-separated list keeps its order, each address
+        // normalized as one URL alone would be, spaces around the commas
+        // ignored, and that the list's text normalizes to itself again.
+        let env = Env {
+            muster_url: Some(" http://a:7420/ , https://b.example:7420,http://[::1]:7421/ ".into()),
+            ..Env::default()
+        };
+        let (list, source) = resolve_url(None, &env, &LoadedConfig::default()).unwrap();
+        assert_eq!(
+            list,
+            "http://a:7420,https://b.example:7420,http://[::1]:7421"
+        );
+        assert_eq!(source, Source::Env("MUSTER_URL"));
+        assert_eq!(
+            split_urls(&list).collect::<Vec<_>>(),
+            [
+                "http://a:7420",
+                "https://b.example:7420",
+                "http://[::1]:7421"
+            ]
+        );
+        assert_eq!(normalize_urls(&list).as_deref(), Ok(list.as_str()));
+        let config = config_with(Some("http://file:1,http://file:2"), None);
+        assert_eq!(
+            resolve_url(None, &Env::default(), &config).unwrap().0,
+            "http://file:1,http://file:2"
+        );
+    }
+
+    #[test]
+    fn a_list_of_one_is_a_single_url() {
+        // Proves one address is taken exactly as before lists existed: the
+        // same text back, the same error for a bad one, one address split.
+        assert_eq!(normalize_urls("http://h:1/").as_deref(), Ok("http://h:1"));
+        assert_eq!(split_urls("http://h:1").collect::<Vec<_>>(), ["http://h:1"]);
+        assert_eq!(normalize_urls("ws://x:1"), normalize_url("ws://x:1"));
+        assert_eq!(normalize_urls(""), normalize_url(""));
+    }
+
+    #[test]
+    fn a_bad_address_in_a_list_is_named() {
+        // Proves a list with a bad or empty address is refused whole, the
+        // error saying which address (its place and its text) and why.
+        let flag = |raw: &str| resolve_url(Some(raw), &Env::default(), &LoadedConfig::default());
+        assert_eq!(
+            flag("http://a:1, ws://b:2").unwrap_err(),
+            "daemon URL \"http://a:1, ws://b:2\" (from command line) has a bad address, number 2: \"ws://b:2\" uses ws://; muster speaks http:// (e.g. http://127.0.0.1:7420) or https://"
+        );
+        assert_eq!(
+            flag("http://a:1,,http://c:3").unwrap_err(),
+            "daemon URL \"http://a:1,,http://c:3\" (from command line) has an empty address (number 2 of 3)"
+        );
+        assert_eq!(
+            flag("http://a:1, ").unwrap_err(),
+            "daemon URL \"http://a:1, \" (from command line) has an empty address (number 2 of 2)"
+        );
+        let err = flag("not a url,http://b:2").unwrap_err();
+        assert!(
+            err.starts_with("daemon URL \"not a url,http://b:2\" (from command line) has a bad address, number 1: \"not a url\" is not a URL: "),
+            "{err}"
+        );
+        assert!(flag("http://a:1,http://b:2/?q=1").is_err());
     }
 
     #[test]

@@ -60,6 +60,8 @@ pub enum HookFailure {
         status: reqwest::StatusCode,
         detail: String,
     },
+    /// No address of a list took the hook: each one's failure, in order.
+    Everywhere(Vec<HookFailure>),
 }
 
 impl fmt::Display for HookFailure {
@@ -97,6 +99,10 @@ impl fmt::Display for HookFailure {
                 status,
                 detail,
             } => write!(f, "daemon at {url} answered {status} ({detail})"),
+            HookFailure::Everywhere(failures) => {
+                let each: Vec<String> = failures.iter().map(ToString::to_string).collect();
+                write!(f, "{}", each.join("; "))
+            }
         }
     }
 }
@@ -148,12 +154,12 @@ fn forward(args: &HookArgs, url_flag: Option<&str>, env: &Env) -> Result<Vec<u8>
         run: var("MUSTER_RUN_ID"),
         wake: var("MUSTER_WAKE"),
         seen_dir: config::default_data_dir(env).map(|d| d.join("seen")),
-        endpoint: format!(
-            "{url}/hook/{}?harness={}",
+        path: format!(
+            "/hook/{}?harness={}",
             args.event.as_str(),
             args.harness.as_str()
         ),
-        url,
+        urls: config::split_urls(&url).map(str::to_string).collect(),
         pid: std::os::unix::process::parent_id(),
         host: config::hostname(env),
         operator,
@@ -233,47 +239,88 @@ pub struct HookRequest {
     pub wake: Option<String>,
     /// Where transcript offsets are kept (see `transcript`).
     pub seen_dir: Option<std::path::PathBuf>,
-    pub url: String,
-    pub endpoint: String,
+    /// The daemon's addresses, tried in order (one, or a team's several).
+    pub urls: Vec<String>,
+    /// The hook's path and query, after an address.
+    pub path: String,
     pub pid: u32,
     pub host: String,
     pub operator: String,
     pub token: Option<String>,
 }
 
+/// Why one address did not answer the hook, and whether the next may be
+/// tried.
+enum Missed {
+    /// No connection was made (refused, no route, connect timed out, TLS
+    /// refused): the hook was never sent, so the next address may take it.
+    Unconnected(HookFailure),
+    /// The daemon took the hook (it may have handed out mail), or the
+    /// deadline passed: the hook ends here.
+    Final(HookFailure),
+}
+
+/// Posts the hook to each address in turn until one takes the connection,
+/// all within `deadline`. Each connect is bounded (`CONNECT_TIMEOUT`), so a
+/// dead address early in the list leaves the rest most of the budget.
 async fn post(req: &HookRequest, body: Vec<u8>, deadline: Instant) -> Result<Vec<u8>, HookFailure> {
-    let unreachable = |e: reqwest::Error| {
-        if let Some(reason) = crate::tls::failure(&e) {
-            HookFailure::Tls {
-                url: req.url.clone(),
-                reason,
-            }
-        } else if e.is_timeout() {
-            HookFailure::Timeout {
-                url: req.url.clone(),
-            }
-        } else {
-            HookFailure::Unreachable {
-                url: req.url.clone(),
-                reason: transport_reason(&e),
-            }
+    let client = hook_client(&req.urls)?;
+    let mut failures = Vec::new();
+    for url in &req.urls {
+        let exchange = attempt(&client, req, url, body.clone(), deadline);
+        let missed = match timeout_at(deadline, exchange).await {
+            Ok(Ok(answer)) => return Ok(answer),
+            Ok(Err(missed)) => missed,
+            Err(_) => Missed::Final(HookFailure::Timeout { url: url.clone() }),
+        };
+        match missed {
+            Missed::Unconnected(failure) => failures.push(failure),
+            Missed::Final(failure) => return Err(failure),
         }
-    };
+    }
+    Err(match failures.len() {
+        1 => failures.remove(0),
+        _ => HookFailure::Everywhere(failures),
+    })
+}
+
+/// One client for every address: bounded connects, no proxy, TLS set up
+/// when any address is `https://`.
+fn hook_client(urls: &[String]) -> Result<reqwest::Client, HookFailure> {
     let mut client = reqwest::Client::builder()
         .tcp_nodelay(true)
         .connect_timeout(CONNECT_TIMEOUT)
-        .timeout(deadline.saturating_duration_since(Instant::now()))
         .no_proxy()
         .user_agent(concat!("muster-hook/", env!("CARGO_PKG_VERSION")));
-    if crate::tls::is_tls_url(&req.url) {
+    if urls.iter().any(|u| crate::tls::is_tls_url(u)) {
         let tls = crate::tls::client_config().map_err(HookFailure::TlsSetup)?;
         client = client.use_preconfigured_tls(tls);
     }
-    let client = client
+    client
         .build()
-        .map_err(|e| HookFailure::Runtime(e.to_string()))?;
+        .map_err(|e| HookFailure::Runtime(e.to_string()))
+}
+
+/// The hook posted to the daemon at `url`: its token, and this address's
+/// local key.
+async fn attempt(
+    client: &reqwest::Client,
+    req: &HookRequest,
+    url: &str,
+    body: Vec<u8>,
+    deadline: Instant,
+) -> Result<Vec<u8>, Missed> {
+    let failed = |e: reqwest::Error| {
+        let failure = transport_failure(url, &e);
+        if e.is_connect() {
+            Missed::Unconnected(failure)
+        } else {
+            Missed::Final(failure)
+        }
+    };
     let mut builder = client
-        .post(&req.endpoint)
+        .post(format!("{url}{}", req.path))
+        .timeout(deadline.saturating_duration_since(Instant::now()))
         .header(reqwest::header::CONTENT_TYPE, "application/json")
         .header("x-muster-pid", req.pid.to_string())
         .header("x-muster-host", header_safe(&req.host))
@@ -282,7 +329,7 @@ async fn post(req: &HookRequest, body: Vec<u8>, deadline: Instant) -> Result<Vec
     if let Some(token) = &req.token {
         builder = builder.bearer_auth(token);
     }
-    if let Some(key) = muster_daemon::local_key::for_url(&req.url) {
+    if let Some(key) = muster_daemon::local_key::for_url(url) {
         builder = builder.header(muster_daemon::local_key::HEADER, key);
     }
     if let Some(run) = &req.run {
@@ -291,24 +338,32 @@ async fn post(req: &HookRequest, body: Vec<u8>, deadline: Instant) -> Result<Vec
     if let Some(wake) = &req.wake {
         builder = builder.header("x-muster-wake", header_safe(wake));
     }
-    let exchange = async {
-        let resp = builder.send().await.map_err(unreachable)?;
-        let status = resp.status();
-        let bytes = resp.bytes().await.map_err(unreachable)?;
-        if !status.is_success() {
-            return Err(HookFailure::Refused {
-                url: req.url.clone(),
-                status,
-                detail: error_detail(&bytes),
-            });
+    let resp = builder.send().await.map_err(failed)?;
+    let status = resp.status();
+    let bytes = resp.bytes().await.map_err(failed)?;
+    if !status.is_success() {
+        return Err(Missed::Final(HookFailure::Refused {
+            url: url.to_string(),
+            status,
+            detail: error_detail(&bytes),
+        }));
+    }
+    Ok(bytes.to_vec())
+}
+
+/// A transport failure at `url`, said as the hook says it.
+fn transport_failure(url: &str, e: &reqwest::Error) -> HookFailure {
+    let url = url.to_string();
+    if let Some(reason) = crate::tls::failure(e) {
+        HookFailure::Tls { url, reason }
+    } else if e.is_timeout() && !e.is_connect() {
+        HookFailure::Timeout { url }
+    } else {
+        HookFailure::Unreachable {
+            url,
+            reason: transport_reason(e),
         }
-        Ok(bytes.to_vec())
-    };
-    timeout_at(deadline, exchange).await.unwrap_or_else(|_| {
-        Err(HookFailure::Timeout {
-            url: req.url.clone(),
-        })
-    })
+    }
 }
 
 /// A header value with anything that is not visible ASCII replaced, so a
@@ -365,6 +420,23 @@ mod tests {
             reason: "connection\nrefused".into(),
         });
         assert_eq!(line, "muster hook: daemon unreachable at http://127.0.0.1:9 (connection refused); continuing without muster");
+    }
+
+    #[test]
+    fn failures_at_every_address_are_one_line() {
+        // Proves a list that no daemon took is reported in the one fail-open
+        // line, every address with its own reason, in the order tried.
+        let line = failure_line(&HookFailure::Everywhere(vec![
+            HookFailure::Unreachable {
+                url: "http://127.0.0.1:9".into(),
+                reason: "connection refused".into(),
+            },
+            HookFailure::Unreachable {
+                url: "http://127.0.0.1:10".into(),
+                reason: "timed out".into(),
+            },
+        ]));
+        assert_eq!(line, "muster hook: daemon unreachable at http://127.0.0.1:9 (connection refused); daemon unreachable at http://127.0.0.1:10 (timed out); continuing without muster");
     }
 
     #[test]

@@ -18,11 +18,11 @@ pub struct DashboardArgs {
 }
 
 pub async fn run(ctx: &Context, args: &DashboardArgs) -> Result<i32, ClientError> {
-    let answer = ctx
-        .client()?
-        .post("/api/v1/dashboard/link", &json!({}))
-        .await?;
-    let url = link(&ctx.url, &answer)?;
+    let client = ctx.client()?;
+    let answer = client.post("/api/v1/dashboard/link", &json!({})).await?;
+    // The code is good on the daemon that made it: of a team's several
+    // addresses, the one that answered.
+    let url = link(client.base(), &answer)?;
     if ctx.json {
         output::print_json(&json!({"url": url, "expires_in_ms": answer["expires_in_ms"]}));
     } else {

@@ -205,7 +205,8 @@ async fn gather(ctx: &Context) -> Vec<Check> {
         Ok(_) => checks.push(check(
             "daemon reachable",
             true,
-            format!("{} answers /healthz", ctx.url),
+            // Of a team's several addresses, the one that answered.
+            format!("{} answers /healthz", client.base()),
         )),
         Err(e) => {
             checks.push(Check {

@@ -11,13 +11,15 @@ use crate::context::Context;
 use crate::output::{self, ago, clean};
 
 pub async fn run(ctx: &Context) -> Result<i32, ClientError> {
-    let value = ctx.client()?.get("/api/v1/status", &[]).await?;
+    let client = ctx.client()?;
+    let value = client.get("/api/v1/status", &[]).await?;
     if ctx.json {
         output::print_json(&value);
         return Ok(0);
     }
     let status: Status = decode(value, "status")?;
-    output::emit(&render(&status, &ctx.url, output::now_millis()));
+    // The address that answered: of a team's several, the one this is about.
+    output::emit(&render(&status, client.base(), output::now_millis()));
     Ok(0)
 }
 

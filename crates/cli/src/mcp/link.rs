@@ -1,11 +1,15 @@
 //! The shim's end of the link to the daemon (`/ws`): connects, says hello
 //! for its session, answers requests, hands pushes to the MCP side, pings,
-//! and re-links with exponential backoff and jitter whenever the link drops.
+//! and re-links whenever the link drops. A team may give several daemon
+//! addresses: each round of linking tries them in order, from the first;
+//! the first round after a working link starts at once (a dead daemon's
+//! sessions have only the grace window to come back), later rounds wait
+//! with exponential backoff and jitter.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::{SinkExt, StreamExt};
 use muster_core::api::{ErrorDetail, RegisterRequest};
@@ -49,22 +53,21 @@ fn error(code: &str, message: impl Into<String>) -> ErrorDetail {
 }
 
 impl Link {
-    /// Starts the link task. Pushes arrive on the returned receiver.
-    /// `token` goes with every connection as `Authorization: Bearer`.
+    /// Starts the link task, to the daemon at `ws_urls` (one address, or
+    /// a team's several, tried in order). Pushes arrive on the returned
+    /// receiver. `token` goes with every connection as `Authorization: Bearer`.
     pub fn start(
-        ws_url: String,
+        ws_urls: Vec<String>,
         token: Option<String>,
         hello: Hello,
     ) -> (Link, mpsc::Receiver<Message>) {
         let (commands, rx) = mpsc::channel(256);
         let (pushes_tx, pushes) = mpsc::channel(1_024);
-        let transport = Transport::for_url(&ws_url);
-        let daemon = Daemon {
-            ws_url,
-            token,
-            transport,
-        };
-        tokio::spawn(run(daemon, hello, rx, pushes_tx));
+        let daemons = ws_urls
+            .into_iter()
+            .map(|ws_url| Daemon::new(ws_url, token.clone()))
+            .collect();
+        tokio::spawn(run(daemons, hello, rx, pushes_tx));
         (Link { commands }, pushes)
     }
 
@@ -123,11 +126,14 @@ pub struct Hello {
     pub per_call: bool,
 }
 
-/// Where the link goes, the token it shows there, and how TCP gets there.
+/// Where the link goes, the token it shows there, and how it gets there.
 struct Daemon {
     ws_url: String,
     token: Option<String>,
     transport: Transport,
+    /// The daemon's Unix socket, when it is on this machine (a candidate:
+    /// see `unix_socket_for`).
+    socket: Option<PathBuf>,
 }
 
 /// How the link travels over TCP: plain for `ws://`, TLS for `wss://`.
@@ -152,6 +158,15 @@ impl Transport {
 }
 
 impl Daemon {
+    fn new(ws_url: String, token: Option<String>) -> Daemon {
+        Daemon {
+            transport: Transport::for_url(&ws_url),
+            socket: unix_socket_for(&ws_url),
+            ws_url,
+            token,
+        }
+    }
+
     /// The upgrade request: the URL, the token when there is one, and the
     /// local daemon's key, read afresh for every connection (a daemon that
     /// lost its runtime directory makes a new one).
@@ -174,26 +189,23 @@ impl Daemon {
     }
 }
 
+/// A link that stayed up this long was a working one: when it drops, the
+/// next round starts at once. A shorter one counts as a failed round, so a
+/// daemon that welcomes the shim and drops it at once is not hammered.
+const STEADY: Duration = Duration::from_secs(1);
+
 async fn run(
-    daemon: Daemon,
+    daemons: Vec<Daemon>,
     mut hello: Hello,
     mut commands: mpsc::Receiver<Command>,
     pushes: mpsc::Sender<Message>,
 ) {
-    let socket = unix_socket_for(&daemon.ws_url);
+    let mut refused: Vec<Option<ErrorDetail>> = vec![None; daemons.len()];
     let mut attempt = 0;
     loop {
-        match session(
-            &daemon,
-            socket.as_deref(),
-            &mut hello,
-            &mut commands,
-            &pushes,
-        )
-        .await
-        {
-            Ended::Shutdown => return,
-            Ended::Fatal(e) => {
+        match round(&daemons, &mut refused, &mut hello, &mut commands, &pushes).await {
+            Round::Shutdown => return,
+            Round::Refused(e) => {
                 tracing::error!("muster refused the link: {}", e.message);
                 // Refused (e.g. bad session id): keep answering requests with the reason.
                 while let Some(cmd) = commands.recv().await {
@@ -203,22 +215,91 @@ async fn run(
                 }
                 return;
             }
-            Ended::Dropped(linked) => {
-                if linked {
-                    attempt = 0;
-                }
-                tokio::time::sleep(backoff(attempt)).await;
-                attempt = attempt.saturating_add(1);
-                // Fail what arrived while down rather than hold it for an unknown time.
-                while let Ok(cmd) = commands.try_recv() {
-                    if let Command::Request(_, _, tx) = cmd {
-                        let _ = tx.send(Err(error(
-                            "daemon_unreachable",
-                            "the muster daemon is not reachable right now",
-                        )));
-                    }
-                }
+            Round::Dropped(up_for) if up_for >= STEADY => {
+                attempt = 0;
+                continue;
             }
+            Round::Dropped(_) | Round::Failed => {}
+        }
+        tokio::time::sleep(backoff(attempt)).await;
+        attempt = attempt.saturating_add(1);
+        fail_waiting(&mut commands, &mut hello);
+    }
+}
+
+/// How a round of linking ended.
+enum Round {
+    /// The MCP side is gone.
+    Shutdown,
+    /// Every address refused the shim for good; why (the first's, or all).
+    Refused(ErrorDetail),
+    /// A link was up this long, then dropped.
+    Dropped(Duration),
+    /// No address could be linked to this time.
+    Failed,
+}
+
+/// One round: each address not refused for good, in order, until one
+/// links. An address that refuses the shim (401, untrusted TLS) is not
+/// tried again; the others still are.
+async fn round(
+    daemons: &[Daemon],
+    refused: &mut [Option<ErrorDetail>],
+    hello: &mut Hello,
+    commands: &mut mpsc::Receiver<Command>,
+    pushes: &mpsc::Sender<Message>,
+) -> Round {
+    for (daemon, refusal) in daemons.iter().zip(refused.iter_mut()) {
+        if refusal.is_some() {
+            continue;
+        }
+        match session(daemon, hello, commands, pushes).await {
+            Ended::Shutdown => return Round::Shutdown,
+            Ended::Dropped(Some(up_for)) => return Round::Dropped(up_for),
+            Ended::Dropped(None) => tracing::debug!("no link to {}", daemon.ws_url),
+            Ended::Fatal(e) => *refusal = Some(e),
+        }
+    }
+    match every_refusal(daemons, refused) {
+        Some(e) => Round::Refused(e),
+        None => Round::Failed,
+    }
+}
+
+/// When every address refused the shim: the refusal, or each address's.
+fn every_refusal(daemons: &[Daemon], refused: &[Option<ErrorDetail>]) -> Option<ErrorDetail> {
+    let all: Vec<&ErrorDetail> = refused.iter().map(Option::as_ref).collect::<Option<_>>()?;
+    match all.as_slice() {
+        [] => Some(error("bad_url", "no daemon address to link to")),
+        [one] => Some((*one).clone()),
+        [first, ..] => {
+            let each: Vec<String> = daemons
+                .iter()
+                .zip(&all)
+                .map(|(d, e)| format!("{}: {}", d.ws_url, e.message))
+                .collect();
+            Some(error(
+                &first.code,
+                format!("every muster daemon refused the link ({})", each.join("; ")),
+            ))
+        }
+    }
+}
+
+/// Answers what arrived while no link was up, rather than hold it for an
+/// unknown time. A `Ready` said meanwhile goes into the next hello instead:
+/// dropped, the shim would never take pushes.
+fn fail_waiting(commands: &mut mpsc::Receiver<Command>, hello: &mut Hello) {
+    while let Ok(cmd) = commands.try_recv() {
+        match cmd {
+            Command::Request(_, _, tx) => {
+                let _ = tx.send(Err(error(
+                    "daemon_unreachable",
+                    "the muster daemon is not reachable right now",
+                )));
+            }
+            Command::Ready => hello.can_push = hello.wants_push,
+            Command::Delivered(_) => {}
         }
     }
 }
@@ -228,8 +309,8 @@ enum Ended {
     Shutdown,
     /// The daemon refused us for good.
     Fatal(ErrorDetail),
-    /// The connection failed or dropped; `true` if it had been up.
-    Dropped(bool),
+    /// The connection failed or dropped; how long it had been up, if it was.
+    Dropped(Option<Duration>),
 }
 
 /// The daemon's Unix socket for a loopback daemon URL (see the daemon's
@@ -254,14 +335,13 @@ fn unix_socket_for(ws_url: &str) -> Option<PathBuf> {
 /// socket when the daemon serves one, else over TCP.
 async fn session(
     daemon: &Daemon,
-    socket: Option<&Path>,
     hello: &mut Hello,
     commands: &mut mpsc::Receiver<Command>,
     pushes: &mpsc::Sender<Message>,
 ) -> Ended {
     let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER_BYTES);
     #[cfg(unix)]
-    if let Some(path) = socket.filter(|p| trusted_socket(p)) {
+    if let Some(path) = daemon.socket.as_deref().filter(|p| trusted_socket(p)) {
         let connected = tokio::time::timeout(Duration::from_secs(5), async {
             let request = daemon.request().map_err(std::io::Error::other)?;
             let stream = tokio::net::UnixStream::connect(path).await?;
@@ -271,13 +351,11 @@ async fn session(
         })
         .await;
         match connected {
-            Ok(Ok((ws, _))) => return converse(ws, hello, commands, pushes).await,
+            Ok(Ok((ws, _))) => return converse(ws, &daemon.ws_url, hello, commands, pushes).await,
             Ok(Err(e)) => tracing::debug!("no link over {}: {e}; trying TCP", path.display()),
             Err(_) => tracing::debug!("no link over {} in 5 s; trying TCP", path.display()),
         }
     }
-    #[cfg(not(unix))]
-    let _ = socket;
     let Ok(request) = daemon.request() else {
         return Ended::Fatal(error(
             "bad_url",
@@ -300,9 +378,9 @@ async fn session(
         )
         .await;
         return match connected {
-            Ok(Ok((ws, _))) => converse(ws, hello, commands, pushes).await,
+            Ok(Ok((ws, _))) => converse(ws, &daemon.ws_url, hello, commands, pushes).await,
             Ok(Err(e)) => refused_or_dropped(&e),
-            Err(_) => Ended::Dropped(false),
+            Err(_) => Ended::Dropped(None),
         };
     };
     let connected = tokio::time::timeout(
@@ -311,9 +389,9 @@ async fn session(
     )
     .await;
     match connected {
-        Ok(Ok(ws)) => converse(ws, hello, commands, pushes).await,
+        Ok(Ok(ws)) => converse(ws, &daemon.ws_url, hello, commands, pushes).await,
         Ok(Err(e)) => refused_or_dropped(&e),
-        Err(_) => Ended::Dropped(false),
+        Err(_) => Ended::Dropped(None),
     }
 }
 
@@ -331,7 +409,7 @@ fn refused_or_dropped(err: &tungstenite::Error) -> Ended {
             "tls_failed",
             format!("cannot link to the muster daemon securely: {reason}"),
         )),
-        None => Ended::Dropped(false),
+        None => Ended::Dropped(None),
     }
 }
 
@@ -387,6 +465,7 @@ fn trusted_socket(path: &Path) -> bool {
 /// Says hello, then relays until the connection ends.
 async fn converse<S>(
     ws: tokio_tungstenite::WebSocketStream<S>,
+    ws_url: &str,
     hello: &mut Hello,
     commands: &mut mpsc::Receiver<Command>,
     pushes: &mpsc::Sender<Message>,
@@ -402,28 +481,31 @@ where
         per_call: hello.per_call,
     };
     if send(&mut sink, &frame).await.is_err() {
-        return Ended::Dropped(false);
+        return Ended::Dropped(None);
     }
-    let mut link = Linked::default();
+    let mut link = Linked {
+        daemon: ws_url.to_string(),
+        ..Linked::default()
+    };
     let mut heartbeat = tokio::time::interval(Duration::from_millis(HEARTBEAT_MS as u64));
     heartbeat.tick().await;
     let ended = loop {
         let step = tokio::select! {
-            cmd = commands.recv(), if link.up => match cmd {
+            cmd = commands.recv(), if link.up() => match cmd {
                 None => Err(Ended::Shutdown),
                 Some(cmd) => link.command(&mut sink, hello, cmd).await,
             },
             msg = stream.next() => {
                 let text = match msg {
                     Some(Ok(WsMessage::Text(text))) => text,
-                    Some(Ok(WsMessage::Close(_))) | Some(Err(_)) | None => break Ended::Dropped(link.up),
+                    Some(Ok(WsMessage::Close(_))) | Some(Err(_)) | None => break Ended::Dropped(link.up_for()),
                     Some(Ok(_)) => continue,
                 };
                 link.frame(&text, pushes).await
             }
             _ = heartbeat.tick() => {
                 let at = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
-                send(&mut sink, &ClientFrame::Ping { at }).await.map_err(|()| Ended::Dropped(link.up))
+                send(&mut sink, &ClientFrame::Ping { at }).await.map_err(|()| Ended::Dropped(link.up_for()))
             }
         };
         if let Err(ended) = step {
@@ -440,16 +522,26 @@ where
     ended
 }
 
-/// A connection's state: whether the daemon welcomed it, and the requests
-/// waiting for their replies.
+/// A connection's state: which daemon, when it welcomed the shim, and the
+/// requests waiting for their replies.
 #[derive(Default)]
 struct Linked {
-    up: bool,
+    daemon: String,
+    welcomed: Option<Instant>,
     pending: HashMap<u64, oneshot::Sender<Reply>>,
     next_id: u64,
 }
 
 impl Linked {
+    fn up(&self) -> bool {
+        self.welcomed.is_some()
+    }
+
+    /// How long the link has been up; `None` before the welcome.
+    fn up_for(&self) -> Option<Duration> {
+        self.welcomed.map(|at| at.elapsed())
+    }
+
     /// Sends what the MCP side asked for; an error ends the connection.
     async fn command<Si: futures_util::Sink<WsMessage> + Unpin>(
         &mut self,
@@ -457,7 +549,8 @@ impl Linked {
         hello: &mut Hello,
         cmd: Command,
     ) -> Result<(), Ended> {
-        let dropped = |()| Ended::Dropped(true);
+        let up_for = self.up_for();
+        let dropped = |()| Ended::Dropped(up_for);
         match cmd {
             Command::Request(op, session, tx) => {
                 self.next_id += 1;
@@ -470,7 +563,7 @@ impl Linked {
                         "link_lost",
                         "the connection to the muster daemon dropped",
                     )));
-                    return Err(Ended::Dropped(true));
+                    return Err(Ended::Dropped(up_for));
                 }
                 self.pending.insert(id, tx);
                 Ok(())
@@ -497,12 +590,15 @@ impl Linked {
     async fn frame(&mut self, text: &str, pushes: &mpsc::Sender<Message>) -> Result<(), Ended> {
         match serde_json::from_str::<ServerFrame>(text) {
             Ok(ServerFrame::Welcome { session, .. }) => {
-                self.up = true;
+                self.welcomed = Some(Instant::now());
+                let daemon = &self.daemon;
                 match session {
                     Some(s) => {
-                        tracing::info!(session = %s.id, nickname = %s.nickname, "linked to muster")
+                        tracing::info!(session = %s.id, nickname = %s.nickname, %daemon, "linked to muster")
                     }
-                    None => tracing::info!("linked to muster; each call names its session"),
+                    None => {
+                        tracing::info!(%daemon, "linked to muster; each call names its session")
+                    }
                 }
             }
             Ok(ServerFrame::Reply {
@@ -523,7 +619,7 @@ impl Linked {
                 }
             }
             Ok(ServerFrame::Pong { .. }) => {}
-            Ok(ServerFrame::Fatal { error: e }) if !self.up => return Err(Ended::Fatal(e)),
+            Ok(ServerFrame::Fatal { error: e }) if !self.up() => return Err(Ended::Fatal(e)),
             Ok(ServerFrame::Fatal { error: e }) => tracing::warn!("daemon: {}", e.message),
             Err(e) => tracing::warn!("unreadable frame from the daemon: {e}"),
         }
@@ -553,5 +649,170 @@ mod tests {
         }
         assert!(backoff(0).as_millis() <= 120);
         assert!(backoff(10).as_millis() >= 800);
+    }
+
+    /// What a stand-in daemon says to a hello.
+    #[derive(Clone, Copy)]
+    enum Answer {
+        Welcome,
+        Fatal,
+        /// Accepts the TCP connection and closes it, no WebSocket spoken.
+        Hangup,
+    }
+
+    /// A stand-in daemon on a port of its own: it reports when each
+    /// connection arrived, answers as told, and, on `stop`, closes its
+    /// port and then the links it holds.
+    struct Stand {
+        url: String,
+        arrivals: mpsc::UnboundedReceiver<Instant>,
+        stop: Option<oneshot::Sender<()>>,
+    }
+
+    async fn stand(answer: Answer) -> Stand {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("ws://{}/ws", listener.local_addr().unwrap());
+        let (arrived, arrivals) = mpsc::unbounded_channel();
+        let (stop, mut stopped) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            loop {
+                let tcp = tokio::select! {
+                    _ = &mut stopped => break,
+                    accepted = listener.accept() => accepted.unwrap().0,
+                };
+                let _ = arrived.send(Instant::now());
+                if matches!(answer, Answer::Hangup) {
+                    continue; // `tcp` dropped: closed
+                }
+                let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+                let _hello = ws.next().await;
+                let frame = match answer {
+                    Answer::Fatal => ServerFrame::Fatal {
+                        error: error("unauthorized", "no entry here"),
+                    },
+                    _ => ServerFrame::Welcome {
+                        protocol: LINK_PROTOCOL,
+                        session: None,
+                    },
+                };
+                let text = serde_json::to_string(&frame).unwrap();
+                ws.send(WsMessage::Text(text.into())).await.unwrap();
+                held.push(ws);
+            }
+            drop(listener);
+            drop(held);
+        });
+        Stand {
+            url,
+            arrivals,
+            stop: Some(stop),
+        }
+    }
+
+    fn hello() -> Hello {
+        Hello {
+            session: RegisterRequest::default(),
+            can_push: false,
+            wants_push: true,
+            per_call: false,
+        }
+    }
+
+    /// Links to `urls` as `Link::start` does, but over TCP alone (no
+    /// daemon's Unix socket is looked for).
+    fn link_to(urls: &[&str]) -> (Link, mpsc::Receiver<Message>) {
+        let daemons = urls
+            .iter()
+            .map(|u| Daemon {
+                socket: None,
+                ..Daemon::new(u.to_string(), None)
+            })
+            .collect();
+        let (commands, rx) = mpsc::channel(8);
+        let (pushes_tx, pushes) = mpsc::channel(8);
+        tokio::spawn(run(daemons, hello(), rx, pushes_tx));
+        (Link { commands }, pushes)
+    }
+
+    async fn next(arrivals: &mut mpsc::UnboundedReceiver<Instant>) -> Instant {
+        tokio::time::timeout(Duration::from_secs(5), arrivals.recv())
+            .await
+            .expect("a connection within 5 s")
+            .expect("the stand-in runs")
+    }
+
+    #[tokio::test]
+    async fn each_round_tries_the_addresses_in_order_from_the_first() {
+        // Proves the shim links to the first address that takes it (after
+        // one that hangs up, before the one after), and that when a working
+        // link drops it starts again from the first address at once, not
+        // after a backoff (whose floor is 80 ms), and reaches the next live one.
+        let mut first = stand(Answer::Hangup).await;
+        let mut second = stand(Answer::Welcome).await;
+        let mut third = stand(Answer::Welcome).await;
+        let (_link, _pushes) = link_to(&[&first.url, &second.url, &third.url]);
+        let tried_first = next(&mut first.arrivals).await;
+        let linked_second = next(&mut second.arrivals).await;
+        assert!(tried_first < linked_second);
+        tokio::time::sleep(STEADY + Duration::from_millis(100)).await;
+        assert!(
+            third.arrivals.try_recv().is_err(),
+            "linked to the second only"
+        );
+
+        let dropped = Instant::now();
+        second.stop.take().unwrap().send(()).unwrap();
+        let tried_first_again = next(&mut first.arrivals).await;
+        let linked_third = next(&mut third.arrivals).await;
+        assert!(tried_first_again < linked_third);
+        let took = linked_third - dropped;
+        assert!(took < Duration::from_millis(75), "re-linked after {took:?}");
+    }
+
+    #[tokio::test]
+    async fn an_address_that_refuses_is_passed_over_and_all_refusing_is_said() {
+        // Proves one daemon refusing the shim for good does not end the
+        // link while another takes it, and that when every address refuses,
+        // a request is answered with their refusals, each naming its address.
+        let refusing = stand(Answer::Fatal).await;
+        let mut welcoming = stand(Answer::Welcome).await;
+        let (_link, _pushes) = link_to(&[&refusing.url, &welcoming.url]);
+        next(&mut welcoming.arrivals).await;
+
+        let other = stand(Answer::Fatal).await;
+        let (link, _pushes) = link_to(&[&refusing.url, &other.url]);
+        let answer = link.request(Op::Whoami, None).await.unwrap_err();
+        assert_eq!(answer.code, "unauthorized");
+        assert_eq!(
+            answer.message,
+            format!(
+                "every muster daemon refused the link ({}: no entry here; {}: no entry here)",
+                refusing.url, other.url
+            )
+        );
+        let (alone, _pushes) = link_to(&[&other.url]);
+        let answer = alone.request(Op::Whoami, None).await.unwrap_err();
+        assert_eq!(answer, error("unauthorized", "no entry here"));
+    }
+
+    #[tokio::test]
+    async fn what_waits_while_down_is_answered_and_ready_kept_for_the_next_hello() {
+        // Proves a request made while no link is up is answered at once as
+        // unreachable, and a `Ready` said meanwhile is not lost: the next
+        // hello says the shim takes pushes.
+        let (tx, mut rx) = mpsc::channel(8);
+        let (reply, replied) = oneshot::channel();
+        tx.send(Command::Request(Op::Whoami, None, reply))
+            .await
+            .unwrap();
+        tx.send(Command::Ready).await.unwrap();
+        let mut hello = hello();
+        fail_waiting(&mut rx, &mut hello);
+        assert!(hello.can_push);
+        assert_eq!(
+            replied.await.unwrap().unwrap_err().code,
+            "daemon_unreachable"
+        );
     }
 }

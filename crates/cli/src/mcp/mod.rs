@@ -191,7 +191,10 @@ async fn serve(env: ShimEnv, parent: u32) -> anyhow::Result<()> {
         wants_push: env.channels && !per_call,
         per_call,
     };
-    let (link, pushes) = Link::start(ws_url(&env.url)?, env.token, hello.clone());
+    let ws_urls = crate::config::split_urls(&env.url)
+        .map(ws_url)
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let (link, pushes) = Link::start(ws_urls, env.token, hello.clone());
     let mut server = McpServer::new(Arc::new(LinkExecutor {
         link: link.clone(),
         per_call,
