@@ -9,73 +9,20 @@
 mod common;
 #[path = "support/peer_shim.rs"]
 mod peer_shim;
+#[path = "support/postgres_db.rs"]
+mod postgres_db;
 #[path = "support/waker.rs"]
 mod waker;
 
 use std::collections::HashSet;
-use std::process::Command;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use common::*;
 use peer_shim::PeerShim;
+use postgres_db::FreshDatabase;
 use serde_json::{json, Value};
 use waker::{hook_in_run, Waker};
-
-/// The server the tests use, as a URL without a database.
-fn server() -> String {
-    std::env::var("MUSTER_TEST_POSTGRES")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
-}
-
-/// Runs one SQL command with psql on `database`; returns its unaligned output.
-fn psql(database: &str, sql: &str) -> String {
-    let out = Command::new("psql")
-        .arg(format!("{}/{database}", server()))
-        .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
-        .output()
-        .expect("run psql (PostgreSQL's client)");
-    assert!(
-        out.status.success(),
-        "psql {sql:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-/// A fresh database, dropped with its connections when this goes.
-struct FreshDatabase {
-    name: String,
-}
-
-impl FreshDatabase {
-    fn new(tag: &str) -> Self {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        let name = format!("muster_team_{tag}_{}_{nanos}", std::process::id());
-        psql("postgres", &format!("CREATE DATABASE {name}"));
-        FreshDatabase { name }
-    }
-
-    fn url(&self) -> String {
-        format!("{}/{}", server(), self.name)
-    }
-
-    fn sql(&self, sql: &str) -> String {
-        psql(&self.name, sql)
-    }
-}
-
-impl Drop for FreshDatabase {
-    fn drop(&mut self) {
-        psql(
-            "postgres",
-            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
-        );
-    }
-}
 
 /// `n` daemons on the database, each with a data directory of its own.
 fn daemons(db: &FreshDatabase, n: usize) -> Vec<TestDaemon> {

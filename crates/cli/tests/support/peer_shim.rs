@@ -6,7 +6,7 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -19,6 +19,9 @@ pub struct PeerShim {
     /// Kept open: closing it ends the shim.
     stdin: std::process::ChildStdin,
     lines: std::sync::mpsc::Receiver<String>,
+    /// With `start_listed`: each daemon the shim linked to (its `ws://`
+    /// address, from the shim's log) and when that line was read.
+    links: Option<std::sync::mpsc::Receiver<(Instant, String)>>,
 }
 
 /// How the test's client opens the MCP session.
@@ -52,16 +55,59 @@ impl PeerShim {
 
     /// As `start`, with the handshake given. Without one, waits only for the link.
     pub fn start_with(daemon: &TestDaemon, session: &str, handshake: Handshake) -> Self {
-        let mut child = muster_cmd(&daemon.url)
+        let mut cmd = muster_cmd(&daemon.url);
+        cmd.stderr(Stdio::inherit());
+        Self::launch(cmd, daemon, session, handshake, None)
+    }
+
+    /// As `start`, with MUSTER_URL set to `urls`, a list of daemons tried
+    /// in order, `daemon` (where it should link first) among them; the
+    /// shim's log is read for the daemons it links to (`next_link`) and
+    /// passed on to the test's stderr.
+    pub fn start_listed(daemon: &TestDaemon, urls: &str, session: &str) -> Self {
+        let mut cmd = muster_cmd(urls);
+        cmd.env("RUST_LOG", "warn,muster::mcp::link=info")
+            .stderr(Stdio::piped());
+        let (tx, links) = std::sync::mpsc::channel();
+        Self::launch(
+            cmd,
+            daemon,
+            session,
+            Handshake::Initialize,
+            Some((tx, links)),
+        )
+    }
+
+    /// The next daemon the shim linked to (`start_listed` only): its
+    /// `ws://` address and when the shim said so, within `limit`.
+    pub fn next_link(&self, limit: Duration) -> Option<(Instant, String)> {
+        let links = self
+            .links
+            .as_ref()
+            .expect("a shim started with start_listed");
+        links.recv_timeout(limit).ok()
+    }
+
+    fn launch(
+        mut cmd: Command,
+        daemon: &TestDaemon,
+        session: &str,
+        handshake: Handshake,
+        links: Option<LinkLog>,
+    ) -> Self {
+        let mut child = cmd
             .arg("mcp")
             .env("MUSTER_SESSION_ID", session)
             .env_remove("MUSTER_HARNESS")
             .env("MUSTER_CHANNELS", "on")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn muster mcp");
+        let links = links.map(|(tx, links)| {
+            read_links(child.stderr.take().expect("stderr piped"), tx);
+            links
+        });
         let mut stdin = child.stdin.take().unwrap();
         let lines = match handshake {
             Handshake::Initialize => vec![
@@ -90,6 +136,7 @@ impl PeerShim {
             child,
             stdin,
             lines,
+            links,
         };
         let linked = wait_until(Duration::from_secs(10), || {
             let roster = daemon.get("/api/v1/roster").1;
@@ -146,6 +193,30 @@ impl PeerShim {
         }
         None
     }
+}
+
+/// Where a listed shim's links are told, and where they are read.
+type LinkLog = (
+    std::sync::mpsc::Sender<(Instant, String)>,
+    std::sync::mpsc::Receiver<(Instant, String)>,
+);
+
+/// Reads the shim's log to its end, passing every line on to stderr, and
+/// sends each "linked to muster" line's daemon address, stamped when read.
+fn read_links(stderr: std::process::ChildStderr, tx: std::sync::mpsc::Sender<(Instant, String)>) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("{line}");
+            if !line.contains("linked to muster") {
+                continue;
+            }
+            let daemon = line
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("daemon="))
+                .unwrap_or_else(|| panic!("no daemon= in the shim's link line {line:?}"));
+            let _ = tx.send((Instant::now(), daemon.to_string()));
+        }
+    });
 }
 
 impl Drop for PeerShim {
