@@ -42,7 +42,7 @@ const MAX_BATCH: usize = 4_096;
 /// log"): writers of every daemon take turns, so the change log's sequence
 /// order is the order of the commits, and a guard that reads the log sees
 /// every decision committed before its own.
-pub const LOG_LOCK: i64 = 0x6d75_7374_6c6f_67;
+pub const LOG_LOCK: i64 = 0x006d_7573_746c_6f67;
 
 /// While the most recent write failed, the writer tries a small write of
 /// its own this often when no request comes, so health recovers without
@@ -110,10 +110,19 @@ async fn run_batch(
     health: &WriteHealth,
     origin: &str,
 ) {
-    let written = futures_util::FutureExt::catch_unwind(AssertUnwindSafe(write_batch(
-        pool, connection, &batch, origin,
-    )))
-    .await;
+    let mut written = write_caught(pool, connection, &batch, origin).await;
+    // Writers of several daemons run their statements side by side: two
+    // that took row locks in opposite orders deadlock, and PostgreSQL
+    // rolls one back. Nothing of it was applied, so it runs again.
+    for _ in 0..BUSY_RETRIES {
+        match &written {
+            Ok(Err(fault)) if fault.kind == FaultKind::Busy => {
+                tracing::debug!("a batch met {}; running it again", fault.reason);
+                written = write_caught(pool, connection, &batch, origin).await;
+            }
+            _ => break,
+        }
+    }
     let results = match written {
         Ok(Ok(results)) => {
             health.wrote();
@@ -129,6 +138,23 @@ async fn run_batch(
         }
     };
     answer_all(batch, results);
+}
+
+/// A batch that met a deadlock or a serialization failure is run again
+/// this many times before its requests fail.
+const BUSY_RETRIES: usize = 3;
+
+/// [`write_batch`], with a panic caught as such.
+async fn write_caught(
+    pool: &Pool,
+    connection: &mut Option<Object>,
+    batch: &[Job],
+    origin: &str,
+) -> std::thread::Result<Result<Vec<JobResult>, Fault>> {
+    futures_util::FutureExt::catch_unwind(AssertUnwindSafe(write_batch(
+        pool, connection, batch, origin,
+    )))
+    .await
 }
 
 /// With no request to try, a transaction of the writer's own that takes
@@ -186,26 +212,28 @@ async fn writer_client<'c>(
 
 /// What one job runs.
 enum Work {
-    /// Its changes' statements, in order.
-    Statements(Vec<Stmt>),
+    /// Its changes' statements, in order, and its guards (which must run
+    /// after `LOG_LOCK` is held).
+    Statements(Vec<Stmt>, Vec<Stmt>),
     Prune(Millis),
 }
 
 fn work_of(job: &Job, origin: &str) -> Work {
     match job {
         Job::Apply { changes, .. } => {
-            let mut out = Vec::with_capacity(changes.len());
+            let (mut out, mut guards) = (Vec::with_capacity(changes.len()), Vec::new());
             for change in changes {
-                writes::plan(change, origin, &mut out);
+                writes::plan(change, &mut out);
+                writes::guard(change, origin, &mut guards);
             }
-            Work::Statements(out)
+            Work::Statements(out, guards)
         }
         Job::Prune { cutoff, .. } => Work::Prune(*cutoff),
     }
 }
 
 /// The changes of the jobs that `kept` says committed, in order.
-fn changes_of<'j>(batch: &'j [Job], kept: impl Fn(usize) -> bool) -> Vec<&'j Change> {
+fn changes_of(batch: &[Job], kept: impl Fn(usize) -> bool) -> Vec<&Change> {
     batch
         .iter()
         .enumerate()
@@ -244,16 +272,19 @@ async fn write_batch(
     } else {
         (std::slice::from_ref(&lock), std::slice::from_ref(&log))
     };
+    // The statements first, so other daemons' writers run theirs at the
+    // same time; the lock only for the guards and the log entry.
     let statements: Option<Vec<&Stmt>> = work
         .iter()
         .map(|w| match w {
-            Work::Statements(s) => Some(s.iter()),
+            Work::Statements(s, g) => Some((s, g)),
             Work::Prune(_) => None,
         })
         .collect::<Option<Vec<_>>>()
         .map(|each| {
-            let body = each.into_iter().flatten();
-            lock.iter().chain(body).chain(log).collect()
+            let body = each.iter().flat_map(|(s, _)| s.iter());
+            let guards = each.iter().flat_map(|(_, g)| g.iter());
+            body.chain(lock).chain(guards).chain(log).collect()
         });
     if let Some(statements) = statements {
         let tx = client.transaction().await.map_err(|e| Fault::of(&e))?;
@@ -348,7 +379,11 @@ async fn one_by_one(
     for w in work {
         let sp = tx.transaction().await.map_err(fault)?;
         let result = match w {
-            Work::Statements(statements) => run_all(&sp, statements).await.map(|()| None),
+            // The lock is held from the transaction's start here.
+            Work::Statements(statements, guards) => match run_all(&sp, statements).await {
+                Ok(()) => run_all(&sp, guards).await.map(|()| None),
+                Err(e) => Err(e),
+            },
             Work::Prune(cutoff) => writes::prune(&sp, *cutoff).await.map(Some),
         };
         match result {

@@ -106,9 +106,21 @@ pub fn log(origin: &str, changes: &[&Change]) -> Stmt {
     stmt(LOG, params![origin.to_string(), reserves, body])
 }
 
-/// Appends the statements that make `change`, in the order they must run;
-/// `origin` is the daemon writing it.
-pub fn plan(change: &Change, origin: &str, out: &mut Vec<Stmt>) {
+/// Appends the statement that checks a guard change (see
+/// [`RESERVATIONS_UNCHANGED`]) for daemon `origin`; other changes have none.
+/// Guards run once the transaction holds `LOG_LOCK`.
+pub fn guard(change: &Change, origin: &str, out: &mut Vec<Stmt>) {
+    if let Change::ReservationsUnchangedSince { seq } = change {
+        out.push(stmt(
+            RESERVATIONS_UNCHANGED,
+            params![i64::try_from(*seq).unwrap_or(i64::MAX), origin.to_string()],
+        ));
+    }
+}
+
+/// Appends the statements that make `change`, in the order they must run
+/// (a guard makes none here: see [`guard`]).
+pub fn plan(change: &Change, out: &mut Vec<Stmt>) {
     match change {
         Change::PutSession(s) => out.push(put_session(s)),
         Change::TouchSession { id, last_seen_at } => out.push(stmt(
@@ -172,10 +184,7 @@ pub fn plan(change: &Change, origin: &str, out: &mut Vec<Stmt>) {
             "DELETE FROM reservations WHERE session_id = $1",
             params![session_id.clone()],
         )),
-        Change::ReservationsUnchangedSince { seq } => out.push(stmt(
-            RESERVATIONS_UNCHANGED,
-            params![i64::try_from(*seq).unwrap_or(i64::MAX), origin.to_string()],
-        )),
+        Change::ReservationsUnchangedSince { .. } => {}
     }
 }
 
