@@ -12,9 +12,7 @@ use axum::extract::State;
 use axum::response::Response;
 use futures_util::{SinkExt, StreamExt};
 use muster_core::api::{ErrorDetail, RegisterRequest};
-use muster_core::link::{
-    ClientFrame, JsonText, ServerFrame, HEARTBEAT_MS, LINK_PROTOCOL, READ_BUFFER_BYTES,
-};
+use muster_core::link::{ClientFrame, JsonText, ServerFrame, HEARTBEAT_MS, LINK_PROTOCOL};
 use muster_core::{DeliveryState, LinkKind, Message, Session};
 use muster_store::Change;
 use serde_json::json;
@@ -32,13 +30,21 @@ const MAX_LINK_REQUESTS: usize = 64;
 /// A ready shim confirms in about a millisecond; this bounds a stuck one.
 pub const PUSH_CONFIRM: Duration = Duration::from_millis(500);
 
+/// Each link's WebSocket read buffer: allocated when the link opens and
+/// kept while it lasts, so ten thousand idle links hold ten thousand of
+/// them. A shim's frames are small (a ping, a `delivered`, a request whose
+/// body is at most 6,000 characters); a larger one is still read whole (the
+/// buffer grows to the frame, in reads of this size); and tungstenite
+/// zero-fills this much before every read.
+const LINK_READ_BUFFER: usize = 2 * 1024;
+
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
 
 pub async fn upgrade(State(hub): State<Arc<Hub>>, ws: WebSocketUpgrade) -> Response {
     let max = hub.config.max_link_frame_bytes;
     ws.max_message_size(max)
         .max_frame_size(max)
-        .read_buffer_size(READ_BUFFER_BYTES)
+        .read_buffer_size(LINK_READ_BUFFER)
         .on_upgrade(move |socket| serve(hub, socket))
 }
 
@@ -74,7 +80,10 @@ async fn serve(hub: Arc<Hub>, socket: WebSocket) {
     let (mut sink, mut stream) = socket.split();
     let conn = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
     let (tx, rx) = mpsc::channel::<Outgoing>(hub.config.link_queue.max(1));
-    let Some((speaker, welcome)) = greet(&hub, &mut sink, &mut stream, conn, &tx).await else {
+    // Boxed, here and for the heavier frames: an async fn's future is as
+    // large as its largest await, and this one lives as long as the link.
+    let greeted = Box::pin(greet(&hub, &mut sink, &mut stream, conn, &tx)).await;
+    let Some((speaker, welcome)) = greeted else {
         return;
     };
     let speaker = Arc::new(speaker);
@@ -335,12 +344,12 @@ async fn on_frame(link: &Link<'_>, requests: &mut JoinSet<()>, frame: ClientFram
         }
         ClientFrame::Delivered { message_ids } => {
             if let Some(id) = session {
-                hub.on_delivered(id, &message_ids).await;
+                Box::pin(hub.on_delivered(id, &message_ids)).await;
             }
         }
         ClientFrame::Ready { can_push } => {
             if let Some(id) = session {
-                if hub.set_can_push(id, conn, can_push).await {
+                if Box::pin(hub.set_can_push(id, conn, can_push)).await {
                     // Pushed beside the reading, so the reader never waits on the queue.
                     let (hub, id) = (hub.clone(), id.to_string());
                     requests.spawn(async move { hub.push_queued(&id).await });
@@ -371,12 +380,12 @@ async fn run_request(
     };
     match result {
         Ok((result, surfacing)) => Outgoing {
-            frame: ServerFrame::Reply {
+            frame: Box::new(ServerFrame::Reply {
                 id,
                 result: Some(JsonText::from_value(&result)),
                 error: None,
-            },
-            surfacing,
+            }),
+            surfacing: surfacing.map(Box::new),
         },
         Err(e) => ServerFrame::Reply {
             id,
