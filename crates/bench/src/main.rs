@@ -26,7 +26,17 @@
 //! - **storm** (only when named): N real shims (default 1,000) linked to a
 //!   `muster serve` child, which is killed with SIGKILL and restarted on the
 //!   same port and data directory (target: every shim re-linked within 2 s,
-//!   none swept).
+//!   none swept);
+//! - **scale** (only when named): N simulated links (default 10,000) from
+//!   this process to a `muster serve` child: the daemon's RSS per linked
+//!   and per hook-only session, roster p99, direct send p99 at 10 and at N,
+//!   16 busy senders alone and beside the idle links, broadcasts, a restart
+//!   storm, and the sweep at N linked (see `scale.rs`);
+//! - **team** (only when named; needs PostgreSQL at `MUSTER_BENCH_POSTGRES`,
+//!   default 127.0.0.1:5432): durable sends/s through three daemons on one
+//!   database (target: at least 5,000/s) beside one PostgreSQL and one
+//!   SQLite daemon, and cross-daemon delivery from a shim on one daemon to
+//!   a shim on another (target: p99 under 10 ms; see `team.rs`).
 //!
 //! For hooks, sends and sweep, client and daemon run in this one process on
 //! one multi-thread tokio runtime, talking over loopback TCP. The delivery
@@ -45,10 +55,13 @@ mod http;
 mod load;
 mod mixed_load;
 mod report;
+mod scale;
 mod sends;
 mod shim;
+mod sim;
 mod storm;
 mod sweep;
+mod team;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -70,6 +83,8 @@ enum Which {
     Flood,
     Load,
     Storm,
+    Scale,
+    Team,
 }
 
 #[derive(Debug, Parser)]
@@ -121,6 +136,9 @@ struct Args {
     /// Shims in the restart storm.
     #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..=20_000))]
     storm_shims: u64,
+    /// Simulated links in the scale bench.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(200..=16_000))]
+    scale_links: u64,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -141,12 +159,14 @@ pub struct Opts {
     pub load_rate: f64,
     pub load_sample: Duration,
     pub storm_shims: usize,
+    pub scale_links: usize,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    // The load soak and the restart storm are long: they run only when named.
-    let named_only = [Which::Load, Which::Storm];
+    // The load soak, the restart storm, scale and team are long (team needs
+    // PostgreSQL): they run only when named.
+    let named_only = [Which::Load, Which::Storm, Which::Scale, Which::Team];
     let wants =
         |w: Which| args.which == w || (args.which == Which::All && !named_only.contains(&w));
     let muster_binary = match args
@@ -161,10 +181,19 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if wants(Which::Delivery) || wants(Which::Load) || wants(Which::Storm) {
+    if [
+        Which::Delivery,
+        Which::Load,
+        Which::Storm,
+        Which::Scale,
+        Which::Team,
+    ]
+    .into_iter()
+    .any(wants)
+    {
         if !muster_binary.is_file() {
             eprintln!(
-                "muster-bench: the delivery, load and storm benches run real `muster mcp` shims, but {} does not exist.\n\
+                "muster-bench: the delivery, load, storm, scale and team benches run `muster` (its shims, or `muster serve`), but {} does not exist.\n\
                  Build it first: {}   (or pass --muster PATH, or pick another bench)",
                 muster_binary.display(),
                 delivery::build_command()
@@ -187,6 +216,7 @@ fn main() -> ExitCode {
         load_rate: args.rate as f64,
         load_sample: Duration::from_secs(args.sample_seconds),
         storm_shims: args.storm_shims as usize,
+        scale_links: args.scale_links as usize,
     };
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -210,7 +240,7 @@ fn main() -> ExitCode {
         ) -> std::pin::Pin<
             Box<dyn std::future::Future<Output = anyhow::Result<Section>> + 'a>,
         >;
-        let benches: [(Which, &str, Bench); 8] = [
+        let benches: [(Which, &str, Bench); 10] = [
             (Which::Hooks, "hooks", |o| Box::pin(hooks::run(o))),
             (Which::Sends, "sends", |o| Box::pin(sends::run(o))),
             (Which::Sweep, "sweep", |o| Box::pin(sweep::run(o))),
@@ -221,6 +251,8 @@ fn main() -> ExitCode {
             (Which::Flood, "flood", |o| Box::pin(flood::run(o))),
             (Which::Load, "load", |o| Box::pin(mixed_load::run(o))),
             (Which::Storm, "storm", |o| Box::pin(storm::run(o))),
+            (Which::Scale, "scale", |o| Box::pin(scale::run(o))),
+            (Which::Team, "team", |o| Box::pin(team::run(o))),
         ];
         for (which, name, bench) in benches {
             if !wants(which) {

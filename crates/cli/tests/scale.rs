@@ -1,0 +1,162 @@
+//! A thousand simulated shim links against a real `muster serve`: the link
+//! simulator of `muster-bench scale` (crates/bench/src/sim.rs, compiled here
+//! as it is), at a size that runs in seconds. Every link is welcomed; the
+//! daemon is killed with SIGKILL and started again on the same port and data
+//! directory; every link comes back by itself, and no session is swept, at
+//! once or after sweeps that would remove any session whose link had not
+//! come back within the grace window.
+
+#[path = "../../bench/src/sim.rs"]
+#[allow(dead_code)] // the bench uses more of it than this test does
+mod sim;
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use sim::{Fleet, Target};
+
+const LINKS: usize = 1_000;
+/// A session whose link is down longer than this is swept: short, so that
+/// a link that did not come back would be gone by the time the test looks.
+const GRACE: &str = "10s";
+const SWEEP_EVERY: Duration = Duration::from_millis(500);
+/// Bounds on waiting, far above what it takes (about a second).
+const LINK_LIMIT: Duration = Duration::from_secs(60);
+
+/// `muster serve` on `bind` with its data in `dir`; killed when dropped.
+struct Serve {
+    child: Child,
+    url: String,
+}
+
+impl Serve {
+    fn start(dir: &Path, bind: &str) -> Serve {
+        let mut child = Command::new(common::BIN)
+            .args(["serve", "--bind", bind, "--stale-after", GRACE])
+            .args(["--sweep-interval", "500ms", "--data-dir"])
+            .arg(dir)
+            .env("RUST_LOG", "warn")
+            .env_remove("MUSTER_URL")
+            .env_remove("MUSTER_TOKEN")
+            .env_remove("MUSTER_STORE")
+            .env_remove("MUSTER_UNIX_SOCKET")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn muster serve");
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let line = lines
+            .next()
+            .expect("muster serve printed a line")
+            .expect("its stdout is text");
+        let url = line
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .unwrap_or_else(|| panic!("no URL in {line:?}"))
+            .to_string();
+        // Keep reading, so the daemon never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        Serve { child, url }
+    }
+
+    fn port(&self) -> u16 {
+        self.url.rsplit(':').next().unwrap().parse().unwrap()
+    }
+
+    fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// `GET <path>` with the daemon's local key: the body.
+async fn get(url: &str, path: &str) -> String {
+    reqwest::Client::new()
+        .get(format!("{url}{path}"))
+        .header(muster_daemon::local_key::HEADER, common::key_for(url))
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+        .text()
+        .await
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+}
+
+/// The sum of a metric's samples (every label set) in `/metrics`.
+fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Each session on the daemon's roster, and whether its link is up.
+async fn roster(url: &str) -> HashMap<String, bool> {
+    let roster: serde_json::Value =
+        serde_json::from_str(&get(url, "/api/v1/roster").await).expect("the roster is JSON");
+    roster["sessions"]
+        .as_array()
+        .expect("a list of sessions")
+        .iter()
+        .map(|s| (s["id"].as_str().unwrap().to_string(), s["link_up"] == true))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_links_come_back_after_kill_9_and_none_is_swept() {
+    sim::raise_open_files(LINKS as u64 + 256);
+    let dir = tempfile::tempdir().unwrap();
+    let mut serve = Serve::start(dir.path(), "127.0.0.1:0");
+    let port = serve.port();
+    let mut fleet = Fleet::new(Target::loopback(port, true));
+    fleet.add((0..LINKS).map(|i| format!("scale-test-{i:04}")));
+    let linked = fleet.wait(LINK_LIMIT, |f| f.welcomed(1) == LINKS).await;
+    assert!(linked.is_some(), "{} of {LINKS} linked", fleet.welcomed(1));
+    assert_eq!(fleet.refused(), Vec::new());
+    let before = roster(&serve.url).await;
+    assert_eq!(before.len(), LINKS);
+    assert_eq!(before.values().filter(|up| **up).count(), LINKS);
+
+    serve.kill9();
+    let serve = Serve::start(dir.path(), &format!("127.0.0.1:{port}"));
+    let back = fleet
+        .wait(LINK_LIMIT, |f| f.welcomed(2) == LINKS && f.up() == LINKS)
+        .await;
+    assert!(
+        back.is_some(),
+        "{} of {LINKS} re-linked, {} up",
+        fleet.welcomed(2),
+        fleet.up()
+    );
+    // Sweeps run meanwhile: a session whose link was not back within the
+    // grace window would be gone (and a re-link would register it anew, so
+    // the sweeper's own count says whether it removed any).
+    tokio::time::sleep(4 * SWEEP_EVERY).await;
+    let metrics = get(&serve.url, "/metrics").await;
+    assert!(metric(&metrics, "muster_sweeps_total") >= 2, "{metrics}");
+    assert_eq!(metric(&metrics, "muster_swept_sessions_total"), 0);
+    let after = roster(&serve.url).await;
+    let missing: Vec<&str> = fleet.ids().filter(|id| !after.contains_key(*id)).collect();
+    assert_eq!(missing, Vec::<&str>::new(), "swept across the restart");
+    let down: Vec<&str> = fleet
+        .ids()
+        .filter(|id| after.get(*id) != Some(&true))
+        .collect();
+    assert_eq!(down, Vec::<&str>::new(), "links down after the restart");
+    assert_eq!(fleet.welcomed(3), 0, "a link re-linked twice");
+    assert_eq!(fleet.refused(), Vec::new());
+    fleet.stop().await;
+}
