@@ -568,3 +568,201 @@ fn a_shim_links_to_a_token_daemon_with_its_token_and_says_so_without_it() {
         "the daemon's own user links with its key: {text}"
     );
 }
+
+/// `muster serve` on 127.0.0.1:`port` over the data directory `dir`: a
+/// daemon restarted where its shims already look. Killed when dropped.
+struct Restarted {
+    child: Child,
+    url: String,
+}
+
+impl Restarted {
+    fn start(dir: &Path, port: u16) -> Restarted {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(BIN)
+            .args([
+                "serve",
+                "--bind",
+                &format!("127.0.0.1:{port}"),
+                "--data-dir",
+            ])
+            .arg(dir)
+            .env("RUST_LOG", "warn")
+            .env_remove("MUSTER_URL")
+            .env_remove("MUSTER_TOKEN")
+            .env_remove("MUSTER_STORE")
+            .env_remove("MUSTER_UNIX_SOCKET")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn muster serve");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .expect("the listening line");
+        let url = format!("http://127.0.0.1:{port}");
+        assert!(line.contains(&url), "listening line {line:?}");
+        Restarted { child, url }
+    }
+
+    fn get(&self, path: &str) -> Value {
+        let resp = http()
+            .get(format!("{}{path}", self.url))
+            .header(muster_daemon::local_key::HEADER, key_for(&self.url))
+            .send()
+            .expect("GET");
+        assert_eq!(resp.status(), 200, "GET {path}");
+        resp.json().expect("JSON")
+    }
+}
+
+impl Drop for Restarted {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Message ids of the channel notifications among `lines`, in order.
+fn channel_ids(lines: &[Value]) -> Vec<String> {
+    lines
+        .iter()
+        .filter(|l| l["method"] == "notifications/claude/channel")
+        .map(|l| {
+            l["params"]["meta"]["message_id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect()
+}
+
+// Proves a push the shim writes to its agent while its link is down is
+// confirmed on the next link and never shown twice: the test does not read
+// the shim's stdout while 20 pushes of 6,000 characters arrive, so about
+// ten fill the pipe and the rest wait in the shim unconfirmed; the daemon
+// is killed with kill -9, the test then reads them all (written, so
+// confirmed, with no link up) and restarts the daemon on the same port and
+// data directory. The agent gets each of the 20 messages exactly once, and
+// the restarted daemon records every one as pushed.
+#[test]
+fn pushes_written_while_the_link_is_down_are_confirmed_after_it_and_shown_once() {
+    let mut first = TestDaemon::start(&[]);
+    let port: u16 = first.url.rsplit(':').next().unwrap().parse().unwrap();
+    let id = "relink-peer";
+    let mut child = muster_cmd(&first.url)
+        .arg("mcp")
+        .env("MUSTER_SESSION_ID", id)
+        .env_remove("MUSTER_HARNESS")
+        .env("MUSTER_CHANNELS", "on")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn muster mcp");
+    let mut stdin = child.stdin.take().unwrap();
+    for line in [
+        json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18",
+            "capabilities": {}, "clientInfo": {"name": "peer", "version": "1"}}}),
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+    ] {
+        writeln!(stdin, "{line}").unwrap();
+    }
+    assert_eq!(linked_can_push(&first, id, true), Some(true));
+
+    let body = |i: usize| format!("{i:02} {}", "x".repeat(5_997));
+    let senders: Vec<_> = (0..20)
+        .map(|i| {
+            let (url, key, text) = (first.url.clone(), first.key(), body(i));
+            std::thread::spawn(move || {
+                let v: Value = http()
+                    .post(format!("{url}/api/v1/messages"))
+                    .header(muster_daemon::local_key::HEADER, key)
+                    .json(&json!({"to": id, "body": text}))
+                    .send()
+                    .and_then(|r| r.json())
+                    .expect("send");
+                (
+                    v["message"]["id"].as_str().unwrap().to_string(),
+                    v["message"]["from"].as_str().unwrap().to_string(),
+                    v["state"].clone(),
+                )
+            })
+        })
+        .collect();
+    let sent: Vec<(String, String, Value)> =
+        senders.into_iter().map(|s| s.join().unwrap()).collect();
+    let unconfirmed = sent
+        .iter()
+        .filter(|(_, _, state)| *state == "queued")
+        .count();
+    assert!(
+        unconfirmed > 0,
+        "the full pipe left pushes unconfirmed: {sent:?}"
+    );
+    first.kill9();
+
+    // Now the agent reads: what the shim writes from here on, it writes
+    // with no link up.
+    let (tx, lines) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(serde_json::from_str::<Value>(&line).unwrap());
+        }
+    });
+    let mut got: Vec<Value> = Vec::new();
+    wait_until(Duration::from_secs(5), || {
+        got.extend(lines.try_iter());
+        channel_ids(&got).len() >= sent.len()
+    });
+
+    let second = Restarted::start(&first.data_dir, port);
+    let relinked = wait_until(Duration::from_secs(10), || {
+        second.get("/api/v1/roster")["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["id"] == id && s["link_up"] == true && s["can_push"] == true)
+    });
+    assert!(
+        relinked.is_some(),
+        "the shim re-linked to the restarted daemon"
+    );
+    let from = sent[0].1.clone();
+    let thread = |m: &str| second.get(&format!("/api/v1/messages/{m}/thread?as={from}"));
+    let pushed = |m: &str| {
+        thread(m)["deliveries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["recipient"] == id && d["state"] == "pushed")
+    };
+    let all_pushed = wait_until(Duration::from_secs(5), || {
+        sent.iter().all(|(m, _, _)| pushed(m))
+    });
+    assert!(
+        all_pushed.is_some(),
+        "not recorded as pushed: {:?}",
+        sent.iter()
+            .filter(|(m, _, _)| !pushed(m))
+            .map(|(m, _, _)| thread(m))
+            .collect::<Vec<_>>()
+    );
+    // Time for any second push of them to reach the agent.
+    std::thread::sleep(Duration::from_secs(1));
+    got.extend(lines.try_iter());
+
+    let mut shown = channel_ids(&got);
+    shown.sort();
+    let mut expected: Vec<String> = sent.into_iter().map(|(m, _, _)| m).collect();
+    expected.sort();
+    assert_eq!(shown, expected, "each message shown once");
+    let _ = child.kill();
+    let _ = child.wait();
+}

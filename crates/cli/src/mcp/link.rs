@@ -4,9 +4,12 @@
 //! addresses: each round of linking tries them in order, from the first;
 //! the first round after a working link starts at once (a dead daemon's
 //! sessions have only the grace window to come back), later rounds wait
-//! with exponential backoff and jitter.
+//! with exponential backoff and jitter. Which pushes the agent was given
+//! outlives a link (see `Deliveries`): a confirmation the daemon never got
+//! goes on the next link, and a push the agent already has is never shown
+//! twice.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -201,9 +204,14 @@ async fn run(
     pushes: mpsc::Sender<Message>,
 ) {
     let mut refused: Vec<Option<ErrorDetail>> = vec![None; daemons.len()];
+    let mut deliveries = Deliveries::default();
     let mut attempt = 0;
     loop {
-        match round(&daemons, &mut refused, &mut hello, &mut commands, &pushes).await {
+        let mut carried = Carried {
+            hello: &mut hello,
+            deliveries: &mut deliveries,
+        };
+        match round(&daemons, &mut refused, &mut carried, &mut commands, &pushes).await {
             Round::Shutdown => return,
             Round::Refused(e) => {
                 tracing::error!("muster refused the link: {}", e.message);
@@ -223,7 +231,102 @@ async fn run(
         }
         tokio::time::sleep(backoff(attempt)).await;
         attempt = attempt.saturating_add(1);
-        fail_waiting(&mut commands, &mut hello);
+        fail_waiting(
+            &mut commands,
+            &mut Carried {
+                hello: &mut hello,
+                deliveries: &mut deliveries,
+            },
+        );
+    }
+}
+
+/// What one link hands on to the next: the hello to say, and what the
+/// agent was given.
+struct Carried<'a> {
+    hello: &'a mut Hello,
+    deliveries: &'a mut Deliveries,
+}
+
+/// How many message ids `Deliveries` keeps of each kind, oldest dropped
+/// first. A Delivered frame of this many ids is one the daemon takes whole
+/// (it reads at most 10,000 ids of a frame, and ~40 bytes an id is well
+/// under its 1 MiB frame limit); a shim cut off from every daemon for long
+/// must not grow without end, and an id dropped costs at worst one push
+/// shown again, which is what a shim did before it kept any.
+const KEPT_IDS: usize = 10_000;
+
+/// The pushes this shim handed to the MCP side, across links. A daemon
+/// pushes mail again until it hears it was written; that confirmation is
+/// lost when the link drops first (written while down, or sent into a
+/// connection that was already dead), and a re-linked daemon pushes the
+/// backlog at once, possibly before it reads the confirmations sent
+/// first. So a confirmation not sent waits for the next link, and a push
+/// already handed on is not handed on again: written, it is confirmed
+/// again instead; still on its way to the agent, its own confirmation
+/// follows once written.
+#[derive(Default)]
+struct Deliveries {
+    /// Each push handed on (the last `KEPT_IDS`): whether it was written.
+    handed: HashMap<String, bool>,
+    /// The ids in `handed`, oldest first.
+    order: VecDeque<String>,
+    /// Written, and not yet sent to a daemon, oldest first.
+    unsent: VecDeque<String>,
+}
+
+impl Deliveries {
+    /// A push arrived: whether to hand it on (not if it was already).
+    fn arrived(&mut self, id: &str) -> bool {
+        match self.handed.get(id) {
+            None => {
+                self.handed.insert(id.to_string(), false);
+                self.order.push_back(id.to_string());
+                if self.order.len() > KEPT_IDS {
+                    if let Some(old) = self.order.pop_front() {
+                        self.handed.remove(&old);
+                    }
+                }
+                true
+            }
+            Some(true) => {
+                self.confirm(id.to_string());
+                false
+            }
+            Some(false) => false,
+        }
+    }
+
+    /// The MCP side wrote these pushes to the agent.
+    fn written(&mut self, ids: Vec<String>) {
+        for id in ids {
+            if let Some(written) = self.handed.get_mut(&id) {
+                *written = true;
+            }
+            self.confirm(id);
+        }
+    }
+
+    fn confirm(&mut self, id: String) {
+        self.unsent.push_back(id);
+        if self.unsent.len() > KEPT_IDS {
+            self.unsent.pop_front();
+        }
+    }
+
+    /// Sends every confirmation not sent yet in one frame; on failure they
+    /// stay for the next link.
+    async fn send_unsent<S>(&mut self, sink: &mut S) -> Result<(), ()>
+    where
+        S: futures_util::Sink<WsMessage> + Unpin,
+    {
+        if self.unsent.is_empty() {
+            return Ok(());
+        }
+        let message_ids: Vec<String> = self.unsent.iter().cloned().collect();
+        send(sink, &ClientFrame::Delivered { message_ids }).await?;
+        self.unsent.clear();
+        Ok(())
     }
 }
 
@@ -245,7 +348,7 @@ enum Round {
 async fn round(
     daemons: &[Daemon],
     refused: &mut [Option<ErrorDetail>],
-    hello: &mut Hello,
+    carried: &mut Carried<'_>,
     commands: &mut mpsc::Receiver<Command>,
     pushes: &mpsc::Sender<Message>,
 ) -> Round {
@@ -253,7 +356,7 @@ async fn round(
         if refusal.is_some() {
             continue;
         }
-        match session(daemon, hello, commands, pushes).await {
+        match session(daemon, carried, commands, pushes).await {
             Ended::Shutdown => return Round::Shutdown,
             Ended::Dropped(Some(up_for)) => return Round::Dropped(up_for),
             Ended::Dropped(None) => tracing::debug!("no link to {}", daemon.ws_url),
@@ -288,8 +391,9 @@ fn every_refusal(daemons: &[Daemon], refused: &[Option<ErrorDetail>]) -> Option<
 
 /// Answers what arrived while no link was up, rather than hold it for an
 /// unknown time. A `Ready` said meanwhile goes into the next hello instead:
-/// dropped, the shim would never take pushes.
-fn fail_waiting(commands: &mut mpsc::Receiver<Command>, hello: &mut Hello) {
+/// dropped, the shim would never take pushes; confirmations wait for the
+/// next link (dropped, the daemon would push that mail again).
+fn fail_waiting(commands: &mut mpsc::Receiver<Command>, carried: &mut Carried<'_>) {
     while let Ok(cmd) = commands.try_recv() {
         match cmd {
             Command::Request(_, _, tx) => {
@@ -298,8 +402,8 @@ fn fail_waiting(commands: &mut mpsc::Receiver<Command>, hello: &mut Hello) {
                     "the muster daemon is not reachable right now",
                 )));
             }
-            Command::Ready => hello.can_push = hello.wants_push,
-            Command::Delivered(_) => {}
+            Command::Ready => carried.hello.can_push = carried.hello.wants_push,
+            Command::Delivered(ids) => carried.deliveries.written(ids),
         }
     }
 }
@@ -335,7 +439,7 @@ fn unix_socket_for(ws_url: &str) -> Option<PathBuf> {
 /// socket when the daemon serves one, else over TCP.
 async fn session(
     daemon: &Daemon,
-    hello: &mut Hello,
+    carried: &mut Carried<'_>,
     commands: &mut mpsc::Receiver<Command>,
     pushes: &mpsc::Sender<Message>,
 ) -> Ended {
@@ -351,7 +455,9 @@ async fn session(
         })
         .await;
         match connected {
-            Ok(Ok((ws, _))) => return converse(ws, &daemon.ws_url, hello, commands, pushes).await,
+            Ok(Ok((ws, _))) => {
+                return converse(ws, &daemon.ws_url, carried, commands, pushes).await
+            }
             Ok(Err(e)) => tracing::debug!("no link over {}: {e}; trying TCP", path.display()),
             Err(_) => tracing::debug!("no link over {} in 5 s; trying TCP", path.display()),
         }
@@ -378,7 +484,7 @@ async fn session(
         )
         .await;
         return match connected {
-            Ok(Ok((ws, _))) => converse(ws, &daemon.ws_url, hello, commands, pushes).await,
+            Ok(Ok((ws, _))) => converse(ws, &daemon.ws_url, carried, commands, pushes).await,
             Ok(Err(e)) => refused_or_dropped(&e),
             Err(_) => Ended::Dropped(None),
         };
@@ -389,7 +495,7 @@ async fn session(
     )
     .await;
     match connected {
-        Ok(Ok(ws)) => converse(ws, &daemon.ws_url, hello, commands, pushes).await,
+        Ok(Ok(ws)) => converse(ws, &daemon.ws_url, carried, commands, pushes).await,
         Ok(Err(e)) => refused_or_dropped(&e),
         Err(_) => Ended::Dropped(None),
     }
@@ -466,7 +572,7 @@ fn trusted_socket(path: &Path) -> bool {
 async fn converse<S>(
     ws: tokio_tungstenite::WebSocketStream<S>,
     ws_url: &str,
-    hello: &mut Hello,
+    carried: &mut Carried<'_>,
     commands: &mut mpsc::Receiver<Command>,
     pushes: &mpsc::Sender<Message>,
 ) -> Ended
@@ -474,6 +580,7 @@ where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let (mut sink, mut stream) = ws.split();
+    let hello = &carried.hello;
     let frame = ClientFrame::Hello {
         protocol: LINK_PROTOCOL,
         session: hello.session.clone(),
@@ -493,7 +600,7 @@ where
         let step = tokio::select! {
             cmd = commands.recv(), if link.up() => match cmd {
                 None => Err(Ended::Shutdown),
-                Some(cmd) => link.command(&mut sink, hello, cmd).await,
+                Some(cmd) => link.command(&mut sink, carried, cmd).await,
             },
             msg = stream.next() => {
                 let text = match msg {
@@ -501,14 +608,20 @@ where
                     Some(Ok(WsMessage::Close(_))) | Some(Err(_)) | None => break Ended::Dropped(link.up_for()),
                     Some(Ok(_)) => continue,
                 };
-                link.frame(&text, pushes).await
+                link.frame(&text, carried.deliveries, pushes).await
             }
             _ = heartbeat.tick() => {
                 let at = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
                 send(&mut sink, &ClientFrame::Ping { at }).await.map_err(|()| Ended::Dropped(link.up_for()))
             }
         };
-        if let Err(ended) = step {
+        // Once welcomed, and whenever more are kept: before anything else
+        // this link carries, so a re-linked daemon hears of them first.
+        let confirmed = match link.up() {
+            true => carried.deliveries.send_unsent(&mut sink).await,
+            false => Ok(()),
+        };
+        if let Err(ended) = step.and(confirmed.map_err(|()| Ended::Dropped(link.up_for()))) {
             break ended;
         }
     };
@@ -546,7 +659,7 @@ impl Linked {
     async fn command<Si: futures_util::Sink<WsMessage> + Unpin>(
         &mut self,
         sink: &mut Si,
-        hello: &mut Hello,
+        carried: &mut Carried<'_>,
         cmd: Command,
     ) -> Result<(), Ended> {
         let up_for = self.up_for();
@@ -568,10 +681,13 @@ impl Linked {
                 self.pending.insert(id, tx);
                 Ok(())
             }
-            Command::Delivered(message_ids) => send(sink, &ClientFrame::Delivered { message_ids })
-                .await
-                .map_err(dropped),
+            // Sent by `converse` after this, with any kept from before.
+            Command::Delivered(ids) => {
+                carried.deliveries.written(ids);
+                Ok(())
+            }
             Command::Ready => {
+                let hello = &mut *carried.hello;
                 // A re-link says so in its hello from now on.
                 hello.can_push = hello.wants_push;
                 send(
@@ -587,7 +703,12 @@ impl Linked {
     }
 
     /// Handles one frame from the daemon; an error ends the connection.
-    async fn frame(&mut self, text: &str, pushes: &mpsc::Sender<Message>) -> Result<(), Ended> {
+    async fn frame(
+        &mut self,
+        text: &str,
+        deliveries: &mut Deliveries,
+        pushes: &mpsc::Sender<Message>,
+    ) -> Result<(), Ended> {
         match serde_json::from_str::<ServerFrame>(text) {
             Ok(ServerFrame::Welcome { session, .. }) => {
                 self.welcomed = Some(Instant::now());
@@ -614,7 +735,7 @@ impl Linked {
                 }
             }
             Ok(ServerFrame::Push { message }) => {
-                if pushes.send(message).await.is_err() {
+                if deliveries.arrived(&message.id) && pushes.send(message).await.is_err() {
                     return Err(Ended::Shutdown);
                 }
             }
@@ -800,19 +921,125 @@ mod tests {
     async fn what_waits_while_down_is_answered_and_ready_kept_for_the_next_hello() {
         // Proves a request made while no link is up is answered at once as
         // unreachable, and a `Ready` said meanwhile is not lost: the next
-        // hello says the shim takes pushes.
+        // hello says the shim takes pushes; a confirmation made meanwhile is
+        // kept for the next link.
         let (tx, mut rx) = mpsc::channel(8);
         let (reply, replied) = oneshot::channel();
         tx.send(Command::Request(Op::Whoami, None, reply))
             .await
             .unwrap();
         tx.send(Command::Ready).await.unwrap();
+        tx.send(Command::Delivered(vec!["m1".into()]))
+            .await
+            .unwrap();
         let mut hello = hello();
-        fail_waiting(&mut rx, &mut hello);
+        let mut deliveries = Deliveries::default();
+        fail_waiting(
+            &mut rx,
+            &mut Carried {
+                hello: &mut hello,
+                deliveries: &mut deliveries,
+            },
+        );
         assert!(hello.can_push);
+        assert_eq!(deliveries.unsent, ["m1"], "the confirmation is kept");
         assert_eq!(
             replied.await.unwrap().unwrap_err().code,
             "daemon_unreachable"
         );
+    }
+
+    #[test]
+    fn a_push_handed_on_is_not_handed_on_again_and_a_written_one_is_confirmed_again() {
+        // Proves the shim hands each push to the agent once: a repeat while
+        // the first is still on its way is dropped without a confirmation
+        // (its own follows once written); a repeat of one written queues
+        // its confirmation again, since the daemon pushing it again means
+        // it never heard the first.
+        let mut d = Deliveries::default();
+        assert!(d.arrived("m1"));
+        assert!(!d.arrived("m1"));
+        assert!(d.unsent.is_empty());
+        d.written(vec!["m1".into()]);
+        assert_eq!(d.unsent, ["m1"]);
+        d.unsent.clear();
+        assert!(!d.arrived("m1"));
+        assert_eq!(d.unsent, ["m1"]);
+    }
+
+    #[test]
+    fn deliveries_keep_the_newest_ids_within_their_bound() {
+        // Proves both kinds of id are bounded to KEPT_IDS, oldest dropped:
+        // a push older than that is handed on again, a newer one is not,
+        // and the oldest unsent confirmations go first.
+        let mut d = Deliveries::default();
+        for i in 0..=KEPT_IDS {
+            assert!(d.arrived(&format!("m{i}")));
+        }
+        assert_eq!(d.order.len(), KEPT_IDS);
+        assert_eq!(d.handed.len(), KEPT_IDS);
+        assert!(d.arrived("m0"), "the oldest was forgotten");
+        assert!(!d.arrived(&format!("m{KEPT_IDS}")));
+        d.written((0..KEPT_IDS + 5).map(|i| format!("w{i}")).collect());
+        assert_eq!(d.unsent.len(), KEPT_IDS);
+        assert_eq!(d.unsent.front().map(String::as_str), Some("w5"));
+    }
+
+    #[tokio::test]
+    async fn kept_confirmations_go_first_on_the_next_link() {
+        // Proves confirmations made while no link was up are the first
+        // frame after the hello on the next link, all in one Delivered.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("ws://{}/ws", listener.local_addr().unwrap());
+        let (tx, rx) = mpsc::channel(8);
+        tx.send(Command::Delivered(vec!["m1".into()]))
+            .await
+            .unwrap();
+        tx.send(Command::Delivered(vec!["m2".into()]))
+            .await
+            .unwrap();
+        let mut deliveries = Deliveries::default();
+        let mut hello = hello();
+        let mut rx = rx;
+        fail_waiting(
+            &mut rx,
+            &mut Carried {
+                hello: &mut hello,
+                deliveries: &mut deliveries,
+            },
+        );
+        let daemon = Daemon {
+            socket: None,
+            ..Daemon::new(url, None)
+        };
+        let (pushes_tx, _pushes) = mpsc::channel(8);
+        tokio::spawn(async move {
+            let mut carried = Carried {
+                hello: &mut hello,
+                deliveries: &mut deliveries,
+            };
+            session(&daemon, &mut carried, &mut rx, &pushes_tx).await;
+        });
+        let tcp = listener.accept().await.unwrap().0;
+        let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+        let _hello = ws.next().await;
+        let welcome = ServerFrame::Welcome {
+            protocol: LINK_PROTOCOL,
+            session: None,
+        };
+        let text = serde_json::to_string(&welcome).unwrap();
+        ws.send(WsMessage::Text(text.into())).await.unwrap();
+        let first = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("a frame within 5 s")
+            .expect("the link is up")
+            .unwrap();
+        let frame: Value = serde_json::from_str(first.to_text().unwrap()).unwrap();
+        let expected = serde_json::to_value(ClientFrame::Delivered {
+            message_ids: vec!["m1".into(), "m2".into()],
+        })
+        .unwrap();
+        assert_eq!(frame, expected);
+        drop(tx);
     }
 }
