@@ -11,22 +11,74 @@
 // daemon holds continues the session with the mail as the next prompt), and in an
 // idle session (the daemon's wake stream says mail is waiting; the plugin prompts
 // the session, which starts a turn). Every call fails open: if the daemon is down or
-// slow (2 s at most), opencode carries on as if muster were not there.
+// slow (2 s at most), opencode carries on as if muster were not there. MUSTER_URL
+// may list a team's several daemons, comma-separated: each call goes to the one
+// that answered last, and to the others in turn only when it cannot connect.
 
 import { randomBytes } from "node:crypto";
 import { lstatSync, readFileSync } from "node:fs";
 import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
 
-const MUSTER_URL = (process.env.MUSTER_URL || "http://127.0.0.1:7420").replace(/\/+$/, "");
+// The daemons, in the order given (as every muster client reads MUSTER_URL).
+const MUSTER_URLS = (() => {
+  const urls = (process.env.MUSTER_URL || "")
+    .split(",")
+    .map((url) => url.trim().replace(/\/+$/, ""))
+    .filter(Boolean);
+  return urls.length ? urls : ["http://127.0.0.1:7420"];
+})();
 
-// The local daemon's key, as every muster client reads it: the daemon writes
-// it at each start to <runtime dir>/muster-<uid>/<port>.key, a file only its
-// user can read, and takes requests from loopback only with it. Read at every
-// request (a restarted daemon has a new key), sent only to a loopback address.
-function localKey() {
+// The index of the daemon that answered last: tried first, so a dead one early
+// in the list costs one refused connection, not one per call.
+let answered = 0;
+
+// What a failed connection throws: Bun's fetch (opencode's runtime) says it in
+// `code`, Node's in `cause.code` (or in each of `cause.errors`, having tried
+// several addresses of one name). Anything else (a timeout, a connection cut
+// after the request went out) may come from a daemon that took the request.
+const NOT_CONNECTED = new Set([
+  "ConnectionRefused",
+  "FailedToOpenSocket",
+  "ECONNREFUSED",
+  "ENOTFOUND",
+  "EAI_AGAIN",
+  "EHOSTUNREACH",
+  "ENETUNREACH",
+  "EADDRNOTAVAIL",
+  "UND_ERR_CONNECT_TIMEOUT",
+]);
+const notConnected = (err) =>
+  [err, err?.cause, ...(err?.cause?.errors ?? [])].some((e) => e && NOT_CONNECTED.has(e.code));
+
+// fetch() of `path` at the daemon that answered last, then at each other in
+// turn while none connects. A request a daemon took (whatever came of it) never
+// goes to another: it may have been acted on.
+async function call(path, { headers, ...init }) {
+  const first = answered;
+  let failure;
+  for (let k = 0; k < MUSTER_URLS.length; k++) {
+    const i = (first + k) % MUSTER_URLS.length;
+    try {
+      const res = await fetch(`${MUSTER_URLS[i]}${path}`, { ...init, headers: keyed(MUSTER_URLS[i], headers) });
+      answered = i;
+      return res;
+    } catch (err) {
+      if (!notConnected(err)) throw err;
+      failure = err;
+    }
+  }
+  throw failure;
+}
+
+// A local daemon's key, as every muster client reads it: the daemon writes it
+// at each start to <runtime dir>/muster-<uid>/<port>.key, a file only its user
+// can read, and takes requests from loopback only with it. Read at every
+// request, for the address called (a restarted daemon has a new key, and each
+// local daemon its own), sent only to a loopback address.
+function localKey(base) {
   try {
-    const url = new URL(MUSTER_URL);
+    const url = new URL(base);
     const host = url.hostname.replace(/^\[|\]$/g, "");
     if (!(host === "localhost" || host === "::1" || /^127\./.test(host))) return undefined;
     const port = url.port || (url.protocol === "https:" ? "443" : "80");
@@ -41,9 +93,9 @@ function localKey() {
   }
 }
 
-// The headers that prove who is calling: the local key, when there is one.
-const keyed = (headers) => {
-  const key = localKey();
+// The headers that prove who is calling `base`: its local key, when there is one.
+const keyed = (base, headers) => {
+  const key = localKey(base);
   return key ? { ...headers, "x-muster-key": key } : headers;
 };
 
@@ -80,9 +132,9 @@ const HEADERS = {
 // POSTs one hook event; resolves to the daemon's JSON answer, or undefined on any failure.
 async function hook(event, body) {
   try {
-    const res = await fetch(`${MUSTER_URL}/hook/${event}?harness=opencode`, {
+    const res = await call(`/hook/${event}?harness=opencode`, {
       method: "POST",
-      headers: keyed(event === "stop" && ONE_SHOT ? { ...HEADERS, "x-muster-hold": "off" } : HEADERS),
+      headers: event === "stop" && ONE_SHOT ? { ...HEADERS, "x-muster-hold": "off" } : HEADERS,
       body: JSON.stringify(body),
       signal: AbortSignal.timeout(2000),
     });
@@ -113,7 +165,7 @@ let waking = false;
 function openWakeStream() {
   if (!WAKEABLE || waking) return;
   waking = true;
-  const url = `${MUSTER_URL}/api/v1/wake?run=${encodeURIComponent(RUN_ID)}&how=opencode`;
+  const path = `/api/v1/wake?run=${encodeURIComponent(RUN_ID)}&how=opencode`;
   (async () => {
     let backoff = 500;
     for (;;) {
@@ -125,7 +177,7 @@ function openWakeStream() {
       };
       try {
         heard();
-        const res = await fetch(url, { headers: keyed({ accept: "text/event-stream", ...IDENTITY }), signal: abort.signal });
+        const res = await call(path, { headers: { accept: "text/event-stream", ...IDENTITY }, signal: abort.signal });
         if (res.ok && res.body) {
           const reader = res.body.getReader();
           const decoder = new TextDecoder();
