@@ -4,7 +4,8 @@
 //! daemon is killed with SIGKILL and started again on the same port and data
 //! directory; every link comes back by itself, and no session is swept, at
 //! once or after sweeps that would remove any session whose link had not
-//! come back within the grace window.
+//! come back within the grace window; and the roster read in pages is the
+//! whole roster, each session once, in order.
 
 #[path = "../../bench/src/sim.rs"]
 #[allow(dead_code)] // the bench uses more of it than this test does
@@ -115,8 +116,50 @@ async fn roster(url: &str) -> HashMap<String, bool> {
         .collect()
 }
 
+/// The roster's ids, unpaged.
+async fn whole_ids(url: &str) -> Vec<String> {
+    let roster: serde_json::Value =
+        serde_json::from_str(&get(url, "/api/v1/roster").await).expect("the roster is JSON");
+    assert_eq!(
+        (roster["total"].as_u64(), roster["partial"].as_bool()),
+        (Some(LINKS as u64), Some(false))
+    );
+    ids(&roster)
+}
+
+/// The roster's ids, read in pages of `limit`: each page says the total
+/// and that it is partial.
+async fn paged_ids(url: &str, limit: usize) -> Vec<String> {
+    let (mut all, mut path, mut pages) = (Vec::new(), format!("/api/v1/roster?limit={limit}"), 0);
+    loop {
+        let page: serde_json::Value =
+            serde_json::from_str(&get(url, &path).await).expect("a page is JSON");
+        assert_eq!(
+            (page["total"].as_u64(), page["partial"].as_bool()),
+            (Some(LINKS as u64), Some(true))
+        );
+        all.extend(ids(&page));
+        pages += 1;
+        match page["next"].as_str() {
+            Some(next) => path = format!("/api/v1/roster?limit={limit}&after={next}"),
+            None => break,
+        }
+    }
+    assert_eq!(pages, LINKS.div_ceil(limit));
+    all
+}
+
+fn ids(roster: &serde_json::Value) -> Vec<String> {
+    roster["sessions"]
+        .as_array()
+        .expect("a list of sessions")
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_thousand_links_come_back_after_kill_9_and_none_is_swept() {
+async fn a_thousand_links_come_back_after_kill_9_none_is_swept_and_the_roster_pages() {
     sim::raise_open_files(LINKS as u64 + 256);
     let dir = tempfile::tempdir().unwrap();
     let mut serve = Serve::start(dir.path(), "127.0.0.1:0");
@@ -157,6 +200,10 @@ async fn a_thousand_links_come_back_after_kill_9_and_none_is_swept() {
         .collect();
     assert_eq!(down, Vec::<&str>::new(), "links down after the restart");
     assert_eq!(fleet.welcomed(3), 0, "a link re-linked twice");
+    assert_eq!(
+        paged_ids(&serve.url, 300).await,
+        whole_ids(&serve.url).await
+    );
     assert_eq!(fleet.refused(), Vec::new());
     fleet.stop().await;
 }

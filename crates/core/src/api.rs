@@ -5,7 +5,7 @@
 //!
 //! | method & path | body / query | answer |
 //! |---|---|---|
-//! | `GET /api/v1/roster` | `?all=true` adds sessions that left | `Roster` |
+//! | `GET /api/v1/roster` | `?all=true` adds sessions that left; `?limit=N&after=C` pages | `Roster` |
 //! | `POST /api/v1/sessions` | `RegisterRequest` | `Session` |
 //! | `PATCH /api/v1/sessions/{id}` | `UpdateSessionRequest` | `Session` |
 //! | `DELETE /api/v1/sessions/{id}` | — | `Session` (now away) |
@@ -49,9 +49,54 @@ pub struct ErrorDetail {
     pub matches: Vec<crate::Match>,
 }
 
+/// The roster in arrival order, whole or one page of it (`?limit=N`, then
+/// `?after=<next>` for the page that follows).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Roster {
     pub sessions: Vec<Session>,
+    /// Sessions on the roster (with `?all=true`, those that left too),
+    /// whether or not this answer holds them all.
+    #[serde(default)]
+    pub total: usize,
+    /// This answer is a page: sessions of the roster are not in it.
+    #[serde(default)]
+    pub partial: bool,
+    /// Where the next page starts (`?after=`); none when no session follows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
+
+/// A place in the roster's order (arrival, then id) that a page starts
+/// after: `<connected_at>.<session id>`. It names no position, so a page
+/// is not thrown off by sessions that join or leave between the requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RosterCursor {
+    pub connected_at: Millis,
+    pub id: String,
+}
+
+impl RosterCursor {
+    pub fn after(session: &Session) -> Self {
+        RosterCursor {
+            connected_at: session.connected_at,
+            id: session.id.clone(),
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        let (at, id) = text.split_once('.')?;
+        let connected_at = at.parse().ok()?;
+        (!id.is_empty()).then(|| RosterCursor {
+            connected_at,
+            id: id.to_string(),
+        })
+    }
+}
+
+impl std::fmt::Display for RosterCursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.connected_at, self.id)
+    }
 }
 
 /// Registers a session or refreshes it; fields left out keep their value.
@@ -308,4 +353,22 @@ pub struct CheckRequest {
     #[serde(default, rename = "as")]
     pub as_: Option<String>,
     pub paths: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_roster_cursor_reads_back_what_it_wrote() {
+        let cursor = RosterCursor {
+            connected_at: 1_733_000_000_123,
+            id: "a.b-c".into(),
+        };
+        assert_eq!(cursor.to_string(), "1733000000123.a.b-c");
+        assert_eq!(RosterCursor::parse(&cursor.to_string()), Some(cursor));
+        for bad in ["", "12", "12.", "x.id", ".id", "1e3.id"] {
+            assert_eq!(RosterCursor::parse(bad), None, "{bad:?}");
+        }
+    }
 }

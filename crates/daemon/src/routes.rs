@@ -17,7 +17,7 @@ use futures_util::stream::{self, Stream, StreamExt};
 use muster_core::api::{
     AckRequest, AckResponse, BroadcastRequest, CheckRequest, Inbox, RegisterRequest,
     ReleaseRequest, ReleaseResponse, Reservations, ReserveRequest, RoomRequest, RoomView, Rooms,
-    Roster, SendRequest, SendResponse, Thread, UpdateSessionRequest,
+    Roster, RosterCursor, SendRequest, SendResponse, Thread, UpdateSessionRequest,
 };
 use muster_core::Session;
 use serde::Deserialize;
@@ -256,12 +256,43 @@ fn is_loopback_authority(authority: &str) -> bool {
 struct RosterQuery {
     #[serde(default)]
     all: bool,
+    /// At most this many sessions (a page); none: all of them.
+    #[serde(default)]
+    limit: Option<usize>,
+    /// The page starts after this place (a page's `next`).
+    #[serde(default)]
+    after: Option<String>,
 }
 
-async fn roster(State(hub): State<Arc<Hub>>, ApiQuery(q): ApiQuery<RosterQuery>) -> Json<Roster> {
-    Json(Roster {
-        sessions: hub.roster(q.all),
-    })
+/// The roster, whole (as before paging) or a page of it: at 10,000
+/// sessions the whole roster is over 3 MB, which a dashboard redrawing on
+/// every event cannot ask for each time.
+async fn roster(
+    State(hub): State<Arc<Hub>>,
+    ApiQuery(q): ApiQuery<RosterQuery>,
+) -> Result<Json<Roster>, ApiError> {
+    if q.limit == Some(0) {
+        return Err(ApiError::bad_request("limit must be at least 1"));
+    }
+    let after = match q.after.as_deref() {
+        None => None,
+        Some(text) => Some(RosterCursor::parse(text).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "after {text:?} is not a roster place: pass a page's `next` as it came"
+            ))
+        })?),
+    };
+    let limit = q.limit.unwrap_or(usize::MAX);
+    let (sessions, total, more) = hub.lock().roster.page(q.all, after.as_ref(), limit);
+    let next = more
+        .then(|| sessions.last().map(|s| RosterCursor::after(s).to_string()))
+        .flatten();
+    Ok(Json(Roster {
+        partial: sessions.len() < total,
+        sessions,
+        total,
+        next,
+    }))
 }
 
 async fn status(State(hub): State<Arc<Hub>>) -> Json<muster_core::api::Status> {

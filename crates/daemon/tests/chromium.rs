@@ -853,3 +853,61 @@ async fn the_dashboard_signs_in_with_its_link_in_chromium() {
     drop(browser);
     d.stop().await;
 }
+
+// Proves the dashboard shows a large roster a page at a time: the first
+// 200 sessions and how many there are in all, and the next 200 when asked
+// (at 10,000 sessions the whole roster is over 3 MB, fetched after every
+// event).
+#[tokio::test]
+async fn the_dashboard_pages_a_large_roster_in_chromium() {
+    let keys = tempfile::tempdir().unwrap();
+    let key_dir = keys.path().join("muster-keys");
+    let d = TestDaemon::start_with(|c| c.local_key_dir = Some(key_dir.clone())).await;
+    for i in 0..250 {
+        let id = format!("page-{i:03}");
+        let (status, v) = d.post_json("/api/v1/sessions", &json!({ "id": id })).await;
+        assert_eq!(status, 200, "{v}");
+    }
+    let mut browser = Browser::launch();
+    let (cdp, events) = Cdp::connect(&browser.devtools_url().await).await;
+    follow(cdp.clone(), events, NetLog::default());
+    let page = open_page(&cdp, &format!("{}/", d.url)).await;
+    let (status, link) = d.post_json("/api/v1/dashboard/link", &json!({})).await;
+    assert_eq!(status, 200, "{link}");
+    let url = format!("{}{}", d.url, link["path"].as_str().unwrap());
+    cdp.call(Some(&page), "Page.navigate", json!({"url": url}))
+        .await;
+    // Null-safe: the page is navigating while this is first asked.
+    let shows = |rows: usize, more: bool| {
+        format!(
+            "document.getElementById('roster')?.children.length === {rows} && \
+             document.getElementById('roster-more')?.hidden === {}",
+            !more
+        )
+    };
+    assert!(
+        eventually(&cdp, &page, &shows(200, true), Duration::from_secs(20)).await,
+        "the first page: {}",
+        eval(&cdp, &page, "document.body.innerText").await
+    );
+    let said = eval(
+        &cdp,
+        &page,
+        "document.getElementById('roster-shown').textContent",
+    )
+    .await;
+    assert_eq!(said, json!("showing the first 200 of 250 sessions"));
+    eval(
+        &cdp,
+        &page,
+        "document.getElementById('roster-next').click(), true",
+    )
+    .await;
+    assert!(
+        eventually(&cdp, &page, &shows(250, false), Duration::from_secs(20)).await,
+        "every session after `show more`: {}",
+        eval(&cdp, &page, "document.body.innerText").await
+    );
+    drop(browser);
+    d.stop().await;
+}

@@ -39,6 +39,10 @@ pub struct TopArgs {
 
 /// How many event lines are kept for the log panel.
 const LOG_KEEP: usize = 500;
+/// Sessions fetched for the roster panel: more than any terminal shows
+/// (the panel has at most half the screen). A team daemon's whole roster,
+/// 10,000 sessions, is over 3 MB, fetched again after every event.
+const ROSTER_ROWS: usize = 200;
 /// Pause between attempts to reopen the event stream.
 const RECONNECT_AFTER: Duration = Duration::from_secs(1);
 const UNREACHABLE: &str = "daemon unreachable, retrying…";
@@ -48,7 +52,10 @@ const UNREACHABLE: &str = "daemon unreachable, retrying…";
 pub struct View {
     pub url: String,
     pub status: Option<Status>,
+    /// The first sessions of the roster (at most [`ROSTER_ROWS`]).
     pub sessions: Vec<Session>,
+    /// Sessions on the whole roster.
+    pub sessions_total: usize,
     pub reservations: Vec<ReservationView>,
     /// Latest event lines, oldest first.
     pub events: VecDeque<String>,
@@ -159,6 +166,7 @@ fn settle(view: &mut View, stream_up: bool, fetched: Result<Snapshot, ClientErro
         Ok(snapshot) => {
             view.status = Some(snapshot.status);
             view.sessions = snapshot.sessions;
+            view.sessions_total = snapshot.sessions_total;
             view.reservations = snapshot.reservations;
             view.problem = if stream_up {
                 None
@@ -174,18 +182,22 @@ fn settle(view: &mut View, stream_up: bool, fetched: Result<Snapshot, ClientErro
 struct Snapshot {
     status: Status,
     sessions: Vec<Session>,
+    sessions_total: usize,
     reservations: Vec<ReservationView>,
 }
 
 async fn fetch(client: &Client) -> Result<Snapshot, ClientError> {
     let status: Status = decode(client.get("/api/v1/status", &[]).await?, "status")?;
-    let roster: Roster = decode(client.get("/api/v1/roster", &[]).await?, "roster")?;
+    let page = [("limit", ROSTER_ROWS.to_string())];
+    let roster: Roster = decode(client.get("/api/v1/roster", &page).await?, "roster")?;
     let list: Reservations = decode(
         client.get("/api/v1/reservations", &[]).await?,
         "reservations",
     )?;
     Ok(Snapshot {
         status,
+        // A daemon from before paging says no total; its roster is whole.
+        sessions_total: roster.total.max(roster.sessions.len()),
         sessions: roster.sessions,
         reservations: list.reservations,
     })
@@ -308,7 +320,10 @@ pub fn draw(frame: &mut Frame, view: &View) {
         header(view.status.as_ref(), &view.url, view.problem.as_deref()),
         top,
     );
-    frame.render_widget(roster_table(&view.sessions, view.now), sessions);
+    frame.render_widget(
+        roster_table(&view.sessions, view.sessions_total, view.now),
+        sessions,
+    );
     frame.render_widget(
         reservations_table(&view.reservations, view.now),
         reservations,
@@ -364,8 +379,9 @@ fn header_row(cells: &[&'static str]) -> Row<'static> {
         .style(Style::default().add_modifier(Modifier::BOLD))
 }
 
-/// The roster panel: one row per session on the roster.
-pub fn roster_table(sessions: &[Session], now: Millis) -> Table<'static> {
+/// The roster panel: one row per session fetched, the first to arrive of
+/// the `total` on the roster.
+pub fn roster_table(sessions: &[Session], total: usize, now: Millis) -> Table<'static> {
     let rows: Vec<Row> = sessions
         .iter()
         .map(|s| {
@@ -383,7 +399,8 @@ pub fn roster_table(sessions: &[Session], now: Millis) -> Table<'static> {
         .collect();
     let title = match sessions.len() {
         0 => " roster: nobody on the roster ".to_string(),
-        n => format!(" roster: {n} on the roster "),
+        n if n >= total => format!(" roster: {n} on the roster "),
+        n => format!(" roster: the first {n} of {total} on the roster "),
     };
     Table::new(
         rows,
@@ -524,7 +541,7 @@ mod tests {
     fn roster_panel_shows_each_column() {
         // Proves the roster panel shows nickname, short id, harness, place, activity with tool, status, link and seen ago.
         let now = 100_000;
-        let screen = screen(140, 5, roster_table(&[heron(now)], now));
+        let screen = screen(140, 5, roster_table(&[heron(now)], 1, now));
         for part in [
             "NICKNAME",
             "calm-heron",
@@ -546,12 +563,24 @@ mod tests {
         // Proves terminal escapes in a peer's status never reach the screen, and an empty roster is labelled.
         let mut s = heron(0);
         s.status = "\x1b]0;pwned\x07".into();
-        let screen = screen(140, 5, roster_table(&[s], 0));
+        let screen = screen(140, 5, roster_table(&[s], 1, 0));
         assert!(!screen.concat().contains('\x1b'));
         assert!(has(
-            &self::screen(140, 4, roster_table(&[], 0)),
+            &self::screen(140, 4, roster_table(&[], 0, 0)),
             "nobody on the roster"
         ));
+    }
+
+    #[test]
+    fn roster_panel_says_when_it_shows_part_of_the_roster() {
+        // Proves a page of a large roster is labelled with how many of how many it shows.
+        let shown = screen(140, 5, roster_table(&[heron(0)], 10_000, 0));
+        assert!(
+            has(&shown, "the first 1 of 10000 on the roster"),
+            "{shown:#?}"
+        );
+        let whole = screen(140, 5, roster_table(&[heron(0)], 1, 0));
+        assert!(has(&whole, "roster: 1 on the roster"), "{whole:#?}");
     }
 
     #[test]
@@ -637,6 +666,7 @@ mod tests {
             ..View::default()
         };
         view.sessions.push(heron(now));
+        view.sessions_total = 1;
         view.push_event("12:00:00Z message.sent     hello".into());
         let mut term = Terminal::new(TestBackend::new(160, 30)).unwrap();
         term.draw(|f| draw(f, &view)).unwrap();
@@ -671,9 +701,13 @@ mod tests {
         let snapshot = Snapshot {
             status: status(),
             sessions: vec![heron(0)],
+            sessions_total: 1,
             reservations: vec![],
         };
         settle(&mut view, up, Ok(snapshot));
-        assert_eq!((view.problem, view.sessions.len()), (None, 1));
+        assert_eq!(
+            (view.problem, view.sessions.len(), view.sessions_total),
+            (None, 1, 1)
+        );
     }
 }
