@@ -4,64 +4,16 @@
 //! survives a restart, and a server that is not there is a clear error.
 
 mod common;
+#[path = "support/postgres_db.rs"]
+mod postgres_db;
 
 use std::collections::HashSet;
 use std::process::Command;
 use std::time::Duration;
 
 use common::*;
+use postgres_db::FreshDatabase;
 use serde_json::json;
-
-/// The server the tests use, as a URL without a database.
-fn server() -> String {
-    std::env::var("MUSTER_TEST_POSTGRES")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
-}
-
-/// Runs one SQL command with psql on `database`; returns its unaligned output.
-fn psql(database: &str, sql: &str) -> String {
-    let out = Command::new("psql")
-        .arg(format!("{}/{database}", server()))
-        .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
-        .output()
-        .expect("run psql (PostgreSQL's client)");
-    assert!(
-        out.status.success(),
-        "psql {sql:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-/// A fresh database, dropped with its connections when this goes.
-struct FreshDatabase {
-    name: String,
-}
-
-impl FreshDatabase {
-    fn new() -> Self {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        let name = format!("muster_cli_test_{}_{nanos}", std::process::id());
-        psql("postgres", &format!("CREATE DATABASE {name}"));
-        FreshDatabase { name }
-    }
-
-    fn url(&self) -> String {
-        format!("{}/{}", server(), self.name)
-    }
-}
-
-impl Drop for FreshDatabase {
-    fn drop(&mut self) {
-        psql(
-            "postgres",
-            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
-        );
-    }
-}
 
 /// A session's whole inbox, read or not: (id, body) of each message.
 fn inbox(d: &TestDaemon, session: &str) -> Vec<(String, String)> {
@@ -87,12 +39,12 @@ fn inbox(d: &TestDaemon, session: &str) -> Vec<(String, String)> {
 // them, and status names the store without credentials.
 #[test]
 fn acknowledged_sends_survive_kill_9_and_a_restart_elsewhere() {
-    let db = FreshDatabase::new();
+    let db = FreshDatabase::new("store");
     let url = db.url();
     let mut d = TestDaemon::start(&["--store", &url]);
     assert_eq!(
         d.status()["store"],
-        format!("postgres://127.0.0.1:5432/{}", db.name)
+        format!("postgres://127.0.0.1:5432/{}", db.name())
     );
     let (a, b) = (
         "f0000000-0000-4000-8000-0000000000a1",
@@ -133,12 +85,9 @@ fn acknowledged_sends_survive_kill_9_and_a_restart_elsewhere() {
         mail.contains(&(first.clone(), "the first one".to_string())),
         "the first message with its body: {mail:?}"
     );
-    assert_eq!(psql(&db.name, "SELECT count(*) FROM messages"), "201");
+    assert_eq!(db.sql("SELECT count(*) FROM messages"), "201");
     assert_eq!(
-        psql(
-            &db.name,
-            &format!("SELECT body FROM messages WHERE id = '{first}'")
-        ),
+        db.sql(&format!("SELECT body FROM messages WHERE id = '{first}'")),
         "the first one"
     );
 }
@@ -174,7 +123,7 @@ fn unreachable_postgres_is_a_clear_error() {
 #[test]
 fn muster_store_names_the_database_and_help_hides_it() {
     use std::io::{BufRead, BufReader};
-    let db = FreshDatabase::new();
+    let db = FreshDatabase::new("store");
     let url = db
         .url()
         .replacen("postgres@", "postgres:not-checked-by-trust@", 1);
@@ -213,7 +162,7 @@ fn muster_store_names_the_database_and_help_hides_it() {
     let _ = child.wait();
     assert_eq!(
         status["store"],
-        format!("postgres://127.0.0.1:5432/{}", db.name)
+        format!("postgres://127.0.0.1:5432/{}", db.name())
     );
 
     let help = Command::new(BIN)
@@ -234,7 +183,7 @@ fn muster_store_names_the_database_and_help_hides_it() {
 fn a_daemon_that_lost_track_of_the_change_log_stops_saying_why() {
     use std::io::{BufRead, BufReader, Read};
     use std::process::Stdio;
-    let db = FreshDatabase::new();
+    let db = FreshDatabase::new("store");
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(BIN)
         .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
@@ -253,8 +202,7 @@ fn a_daemon_that_lost_track_of_the_change_log_stops_saying_why() {
     stdout.read_line(&mut line).unwrap();
     assert!(line.contains("muster listening on"), "{line}");
     // An entry two past the next one: the ones between are gone.
-    psql(
-        &db.name,
+    db.sql(
         "INSERT INTO changes (seq, origin, reserves, body, logged_at)
          SELECT COALESCE(max(seq), 0) + 3, 'd-elsewhere', false, '[]', 0 FROM changes;
          NOTIFY muster_changes",
@@ -301,7 +249,7 @@ fn metric(d: &TestDaemon, line_start: &str) -> u64 {
 // leader sweeps it, once, and both daemons see it gone.
 #[test]
 fn the_leader_sweeps_once_and_hears_hooks_made_elsewhere() {
-    let db = FreshDatabase::new();
+    let db = FreshDatabase::new("store");
     let flags = [
         "--store",
         &db.url(),

@@ -1,6 +1,7 @@
-//! A real PostgreSQL for team tests: the server (127.0.0.1:5432, or
-//! `MUSTER_TEST_POSTGRES`), psql to look into it, and a fresh database per
-//! test, dropped with its connections afterwards.
+//! A real PostgreSQL for the tests that use one (team mode, the PostgreSQL
+//! store): the server (127.0.0.1:5432, or `MUSTER_TEST_POSTGRES`), psql to look
+//! into it, and a fresh database per test, dropped with its connections
+//! afterwards.
 
 #![allow(dead_code)]
 
@@ -41,6 +42,11 @@ impl FreshDatabase {
         let name = format!("muster_team_{tag}_{}_{nanos}", std::process::id());
         psql("postgres", &format!("CREATE DATABASE {name}"));
         FreshDatabase { name }
+    }
+
+    /// The database's name, as the server knows it.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     pub fn url(&self) -> String {
