@@ -428,8 +428,20 @@ fn a_stored_database() -> (tempfile::TempDir, Vec<u8>) {
     let mut d = TestDaemon::start_in(tmp.path(), &[]);
     register(&d, "f3000000-0000-4000-8000-00000000000a");
     send(&d, "f3000000-0000-4000-8000-00000000000a", "kept");
+    // Over 1,000 pages of WAL, so SQLite checkpoints them into the main
+    // file while the daemon runs: the file the cases below cut is many
+    // pages long whether or not the stop checkpoints the rest.
+    let filler = "x".repeat(6_000);
+    for _ in 0..400 {
+        send(&d, "f3000000-0000-4000-8000-00000000000a", &filler);
+    }
     assert!(d.terminate(Duration::from_secs(10)), "the daemon stops");
     let bytes = std::fs::read(tmp.path().join("muster.db")).unwrap();
+    assert!(
+        bytes.len() > 20_000,
+        "the main file has {} bytes",
+        bytes.len()
+    );
     (tmp, bytes)
 }
 

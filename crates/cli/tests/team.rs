@@ -366,3 +366,58 @@ fn mail_through_one_daemon_wakes_an_idle_session_on_another() {
     assert!(data.to_string().contains(id), "{data}");
     assert!(elapsed < Duration::from_secs(2), "woken after {elapsed:?}");
 }
+
+// Proves the grace window runs from a dead daemon's last heartbeat: a
+// shim that listed only daemon A dies with it (killed with it, as a crash
+// of the machine would), and daemon B, which takes over the sweep's lead,
+// keeps the session through the grace window counted from A's last
+// heartbeat and sweeps it after, once.
+#[test]
+fn a_dead_daemons_unrelinked_session_is_swept_after_the_grace_window() {
+    let db = FreshDatabase::new("grace");
+    let flags = [
+        "--store",
+        &db.url(),
+        "--stale-after",
+        "8s",
+        "--sweep-interval",
+        "200ms",
+    ];
+    let mut a = TestDaemon::start(&flags);
+    std::thread::sleep(Duration::from_millis(500));
+    let b = TestDaemon::start(&flags);
+    let shim = PeerShim::start(&a, "only-on-a");
+    let ds = [a, b];
+    all_show(&ds, &["only-on-a"], true);
+    let [mut a, b] = ds;
+    // The heartbeat that counts is the last one A wrote before it died.
+    let killed = Instant::now();
+    a.kill9();
+    drop(shim);
+    let mut last_present = Duration::ZERO;
+    let gone = wait_until(Duration::from_secs(20), || {
+        let present = shows(&b, "only-on-a", false);
+        if present {
+            last_present = killed.elapsed();
+        }
+        !present
+    });
+    assert!(
+        gone.is_some(),
+        "B never swept the session A's death left behind"
+    );
+    // Not before the grace window (less the heartbeat interval it may have
+    // lost), and not long after it plus the time to notice A stopped.
+    assert!(
+        last_present >= Duration::from_secs(7),
+        "swept after {last_present:?}"
+    );
+    assert!(
+        killed.elapsed() < Duration::from_secs(16),
+        "swept after {:?}",
+        killed.elapsed()
+    );
+    let left =
+        db.sql("SELECT count(*) FROM sessions WHERE id = 'only-on-a' AND left_at IS NOT NULL");
+    assert_eq!(left, "1");
+}

@@ -449,6 +449,26 @@ mod tests {
         Session::new(id, nickname, at)
     }
 
+    // Proves message ids stay ordered across daemons: after an id another
+    // daemon made (one a minute ahead of this daemon's clock), every id
+    // made here sorts after it, and they keep increasing.
+    #[test]
+    fn ids_made_here_follow_the_newest_seen_elsewhere() {
+        let mut st = state();
+        let ahead = ulid::Ulid::from_parts(ulid::Ulid::new().timestamp_ms() + 60_000, 7);
+        st.note_id_elsewhere(&ahead.to_string());
+        let first = st.next_message_id();
+        let second = st.next_message_id();
+        assert!(first > ahead.to_string(), "{first} after {ahead}");
+        assert!(second > first);
+        // An older id seen later changes nothing.
+        st.note_id_elsewhere(&ulid::Ulid::from_parts(1, 1).to_string());
+        assert!(st.next_message_id() > second);
+        // Garbage is ignored.
+        st.note_id_elsewhere("not an id");
+        assert!(st.next_message_id() > second);
+    }
+
     fn message(id: &str, from: &str, to: &str, body: &str) -> Message {
         Message {
             id: id.into(),
