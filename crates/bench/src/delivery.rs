@@ -836,6 +836,7 @@ async fn durable_commit_alone() -> anyhow::Result<Histogram<u64>> {
             reply_to: None,
             body: format!("bench-commit-n{i}"),
             sent_at: 1_700_000_000_000 + i as i64,
+            via: Default::default(),
         };
         let deliveries = vec![Delivery {
             message_id: id,

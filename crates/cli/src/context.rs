@@ -47,6 +47,17 @@ impl Context {
         config::resolve_as(flag, &self.env, &self.operator).0
     }
 
+    /// [`Context::acting_as`], and whether the session came from the
+    /// environment its harness set (the agent's own shell) rather than `--as`.
+    pub fn acting_as_from_env(&self, flag: Option<&str>) -> (String, bool) {
+        let (who, source) = config::resolve_as(flag, &self.env, &self.operator);
+        let from_env = matches!(
+            source,
+            config::Source::Env("MUSTER_SESSION_ID" | "CLAUDE_CODE_SESSION_ID")
+        );
+        (who, from_env)
+    }
+
     pub fn client(&self) -> Result<Client, ClientError> {
         Client::new(&self.url, self.token.clone())
     }

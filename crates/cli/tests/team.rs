@@ -383,7 +383,7 @@ fn a_dead_daemons_unrelinked_session_is_swept_after_the_grace_window() {
         "--sweep-interval",
         "200ms",
     ];
-    let mut a = TestDaemon::start(&flags);
+    let a = TestDaemon::start(&flags);
     std::thread::sleep(Duration::from_millis(500));
     let b = TestDaemon::start(&flags);
     let shim = PeerShim::start(&a, "only-on-a");

@@ -138,6 +138,14 @@ pub struct SendRequest {
     pub body: String,
     #[serde(default)]
     pub reply_to: Option<String>,
+    /// `as` named the session the way its own shell does (the CLI took it
+    /// from `MUSTER_SESSION_ID`), not with `--as`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub as_from_env: bool,
+    /// How the caller was authenticated: the daemon sets it, a request
+    /// cannot.
+    #[serde(skip)]
+    pub via: crate::SentVia,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -146,6 +154,12 @@ pub struct BroadcastRequest {
     pub as_: Option<String>,
     pub room: String,
     pub body: String,
+    /// As [`SendRequest::as_from_env`].
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub as_from_env: bool,
+    /// As [`SendRequest::via`].
+    #[serde(skip)]
+    pub via: crate::SentVia,
 }
 
 /// One recipient's delivery as the sender is told it.

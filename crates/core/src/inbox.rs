@@ -7,7 +7,7 @@
 
 use crate::limits::HOOK_CONTEXT_BUDGET;
 use crate::validate::{clean_peer_text, json_len};
-use crate::{Message, Millis, Session, Target};
+use crate::{Message, Millis, SentVia, Session, Target};
 
 /// `2026-11-30 10:04:05 UTC` from Unix milliseconds, without a time crate.
 pub fn format_utc(ms: Millis) -> String {
@@ -54,7 +54,7 @@ fn message_block(m: &Message) -> String {
         .map(|r| format!(", in reply to {r}"))
         .unwrap_or_default();
     format!(
-        "<message id=\"{}\" from=\"{}\" kind=\"{}\" sent=\"{}\"{}>\n{}\n</message>\n",
+        "<message id=\"{}\" from=\"{}\" kind=\"{}\" sent=\"{}\"{}{}>\n{}\n</message>\n",
         m.id,
         sender,
         kind,
@@ -64,8 +64,25 @@ fn message_block(m: &Message) -> String {
         } else {
             format!(" note=\"{}\"", reply.trim_start_matches(", "))
         },
+        spoken_for(m.via)
+            .map(|who| format!(" spoken_for=\"{who}\""))
+            .unwrap_or_default(),
         clean_peer_text(&m.body)
     )
+}
+
+/// Who spoke for the sending session, when its own agent did not: the
+/// recipient should weigh the message as that person's, not the agent's.
+pub fn spoken_for(via: SentVia) -> Option<&'static str> {
+    match via {
+        SentVia::OnBehalf => {
+            Some("sent for this agent by a person with --as, not by the agent itself")
+        }
+        SentVia::Token => {
+            Some("sent for this agent by a holder of the team token, not by the agent itself")
+        }
+        _ => None,
+    }
 }
 
 /// Mail rendered for a hook, and how many of the messages it holds.
@@ -181,6 +198,34 @@ mod tests {
             reply_to: None,
             body: body.into(),
             sent_at: 1_764_496_800_000,
+            via: Default::default(),
+        }
+    }
+
+    // Proves the recipient is told when someone spoke for the sender, and
+    // only then: `--as` and the token are named, the agent's own link and
+    // shell are not.
+    #[test]
+    fn mail_spoken_for_the_sender_says_so() {
+        let text = |via: SentVia| {
+            let mut m = msg(1, "hello");
+            m.via = via;
+            render_mail(&[&m], 0, "hint").text
+        };
+        assert!(text(SentVia::OnBehalf).contains(
+            " spoken_for=\"sent for this agent by a person with --as, not by the agent itself\">"
+        ));
+        assert!(text(SentVia::Token).contains(
+            " spoken_for=\"sent for this agent by a holder of the team token, not by the agent itself\">"
+        ));
+        for own in [
+            SentVia::Link,
+            SentVia::Mcp,
+            SentVia::SessionShell,
+            SentVia::Person,
+            SentVia::Unrecorded,
+        ] {
+            assert!(!text(own).contains("spoken_for"), "{own:?}");
         }
     }
 

@@ -187,6 +187,68 @@ pub struct Message {
     pub reply_to: Option<String>,
     pub body: String,
     pub sent_at: Millis,
+    /// How the sender was authenticated when it sent this.
+    #[serde(default)]
+    pub via: SentVia,
+}
+
+/// How a message's sender was authenticated when it sent it: whether the
+/// agent spoke for itself, or someone spoke for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SentVia {
+    /// Sent before muster recorded this.
+    #[default]
+    Unrecorded,
+    /// The sending session's own shim link: its agent's tool call.
+    Link,
+    /// The sending session's own MCP session over HTTP (`/mcp`).
+    Mcp,
+    /// A session's own shell: the CLI, naming the session through the
+    /// environment the harness set (`MUSTER_SESSION_ID`), not `--as`.
+    SessionShell,
+    /// A person as themselves (the CLI, the API).
+    Person,
+    /// A person on the daemon's machine spoke for the session (`--as`).
+    OnBehalf,
+    /// A holder of the daemon's token spoke for the session.
+    Token,
+}
+
+impl SentVia {
+    /// Whether someone other than the sending session's own agent spoke
+    /// for it (the recipient is told).
+    pub fn spoken_for(self) -> bool {
+        matches!(self, SentVia::OnBehalf | SentVia::Token)
+    }
+
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SentVia::Unrecorded => "unrecorded",
+            SentVia::Link => "link",
+            SentVia::Mcp => "mcp",
+            SentVia::SessionShell => "session_shell",
+            SentVia::Person => "person",
+            SentVia::OnBehalf => "on_behalf",
+            SentVia::Token => "token",
+        }
+    }
+
+    /// The stored name read back; an unknown one is `None`.
+    pub fn parse(name: &str) -> Option<SentVia> {
+        [
+            SentVia::Unrecorded,
+            SentVia::Link,
+            SentVia::Mcp,
+            SentVia::SessionShell,
+            SentVia::Person,
+            SentVia::OnBehalf,
+            SentVia::Token,
+        ]
+        .into_iter()
+        .find(|v| v.as_str() == name)
+    }
 }
 
 /// How far a message has got with one recipient. Only ever moves forward.

@@ -67,6 +67,7 @@ mod tests {
             reply_to: None,
             body: body.into(),
             sent_at: 0,
+            via: Default::default(),
         }
     }
 

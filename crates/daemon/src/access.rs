@@ -41,6 +41,15 @@ pub const SIGNED_IN_FOR: Duration = Duration::from_secs(12 * 3600);
 #[derive(Clone, Copy)]
 pub(crate) struct OwnSocket;
 
+/// How a caller got in, for what it records (see `SentVia`): the daemon's
+/// bearer token, or as the daemon's own user on its machine (the local key,
+/// the Unix socket, a signed-in dashboard, or a daemon that asks nothing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credential {
+    Token,
+    Local,
+}
+
 /// What the guard checks callers against.
 pub struct Access {
     local_key: Option<KeyFile>,
@@ -69,9 +78,9 @@ impl Access {
     /// `token` is the daemon's bearer token, if it has one: then beyond
     /// loopback that token is the way in, and the local key still lets the
     /// daemon's own user in with no configuration.
-    pub fn check(&self, token: Option<&str>, request: &Request) -> Result<(), ApiError> {
+    pub fn check(&self, token: Option<&str>, request: &Request) -> Result<Credential, ApiError> {
         if is_public(request) || request.extensions().get::<OwnSocket>().is_some() {
-            return Ok(());
+            return Ok(Credential::Local);
         }
         let headers = request.headers();
         if let Some(token) = token {
@@ -80,12 +89,12 @@ impl Access {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.strip_prefix("Bearer "));
             if given.is_some_and(|g| same_secret(g.as_bytes(), token.as_bytes())) {
-                return Ok(());
+                return Ok(Credential::Token);
             }
         }
         let Some(key) = &self.local_key else {
             return match token {
-                None => Ok(()),
+                None => Ok(Credential::Local),
                 Some(_) => Err(unauthorized(
                     "a valid `Authorization: Bearer <token>` is required",
                 )),
@@ -93,7 +102,7 @@ impl Access {
         };
         let given = headers.get(local_key::HEADER).map(|v| v.as_bytes());
         if given.is_some_and(|g| same_secret(g, key.secret.as_bytes())) || self.signed_in(headers) {
-            return Ok(());
+            return Ok(Credential::Local);
         }
         Err(unauthorized(match token {
             Some(_) => "a valid `Authorization: Bearer <token>` is required".to_string(),

@@ -638,7 +638,8 @@ impl Hub {
                     return Err(CoreError::invalid("to", "use broadcast for rooms").into())
                 }
             };
-            let message = self.new_message(&mut st, &sender, target, req.reply_to, req.body);
+            let message =
+                self.new_message(&mut st, &sender, target, req.reply_to, req.body, req.via);
             (message, recipients)
         };
         self.deliver(message, recipients).await
@@ -656,7 +657,14 @@ impl Hub {
             let sender = self.principal(&st, req.as_.as_deref())?;
             self.take_send(&sender.key())?;
             let recipients = st.room_recipients(&room, &sender.key())?;
-            let message = self.new_message(&mut st, &sender, Target::Room(room), None, req.body);
+            let message = self.new_message(
+                &mut st,
+                &sender,
+                Target::Room(room),
+                None,
+                req.body,
+                req.via,
+            );
             (message, recipients)
         };
         self.deliver(message, recipients).await
@@ -678,6 +686,7 @@ impl Hub {
         to: Target,
         reply_to: Option<String>,
         body: String,
+        via: muster_core::SentVia,
     ) -> Message {
         Message {
             id: st.next_message_id(),
@@ -687,6 +696,7 @@ impl Hub {
             reply_to,
             body,
             sent_at: self.clock.wall(),
+            via,
         }
     }
 

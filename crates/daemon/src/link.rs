@@ -375,7 +375,7 @@ async fn run_request(
     named: Option<String>,
 ) -> Outgoing {
     let result = match hub.who_acts(speaker, named).await {
-        Ok(session) => hub.execute(&session, op).await,
+        Ok(session) => hub.execute(&session, muster_core::SentVia::Link, op).await,
         Err(e) => Err(e),
     };
     match result {

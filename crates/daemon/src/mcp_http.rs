@@ -73,7 +73,7 @@ impl HubExecutor {
             ..Observed::default()
         })
         .await?;
-        let (value, surfacing) = hub.execute(&session, op).await?;
+        let (value, surfacing) = hub.execute(&session, muster_core::SentVia::Mcp, op).await?;
         // The answer is handed to rmcp here; there is no later point to hook.
         if let Some(s) = surfacing {
             s.complete();

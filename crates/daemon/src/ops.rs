@@ -13,7 +13,7 @@ use muster_core::api::{
     UpdateSessionRequest,
 };
 use muster_core::link::Op;
-use muster_core::CoreError;
+use muster_core::{CoreError, SentVia};
 use serde_json::{json, Value};
 
 use crate::error::ApiError;
@@ -28,11 +28,13 @@ fn to_json<T: serde::Serialize>(v: T) -> Result<Value, ApiError> {
 }
 
 impl Hub {
-    /// Runs one operation as `session`. Mail a read returns comes with its
+    /// Runs one operation as `session`, which authenticated `via` its own
+    /// link or MCP session. Mail a read returns comes with its
     /// `Surfacing`, to complete once the answer is written.
     pub async fn execute(
         self: &Arc<Self>,
         session: &str,
+        via: SentVia,
         op: Op,
     ) -> Result<(Value, Option<Surfacing>), ApiError> {
         let me = Some(session.to_string());
@@ -52,6 +54,8 @@ impl Hub {
                     to,
                     body,
                     reply_to,
+                    as_from_env: false,
+                    via,
                 })
                 .await?,
             )?,
@@ -60,6 +64,8 @@ impl Hub {
                     as_: me,
                     room,
                     body,
+                    as_from_env: false,
+                    via,
                 })
                 .await?,
             )?,

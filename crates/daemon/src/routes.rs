@@ -19,12 +19,12 @@ use muster_core::api::{
     ReleaseRequest, ReleaseResponse, Reservations, ReserveRequest, RoomRequest, RoomView, Rooms,
     Roster, RosterCursor, SendRequest, SendResponse, Thread, UpdateSessionRequest,
 };
-use muster_core::Session;
+use muster_core::{SentVia, Session};
 use serde::Deserialize;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::BroadcastStream;
 
-use crate::access::{self, Access};
+use crate::access::{self, Access, Credential};
 use crate::error::{ApiError, RetryAfter};
 use crate::extract::{ApiJson, ApiQuery};
 use crate::hooks;
@@ -85,15 +85,18 @@ pub fn router(hub: Arc<Hub>, access: Arc<Access>) -> Router {
 async fn guard(
     State(hub): State<Arc<Hub>>,
     Extension(access): Extension<Arc<Access>>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
     if request.uri().path() == "/healthz" {
         return next.run(request).await;
     }
     let token = hub.config.token.as_deref().filter(|t| !t.is_empty());
-    if let Err(refused) = access.check(token, &request) {
-        return refused.into_response();
+    match access.check(token, &request) {
+        Ok(credential) => {
+            request.extensions_mut().insert(credential);
+        }
+        Err(refused) => return refused.into_response(),
     }
     if token.is_none() {
         let host = request
@@ -327,17 +330,37 @@ async fn remove_session(
     }
 }
 
+/// How a sender over the API was authenticated: a person as themselves
+/// (no session named), or for a session by the token, by its own shell
+/// (the CLI took the session from the harness's environment), or by a
+/// person with `--as`.
+fn sent_via(as_: Option<&str>, as_from_env: bool, credential: Option<Credential>) -> SentVia {
+    let for_session = as_
+        .map(str::trim)
+        .is_some_and(|a| !a.is_empty() && !a.starts_with("op:"));
+    match (for_session, credential) {
+        (false, _) => SentVia::Person,
+        (true, Some(Credential::Token)) => SentVia::Token,
+        (true, _) if as_from_env => SentVia::SessionShell,
+        (true, _) => SentVia::OnBehalf,
+    }
+}
+
 async fn send(
     State(hub): State<Arc<Hub>>,
-    ApiJson(req): ApiJson<SendRequest>,
+    credential: Option<Extension<Credential>>,
+    ApiJson(mut req): ApiJson<SendRequest>,
 ) -> Result<Json<SendResponse>, ApiError> {
+    req.via = sent_via(req.as_.as_deref(), req.as_from_env, credential.map(|c| c.0));
     hub.send(req).await.map(Json)
 }
 
 async fn broadcast(
     State(hub): State<Arc<Hub>>,
-    ApiJson(req): ApiJson<BroadcastRequest>,
+    credential: Option<Extension<Credential>>,
+    ApiJson(mut req): ApiJson<BroadcastRequest>,
 ) -> Result<Json<SendResponse>, ApiError> {
+    req.via = sent_via(req.as_.as_deref(), req.as_from_env, credential.map(|c| c.0));
     hub.broadcast(req).await.map(Json)
 }
 

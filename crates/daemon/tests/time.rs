@@ -136,6 +136,8 @@ async fn retention_prunes_mail_older_than_the_window() {
         to: b.into(),
         body: body.into(),
         reply_to: None,
+        as_from_env: false,
+        via: muster_core::SentVia::OnBehalf,
     };
     s.hub().send(send("old news")).await.unwrap();
     s.clock.advance(ms(1_000));

@@ -44,6 +44,8 @@ pub fn hook_payload(data: &[u8]) {
             to: id,
             body: "<b>review</b> src/a.rs & reply".into(),
             reply_to: None,
+            as_from_env: false,
+            via: muster_core::SentVia::OnBehalf,
         };
         if hub.send(mail).await.is_ok() {
             answered_well(&hub, &request, body).await;

@@ -261,6 +261,9 @@ pub fn channel_params(m: &Message) -> Value {
     if let Some(r) = &m.reply_to {
         meta.insert("reply_to".into(), json!(r));
     }
+    if let Some(who) = muster_core::inbox::spoken_for(m.via) {
+        meta.insert("spoken_for".into(), json!(who));
+    }
     // Claude Code's own SendMessage reaches only Claude Code sessions; a
     // reply through it would never reach a muster peer.
     meta.insert("reply_with".into(), json!("muster send_message"));
@@ -290,6 +293,7 @@ mod tests {
             reply_to: Some("01AAA".into()),
             body: "look at <this>\u{202E}".into(),
             sent_at: 0,
+            via: Default::default(),
         };
         let p = channel_params(&m);
         assert_eq!(p["content"], "look at &lt;this&gt;");

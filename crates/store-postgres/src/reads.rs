@@ -4,8 +4,8 @@
 
 use deadpool_postgres::{ClientWrapper, Transaction};
 use muster_core::{
-    Activity, Delivery, DeliveryState, LinkKind, Membership, Message, Reservation, Room, Session,
-    Target,
+    Activity, Delivery, DeliveryState, LinkKind, Membership, Message, Reservation, Room, SentVia,
+    Session, Target,
 };
 use muster_store::shared::Logged;
 use muster_store::{InboxEntry, InboxQuery, Snapshot, StoreError};
@@ -89,6 +89,12 @@ fn message_from(r: &Row) -> Result<Message, StoreError> {
         reply_to: get(r, 5)?,
         body: get(r, 6)?,
         sent_at: get(r, 7)?,
+        via: {
+            let via: &str = r.try_get("via").map_err(corrupt)?;
+            SentVia::parse(via).ok_or_else(|| {
+                StoreError::Corrupt(format!("unknown sender authentication {via:?}"))
+            })?
+        },
     })
 }
 
@@ -196,7 +202,7 @@ pub async fn load(client: &mut ClientWrapper) -> Result<(Snapshot, u64), StoreEr
     let unread = tx_rows(
         &tx,
         &format!(
-            "SELECT {MESSAGE_COLUMNS}, d.recipient, d.state, d.updated_at
+            "SELECT {MESSAGE_COLUMNS}, d.recipient, d.state, d.updated_at, m.via AS via
              FROM deliveries d JOIN messages m ON m.id = d.message_id
              WHERE d.state < 2 ORDER BY m.id, d.recipient"
         ),
@@ -262,7 +268,7 @@ pub async fn inbox(client: &ClientWrapper, q: InboxQuery) -> Result<Vec<InboxEnt
         client,
         &client.statement_cache,
         &format!(
-            "SELECT {MESSAGE_COLUMNS}, d.state FROM deliveries d JOIN messages m ON m.id = d.message_id
+            "SELECT {MESSAGE_COLUMNS}, d.state, m.via AS via FROM deliveries d JOIN messages m ON m.id = d.message_id
              WHERE d.recipient = $1 AND d.state <= $2 ORDER BY d.message_id DESC LIMIT $3"
         ),
         &[&q.recipient, &max_state, &limit],
@@ -282,7 +288,7 @@ pub async fn message(client: &ClientWrapper, id: &str) -> Result<Option<Message>
     Ok(rows(
         client,
         &client.statement_cache,
-        &format!("SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.id = $1"),
+        &format!("SELECT {MESSAGE_COLUMNS}, m.via AS via FROM messages m WHERE m.id = $1"),
         &[&id],
         message_from,
     )
@@ -335,7 +341,7 @@ pub async fn thread(
                  SELECT m.id, down.depth + 1 FROM messages m JOIN down ON m.reply_to = down.id
                  WHERE down.depth < 1000
              )
-             SELECT {MESSAGE_COLUMNS} FROM messages m JOIN down ON m.id = down.id
+             SELECT {MESSAGE_COLUMNS}, m.via AS via FROM messages m JOIN down ON m.id = down.id
              WHERE m.sender = $2
                 OR EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = m.id AND d.recipient = $2)
              ORDER BY m.id LIMIT 1000"

@@ -12,6 +12,7 @@ use crate::errors::db_error;
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_initial.sql"),
     include_str!("migrations/0002_team.sql"),
+    include_str!("migrations/0003_sent_via.sql"),
 ];
 
 /// The schema version a fully migrated database is at.

@@ -65,8 +65,8 @@ const PUT_SESSION: &str = "INSERT INTO sessions (id, nickname, harness, host, op
         last_seen_at = excluded.last_seen_at, left_at = excluded.left_at";
 
 const PUT_MESSAGE: &str = "INSERT INTO messages
-        (id, sender, sender_nickname, target_kind, target, reply_to, body, sent_at)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+        (id, sender, sender_nickname, target_kind, target, reply_to, body, sent_at, via)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
 
 /// Every recipient's delivery in one statement: a broadcast to a big room
 /// is one round trip, not one per member.
@@ -227,6 +227,7 @@ fn put_message(m: &Message) -> Stmt {
             m.reply_to.clone(),
             m.body.clone(),
             m.sent_at,
+            m.via.as_str(),
         ],
     )
 }

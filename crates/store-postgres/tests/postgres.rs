@@ -321,6 +321,7 @@ fn put(id: &str, to: &str) -> Change {
             reply_to: None,
             body: "hi".into(),
             sent_at: 1,
+            via: Default::default(),
         },
         deliveries: vec![Delivery {
             message_id: id.into(),

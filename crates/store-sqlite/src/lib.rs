@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use muster_core::{
     Activity, Delivery, DeliveryState, LinkKind, Membership, Message, Millis, Reservation, Room,
-    Session, Target,
+    SentVia, Session, Target,
 };
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use tokio::sync::oneshot;
@@ -100,6 +100,11 @@ CREATE INDEX messages_reply_to ON messages(reply_to) WHERE reply_to IS NOT NULL;
 -- Delivery state `seen` (found in the harness's transcript) sits between
 -- surfaced (2) and acked, which moves from 3 to 4.
 UPDATE deliveries SET state = 4 WHERE state = 3;
+"#,
+    r#"
+-- How each message's sender was authenticated (`SentVia`); older
+-- messages did not record it.
+ALTER TABLE messages ADD COLUMN via TEXT NOT NULL DEFAULT 'unrecorded';
 "#,
 ];
 
@@ -672,10 +677,10 @@ fn put_session(tx: &Connection, s: &Session) -> rusqlite::Result<()> {
 fn put_message(tx: &Connection, m: &Message, deliveries: &[Delivery]) -> rusqlite::Result<()> {
     let (kind, target) = target_parts(&m.to);
     tx.prepare_cached(
-        "INSERT INTO messages (id, sender, sender_nickname, target_kind, target, reply_to, body, sent_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT INTO messages (id, sender, sender_nickname, target_kind, target, reply_to, body, sent_at, via)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?
-    .execute(params![m.id, m.from, m.from_nickname, kind, target, m.reply_to, m.body, m.sent_at])?;
+    .execute(params![m.id, m.from, m.from_nickname, kind, target, m.reply_to, m.body, m.sent_at, m.via.as_str()])?;
     let mut insert = tx.prepare_cached(
         "INSERT INTO deliveries (recipient, message_id, state, updated_at) VALUES (?1, ?2, ?3, ?4)",
     )?;
@@ -842,6 +847,16 @@ fn message_from(r: &Row<'_>) -> rusqlite::Result<Message> {
         reply_to: r.get(5)?,
         body: r.get(6)?,
         sent_at: r.get(7)?,
+        via: {
+            let via: String = r.get("via")?;
+            SentVia::parse(&via).ok_or_else(|| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    8,
+                    rusqlite::types::Type::Text,
+                    format!("unknown sender authentication {via:?}").into(),
+                )
+            })?
+        },
     })
 }
 
@@ -877,7 +892,7 @@ fn load(conn: &Connection) -> rusqlite::Result<Snapshot> {
         .collect::<Result<_, _>>()?;
     let unread = conn
         .prepare(&format!(
-            "SELECT {MESSAGE_COLUMNS}, d.recipient, d.state, d.updated_at
+            "SELECT {MESSAGE_COLUMNS}, d.recipient, d.state, d.updated_at, m.via AS via
              FROM deliveries d JOIN messages m ON m.id = d.message_id
              WHERE d.state < 2 ORDER BY m.id, d.recipient"
         ))?
@@ -958,7 +973,7 @@ impl Store for SqliteStore {
             let limit = i64::try_from(q.limit).unwrap_or(i64::MAX);
             let mut entries: Vec<InboxEntry> = conn
                 .prepare_cached(&format!(
-                    "SELECT {MESSAGE_COLUMNS}, d.state FROM deliveries d JOIN messages m ON m.id = d.message_id
+                    "SELECT {MESSAGE_COLUMNS}, d.state, m.via AS via FROM deliveries d JOIN messages m ON m.id = d.message_id
                      WHERE d.recipient = ?1 AND d.state <= ?2 ORDER BY d.message_id DESC LIMIT ?3"
                 ))?
                 .query_map(params![q.recipient, max_state, limit], |r| {
@@ -975,7 +990,7 @@ impl Store for SqliteStore {
         let id = id.to_string();
         self.read(move |conn| {
             conn.prepare_cached(&format!(
-                "SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.id = ?1"
+                "SELECT {MESSAGE_COLUMNS}, m.via AS via FROM messages m WHERE m.id = ?1"
             ))?
             .query_row(params![id], message_from)
             .optional()
@@ -1020,7 +1035,7 @@ impl Store for SqliteStore {
                      SELECT m.id, down.depth + 1 FROM messages m JOIN down ON m.reply_to = down.id
                      WHERE down.depth < 1000
                  )
-                 SELECT {MESSAGE_COLUMNS} FROM messages m JOIN down ON m.id = down.id
+                 SELECT {MESSAGE_COLUMNS}, m.via AS via FROM messages m JOIN down ON m.id = down.id
                  WHERE m.sender = ?2
                     OR EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = m.id AND d.recipient = ?2)
                  ORDER BY m.id LIMIT 1000"
@@ -1074,6 +1089,7 @@ mod tests {
                 reply_to: None,
                 body: format!("body of {id}"),
                 sent_at: 1,
+                via: Default::default(),
             },
             deliveries: vec![Delivery {
                 message_id: id.into(),
@@ -1200,6 +1216,7 @@ mod tests {
                 reply_to: None,
                 body: "hi".into(),
                 sent_at: 1,
+                via: Default::default(),
             };
             store
                 .apply(vec![

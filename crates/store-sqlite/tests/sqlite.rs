@@ -165,6 +165,7 @@ async fn duplicate_message_id_names_the_sqlite_constraint() {
             reply_to: None,
             body: "hi".into(),
             sent_at: 1,
+            via: Default::default(),
         },
         deliveries: vec![Delivery {
             message_id: "01A".into(),

@@ -74,6 +74,7 @@ macro_rules! conformance_tests {
             prune_deletes_old_history_and_gone_sessions,
             reservations_round_trip_and_delete,
             a_reservation_guard_passes_when_no_other_daemon_wrote,
+            how_a_sender_was_authenticated_is_kept,
             thread_from_any_message_as_the_reader_sees_it,
         );
         $crate::conformance_tests!(@threaded $harness;
@@ -126,6 +127,7 @@ fn message(n: u32, from: &str, to: Target, sent_at: Millis) -> Message {
         reply_to: None,
         body: format!("body of message {n}"),
         sent_at,
+        via: Default::default(),
     }
 }
 
@@ -1291,6 +1293,61 @@ pub async fn load_is_a_consistent_snapshot_under_writes<H: Harness>(h: &H) {
 
 /// Proves reservations round-trip, replace by id, and are deleted one by one
 /// or all of a session's at once, across a reopen.
+/// Every message keeps how its sender was authenticated, through every
+/// read: by id, in an inbox, unread at load, in a thread, after a reopen.
+pub async fn how_a_sender_was_authenticated_is_kept<H: Harness>(h: &H) {
+    use muster_core::SentVia;
+    let all = [
+        SentVia::Unrecorded,
+        SentVia::Link,
+        SentVia::Mcp,
+        SentVia::SessionShell,
+        SentVia::Person,
+        SentVia::OnBehalf,
+        SentVia::Token,
+    ];
+    {
+        let store = h.open().await;
+        for (n, via) in all.iter().enumerate() {
+            let mut m = message(n as u32, "alice", Target::Session("bob".into()), 1);
+            m.via = *via;
+            let d = delivery(&m.id, "bob", DeliveryState::Queued, 1);
+            store
+                .apply(vec![Change::PutMessage {
+                    message: m,
+                    deliveries: vec![d],
+                }])
+                .await
+                .unwrap();
+        }
+    }
+    let store = h.open().await;
+    let loaded: Vec<SentVia> = store
+        .load()
+        .await
+        .unwrap()
+        .unread
+        .iter()
+        .map(|(m, _)| m.via)
+        .collect();
+    assert_eq!(loaded, all);
+    let inbox = store
+        .inbox(InboxQuery {
+            recipient: "bob".into(),
+            include_read: true,
+            limit: usize::MAX,
+        })
+        .await
+        .unwrap();
+    assert_eq!(inbox.iter().map(|e| e.message.via).collect::<Vec<_>>(), all);
+    for (n, via) in all.iter().enumerate() {
+        let m = store.message(&mid(n as u32)).await.unwrap().unwrap();
+        assert_eq!(m.via, *via);
+        let thread = store.thread(&mid(n as u32), "bob").await.unwrap();
+        assert_eq!(thread.iter().map(|m| m.via).collect::<Vec<_>>(), [*via]);
+    }
+}
+
 /// `ReservationsUnchangedSince` guards against other daemons only: a
 /// store's own reservation changes never fail it, whatever the position
 /// named, and the guarded changes apply.
@@ -1383,6 +1440,7 @@ pub async fn thread_from_any_message_as_the_reader_sees_it<H: Harness>(h: &H) {
             reply_to: reply_to.map(str::to_string),
             body: id.into(),
             sent_at: 1,
+            via: Default::default(),
         },
         deliveries: vec![Delivery {
             message_id: id.into(),

@@ -179,6 +179,7 @@ mod tests {
                 reply_to: reply_to.map(Into::into),
                 body: body.into(),
                 sent_at,
+                via: Default::default(),
             },
             state: DeliveryState::Queued,
         }

@@ -43,11 +43,14 @@ pub struct BroadcastArgs {
 const MAX_DELIVERY_LINES: usize = 20;
 
 pub async fn run_send(ctx: &Context, args: SendArgs) -> Result<i32, ClientError> {
+    let (as_, as_from_env) = ctx.acting_as_from_env(args.as_.as_deref());
     let request = SendRequest {
-        as_: Some(ctx.acting_as(args.as_.as_deref())),
+        as_: Some(as_),
         to: args.to,
         body: read_body(&args.body, std::io::stdin().lock())?,
         reply_to: args.reply_to,
+        as_from_env,
+        via: Default::default(),
     };
     let value = ctx.client()?.post("/api/v1/messages", &request).await?;
     if ctx.json {
@@ -65,10 +68,13 @@ pub async fn run_broadcast(ctx: &Context, args: BroadcastArgs) -> Result<i32, Cl
         .strip_prefix('#')
         .unwrap_or(&args.room)
         .to_string();
+    let (as_, as_from_env) = ctx.acting_as_from_env(args.as_.as_deref());
     let request = BroadcastRequest {
-        as_: Some(ctx.acting_as(args.as_.as_deref())),
+        as_: Some(as_),
         room: room.clone(),
         body: read_body(&args.body, std::io::stdin().lock())?,
+        as_from_env,
+        via: Default::default(),
     };
     let value = ctx.client()?.post("/api/v1/broadcast", &request).await?;
     if ctx.json {
@@ -214,6 +220,7 @@ mod tests {
                 reply_to: None,
                 body: "hi".into(),
                 sent_at: 0,
+                via: Default::default(),
             },
             state,
             deliveries,

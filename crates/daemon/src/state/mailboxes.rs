@@ -365,6 +365,7 @@ mod tests {
             reply_to: None,
             body: format!("m{n}"),
             sent_at: 0,
+            via: Default::default(),
         })
     }
 

@@ -478,6 +478,7 @@ mod tests {
             reply_to: None,
             body: body.into(),
             sent_at: 1_000,
+            via: Default::default(),
         }
     }
 
