@@ -3,10 +3,12 @@
 //! machine. Against a `muster serve` child:
 //!
 //! 1. the daemon's RSS idle, and per linked session (the RSS it gains from
-//!    32 links to N, after traffic on the 32, divided by the links added);
-//! 2. a direct send's p99 at 10 sessions and at N (target: at most 2×);
-//! 3. 16 busy senders' delivered/s with 32 sessions and beside N − 32 idle
-//!    links (target: within 20%);
+//!    32 links to N, divided by the links added);
+//! 2. a direct send's p99 at 32 sessions and at N (target: at most 2×),
+//!    and 16 busy senders' delivered/s with 32 sessions and beside N − 32
+//!    idle links (target: within 20%): the small figures come from a second
+//!    daemon with 32 sessions, measured in turns with the big one so that
+//!    the machine's noise falls on both alike;
 //! 4. `GET /api/v1/roster` at N sessions (target: p99 under 50 ms);
 //! 5. a restart storm: kill -9, restart on the same port and data
 //!    directory (target: every link back within 5 s, none swept then or a
@@ -44,10 +46,11 @@ const TARGET_SEND_RATIO: f64 = 2.0;
 const TARGET_FAIR_SHARE: f64 = 0.8;
 const TARGET_SWEEP: Duration = Duration::from_millis(10);
 
-/// Sessions in the small daemon the send p99 is compared with.
-const SMALL: usize = 10;
 /// Busy senders, each with a receiver of its own.
 const BUSY_SENDERS: usize = 16;
+/// Sessions of the small daemon the big one is compared with: the busy
+/// senders and their receivers.
+const SMALL: usize = 2 * BUSY_SENDERS;
 /// Links started before waiting for them: keeps the initial linking from
 /// overflowing the daemon's accept queue (the storm has no such pacing).
 const LINK_BATCH: usize = 500;
@@ -72,6 +75,10 @@ const RELINK_LIMIT: Duration = Duration::from_secs(60);
 const SETTLE: Duration = Duration::from_secs(2);
 const SWEEP_RUNS: usize = 50;
 const SWEEP_BUDGET: Duration = Duration::from_secs(10);
+/// How long the idle links' CPU is measured.
+const IDLE_WINDOW: Duration = Duration::from_secs(10);
+/// Each turn of the busy senders on one daemon.
+const BUSY_ROUND: Duration = Duration::from_secs(1);
 /// Sends into a new store before its figures count.
 const STORE_WARM_UP: Duration = Duration::from_secs(3);
 /// Open files besides the links: the store, listeners, HTTP clients.
@@ -104,11 +111,19 @@ struct Figures {
     rss_small_kib: u64,
     rss_linked_kib: u64,
     rss_max_kib: u64,
+    /// The daemon's RSS after each phase that follows the linking.
+    rss_after: Vec<(&'static str, u64)>,
     link_rate: f64,
+    /// Share of a core the daemon and the simulator spent with N idle links.
+    idle_cpu: (f64, f64),
     send_small: Latencies,
     send_big: Latencies,
     fair_alone: f64,
     fair_beside: f64,
+    /// Each round's delivered/s, small and big.
+    fair_rounds: Vec<(f64, f64)>,
+    /// The daemon's CPU per delivered message in the busy rounds, small and big.
+    cpu_per_message: (Duration, Duration),
     roster: Latencies,
     roster_bytes: usize,
     roster_page: Latencies,
@@ -153,59 +168,144 @@ impl Latencies {
 struct Storm {
     listening: Duration,
     relinked: Option<Duration>,
-    swept: usize,
+    /// CPU seconds until every link was back: the new daemon's, the simulator's.
+    cpu: (f64, f64),
+    /// Sessions the sweeper removed (its own count).
+    swept: u64,
+    /// Sessions missing from the roster, at re-link and a sweep later.
+    missing: usize,
     down_later: usize,
 }
 
-/// The `muster serve` child with N simulated links: every figure but the
-/// hook-only memory and the sweep.
+/// The `muster serve` child with N simulated links (and beside it, for the
+/// comparisons, a small one with 32): every figure but the hook-only
+/// memory and the sweep.
 async fn linked_daemon(opts: &Opts, n: usize, out: &mut Figures) -> anyhow::Result<()> {
+    let small = ServeChild::start(&opts.muster_binary).await?;
+    let mut small_fleet = Fleet::new(Target::loopback(small.addr.port(), true));
+    link(
+        &mut small_fleet,
+        (0..SMALL).map(|i| format!("scale-small-{i:02}")),
+    )
+    .await?;
     let serve = ServeChild::start(&opts.muster_binary).await?;
     let addr = serve.addr;
-    eprintln!("scale: daemon on {addr}; linking {SMALL} sessions…");
+    eprintln!(
+        "scale: daemons on {} (32 sessions) and {addr}; linking {n}…",
+        small.addr
+    );
     tokio::time::sleep(SETTLE).await;
     out.rss_idle_kib = rss_kib(&serve)?;
     let mut fleet = Fleet::new(Target::loopback(addr.port(), true));
     let ids = (0..n).map(|i| format!("scale-{i:05}"));
     let mut ids = ids.collect::<Vec<_>>().into_iter();
     link(&mut fleet, ids.by_ref().take(SMALL)).await?;
-    // A new store's first commits are slower than its later ones: warm it
-    // before the figure the one at N is compared with.
-    busy_senders(&fleet, SMALL / 2, STORE_WARM_UP, Duration::ZERO, out).await;
-    out.send_small = serial_sends(&fleet, 0..SMALL, out).await;
-    link(&mut fleet, ids.by_ref().take(2 * BUSY_SENDERS - SMALL)).await?;
-    out.fair_alone = busy_senders(&fleet, BUSY_SENDERS, opts.warmup, opts.measure, out).await;
     tokio::time::sleep(SETTLE).await;
     out.rss_small_kib = rss_kib(&serve)?;
-
-    eprintln!("scale: linking {} more…", n - 2 * BUSY_SENDERS);
     let start = Instant::now();
     link(&mut fleet, ids).await?;
-    out.link_rate = (n - 2 * BUSY_SENDERS) as f64 / start.elapsed().as_secs_f64();
+    out.link_rate = (n - SMALL) as f64 / start.elapsed().as_secs_f64();
     tokio::time::sleep(SETTLE).await;
     out.rss_linked_kib = rss_kib(&serve)?;
     out.rss_max_kib = out.rss_linked_kib;
+    out.idle_cpu = idle_cpu(&serve).await?;
 
-    eprintln!("scale: {n} linked; the roster, sends and busy senders at {n}…");
+    eprintln!("scale: {n} linked; sends and busy senders at {SMALL} and at {n}, alternately…");
+    let pids = (small.pid().unwrap_or(0), serve.pid().unwrap_or(0));
+    compare_sends(opts, (&small_fleet, &fleet), pids, n, out).await;
+    small_fleet.stop().await;
+    small.stop().await?;
     roster_reads(addr, out).await?;
-    out.send_big = serial_sends(&fleet, 0..n, out).await;
-    out.fair_beside = busy_senders(&fleet, BUSY_SENDERS, opts.warmup, opts.measure, out).await;
-    note_rss(&serve, out);
+    note_rss(&serve, "the sends and the roster", out);
 
     eprintln!("scale: kill -9 of the daemon, then a restart on {addr}…");
     let (serve, storm) = restart_storm(opts, serve, &fleet).await?;
+    if storm.swept > 0 || storm.missing > 0 || storm.down_later > 0 {
+        out.errors.push(format!(
+            "across the restart: {} sessions swept, {} missing, {} links down a sweep later",
+            storm.swept, storm.missing, storm.down_later
+        ));
+    }
     out.storm = Some(storm);
-    note_rss(&serve, out);
+    note_rss(&serve, "the storm", out);
 
     eprintln!("scale: broadcasts to everyone, and @mentions of {MENTIONED}…");
     broadcasts(&mut fleet, out).await;
-    note_rss(&serve, out);
+    note_rss(&serve, "the broadcasts", out);
     for (id, why) in fleet.refused() {
         out.errors.push(format!("the daemon refused {id}: {why}"));
     }
     out.pushes_read = fleet.pushes();
     fleet.stop().await;
     serve.stop().await
+}
+
+/// The small daemon's figures against the big one's, each measured in
+/// turns with the other, so the machine's noise (it is shared) falls on
+/// both alike: serial sends one here, one there; busy senders a second
+/// here, a second there.
+async fn compare_sends(
+    opts: &Opts,
+    (small, big): (&Fleet, &Fleet),
+    (small_pid, big_pid): (u32, u32),
+    n: usize,
+    out: &mut Figures,
+) {
+    // A new store's first commits are slower than its later ones.
+    for fleet in [small, big] {
+        busy_senders(fleet, BUSY_SENDERS, STORE_WARM_UP, Duration::ZERO, out).await;
+    }
+    let start = Instant::now();
+    for k in 0..SERIAL_SENDS {
+        if start.elapsed() > SERIAL_BUDGET {
+            break;
+        }
+        if let Some(d) = serial_send(small, k, SMALL, out).await {
+            out.send_small.add(d);
+        }
+        if let Some(d) = serial_send(big, k, n, out).await {
+            out.send_big.add(d);
+        }
+    }
+    let rounds = opts.measure.as_secs().max(1);
+    let (mut alone, mut beside) = (Busy::default(), Busy::default());
+    for _ in 0..rounds {
+        let a = alone.round(small, small_pid, out).await;
+        let b = beside.round(big, big_pid, out).await;
+        out.fair_rounds.push((a.round(), b.round()));
+    }
+    out.fair_alone = alone.rate(rounds);
+    out.fair_beside = beside.rate(rounds);
+    out.cpu_per_message = (alone.cpu_per_message(), beside.cpu_per_message());
+}
+
+/// One daemon's busy rounds: delivered/s summed, and its CPU over them.
+#[derive(Default)]
+struct Busy {
+    per_sec: f64,
+    messages: f64,
+    cpu: f64,
+}
+
+impl Busy {
+    /// A round of [`BUSY_ROUND`] right after the other daemon's (the
+    /// senders are closed loops, at full speed at once); its delivered/s.
+    async fn round(&mut self, fleet: &Fleet, pid: u32, out: &mut Figures) -> f64 {
+        let before = cpu_seconds(pid).unwrap_or(0.0);
+        let rate = busy_senders(fleet, BUSY_SENDERS, Duration::ZERO, BUSY_ROUND, out).await;
+        self.cpu += cpu_seconds(pid).unwrap_or(0.0) - before;
+        self.per_sec += rate;
+        self.messages += rate * BUSY_ROUND.as_secs_f64();
+        rate
+    }
+
+    fn rate(&self, rounds: u64) -> f64 {
+        self.per_sec / rounds as f64
+    }
+
+    fn cpu_per_message(&self) -> Duration {
+        Duration::from_secs_f64(self.cpu / self.messages.max(1.0))
+    }
 }
 
 /// Starts a link per id, in batches, each batch all welcomed before the next.
@@ -229,36 +329,22 @@ async fn link(fleet: &mut Fleet, ids: impl Iterator<Item = String>) -> anyhow::R
     Ok(())
 }
 
-/// Serial direct sends, each from one link of `range` to the next; each
-/// latency is the sender's wait for its reply, which the daemon gives once
-/// the recipient confirmed the push.
-async fn serial_sends(
-    fleet: &Fleet,
-    range: std::ops::Range<usize>,
-    out: &mut Figures,
-) -> Latencies {
-    let mut lat = Latencies::default();
-    let start = Instant::now();
-    let len = range.len();
-    // A stride through the range, so the pairs spread over all of it.
-    let stride = if len > SERIAL_SENDS {
-        len / SERIAL_SENDS
-    } else {
-        1
-    };
-    for k in 0..SERIAL_SENDS {
-        if start.elapsed() > SERIAL_BUDGET {
-            break;
-        }
-        let from = range.start + (k * stride) % len;
-        let to = range.start + (k * stride + 1) % len;
-        let sent = Instant::now();
-        match send(fleet, from, to, format!("serial {k}")).await {
-            Ok(()) => lat.add(sent.elapsed()),
-            Err(e) => out.errors.push(format!("serial send {k}: {e}")),
+/// Direct send `k` of a series among the first `among` links of `fleet`,
+/// from one to the next, striding so the pairs spread over all of them;
+/// its latency is the sender's wait for the reply, which the daemon gives
+/// once the recipient confirmed the push.
+async fn serial_send(fleet: &Fleet, k: usize, among: usize, out: &mut Figures) -> Option<Duration> {
+    let stride = (among / SERIAL_SENDS).max(1);
+    let from = (k * stride) % among;
+    let to = (k * stride + 1) % among;
+    let sent = Instant::now();
+    match send(fleet, from, to, format!("serial {k}")).await {
+        Ok(()) => Some(sent.elapsed()),
+        Err(e) => {
+            out.errors.push(format!("serial send {k}: {e}"));
+            None
         }
     }
-    lat
 }
 
 /// A direct send from `from` to `to`; an error unless it was pushed.
@@ -372,28 +458,51 @@ async fn restart_storm(
     let n = fleet.len();
     let dir = serve.kill9().await;
     let restarted_at = Instant::now();
+    let sim_cpu = cpu_seconds(std::process::id())?;
     let serve = ServeChild::start_in(&opts.muster_binary, dir, &addr.to_string()).await?;
     let listening = restarted_at.elapsed();
     let back = |f: &Fleet| f.welcomed(2) == n && f.up() == n;
     let relinked = fleet.wait(RELINK_LIMIT, back).await.map(|d| d + listening);
+    // The new process's CPU so far is all the restart's and the re-links'.
+    let pid = serve.pid().context("the restarted daemon has exited")?;
+    let cpu = (
+        cpu_seconds(pid)?,
+        cpu_seconds(std::process::id())? - sim_cpu,
+    );
     let missing_now = missing(addr, fleet).await?;
     tokio::time::sleep(AFTER_SWEEP).await;
-    let (swept_later, down_later) = {
-        let (_, linked) = roster(addr).await?;
-        let swept = fleet.ids().filter(|id| !linked.contains_key(*id)).count();
-        let down = fleet
-            .ids()
-            .filter(|id| linked.get(*id) == Some(&false))
-            .count();
-        (swept, down)
-    };
+    let (_, linked) = roster(addr).await?;
+    let missing_later = fleet.ids().filter(|id| !linked.contains_key(*id)).count();
+    let down_later = fleet
+        .ids()
+        .filter(|id| linked.get(*id) == Some(&false))
+        .count();
     let storm = Storm {
         listening,
         relinked,
-        swept: missing_now + swept_later,
+        cpu,
+        // A session swept and registered again by its re-link is on the
+        // roster: the sweeper's own count says whether it removed any.
+        swept: swept_count(addr).await?,
+        missing: missing_now + missing_later,
         down_later,
     };
     Ok((serve, storm))
+}
+
+/// The sessions the daemon's sweeper removed since it started (`/metrics`).
+async fn swept_count(addr: SocketAddr) -> anyhow::Result<u64> {
+    let mut conn = Conn::connect(addr).await?;
+    let (status, body) = conn.get("/metrics").await?;
+    if status != StatusCode::OK {
+        bail!("GET /metrics answered {status}: {}", snippet(&body));
+    }
+    let name = "muster_swept_sessions_total";
+    Ok(String::from_utf8_lossy(&body)
+        .lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum())
 }
 
 /// The fleet's sessions missing from the daemon's roster.
@@ -583,6 +692,39 @@ async fn sweep_child(n: usize) -> ! {
     std::process::exit(code)
 }
 
+/// What N idle links cost in CPU over [`IDLE_WINDOW`] (their pings, every
+/// `HEARTBEAT_MS`, and the pongs): the daemon's share of one core, and
+/// this process's (the simulator's side).
+async fn idle_cpu(serve: &ServeChild) -> anyhow::Result<(f64, f64)> {
+    let pid = serve.pid().context("the daemon has exited")?;
+    let (daemon, me) = (cpu_seconds(pid)?, cpu_seconds(std::process::id())?);
+    tokio::time::sleep(IDLE_WINDOW).await;
+    let window = IDLE_WINDOW.as_secs_f64();
+    Ok((
+        (cpu_seconds(pid)? - daemon) / window,
+        (cpu_seconds(std::process::id())? - me) / window,
+    ))
+}
+
+/// A process's user and system CPU so far, in seconds (/proc/<pid>/stat).
+fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("cannot read /proc/{pid}/stat"))?;
+    // The fields after the command name (which may hold spaces) in parentheses.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
+    // utime and stime are fields 14 and 15 of stat, 12 and 13 after the name.
+    let (Some(user), Some(system)) = (ticks(11), ticks(12)) else {
+        bail!("no CPU times in /proc/{pid}/stat");
+    };
+    // SAFETY: sysconf only reads a configuration value.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    Ok((user + system) / per_second)
+}
+
 /// The daemon's resident memory in KiB.
 fn rss_kib(serve: &ServeChild) -> anyhow::Result<u64> {
     let pid = serve.pid().context("the daemon has exited")?;
@@ -595,9 +737,11 @@ fn rss_kib(serve: &ServeChild) -> anyhow::Result<u64> {
         .context("no VmRSS in /proc/<pid>/status")
 }
 
-fn note_rss(serve: &ServeChild, out: &mut Figures) {
+/// The daemon's RSS after `phase`, and the most so far.
+fn note_rss(serve: &ServeChild, phase: &'static str, out: &mut Figures) {
     if let Ok(kib) = rss_kib(serve) {
         out.rss_max_kib = out.rss_max_kib.max(kib);
+        out.rss_after.push((phase, kib));
     }
 }
 
@@ -628,7 +772,7 @@ impl Figures {
     }
 
     fn per_link_bytes(&self, n: usize) -> f64 {
-        let added = (n - 2 * BUSY_SENDERS).max(1) as f64;
+        let added = (n - SMALL).max(1) as f64;
         self.rss_linked_kib.saturating_sub(self.rss_small_kib) as f64 * 1024.0 / added
     }
 
@@ -660,6 +804,15 @@ impl Figures {
                 "≤ 5 KB",
                 Verdict::under(self.hook_only_bytes, TARGET_HOOK_ONLY_BYTES + 1.0),
             ),
+            Row::info(
+                "scale: daemon RSS after the sends, the storm, the broadcasts",
+                self.rss_after
+                    .iter()
+                    .map(|(_, kib)| format!("{:.1}", mb(*kib)))
+                    .collect::<Vec<_>>()
+                    .join(" → ")
+                    + " MB",
+            ),
             Row::new(
                 "scale: daemon RSS, most over the run",
                 format!("{:.1} MB", mb(self.rss_max_kib)),
@@ -667,6 +820,17 @@ impl Figures {
                 Verdict::under(mb(self.rss_max_kib), TARGET_RSS_MB),
             ),
             Row::info("scale: links made per second", fmt_rate(self.link_rate)),
+            Row::info(
+                format!(
+                    "scale: CPU with {} idle links: daemon / simulator",
+                    thousands(n as u64)
+                ),
+                format!(
+                    "{:.1}% / {:.1}% of a core",
+                    self.idle_cpu.0 * 100.0,
+                    self.idle_cpu.1 * 100.0
+                ),
+            ),
         ]
     }
 
@@ -707,7 +871,10 @@ impl Figures {
                 Verdict::under(ratio, TARGET_SEND_RATIO + 1e-9),
             ),
             Row::new(
-                format!("scale: {BUSY_SENDERS} busy senders alone → beside idle links"),
+                format!(
+                    "scale: {BUSY_SENDERS} busy senders' delivered/s @{SMALL} → @{}",
+                    thousands(n as u64)
+                ),
                 format!(
                     "{} → {} ({:.0}%)",
                     fmt_rate(self.fair_alone),
@@ -716,6 +883,17 @@ impl Figures {
                 ),
                 "≥ 80%",
                 Verdict::at_least(share, TARGET_FAIR_SHARE),
+            ),
+            Row::info(
+                format!(
+                    "scale: … daemon CPU per delivered message @{SMALL} → @{}",
+                    thousands(n as u64)
+                ),
+                format!(
+                    "{} → {}",
+                    fmt_us(us(self.cpu_per_message.0)),
+                    fmt_us(us(self.cpu_per_message.1))
+                ),
             ),
             Row::info(
                 "scale: broadcast to everyone, reply median / max",
@@ -776,11 +954,21 @@ impl Figures {
                     Verdict::Miss
                 },
             ),
+            Row::info(
+                "scale: storm: CPU until then: daemon / simulator",
+                format!("{:.2} s / {:.2} s", storm.cpu.0, storm.cpu.1),
+            ),
             Row::new(
-                "scale: storm: sessions swept (at re-link, and a sweep later)",
+                "scale: storm: sessions swept (the sweeper's count)",
                 storm.swept.to_string(),
                 "0",
                 Verdict::check(storm.swept == 0),
+            ),
+            Row::new(
+                "scale: storm: sessions missing (at re-link, and a sweep later)",
+                storm.missing.to_string(),
+                "0",
+                Verdict::check(storm.missing == 0),
             ),
             Row::new(
                 "scale: storm: links down a sweep later",
@@ -799,9 +987,12 @@ impl Figures {
             "rss_32_linked_mb": r1(mb(self.rss_small_kib)),
             "rss_linked_mb": r1(mb(self.rss_linked_kib)),
             "rss_max_mb": r1(mb(self.rss_max_kib)),
+            "rss_after_mb": self.rss_after.iter().map(|(phase, kib)| json!({"after": phase, "mb": r1(mb(*kib))})).collect::<Vec<_>>(),
             "bytes_per_link": self.per_link_bytes(n).round(),
             "bytes_per_hook_only_session": self.hook_only_bytes.round(),
             "links_per_sec": self.link_rate.round(),
+            "idle_cpu_daemon_percent": r1(self.idle_cpu.0 * 100.0),
+            "idle_cpu_simulator_percent": r1(self.idle_cpu.1 * 100.0),
             "roster_page_p99_ms": ms(self.roster_page.quantile(0.99)),
             "roster_page_bytes": self.roster_page_bytes,
             "roster_whole_p50_ms": ms(self.roster.quantile(0.5)),
@@ -811,6 +1002,8 @@ impl Figures {
             "send_p99_big_ms": ms(self.send_big.quantile(0.99)),
             "busy_alone_per_sec": self.fair_alone.round(),
             "busy_beside_per_sec": self.fair_beside.round(),
+            "busy_rounds_per_sec": self.fair_rounds,
+            "busy_cpu_per_message_us": [r1(us(self.cpu_per_message.0)), r1(us(self.cpu_per_message.1))],
             "everyone_reply_ms": self.everyone.samples.iter().map(|d| ms(*d)).collect::<Vec<_>>(),
             "mention_reply_ms": self.mention.samples.iter().map(|d| ms(*d)).collect::<Vec<_>>(),
             "mention_pushes": self.mention_pushes,
@@ -821,7 +1014,10 @@ impl Figures {
             "storm": self.storm.as_ref().map(|s| json!({
                 "listening_ms": ms(s.listening),
                 "relinked_ms": s.relinked.map(ms),
+                "daemon_cpu_s": s.cpu.0,
+                "simulator_cpu_s": s.cpu.1,
                 "swept": s.swept,
+                "missing": s.missing,
                 "down_later": s.down_later,
             })),
         })
