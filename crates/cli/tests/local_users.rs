@@ -258,7 +258,10 @@ fn the_dashboard_signs_in_once_through_the_link_muster_dashboard_prints() {
         .unwrap();
     assert_eq!(with_cookie.status().as_u16(), 200);
     let sessions: Value = with_cookie.json().unwrap();
-    assert_eq!(sessions, json!({"sessions": [], "total": 0, "partial": false}));
+    assert_eq!(
+        sessions,
+        json!({"sessions": [], "total": 0, "partial": false})
+    );
 
     for again in [
         url.clone(),
