@@ -168,6 +168,12 @@ impl Latencies {
 struct Storm {
     listening: Duration,
     relinked: Option<Duration>,
+    /// When half the links, and 90% of them, were back.
+    half_and_most: (Duration, Duration),
+    /// Connection attempts per link, from the kill to the last re-link.
+    attempts: f64,
+    /// Attempts that could not link over the Unix socket and tried TCP.
+    fallbacks: u64,
     /// CPU seconds until every link was back: the new daemon's, the simulator's.
     cpu: (f64, f64),
     /// Sessions the sweeper removed (its own count).
@@ -175,6 +181,25 @@ struct Storm {
     /// Sessions missing from the roster, at re-link and a sweep later.
     missing: usize,
     down_later: usize,
+}
+
+impl Storm {
+    fn json(&self) -> Value {
+        let ms = |d: Duration| r1(d.as_secs_f64() * 1e3);
+        json!({
+            "listening_ms": ms(self.listening),
+            "relinked_ms": self.relinked.map(ms),
+            "half_back_ms": ms(self.half_and_most.0),
+            "most_back_ms": ms(self.half_and_most.1),
+            "attempts_per_link": (self.attempts * 100.0).round() / 100.0,
+            "tcp_fallbacks": self.fallbacks,
+            "daemon_cpu_s": r1(self.cpu.0 * 10.0) / 10.0,
+            "simulator_cpu_s": r1(self.cpu.1 * 10.0) / 10.0,
+            "swept": self.swept,
+            "missing": self.missing,
+            "down_later": self.down_later,
+        })
+    }
 }
 
 /// The `muster serve` child with N simulated links (and beside it, for the
@@ -456,6 +481,7 @@ async fn restart_storm(
 ) -> anyhow::Result<(ServeChild, Storm)> {
     let addr = serve.addr;
     let n = fleet.len();
+    let (attempts, fallbacks) = (fleet.attempts(), fleet.tcp_fallbacks());
     let dir = serve.kill9().await;
     let restarted_at = Instant::now();
     let sim_cpu = cpu_seconds(std::process::id())?;
@@ -463,6 +489,11 @@ async fn restart_storm(
     let listening = restarted_at.elapsed();
     let back = |f: &Fleet| f.welcomed(2) == n && f.up() == n;
     let relinked = fleet.wait(RELINK_LIMIT, back).await.map(|d| d + listening);
+    let attempts = fleet.attempts() - attempts;
+    let fallbacks = fleet.tcp_fallbacks() - fallbacks;
+    let times = Latencies {
+        samples: fleet.welcomed_since(restarted_at),
+    };
     // The new process's CPU so far is all the restart's and the re-links'.
     let pid = serve.pid().context("the restarted daemon has exited")?;
     let cpu = (
@@ -480,6 +511,9 @@ async fn restart_storm(
     let storm = Storm {
         listening,
         relinked,
+        half_and_most: (times.quantile(0.5), times.quantile(0.9)),
+        attempts: attempts as f64 / n as f64,
+        fallbacks,
         cpu,
         // A session swept and registered again by its re-link is on the
         // roster: the sweeper's own count says whether it removed any.
@@ -955,6 +989,16 @@ impl Figures {
                 },
             ),
             Row::info(
+                "scale: storm: half, 90% of the links back after",
+                format!(
+                    "{} ms, {} ms ({:.2} attempts per link, {} over TCP)",
+                    storm.half_and_most.0.as_millis(),
+                    storm.half_and_most.1.as_millis(),
+                    storm.attempts,
+                    thousands(storm.fallbacks)
+                ),
+            ),
+            Row::info(
                 "scale: storm: CPU until then: daemon / simulator",
                 format!("{:.2} s / {:.2} s", storm.cpu.0, storm.cpu.1),
             ),
@@ -1011,15 +1055,7 @@ impl Figures {
             "pushes_read": self.pushes_read,
             "sweep_median_ms": ms(self.sweep.median_max().0),
             "sweep_max_ms": ms(self.sweep.median_max().1),
-            "storm": self.storm.as_ref().map(|s| json!({
-                "listening_ms": ms(s.listening),
-                "relinked_ms": s.relinked.map(ms),
-                "daemon_cpu_s": s.cpu.0,
-                "simulator_cpu_s": s.cpu.1,
-                "swept": s.swept,
-                "missing": s.missing,
-                "down_later": s.down_later,
-            })),
+            "storm": self.storm.as_ref().map(Storm::json),
         })
     }
 }

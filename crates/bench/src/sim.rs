@@ -74,8 +74,9 @@ impl Target {
 type Ws<S> = tokio_tungstenite::WebSocketStream<S>;
 
 /// One connection attempt, over the Unix socket when it is there, else
-/// (or when it fails: a killed daemon leaves its socket file) TCP.
-async fn connect(target: &Target) -> Result<Connection, String> {
+/// (or when it fails: a killed daemon leaves its socket file, a full accept
+/// queue refuses at once) TCP; `fallbacks` counts the second case.
+async fn connect(target: &Target, fallbacks: &AtomicU64) -> Result<Connection, String> {
     let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER_BYTES);
     if let Some(path) = target.unix_socket.as_ref().filter(|p| p.exists()) {
         if let Ok(stream) = tokio::net::UnixStream::connect(path).await {
@@ -86,6 +87,7 @@ async fn connect(target: &Target) -> Result<Connection, String> {
                 return Ok(Connection::Unix(ws));
             }
         }
+        fallbacks.fetch_add(1, Ordering::AcqRel);
     }
     let request = target.request()?;
     let (ws, _) = tokio_tungstenite::connect_async_with_config(request, Some(config), true)
@@ -128,8 +130,17 @@ struct LinkState {
     up: AtomicBool,
     /// Welcomes so far (1 after the first link, 2 after one re-link…).
     welcomes: AtomicU64,
+    /// When the latest welcome was read.
+    welcomed_at: Mutex<Option<Instant>>,
     /// A refusal the daemon sent (`fatal`): the link stops for good.
     refused: Mutex<Option<String>>,
+}
+
+/// Connection counts over the whole fleet.
+#[derive(Default)]
+struct Counts {
+    attempts: AtomicU64,
+    tcp_fallbacks: AtomicU64,
 }
 
 /// A request for a link to make, answered with the reply's result text or
@@ -152,6 +163,7 @@ pub struct Fleet {
     seen_tx: mpsc::UnboundedSender<Seen>,
     seen: mpsc::UnboundedReceiver<Seen>,
     pushes: Arc<AtomicU64>,
+    counts: Arc<Counts>,
     stop: watch::Sender<bool>,
     tasks: tokio::task::JoinSet<()>,
 }
@@ -165,6 +177,7 @@ impl Fleet {
             seen_tx,
             seen,
             pushes: Arc::new(AtomicU64::new(0)),
+            counts: Arc::default(),
             stop: watch::channel(false).0,
             tasks: tokio::task::JoinSet::new(),
         }
@@ -184,6 +197,7 @@ impl Fleet {
                 calls: calls_rx,
                 seen: self.seen_tx.clone(),
                 pushes: self.pushes.clone(),
+                counts: self.counts.clone(),
                 stop: self.stop.subscribe(),
                 seed: 0x9E37_79B9_7F4A_7C15 ^ (index as u64 + 1),
             };
@@ -218,6 +232,36 @@ impl Fleet {
             .iter()
             .filter(|l| l.state.welcomes.load(Ordering::Acquire) >= n)
             .count()
+    }
+
+    /// How long after `since` each link was last welcomed (links not
+    /// welcomed since are left out), in order.
+    pub fn welcomed_since(&self, since: Instant) -> Vec<Duration> {
+        let mut times: Vec<Duration> = self
+            .links
+            .iter()
+            .filter_map(|l| {
+                *l.state
+                    .welcomed_at
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+            })
+            .filter_map(|at| at.checked_duration_since(since))
+            .collect();
+        times.sort();
+        times
+    }
+
+    /// Connection attempts every link made so far (each re-link is one
+    /// at least, and one more for each time the daemon was not there).
+    pub fn attempts(&self) -> u64 {
+        self.counts.attempts.load(Ordering::Acquire)
+    }
+
+    /// Attempts that found the Unix socket there but could not link over
+    /// it (its accept queue full, or no daemon behind it) and tried TCP.
+    pub fn tcp_fallbacks(&self) -> u64 {
+        self.counts.tcp_fallbacks.load(Ordering::Acquire)
     }
 
     /// The links the daemon refused, with its reason.
@@ -314,6 +358,7 @@ struct SimLink {
     calls: mpsc::Receiver<Call>,
     seen: mpsc::UnboundedSender<Seen>,
     pushes: Arc<AtomicU64>,
+    counts: Arc<Counts>,
     stop: watch::Receiver<bool>,
     seed: u64,
 }
@@ -365,7 +410,11 @@ impl SimLink {
 
     /// A connection, or None once the fleet stops.
     async fn connect_or_stop(&mut self) -> Option<Result<Connection, String>> {
-        let attempt = tokio::time::timeout(CONNECT_TIMEOUT, connect(&self.target));
+        self.counts.attempts.fetch_add(1, Ordering::AcqRel);
+        let attempt = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            connect(&self.target, &self.counts.tcp_fallbacks),
+        );
         tokio::select! {
             done = attempt => Some(done.unwrap_or_else(|_| Err("connect timed out".into()))),
             _ = self.stop.wait_for(|s| *s) => None,
@@ -443,6 +492,11 @@ impl SimLink {
         match serde_json::from_str::<ServerFrame>(text) {
             Ok(ServerFrame::Welcome { .. }) => {
                 conn.up = true;
+                *self
+                    .state
+                    .welcomed_at
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = Some(at);
                 self.state.welcomes.fetch_add(1, Ordering::AcqRel);
                 self.state.up.store(true, Ordering::Release);
             }
