@@ -165,6 +165,11 @@ fn together(outcomes: &[Outcome]) -> anyhow::Result<Together> {
     })
 }
 
+/// A histogram's p50 and p99, as one figure.
+fn p50_p99(h: &Histogram<u64>) -> String {
+    format!("{} / {}", fmt_us(q_us(h, 0.5)), fmt_us(q_us(h, 0.99)))
+}
+
 fn q_us(h: &Histogram<u64>, q: f64) -> f64 {
     if h.is_empty() {
         0.0
@@ -319,31 +324,16 @@ pub async fn run(opts: &Opts) -> anyhow::Result<Section> {
             format!(">= {}/s", TARGET_SENDS_PER_SEC as u64),
             Verdict::at_least(three.per_sec, TARGET_SENDS_PER_SEC),
         ),
-        Row::info(
-            "team: 3 daemons, send p50 / p99",
-            format!(
-                "{} / {}",
-                fmt_us(q_us(&three.hist, 0.5)),
-                fmt_us(q_us(&three.hist, 0.99))
-            ),
-        ),
+        Row::info("team: 3 daemons, send p50 / p99", p50_p99(&three.hist)),
         Row::info("team: 1 PostgreSQL daemon, sends/s", fmt_rate(one.per_sec)),
         Row::info(
             "team: 1 PostgreSQL daemon, send p50 / p99",
-            format!(
-                "{} / {}",
-                fmt_us(q_us(&one.hist, 0.5)),
-                fmt_us(q_us(&one.hist, 0.99))
-            ),
+            p50_p99(&one.hist),
         ),
         Row::info("team: 1 SQLite daemon, sends/s", fmt_rate(sqlite.per_sec)),
         Row::info(
             "team: 1 SQLite daemon, send p50 / p99",
-            format!(
-                "{} / {}",
-                fmt_us(q_us(&sqlite.hist, 0.5)),
-                fmt_us(q_us(&sqlite.hist, 0.99))
-            ),
+            p50_p99(&sqlite.hist),
         ),
         Row::new(
             "team: cross-daemon delivery p99 (shim on A → shim on B)",
@@ -357,11 +347,7 @@ pub async fn run(opts: &Opts) -> anyhow::Result<Section> {
         ),
         Row::info(
             "team: same-daemon delivery on PostgreSQL p50 / p99",
-            format!(
-                "{} / {}",
-                fmt_us(q_us(&same, 0.5)),
-                fmt_us(q_us(&same, 0.99))
-            ),
+            p50_p99(&same),
         ),
     ];
     let figures = |t: &Together| json!({"sends_per_sec": r1(t.per_sec), "p50_us": r1(q_us(&t.hist, 0.5)), "p99_us": r1(q_us(&t.hist, 0.99)), "acknowledged": t.acknowledged});

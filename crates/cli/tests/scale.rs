@@ -14,9 +14,6 @@ mod sim;
 mod common;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use sim::{Fleet, Target};
@@ -29,57 +26,9 @@ const SWEEP_EVERY: Duration = Duration::from_millis(500);
 /// Bounds on waiting, far above what it takes (about a second).
 const LINK_LIMIT: Duration = Duration::from_secs(60);
 
-/// `muster serve` on `bind` with its data in `dir`; killed when dropped.
-struct Serve {
-    child: Child,
-    url: String,
-}
-
-impl Serve {
-    fn start(dir: &Path, bind: &str) -> Serve {
-        let mut child = Command::new(common::BIN)
-            .args(["serve", "--bind", bind, "--stale-after", GRACE])
-            .args(["--sweep-interval", "500ms", "--data-dir"])
-            .arg(dir)
-            .env("RUST_LOG", "warn")
-            .env_remove("MUSTER_URL")
-            .env_remove("MUSTER_TOKEN")
-            .env_remove("MUSTER_STORE")
-            .env_remove("MUSTER_UNIX_SOCKET")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn muster serve");
-        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        let line = lines
-            .next()
-            .expect("muster serve printed a line")
-            .expect("its stdout is text");
-        let url = line
-            .split_whitespace()
-            .find(|w| w.starts_with("http://"))
-            .unwrap_or_else(|| panic!("no URL in {line:?}"))
-            .to_string();
-        // Keep reading, so the daemon never blocks on a full pipe.
-        std::thread::spawn(move || lines.for_each(drop));
-        Serve { child, url }
-    }
-
-    fn port(&self) -> u16 {
-        self.url.rsplit(':').next().unwrap().parse().unwrap()
-    }
-
-    fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        self.kill9();
-    }
+/// The daemon's grace window and sweep interval for this test.
+fn serve_flags() -> [&'static str; 4] {
+    ["--stale-after", GRACE, "--sweep-interval", "500ms"]
 }
 
 /// `GET <path>` with the daemon's local key: the body.
@@ -162,7 +111,7 @@ fn ids(roster: &serde_json::Value) -> Vec<String> {
 async fn a_thousand_links_come_back_after_kill_9_none_is_swept_and_the_roster_pages() {
     sim::raise_open_files(LINKS as u64 + 256);
     let dir = tempfile::tempdir().unwrap();
-    let mut serve = Serve::start(dir.path(), "127.0.0.1:0");
+    let mut serve = common::TestDaemon::start_in(dir.path(), &serve_flags());
     let port = serve.port();
     let mut fleet = Fleet::new(Target::loopback(port, true));
     fleet.add((0..LINKS).map(|i| format!("scale-test-{i:04}")));
@@ -174,7 +123,8 @@ async fn a_thousand_links_come_back_after_kill_9_none_is_swept_and_the_roster_pa
     assert_eq!(before.values().filter(|up| **up).count(), LINKS);
 
     serve.kill9();
-    let serve = Serve::start(dir.path(), &format!("127.0.0.1:{port}"));
+    let serve =
+        common::TestDaemon::start_on(dir.path(), &format!("127.0.0.1:{port}"), &serve_flags());
     let back = fleet
         .wait(LINK_LIMIT, |f| f.welcomed(2) == LINKS && f.up() == LINKS)
         .await;

@@ -569,61 +569,6 @@ fn a_shim_links_to_a_token_daemon_with_its_token_and_says_so_without_it() {
     );
 }
 
-/// `muster serve` on 127.0.0.1:`port` over the data directory `dir`: a
-/// daemon restarted where its shims already look. Killed when dropped.
-struct Restarted {
-    child: Child,
-    url: String,
-}
-
-impl Restarted {
-    fn start(dir: &Path, port: u16) -> Restarted {
-        use std::io::BufRead;
-        let mut child = std::process::Command::new(BIN)
-            .args([
-                "serve",
-                "--bind",
-                &format!("127.0.0.1:{port}"),
-                "--data-dir",
-            ])
-            .arg(dir)
-            .env("RUST_LOG", "warn")
-            .env_remove("MUSTER_URL")
-            .env_remove("MUSTER_TOKEN")
-            .env_remove("MUSTER_STORE")
-            .env_remove("MUSTER_UNIX_SOCKET")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn muster serve");
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .expect("the listening line");
-        let url = format!("http://127.0.0.1:{port}");
-        assert!(line.contains(&url), "listening line {line:?}");
-        Restarted { child, url }
-    }
-
-    fn get(&self, path: &str) -> Value {
-        let resp = http()
-            .get(format!("{}{path}", self.url))
-            .header(muster_daemon::local_key::HEADER, key_for(&self.url))
-            .send()
-            .expect("GET");
-        assert_eq!(resp.status(), 200, "GET {path}");
-        resp.json().expect("JSON")
-    }
-}
-
-impl Drop for Restarted {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Message ids of the channel notifications among `lines`, in order.
 fn channel_ids(lines: &[Value]) -> Vec<String> {
     lines
@@ -722,9 +667,9 @@ fn pushes_written_while_the_link_is_down_are_confirmed_after_it_and_shown_once()
         channel_ids(&got).len() >= sent.len()
     });
 
-    let second = Restarted::start(&first.data_dir, port);
+    let second = TestDaemon::start_on(&first.data_dir, &format!("127.0.0.1:{port}"), &[]);
     let relinked = wait_until(Duration::from_secs(10), || {
-        second.get("/api/v1/roster")["sessions"]
+        second.get("/api/v1/roster").1["sessions"]
             .as_array()
             .unwrap()
             .iter()
@@ -735,7 +680,11 @@ fn pushes_written_while_the_link_is_down_are_confirmed_after_it_and_shown_once()
         "the shim re-linked to the restarted daemon"
     );
     let from = sent[0].1.clone();
-    let thread = |m: &str| second.get(&format!("/api/v1/messages/{m}/thread?as={from}"));
+    let thread = |m: &str| {
+        second
+            .get(&format!("/api/v1/messages/{m}/thread?as={from}"))
+            .1
+    };
     let pushed = |m: &str| {
         thread(m)["deliveries"]
             .as_array()

@@ -32,8 +32,14 @@ impl TestDaemon {
 
     /// A daemon on an existing data directory (for restarts).
     pub fn start_in(data_dir: &Path, args: &[&str]) -> Self {
+        Self::start_on(data_dir, "127.0.0.1:0", args)
+    }
+
+    /// As [`TestDaemon::start_in`], on `bind` (a port its shims already
+    /// look at, for a daemon started again where the last one was).
+    pub fn start_on(data_dir: &Path, bind: &str, args: &[&str]) -> Self {
         let mut child = Command::new(BIN)
-            .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
+            .args(["serve", "--bind", bind, "--data-dir"])
             .arg(data_dir)
             .args(args)
             .env("RUST_LOG", "warn")
@@ -69,6 +75,11 @@ impl TestDaemon {
             data_dir: data_dir.to_path_buf(),
             _tmp: None,
         }
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.url.rsplit(':').next().unwrap().parse().unwrap()
     }
 
     /// `kill -9`: no shutdown code runs.
