@@ -8,76 +8,20 @@
 //! certificate or key stopping the start.
 
 mod common;
+#[path = "support/pki.rs"]
+mod pki;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use pki::{ca, Pki};
+use rcgen::KeyPair;
 use serde_json::{json, Value};
-
-/// A throwaway CA and a server certificate it signed, as PEM files.
-struct Pki {
-    dir: tempfile::TempDir,
-    ca: PathBuf,
-    cert: PathBuf,
-    key: PathBuf,
-}
-
-impl Pki {
-    /// A CA, and a certificate from it for 127.0.0.1 and localhost.
-    fn new() -> Pki {
-        let dir = tempfile::tempdir().unwrap();
-        let (ca_params, ca_key) = ca("muster test CA");
-        let ca_pem = ca_params.self_signed(&ca_key).unwrap().pem();
-        let issuer = Issuer::new(ca_params, ca_key);
-        let leaf_key = KeyPair::generate().unwrap();
-        let mut leaf =
-            CertificateParams::new(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
-        leaf.distinguished_name
-            .push(DnType::CommonName, "muster test daemon");
-        let leaf_pem = leaf.signed_by(&leaf_key, &issuer).unwrap().pem();
-        let pki = Pki {
-            ca: dir.path().join("ca.pem"),
-            cert: dir.path().join("cert.pem"),
-            key: dir.path().join("key.pem"),
-            dir,
-        };
-        std::fs::write(&pki.ca, ca_pem).unwrap();
-        std::fs::write(&pki.cert, leaf_pem).unwrap();
-        std::fs::write(&pki.key, leaf_key.serialize_pem()).unwrap();
-        pki
-    }
-
-    /// A file in this PKI's directory holding `text`.
-    fn file(&self, name: &str, text: &str) -> PathBuf {
-        let path = self.dir.path().join(name);
-        std::fs::write(&path, text).unwrap();
-        path
-    }
-
-    fn serve_args(&self) -> Vec<String> {
-        vec![
-            "--tls-cert".into(),
-            self.cert.display().to_string(),
-            "--tls-key".into(),
-            self.key.display().to_string(),
-        ]
-    }
-}
-
-/// The parameters and key of a CA named `name`.
-fn ca(name: &str) -> (CertificateParams, KeyPair) {
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.distinguished_name.push(DnType::CommonName, name);
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    (params, KeyPair::generate().unwrap())
-}
 
 /// A `muster serve` child, its stdout's first line (the listening line) read.
 struct Serve {
