@@ -14,6 +14,7 @@ use crate::commands::rooms::RoomArgs;
 use crate::commands::roster::RosterArgs;
 use crate::commands::send::{BroadcastArgs, SendArgs};
 use crate::commands::serve::ServeArgs;
+use crate::commands::token::TokenArgs;
 use crate::commands::top::TopArgs;
 use crate::hook::HookArgs;
 use crate::run::RunArgs;
@@ -213,6 +214,26 @@ Example:\n  muster dashboard --open\n\n\
 --json prints {\"url\", \"expires_in_ms\"}."
     )]
     Dashboard(DashboardArgs),
+
+    /// Make, list and revoke the tokens a team daemon lets clients in by
+    #[command(
+        long_about = "Make, list and revoke tokens. A daemon bound beyond loopback lets in only \
+requests that carry a token (`Authorization: Bearer`); its own --token is the bootstrap admin \
+token, and this command makes named ones, stored hashed (the secret is shown once):\n\n  \
+agent     acts only for the sessions it registers (an agent's machine: shims, hooks, CLI)\n  \
+operator  acts as its person (op:<name>) and reads everything (a teammate's CLI, the dashboard)\n  \
+admin     everything, tokens included\n\n\
+No token acts for a session another token registered (403). Clients send their token from \
+MUSTER_TOKEN, or from the file MUSTER_TOKEN_FILE names (keep it 0600), or `token` / \
+`token_file` in muster's config.toml. Managing tokens needs an admin token or the daemon's own \
+user.\n\n\
+Example:\n  muster token create alice --scope operator\n  \
+muster token create ci-box --scope agent --out ~/ci-box.token\n  \
+muster token list\n  muster token revoke alice\n\n\
+--json: create prints {\"id\", \"name\", \"scope\", \"created_at\", \"created_by\", \
+\"secret\" (or \"file\")}; list prints {\"tokens\": [...]}; revoke prints the revoked token."
+    )]
+    Token(TokenArgs),
 
     /// Show the daemon's status
     #[command(

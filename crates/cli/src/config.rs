@@ -18,6 +18,8 @@ pub struct Env {
     pub muster_session_id: Option<String>,
     pub claude_code_session_id: Option<String>,
     pub muster_token: Option<String>,
+    /// A file holding the token (MUSTER_TOKEN_FILE), so no config names the secret.
+    pub muster_token_file: Option<String>,
     pub user: Option<String>,
     pub home: Option<String>,
     pub xdg_config_home: Option<String>,
@@ -34,6 +36,7 @@ impl Env {
             muster_session_id: var("MUSTER_SESSION_ID"),
             claude_code_session_id: var("CLAUDE_CODE_SESSION_ID"),
             muster_token: var("MUSTER_TOKEN"),
+            muster_token_file: var("MUSTER_TOKEN_FILE"),
             user: var("USER"),
             home: var("HOME"),
             xdg_config_home: var("XDG_CONFIG_HOME"),
@@ -50,6 +53,9 @@ pub struct FileConfig {
     pub url: Option<String>,
     pub operator: Option<String>,
     pub token: Option<String>,
+    /// A file holding the token: what a committed or shared config should
+    /// name instead of the secret.
+    pub token_file: Option<String>,
 }
 
 /// The config file as found on disk.
@@ -305,12 +311,55 @@ pub fn resolve_as(flag: Option<&str>, env: &Env, operator: &str) -> (String, Sou
     (operator_principal(operator), Source::Default)
 }
 
-/// The bearer token clients present: MUSTER_TOKEN, else `token` in config.toml.
+/// The bearer token clients present: MUSTER_TOKEN, else the file
+/// MUSTER_TOKEN_FILE names, else `token`, else `token_file`, in config.toml.
+/// A file that cannot be read is said on stderr, and no token is sent (the
+/// daemon's 401 then says one is needed).
 pub fn resolve_token(env: &Env, config: &LoadedConfig) -> Option<String> {
-    env.muster_token
-        .clone()
-        .or_else(|| config.values.token.clone())
-        .filter(|t| !t.trim().is_empty())
+    let from_file = |path: &str| match read_token_file(Path::new(path)) {
+        Ok(token) => Some(token),
+        Err(why) => {
+            eprintln!("muster: {why}; sending no token");
+            None
+        }
+    };
+    let token = if let Some(token) = &env.muster_token {
+        Some(token.clone())
+    } else if let Some(path) = &env.muster_token_file {
+        from_file(path)
+    } else if let Some(token) = &config.values.token {
+        Some(token.clone())
+    } else {
+        config.values.token_file.as_deref().and_then(from_file)
+    };
+    token
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
+}
+
+/// A token file's secret (its first line). One that others may read is
+/// used, with a warning: the secret may have leaked.
+pub fn read_token_file(path: &Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read the token file {}: {e}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path) {
+            if meta.permissions().mode() & 0o077 != 0 {
+                eprintln!(
+                    "muster: warning: the token file {} is readable by others; `chmod 600 {}`",
+                    path.display(),
+                    path.display()
+                );
+            }
+        }
+    }
+    let token = text.lines().next().unwrap_or("").trim().to_string();
+    if token.is_empty() {
+        return Err(format!("the token file {} is empty", path.display()));
+    }
+    Ok(token)
 }
 
 /// The host name sent with hook calls: /etc/hostname, else $HOSTNAME, else

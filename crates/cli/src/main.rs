@@ -19,7 +19,7 @@ use clap::{CommandFactory, Parser};
 use crate::cli::{Cli, Command};
 use crate::client::ClientError;
 use crate::commands::{
-    dashboard, doctor, guard, inbox, reserve, rooms, roster, send, status, tail, top,
+    dashboard, doctor, guard, inbox, reserve, rooms, roster, send, status, tail, token, top,
 };
 use crate::config::Env;
 use crate::context::{report_error, Context};
@@ -149,6 +149,7 @@ async fn dispatch(command: Command, ctx: &Context) -> Result<i32, ClientError> {
         Command::Tail => tail::run(ctx).await,
         Command::Top(args) => top::run(ctx, &args).await,
         Command::Dashboard(args) => dashboard::run(ctx, &args).await,
+        Command::Token(args) => token::run(ctx, &args).await,
         Command::Reserve(args) => reserve::run_reserve(ctx, args).await,
         Command::Release(args) => reserve::run_release(ctx, args).await,
         Command::Reservations => reserve::run_list(ctx).await,

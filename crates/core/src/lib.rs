@@ -17,6 +17,7 @@ pub mod model;
 pub mod nickname;
 pub mod paths;
 pub mod protocol;
+pub mod token;
 pub mod tools;
 pub mod validate;
 pub mod wake;

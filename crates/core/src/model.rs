@@ -95,6 +95,11 @@ pub struct Session {
     /// When the session left the roster; `None` while it is on it. A session
     /// that left stays known, so mail to it waits for its return.
     pub left_at: Option<Millis>,
+    /// The id of the token that registered the session, when one did (see
+    /// `token`): then only that token (or an admin) may act for it. `None`
+    /// for sessions the daemon's own user registered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 impl Session {
@@ -120,6 +125,7 @@ impl Session {
             connected_at: now,
             last_seen_at: now,
             left_at: None,
+            owner: None,
         }
     }
 

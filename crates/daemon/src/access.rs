@@ -13,15 +13,20 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::{Query, Request};
+use axum::extract::{Query, Request, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::json;
 
+use muster_core::token::Grant;
+
 use crate::error::ApiError;
+use crate::extract::ApiJson;
+use crate::hub::Hub;
 use crate::local_key::{self, same_secret, KeyFile};
+use crate::tokens::Registry;
 
 /// How long a sign-in link works.
 pub const LOGIN_CODE_TTL: Duration = Duration::from_secs(120);
@@ -41,13 +46,25 @@ pub const SIGNED_IN_FOR: Duration = Duration::from_secs(12 * 3600);
 #[derive(Clone, Copy)]
 pub(crate) struct OwnSocket;
 
-/// How a caller got in, for what it records (see `SentVia`): the daemon's
-/// bearer token, or as the daemon's own user on its machine (the local key,
-/// the Unix socket, a signed-in dashboard, or a daemon that asks nothing).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How a caller got in, for what it may do and what it records (see
+/// `SentVia`): with a token (the daemon's bootstrap `--token`, or one made
+/// with `muster token create`), or as the daemon's own user on its machine
+/// (the local key, the Unix socket, a dashboard signed in by a one-time
+/// link, or a daemon that asks nothing).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Credential {
-    Token,
+    Token(Grant),
     Local,
+}
+
+impl Credential {
+    /// The token's grant, if the caller came with one.
+    pub fn grant(&self) -> Option<&Grant> {
+        match self {
+            Credential::Token(grant) => Some(grant),
+            Credential::Local => None,
+        }
+    }
 }
 
 /// What the guard checks callers against.
@@ -60,8 +77,8 @@ pub struct Access {
 struct Logins {
     /// One-time sign-in codes and when each was made.
     codes: VecDeque<(String, Instant)>,
-    /// The cookies of signed-in dashboards, and when each signed in.
-    dashboards: VecDeque<(String, Instant)>,
+    /// The cookies of signed-in dashboards, when each signed in, and as whom.
+    dashboards: VecDeque<(String, Instant, Credential)>,
 }
 
 impl Access {
@@ -74,39 +91,45 @@ impl Access {
         })
     }
 
-    /// Whether `request` comes from someone allowed in, or the refusal.
-    /// `token` is the daemon's bearer token, if it has one: then beyond
-    /// loopback that token is the way in, and the local key still lets the
-    /// daemon's own user in with no configuration.
-    pub fn check(&self, token: Option<&str>, request: &Request) -> Result<Credential, ApiError> {
+    /// Whether `request` comes from someone allowed in, and as whom; or the
+    /// refusal. `bootstrap` is the daemon's own `--token`, if it has one,
+    /// and `tokens` the ones made since: beyond loopback a token is the
+    /// way in, and the local key still lets the daemon's own user in with
+    /// no configuration.
+    pub fn check(
+        &self,
+        bootstrap: Option<&str>,
+        tokens: &Registry,
+        request: &Request,
+    ) -> Result<Credential, ApiError> {
         if is_public(request) || request.extensions().get::<OwnSocket>().is_some() {
             return Ok(Credential::Local);
         }
         let headers = request.headers();
-        if let Some(token) = token {
-            let given = headers
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "));
-            if given.is_some_and(|g| same_secret(g.as_bytes(), token.as_bytes())) {
-                return Ok(Credential::Token);
-            }
+        let bearer = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        if let Some(grant) = bearer.and_then(|given| token_grant(bootstrap, tokens, given)) {
+            return Ok(Credential::Token(grant));
         }
         let Some(key) = &self.local_key else {
-            return match token {
-                None => Ok(Credential::Local),
-                Some(_) => Err(unauthorized(
-                    "a valid `Authorization: Bearer <token>` is required",
-                )),
+            return match (bootstrap, bearer) {
+                (None, None) => Ok(Credential::Local),
+                _ => Err(unauthorized(BEARER_REQUIRED)),
             };
         };
         let given = headers.get(local_key::HEADER).map(|v| v.as_bytes());
-        if given.is_some_and(|g| same_secret(g, key.secret.as_bytes())) || self.signed_in(headers) {
+        if given.is_some_and(|g| same_secret(g, key.secret.as_bytes())) {
             return Ok(Credential::Local);
         }
-        Err(unauthorized(match token {
-            Some(_) => "a valid `Authorization: Bearer <token>` is required".to_string(),
-            None => format!(
+        if let Some(credential) = self.signed_in(headers) {
+            return Ok(credential);
+        }
+        Err(unauthorized(match (bootstrap, bearer) {
+            (Some(_), _) | (_, Some(_)) => BEARER_REQUIRED.to_string(),
+            (None, None) => format!(
                 "this daemon serves only its own user: muster's clients prove they are that user \
                  with the key in {}, which only that user can read (a client looks for it under \
                  its own $XDG_RUNTIME_DIR, else its temp directory: run it with the daemon's); a \
@@ -146,26 +169,38 @@ impl Access {
             return Ok(None);
         };
         logins.codes.remove(at);
+        drop(logins);
+        self.sign_in_as(Credential::Local).map(Some)
+    }
+
+    /// A new signed-in dashboard acting as `credential`: its cookie.
+    fn sign_in_as(&self, credential: Credential) -> Result<String, ApiError> {
         let cookie = random_hex()?;
+        let mut logins = self.lock();
+        let now = Instant::now();
         if logins.dashboards.len() >= MAX_DASHBOARDS {
             logins.dashboards.pop_front();
         }
         logins
             .dashboards
-            .retain(|(_, at)| now - *at < SIGNED_IN_FOR);
-        logins.dashboards.push_back((cookie.clone(), now));
-        Ok(Some(cookie))
+            .retain(|(_, at, _)| now - *at < SIGNED_IN_FOR);
+        logins
+            .dashboards
+            .push_back((cookie.clone(), now, credential));
+        Ok(cookie)
     }
 
-    /// Whether the request carries a signed-in dashboard's cookie.
-    fn signed_in(&self, headers: &HeaderMap) -> bool {
-        let Some(given) = cookie(headers, COOKIE) else {
-            return false;
-        };
+    /// As whom the request's dashboard cookie signed in, if it carries one.
+    fn signed_in(&self, headers: &HeaderMap) -> Option<Credential> {
+        let given = cookie(headers, COOKIE)?;
         let now = Instant::now();
-        self.lock().dashboards.iter().any(|(known, at)| {
-            now - *at < SIGNED_IN_FOR && same_secret(given.as_bytes(), known.as_bytes())
-        })
+        self.lock()
+            .dashboards
+            .iter()
+            .find(|(known, at, _)| {
+                now - *at < SIGNED_IN_FOR && same_secret(given.as_bytes(), known.as_bytes())
+            })
+            .map(|(_, _, credential)| credential.clone())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Logins> {
@@ -178,7 +213,21 @@ impl Access {
 fn is_public(request: &Request) -> bool {
     let path = request.uri().path();
     let read = matches!(*request.method(), Method::GET | Method::HEAD);
-    read && (path == "/" || path == "/login")
+    // `POST /login` checks the token it carries itself.
+    (read && (path == "/" || path == "/login"))
+        || (*request.method() == Method::POST && path == "/login")
+}
+
+const BEARER_REQUIRED: &str =
+    "a valid `Authorization: Bearer <token>` is required (that token is unknown or revoked, or none was sent)";
+
+/// What a bearer secret grants: the bootstrap token's admin, or a made
+/// token's scope.
+fn token_grant(bootstrap: Option<&str>, tokens: &Registry, given: &str) -> Option<Grant> {
+    if bootstrap.is_some_and(|b| same_secret(given.as_bytes(), b.as_bytes())) {
+        return Some(Grant::bootstrap());
+    }
+    tokens.grant(given)
 }
 
 fn unauthorized(message: impl Into<String>) -> ApiError {
@@ -208,7 +257,12 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 /// asked for by a caller already let in (`muster dashboard`).
 pub(crate) async fn sign_in_link(
     Extension(access): Extension<Arc<Access>>,
+    credential: Option<Extension<Credential>>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    // The link signs a browser in as the daemon's own user.
+    if let Some(Extension(credential)) = &credential {
+        crate::scopes::must_administer(credential, "a sign-in link")?;
+    }
     let code = access.new_code()?;
     Ok(Json(json!({
         "path": format!("/login?code={code}"),
@@ -224,23 +278,21 @@ pub(crate) struct SignIn {
 
 /// `GET /login?code=…`: spends the code, sets the dashboard's cookie and
 /// sends the browser to the dashboard; a used or stale code gets a page
-/// saying how to get a new one.
+/// saying how to get a new one. `GET /login` with no code is the page
+/// where a teammate signs in with a token instead.
 pub(crate) async fn sign_in(
     Extension(access): Extension<Arc<Access>>,
     Query(q): Query<SignIn>,
 ) -> Response {
+    if q.code.is_empty() {
+        return login_page();
+    }
     match access.redeem(&q.code) {
         Ok(Some(cookie)) => (
             StatusCode::SEE_OTHER,
             [
                 (header::LOCATION, "/".to_string()),
-                (
-                    header::SET_COOKIE,
-                    format!(
-                        "{COOKIE}={cookie}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
-                        SIGNED_IN_FOR.as_secs()
-                    ),
-                ),
+                (header::SET_COOKIE, cookie_header(&cookie)),
                 (header::CACHE_CONTROL, "no-store".to_string()),
             ],
         )
@@ -250,12 +302,75 @@ pub(crate) async fn sign_in(
             Html(
                 "<!doctype html><meta charset=utf-8><title>muster: sign-in link expired</title>\
                  <p>This sign-in link has been used or has expired (links work once, for two \
-                 minutes). Run <code>muster dashboard</code> for a new one.</p>",
+                 minutes). Run <code>muster dashboard</code> for a new one, or \
+                 <a href=\"/login\">sign in with a token</a>.</p>",
             ),
         )
             .into_response(),
         Err(e) => e.into_response(),
     }
+}
+
+/// The dashboard's cookie, as `Set-Cookie` gives it: script cannot read
+/// it, and no other site's request carries it.
+fn cookie_header(cookie: &str) -> String {
+    format!(
+        "{COOKIE}={cookie}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
+        SIGNED_IN_FOR.as_secs()
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TokenSignIn {
+    token: String,
+}
+
+/// `POST /login` `{"token": …}` (JSON, from the login page's own script:
+/// the router's guard refuses it from any other page): a dashboard that
+/// acts with that token's scope, by cookie. The token itself is never kept
+/// in the browser.
+pub(crate) async fn sign_in_with_token(
+    State(hub): State<Arc<Hub>>,
+    Extension(access): Extension<Arc<Access>>,
+    ApiJson(req): ApiJson<TokenSignIn>,
+) -> Response {
+    let bootstrap = hub.config.token.as_deref().filter(|t| !t.is_empty());
+    let Some(grant) = token_grant(bootstrap, &hub.tokens, req.token.trim()) else {
+        return unauthorized("that token is unknown or revoked").into_response();
+    };
+    let name = grant.name.clone();
+    match access.sign_in_as(Credential::Token(grant)) {
+        Ok(cookie) => (
+            StatusCode::OK,
+            [
+                (header::SET_COOKIE, cookie_header(&cookie)),
+                (header::CACHE_CONTROL, "no-store".to_string()),
+            ],
+            Json(json!({"signed_in_as": name})),
+        )
+            .into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// The token sign-in page: static, with a script that posts the token as
+/// JSON and goes to the dashboard.
+const LOGIN_PAGE: &str = include_str!("../assets/login.html");
+
+fn login_page() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; frame-ancestors 'none'",
+            ),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        LOGIN_PAGE,
+    )
+        .into_response()
 }
 
 #[cfg(test)]

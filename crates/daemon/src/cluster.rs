@@ -197,6 +197,7 @@ impl Hub {
                 Change::TouchSession { id, last_seen_at } => {
                     heard_elsewhere(&mut st, id, *last_seen_at, wall, mono);
                 }
+                Change::PutToken(_) | Change::RevokeToken { .. } => self.tokens.apply(change),
                 _ => {}
             }
         }

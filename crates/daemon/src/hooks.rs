@@ -8,18 +8,22 @@ use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use muster_core::inbox;
 use muster_core::protocol::{Harness, HookEvent};
+use muster_core::token::Grant;
 use muster_core::validate::json_len;
 use muster_core::{Activity, Millis};
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::access::Credential;
 use crate::error::ApiError;
 use crate::extract::ApiJson;
 use crate::hook_forms;
 use crate::hub::{Hub, Moment, Observed};
 use crate::reservations::GuardMode;
+use crate::scopes::grant_of;
 use crate::surfacing::{json_response, Surfacing};
 
 /// The fields muster reads from a hook payload; everything else is ignored.
@@ -86,6 +90,7 @@ pub async fn handle(
     event: Result<Path<String>, PathRejection>,
     query: Result<Query<HookQuery>, QueryRejection>,
     headers: HeaderMap,
+    credential: Option<Extension<Credential>>,
     ApiJson(payload): ApiJson<HookPayload>,
 ) -> Result<Response, ApiError> {
     // axum's own rejections (an event or query that is not UTF-8 once
@@ -104,7 +109,8 @@ pub async fn handle(
             ),
         ));
     };
-    let answer = answer(&hub, event, query, &headers, payload).await;
+    let grant = grant_of(&credential);
+    let answer = answer(&hub, event, query, &headers, grant, payload).await;
     hub.metrics.hook_latency(event, started.elapsed());
     answer
 }
@@ -181,11 +187,13 @@ async fn answer(
     event: HookEvent,
     query: HookQuery,
     headers: &HeaderMap,
+    grant: Option<&Grant>,
     payload: HookPayload,
 ) -> Result<Response, ApiError> {
     let Some(id) = payload.session_id.clone().filter(|s| !s.is_empty()) else {
         return Err(ApiError::bad_request("the hook payload has no session_id"));
     };
+    hub.authorize_session(grant, &id)?;
     if id.len() <= muster_core::limits::MAX_SESSION_ID_LEN {
         // A longer id is refused as invalid below, and is kept by no bucket.
         hub.take_hook(&id)?;
@@ -208,9 +216,12 @@ async fn answer(
     // A session the store cannot record is answered from memory as it
     // stands (a new one as nobody: no identity, no mail).
     store_may_fail(
-        hub.observe(observed(&id, event, harness, headers, &payload))
-            .await
-            .map(drop),
+        hub.observe(Observed {
+            by: grant.cloned(),
+            ..observed(&id, event, harness, headers, &payload)
+        })
+        .await
+        .map(drop),
     )?;
     let previous_boundary = note(hub, &id, event, headers, &payload).await;
     let transcript_read = payload.muster_transcript_read;

@@ -71,6 +71,9 @@ pub struct Observed {
     pub activity: Option<Activity>,
     /// The tool the agent is about to run (its name only).
     pub tool: Option<String>,
+    /// The token the caller came with, if any: a bound one may observe only
+    /// its own sessions, and a session it registers is its own.
+    pub by: Option<muster_core::token::Grant>,
 }
 
 pub struct Hub {
@@ -99,6 +102,8 @@ pub struct Hub {
     pub(crate) me: Weak<Hub>,
     /// Why the daemon stopped itself, if it did (see `cluster`).
     pub stopped_because: std::sync::OnceLock<String>,
+    /// The tokens made with `muster token create` (see `tokens`).
+    pub(crate) tokens: crate::tokens::Registry,
 }
 
 /// The per-session rate buckets.
@@ -145,6 +150,7 @@ impl From<RegisterRequest> for Observed {
             status: r.status,
             activity: None,
             tool: None,
+            by: None,
         }
     }
 }
@@ -236,10 +242,11 @@ impl Hub {
         shared: Option<Arc<dyn Shared>>,
     ) -> anyhow::Result<Arc<Hub>> {
         let clock = config.clock.clone();
-        let (snapshot, seq) = match &shared {
+        let (mut snapshot, seq) = match &shared {
             Some(shared) => shared.load_at().await?,
             None => (store.load().await?, 0),
         };
+        let tokens = crate::tokens::Registry::new(std::mem::take(&mut snapshot.tokens));
         let mut state = State::from_snapshot(snapshot, clock.now());
         state.applied_seq = seq;
         let (settler, settlements) = tokio::sync::mpsc::unbounded_channel();
@@ -261,6 +268,7 @@ impl Hub {
             shared,
             following: tokio::sync::Mutex::new(()),
             stopped_because: std::sync::OnceLock::new(),
+            tokens,
         });
         tokio::spawn(settle(Arc::downgrade(&hub), settlements));
         Ok(hub)
@@ -413,10 +421,19 @@ impl Hub {
         let (session, arrived, persist, commit) = {
             let mut st = self.lock();
             let known = st.session(&obs.id).cloned();
+            // Decided here, under the lock: two tokens registering one new
+            // id at once, the second finds the first's.
+            crate::scopes::may_act_for(obs.by.as_ref(), &obs.id, known.as_ref())?;
             let is_new = known.is_none();
             let mut s = known.unwrap_or_else(|| {
                 let nickname = st.roster.new_nickname(&obs.id);
-                Session::new(&obs.id, &nickname, now)
+                let mut s = Session::new(&obs.id, &nickname, now);
+                s.owner = obs
+                    .by
+                    .as_ref()
+                    .filter(|g| g.is_bound())
+                    .and_then(|g| g.token_id.clone());
+                s
             });
             let arrived = is_new || s.left_at.is_some();
             if s.left_at.is_some() {

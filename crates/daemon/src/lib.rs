@@ -29,10 +29,12 @@ mod metrics;
 mod ops;
 mod reservations;
 mod routes;
+mod scopes;
 mod state;
 mod surfacing;
 mod tasks;
 mod tls;
+mod tokens;
 pub mod unix_socket;
 mod wake;
 

@@ -10,9 +10,11 @@ use std::time::Duration;
 use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::response::Response;
+use axum::Extension;
 use futures_util::{SinkExt, StreamExt};
 use muster_core::api::{ErrorDetail, RegisterRequest};
 use muster_core::link::{ClientFrame, JsonText, ServerFrame, HEARTBEAT_MS, LINK_PROTOCOL};
+use muster_core::token::Grant;
 use muster_core::{DeliveryState, LinkKind, Message, Session};
 use muster_store::Change;
 use serde_json::json;
@@ -20,8 +22,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::access::Credential;
 use crate::error::ApiError;
 use crate::hub::{Hub, Observed};
+use crate::scopes::grant_of;
 use crate::surfacing::Outgoing;
 
 /// Requests one link may have running at once; one more is refused.
@@ -40,12 +44,17 @@ const LINK_READ_BUFFER: usize = 2 * 1024;
 
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
 
-pub async fn upgrade(State(hub): State<Arc<Hub>>, ws: WebSocketUpgrade) -> Response {
+pub async fn upgrade(
+    State(hub): State<Arc<Hub>>,
+    credential: Option<Extension<Credential>>,
+    ws: WebSocketUpgrade,
+) -> Response {
     let max = hub.config.max_link_frame_bytes;
+    let grant = grant_of(&credential).cloned();
     ws.max_message_size(max)
         .max_frame_size(max)
         .read_buffer_size(LINK_READ_BUFFER)
-        .on_upgrade(move |socket| serve(hub, socket))
+        .on_upgrade(move |socket| serve(hub, socket, grant))
 }
 
 fn fatal(code: &str, message: String) -> WsMessage {
@@ -76,13 +85,13 @@ type Stream = futures_util::stream::SplitStream<WebSocket>;
 /// (`link_queue`); a frame the shim does not take within `link_stall` ends
 /// the link, and what it never confirmed goes back to the mailbox, pushed
 /// again when the shim re-links (or surfaced by its hooks).
-async fn serve(hub: Arc<Hub>, socket: WebSocket) {
+async fn serve(hub: Arc<Hub>, socket: WebSocket, grant: Option<Grant>) {
     let (mut sink, mut stream) = socket.split();
     let conn = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
     let (tx, rx) = mpsc::channel::<Outgoing>(hub.config.link_queue.max(1));
     // Boxed, here and for the heavier frames: an async fn's future is as
     // large as its largest await, and this one lives as long as the link.
-    let greeted = Box::pin(greet(&hub, &mut sink, &mut stream, conn, &tx)).await;
+    let greeted = Box::pin(greet(&hub, &mut sink, &mut stream, conn, &tx, grant)).await;
     let Some((speaker, welcome)) = greeted else {
         return;
     };
@@ -191,6 +200,7 @@ async fn greet(
     stream: &mut Stream,
     conn: u64,
     tx: &mpsc::Sender<Outgoing>,
+    grant: Option<Grant>,
 ) -> Option<(Speaker, Option<Session>)> {
     let refusal = match read_hello(stream).await {
         Ok(ClientFrame::Hello {
@@ -200,12 +210,13 @@ async fn greet(
             per_call,
         }) if protocol == LINK_PROTOCOL => {
             if per_call {
-                return Some((Speaker::PerCall(session), None));
+                return Some((Speaker::PerCall(Box::new((session, grant))), None));
             }
-            match hub
-                .attach_link(session.into(), can_push, conn, tx.clone())
-                .await
-            {
+            let observed = Observed {
+                by: grant,
+                ..session.into()
+            };
+            match hub.attach_link(observed, can_push, conn, tx.clone()).await {
                 Ok(s) => return Some((Speaker::Session(s.id.clone()), Some(s))),
                 Err(e) => fatal(e.code, e.message),
             }
@@ -400,16 +411,18 @@ async fn run_request(
 enum Speaker {
     /// One session, fixed at hello (a Claude Code shim).
     Session(String),
-    /// Whichever session each request names; the hello's fields describe them.
-    PerCall(RegisterRequest),
+    /// Whichever session each request names; the hello's fields describe
+    /// them, and the token the link came with binds which it may name.
+    PerCall(Box<(RegisterRequest, Option<Grant>)>),
 }
 
 impl Speaker {
     fn describe(&self) -> String {
         match self {
             Speaker::Session(id) => id.clone(),
-            Speaker::PerCall(template) => {
-                format!("per-call {}", template.harness.as_deref().unwrap_or("link"))
+            Speaker::PerCall(per_call) => {
+                let harness = per_call.0.harness.as_deref();
+                format!("per-call {}", harness.unwrap_or("link"))
             }
         }
     }
@@ -443,9 +456,11 @@ impl Hub {
                 "this call names no session: Codex sends _meta.sessionId, and muster's opencode plugin and \
                  Gemini hook add _session_id; check that muster's hooks are installed (muster install)",
             )),
-            (Speaker::PerCall(template), Some(named)) => {
+            (Speaker::PerCall(per_call), Some(named)) => {
+                let (template, grant) = &**per_call;
                 let registration = RegisterRequest { id: named.clone(), ..template.clone() };
-                self.observe(registration.into()).await?;
+                let observed = Observed { by: grant.clone(), ..registration.into() };
+                self.observe(observed).await?;
                 Ok(named)
             }
         }

@@ -67,9 +67,11 @@ impl HubExecutor {
         if hub.lock().session(&named).is_none() {
             return Err(muster_core::CoreError::UnknownSession(named).into());
         }
+        hub.authorize_session(call.grant.as_ref(), &named)?;
         let session = self.bind(named)?;
         hub.observe(Observed {
             id: session.clone(),
+            by: call.grant.clone(),
             ..Observed::default()
         })
         .await?;

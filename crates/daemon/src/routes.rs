@@ -19,6 +19,7 @@ use muster_core::api::{
     ReleaseRequest, ReleaseResponse, Reservations, ReserveRequest, RoomRequest, RoomView, Rooms,
     Roster, RosterCursor, SendRequest, SendResponse, Thread, UpdateSessionRequest,
 };
+use muster_core::token::{Grant, Scope};
 use muster_core::{SentVia, Session};
 use serde::Deserialize;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
@@ -28,9 +29,11 @@ use crate::access::{self, Access, Credential};
 use crate::error::{ApiError, RetryAfter};
 use crate::extract::{ApiJson, ApiQuery};
 use crate::hooks;
-use crate::hub::Hub;
+use crate::hub::{Hub, Observed};
 use crate::metrics::Gauges;
+use crate::scopes::grant_of;
 use crate::surfacing::json_response;
+use crate::tokens;
 
 pub fn router(hub: Arc<Hub>, access: Arc<Access>) -> Router {
     let limit = hub.config.max_request_bytes;
@@ -55,10 +58,15 @@ pub fn router(hub: Arc<Hub>, access: Arc<Access>) -> Router {
         .route("/reservations", get(reservations).post(reserve))
         .route("/reservations/release", post(release))
         .route("/reservations/check", post(check))
-        .route("/dashboard/link", post(access::sign_in_link));
+        .route("/dashboard/link", post(access::sign_in_link))
+        .route("/tokens", get(tokens::list).post(tokens::create))
+        .route("/tokens/revoke", post(tokens::revoke));
     Router::new()
         .route("/", get(dashboard))
-        .route("/login", get(access::sign_in))
+        .route(
+            "/login",
+            get(access::sign_in).post(access::sign_in_with_token),
+        )
         .route("/healthz", get(crate::ops::health::healthz))
         .route("/metrics", get(metrics))
         .route("/hook/{event}", post(hooks::handle))
@@ -92,8 +100,13 @@ async fn guard(
         return next.run(request).await;
     }
     let token = hub.config.token.as_deref().filter(|t| !t.is_empty());
-    match access.check(token, &request) {
+    match access.check(token, &hub.tokens, &request) {
         Ok(credential) => {
+            // The grant on its own too, for what reads it without knowing
+            // this crate's types (the `/mcp` service's tool calls).
+            if let Some(grant) = credential.grant() {
+                request.extensions_mut().insert(grant.clone());
+            }
             request.extensions_mut().insert(credential);
         }
         Err(refused) => return refused.into_response(),
@@ -304,23 +317,32 @@ async fn status(State(hub): State<Arc<Hub>>) -> Json<muster_core::api::Status> {
 
 async fn register(
     State(hub): State<Arc<Hub>>,
+    credential: Option<Extension<Credential>>,
     ApiJson(req): ApiJson<RegisterRequest>,
 ) -> Result<Json<Session>, ApiError> {
-    hub.register(req).await.map(Json)
+    let observed = Observed {
+        by: grant_of(&credential).cloned(),
+        ..req.into()
+    };
+    Ok(Json(hub.observe(observed).await?.0))
 }
 
 async fn update_session(
     State(hub): State<Arc<Hub>>,
+    credential: Option<Extension<Credential>>,
     Path(id): Path<String>,
     ApiJson(req): ApiJson<UpdateSessionRequest>,
 ) -> Result<Json<Session>, ApiError> {
+    hub.authorize_session(grant_of(&credential), &id)?;
     hub.update_session(&id, req).await.map(Json)
 }
 
 async fn remove_session(
     State(hub): State<Arc<Hub>>,
+    credential: Option<Extension<Credential>>,
     Path(id): Path<String>,
 ) -> Result<Json<Session>, ApiError> {
+    hub.authorize_session(grant_of(&credential), &id)?;
     match hub.remove_session(&id, "removed").await? {
         Some(s) => Ok(Json(s)),
         None => match hub.roster(true).into_iter().find(|s| s.id == id) {
@@ -331,18 +353,20 @@ async fn remove_session(
 }
 
 /// How a sender over the API was authenticated: a person as themselves
-/// (no session named), or for a session by the token, by its own shell
+/// (no session named), or for a session by a token, by its own shell
 /// (the CLI took the session from the harness's environment), or by a
-/// person with `--as`.
-fn sent_via(as_: Option<&str>, as_from_env: bool, credential: Option<Credential>) -> SentVia {
+/// person with `--as`. An agent token is its sessions' own: from the
+/// session's shell it is the session speaking.
+fn sent_via(as_: Option<&str>, as_from_env: bool, grant: Option<&Grant>) -> SentVia {
     let for_session = as_
         .map(str::trim)
         .is_some_and(|a| !a.is_empty() && !a.starts_with("op:"));
-    match (for_session, credential) {
+    match (for_session, grant) {
         (false, _) => SentVia::Person,
-        (true, Some(Credential::Token)) => SentVia::Token,
-        (true, _) if as_from_env => SentVia::SessionShell,
-        (true, _) => SentVia::OnBehalf,
+        (true, Some(g)) if as_from_env && g.scope == Scope::Agent => SentVia::SessionShell,
+        (true, Some(_)) => SentVia::Token,
+        (true, None) if as_from_env => SentVia::SessionShell,
+        (true, None) => SentVia::OnBehalf,
     }
 }
 
@@ -351,7 +375,9 @@ async fn send(
     credential: Option<Extension<Credential>>,
     ApiJson(mut req): ApiJson<SendRequest>,
 ) -> Result<Json<SendResponse>, ApiError> {
-    req.via = sent_via(req.as_.as_deref(), req.as_from_env, credential.map(|c| c.0));
+    let grant = grant_of(&credential);
+    hub.authorize(grant, req.as_.as_deref())?;
+    req.via = sent_via(req.as_.as_deref(), req.as_from_env, grant);
     hub.send(req).await.map(Json)
 }
 
@@ -360,7 +386,9 @@ async fn broadcast(
     credential: Option<Extension<Credential>>,
     ApiJson(mut req): ApiJson<BroadcastRequest>,
 ) -> Result<Json<SendResponse>, ApiError> {
-    req.via = sent_via(req.as_.as_deref(), req.as_from_env, credential.map(|c| c.0));
+    let grant = grant_of(&credential);
+    hub.authorize(grant, req.as_.as_deref())?;
+    req.via = sent_via(req.as_.as_deref(), req.as_from_env, grant);
     hub.broadcast(req).await.map(Json)
 }
 
@@ -375,8 +403,11 @@ struct InboxQuery {
 
 async fn inbox(
     State(hub): State<Arc<Hub>>,
+    credential: Option<Extension<Credential>>,
     ApiQuery(q): ApiQuery<InboxQuery>,
 ) -> Result<Response, ApiError> {
+    // Listing marks mail surfaced: it is acting for the reader.
+    hub.authorize(grant_of(&credential), q.as_.as_deref())?;
     let (inbox, surfacing): (Inbox, _) = hub
         .inbox(q.as_.as_deref(), q.all, q.limit.unwrap_or(100))
         .await?;
@@ -386,8 +417,10 @@ async fn inbox(
 
 async fn ack(
     State(hub): State<Arc<Hub>>,
+    credential: Option<Extension<Credential>>,
     ApiJson(req): ApiJson<AckRequest>,
 ) -> Result<Json<AckResponse>, ApiError> {
+    hub.authorize(grant_of(&credential), req.as_.as_deref())?;
     hub.ack(req).await.map(Json)
 }
 
@@ -397,15 +430,19 @@ async fn rooms(State(hub): State<Arc<Hub>>) -> Json<Rooms> {
 
 async fn join(
     State(hub): State<Arc<Hub>>,
+    credential: Option<Extension<Credential>>,
     ApiJson(req): ApiJson<RoomRequest>,
 ) -> Result<Json<RoomView>, ApiError> {
+    hub.authorize(grant_of(&credential), req.as_.as_deref())?;
     hub.join(req).await.map(Json)
 }
 
 async fn leave(
     State(hub): State<Arc<Hub>>,
+    credential: Option<Extension<Credential>>,
     ApiJson(req): ApiJson<RoomRequest>,
 ) -> Result<Json<RoomView>, ApiError> {
+    hub.authorize(grant_of(&credential), req.as_.as_deref())?;
     hub.leave(req).await.map(Json)
 }
 
@@ -417,9 +454,11 @@ struct AsQuery {
 
 async fn thread(
     State(hub): State<Arc<Hub>>,
+    credential: Option<Extension<Credential>>,
     Path(id): Path<String>,
     ApiQuery(q): ApiQuery<AsQuery>,
 ) -> Result<Json<Thread>, ApiError> {
+    hub.authorize_read(grant_of(&credential), q.as_.as_deref())?;
     hub.thread(q.as_.as_deref(), &id).await.map(Json)
 }
 
@@ -429,15 +468,19 @@ async fn reservations(State(hub): State<Arc<Hub>>) -> Json<Reservations> {
 
 async fn reserve(
     State(hub): State<Arc<Hub>>,
+    credential: Option<Extension<Credential>>,
     ApiJson(req): ApiJson<ReserveRequest>,
 ) -> Result<Json<Reservations>, ApiError> {
+    hub.authorize(grant_of(&credential), req.as_.as_deref())?;
     hub.reserve(req).await.map(Json)
 }
 
 async fn release(
     State(hub): State<Arc<Hub>>,
+    credential: Option<Extension<Credential>>,
     ApiJson(req): ApiJson<ReleaseRequest>,
 ) -> Result<Json<ReleaseResponse>, ApiError> {
+    hub.authorize(grant_of(&credential), req.as_.as_deref())?;
     hub.release(req).await.map(Json)
 }
 
@@ -452,7 +495,10 @@ async fn check(
 /// subscribed), then every change; `lagged` if the client fell behind.
 async fn events(
     State(hub): State<Arc<Hub>>,
-) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+    credential: Option<Extension<Credential>>,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    // Every message's body goes by on it.
+    crate::scopes::must_read_everything(grant_of(&credential), "the event stream")?;
     let rx = hub.events.subscribe();
     let ready = SseEvent::default()
         .event("ready")
@@ -474,7 +520,7 @@ async fn events(
     let events = stream::once(async move { Ok(ready) })
         .chain(changes)
         .take_until(stopping);
-    Sse::new(events).keep_alive(KeepAlive::default())
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
 }
 
 /// The web dashboard: one static page that reads the JSON API and follows

@@ -42,10 +42,13 @@ const HOOKS: [(&str, HookEvent, Option<&str>, &str); 5] = [
 const HOOK_TIMEOUT: u64 = 5;
 
 /// Variables Codex passes to muster's MCP server: Codex starts servers with a
-/// scrubbed environment, and the shim needs these to find the daemon.
-const SERVER_ENV_VARS: [&str; 4] = [
+/// scrubbed environment, and the shim needs these to find the daemon (and
+/// a team daemon's token: by name, or by the file that holds it, never the
+/// secret itself in Codex's config).
+const SERVER_ENV_VARS: [&str; 5] = [
     "MUSTER_URL",
     "MUSTER_TOKEN",
+    "MUSTER_TOKEN_FILE",
     "MUSTER_OPERATOR",
     "XDG_CONFIG_HOME",
 ];

@@ -37,13 +37,15 @@ pub struct CallContext {
     pub meta_session: Option<String>,
     /// A `_session_id` argument (added by muster's opencode plugin and Gemini hook).
     pub arg_session: Option<String>,
+    /// The token an HTTP MCP request came with, as the daemon's guard
+    /// found it (never anything the request says of itself).
+    pub grant: Option<muster_core::token::Grant>,
 }
 
 impl CallContext {
     fn of(request: &CallToolRequestParams, context: &RequestContext<RoleServer>) -> Self {
-        let header = context
-            .extensions
-            .get::<http::request::Parts>()
+        let parts = context.extensions.get::<http::request::Parts>();
+        let header = parts
             .and_then(|p| p.headers.get("x-muster-session"))
             .and_then(|v| v.to_str().ok());
         let empty = JsonObject::new();
@@ -55,6 +57,7 @@ impl CallContext {
         if call.meta_session.is_none() {
             call.meta_session = text(context.meta.0 .0.get("sessionId"));
         }
+        call.grant = parts.and_then(|p| p.extensions.get::<muster_core::token::Grant>().cloned());
         call
     }
 
@@ -65,6 +68,7 @@ impl CallContext {
             session_header: header.map(str::to_string).filter(|s| !s.is_empty()),
             meta_session: text(meta.and_then(|m| m.get("sessionId"))),
             arg_session: text(args.get("_session_id")),
+            grant: None,
         }
     }
 }

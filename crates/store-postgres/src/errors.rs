@@ -52,13 +52,17 @@ pub fn text(e: &tokio_postgres::Error) -> String {
 }
 
 /// What a request the server refused on its own merits is: another
-/// daemon deciding first (a guard's `MU409`, or a nickname given out
-/// already) is a [`StoreError::Conflict`]; anything else a write failure.
+/// daemon deciding first (a guard's `MU409`, a nickname or a live token's
+/// name given out already) is a [`StoreError::Conflict`]; anything else a
+/// write failure.
 pub fn refusal(e: &tokio_postgres::Error) -> StoreError {
     let decided_first = e.as_db_error().is_some_and(|db| {
         db.code().code() == "MU409"
             || (*db.code() == SqlState::UNIQUE_VIOLATION
-                && db.constraint() == Some("sessions_nickname"))
+                && matches!(
+                    db.constraint(),
+                    Some("sessions_nickname" | "tokens_live_name")
+                ))
     });
     if decided_first {
         StoreError::Conflict(text(e))

@@ -3,6 +3,7 @@
 //! delivery state, a pid out of range) is corruption, never a panic.
 
 use deadpool_postgres::{ClientWrapper, Transaction};
+use muster_core::token::{Scope, TokenRecord};
 use muster_core::{
     Activity, Delivery, DeliveryState, LinkKind, Membership, Message, Reservation, Room, SentVia,
     Session, Target,
@@ -43,7 +44,7 @@ fn target_from(kind: &str, name: String) -> Result<Target, StoreError> {
 }
 
 const SESSION_COLUMNS: &str = "id, nickname, harness, host, operator, pid, cwd, project, branch, \
-     status, activity, last_tool, can_push, link, connected_at, last_seen_at, left_at";
+     status, activity, last_tool, can_push, link, connected_at, last_seen_at, left_at, owner";
 
 fn session_from(r: &Row) -> Result<Session, StoreError> {
     let pid: Option<i64> = get(r, 5)?;
@@ -72,6 +73,7 @@ fn session_from(r: &Row) -> Result<Session, StoreError> {
         connected_at: get(r, 14)?,
         last_seen_at: get(r, 15)?,
         left_at: get(r, 16)?,
+        owner: get(r, 17)?,
     })
 }
 
@@ -152,6 +154,19 @@ fn unread_from(r: &Row) -> Result<(Message, Delivery), StoreError> {
     Ok((message, delivery))
 }
 
+fn token_from(r: &Row) -> Result<TokenRecord, StoreError> {
+    let scope: &str = get(r, 2)?;
+    Ok(TokenRecord {
+        id: get(r, 0)?,
+        name: get(r, 1)?,
+        scope: Scope::parse(scope).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        hash: get(r, 3)?,
+        created_at: get(r, 4)?,
+        created_by: get(r, 5)?,
+        revoked_at: get(r, 6)?,
+    })
+}
+
 fn reservation_from(r: &Row) -> Result<Reservation, StoreError> {
     Ok(Reservation {
         id: get(r, 0)?,
@@ -216,6 +231,13 @@ pub async fn load(client: &mut ClientWrapper) -> Result<(Snapshot, u64), StoreEr
         reservation_from,
     )
     .await?;
+    let tokens = tx_rows(
+        &tx,
+        "SELECT id, name, scope, hash, created_at, created_by, revoked_at
+         FROM tokens ORDER BY created_at, id",
+        token_from,
+    )
+    .await?;
     tx.commit().await.map_err(db_error)?;
     let snapshot = Snapshot {
         sessions,
@@ -223,6 +245,7 @@ pub async fn load(client: &mut ClientWrapper) -> Result<(Snapshot, u64), StoreEr
         memberships,
         unread,
         reservations,
+        tokens,
     };
     Ok((snapshot, seq.max(0) as u64))
 }

@@ -13,6 +13,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_initial.sql"),
     include_str!("migrations/0002_team.sql"),
     include_str!("migrations/0003_sent_via.sql"),
+    include_str!("migrations/0004_tokens.sql"),
 ];
 
 /// The schema version a fully migrated database is at.

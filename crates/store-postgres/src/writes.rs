@@ -55,14 +55,18 @@ fn target_parts(t: &Target) -> (&'static str, &str) {
 }
 
 const PUT_SESSION: &str = "INSERT INTO sessions (id, nickname, harness, host, operator, pid, cwd, project, branch, status,
-        activity, last_tool, can_push, link, connected_at, last_seen_at, left_at)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+        activity, last_tool, can_push, link, connected_at, last_seen_at, left_at, owner)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
      ON CONFLICT (id) DO UPDATE SET nickname = excluded.nickname, harness = excluded.harness,
         host = excluded.host, operator = excluded.operator, pid = excluded.pid, cwd = excluded.cwd,
         project = excluded.project, branch = excluded.branch, status = excluded.status,
         activity = excluded.activity, last_tool = excluded.last_tool, can_push = excluded.can_push,
         link = excluded.link, connected_at = excluded.connected_at,
-        last_seen_at = excluded.last_seen_at, left_at = excluded.left_at";
+        last_seen_at = excluded.last_seen_at, left_at = excluded.left_at, owner = excluded.owner";
+
+const PUT_TOKEN: &str =
+    "INSERT INTO tokens (id, name, scope, hash, created_at, created_by, revoked_at)
+     VALUES ($1, $2, $3, $4, $5, $6, $7)";
 
 const PUT_MESSAGE: &str = "INSERT INTO messages
         (id, sender, sender_nickname, target_kind, target, reply_to, body, sent_at, via)
@@ -185,6 +189,22 @@ pub fn plan(change: &Change, out: &mut Vec<Stmt>) {
             params![session_id.clone()],
         )),
         Change::ReservationsUnchangedSince { .. } => {}
+        Change::PutToken(t) => out.push(stmt(
+            PUT_TOKEN,
+            params![
+                t.id.clone(),
+                t.name.clone(),
+                t.scope.as_str(),
+                t.hash.clone(),
+                t.created_at,
+                t.created_by.clone(),
+                t.revoked_at,
+            ],
+        )),
+        Change::RevokeToken { id, at } => out.push(stmt(
+            "UPDATE tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
+            params![id.clone(), *at],
+        )),
     }
 }
 
@@ -210,6 +230,7 @@ fn put_session(s: &Session) -> Stmt {
             s.connected_at,
             s.last_seen_at,
             s.left_at,
+            s.owner.clone(),
         ],
     )
 }

@@ -13,6 +13,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use muster_core::token::{Scope, TokenRecord};
 use muster_core::{
     Activity, Delivery, DeliveryState, LinkKind, Membership, Message, Millis, Reservation, Room,
     SentVia, Session, Target,
@@ -105,6 +106,21 @@ UPDATE deliveries SET state = 4 WHERE state = 3;
 -- How each message's sender was authenticated (`SentVia`); older
 -- messages did not record it.
 ALTER TABLE messages ADD COLUMN via TEXT NOT NULL DEFAULT 'unrecorded';
+"#,
+    r#"
+-- Tokens (stored as the SHA-256 of their secret), and which token
+-- registered each session (none: the daemon's own user did).
+ALTER TABLE sessions ADD COLUMN owner TEXT;
+CREATE TABLE tokens (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    hash TEXT NOT NULL UNIQUE,
+    created_at INTEGER NOT NULL,
+    created_by TEXT NOT NULL,
+    revoked_at INTEGER
+);
+CREATE UNIQUE INDEX tokens_live_name ON tokens(name) WHERE revoked_at IS NULL;
 "#,
 ];
 
@@ -642,14 +658,15 @@ fn target_from(kind: &str, name: String) -> rusqlite::Result<Target> {
 fn put_session(tx: &Connection, s: &Session) -> rusqlite::Result<()> {
     tx.prepare_cached(
                 "INSERT INTO sessions (id, nickname, harness, host, operator, pid, cwd, project, branch, status,
-                    activity, last_tool, can_push, link, connected_at, last_seen_at, left_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)
+                    activity, last_tool, can_push, link, connected_at, last_seen_at, left_at, owner)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)
                  ON CONFLICT(id) DO UPDATE SET nickname = excluded.nickname, harness = excluded.harness,
                     host = excluded.host, operator = excluded.operator, pid = excluded.pid, cwd = excluded.cwd,
                     project = excluded.project, branch = excluded.branch, status = excluded.status,
                     activity = excluded.activity, last_tool = excluded.last_tool, can_push = excluded.can_push,
                     link = excluded.link, connected_at = excluded.connected_at,
-                    last_seen_at = excluded.last_seen_at, left_at = excluded.left_at",
+                    last_seen_at = excluded.last_seen_at, left_at = excluded.left_at,
+                    owner = excluded.owner",
             )?
             .execute(params![
                 s.id,
@@ -668,8 +685,27 @@ fn put_session(tx: &Connection, s: &Session) -> rusqlite::Result<()> {
                 s.link.as_str(),
                 s.connected_at,
                 s.last_seen_at,
-                s.left_at
+                s.left_at,
+                s.owner
             ])?;
+    Ok(())
+}
+
+/// Inserts a token; its id or a live token's name already stored fails.
+fn put_token(tx: &Connection, t: &TokenRecord) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO tokens (id, name, scope, hash, created_at, created_by, revoked_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![
+        t.id,
+        t.name,
+        t.scope.as_str(),
+        t.hash,
+        t.created_at,
+        t.created_by,
+        t.revoked_at
+    ])?;
     Ok(())
 }
 
@@ -784,6 +820,13 @@ fn apply_change(tx: &Connection, change: &Change) -> rusqlite::Result<()> {
         }
         // One daemon per SQLite file: no one else changes reservations.
         Change::ReservationsUnchangedSince { .. } => {}
+        Change::PutToken(t) => put_token(tx, t)?,
+        Change::RevokeToken { id, at } => {
+            tx.prepare_cached(
+                "UPDATE tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+            )?
+            .execute(params![id, at])?;
+        }
     }
     Ok(())
 }
@@ -831,6 +874,26 @@ fn session_from(r: &Row<'_>) -> rusqlite::Result<Session> {
         connected_at: r.get("connected_at")?,
         last_seen_at: r.get("last_seen_at")?,
         left_at: r.get("left_at")?,
+        owner: r.get("owner")?,
+    })
+}
+
+fn token_from(r: &Row<'_>) -> rusqlite::Result<TokenRecord> {
+    let scope: String = r.get("scope")?;
+    Ok(TokenRecord {
+        id: r.get("id")?,
+        name: r.get("name")?,
+        scope: Scope::parse(&scope).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(
+                0,
+                rusqlite::types::Type::Text,
+                e.to_string().into(),
+            )
+        })?,
+        hash: r.get("hash")?,
+        created_at: r.get("created_at")?,
+        created_by: r.get("created_by")?,
+        revoked_at: r.get("revoked_at")?,
     })
 }
 
@@ -925,6 +988,10 @@ fn load(conn: &Connection) -> rusqlite::Result<Snapshot> {
             })
         })?
         .collect::<Result<_, _>>()?;
+    let tokens = conn
+        .prepare("SELECT * FROM tokens ORDER BY created_at, id")?
+        .query_map([], token_from)?
+        .collect::<Result<_, _>>()?;
     tx.commit()?;
     Ok(Snapshot {
         sessions,
@@ -932,6 +999,7 @@ fn load(conn: &Connection) -> rusqlite::Result<Snapshot> {
         memberships,
         unread,
         reservations,
+        tokens,
     })
 }
 

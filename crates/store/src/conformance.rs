@@ -75,6 +75,7 @@ macro_rules! conformance_tests {
             reservations_round_trip_and_delete,
             a_reservation_guard_passes_when_no_other_daemon_wrote,
             how_a_sender_was_authenticated_is_kept,
+            tokens_and_session_owners_round_trip,
             thread_from_any_message_as_the_reader_sees_it,
         );
         $crate::conformance_tests!(@threaded $harness;
@@ -343,6 +344,7 @@ pub async fn round_trip_survives_reopen<H: Harness>(h: &H) {
             (m2.clone(), m2_carol),
         ],
         reservations: vec![],
+        tokens: vec![],
     };
     assert_eq!(load(&store).await, expected, "before reopen");
 
@@ -1346,6 +1348,75 @@ pub async fn how_a_sender_was_authenticated_is_kept<H: Harness>(h: &H) {
         let thread = store.thread(&mid(n as u32), "bob").await.unwrap();
         assert_eq!(thread.iter().map(|m| m.via).collect::<Vec<_>>(), [*via]);
     }
+}
+
+/// Proves tokens are kept as made (hash, scope, maker), a revoke sets
+/// `revoked_at` once and is kept through a reopen, a second live token of
+/// one name fails its whole submit while a revoked name may be made again,
+/// and a session's `owner` is stored with it.
+pub async fn tokens_and_session_owners_round_trip<H: Harness>(h: &H) {
+    use muster_core::token::{hash_secret, Scope, TokenRecord};
+    let token = |id: &str, name: &str, scope: Scope, at: Millis| TokenRecord {
+        id: id.into(),
+        name: name.into(),
+        scope,
+        hash: hash_secret(&format!("secret-of-{id}")),
+        created_at: at,
+        created_by: "local".into(),
+        revoked_at: None,
+    };
+    let alice = token("t1", "alice", Scope::Agent, 10);
+    let ops = token("t2", "ops", Scope::Operator, 11);
+    let mut owned = session("s1", 5);
+    owned.owner = Some("t1".into());
+    let store = h.open().await;
+    apply(
+        &store,
+        vec![
+            Change::PutToken(alice.clone()),
+            Change::PutToken(ops.clone()),
+            Change::PutSession(owned.clone()),
+        ],
+    )
+    .await;
+    let twin = token("t3", "alice", Scope::Admin, 12);
+    let refused = store
+        .apply(vec![
+            Change::PutSession(session("s2", 6)),
+            Change::PutToken(twin),
+        ])
+        .await;
+    assert!(refused.is_err(), "a second live token named alice");
+    apply(
+        &store,
+        vec![Change::RevokeToken {
+            id: "t1".into(),
+            at: 20,
+        }],
+    )
+    .await;
+    apply(
+        &store,
+        vec![Change::RevokeToken {
+            id: "t1".into(),
+            at: 30,
+        }],
+    )
+    .await;
+    let again = token("t4", "alice", Scope::Agent, 40);
+    apply(&store, vec![Change::PutToken(again.clone())]).await;
+    let store = reopen(h, store).await;
+    let loaded = load(&store).await;
+    let revoked = TokenRecord {
+        revoked_at: Some(20),
+        ..alice
+    };
+    assert_eq!(loaded.tokens, vec![revoked, ops, again]);
+    assert_eq!(
+        loaded.sessions,
+        vec![owned],
+        "s2 went with the refused submit"
+    );
 }
 
 /// `ReservationsUnchangedSince` guards against other daemons only: a

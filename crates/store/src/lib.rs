@@ -18,6 +18,7 @@ pub mod shared;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use muster_core::token::TokenRecord;
 use muster_core::{
     Delivery, DeliveryState, Membership, Message, Millis, Reservation, Room, Session,
 };
@@ -116,6 +117,12 @@ pub enum Change {
     /// reservation change after log position `seq` (what this daemon had
     /// applied when it decided). A store no other daemon writes to passes it.
     ReservationsUnchangedSince { seq: u64 },
+    /// A new token (see `muster_core::token`). A token id already stored,
+    /// or a name a live token has, fails the submit (with
+    /// [`StoreError::Conflict`] where several daemons share the store).
+    PutToken(TokenRecord),
+    /// Revoke a token; one already revoked, or unknown, changes nothing.
+    RevokeToken { id: String, at: Millis },
 }
 
 impl Change {
@@ -147,6 +154,8 @@ pub struct Snapshot {
     /// Reservations, expired ones included (the daemon drops those), by
     /// `created_at`, then id.
     pub reservations: Vec<Reservation>,
+    /// Every token, revoked ones included, by `created_at`, then id.
+    pub tokens: Vec<TokenRecord>,
 }
 
 /// A recipient's view of one message.

@@ -16,4 +16,5 @@ pub mod send;
 pub mod serve;
 pub mod status;
 pub mod tail;
+pub mod token;
 pub mod top;

@@ -366,6 +366,8 @@ impl State {
             Change::DeleteReservation { id } => self.files.delete(id),
             Change::DeleteReservationsOf { session_id } => self.files.delete_of(session_id),
             Change::ReservationsUnchangedSince { .. } => {}
+            // The hub's token registry keeps tokens (see `tokens`).
+            Change::PutToken(_) | Change::RevokeToken { .. } => {}
         }
     }
 

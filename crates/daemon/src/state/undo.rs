@@ -119,7 +119,10 @@ impl State {
                 | Change::PutMessage { .. }
                 | Change::AdvanceDelivery { .. }
                 | Change::AckUpTo { .. }
-                | Change::ReservationsUnchangedSince { .. } => {}
+                | Change::ReservationsUnchangedSince { .. }
+                // Memory takes tokens only once stored (`tokens`).
+                | Change::PutToken(_)
+                | Change::RevokeToken { .. } => {}
             }
         }
         Undo { entries }

@@ -1,0 +1,277 @@
+//! The daemon's tokens (`muster token create|list|revoke`): kept in memory
+//! by the SHA-256 of their secret, so a request's bearer is looked up
+//! without ever storing or comparing the secret itself; made and revoked
+//! through the store like every other change, so every daemon sharing it
+//! learns of them from the change log.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::{Extension, Json};
+use muster_core::token::{
+    self, CreateToken, CreatedToken, Grant, RevokeToken, TokenRecord, TokenView, Tokens,
+};
+use muster_store::Change;
+
+use crate::access::Credential;
+use crate::error::ApiError;
+use crate::extract::ApiJson;
+use crate::hub::Hub;
+use crate::local_key::{hex, same_secret};
+use crate::scopes::must_administer;
+
+/// Every token the daemon knows, revoked ones included.
+#[derive(Default)]
+pub struct Registry {
+    inner: RwLock<Known>,
+    /// One create or revoke at a time, so two requests cannot both find a
+    /// name free.
+    pub(crate) admin: tokio::sync::Mutex<()>,
+}
+
+#[derive(Default)]
+struct Known {
+    /// By id, in the order made.
+    records: Vec<TokenRecord>,
+    /// Live tokens' ids by the hash of their secret.
+    by_hash: HashMap<String, String>,
+}
+
+impl Known {
+    fn put(&mut self, record: TokenRecord) {
+        if self.records.iter().any(|t| t.id == record.id) {
+            return;
+        }
+        if record.is_live() {
+            self.by_hash.insert(record.hash.clone(), record.id.clone());
+        }
+        self.records.push(record);
+    }
+
+    fn revoke(&mut self, id: &str, at: muster_core::Millis) {
+        if let Some(t) = self.records.iter_mut().find(|t| t.id == id && t.is_live()) {
+            t.revoked_at = Some(at);
+            self.by_hash.remove(&t.hash);
+        }
+    }
+}
+
+impl Registry {
+    pub fn new(records: Vec<TokenRecord>) -> Registry {
+        let registry = Registry::default();
+        {
+            let mut known = registry.write();
+            for record in records {
+                known.put(record);
+            }
+        }
+        registry
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Known> {
+        self.inner.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Known> {
+        self.inner.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// What a bearer secret grants, if it is a live token's.
+    pub fn grant(&self, secret: &str) -> Option<Grant> {
+        let hash = token::hash_secret(secret);
+        let known = self.read();
+        let id = known.by_hash.get(&hash)?;
+        let record = known.records.iter().find(|t| &t.id == id)?;
+        // The map found it by its hash; compare in constant time anyway,
+        // so no timing depends on how much of a guess was right.
+        same_secret(hash.as_bytes(), record.hash.as_bytes()).then(|| Grant::of(record))
+    }
+
+    /// Applies a token change (made here, or logged by another daemon);
+    /// any other change is not this registry's.
+    pub fn apply(&self, change: &Change) {
+        match change {
+            Change::PutToken(record) => self.write().put(record.clone()),
+            Change::RevokeToken { id, at } => self.write().revoke(id, *at),
+            _ => {}
+        }
+    }
+
+    pub fn list(&self) -> Vec<TokenView> {
+        self.read().records.iter().map(TokenView::from).collect()
+    }
+
+    fn live_named(&self, name: &str) -> Option<TokenRecord> {
+        self.read()
+            .records
+            .iter()
+            .find(|t| t.name == name && t.is_live())
+            .cloned()
+    }
+}
+
+/// `bytes` random bytes as hex.
+fn random_hex(bytes: usize) -> Result<String, ApiError> {
+    let mut buf = vec![0u8; bytes];
+    getrandom::fill(&mut buf)
+        .map_err(|e| ApiError::internal(format!("cannot draw a random token: {e}")))?;
+    Ok(hex(&buf))
+}
+
+impl Hub {
+    /// Makes a token named `name`: its secret is in the answer, and only
+    /// there. `by` is who asked (for the record).
+    pub async fn create_token(&self, req: CreateToken, by: &str) -> Result<CreatedToken, ApiError> {
+        token::validate_name(&req.name)?;
+        let _one_at_a_time = self.tokens.admin.lock().await;
+        if self.tokens.live_named(&req.name).is_some() {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "token_exists",
+                format!(
+                    "a token named {:?} exists; revoke it first (`muster token revoke {}`) or pick another name",
+                    req.name, req.name
+                ),
+            ));
+        }
+        let secret = format!("{}{}", token::SECRET_PREFIX, random_hex(32)?);
+        let record = TokenRecord {
+            id: format!("tok_{}", random_hex(8)?),
+            name: req.name,
+            scope: req.scope,
+            hash: token::hash_secret(&secret),
+            created_at: self.clock.wall(),
+            created_by: by.to_string(),
+            revoked_at: None,
+        };
+        let change = Change::PutToken(record.clone());
+        self.commit_token(change.clone()).await?;
+        self.tokens.apply(&change);
+        tracing::info!(
+            "token {:?} ({}) made by {by}",
+            record.name,
+            record.scope.as_str()
+        );
+        Ok(CreatedToken {
+            token: TokenView::from(&record),
+            secret,
+        })
+    }
+
+    /// Revokes the live token named `name`: from now on it lets no one in.
+    pub async fn revoke_token(&self, req: RevokeToken) -> Result<TokenView, ApiError> {
+        let _one_at_a_time = self.tokens.admin.lock().await;
+        let Some(mut record) = self.tokens.live_named(&req.name) else {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "unknown_token",
+                format!(
+                    "no live token is named {:?}; `muster token list` shows them",
+                    req.name
+                ),
+            ));
+        };
+        let at = self.clock.wall();
+        let change = Change::RevokeToken {
+            id: record.id.clone(),
+            at,
+        };
+        self.commit_token(change.clone()).await?;
+        self.tokens.apply(&change);
+        record.revoked_at = Some(at);
+        tracing::info!("token {:?} revoked", record.name);
+        Ok(TokenView::from(&record))
+    }
+
+    /// Stores a token change; memory takes it only once it is durable.
+    async fn commit_token(&self, change: Change) -> Result<(), ApiError> {
+        let commit = {
+            let mut st = self.lock();
+            self.commit(&mut st, vec![change])
+        };
+        commit.await.map_err(ApiError::from)
+    }
+}
+
+/// Who made a token, for its record.
+fn maker(credential: &Credential) -> String {
+    match credential {
+        Credential::Local => "local".into(),
+        Credential::Token(grant) => grant.name.clone(),
+    }
+}
+
+/// `GET /api/v1/tokens`.
+pub(crate) async fn list(
+    State(hub): State<Arc<Hub>>,
+    Extension(credential): Extension<Credential>,
+) -> Result<Json<Tokens>, ApiError> {
+    must_administer(&credential, "managing tokens")?;
+    Ok(Json(Tokens {
+        tokens: hub.tokens.list(),
+    }))
+}
+
+/// `POST /api/v1/tokens`.
+pub(crate) async fn create(
+    State(hub): State<Arc<Hub>>,
+    Extension(credential): Extension<Credential>,
+    ApiJson(req): ApiJson<CreateToken>,
+) -> Result<Json<CreatedToken>, ApiError> {
+    must_administer(&credential, "managing tokens")?;
+    hub.create_token(req, &maker(&credential)).await.map(Json)
+}
+
+/// `POST /api/v1/tokens/revoke`.
+pub(crate) async fn revoke(
+    State(hub): State<Arc<Hub>>,
+    Extension(credential): Extension<Credential>,
+    ApiJson(req): ApiJson<RevokeToken>,
+) -> Result<Json<TokenView>, ApiError> {
+    must_administer(&credential, "managing tokens")?;
+    hub.revoke_token(req).await.map(Json)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use muster_core::token::Scope;
+
+    fn record(id: &str, secret: &str, revoked_at: Option<i64>) -> TokenRecord {
+        TokenRecord {
+            id: id.into(),
+            name: format!("name-{id}"),
+            scope: Scope::Agent,
+            hash: token::hash_secret(secret),
+            created_at: 1,
+            created_by: "local".into(),
+            revoked_at,
+        }
+    }
+
+    #[test]
+    fn only_a_live_tokens_secret_grants_anything() {
+        let registry = Registry::new(vec![
+            record("t1", "muster_one", None),
+            record("t2", "muster_two", Some(5)),
+        ]);
+        let grant = registry.grant("muster_one").expect("a live token");
+        assert_eq!(grant.token_id.as_deref(), Some("t1"));
+        assert_eq!(grant.scope, Scope::Agent);
+        assert_eq!(registry.grant("muster_two"), None, "revoked");
+        assert_eq!(registry.grant("muster_on"), None);
+        assert_eq!(registry.grant(&token::hash_secret("muster_one")), None);
+        registry.apply(&Change::RevokeToken {
+            id: "t1".into(),
+            at: 9,
+        });
+        assert_eq!(registry.grant("muster_one"), None, "revoked now");
+        let listed = registry.list();
+        assert_eq!(
+            listed.iter().map(|t| t.revoked_at).collect::<Vec<_>>(),
+            [Some(9), Some(5)]
+        );
+    }
+}
