@@ -398,19 +398,35 @@ mod tests {
         let access = keyed();
         let key = "k".repeat(64);
         assert!(access
-            .check(None, &request("/api/v1/roster", &[("x-muster-key", &key)]))
+            .check(
+                None,
+                &Registry::default(),
+                &request("/api/v1/roster", &[("x-muster-key", &key)])
+            )
             .is_ok());
-        let wrong = access.check(None, &request("/api/v1/roster", &[("x-muster-key", "kk")]));
+        let wrong = access.check(
+            None,
+            &Registry::default(),
+            &request("/api/v1/roster", &[("x-muster-key", "kk")]),
+        );
         let err = wrong.err().unwrap();
         assert_eq!(err.status, StatusCode::UNAUTHORIZED);
         assert!(err.message.contains("7420.key"), "{}", err.message);
-        assert!(access.check(None, &request("/api/v1/roster", &[])).is_err());
-        assert!(access.check(None, &request("/metrics", &[])).is_err());
+        assert!(access
+            .check(None, &Registry::default(), &request("/api/v1/roster", &[]))
+            .is_err());
+        assert!(access
+            .check(None, &Registry::default(), &request("/metrics", &[]))
+            .is_err());
         let mut over_socket = request("/api/v1/roster", &[]);
         over_socket.extensions_mut().insert(OwnSocket);
-        assert!(access.check(None, &over_socket).is_ok());
+        assert!(access
+            .check(None, &Registry::default(), &over_socket)
+            .is_ok());
         assert!(
-            access.check(None, &request("/", &[])).is_ok(),
+            access
+                .check(None, &Registry::default(), &request("/", &[]))
+                .is_ok(),
             "the page itself is static"
         );
     }
@@ -421,18 +437,30 @@ mod tests {
         let key = "k".repeat(64);
         let bearer = [("authorization", "Bearer t0ken")];
         assert!(access
-            .check(Some("t0ken"), &request("/ws", &bearer))
+            .check(
+                Some("t0ken"),
+                &Registry::default(),
+                &request("/ws", &bearer)
+            )
             .is_ok());
         assert!(access
-            .check(Some("t0ken"), &request("/ws", &[("x-muster-key", &key)]))
+            .check(
+                Some("t0ken"),
+                &Registry::default(),
+                &request("/ws", &[("x-muster-key", &key)])
+            )
             .is_ok());
         let wrong = [("authorization", "Bearer t0kem")];
         assert!(access
-            .check(Some("t0ken"), &request("/ws", &wrong))
+            .check(Some("t0ken"), &Registry::default(), &request("/ws", &wrong))
             .is_err());
         let keyless = Access::new(None);
-        assert!(keyless.check(Some("t0ken"), &request("/ws", &[])).is_err());
-        assert!(keyless.check(None, &request("/ws", &[])).is_ok());
+        assert!(keyless
+            .check(Some("t0ken"), &Registry::default(), &request("/ws", &[]))
+            .is_err());
+        assert!(keyless
+            .check(None, &Registry::default(), &request("/ws", &[]))
+            .is_ok());
     }
 
     #[test]
@@ -447,11 +475,19 @@ mod tests {
         assert_eq!(access.redeem("made-up").unwrap(), None);
         let with = format!("theme=dark; {COOKIE}={cookie}");
         assert!(access
-            .check(None, &request("/api/v1/roster", &[("cookie", &with)]))
+            .check(
+                None,
+                &Registry::default(),
+                &request("/api/v1/roster", &[("cookie", &with)])
+            )
             .is_ok());
         let forged = format!("{COOKIE}={}", "0".repeat(32));
         assert!(access
-            .check(None, &request("/api/v1/roster", &[("cookie", &forged)]))
+            .check(
+                None,
+                &Registry::default(),
+                &request("/api/v1/roster", &[("cookie", &forged)])
+            )
             .is_err());
     }
 }

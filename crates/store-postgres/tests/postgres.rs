@@ -224,7 +224,8 @@ async fn fresh_database_is_migrated_and_recorded() {
             "muster_schema_migrations",
             "reservations",
             "rooms",
-            "sessions"
+            "sessions",
+            "tokens"
         ]
     );
 }
