@@ -7,6 +7,8 @@
 //! notifications catches up by sequence.
 
 mod common;
+#[path = "support/outsider.rs"]
+mod outsider;
 #[path = "support/peer_shim.rs"]
 mod peer_shim;
 #[path = "support/postgres_db.rs"]
@@ -19,6 +21,7 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use common::*;
+use outsider::{secret_of, Outsider, BOOT};
 use peer_shim::PeerShim;
 use postgres_db::FreshDatabase;
 use serde_json::{json, Value};
@@ -420,4 +423,70 @@ fn a_dead_daemons_unrelinked_session_is_swept_after_the_grace_window() {
     let left =
         db.sql("SELECT count(*) FROM sessions WHERE id = 'only-on-a' AND left_at IS NOT NULL");
     assert_eq!(left, "1");
+}
+
+// Proves tokens are the team's, not one daemon's: a token made through A
+// lets its holder in through B; the session it registers through B is its
+// own on A too (another token acting for it through A is 403); a revoke
+// through B shuts it out of A; and a new session id registered for two
+// tokens through two daemons at once belongs to exactly one of them,
+// decided in the database (the other is refused 403, on both daemons).
+#[test]
+fn tokens_and_whose_sessions_are_whose_hold_on_every_daemon() {
+    let db = FreshDatabase::new("tokens");
+    let url = db.url();
+    let ds: Vec<TestDaemon> = (0..2)
+        .map(|_| TestDaemon::start(&["--store", &url, "--token", BOOT]))
+        .collect();
+    let (a, b) = (Outsider::new(&ds[0]), Outsider::new(&ds[1]));
+    let alice = secret_of(&a.ok(BOOT, &["token", "create", "alice", "--scope", "agent"]));
+    let bob = secret_of(&a.ok(BOOT, &["token", "create", "bob", "--scope", "agent"]));
+    let through_b = wait_until(Duration::from_secs(5), || {
+        b.hook(&alice, "session-start", "alice-1").0 == 200
+    });
+    assert!(through_b.is_some(), "B never let alice's token in");
+    let owned_on_a = wait_until(Duration::from_secs(5), || {
+        a.hook(&bob, "prompt-submit", "alice-1").0 == 403
+    });
+    assert!(owned_on_a.is_some(), "A never learned alice-1 is alice's");
+    assert_eq!(a.hook(&alice, "prompt-submit", "alice-1").0, 200);
+
+    for round in 0..10 {
+        let id = format!("contested-{round}");
+        let barrier = Arc::new(Barrier::new(2));
+        let racers: Vec<_> = [(&a, &alice), (&b, &bob)]
+            .into_iter()
+            .map(|(o, token)| {
+                let (url, token, id, barrier) =
+                    (o.url.clone(), token.clone(), id.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    let o = Outsider::at(&url);
+                    barrier.wait();
+                    o.hook(&token, "session-start", &id).0
+                })
+            })
+            .collect();
+        let mut statuses: Vec<u16> = racers.into_iter().map(|r| r.join().unwrap()).collect();
+        statuses.sort();
+        assert_eq!(statuses, [200, 403], "round {round}: one token wins {id}");
+        let winner = if a.hook(&alice, "prompt-submit", &id).0 == 200 {
+            &alice
+        } else {
+            &bob
+        };
+        let loser = if winner == &alice { &bob } else { &alice };
+        for o in [&a, &b] {
+            let settled = wait_until(Duration::from_secs(5), || {
+                o.hook(winner, "prompt-submit", &id).0 == 200
+                    && o.hook(loser, "prompt-submit", &id).0 == 403
+            });
+            assert!(settled.is_some(), "round {round}: {} disagrees", o.url);
+        }
+    }
+
+    b.ok(BOOT, &["token", "revoke", "alice"]);
+    let shut_out = wait_until(Duration::from_secs(5), || {
+        a.hook(&alice, "prompt-submit", "alice-1").0 == 401
+    });
+    assert!(shut_out.is_some(), "A still lets a revoked token in");
 }

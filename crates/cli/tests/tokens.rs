@@ -9,112 +9,15 @@
 //! dashboard's token sign-in.
 
 mod common;
+#[path = "support/outsider.rs"]
+mod outsider;
 
 use std::path::Path;
-use std::process::{Command, Output};
 
 use common::*;
 use muster_core::token::hash_secret;
+use outsider::{secret_of, Outsider, BOOT};
 use serde_json::{json, Value};
-
-const BOOT: &str = "bootstrap-secret-for-tests";
-
-/// A client with no local key: its runtime and temp directories are empty.
-struct Outsider {
-    url: String,
-    dir: tempfile::TempDir,
-}
-
-impl Outsider {
-    fn new(d: &TestDaemon) -> Outsider {
-        Outsider {
-            url: d.url.clone(),
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn cmd(&self, token: Option<&str>) -> Command {
-        let mut cmd = muster_cmd(&self.url);
-        cmd.env("XDG_RUNTIME_DIR", self.dir.path())
-            .env("TMPDIR", self.dir.path())
-            .env_remove("MUSTER_TOKEN_FILE");
-        if let Some(token) = token {
-            cmd.env("MUSTER_TOKEN", token);
-        }
-        cmd
-    }
-
-    fn run(&self, token: Option<&str>, args: &[&str]) -> Output {
-        self.cmd(token).args(args).output().expect("run muster")
-    }
-
-    /// `muster <args> --json` that must succeed.
-    fn ok(&self, token: &str, args: &[&str]) -> Value {
-        let out = self.run(Some(token), &[args, &["--json"]].concat());
-        assert!(
-            out.status.success(),
-            "muster {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).expect("JSON")
-    }
-
-    /// `muster <args> --json` that must fail; its error code.
-    fn refused(&self, token: Option<&str>, args: &[&str]) -> String {
-        let out = self.run(token, &[args, &["--json"]].concat());
-        assert!(!out.status.success(), "muster {args:?} must be refused");
-        let body: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
-            panic!(
-                "no JSON error from {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        });
-        body["error"]["code"].as_str().unwrap().to_string()
-    }
-
-    /// A raw request with `token` as its bearer; the status and body.
-    fn http(
-        &self,
-        method: &str,
-        path: &str,
-        token: Option<&str>,
-        body: Option<Value>,
-    ) -> (u16, Value) {
-        let client = http();
-        let url = format!("{}{path}", self.url);
-        let mut req = match method {
-            "GET" => client.get(url),
-            _ => client.post(url),
-        };
-        if let Some(token) = token {
-            req = req.bearer_auth(token);
-        }
-        if let Some(body) = body {
-            req = req
-                .header("content-type", "application/json")
-                .body(body.to_string());
-        }
-        let resp = req.send().expect("request");
-        let status = resp.status().as_u16();
-        let text = resp.text().unwrap_or_default();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
-    }
-
-    fn hook(&self, token: &str, event: &str, session: &str) -> (u16, Value) {
-        let mut p = payload(session, "SessionStart");
-        p["cwd"] = json!(self.dir.path());
-        self.http("POST", &format!("/hook/{event}"), Some(token), Some(p))
-    }
-}
-
-fn secret_of(made: &Value) -> String {
-    let secret = made["secret"].as_str().expect("a secret").to_string();
-    assert!(secret.starts_with("muster_"), "{secret}");
-    secret
-}
 
 fn file_contains(path: &Path, needle: &str) -> bool {
     let bytes = std::fs::read(path).unwrap_or_default();

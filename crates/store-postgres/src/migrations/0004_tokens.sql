@@ -13,3 +13,18 @@ CREATE TABLE tokens (
     revoked_at BIGINT
 );
 CREATE UNIQUE INDEX tokens_live_name ON tokens(name) WHERE revoked_at IS NULL;
+
+-- A session's owner is decided once, in the database: two daemons
+-- registering one new session id for different tokens at once, the second
+-- upsert would turn the first's session into its own. Refused instead
+-- (MU409, a conflict: that daemon catches up and finds the session taken).
+CREATE FUNCTION muster_owner_kept() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF OLD.owner IS DISTINCT FROM NEW.owner THEN
+        PERFORM muster_conflict('session ' || OLD.id || ' was registered by another token');
+    END IF;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER sessions_owner_kept BEFORE UPDATE OF owner ON sessions
+    FOR EACH ROW EXECUTE FUNCTION muster_owner_kept();
