@@ -11,8 +11,11 @@
 mod common;
 #[path = "support/outsider.rs"]
 mod outsider;
+#[path = "support/sandbox.rs"]
+mod sandbox;
 
 use std::path::Path;
+use std::process::Command;
 
 use common::*;
 use muster_core::token::hash_secret;
@@ -351,4 +354,69 @@ fn the_dashboard_signs_in_with_a_token() {
     );
     let (status, _) = o.http("GET", "/api/v1/roster", None, None);
     assert_eq!(status, 401, "and nothing without it");
+}
+
+// Proves `muster install` names a team token only by reference: with the
+// secret in MUSTER_TOKEN (and a file in MUSTER_TOKEN_FILE) while installing
+// for all four harnesses, project and user scope, no file written holds
+// the secret, and Codex (which scrubs its MCP servers' environment) is told
+// to pass both variables through by name.
+#[test]
+fn installs_name_the_token_by_reference_never_the_secret() {
+    let sb = sandbox::Sandbox::new();
+    let secret = "muster_0123456789abcdef-never-in-a-file";
+    let file = sb.home.join("team.token");
+    std::fs::write(&file, secret).unwrap();
+    for harness in ["claude", "codex", "gemini", "opencode"] {
+        for scope in [
+            vec!["--project", sb.project.to_str().unwrap()],
+            vec!["--user"],
+        ] {
+            let mut cmd = Command::new(BIN);
+            sb.env(&mut cmd)
+                .env("MUSTER_TOKEN", secret)
+                .env("MUSTER_TOKEN_FILE", &file)
+                .arg("install")
+                .arg(harness)
+                .args(&scope);
+            let out = cmd.output().unwrap();
+            assert!(
+                out.status.success(),
+                "install {harness} {scope:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+    let mut written = Vec::new();
+    for root in [&sb.project, &sb.home] {
+        files_under(root, &mut written);
+    }
+    written.retain(|p| p != &file);
+    assert!(written.len() >= 8, "installs wrote {written:?}");
+    for path in &written {
+        assert!(
+            !file_contains(path, secret),
+            "{} holds the secret",
+            path.display()
+        );
+    }
+    let codex = std::fs::read_to_string(sb.project.join(".codex/config.toml")).unwrap();
+    let passed: toml::Value = toml::from_str(&codex).unwrap();
+    let vars = passed["mcp_servers"]["muster"]["env_vars"]
+        .as_array()
+        .unwrap();
+    for name in ["MUSTER_TOKEN", "MUSTER_TOKEN_FILE"] {
+        assert!(vars.iter().any(|v| v.as_str() == Some(name)), "{codex}");
+    }
+}
+
+fn files_under(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files_under(&path, out);
+        } else {
+            out.push(path);
+        }
+    }
 }
