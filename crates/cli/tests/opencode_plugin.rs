@@ -211,3 +211,38 @@ fn the_plugin_never_sends_a_taken_request_to_the_next_address() {
     );
     assert_eq!(on_roster(&d, id), Value::Null);
 }
+
+// Proves the plugin sends a team daemon's token from MUSTER_TOKEN_FILE
+// (with no local key to fall back on): its session is registered, and
+// belongs to that token.
+#[test]
+fn the_plugin_sends_the_token_from_its_file() {
+    let boot = "bootstrap-for-the-plugin";
+    let d = TestDaemon::start(&["--token", boot]);
+    let nokey = tempfile::tempdir().unwrap();
+    let made = muster_cmd(&d.url)
+        .env("MUSTER_TOKEN", boot)
+        .args(["token", "create", "oc-box", "--scope", "agent", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let made: Value = serde_json::from_slice(&made.stdout).unwrap();
+    let file = nokey.path().join("oc.token");
+    std::fs::write(&file, format!("{}\n", made["secret"].as_str().unwrap())).unwrap();
+    let driven = Driven::start(
+        &d.url,
+        "oc-token-1",
+        &[
+            ("MUSTER_TOKEN_FILE", file.to_str().unwrap()),
+            ("XDG_RUNTIME_DIR", nokey.path().to_str().unwrap()),
+            ("TMPDIR", nokey.path().to_str().unwrap()),
+        ],
+    );
+    driven.fetches_until_done();
+    let session = on_roster(&d, "oc-token-1");
+    assert_eq!(session["owner"], made["id"], "{session}");
+}

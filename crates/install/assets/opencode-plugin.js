@@ -115,12 +115,26 @@ const WAKEABLE = !WAKE_OFF && !ONE_SHOT;
 // A header value with anything but visible ASCII replaced, so an odd name cannot break the request.
 const safe = (text) => String(text).replace(/[^\x20-\x7e]/g, "?");
 
+// A team daemon's token: MUSTER_TOKEN, else the first line of the file
+// MUSTER_TOKEN_FILE names (as muster's own clients read it).
+function teamToken() {
+  if (process.env.MUSTER_TOKEN) return process.env.MUSTER_TOKEN.trim();
+  const file = process.env.MUSTER_TOKEN_FILE;
+  if (!file) return "";
+  try {
+    return readFileSync(file, "utf8").split("\n")[0].trim();
+  } catch {
+    return "";
+  }
+}
+const TOKEN = teamToken();
+
 // Who is running this opencode, as `muster hook` tells the daemon for other harnesses.
 const IDENTITY = {
   "x-muster-host": safe(hostname()),
   "x-muster-operator": safe(process.env.MUSTER_OPERATOR || process.env.USER || ""),
   "x-muster-pid": String(process.pid),
-  ...(process.env.MUSTER_TOKEN ? { authorization: `Bearer ${process.env.MUSTER_TOKEN}` } : {}),
+  ...(TOKEN ? { authorization: `Bearer ${TOKEN}` } : {}),
 };
 const HEADERS = {
   "content-type": "application/json",
