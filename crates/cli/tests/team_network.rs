@@ -410,7 +410,7 @@ fn over_veth_no_token_is_401_and_a_shim_with_the_bootstrap_token_takes_pushes() 
 // secret; alice's shim, with alice's token, links and takes a person's
 // push; alice's token speaks for alice; bob's token acting for alice's
 // session (sending as it, reading its inbox) is 403 `forbidden_session`
-// and stores nothing; once bob's token is revoked it is 401, and alice's
+// and stores nothing, and its shim cannot link as her; once bob's token is revoked it is 401, and alice's
 // still works.
 #[test]
 fn over_veth_an_agent_token_acts_only_for_its_own_sessions() {
@@ -478,6 +478,13 @@ fn over_veth_an_agent_token_acts_only_for_its_own_sessions() {
         &["send", "--as", ALICE, "op:tester", "x from bob", "--json"],
     );
     assert_eq!(error["code"], "forbidden_session", "{error}");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("token \"bob\" may act only for the sessions it registered"),
+        "{error}"
+    );
     let (status, body) = team.raw(
         Some(bob),
         "POST",
@@ -488,6 +495,21 @@ fn over_veth_an_agent_token_acts_only_for_its_own_sessions() {
     assert_eq!(body["error"]["code"], "forbidden_session", "{body}");
     let error = team.refused(Some(bob), &["inbox", "--as", ALICE, "--all", "--json"]);
     assert_eq!(error["code"], "forbidden_session", "{error}");
+    let mut bobs_shim = team.muster(Some(bob), &["mcp"]);
+    bobs_shim
+        .env("MUSTER_SESSION_ID", ALICE)
+        .stderr(Stdio::null());
+    let (text, is_error) = shim_whoami(bobs_shim);
+    assert!(is_error, "bob's shim linked as alice: {text}");
+    assert!(
+        text.contains("may act only for the sessions it registered"),
+        "{text}"
+    );
+    let alices = team.on_roster(ALICE).expect("alice is on the roster");
+    assert_eq!(
+        alices["link_up"], true,
+        "alice's own link is still up: {alices}"
+    );
     let inbox = team.ok(admin, &["inbox", "--as", "op:tester", "--all", "--json"]);
     let from_alice: Vec<&str> = inbox["messages"]
         .as_array()
@@ -513,7 +535,7 @@ fn over_veth_an_agent_token_acts_only_for_its_own_sessions() {
         .find(|t| t["name"] == "bob")
         .cloned()
         .unwrap_or_else(|| panic!("bob is still listed: {listed}"));
-    assert!(revoked["revoked_at_ms"].is_u64(), "{revoked}");
+    assert!(revoked["revoked_at"].is_u64(), "{revoked}");
     let again = team.ok(
         Some(alice),
         &[
