@@ -14,6 +14,7 @@ use crate::commands::rooms::RoomArgs;
 use crate::commands::roster::RosterArgs;
 use crate::commands::send::{BroadcastArgs, SendArgs};
 use crate::commands::serve::ServeArgs;
+use crate::commands::service::ServiceArgs;
 use crate::commands::token::TokenArgs;
 use crate::commands::top::TopArgs;
 use crate::hook::HookArgs;
@@ -27,6 +28,12 @@ Mozilla's roots, or, when MUSTER_CA_FILE names a PEM file, against the CAs
 in it alone. Without --as they act as this session
 (MUSTER_SESSION_ID, else CLAUDE_CODE_SESSION_ID), else as the operator
 (op:<name>; MUSTER_OPERATOR, else `operator` in config.toml, else $USER).
+
+A client (a command, `muster hook`, `muster mcp`) that finds nothing at a
+loopback http:// address starts `muster serve` for it, detached, with the
+data directory `muster serve` would use (MUSTER_DATA_DIR, else the default),
+logging to muster.log there; MUSTER_AUTOSTART=0 turns that off. `muster
+service install` keeps the daemon running as a user service instead.
 
 Exit codes: 0 ok, 1 the daemon refused or a check failed, 2 bad usage,
 3 the daemon could not be reached.";
@@ -289,6 +296,10 @@ Example (.mcp.json):\n  {\"mcpServers\": {\"muster\": {\"command\": \"muster\", 
     #[command(long_about = INSTALL_HELP)]
     Install(InstallArgs),
 
+    /// Run the daemon as a user service (systemd, launchd): install, uninstall, status
+    #[command(long_about = SERVICE_HELP)]
+    Service(ServiceArgs),
+
     /// Run a harness under a pseudo-terminal so muster can wake it when mail comes
     #[command(
         long_about = "Run a harness (claude, codex, gemini, opencode, or any program) under a \
@@ -353,6 +364,37 @@ Examples:\n  muster man | man -l -\n  muster man --out-dir ~/.local/share/man/ma
     )]
     Man(ManArgs),
 }
+
+/// `muster service --help`.
+const SERVICE_HELP: &str = "\
+Run muster's daemon as a service of yours: started now and at every login, restarted if it fails. \
+It serves what the clients here use: the loopback address of the daemon URL (--url, MUSTER_URL, \
+config.toml) and the data directory (MUSTER_DATA_DIR, else ~/.local/state/muster), both written \
+into the service's command line.
+
+  Linux  a systemd user unit, $XDG_CONFIG_HOME/systemd/user/muster.service \
+(~/.config/systemd/user/); `systemctl --user daemon-reload`, `enable --now`; logs: \
+journalctl --user -u muster
+  macOS  a launchd agent, ~/Library/LaunchAgents/dev.muster.plist; `launchctl bootstrap \
+gui/<uid>`; logs: ~/Library/Logs/muster/muster.log
+
+install writes the file and starts the service (a daemon a client started on first use is \
+stopped first, so the service takes over); uninstall stops it and removes the file; status says \
+whether it is installed, enabled and running, which daemon holds the data directory, and where the \
+logs are. Only a file `muster service install` wrote is replaced or removed. Without a service \
+manager to talk to (no systemctl, no user session) the file is still written, and the error says \
+how to start it by hand.
+
+Examples:
+  muster service install --dry-run     print the unit and the commands, change nothing
+  muster service install
+  muster service status
+  muster service uninstall
+
+--json prints {\"action\", \"platform\", \"dry_run\", \"file\", \"file_status\", \"exec_start\", \
+\"data_dir\", \"commands\": [{\"argv\", \"ok\"?, \"output\"?}], \"logs\", \"notes\", \"error\"}, with \
+\"text\" (install --dry-run), \"started\" (install), \"installed\", \"service\": {\"enabled\", \
+\"running\", \"state\", \"pid\", \"error\"} and \"daemon\": {\"pid\", \"addr\", \"autostarted\"} (status).";
 
 /// `muster install --help`.
 const INSTALL_HELP: &str = "\

@@ -2,7 +2,7 @@
 
 use std::error::Error as _;
 use std::fmt;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use muster_core::api::{ErrorBody, ErrorDetail};
@@ -10,6 +10,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::autostart::{self, Outcome, Plan};
 use crate::config;
 
 /// How long a normal command waits for the daemon, connect to last byte.
@@ -155,6 +156,10 @@ pub struct Client {
     /// a dead one early in the list costs one failed connect per command.
     answered: AtomicUsize,
     token: Option<String>,
+    /// How to start the daemon when its loopback address refuses the
+    /// connection (see `autostart`); tried once per client.
+    autostart: Option<Plan>,
+    autostart_tried: AtomicBool,
 }
 
 impl Client {
@@ -197,7 +202,16 @@ impl Client {
             bases,
             answered: AtomicUsize::new(0),
             token,
+            autostart: None,
+            autostart_tried: AtomicBool::new(false),
         })
+    }
+
+    /// This client starts the daemon by `plan` when nothing listens at its
+    /// address (once).
+    pub fn with_autostart(mut self, plan: Option<Plan>) -> Self {
+        self.autostart = plan;
+        self
     }
 
     /// The address that took the last request (the first, before any).
@@ -244,7 +258,51 @@ impl Client {
                 }
             }
         }
-        Err(none_connected(&failed))
+        let Some(started) = self.start_daemon(&failed).await else {
+            return Err(none_connected(&failed));
+        };
+        let i = match started {
+            Ok(i) => i,
+            Err(why) => return Err(with_reason(none_connected(&failed), &why)),
+        };
+        let base = &self.bases[i];
+        match finish(self.request(base, method, path)).send().await {
+            Err(e) if e.is_connect() => Err(transport_error(base, &e)),
+            taken => {
+                self.answered.store(i, Ordering::Relaxed);
+                taken.map_err(|e| transport_error(base, &e))
+            }
+        }
+    }
+
+    /// Starts the daemon when the address auto-start serves refused the
+    /// connection, once per client: the index of that address once it
+    /// answers, or why not. `None` when auto-start does not apply.
+    async fn start_daemon(
+        &self,
+        failed: &[(&str, reqwest::Error)],
+    ) -> Option<Result<usize, String>> {
+        let plan = self.autostart.clone()?;
+        let refused = failed
+            .iter()
+            .any(|(url, e)| *url == plan.url && is_refused(e));
+        if !refused || self.autostart_tried.swap(true, Ordering::Relaxed) {
+            return None;
+        }
+        let i = self.bases.iter().position(|b| *b == plan.url)?;
+        let deadline = std::time::Instant::now() + autostart::CLIENT_WAIT;
+        let asked = plan.clone();
+        let outcome = tokio::task::spawn_blocking(move || asked.ensure(deadline))
+            .await
+            .unwrap_or_else(|e| Outcome::Failed(format!("starting it failed ({e})")));
+        Some(match outcome {
+            Outcome::Started { pid } => {
+                eprintln!("{}", autostart::started_note(&plan, pid));
+                Ok(i)
+            }
+            Outcome::Running => Ok(i),
+            Outcome::Failed(why) => Err(why),
+        })
     }
 
     /// The answer of the address that took the request broke off.
@@ -310,6 +368,31 @@ impl Client {
             return Err(error_from_answer(status, &bytes));
         }
         Ok(resp)
+    }
+}
+
+/// Whether nothing listened where `err` tried to connect.
+pub fn is_refused(err: &reqwest::Error) -> bool {
+    let mut source = err.source();
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::ConnectionRefused {
+                return true;
+            }
+        }
+        source = cause.source();
+    }
+    false
+}
+
+/// An unreachable error with what came of starting the daemon added to its reason.
+fn with_reason(err: ClientError, why: &str) -> ClientError {
+    match err {
+        ClientError::Unreachable { url, reason } => ClientError::Unreachable {
+            url,
+            reason: format!("{reason}; {why}"),
+        },
+        other => other,
     }
 }
 

@@ -58,12 +58,23 @@ impl Context {
         (who, from_env)
     }
 
+    /// A client that starts the daemon on first use (see `autostart`).
     pub fn client(&self) -> Result<Client, ClientError> {
+        Ok(self.plain_client()?.with_autostart(self.autostart()))
+    }
+
+    /// A client that never starts a daemon: `doctor` reports what it finds.
+    pub fn plain_client(&self) -> Result<Client, ClientError> {
         Client::new(&self.url, self.token.clone())
     }
 
     pub fn streaming_client(&self) -> Result<Client, ClientError> {
-        Client::streaming(&self.url, self.token.clone())
+        Ok(Client::streaming(&self.url, self.token.clone())?.with_autostart(self.autostart()))
+    }
+
+    /// How this command would start the daemon it needs, if it may.
+    pub fn autostart(&self) -> Option<crate::autostart::Plan> {
+        crate::autostart::Plan::for_client(&self.url, &self.env)
     }
 }
 

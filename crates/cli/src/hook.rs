@@ -12,6 +12,7 @@ use muster_core::limits::DEFAULT_MAX_REQUEST_BYTES;
 use muster_core::protocol::{Harness, HookEvent};
 use tokio::time::{timeout_at, Instant};
 
+use crate::autostart::{Outcome, Plan};
 use crate::client::transport_reason;
 use crate::config::{self, Env};
 use crate::transcript;
@@ -29,6 +30,9 @@ pub struct HookArgs {
 /// The most a hook may hold up the harness: stdin, connect and answer together.
 pub const DEADLINE: Duration = Duration::from_secs(2);
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+/// Of the deadline, what is kept for the hook itself after starting the
+/// daemon on first use: waiting for the daemon ends this much earlier.
+const AFTER_START: Duration = Duration::from_millis(300);
 /// Largest hook input forwarded; the daemon would refuse more anyway.
 pub const MAX_INPUT_BYTES: usize = DEFAULT_MAX_REQUEST_BYTES;
 
@@ -164,6 +168,7 @@ fn forward(args: &HookArgs, url_flag: Option<&str>, env: &Env) -> Result<Vec<u8>
         host: config::hostname(env),
         operator,
         token,
+        autostart: Plan::for_client(&url, env),
     };
     let result = runtime.block_on(async {
         let deadline = Instant::now() + DEADLINE;
@@ -247,6 +252,8 @@ pub struct HookRequest {
     pub host: String,
     pub operator: String,
     pub token: Option<String>,
+    /// How to start the daemon if its loopback address refuses (see `autostart`).
+    pub autostart: Option<Plan>,
 }
 
 /// Why one address did not answer the hook, and whether the next may be
@@ -254,7 +261,8 @@ pub struct HookRequest {
 enum Missed {
     /// No connection was made (refused, no route, connect timed out, TLS
     /// refused): the hook was never sent, so the next address may take it.
-    Unconnected(HookFailure),
+    /// `true`: refused, nothing listens there.
+    Unconnected(HookFailure, bool),
     /// The daemon took the hook (it may have handed out mail), or the
     /// deadline passed: the hook ends here.
     Final(HookFailure),
@@ -266,6 +274,7 @@ enum Missed {
 async fn post(req: &HookRequest, body: Vec<u8>, deadline: Instant) -> Result<Vec<u8>, HookFailure> {
     let client = hook_client(&req.urls)?;
     let mut failures = Vec::new();
+    let mut refused_at = Vec::new();
     for url in &req.urls {
         let exchange = attempt(&client, req, url, body.clone(), deadline);
         let missed = match timeout_at(deadline, exchange).await {
@@ -274,14 +283,81 @@ async fn post(req: &HookRequest, body: Vec<u8>, deadline: Instant) -> Result<Vec
             Err(_) => Missed::Final(HookFailure::Timeout { url: url.clone() }),
         };
         match missed {
-            Missed::Unconnected(failure) => failures.push(failure),
+            Missed::Unconnected(failure, refused) => {
+                if refused {
+                    refused_at.push(url.as_str());
+                }
+                failures.push(failure)
+            }
             Missed::Final(failure) => return Err(failure),
+        }
+    }
+    if let Some(plan) = req
+        .autostart
+        .as_ref()
+        .filter(|p| refused_at.contains(&p.url.as_str()))
+    {
+        match start_and_retry(&client, req, plan, body, deadline).await {
+            Ok(answer) => return Ok(answer),
+            Err(Started::Failed(failure)) => return Err(failure),
+            Err(Started::Not(why)) => {
+                if let Some(HookFailure::Unreachable { reason, .. }) = failures
+                    .iter_mut()
+                    .find(|f| matches!(f, HookFailure::Unreachable { url, .. } if *url == plan.url))
+                {
+                    reason.push_str("; ");
+                    reason.push_str(&why);
+                }
+            }
         }
     }
     Err(match failures.len() {
         1 => failures.remove(0),
         _ => HookFailure::Everywhere(failures),
     })
+}
+
+/// Why the hook did not get its answer from a daemon it started.
+enum Started {
+    /// No daemon answered in time; why, added to the "refused" failure.
+    Not(String),
+    /// One did, and the hook failed there.
+    Failed(HookFailure),
+}
+
+/// Starts the daemon by `plan` (first use), waiting for it no later than
+/// `AFTER_START` before the deadline, and posts the hook to it. The daemon
+/// keeps starting after the hook has given up, so the next hook finds it.
+async fn start_and_retry(
+    client: &reqwest::Client,
+    req: &HookRequest,
+    plan: &Plan,
+    body: Vec<u8>,
+    deadline: Instant,
+) -> Result<Vec<u8>, Started> {
+    let wait_until = deadline.checked_sub(AFTER_START).unwrap_or(deadline);
+    let asked = plan.clone();
+    let until = wait_until.into_std();
+    let starting = tokio::task::spawn_blocking(move || asked.ensure(until));
+    match timeout_at(deadline, starting).await {
+        Ok(Ok(Outcome::Started { .. } | Outcome::Running)) => {}
+        Ok(Ok(Outcome::Failed(why))) => return Err(Started::Not(why)),
+        Ok(Err(_)) | Err(_) => {
+            return Err(Started::Not(
+                "a daemon is being started, not up in time".into(),
+            ))
+        }
+    }
+    let exchange = attempt(client, req, &plan.url, body, deadline);
+    match timeout_at(deadline, exchange).await {
+        Ok(Ok(answer)) => Ok(answer),
+        Ok(Err(Missed::Unconnected(failure, _) | Missed::Final(failure))) => {
+            Err(Started::Failed(failure))
+        }
+        Err(_) => Err(Started::Failed(HookFailure::Timeout {
+            url: plan.url.clone(),
+        })),
+    }
 }
 
 /// One client for every address: bounded connects, no proxy, TLS set up
@@ -313,7 +389,7 @@ async fn attempt(
     let failed = |e: reqwest::Error| {
         let failure = transport_failure(url, &e);
         if e.is_connect() {
-            Missed::Unconnected(failure)
+            Missed::Unconnected(failure, crate::client::is_refused(&e))
         } else {
             Missed::Final(failure)
         }

@@ -1,10 +1,12 @@
 //! `muster`: the daemon (`serve`), the hook client, and the CLI for people and scripts.
 
+mod autostart;
 mod cli;
 mod client;
 mod commands;
 mod config;
 mod context;
+mod daemon_lock;
 mod hook;
 mod mcp;
 mod names;
@@ -32,6 +34,7 @@ fn main() {
         Command::Hook(args) => hook::run(&args, cli.url.as_deref(), &env),
         Command::Serve(args) => commands::serve::run(args, &env),
         Command::Install(args) => commands::install::run(&args, cli.json, &env),
+        Command::Service(args) => commands::service::run(&args, cli.json, cli.url.as_deref(), &env),
         Command::Mcp => run_mcp(cli.url.as_deref(), &env),
         // It owns the terminal: no tracing to stderr, no client context.
         Command::Run(args) => run::run(&args, cli.url.as_deref(), &env),
@@ -161,10 +164,11 @@ async fn dispatch(command: Command, ctx: &Context) -> Result<i32, ClientError> {
         | Command::Hook(_)
         | Command::Mcp
         | Command::Install(_)
+        | Command::Service(_)
         | Command::Run(_)
         | Command::Completions(_)
         | Command::Man(_) => Err(ClientError::local(
-            "serve, hook, mcp, install, run, completions and man are not client commands",
+            "serve, hook, mcp, install, service, run, completions and man are not client commands",
         )),
     }
 }

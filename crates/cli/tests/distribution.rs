@@ -302,6 +302,7 @@ fn npm_tarballs_install_into_a_prefix_and_the_installed_muster_serves() {
     let unreachable = Command::new(&launcher)
         .args(["--url", "http://127.0.0.1:9", "roster"])
         .env("HOME", &home)
+        .env("MUSTER_AUTOSTART", "0")
         .output()
         .unwrap();
     assert_eq!(

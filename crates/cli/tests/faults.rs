@@ -374,8 +374,9 @@ fn sigstop_for_30_s_then_sigcont_sweeps_no_one_and_loses_or_repeats_no_mail() {
 
 // ------------------------------------------------------------ the store at start
 
-/// `muster serve` on `dir`, which must refuse to start within 20 s; its stderr.
-fn refused_start(dir: &Path, as_nobody: bool) -> String {
+/// `muster serve` on `dir`, which must refuse to start within 20 s with
+/// exit code `code`; its stderr.
+fn refused_start(dir: &Path, as_nobody: bool, code: i32) -> String {
     let mut cmd = if as_nobody {
         let mut c = Command::new("setpriv");
         c.args([
@@ -418,7 +419,7 @@ fn refused_start(dir: &Path, as_nobody: bool) -> String {
     };
     let mut err = String::new();
     std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
-    assert_eq!(status.code(), Some(1), "{err}");
+    assert_eq!(status.code(), Some(code), "{err}");
     err
 }
 
@@ -468,7 +469,7 @@ fn a_damaged_database_is_refused_naming_the_file_and_left_as_it_was() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("muster.db");
         std::fs::write(&db, &content).unwrap();
-        let err = refused_start(dir.path(), false);
+        let err = refused_start(dir.path(), false, 1);
         let shown = db.display().to_string();
         assert!(
             err.contains(&format!("{shown} is damaged")),
@@ -488,21 +489,26 @@ fn a_damaged_database_is_refused_naming_the_file_and_left_as_it_was() {
 }
 
 // Proves a second daemon on a data directory another daemon holds is
-// refused, naming the file and what to do, and that the first goes on
-// serving with its store unchanged by the attempt.
+// refused (exit 4, before it opens the store), naming the directory, the
+// first daemon's PID and address, and what to do, and that the first goes
+// on serving with its store unchanged by the attempt.
 #[test]
 fn a_database_another_daemon_holds_is_refused_and_the_first_goes_on() {
     let d = TestDaemon::start(&[]);
     let to = "f4000000-0000-4000-8000-00000000000a";
     register(&d, to);
     let first = send(&d, to, "before");
-    let err = refused_start(&d.data_dir, false);
-    let db = d.data_dir.join("muster.db").display().to_string();
+    let err = refused_start(&d.data_dir, false, 4);
+    let dir = d.data_dir.display();
     assert!(
-        err.contains(&format!("{db} is in use by another process")),
+        err.contains(&format!(
+            "a muster daemon already runs on the data directory {dir} (pid {}, at {})",
+            d.pid(),
+            d.url
+        )),
         "{err}"
     );
-    assert!(err.contains("--data-dir of its own"), "{err}");
+    assert!(err.contains("a data directory of its own (--data-dir"), "{err}");
     let second = send(&d, to, "after");
     let (_, inbox) = d.get(&format!("/api/v1/inbox?as={to}"));
     let ids: Vec<&str> = inbox["messages"]
@@ -535,7 +541,7 @@ fn a_read_only_data_directory_is_refused_naming_the_file() {
     let db = dir.join("muster.db");
     std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
     let _ = std::fs::remove_file(dir.join("muster.db.lock"));
-    let err = refused_start(dir, true);
+    let err = refused_start(dir, true, 1);
     assert!(err.contains("cannot write"), "{err}");
     assert!(err.contains(&dir.display().to_string()), "{err}");
     assert!(err.contains("writable"), "{err}");

@@ -14,6 +14,7 @@ fn git(repo: &Path, args: &[&str], url: &str, session: Option<&str>) -> Output {
         .arg(repo)
         .args(args)
         .env("MUSTER_URL", url)
+        .env("MUSTER_AUTOSTART", "0")
         .env("MUSTER_OPERATOR", "tester")
         .env("XDG_CONFIG_HOME", "/nonexistent-muster-test-config")
         .env("GIT_CONFIG_NOSYSTEM", "1")

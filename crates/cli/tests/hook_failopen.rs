@@ -1,4 +1,7 @@
-//! The hook client fails open: a harness is never blocked or broken by a missing daemon.
+//! The hook client fails open: a harness is never blocked or broken by a
+//! missing daemon. These hooks run with auto-start off (MUSTER_AUTOSTART=0):
+//! what a hook does with nothing at its address when it may start the
+//! daemon is `autostart::a_hook_with_nothing_running_answers_within_its_bound_and_leaves_the_daemon_up`.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -17,6 +20,7 @@ fn hook_against_a_closed_port_exits_0_quietly_and_fast() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_muster"))
         .args(["hook", "prompt-submit", "--url", &url])
         .env("XDG_CONFIG_HOME", config_home.path())
+        .env("MUSTER_AUTOSTART", "0")
         .env_remove("MUSTER_URL")
         .env_remove("MUSTER_TOKEN")
         .stdin(Stdio::piped())
@@ -60,6 +64,7 @@ fn hook_with_stdin_left_open_still_returns_within_the_deadline() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_muster"))
         .args(["hook", "stop", "--url", "http://127.0.0.1:9"])
         .env("XDG_CONFIG_HOME", config_home.path())
+        .env("MUSTER_AUTOSTART", "0")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -535,6 +535,7 @@ fn claude_hooks_fail_open_without_a_daemon() {
             let mut child = Command::new("sh")
                 .args(["-c", &command])
                 .env("MUSTER_URL", format!("http://127.0.0.1:{port}"))
+                .env("MUSTER_AUTOSTART", "0")
                 .env("PATH", sb.path())
                 .env("XDG_CONFIG_HOME", sb.home.join(".config"))
                 .env("HOME", &sb.home)

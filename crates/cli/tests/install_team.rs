@@ -71,6 +71,7 @@ impl Sandbox {
             .env("CODEX_HOME", self.home.join(".codex"))
             // Nothing listens there: doctor's daemon checks fail fast.
             .env("MUSTER_URL", "http://127.0.0.1:9")
+            .env("MUSTER_AUTOSTART", "0")
             .env_remove("CLAUDE_CONFIG_DIR")
             .env_remove("GEMINI_CLI_TRUSTED_FOLDERS_PATH")
             .env_remove("MUSTER_SESSION_ID")

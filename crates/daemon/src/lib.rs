@@ -583,7 +583,14 @@ fn serve_unix(
 
 /// Runs the daemon until Ctrl-C or SIGTERM.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
+    serve_then(config, |_| {}).await
+}
+
+/// [`serve`], telling `listening` the address once the port is open (before
+/// the listening line is printed).
+pub async fn serve_then(config: Config, listening: impl FnOnce(SocketAddr)) -> anyhow::Result<()> {
     let daemon = start(config).await?;
+    listening(daemon.addr);
     let status = daemon.hub.status();
     let tls = daemon.hub.config.tls.is_some();
     if let Some(warning) = tls::clear_text_warning(&daemon.addr, tls) {

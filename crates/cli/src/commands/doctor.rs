@@ -191,11 +191,11 @@ async fn gather(ctx: &Context) -> Vec<Check> {
         format!("{} (from {})", ctx.url, ctx.url_source),
     ));
 
-    let client = match ctx.client() {
+    let client = match ctx.plain_client() {
         Ok(client) => client,
         Err(e) => {
             checks.push(Check {
-                fix: Some("start it: `muster serve` (in a terminal of its own)".into()),
+                fix: Some(start_fix(ctx)),
                 ..check("daemon reachable", false, e.to_string())
             });
             return finish(ctx, checks, None).await;
@@ -210,7 +210,7 @@ async fn gather(ctx: &Context) -> Vec<Check> {
         )),
         Err(e) => {
             checks.push(Check {
-                fix: Some("start it: `muster serve` (in a terminal of its own)".into()),
+                fix: Some(start_fix(ctx)),
                 ..check("daemon reachable", false, e.to_string())
             });
             return finish(ctx, checks, None).await;
@@ -251,6 +251,18 @@ that matches it"
         Err(e) => checks.push(check("daemon status", false, e.to_string())),
     }
     finish(ctx, checks, Some(&client)).await
+}
+
+/// What to run when the daemon does not answer: a loopback daemon starts
+/// on first use (doctor itself only looks), any other must be started.
+fn start_fix(ctx: &Context) -> String {
+    let keep = "keep one running with `muster service install`, or `muster serve` in a terminal of its own";
+    match ctx.autostart() {
+        Some(_) => format!(
+            "the next muster command or agent session starts it (e.g. `muster status`); or {keep}"
+        ),
+        None => format!("start it: {keep}"),
+    }
 }
 
 /// The checks that do not need the daemon, plus the roster check when it is reachable.

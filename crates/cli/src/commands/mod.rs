@@ -14,6 +14,7 @@ pub mod rooms;
 pub mod roster;
 pub mod send;
 pub mod serve;
+pub mod service;
 pub mod status;
 pub mod tail;
 pub mod token;

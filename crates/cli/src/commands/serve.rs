@@ -8,7 +8,12 @@ use muster_core::duration::parse_duration;
 use muster_core::limits::{self, Rate, DEFAULT_MAX_REQUEST_BYTES};
 
 use crate::config::{self, Env};
+use crate::daemon_lock::{DaemonLock, Refused};
 use crate::output::clean;
+
+/// `muster serve`'s exit code when another daemon already holds its data
+/// directory (the service unit does not restart on it).
+pub const EXIT_ALREADY_RUNNING: i32 = 4;
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -112,6 +117,11 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub limits: Box<LimitArgs>,
+
+    /// Set by a client that started this daemon on first use (recorded in
+    /// the data directory's lock file, for `muster service` to see)
+    #[arg(long, hide = true)]
+    pub autostarted: bool,
 }
 
 /// The bounds on what one client can make the daemon do (boxed: they
@@ -255,6 +265,11 @@ pub fn run(args: ServeArgs, env: &Env) -> i32 {
         eprintln!("error: cannot choose a data directory (neither XDG_STATE_HOME nor HOME is set); pass --data-dir or set MUSTER_DATA_DIR");
         return 1;
     };
+    // One daemon per data directory, held for as long as this one runs.
+    let mut lock = match take_data_dir(&data_dir, args.autostarted) {
+        Ok(lock) => lock,
+        Err(code) => return code,
+    };
     let (operator, _) = config::resolve_operator(env, &file);
     let daemon_config = muster_daemon::Config {
         bind: args.bind,
@@ -299,13 +314,53 @@ pub fn run(args: ServeArgs, env: &Env) -> i32 {
             return 1;
         }
     };
-    match runtime.block_on(muster_daemon::serve(daemon_config)) {
+    let listening = |addr: std::net::SocketAddr| {
+        if let Err(e) = lock.listening(&addr) {
+            tracing::warn!("cannot write the address into the data directory's lock file: {e}");
+        }
+    };
+    let served = runtime.block_on(muster_daemon::serve_then(daemon_config, listening));
+    drop(lock);
+    match served {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("error: {e:#}");
             1
         }
     }
+}
+
+/// Creates the data directory (0700) and takes its lock, or says which
+/// daemon holds it; the error is the exit code.
+fn take_data_dir(data_dir: &std::path::Path, autostarted: bool) -> Result<DaemonLock, i32> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    if let Err(e) = builder.create(data_dir) {
+        eprintln!(
+            "error: cannot create the data directory {}: {e}",
+            data_dir.display()
+        );
+        return Err(1);
+    }
+    DaemonLock::acquire(data_dir, autostarted).map_err(|refused| match refused {
+        Refused::Running(running) => {
+            eprintln!("error: {}", running.refusal());
+            EXIT_ALREADY_RUNNING
+        }
+        Refused::Io(e) => {
+            eprintln!(
+                "error: cannot write {} ({e}): the data directory must be a writable directory \
+                 of this user's; name one with --data-dir (or MUSTER_DATA_DIR)",
+                crate::daemon_lock::path_in(data_dir).display()
+            );
+            1
+        }
+    })
 }
 
 #[cfg(test)]

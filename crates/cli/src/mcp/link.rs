@@ -59,10 +59,13 @@ impl Link {
     /// Starts the link task, to the daemon at `ws_urls` (one address, or
     /// a team's several, tried in order). Pushes arrive on the returned
     /// receiver. `token` goes with every connection as `Authorization: Bearer`.
+    /// With `autostart`, a first round that links nowhere starts the daemon
+    /// (see `autostart`) and tries again at once.
     pub fn start(
         ws_urls: Vec<String>,
         token: Option<String>,
         hello: Hello,
+        autostart: Option<crate::autostart::Plan>,
     ) -> (Link, mpsc::Receiver<Message>) {
         let (commands, rx) = mpsc::channel(256);
         let (pushes_tx, pushes) = mpsc::channel(1_024);
@@ -70,7 +73,7 @@ impl Link {
             .into_iter()
             .map(|ws_url| Daemon::new(ws_url, token.clone()))
             .collect();
-        tokio::spawn(run(daemons, hello, rx, pushes_tx));
+        tokio::spawn(run(daemons, hello, rx, pushes_tx, autostart));
         (Link { commands }, pushes)
     }
 
@@ -202,6 +205,7 @@ async fn run(
     mut hello: Hello,
     mut commands: mpsc::Receiver<Command>,
     pushes: mpsc::Sender<Message>,
+    mut autostart: Option<crate::autostart::Plan>,
 ) {
     let mut refused: Vec<Option<ErrorDetail>> = vec![None; daemons.len()];
     let mut deliveries = Deliveries::default();
@@ -225,9 +229,18 @@ async fn run(
             }
             Round::Dropped(up_for) if up_for >= STEADY => {
                 attempt = 0;
+                autostart = None;
                 continue;
             }
-            Round::Dropped(_) | Round::Failed => {}
+            // A daemon was there: one that went away is not started again
+            // by a shim (a person stopped it, or it is restarting).
+            Round::Dropped(_) => autostart = None,
+            Round::Failed => {
+                if let Some(plan) = autostart.take() {
+                    start_daemon(plan).await;
+                    continue;
+                }
+            }
         }
         tokio::time::sleep(backoff(attempt)).await;
         attempt = attempt.saturating_add(1);
@@ -238,6 +251,29 @@ async fn run(
                 deliveries: &mut deliveries,
             },
         );
+    }
+}
+
+/// Starts the daemon by `plan` when nothing listens at its address, on a
+/// blocking thread, waiting (bounded) for it to answer. Requests made
+/// meanwhile wait for the link that follows.
+async fn start_daemon(plan: crate::autostart::Plan) {
+    use crate::autostart::Outcome;
+    let deadline = std::time::Instant::now() + crate::autostart::CLIENT_WAIT;
+    let asked = plan.clone();
+    match tokio::task::spawn_blocking(move || asked.ensure(deadline)).await {
+        Ok(Outcome::Started { pid }) => tracing::info!(
+            pid,
+            data_dir = %plan.data_dir.display(),
+            log = %plan.log_path().display(),
+            "started the muster daemon for {} (nothing was running there)",
+            plan.url
+        ),
+        Ok(Outcome::Running) => {}
+        Ok(Outcome::Failed(why)) => {
+            tracing::warn!("no muster daemon at {} and none started: {why}", plan.url)
+        }
+        Err(e) => tracing::warn!("starting the muster daemon failed: {e}"),
     }
 }
 
@@ -852,7 +888,7 @@ mod tests {
             .collect();
         let (commands, rx) = mpsc::channel(8);
         let (pushes_tx, pushes) = mpsc::channel(8);
-        tokio::spawn(run(daemons, hello(), rx, pushes_tx));
+        tokio::spawn(run(daemons, hello(), rx, pushes_tx, None));
         (Link { commands }, pushes)
     }
 

@@ -55,12 +55,19 @@ pub struct ShimEnv {
     /// The daemon's bearer token, when it requires one (`MUSTER_TOKEN` or
     /// the config file's `token`).
     pub token: Option<String>,
+    /// How to start the daemon if nothing listens at its loopback address
+    /// when the shim first links (see `autostart`).
+    pub autostart: Option<crate::autostart::Plan>,
 }
 
 impl ShimEnv {
     pub fn from_process(url: String, operator: String, host: String) -> Self {
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
         ShimEnv {
+            autostart: crate::autostart::Plan::for_client(
+                &url,
+                &crate::config::Env::from_process(),
+            ),
             url,
             session_id: var("MUSTER_SESSION_ID").or_else(|| var("CLAUDE_CODE_SESSION_ID")),
             operator,
@@ -194,7 +201,7 @@ async fn serve(env: ShimEnv, parent: u32) -> anyhow::Result<()> {
     let ws_urls = crate::config::split_urls(&env.url)
         .map(ws_url)
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let (link, pushes) = Link::start(ws_urls, env.token, hello.clone());
+    let (link, pushes) = Link::start(ws_urls, env.token, hello.clone(), env.autostart);
     let mut server = McpServer::new(Arc::new(LinkExecutor {
         link: link.clone(),
         per_call,

@@ -77,6 +77,11 @@ impl TestDaemon {
         }
     }
 
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The port it listens on.
     pub fn port(&self) -> u16 {
         self.url.rsplit(':').next().unwrap().parse().unwrap()
@@ -233,10 +238,13 @@ impl Drop for TestDaemon {
 }
 
 /// `muster` with the daemon URL set and no session identity inherited from
-/// whatever runs the tests (a Claude Code session would export one).
+/// whatever runs the tests (a Claude Code session would export one). It
+/// never starts a daemon on first use: a test that stops its daemon means
+/// it to stay down (`autostart.rs` tests that start).
 pub fn muster_cmd(url: &str) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.env("MUSTER_URL", url)
+        .env("MUSTER_AUTOSTART", "0")
         .env("MUSTER_OPERATOR", "tester")
         // Shims started by tests have no Claude Code parent to show pushes
         // (detected from its command line); the tests act as one that does.

@@ -63,6 +63,9 @@ impl Sandbox {
             .env("XDG_CACHE_HOME", self.home.join(".cache"))
             .env("CODEX_HOME", self.codex_home())
             .env("TMPDIR", std::env::temp_dir())
+            // A harness's hooks and shims never start a daemon of their own
+            // on first use: the test runs the one they talk to.
+            .env("MUSTER_AUTOSTART", "0")
     }
 
     /// `muster install <harness> --project <project> <extra>`; asserts exit 0; returns stdout.
