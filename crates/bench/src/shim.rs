@@ -123,6 +123,9 @@ impl Shim {
         let mut child = Command::new(bin)
             .arg("mcp")
             .env("MUSTER_URL", url)
+            // The bench runs its own daemon; a shim that finds it down (a
+            // restart) must not start another on the developer's data dir.
+            .env("MUSTER_AUTOSTART", "0")
             .env("MUSTER_SESSION_ID", id)
             .env("MUSTER_HARNESS", "claude")
             .env("MUSTER_CHANNELS", "on")
