@@ -256,12 +256,14 @@ that matches it"
 /// What to run when the daemon does not answer: a loopback daemon starts
 /// on first use (doctor itself only looks), any other must be started.
 fn start_fix(ctx: &Context) -> String {
-    let keep = "keep one running with `muster service install`, or `muster serve` in a terminal of its own";
+    let start = "`muster serve` (in a terminal of its own), or keep one running with `muster \
+                 service install`";
     match ctx.autostart() {
         Some(_) => format!(
-            "the next muster command or agent session starts it (e.g. `muster status`); or {keep}"
+            "the next muster command or agent session starts it (e.g. `muster status`); or \
+             start it: {start}"
         ),
-        None => format!("start it: {keep}"),
+        None => format!("start it: {start}"),
     }
 }
 
