@@ -404,6 +404,48 @@ mod tests {
         assert_eq!(system_hostname(), Some(expected));
     }
 
+    #[test]
+    fn the_token_is_the_variable_then_its_file_then_the_configs() {
+        // Proves MUSTER_TOKEN beats MUSTER_TOKEN_FILE beats `token` beats
+        // `token_file`, a file's first line is the token, and an unreadable
+        // or empty file sends none.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("t");
+        std::fs::write(&file, "from-the-file\nignored\n").unwrap();
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, "\n").unwrap();
+        let path = |p: &Path| Some(p.to_str().unwrap().to_string());
+        let mut config = config_with(None, None);
+        config.values.token_file = path(&file);
+        let env = |token: Option<&str>, file: Option<String>| Env {
+            muster_token: token.map(Into::into),
+            muster_token_file: file,
+            ..Env::default()
+        };
+        assert_eq!(
+            resolve_token(&env(None, None), &config).as_deref(),
+            Some("from-the-file")
+        );
+        config.values.token = Some("from-config".into());
+        assert_eq!(
+            resolve_token(&env(None, None), &config).as_deref(),
+            Some("from-config")
+        );
+        let other = dir.path().join("other");
+        std::fs::write(&other, " spaced \n").unwrap();
+        assert_eq!(
+            resolve_token(&env(None, path(&other)), &config).as_deref(),
+            Some("spaced")
+        );
+        assert_eq!(
+            resolve_token(&env(Some("var"), path(&other)), &config).as_deref(),
+            Some("var")
+        );
+        let missing = Some("/nonexistent/muster-token".to_string());
+        assert_eq!(resolve_token(&env(None, missing), &config), None);
+        assert_eq!(resolve_token(&env(None, path(&empty)), &config), None);
+    }
+
     fn config_with(url: Option<&str>, operator: Option<&str>) -> LoadedConfig {
         LoadedConfig {
             path: Some(PathBuf::from("/home/a/.config/muster/config.toml")),
@@ -411,7 +453,7 @@ mod tests {
             values: FileConfig {
                 url: url.map(Into::into),
                 operator: operator.map(Into::into),
-                token: None,
+                ..FileConfig::default()
             },
             error: None,
         }

@@ -20,7 +20,7 @@ use std::process::Command;
 use common::*;
 use muster_core::token::hash_secret;
 use outsider::{secret_of, Outsider, BOOT};
-use serde_json::{json, Value};
+use serde_json::json;
 
 fn file_contains(path: &Path, needle: &str) -> bool {
     let bytes = std::fs::read(path).unwrap_or_default();

@@ -287,44 +287,49 @@ async fn write_batch(
             body.chain(lock).chain(guards).chain(log).collect()
         });
     if let Some(statements) = statements {
-        let tx = client.transaction().await.map_err(|e| Fault::of(&e))?;
-        match pipelined(&tx, &statements).await {
-            Ok(()) => {
-                tx.commit().await.map_err(|e| Fault::of(&e))?;
-                return Ok(batch.iter().map(|_| Ok(None)).collect());
-            }
+        match pipelined(client, &statements).await {
+            Ok(()) => return Ok(batch.iter().map(|_| Ok(None)).collect()),
             Err(e) if errors::fault_kind(&e).is_some() => return Err(Fault::of(&e)),
-            Err(e) => {
-                tracing::debug!(
-                    "a pipelined batch failed ({}); running it request by request",
-                    errors::text(&e)
-                );
-                tx.rollback().await.map_err(|e| Fault::of(&e))?;
-            }
+            // The failed statement aborted the transaction, and its COMMIT
+            // rolled it back.
+            Err(e) => tracing::debug!(
+                "a pipelined batch failed ({}); running it request by request",
+                errors::text(&e)
+            ),
         }
     }
     one_by_one(client, batch, &work, origin).await
 }
 
-/// Runs the statements in order, all sent before the first answer is
-/// awaited. Every statement is prepared first, so the first poll of each
-/// sends it at once; futures are only ever polled oldest first, so none is
-/// sent before one ahead of it.
-async fn pipelined(
-    tx: &Transaction<'_>,
-    statements: &[&Stmt],
-) -> Result<(), tokio_postgres::Error> {
+/// One transaction of the statements, in order: `BEGIN`, every statement
+/// and `COMMIT` all sent before the first answer is awaited, so the whole
+/// batch is one round trip, and `LOG_LOCK` (taken by one of the statements)
+/// is held only while the server runs the rest and commits, never across a
+/// round trip to this process (the other daemons' writers wait for it).
+/// Should a statement fail, the server refuses the rest and turns the
+/// `COMMIT` into a rollback: the first error comes back, nothing applied.
+/// Every statement is prepared first, so the first poll of each sends it at
+/// once; futures are only ever polled oldest first, so none is sent before
+/// one ahead of it.
+async fn pipelined(client: &Object, statements: &[&Stmt]) -> Result<(), tokio_postgres::Error> {
     let mut prepared: HashMap<&'static str, Statement> = HashMap::new();
     for s in statements {
         if !prepared.contains_key(s.sql) {
-            prepared.insert(s.sql, tx.prepare_cached(s.sql).await?);
+            prepared.insert(s.sql, client.prepare_cached(s.sql).await?);
         }
     }
     type Execute<'f> =
-        Pin<Box<dyn Future<Output = Result<u64, tokio_postgres::Error>> + Send + 'f>>;
-    let mut pending: Vec<Option<Execute<'_>>> = statements
-        .iter()
-        .map(|s| Some(Box::pin(tx.execute_raw(&prepared[s.sql], s.params())) as Execute<'_>))
+        Pin<Box<dyn Future<Output = Result<(), tokio_postgres::Error>> + Send + 'f>>;
+    let begin: Execute<'_> = Box::pin(client.batch_execute("BEGIN"));
+    let commit: Execute<'_> = Box::pin(client.batch_execute("COMMIT"));
+    let body = statements.iter().map(|s| {
+        let execute = client.execute_raw(&prepared[s.sql], s.params());
+        Box::pin(async move { execute.await.map(drop) }) as Execute<'_>
+    });
+    let mut pending: Vec<Option<Execute<'_>>> = std::iter::once(begin)
+        .chain(body)
+        .chain(std::iter::once(commit))
+        .map(Some)
         .collect();
     let mut first_error = None;
     let mut sent = false;
