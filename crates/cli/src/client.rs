@@ -157,7 +157,8 @@ pub struct Client {
     answered: AtomicUsize,
     token: Option<String>,
     /// How to start the daemon when its loopback address refuses the
-    /// connection (see `autostart`); tried once per client.
+    /// connection (see `autostart`): tried once per client, and only before
+    /// any daemon took a connection from it.
     autostart: Option<Plan>,
     autostart_tried: AtomicBool,
 }
@@ -254,6 +255,9 @@ impl Client {
                 Err(e) if e.is_connect() => failed.push((base.as_str(), e)),
                 taken => {
                     self.answered.store(i, Ordering::Relaxed);
+                    // A daemon was there: one that goes away later (`muster
+                    // top` rides out restarts) is not started by this client.
+                    self.autostart_tried.store(true, Ordering::Relaxed);
                     return taken.map_err(|e| transport_error(base, &e));
                 }
             }
