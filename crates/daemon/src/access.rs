@@ -26,6 +26,7 @@ use crate::error::ApiError;
 use crate::extract::ApiJson;
 use crate::hub::Hub;
 use crate::local_key::{self, same_secret, KeyFile};
+use crate::scopes::Credential;
 use crate::tokens::Registry;
 
 /// How long a sign-in link works.
@@ -45,27 +46,6 @@ pub const SIGNED_IN_FOR: Duration = Duration::from_secs(12 * 3600);
 /// daemon's user can enter its directory, so it needs no key.
 #[derive(Clone, Copy)]
 pub(crate) struct OwnSocket;
-
-/// How a caller got in, for what it may do and what it records (see
-/// `SentVia`): with a token (the daemon's bootstrap `--token`, or one made
-/// with `muster token create`), or as the daemon's own user on its machine
-/// (the local key, the Unix socket, a dashboard signed in by a one-time
-/// link, or a daemon that asks nothing).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Credential {
-    Token(Grant),
-    Local,
-}
-
-impl Credential {
-    /// The token's grant, if the caller came with one.
-    pub fn grant(&self) -> Option<&Grant> {
-        match self {
-            Credential::Token(grant) => Some(grant),
-            Credential::Local => None,
-        }
-    }
-}
 
 /// What the guard checks callers against.
 pub struct Access {

@@ -17,7 +17,7 @@ use muster_core::{Activity, Millis};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::access::Credential;
+use crate::scopes::Credential;
 use crate::error::ApiError;
 use crate::extract::ApiJson;
 use crate::hook_forms;

@@ -13,6 +13,7 @@
 //! frames have a size (`link`).
 
 mod access;
+mod authorize;
 pub mod clock;
 mod cluster;
 mod error;
@@ -34,6 +35,7 @@ mod state;
 mod surfacing;
 mod tasks;
 mod tls;
+mod token_admin;
 mod tokens;
 pub mod unix_socket;
 mod wake;

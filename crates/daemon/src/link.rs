@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::access::Credential;
+use crate::scopes::Credential;
 use crate::error::ApiError;
 use crate::hub::{Hub, Observed};
 use crate::scopes::grant_of;

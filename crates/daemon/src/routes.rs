@@ -25,15 +25,15 @@ use serde::Deserialize;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::BroadcastStream;
 
-use crate::access::{self, Access, Credential};
+use crate::access::{self, Access};
 use crate::error::{ApiError, RetryAfter};
 use crate::extract::{ApiJson, ApiQuery};
 use crate::hooks;
 use crate::hub::{Hub, Observed};
 use crate::metrics::Gauges;
-use crate::scopes::grant_of;
+use crate::scopes::{grant_of, Credential};
 use crate::surfacing::json_response;
-use crate::tokens;
+use crate::token_admin as tokens;
 
 pub fn router(hub: Arc<Hub>, access: Arc<Access>) -> Router {
     let limit = hub.config.max_request_bytes;

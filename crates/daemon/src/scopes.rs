@@ -1,4 +1,5 @@
-//! What a caller may do, by how it got in (`access::Credential`).
+//! What a caller may do, by how it got in ([`Credential`]); the hub's checks
+//! that apply these rules to its sessions are in `authorize`.
 //!
 //! The daemon's own user (local key, Unix socket, one-time dashboard link)
 //! and admin tokens may do everything. Any other token binds identity: it
@@ -13,10 +14,28 @@ use axum::Extension;
 use muster_core::token::{Grant, Scope};
 use muster_core::Session;
 
-use crate::access::Credential;
 use crate::error::ApiError;
-use crate::hub::Hub;
-use crate::state::Principal;
+
+/// How a caller got in, for what it may do and what it records (see
+/// `SentVia`): with a token (the daemon's bootstrap `--token`, or one made
+/// with `muster token create`), or as the daemon's own user on its machine
+/// (the local key, the Unix socket, a dashboard signed in by a one-time
+/// link, or a daemon that asks nothing).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credential {
+    Token(Grant),
+    Local,
+}
+
+impl Credential {
+    /// The token's grant, if the caller came with one.
+    pub fn grant(&self) -> Option<&Grant> {
+        match self {
+            Credential::Token(grant) => Some(grant),
+            Credential::Local => None,
+        }
+    }
+}
 
 /// The grant a request came with, if any: `None` is the daemon's own user
 /// (a route without the guard, as the fuzz targets run them, is too).
@@ -54,7 +73,7 @@ pub(crate) fn may_act_for(
 }
 
 /// Whether `grant` may act as person `name`.
-fn may_speak_as_person(grant: Option<&Grant>, name: &str) -> Result<(), ApiError> {
+pub(crate) fn may_speak_as_person(grant: Option<&Grant>, name: &str) -> Result<(), ApiError> {
     match grant {
         Some(g) if g.scope == Scope::Agent => Err(forbidden(
             "forbidden_session",
@@ -93,52 +112,6 @@ pub(crate) fn must_administer(credential: &Credential, what: &str) -> Result<(),
             ),
         )),
         _ => Ok(()),
-    }
-}
-
-impl Hub {
-    /// Whether `grant` may act as `as_` (a session id, nickname or prefix;
-    /// `op:<name>`; none for the daemon's operator), as the API's routes
-    /// resolve it.
-    pub(crate) fn authorize(
-        &self,
-        grant: Option<&Grant>,
-        as_: Option<&str>,
-    ) -> Result<(), ApiError> {
-        if !grant.is_some_and(|g| g.is_bound()) {
-            return Ok(());
-        }
-        let st = self.lock();
-        match st.principal(as_, &self.config.operator)? {
-            Principal::Session(id) => may_act_for(grant, &id, st.session(&id)),
-            Principal::Operator(name) => may_speak_as_person(grant, &name),
-        }
-    }
-
-    /// Whether `grant` may act for the session with this exact id (a hook's,
-    /// a link's): one not known yet it may register.
-    pub(crate) fn authorize_session(
-        &self,
-        grant: Option<&Grant>,
-        id: &str,
-    ) -> Result<(), ApiError> {
-        if !grant.is_some_and(|g| g.is_bound()) {
-            return Ok(());
-        }
-        may_act_for(grant, id, self.lock().session(id))
-    }
-
-    /// Whether `grant` may read as `as_`: an operator reads as anyone, an
-    /// agent token only as its own sessions.
-    pub(crate) fn authorize_read(
-        &self,
-        grant: Option<&Grant>,
-        as_: Option<&str>,
-    ) -> Result<(), ApiError> {
-        match grant {
-            Some(g) if g.scope == Scope::Agent => self.authorize(grant, as_),
-            _ => Ok(()),
-        }
     }
 }
 
