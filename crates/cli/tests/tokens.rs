@@ -420,3 +420,39 @@ fn files_under(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
         }
     }
 }
+
+// Proves `muster doctor` says where the token comes from, and fails a token
+// file that others may read (with the chmod that mends it) or that is gone.
+#[test]
+fn doctor_checks_the_token_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = TestDaemon::start(&["--token", BOOT]);
+    let o = Outsider::new(&d);
+    let file = o.dir.path().join("t.token");
+    o.ok(BOOT, &["token", "create", "dee", "--out", file.to_str().unwrap()]);
+    let doctor = |path: &Path| {
+        let out = o
+            .cmd(None)
+            .env("MUSTER_TOKEN_FILE", path)
+            .args(["doctor", "--json"])
+            .output()
+            .unwrap();
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "token")
+            .cloned()
+            .unwrap_or_else(|| panic!("no token check: {report}"))
+    };
+    let good = doctor(&file);
+    assert_eq!(good["ok"], true, "{good}");
+    assert!(good["detail"].as_str().unwrap().contains(file.to_str().unwrap()));
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let open = doctor(&file);
+    assert_eq!(open["ok"], false, "{open}");
+    assert_eq!(open["fix"], format!("chmod 600 {}", file.display()));
+    let gone = doctor(&o.dir.path().join("missing.token"));
+    assert_eq!(gone["ok"], false, "{gone}");
+}

@@ -22,6 +22,14 @@ pub struct Check {
     pub fix: Option<String>,
 }
 
+/// `check` with what to run to mend it.
+fn fix(check: Check, how: &str) -> Check {
+    Check {
+        fix: Some(how.to_string()),
+        ..check
+    }
+}
+
 fn check(name: impl Into<String>, ok: bool, detail: impl Into<String>) -> Check {
     Check {
         name: name.into(),
@@ -299,19 +307,63 @@ async fn finish(
         format!("{} (from {})", ctx.operator, ctx.operator_source),
     ));
     checks.extend(harness_checks(&ctx.env));
-    if ctx.token.is_some() {
+    checks.extend(token_check(ctx));
+    checks
+}
+
+/// Where the token comes from, if one is sent; a token file that cannot be
+/// read, or that others may read, fails.
+fn token_check(ctx: &Context) -> Option<Check> {
+    let file = ctx
+        .env
+        .muster_token_file
+        .clone()
+        .filter(|_| ctx.env.muster_token.is_none())
+        .or_else(|| {
+            let values = &ctx.config.values;
+            values.token_file.clone().filter(|_| values.token.is_none())
+        });
+    let Some(file) = file else {
         let from = if ctx.env.muster_token.is_some() {
             "MUSTER_TOKEN"
         } else {
             "config file"
         };
-        checks.push(check(
-            "token",
-            true,
-            format!("sent with every request (from {from})"),
+        return ctx.token.as_ref().map(|_| {
+            check(
+                "token",
+                true,
+                format!("sent with every request (from {from})"),
+            )
+        });
+    };
+    let path = std::path::Path::new(&file);
+    if ctx.token.is_none() {
+        return Some(fix(
+            check("token", false, format!("the token file {file} cannot be read, or is empty")),
+            "write the token there (`muster token create NAME --out FILE` makes one), or point MUSTER_TOKEN_FILE elsewhere",
         ));
     }
-    checks
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let open = std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o077 != 0);
+        if open {
+            return Some(fix(
+                check(
+                    "token",
+                    false,
+                    format!("the token file {file} is readable by others"),
+                ),
+                &format!("chmod 600 {file}"),
+            ));
+        }
+    }
+    Some(check(
+        "token",
+        true,
+        format!("sent with every request (from the file {file})"),
+    ))
 }
 
 async fn roster_check(client: &crate::client::Client, id: &str) -> Check {
