@@ -6,7 +6,8 @@
 use async_trait::async_trait;
 use muster_core::{Delivery, Message, Millis};
 use muster_store::{
-    Change, Commit, InboxEntry, InboxQuery, PruneReport, Snapshot, Store, StoreError,
+    Change, Commit, HistoryQuery, InboxEntry, InboxQuery, PruneReport, SearchQuery, Snapshot,
+    Store, StoreError,
 };
 
 pub struct NullStore;
@@ -30,6 +31,12 @@ impl Store for NullStore {
         Ok(Vec::new())
     }
     async fn thread(&self, _: &str, _: &str) -> Result<Vec<Message>, StoreError> {
+        Ok(Vec::new())
+    }
+    async fn history(&self, _: HistoryQuery) -> Result<Vec<Message>, StoreError> {
+        Ok(Vec::new())
+    }
+    async fn search(&self, _: SearchQuery) -> Result<Vec<Message>, StoreError> {
         Ok(Vec::new())
     }
     async fn prune(&self, _: Millis) -> Result<PruneReport, StoreError> {

@@ -37,7 +37,8 @@ use muster_store::health::WriteHealth;
 use muster_store::job::Job;
 use muster_store::shared::{Logged, PeerLink, Shared};
 use muster_store::{
-    Change, Commit, InboxEntry, InboxQuery, PruneReport, Snapshot, Store, StoreError,
+    Change, Commit, HistoryQuery, InboxEntry, InboxQuery, PruneReport, SearchQuery, Snapshot,
+    Store, StoreError,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_postgres::config::{Host, SslMode};
@@ -242,6 +243,16 @@ impl Store for PostgresStore {
     async fn thread(&self, id: &str, reader: &str) -> Result<Vec<Message>, StoreError> {
         let client = self.client().await?;
         reads::thread(&client, id, reader).await
+    }
+
+    async fn history(&self, query: HistoryQuery) -> Result<Vec<Message>, StoreError> {
+        let client = self.client().await?;
+        reads::history(&client, query).await
+    }
+
+    async fn search(&self, query: SearchQuery) -> Result<Vec<Message>, StoreError> {
+        let client = self.client().await?;
+        reads::search(&client, query).await
     }
 
     async fn prune(&self, cutoff: Millis) -> Result<PruneReport, StoreError> {

@@ -1,5 +1,5 @@
 //! Reading rows back as muster's data: the snapshot, inboxes, messages,
-//! deliveries and threads. A value that does not read back (an unknown
+//! deliveries, threads, history and search. A value that does not read back (an unknown
 //! delivery state, a pid out of range) is corruption, never a panic.
 
 use deadpool_postgres::{ClientWrapper, Transaction};
@@ -8,12 +8,14 @@ use muster_core::{
     Activity, Delivery, DeliveryState, LinkKind, Membership, Message, Reservation, Room, SentVia,
     Session, Target,
 };
+use muster_store::search::search_words;
 use muster_store::shared::Logged;
-use muster_store::{InboxEntry, InboxQuery, Snapshot, StoreError};
+use muster_store::{HistoryQuery, InboxEntry, InboxQuery, SearchQuery, Snapshot, StoreError};
 use tokio_postgres::types::{FromSql, ToSql};
 use tokio_postgres::{IsolationLevel, Row};
 
 use crate::errors::{corrupt, db_error};
+use crate::writes::target_parts;
 
 fn get<'a, T: FromSql<'a>>(row: &'a Row, column: usize) -> Result<T, StoreError> {
     row.try_get(column).map_err(corrupt)
@@ -370,6 +372,137 @@ pub async fn thread(
              ORDER BY m.id LIMIT 1000"
         ),
         &[&id, &reader],
+        message_from,
+    )
+    .await
+}
+
+/// A query's bound values, numbered as its SQL names them (`$1`, `$2`, …).
+#[derive(Default)]
+struct Bound(Vec<Box<dyn ToSql + Sync + Send>>);
+
+impl Bound {
+    /// Binds `value` and returns its placeholder.
+    fn bind(&mut self, value: impl ToSql + Sync + Send + 'static) -> String {
+        self.0.push(Box::new(value));
+        format!("${}", self.0.len())
+    }
+
+    fn values(&self) -> Vec<&(dyn ToSql + Sync)> {
+        self.0
+            .iter()
+            .map(|v| v.as_ref() as &(dyn ToSql + Sync))
+            .collect()
+    }
+}
+
+/// The placeholders of a history query's filters (each bound once, used
+/// wherever the SQL needs it).
+struct Filters {
+    limit: String,
+    reader: Option<String>,
+    target: Option<(String, String)>,
+    before: Option<String>,
+}
+
+impl Filters {
+    fn bind(bound: &mut Bound, q: &HistoryQuery) -> Filters {
+        // usize::MAX (all of them) does not fit a BIGINT.
+        let limit = i64::try_from(q.limit).unwrap_or(i64::MAX);
+        Filters {
+            limit: bound.bind(limit),
+            reader: q.reader.clone().map(|r| bound.bind(r)),
+            target: q.to.as_ref().map(|to| {
+                let (kind, name) = target_parts(to);
+                (bound.bind(kind.to_string()), bound.bind(name.to_string()))
+            }),
+            before: q.before.clone().map(|b| bound.bind(b)),
+        }
+    }
+
+    /// `AND` conditions on the message row `m` for the target and cursor.
+    fn target_and_cursor(&self, m: &str) -> String {
+        let mut sql = String::new();
+        if let Some((kind, target)) = &self.target {
+            sql.push_str(&format!(
+                " AND {m}.target_kind = {kind} AND {m}.target = {target}"
+            ));
+        }
+        if let Some(before) = &self.before {
+            sql.push_str(&format!(" AND {m}.id < {before}"));
+        }
+        sql
+    }
+}
+
+/// Messages newest first as the query selects them. A reader's page is
+/// the newest of its sent mail and of its deliveries, each side walking
+/// its own index from the cursor down.
+pub async fn history(client: &ClientWrapper, q: HistoryQuery) -> Result<Vec<Message>, StoreError> {
+    let mut bound = Bound::default();
+    let f = Filters::bind(&mut bound, &q);
+    let filter = match &f.reader {
+        Some(reader) => format!(
+            " AND m.id IN (
+                 (SELECT s.id FROM messages s WHERE s.sender = {reader}{sent}
+                  ORDER BY s.id DESC LIMIT {limit})
+                 UNION
+                 (SELECT g.id FROM deliveries d JOIN messages g ON g.id = d.message_id
+                  WHERE d.recipient = {reader}{got} ORDER BY d.message_id DESC LIMIT {limit}))",
+            sent = f.target_and_cursor("s"),
+            got = f.target_and_cursor("g"),
+            limit = f.limit,
+        ),
+        None => f.target_and_cursor("m"),
+    };
+    let sql = format!(
+        "SELECT {MESSAGE_COLUMNS}, m.via AS via FROM messages m WHERE true{filter}
+         ORDER BY m.id DESC LIMIT {}",
+        f.limit
+    );
+    rows(
+        client,
+        &client.statement_cache,
+        &sql,
+        &bound.values(),
+        message_from,
+    )
+    .await
+}
+
+/// The messages `q.within` selects whose words hold every search word as
+/// a prefix. The words go through `muster_search_text` as bodies do (see
+/// migration 5), then become a prefix query lexeme by lexeme, each quoted
+/// (nothing typed is ever tsquery syntax).
+pub async fn search(client: &ClientWrapper, q: SearchQuery) -> Result<Vec<Message>, StoreError> {
+    let Some(words) = search_words(&q.text) else {
+        return Ok(Vec::new());
+    };
+    let mut bound = Bound::default();
+    let text = bound.bind(words.join(" "));
+    let f = Filters::bind(&mut bound, &q.within);
+    let mut filter = f.target_and_cursor("m");
+    if let Some(reader) = &f.reader {
+        filter.push_str(&format!(
+            " AND (m.sender = {reader}
+                   OR EXISTS (SELECT 1 FROM deliveries d WHERE d.recipient = {reader} AND d.message_id = m.id))"
+        ));
+    }
+    let sql = format!(
+        "WITH q AS (
+             SELECT string_agg('''' || replace(replace(lexeme, '\\', '\\\\'), '''', '''''') || ''':*', ' & ')::tsquery AS words
+             FROM unnest(to_tsvector('simple', muster_search_text({text})))
+         )
+         SELECT {MESSAGE_COLUMNS}, m.via AS via FROM messages m, q
+         WHERE m.body_words @@ q.words{filter}
+         ORDER BY m.id DESC LIMIT {}",
+        f.limit
+    );
+    rows(
+        client,
+        &client.statement_cache,
+        &sql,
+        &bound.values(),
         message_from,
     )
     .await

@@ -14,6 +14,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0002_team.sql"),
     include_str!("migrations/0003_sent_via.sql"),
     include_str!("migrations/0004_tokens.sql"),
+    include_str!("migrations/0005_search.sql"),
 ];
 
 /// The schema version a fully migrated database is at.

@@ -46,7 +46,7 @@ pub fn state_code(s: DeliveryState) -> i32 {
 /// The stored code of `acked`, the last state.
 const ACKED: i32 = 4;
 
-fn target_parts(t: &Target) -> (&'static str, &str) {
+pub(crate) fn target_parts(t: &Target) -> (&'static str, &str) {
     match t {
         Target::Session(id) => ("session", id),
         Target::Operator(name) => ("operator", name),

@@ -3,13 +3,14 @@
 //! `MUSTER_TEST_POSTGRES`), each in a fresh database of its own that is
 //! dropped afterwards; then what only PostgreSQL has: the migrations table,
 //! refusing a newer schema, the server's own error text, byte order under
-//! another collation, and the errors of a server that is not there.
+//! another collation, search in older and C-locale databases, and the
+//! errors of a server that is not there.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use muster_core::{Delivery, DeliveryState, Message, Session, Target};
 use muster_store::conformance::Harness;
-use muster_store::{Change, InboxQuery, Snapshot, Store, StoreError};
+use muster_store::{Change, HistoryQuery, InboxQuery, SearchQuery, Snapshot, Store, StoreError};
 use muster_store_postgres::{PostgresStore, SCHEMA_VERSION};
 use tokio_postgres::NoTls;
 
@@ -865,4 +866,85 @@ async fn one_daemon_leads_the_sweep_until_it_leaves() {
     a.leave().await;
     assert!(b.lead().await);
     assert!(!a.lead().await);
+}
+
+/// A search's matches, by id, newest first.
+async fn found(store: &PostgresStore, text: &str) -> Vec<String> {
+    let query = SearchQuery {
+        text: text.into(),
+        within: HistoryQuery::newest(100),
+    };
+    match store.search(query).await {
+        Ok(messages) => messages.into_iter().map(|m| m.id).collect(),
+        Err(e) => panic!("searching {text:?}: {e}"),
+    }
+}
+
+// Proves the search migration indexes the messages already stored: a
+// message written at schema version 4 is found by its words once the
+// store has migrated the database.
+#[tokio::test]
+async fn messages_stored_before_search_existed_are_found() {
+    let h = PgHarness::new();
+    let mut sql = String::from(
+        "CREATE TABLE muster_schema_migrations (
+             version INTEGER PRIMARY KEY,
+             applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+         );",
+    );
+    for (version, migration) in [
+        include_str!("../src/migrations/0001_initial.sql"),
+        include_str!("../src/migrations/0002_team.sql"),
+        include_str!("../src/migrations/0003_sent_via.sql"),
+        include_str!("../src/migrations/0004_tokens.sql"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        sql.push_str(migration);
+        sql.push_str(&format!(
+            ";INSERT INTO muster_schema_migrations (version) VALUES ({});",
+            version + 1
+        ));
+    }
+    sql.push_str(
+        "INSERT INTO messages (id, sender, sender_nickname, target_kind, target, body, sent_at)
+         VALUES ('01A', 'alice', 'alice', 'session', 'bob', 'the Flaky test again', 1),
+                ('01B', 'bob', 'bob', 'session', 'alice', 'fixed it', 2);",
+    );
+    run_sql(&h.name, &sql);
+    let store = h.open().await;
+    assert_eq!(versions(&h.client().await).await, all_versions());
+    assert_eq!(found(&store, "flaky TEST").await, ["01A"]);
+    assert_eq!(found(&store, "fix").await, ["01B"]);
+}
+
+// Proves what a letter is does not depend on the database's own locale: in
+// a database whose locale is C (where PostgreSQL alone would take É for
+// punctuation and never lowercase it), accented words are still found
+// whole and case aside, as in a UTF-8 locale and in SQLite.
+#[tokio::test]
+async fn search_knows_letters_in_a_c_locale_database() {
+    let h = PgHarness::created_with("TEMPLATE template0 LOCALE 'C'");
+    let store = h.open().await;
+    store
+        .apply(vec![Change::PutMessage {
+            message: Message {
+                id: "01A".into(),
+                from: "alice".into(),
+                from_nickname: "alice".into(),
+                to: Target::Session("bob".into()),
+                reply_to: None,
+                body: "Café ÉCOLE naïve—résumé".into(),
+                sent_at: 1,
+                via: Default::default(),
+            },
+            deliveries: vec![],
+        }])
+        .await
+        .unwrap();
+    for text in ["café", "CAFÉ", "école", "naïve résumé", "caf"] {
+        assert_eq!(found(&store, text).await, ["01A"], "{text:?}");
+    }
+    assert!(found(&store, "resume").await.is_empty());
 }

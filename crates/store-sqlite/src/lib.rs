@@ -24,8 +24,11 @@ use tokio::sync::oneshot;
 use muster_store::health::{FaultKind, WriteHealth};
 use muster_store::job::{answer_all, faulted, panic_text, Job, JobResult};
 use muster_store::{
-    Change, Commit, InboxEntry, InboxQuery, PruneReport, Snapshot, Store, StoreError,
+    Change, Commit, HistoryQuery, InboxEntry, InboxQuery, PruneReport, SearchQuery, Snapshot,
+    Store, StoreError,
 };
+
+mod history;
 
 /// Most requests folded into one transaction.
 const MAX_BATCH: usize = 4_096;
@@ -121,6 +124,33 @@ CREATE TABLE tokens (
     revoked_at INTEGER
 );
 CREATE UNIQUE INDEX tokens_live_name ON tokens(name) WHERE revoked_at IS NULL;
+"#,
+    r#"
+-- Full-text search over message bodies (see muster_store::search), and
+-- the indexes a reader's or a target's history pages by. The index is an
+-- external-content FTS5 table over messages' rowids, kept in step by
+-- triggers. Rowids of a table with an index survive VACUUM, and messages
+-- always has one (its primary key). Diacritics are kept, as PostgreSQL's
+-- `simple` configuration keeps them, so both stores match the same words.
+CREATE VIRTUAL TABLE messages_fts USING fts5(
+    body,
+    content = 'messages',
+    content_rowid = 'rowid',
+    tokenize = 'unicode61 remove_diacritics 0'
+);
+CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages BEGIN
+    INSERT INTO messages_fts (rowid, body) VALUES (new.rowid, new.body);
+END;
+CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages BEGIN
+    INSERT INTO messages_fts (messages_fts, rowid, body) VALUES ('delete', old.rowid, old.body);
+END;
+CREATE TRIGGER messages_fts_update AFTER UPDATE OF body ON messages BEGIN
+    INSERT INTO messages_fts (messages_fts, rowid, body) VALUES ('delete', old.rowid, old.body);
+    INSERT INTO messages_fts (rowid, body) VALUES (new.rowid, new.body);
+END;
+INSERT INTO messages_fts (messages_fts) VALUES ('rebuild');
+CREATE INDEX messages_sender ON messages(sender, id);
+CREATE INDEX messages_target ON messages(target_kind, target, id);
 "#,
 ];
 
@@ -1115,6 +1145,14 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn history(&self, query: HistoryQuery) -> Result<Vec<Message>, StoreError> {
+        self.read(move |conn| history::history(conn, &query)).await
+    }
+
+    async fn search(&self, query: SearchQuery) -> Result<Vec<Message>, StoreError> {
+        self.read(move |conn| history::search(conn, &query)).await
+    }
+
     async fn prune(&self, cutoff: Millis) -> Result<PruneReport, StoreError> {
         let (done, wait) = oneshot::channel();
         self.writer
@@ -1332,6 +1370,45 @@ mod tests {
                 "from {version}"
             );
         }
+    }
+
+    // Proves the search migration indexes the messages already stored: a
+    // message an older muster wrote is found by its words after the
+    // upgrade, and a reader's history lists it.
+    #[tokio::test]
+    async fn messages_stored_before_search_existed_are_found() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let path = dir.path().join("muster.db");
+        at_version(&path, SCHEMA_VERSION - 1);
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "INSERT INTO messages (id, sender, sender_nickname, target_kind, target, reply_to, body, sent_at)
+                 VALUES ('01A', 'alice', 'alice', 'session', 'bob', NULL, 'the Flaky test again', 1),
+                        ('01B', 'bob', 'bob', 'session', 'alice', NULL, 'fixed it', 2);
+                 INSERT INTO deliveries (recipient, message_id, state, updated_at) VALUES ('bob', '01A', 4, 1);",
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        let found = store
+            .search(SearchQuery {
+                text: "flaky TEST".into(),
+                within: HistoryQuery::newest(10),
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            found.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
+            ["01A"]
+        );
+        let mut bobs = HistoryQuery::newest(10);
+        bobs.reader = Some("bob".into());
+        let history = store.history(bobs).await.unwrap();
+        assert_eq!(
+            history.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
+            ["01B", "01A"]
+        );
     }
 
     // Proves the version-3 migration keeps every delivery's meaning: a

@@ -20,7 +20,10 @@ use muster_core::{
     Activity, Delivery, DeliveryState, LinkKind, Membership, Message, Millis, Room, Session, Target,
 };
 
-use crate::{Change, InboxEntry, InboxQuery, PruneReport, Snapshot, Store, StoreError};
+use crate::{
+    Change, HistoryQuery, InboxEntry, InboxQuery, PruneReport, SearchQuery, Snapshot, Store,
+    StoreError,
+};
 
 /// Where the store under test lives. Every test makes its own harness, so
 /// the first store it opens is empty.
@@ -77,6 +80,12 @@ macro_rules! conformance_tests {
             how_a_sender_was_authenticated_is_kept,
             tokens_and_session_owners_round_trip,
             thread_from_any_message_as_the_reader_sees_it,
+            search_finds_messages_by_their_words,
+            search_respects_the_reader_and_the_target,
+            search_reads_no_text_as_query_syntax,
+            search_pages_by_limit_and_cursor,
+            history_pages_newest_first_without_gaps_or_repeats,
+            search_knows_letters_beyond_ascii,
         );
         $crate::conformance_tests!(@threaded $harness;
             failing_submit_fails_alone_among_concurrent_ones,
@@ -1541,4 +1550,401 @@ pub async fn thread_from_any_message_as_the_reader_sees_it<H: Harness>(h: &H) {
     );
     assert_eq!(ids(store.thread("01D", "carol").await.unwrap()), ["01D"]);
     assert!(store.thread("nope", "bob").await.unwrap().is_empty());
+}
+
+// ------------------------------------------------------- history and search
+
+/// A message `n` from `from` to `to`, with `body`, delivered (queued) to `recipients`.
+fn put_message(n: u32, from: &str, to: Target, body: &str, recipients: &[&str]) -> Change {
+    let mut m = message(n, from, to, Millis::from(n));
+    m.body = body.to_string();
+    let deliveries = recipients
+        .iter()
+        .map(|r| delivery(&m.id, r, DeliveryState::Queued, m.sent_at))
+        .collect();
+    Change::PutMessage {
+        message: m,
+        deliveries,
+    }
+}
+
+fn direct_to(id: &str) -> Target {
+    Target::Session(id.to_string())
+}
+
+/// The message numbers of a listing, in its order.
+fn numbers(messages: &[Message]) -> Vec<u32> {
+    messages
+        .iter()
+        .map(|m| {
+            m.id.trim_start_matches("01JMSG")
+                .parse()
+                .expect("an id from mid()")
+        })
+        .collect()
+}
+
+fn within(reader: Option<&str>, limit: usize) -> HistoryQuery {
+    HistoryQuery {
+        reader: reader.map(str::to_string),
+        to: None,
+        before: None,
+        limit,
+    }
+}
+
+async fn search_for(store: &impl Store, text: &str, within: HistoryQuery) -> Vec<u32> {
+    let query = SearchQuery {
+        text: text.to_string(),
+        within,
+    };
+    match store.search(query).await {
+        Ok(found) => numbers(&found),
+        Err(e) => panic!("search for {text:?} failed: {e}"),
+    }
+}
+
+async fn history_of(store: &impl Store, q: HistoryQuery) -> Vec<u32> {
+    numbers(&store.history(q).await.expect("history"))
+}
+
+/// Five messages between alice, bob, carol and dave, one of them to room dev.
+async fn searchable(store: &impl Store) {
+    let changes = vec![
+        put_message(
+            1,
+            "alice",
+            direct_to("bob"),
+            "The schema migration for the store is done",
+            &["bob"],
+        ),
+        put_message(
+            2,
+            "alice",
+            direct_to("bob"),
+            "Please review crates/store-sqlite/src/lib.rs",
+            &["bob"],
+        ),
+        put_message(3, "carol", direct_to("dave"), "Lunch at noon?", &["dave"]),
+        put_message(
+            4,
+            "bob",
+            direct_to("alice"),
+            "MIGRATION blocked: waiting on review",
+            &["alice"],
+        ),
+        put_message(
+            5,
+            "alice",
+            Target::Room("dev".into()),
+            "deploying the schema now",
+            &["bob", "carol"],
+        ),
+    ];
+    apply(store, changes).await;
+}
+
+/// Proves search finds a message by its words, newest first: case aside,
+/// all words in any order, a word by its start, words inside paths; and
+/// no message without them (nor one that holds a word only inside another).
+pub async fn search_finds_messages_by_their_words<H: Harness>(h: &H) {
+    let store = h.open().await;
+    searchable(&store).await;
+    let all = || within(None, 100);
+    for (text, want) in [
+        ("migration", vec![4, 1]),
+        ("Migration", vec![4, 1]),
+        ("store schema", vec![1]),
+        ("schema store", vec![1]),
+        ("migr", vec![4, 1]),
+        ("schema", vec![5, 1]),
+        ("sqlite", vec![2]),
+        ("lib rs", vec![2]),
+        ("crates/store-sqlite", vec![2]),
+        ("lunch", vec![3]),
+        ("lunch schema", vec![]),
+        ("ation", vec![]),
+        ("nowhere", vec![]),
+    ] {
+        assert_eq!(search_for(&store, text, all()).await, want, "{text:?}");
+    }
+    // The index follows what is stored: a message after the first search
+    // is found, a pruned one is not.
+    apply(
+        &store,
+        vec![put_message(
+            6,
+            "dave",
+            direct_to("carol"),
+            "lunch moved",
+            &["carol"],
+        )],
+    )
+    .await;
+    assert_eq!(search_for(&store, "lunch", all()).await, [6, 3]);
+    store.prune(4).await.expect("prune");
+    assert_eq!(search_for(&store, "lunch", all()).await, [6]);
+    assert_eq!(search_for(&store, "migration", all()).await, [4]);
+    let store = reopen(h, store).await;
+    assert_eq!(search_for(&store, "schema", all()).await, [5]);
+}
+
+/// Proves a search as a reader finds only what that reader sent or has a
+/// delivery for (room mail included), and one with a target only mail to it.
+pub async fn search_respects_the_reader_and_the_target<H: Harness>(h: &H) {
+    let store = h.open().await;
+    searchable(&store).await;
+    for (reader, text, want) in [
+        ("carol", "schema", vec![5]),
+        ("alice", "schema", vec![5, 1]),
+        ("bob", "schema", vec![5, 1]),
+        ("dave", "schema", vec![]),
+        ("alice", "review", vec![4, 2]),
+        ("dave", "lunch", vec![3]),
+        ("bob", "lunch", vec![]),
+        ("op:erin", "schema", vec![]),
+    ] {
+        assert_eq!(
+            search_for(&store, text, within(Some(reader), 100)).await,
+            want,
+            "{text:?} as {reader}"
+        );
+    }
+    let mut in_dev = within(None, 100);
+    in_dev.to = Some(Target::Room("dev".into()));
+    assert_eq!(search_for(&store, "schema", in_dev).await, [5]);
+    let mut to_bob = within(Some("alice"), 100);
+    to_bob.to = Some(direct_to("bob"));
+    assert_eq!(search_for(&store, "schema", to_bob).await, [1]);
+}
+
+/// Proves no search text is read as query syntax: FTS5's and tsquery's
+/// operators, quotes, stars, column filters and SQL are separators, never
+/// an error; a text of only those matches nothing, and the words among
+/// them match as plain words.
+pub async fn search_reads_no_text_as_query_syntax<H: Harness>(h: &H) {
+    let store = h.open().await;
+    searchable(&store).await;
+    apply(
+        &store,
+        vec![put_message(
+            6,
+            "alice",
+            direct_to("bob"),
+            r#"quotes "inside" it's a NEAR(x y) body:z * & | ! <-> :* \ test"#,
+            &["bob"],
+        )],
+    )
+    .await;
+    let all = || within(None, 100);
+    for text in [
+        "\"",
+        "*",
+        "AND(",
+        "(",
+        ")",
+        "\"\"",
+        "'",
+        "''",
+        ":*",
+        "&",
+        "|",
+        "!",
+        "<->",
+        "\\",
+        "^",
+        "-",
+        "+",
+        "NOT",
+        "NEAR(",
+        "body:",
+        "{",
+        "}",
+        "\u{0}",
+        "' OR 1=1 --",
+        "\"; DROP TABLE messages; --",
+    ] {
+        let query = SearchQuery {
+            text: text.to_string(),
+            within: all(),
+        };
+        if let Err(e) = store.search(query).await {
+            panic!("search for {text:?} failed: {e}");
+        }
+    }
+    for (text, want) in [
+        ("\"review\"", vec![4, 2]),
+        ("review*", vec![4, 2]),
+        ("review\"", vec![4, 2]),
+        ("review OR lunch", vec![]),
+        ("NEAR(x y)", vec![6]),
+        ("body:z", vec![6]),
+        ("\"inside\" it's", vec![6]),
+        ("-lunch", vec![3]),
+        ("\"*():^-+'", vec![]),
+        ("schema AND(", vec![]),
+    ] {
+        assert_eq!(search_for(&store, text, all()).await, want, "{text:?}");
+    }
+    assert_eq!(
+        history_of(&store, within(None, 100)).await,
+        [6, 5, 4, 3, 2, 1]
+    );
+}
+
+/// Proves search results page by limit and cursor, newest first: each
+/// page starts below the last one's final id, and together the pages hold
+/// every match once.
+pub async fn search_pages_by_limit_and_cursor<H: Harness>(h: &H) {
+    let store = h.open().await;
+    let changes = (1..=25)
+        .map(|n| {
+            let (to, body) = match n % 5 {
+                0 => ("carol", format!("pong {n}")),
+                _ => ("bob", format!("ping number {n}")),
+            };
+            put_message(n, "alice", direct_to(to), &body, &[to])
+        })
+        .collect();
+    apply(&store, changes).await;
+    let mut seen = Vec::new();
+    let mut before = None;
+    loop {
+        let mut page = within(None, 7);
+        page.before = before.clone();
+        let query = SearchQuery {
+            text: "ping".into(),
+            within: page,
+        };
+        let found = store.search(query).await.expect("search");
+        assert!(found.len() <= 7);
+        let Some(last) = found.last() else { break };
+        before = Some(last.id.clone());
+        seen.extend(numbers(&found));
+    }
+    let want: Vec<u32> = (1..=25).rev().filter(|n| n % 5 != 0).collect();
+    assert_eq!(seen, want);
+    let mut page = within(Some("carol"), 2);
+    assert_eq!(search_for(&store, "pong", page.clone()).await, [25, 20]);
+    page.before = Some(mid(20));
+    assert_eq!(search_for(&store, "pong", page.clone()).await, [15, 10]);
+    page.before = Some(mid(1));
+    assert!(search_for(&store, "pong", page).await.is_empty());
+    assert!(search_for(&store, "ping", within(None, 0)).await.is_empty());
+}
+
+/// Proves history pages newest first without gaps or repeats, whole and
+/// as a reader sees it (sent, or delivered to it) or for one target; a
+/// cursor need not be a stored id.
+pub async fn history_pages_newest_first_without_gaps_or_repeats<H: Harness>(h: &H) {
+    let store = h.open().await;
+    let changes = (1..=30)
+        .map(|n| match n % 3 {
+            0 => put_message(n, "alice", direct_to("bob"), "to bob", &["bob"]),
+            1 => put_message(
+                n,
+                "bob",
+                Target::Operator("dana".into()),
+                "to dana",
+                &["op:dana"],
+            ),
+            _ => put_message(
+                n,
+                "carol",
+                Target::Room("dev".into()),
+                "to dev",
+                &["alice", "bob"],
+            ),
+        })
+        .collect();
+    apply(&store, changes).await;
+
+    let pages = |q: HistoryQuery| {
+        let store = &store;
+        async move {
+            let mut all = Vec::new();
+            let mut q = q;
+            loop {
+                let page = store.history(q.clone()).await.expect("history");
+                assert!(page.len() <= q.limit);
+                let Some(last) = page.last() else { break };
+                q.before = Some(last.id.clone());
+                all.extend(numbers(&page));
+            }
+            all
+        }
+    };
+    let everything: Vec<u32> = (1..=30).rev().collect();
+    assert_eq!(pages(within(None, 4)).await, everything);
+    assert_eq!(
+        history_of(&store, within(None, usize::MAX)).await,
+        everything
+    );
+    assert_eq!(
+        pages(within(Some("bob"), 4)).await,
+        everything,
+        "bob is in every one"
+    );
+    let of = |keep: fn(u32) -> bool| (1..=30).rev().filter(|n| keep(*n)).collect::<Vec<u32>>();
+    assert_eq!(pages(within(Some("alice"), 3)).await, of(|n| n % 3 != 1));
+    assert_eq!(pages(within(Some("op:dana"), 3)).await, of(|n| n % 3 == 1));
+    assert_eq!(pages(within(Some("carol"), 5)).await, of(|n| n % 3 == 2));
+    assert!(pages(within(Some("erin"), 5)).await.is_empty());
+
+    for (to, keep) in [
+        (direct_to("bob"), (|n| n % 3 == 0) as fn(u32) -> bool),
+        (Target::Operator("dana".into()), |n| n % 3 == 1),
+        (Target::Room("dev".into()), |n| n % 3 == 2),
+    ] {
+        let mut q = within(None, 3);
+        q.to = Some(to.clone());
+        assert_eq!(pages(q.clone()).await, of(keep), "to {to:?}");
+        q.reader = Some("alice".into());
+        let mine: Vec<u32> = of(keep).into_iter().filter(|n| n % 3 != 1).collect();
+        assert_eq!(pages(q).await, mine, "to {to:?} as alice");
+    }
+    let mut q = within(None, 2);
+    q.before = Some(format!("{}~", mid(10)));
+    assert_eq!(history_of(&store, q).await, [10, 9], "a cursor between ids");
+}
+
+/// Proves words outside ASCII are words: accented and non-Latin letters
+/// belong to their word (diacritics kept, so `resume` is not `résumé`),
+/// their case folds, and punctuation outside ASCII separates words.
+pub async fn search_knows_letters_beyond_ascii<H: Harness>(h: &H) {
+    let store = h.open().await;
+    apply(
+        &store,
+        vec![
+            put_message(
+                1,
+                "alice",
+                direct_to("bob"),
+                "Café ÉCOLE naïve—résumé",
+                &["bob"],
+            ),
+            put_message(
+                2,
+                "bob",
+                direct_to("alice"),
+                "日本語 テスト «Größe»",
+                &["alice"],
+            ),
+        ],
+    )
+    .await;
+    let all = || within(None, 100);
+    for (text, want) in [
+        ("café", vec![1]),
+        ("CAFÉ", vec![1]),
+        ("école", vec![1]),
+        ("naïve résumé", vec![1]),
+        ("resume", vec![]),
+        ("caf", vec![1]),
+        ("日本語", vec![2]),
+        ("größe", vec![2]),
+        ("GRÖSSE", vec![]),
+    ] {
+        assert_eq!(search_for(&store, text, all()).await, want, "{text:?}");
+    }
 }

@@ -1,9 +1,10 @@
 //! muster's durable store, backend-neutral: the [`Store`] trait, the
 //! [`Change`]s it applies, what it loads and lists ([`Snapshot`],
-//! [`InboxQuery`], [`InboxEntry`], [`PruneReport`]) and its error
-//! ([`StoreError`]). The daemon keeps the live roster and unread mail in
-//! memory and writes every change here; at start it loads the snapshot back.
-//! History (read mail) is queried from here.
+//! [`InboxQuery`], [`InboxEntry`], [`HistoryQuery`], [`SearchQuery`],
+//! [`PruneReport`]) and its error ([`StoreError`]). The daemon keeps the
+//! live roster and unread mail in memory and writes every change here; at
+//! start it loads the snapshot back. History (read mail) and full-text
+//! search ([`search`]) are queried from here.
 //!
 //! No backend lives in this crate: `muster-store-sqlite` is the embedded
 //! default. With the `conformance` feature, [`conformance`] holds the
@@ -13,6 +14,7 @@
 pub mod conformance;
 pub mod health;
 pub mod job;
+pub mod search;
 pub mod shared;
 
 use std::sync::Arc;
@@ -20,7 +22,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use muster_core::token::TokenRecord;
 use muster_core::{
-    Delivery, DeliveryState, Membership, Message, Millis, Reservation, Room, Session,
+    Delivery, DeliveryState, Membership, Message, Millis, Reservation, Room, Session, Target,
 };
 
 /// Why a store operation failed. A failed submit applied nothing of its
@@ -177,6 +179,43 @@ pub struct InboxQuery {
     pub limit: usize,
 }
 
+/// Which messages a history lists (or a search looks in): newest first,
+/// a page of `limit` ending before a cursor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoryQuery {
+    /// Only what this principal (a session id or `op:<name>`) sent or has
+    /// a delivery for; `None`: everyone's messages.
+    pub reader: Option<String>,
+    /// Only messages addressed to this session, person or room.
+    pub to: Option<Target>,
+    /// Only messages whose id is below this one (the last id of the page
+    /// before); it need not be a stored id.
+    pub before: Option<String>,
+    /// At most this many, the newest ones; `usize::MAX` lists them all.
+    pub limit: usize,
+}
+
+impl HistoryQuery {
+    /// Everyone's messages, the newest `limit`.
+    pub fn newest(limit: usize) -> Self {
+        HistoryQuery {
+            reader: None,
+            to: None,
+            before: None,
+            limit,
+        }
+    }
+}
+
+/// A full-text search of message bodies: the messages `within` lists
+/// whose body holds every word of `text` (see [`search`] for what a word
+/// and a match are).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchQuery {
+    pub text: String,
+    pub within: HistoryQuery,
+}
+
 /// What one prune removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct PruneReport {
@@ -203,8 +242,8 @@ pub type Commit =
 /// - **Atomicity**: a submit is applied whole or not at all; on error,
 ///   nothing of it is applied, and writes before and after it are
 ///   unaffected.
-/// - **Reads** (`load`, `inbox`, `message`, `deliveries`, `thread`) see
-///   every write whose commit has resolved.
+/// - **Reads** (`load`, `inbox`, `message`, `deliveries`, `thread`,
+///   `history`, `search`) see every write whose commit has resolved.
 /// - **Faults**: a write the backend fails underneath (a full disk, an I/O
 ///   error, a lost connection) fails its requests with the backend's words,
 ///   and the writer goes on: the next write is tried afresh, so writes
@@ -239,6 +278,12 @@ pub trait Store: Send + Sync + 'static {
     /// oldest first, as far as `reader` (a principal) sent or received it;
     /// at most 1,000 messages, and empty for an unknown id.
     async fn thread(&self, id: &str, reader: &str) -> Result<Vec<Message>, StoreError>;
+    /// Messages as `query` selects them, newest (highest id) first.
+    async fn history(&self, query: HistoryQuery) -> Result<Vec<Message>, StoreError>;
+    /// The messages `query.within` selects whose body matches `query.text`
+    /// ([`search`]), newest first. A text with no word matches nothing;
+    /// no text is ever read as the backend's query syntax.
+    async fn search(&self, query: SearchQuery) -> Result<Vec<Message>, StoreError>;
     /// Deletes messages sent before `cutoff` with their deliveries, and
     /// forgets sessions (with their memberships) that left the roster
     /// before it; rooms stay. Ordered and atomic like a submit, and durable

@@ -13,7 +13,8 @@ use muster_core::api::{
 };
 use muster_core::{Delivery, Message, Millis};
 use muster_store::{
-    Change, Commit, InboxEntry, InboxQuery, PruneReport, Snapshot, Store, StoreError,
+    Change, Commit, HistoryQuery, InboxEntry, InboxQuery, PruneReport, SearchQuery, Snapshot,
+    Store, StoreError,
 };
 use muster_store_sqlite::SqliteStore;
 
@@ -58,6 +59,12 @@ impl Store for Faulty {
     }
     async fn thread(&self, id: &str, reader: &str) -> Result<Vec<Message>, StoreError> {
         self.inner.thread(id, reader).await
+    }
+    async fn history(&self, query: HistoryQuery) -> Result<Vec<Message>, StoreError> {
+        self.inner.history(query).await
+    }
+    async fn search(&self, query: SearchQuery) -> Result<Vec<Message>, StoreError> {
+        self.inner.search(query).await
     }
     async fn prune(&self, cutoff: Millis) -> Result<PruneReport, StoreError> {
         self.inner.prune(cutoff).await

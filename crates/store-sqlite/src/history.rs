@@ -1,0 +1,134 @@
+//! History and full-text search: pages of messages, newest first, as a
+//! [`HistoryQuery`] selects them, and those of them whose body matches a
+//! [`SearchQuery`]'s words (FTS5, `messages_fts`).
+//!
+//! The SQL is put together from the filters a query has, so each page
+//! walks an index from its cursor down instead of filtering every row
+//! above it; the text of each filter is fixed, and every value is bound.
+
+use muster_core::Message;
+use muster_store::search::search_words;
+use muster_store::{HistoryQuery, SearchQuery};
+use rusqlite::types::Value;
+use rusqlite::{Connection, ToSql};
+
+use crate::{message_from, target_parts, MESSAGE_COLUMNS};
+
+/// The bound values of a query, by name; only names its SQL uses.
+#[derive(Default)]
+struct Bound(Vec<(&'static str, Value)>);
+
+impl Bound {
+    fn of(q: &HistoryQuery) -> Bound {
+        let mut bound = Bound::default();
+        // usize::MAX (all of them) does not fit SQLite's i64.
+        let limit = i64::try_from(q.limit).unwrap_or(i64::MAX);
+        bound.0.push((":limit", Value::Integer(limit)));
+        if let Some(reader) = &q.reader {
+            bound.0.push((":reader", Value::Text(reader.clone())));
+        }
+        if let Some(to) = &q.to {
+            let (kind, name) = target_parts(to);
+            bound.0.push((":kind", Value::Text(kind.to_string())));
+            bound.0.push((":target", Value::Text(name.to_string())));
+        }
+        if let Some(before) = &q.before {
+            bound.0.push((":before", Value::Text(before.clone())));
+        }
+        bound
+    }
+
+    fn named(&self) -> Vec<(&str, &dyn ToSql)> {
+        self.0.iter().map(|(k, v)| (*k, v as &dyn ToSql)).collect()
+    }
+}
+
+/// `AND` conditions on the message row `m` for the query's target and cursor.
+fn target_and_cursor(q: &HistoryQuery, m: &str) -> String {
+    let mut sql = String::new();
+    if q.to.is_some() {
+        sql.push_str(&format!(
+            " AND {m}.target_kind = :kind AND {m}.target = :target"
+        ));
+    }
+    if q.before.is_some() {
+        sql.push_str(&format!(" AND {m}.id < :before"));
+    }
+    sql
+}
+
+/// The ids of the reader's newest `limit` messages (sent, or delivered to
+/// it) within the target and before the cursor: each side walks its own
+/// index, so a reader with little mail in a big store costs little.
+fn reader_ids(q: &HistoryQuery) -> String {
+    let sent = target_and_cursor(q, "s");
+    let got = target_and_cursor(q, "g");
+    format!(
+        "SELECT id FROM (SELECT s.id FROM messages s WHERE s.sender = :reader{sent}
+                         ORDER BY s.id DESC LIMIT :limit)
+         UNION
+         SELECT id FROM (SELECT g.id FROM deliveries d JOIN messages g ON g.id = d.message_id
+                         WHERE d.recipient = :reader{got} ORDER BY d.message_id DESC LIMIT :limit)"
+    )
+}
+
+pub(crate) fn history(conn: &Connection, q: &HistoryQuery) -> rusqlite::Result<Vec<Message>> {
+    let filter = match q.reader {
+        Some(_) => format!(" AND m.id IN ({})", reader_ids(q)),
+        None => target_and_cursor(q, "m"),
+    };
+    let sql = format!(
+        "SELECT {MESSAGE_COLUMNS}, m.via AS via FROM messages m WHERE 1 = 1{filter}
+         ORDER BY m.id DESC LIMIT :limit"
+    );
+    let bound = Bound::of(q);
+    conn.prepare_cached(&sql)?
+        .query_map(bound.named().as_slice(), message_from)?
+        .collect()
+}
+
+/// The words as an FTS5 query: each a quoted string (so nothing in it is
+/// syntax) matched as a prefix, all of them required.
+fn fts5_query(words: &[&str]) -> String {
+    words
+        .iter()
+        .map(|w| format!("\"{}\"*", w.replace('"', "\"\"")))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+pub(crate) fn search(conn: &Connection, q: &SearchQuery) -> rusqlite::Result<Vec<Message>> {
+    let Some(words) = search_words(&q.text) else {
+        return Ok(Vec::new());
+    };
+    let within = &q.within;
+    let mut filter = target_and_cursor(within, "m");
+    if within.reader.is_some() {
+        filter.push_str(
+            " AND (m.sender = :reader
+                   OR EXISTS (SELECT 1 FROM deliveries d WHERE d.recipient = :reader AND d.message_id = m.id))",
+        );
+    }
+    let sql = format!(
+        "SELECT {MESSAGE_COLUMNS}, m.via AS via
+         FROM messages_fts JOIN messages m ON m.rowid = messages_fts.rowid
+         WHERE messages_fts MATCH :match{filter}
+         ORDER BY m.id DESC LIMIT :limit"
+    );
+    let mut bound = Bound::of(within);
+    bound.0.push((":match", Value::Text(fts5_query(&words))));
+    conn.prepare_cached(&sql)?
+        .query_map(bound.named().as_slice(), message_from)?
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_word_is_a_quoted_prefix() {
+        assert_eq!(fts5_query(&["store", "AND"]), r#""store"* "AND"*"#);
+        assert_eq!(fts5_query(&[r#"a"b"#]), r#""a""b"*"#);
+    }
+}
