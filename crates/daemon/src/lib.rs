@@ -20,6 +20,7 @@ mod error;
 mod events;
 mod extract;
 mod gitinfo;
+mod history;
 mod hook_forms;
 mod hooks;
 mod hub;
@@ -31,6 +32,7 @@ mod ops;
 mod reservations;
 mod routes;
 mod scopes;
+mod session_view;
 mod state;
 mod surfacing;
 mod tasks;
@@ -581,6 +583,12 @@ fn serve_unix(
     _: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     match bound {}
+}
+
+/// Whether `files` load as a certificate and its key (the same check the
+/// start makes), so a bad file is said before anything is made on disk.
+pub fn check_tls(files: &TlsFiles) -> anyhow::Result<()> {
+    tls::Tls::load(files).map(drop)
 }
 
 /// Runs the daemon until Ctrl-C or SIGTERM.

@@ -265,6 +265,16 @@ pub fn run(args: ServeArgs, env: &Env) -> i32 {
         eprintln!("error: cannot choose a data directory (neither XDG_STATE_HOME nor HOME is set); pass --data-dir or set MUSTER_DATA_DIR");
         return 1;
     };
+    let tls = args
+        .tls_cert
+        .zip(args.tls_key)
+        .map(|(cert, key)| muster_daemon::TlsFiles { cert, key });
+    // A bad certificate or key stops the start before the data directory
+    // (and its lock) is made.
+    if let Some(Err(e)) = tls.as_ref().map(muster_daemon::check_tls) {
+        eprintln!("error: {e:#}");
+        return 1;
+    }
     // One daemon per data directory, held for as long as this one runs.
     let mut lock = match take_data_dir(&data_dir, args.autostarted) {
         Ok(lock) => lock,
@@ -299,10 +309,7 @@ pub fn run(args: ServeArgs, env: &Env) -> i32 {
         max_link_frame_bytes: args.limits.max_link_frame_bytes,
         link_queue: limits::DEFAULT_LINK_QUEUE,
         link_stall: args.limits.link_stall,
-        tls: args
-            .tls_cert
-            .zip(args.tls_key)
-            .map(|(cert, key)| muster_daemon::TlsFiles { cert, key }),
+        tls,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
