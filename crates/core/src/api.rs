@@ -7,6 +7,7 @@
 //! |---|---|---|
 //! | `GET /api/v1/roster` | `?all=true` adds sessions that left; `?limit=N&after=C` pages | `Roster` |
 //! | `POST /api/v1/sessions` | `RegisterRequest` | `Session` |
+//! | `GET /api/v1/sessions/{id}` | — | `SessionView` (id, nickname or unique prefix) |
 //! | `PATCH /api/v1/sessions/{id}` | `UpdateSessionRequest` | `Session` |
 //! | `DELETE /api/v1/sessions/{id}` | — | `Session` (now away) |
 //! | `POST /api/v1/messages` | `SendRequest` | `SendResponse` |
@@ -97,6 +98,29 @@ impl std::fmt::Display for RosterCursor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}.{}", self.connected_at, self.id)
     }
+}
+
+/// One session with its recent activity, for the dashboard's page of it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SessionView {
+    pub session: Session,
+    /// Its latest changes of activity or tool, oldest first: at most
+    /// [`ACTIVITY_KEPT`], kept in memory since the daemon started.
+    #[serde(default)]
+    pub activity: Vec<ActivityChange>,
+}
+
+/// How many activity changes the daemon keeps per session.
+pub const ACTIVITY_KEPT: usize = 32;
+
+/// A session's activity (or last tool) changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActivityChange {
+    /// When the session was last heard as it changed (wall clock).
+    pub at: Millis,
+    pub activity: crate::Activity,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool: Option<String>,
 }
 
 /// Registers a session or refreshes it; fields left out keep their value.

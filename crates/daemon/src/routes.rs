@@ -11,7 +11,7 @@ use axum::http::{header, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, patch, post};
+use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use futures_util::stream::{self, Stream, StreamExt};
 use muster_core::api::{
@@ -43,7 +43,9 @@ pub fn router(hub: Arc<Hub>, access: Arc<Access>) -> Router {
         .route("/sessions", post(register))
         .route(
             "/sessions/{id}",
-            patch(update_session).delete(remove_session),
+            get(crate::session_view::session)
+                .patch(update_session)
+                .delete(remove_session),
         )
         .route("/messages", post(send))
         .route("/broadcast", post(broadcast))

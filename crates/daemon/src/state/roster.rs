@@ -2,11 +2,11 @@
 //! daemon tracks about each beyond its stored record. The record changes
 //! only through `State::apply` (the `pub(super)` methods); the rest is live.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
-use muster_core::api::RosterCursor;
+use muster_core::api::{ActivityChange, RosterCursor, ACTIVITY_KEPT};
 use muster_core::liveness::{self, Clock, Observation, Policy, Reason};
-use muster_core::{nickname, Millis, Session};
+use muster_core::{nickname, Activity, Millis, Session};
 
 /// A session and what the daemon tracks about it beyond the stored record.
 #[derive(Debug)]
@@ -44,6 +44,47 @@ pub struct SessionEntry {
     /// The other daemon it is linked to, as that daemon's heartbeat says
     /// (team mode; see `cluster`).
     pub linked_elsewhere: Option<String>,
+    /// Its latest changes of activity, made when its record changes
+    /// (`Roster::put`); none until the first, so a session that never
+    /// changes costs one pointer.
+    recent: Option<Box<RecentActivity>>,
+}
+
+/// A session's last [`ACTIVITY_KEPT`] changes of activity or tool, oldest
+/// first (live, never stored: the dashboard's activity over time).
+#[derive(Debug, Default)]
+struct RecentActivity(VecDeque<Mark>);
+
+/// One change: 32 bytes, and the tool's name when it names one.
+#[derive(Debug)]
+struct Mark {
+    at: Millis,
+    activity: Activity,
+    tool: Option<Box<str>>,
+}
+
+/// A tool name longer than this is kept cut (hooks send names, not
+/// arguments, but a harness may send anything).
+const TOOL_KEPT_BYTES: usize = 64;
+
+impl RecentActivity {
+    fn note(&mut self, session: &Session) {
+        if self.0.len() == ACTIVITY_KEPT {
+            self.0.pop_front();
+        }
+        let tool = session.last_tool.as_deref().map(|t| {
+            let mut end = t.len().min(TOOL_KEPT_BYTES);
+            while !t.is_char_boundary(end) {
+                end -= 1;
+            }
+            Box::from(&t[..end])
+        });
+        self.0.push_back(Mark {
+            at: session.last_seen_at,
+            activity: session.activity,
+            tool,
+        });
+    }
 }
 
 /// A session's side of waking: which run (a `muster run`, an opencode
@@ -82,6 +123,30 @@ impl SessionEntry {
     pub fn set_wake_label(&mut self, label: Option<String>) {
         self.session.wake = label;
     }
+
+    /// Its latest changes of activity or tool, oldest first.
+    pub fn recent_activity(&self) -> Vec<ActivityChange> {
+        let marks = self.recent.iter().flat_map(|r| r.0.iter());
+        marks
+            .map(|m| ActivityChange {
+                at: m.at,
+                activity: m.activity,
+                tool: m.tool.as_deref().map(str::to_string),
+            })
+            .collect()
+    }
+
+    /// Notes the record's activity and tool if they differ from `before`'s.
+    fn note_activity(&mut self, before: Option<&Session>) {
+        let s = &self.session;
+        let changed = match before {
+            Some(b) => b.activity != s.activity || b.last_tool != s.last_tool,
+            None => s.activity != Activity::Unknown,
+        };
+        if changed {
+            self.recent.get_or_insert_with(Box::default).note(s);
+        }
+    }
 }
 
 /// Frees `session`'s nickname, unless it names another session by now: in
@@ -117,6 +182,7 @@ impl Roster {
                 continuation_due: false,
                 wake: WakeState::default(),
                 linked_elsewhere: None,
+                recent: None,
             },
         );
     }
@@ -264,6 +330,9 @@ impl Roster {
     pub(super) fn put(&mut self, session: &Session, mono_now: Millis) {
         let Some(entry) = self.sessions.get_mut(&session.id) else {
             self.insert(session.clone(), mono_now);
+            if let Some(entry) = self.sessions.get_mut(&session.id) {
+                entry.note_activity(None);
+            }
             return;
         };
         if entry.session.nickname != session.nickname {
@@ -272,9 +341,10 @@ impl Roster {
                 .insert(session.nickname.clone(), session.id.clone());
         }
         let live = (entry.session.link_up, entry.session.wake.take());
-        entry.session = session.clone();
+        let before = std::mem::replace(&mut entry.session, session.clone());
         (entry.session.link_up, entry.session.wake) = live;
         entry.persisted_seen = entry.persisted_seen.max(session.last_seen_at);
+        entry.note_activity(Some(&before));
     }
 
     /// Forgets a session and its nickname.
@@ -350,6 +420,38 @@ mod tests {
             ids(&all),
             "the order of the unpaged roster"
         );
+    }
+
+    #[test]
+    fn a_session_keeps_its_last_activity_changes_only_when_they_change() {
+        let mut roster = Roster::default();
+        let mut s = Session::new("s", "nick-s", 1);
+        roster.put(&s, 0);
+        assert!(roster.entry("s").unwrap().recent.is_none(), "nothing yet");
+        s.activity = Activity::Idle;
+        roster.put(&s, 0);
+        s.last_seen_at = 5;
+        roster.put(&s, 0);
+        assert_eq!(roster.entry("s").unwrap().recent_activity().len(), 1);
+        for i in 0..40 {
+            s.last_seen_at = 10 + i;
+            s.activity = Activity::Busy;
+            s.last_tool = Some(format!("tool-{i}-{}", "é".repeat(40)));
+            roster.put(&s, 0);
+        }
+        let recent = roster.entry("s").unwrap().recent_activity();
+        assert_eq!(recent.len(), ACTIVITY_KEPT);
+        let last = recent.last().unwrap();
+        assert_eq!((last.at, last.activity), (49, Activity::Busy));
+        let tool = last.tool.as_deref().unwrap();
+        assert!(tool.starts_with("tool-39-") && tool.len() <= TOOL_KEPT_BYTES);
+        assert_eq!(recent[0].at, 49 - ACTIVITY_KEPT as Millis + 1);
+        assert_eq!(std::mem::size_of::<Mark>(), 32);
+        // A session loaded at start keeps nothing until it changes.
+        let mut loaded = Session::new("t", "nick-t", 1);
+        loaded.activity = Activity::Busy;
+        roster.insert(loaded, 0);
+        assert!(roster.entry("t").unwrap().recent.is_none());
     }
 
     #[test]
