@@ -389,7 +389,7 @@ fn history_threads_search_and_activity_in_chromium() {
     let repo = checkout(&tmp);
     let (a, b) = ("dash-history-000a", "dash-history-000b");
     let nick_a = hooked_session(&d, a, &repo);
-    hooked_session(&d, b, &repo);
+    let nick_b = hooked_session(&d, b, &repo);
     // Activity from hooks: busy with a tool, then idle (before any mail to it, which would hold the stop).
     let mut tool = hook_payload(a, "PreToolUse", &repo);
     tool["tool_name"] = json!("Bash");
@@ -450,6 +450,57 @@ fn history_threads_search_and_activity_in_chromium() {
         browser.text(&page)
     );
     shot(&browser, &page, "messages");
+
+    // A reply from the page: to the quokka message's sender, in its thread.
+    let reply = "[...document.querySelectorAll('#messages > .msg')].find((m) => m.textContent.includes('quokka')).querySelectorAll('button')[1].click(), true";
+    browser.eval(&page, reply);
+    assert_eq!(
+        browser.eval(
+            &page,
+            "[document.getElementById('to').value, document.getElementById('replying').hidden]"
+        ),
+        json!([nick_b, false]),
+        "the compose box answers the sender"
+    );
+    let send = |body: &str| {
+        browser.eval(
+            &page,
+            &format!(
+                "document.getElementById('body').value = {body:?}, document.getElementById('send').click(), true"
+            ),
+        );
+        assert!(
+            browser
+                .eventually(&page, &has_text("messages", body), SHOWS)
+                .is_some(),
+            "{body:?} shows on the page: {}",
+            browser.text(&page)
+        );
+    };
+    send("thanks, I will take it");
+    let (status, v) = d.get(&format!("/api/v1/messages/{root_id}/thread?as={b}"));
+    assert_eq!(status, 200, "{v}");
+    let bodies: Vec<&str> = v["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["body"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        bodies,
+        [
+            "where is the flaky test?",
+            "it is tests/retry.rs, the quokka case",
+            "thanks, I will take it"
+        ],
+        "the reply is in the thread"
+    );
+    // To a room.
+    browser.eval(&page, "document.getElementById('to').value = '#ops', true");
+    send("noon works for me");
+    let (status, v) = d.get("/api/v1/messages?to=%23ops&limit=1");
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["messages"][0]["body"], json!("noon works for me"));
 
     // A room's messages only.
     go(
