@@ -19,6 +19,8 @@
 //! | `POST /api/v1/rooms/leave` | `RoomRequest` | `RoomView` |
 //! | `GET /api/v1/events` | — | server-sent events, each `Event` |
 //! | `GET /api/v1/messages/{id}/thread` | `?as=…` | `Thread` |
+//! | `GET /api/v1/messages` | `?as=…&to=…&limit=N&before=ID` | `MessagePage`: history, newest first |
+//! | `GET /api/v1/search` | `?q=…&as=…&to=…&limit=N&before=ID` | `MessagePage`: messages whose body has the words |
 //! | `GET /api/v1/reservations` | — | `Reservations` |
 //! | `POST /api/v1/reservations` | `ReserveRequest` | `Reservations` (what was granted; 409 names the holders) |
 //! | `POST /api/v1/reservations/release` | `ReleaseRequest` | `ReleaseResponse` |
@@ -373,6 +375,26 @@ pub struct Thread {
     #[serde(default)]
     pub deliveries: Vec<ThreadDelivery>,
 }
+
+/// A page of messages, newest first: history (`GET /api/v1/messages`) or
+/// search results (`GET /api/v1/search`). With `as`, only what that reader
+/// sent or has a delivery for; `to` keeps what was addressed to one
+/// session, person or room (`#room`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MessagePage {
+    pub messages: Vec<Message>,
+    /// The next page's `before` (the last id here); `null` on the last page.
+    pub next: Option<String>,
+    /// More messages match than this page holds.
+    pub partial: bool,
+}
+
+/// A page's size when the request names none.
+pub const PAGE_DEFAULT: usize = 50;
+/// The largest page a request may ask for.
+pub const PAGE_MAX: usize = 500;
+/// The longest search text, in characters.
+pub const SEARCH_MAX_CHARS: usize = 512;
 
 /// One recipient's progress with one message of a thread.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -146,6 +146,12 @@ pub enum Op {
     Thread {
         message_id: String,
     },
+    /// Full-text search of the mail the session sent or got, newest first.
+    Search {
+        query: String,
+        #[serde(default)]
+        limit: Option<usize>,
+    },
     Reserve {
         paths: Vec<String>,
         #[serde(default = "default_true")]

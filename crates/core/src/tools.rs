@@ -131,6 +131,19 @@ pub const TOOLS: &[ToolSpec] = &[
         schema: || object(json!({"message_id": {"type": "string"}}), &["message_id"]),
     },
     ToolSpec {
+        name: "search_messages",
+        description: "Find mail you sent or got by its words, newest first.",
+        schema: || {
+            object(
+                json!({
+                    "query": {"type": "string"},
+                    "limit": {"type": "integer", "minimum": 1, "maximum": 500}
+                }),
+                &["query"],
+            )
+        },
+    },
+    ToolSpec {
         name: "reserve",
         description: "Claim files before editing them (all or none).",
         schema: || {
@@ -262,6 +275,10 @@ pub fn parse_call(name: &str, args: &Map<String, Value>) -> Result<Op, CoreError
         },
         "read_thread" => Op::Thread {
             message_id: required(args, "message_id")?,
+        },
+        "search_messages" => Op::Search {
+            query: required(args, "query")?,
+            limit: integer(args, "limit", crate::api::PAGE_MAX as u64)?.map(|n| n as usize),
         },
         "reserve" => Op::Reserve {
             paths: strings(args, "paths")?,

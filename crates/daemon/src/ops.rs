@@ -91,6 +91,7 @@ impl Hub {
                 .await?,
             )?,
             Op::Thread { message_id } => to_json(self.thread(Some(session), &message_id).await?)?,
+            Op::Search { query, limit } => to_json(self.search_as(session, &query, limit).await?)?,
             Op::Reserve {
                 paths,
                 exclusive,

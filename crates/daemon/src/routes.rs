@@ -57,6 +57,8 @@ pub fn router(hub: Arc<Hub>, access: Arc<Access>) -> Router {
         .route("/events", get(events))
         .route("/wake", get(crate::wake::stream))
         .route("/messages/{id}/thread", get(thread))
+        .route("/messages", get(crate::history::history))
+        .route("/search", get(crate::history::search))
         .route("/reservations", get(reservations).post(reserve))
         .route("/reservations/release", post(release))
         .route("/reservations/check", post(check))
