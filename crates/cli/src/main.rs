@@ -33,7 +33,7 @@ fn main() {
         // The hook path stays lean: no tracing, no config warnings, never fails.
         Command::Hook(args) => hook::run(&args, cli.url.as_deref(), &env),
         Command::Serve(args) => commands::serve::run(args, &env),
-        Command::Install(args) => commands::install::run(&args, cli.json, &env),
+        Command::Install(args) => commands::install::run(&args, cli.json, cli.url.as_deref(), &env),
         Command::Service(args) => commands::service::run(&args, cli.json, cli.url.as_deref(), &env),
         Command::Mcp => run_mcp(cli.url.as_deref(), &env),
         // It owns the terminal: no tracing to stderr, no client context.

@@ -11,8 +11,8 @@ use super::file_edits::FileEdits;
 use super::json_merge::{self, JsonEdit};
 use super::toml_merge::{self, TomlEdit};
 use super::{
-    committed, files, install_command, is_executable, layout_of, plan_install, Error, Manifest,
-    Muster, Request, Role, Scope,
+    committed, files, install_command, is_executable, layout_of, plan_install, Error, Hooks,
+    Manifest, Muster, Request, Role, Scope,
 };
 
 /// One check of an install, with what to run when it fails.
@@ -36,11 +36,11 @@ pub struct Inspection {
     pub findings: Vec<Finding>,
 }
 
-/// A muster command found in a settings file.
+/// A muster command (or http hook) found in a settings file.
 struct Found {
     file: PathBuf,
-    /// The program it runs: `muster`, or a path.
-    program: String,
+    /// The program it runs: `muster`, or a path; None for an http hook.
+    program: Option<String>,
     /// The hook event it runs at; None for the MCP server.
     event: Option<String>,
 }
@@ -55,23 +55,48 @@ fn command_at(root: &Value, path: &[String]) -> Option<String> {
     }
 }
 
-/// muster's hook commands of one event in `root`.
-fn hook_programs(root: &Value, event: &str) -> Vec<String> {
-    let Some(groups) = root
-        .get("hooks")
+/// The hooks of one event in `root`.
+fn event_hooks<'a>(root: &'a Value, event: &str) -> impl Iterator<Item = &'a Value> {
+    root.get("hooks")
         .and_then(|h| h.get(event))
         .and_then(Value::as_array)
-    else {
-        return Vec::new();
-    };
-    groups
-        .iter()
+        .into_iter()
+        .flatten()
         .filter_map(|g| g.get("hooks").and_then(Value::as_array))
         .flatten()
-        .filter_map(|h| h.get("command").and_then(Value::as_str))
-        .filter(|c| json_merge::is_muster_command(c))
-        .map(|c| json_merge::first_shell_word(c.trim_start()).0)
+}
+
+/// muster's hooks of one event in `root`: the program of each command hook,
+/// None for each http hook.
+fn hook_programs(root: &Value, event: &str) -> Vec<Option<String>> {
+    event_hooks(root, event)
+        .filter_map(|h| match h.get("type").and_then(Value::as_str) {
+            Some("http") => h
+                .get("url")
+                .and_then(Value::as_str)
+                .filter(|u| json_merge::is_muster_url(u))
+                .map(|_| None),
+            _ => h
+                .get("command")
+                .and_then(Value::as_str)
+                .filter(|c| json_merge::is_muster_command(c))
+                .map(|c| Some(json_merge::first_shell_word(c.trim_start()).0)),
+        })
         .collect()
+}
+
+/// The daemon address muster's http hooks in `path` post to, if any.
+fn http_hooks_url(path: &std::path::Path) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let root: Value = serde_json::from_str(&text).ok()?;
+    let hooks = root.get("hooks")?.as_object()?;
+    hooks.keys().find_map(|event| {
+        event_hooks(&root, event)
+            .filter(|h| h.get("type").and_then(Value::as_str) == Some("http"))
+            .filter_map(|h| h.get("url").and_then(Value::as_str))
+            .find_map(json_merge::muster_url_base)
+            .map(str::to_string)
+    })
 }
 
 fn finding(name: &'static str, ok: bool, detail: String, fix: Option<String>) -> Finding {
@@ -95,9 +120,28 @@ fn list(paths: &[PathBuf]) -> String {
 /// files match what this muster writes, and which files name a machine path.
 /// Writes nothing.
 pub fn inspect(request: Request) -> Result<Inspection, Error> {
-    let muster = Muster::new(&request);
-    let layout = layout_of(&request, &muster);
-    let reinstall = install_command(request.harness, &request.scope);
+    let mut muster = Muster::new(&request);
+    let mut layout = layout_of(&request, &muster);
+    // Claude Code's http hooks, where an install wrote them: checked against
+    // what an install of those writes, posting to the address they name.
+    let http_url = if request.harness == Harness::Claude {
+        let stale = layout.stale.iter().map(|(t, _)| t);
+        layout
+            .targets
+            .iter()
+            .chain(stale)
+            .find_map(|t| http_hooks_url(&t.path))
+    } else {
+        None
+    };
+    if let Some(url) = &http_url {
+        muster.hooks = Hooks::Http { url: url.clone() };
+        layout = layout_of(&request, &muster);
+    }
+    let mut reinstall = install_command(request.harness, &request.scope);
+    if http_url.is_some() {
+        reinstall.push_str(" --hooks http");
+    }
     let scope = &request.scope;
     let mut found: Vec<Found> = Vec::new();
     let mut plugin: Option<(PathBuf, bool)> = None;
@@ -170,7 +214,7 @@ pub fn inspect(request: Request) -> Result<Inspection, Error> {
             if let Some(program) = command_at(&root, &path) {
                 found.push(Found {
                     file: target.path.clone(),
-                    program,
+                    program: Some(program),
                     event: None,
                 });
             }
@@ -279,8 +323,34 @@ pub fn inspect(request: Request) -> Result<Inspection, Error> {
         }
     }
 
+    // Http hooks send the token from Claude Code's environment.
+    if let Some(url) = &http_url {
+        findings.push(if request.locations.muster_token {
+            finding(
+                "http hooks",
+                true,
+                format!("post to {url}, with MUSTER_TOKEN (set here)"),
+                None,
+            )
+        } else {
+            finding(
+                "http hooks",
+                false,
+                format!(
+                    "post to {url} with the token in MUSTER_TOKEN, which is not set here: a Claude Code started \
+from this environment sends none, and the daemon refuses its hooks"
+                ),
+                Some(
+                    "export MUSTER_TOKEN (a token from `muster token create <name> --scope admin`) where Claude \
+Code starts, or run `muster install claude` without --hooks http for command hooks"
+                        .into(),
+                ),
+            )
+        });
+    }
+
     // The binary each command names.
-    let mut programs: Vec<&str> = found.iter().map(|f| f.program.as_str()).collect();
+    let mut programs: Vec<&str> = found.iter().filter_map(|f| f.program.as_deref()).collect();
     programs.sort();
     programs.dedup();
     let mut ok = true;
@@ -394,8 +464,11 @@ this binary in local settings",
     // Which files name a path of this machine.
     let mut team: Vec<(PathBuf, String)> = Vec::new();
     let mut local: Vec<(PathBuf, String)> = Vec::new();
-    for f in found.iter().filter(|f| f.program.contains('/')) {
-        let entry = (f.file.clone(), f.program.clone());
+    for f in found.iter() {
+        let Some(program) = f.program.as_ref().filter(|p| p.contains('/')) else {
+            continue;
+        };
+        let entry = (f.file.clone(), program.clone());
         let side = if committed(scope, &f.file) {
             &mut team
         } else {

@@ -16,8 +16,13 @@ pub enum JsonEdit {
     /// A string in the array at `path` (e.g. `enabledMcpjsonServers: ["muster"]`).
     ListItem { path: Vec<String>, item: String },
     /// A hook group appended to `hooks.<event>`; muster's groups are recognised by
-    /// their commands (see `is_muster_command`).
+    /// their commands (see `is_muster_command`), or for Claude Code's http hooks
+    /// by their URLs (see `is_muster_url`).
     Hook { event: String, group: Value },
+    /// muster's hooks taken out of every event in this file, the user's left
+    /// where they are: they live in another file now (Claude Code's http
+    /// hooks, in local settings rather than the team's).
+    DropHooks,
 }
 
 /// A parsed JSON file plus how it was laid out, so it can be written back alike.
@@ -124,14 +129,46 @@ pub(crate) fn first_shell_word(command: &str) -> (String, &str) {
     (word, "")
 }
 
+/// True if an http hook's URL is muster's hook route:
+/// `http(s)://<address>/hook/<event>?harness=<harness>`.
+pub fn is_muster_url(url: &str) -> bool {
+    let Some(rest) = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+    else {
+        return false;
+    };
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let Some((_, event)) = path.rsplit_once("/hook/") else {
+        return false;
+    };
+    muster_core::protocol::HookEvent::parse(event).is_some()
+        && query.split('&').any(|pair| pair.starts_with("harness="))
+}
+
+/// The daemon address an http hook of muster's posts to (its URL without
+/// `/hook/<event>?…`).
+pub fn muster_url_base(url: &str) -> Option<&str> {
+    is_muster_url(url)
+        .then(|| url.rsplit_once("/hook/").map(|(base, _)| base))
+        .flatten()
+}
+
 fn group_hooks(group: &Value) -> Option<&Vec<Value>> {
     group.get("hooks").and_then(Value::as_array)
 }
 
 fn is_muster_hook(hook: &Value) -> bool {
-    hook.get("command")
-        .and_then(Value::as_str)
-        .is_some_and(is_muster_command)
+    match hook.get("type").and_then(Value::as_str) {
+        Some("http") => hook
+            .get("url")
+            .and_then(Value::as_str)
+            .is_some_and(is_muster_url),
+        _ => hook
+            .get("command")
+            .and_then(Value::as_str)
+            .is_some_and(is_muster_command),
+    }
 }
 
 fn group_has_muster(group: &Value) -> bool {
@@ -218,9 +255,38 @@ pub fn install(doc: &mut JsonDoc, edits: &[JsonEdit]) -> Result<Vec<Undo>, EditE
                 };
                 place_hook_group(groups, group);
             }
+            JsonEdit::DropHooks => drop_muster_hooks(&mut doc.root),
         }
     }
     Ok(undo)
+}
+
+/// Takes muster's hooks out of every event; a group, an event's list or the
+/// `hooks` object emptied by that goes too (the user's own empty ones stay).
+fn drop_muster_hooks(root: &mut Map<String, Value>) {
+    let Some(Value::Object(hooks)) = root.get_mut("hooks") else {
+        return;
+    };
+    let before = hooks.len();
+    hooks.retain(|_, groups| {
+        let Value::Array(list) = groups else {
+            return true;
+        };
+        if !list.iter().any(group_has_muster) {
+            return true;
+        }
+        list.retain_mut(|group| {
+            if !group_has_muster(group) {
+                return true;
+            }
+            strip_muster_hooks(group);
+            !group_hooks(group).is_some_and(Vec::is_empty)
+        });
+        !list.is_empty()
+    });
+    if hooks.is_empty() && before > 0 {
+        root.shift_remove("hooks");
+    }
 }
 
 /// Puts muster's group into an event's list: left alone if already there, updated
@@ -302,10 +368,13 @@ pub fn uninstall(doc: &mut JsonDoc, edits: &[JsonEdit], undo: &[Undo]) {
                     }
                 }
             }
-            JsonEdit::Hook { .. } => {}
+            JsonEdit::Hook { .. } | JsonEdit::DropHooks => {}
         }
     }
-    if edits.iter().any(|e| matches!(e, JsonEdit::Hook { .. })) {
+    if edits
+        .iter()
+        .any(|e| matches!(e, JsonEdit::Hook { .. } | JsonEdit::DropHooks))
+    {
         if let Some(Value::Object(hooks)) = doc.root.get_mut("hooks") {
             for groups in hooks.values_mut() {
                 if let Value::Array(groups) = groups {
@@ -489,5 +558,69 @@ mod tests {
         assert!(!is_muster_command("/usr/bin/mustard hook stop"));
         assert!(!is_muster_command("echo muster hook"));
         assert!(!is_muster_command("muster"));
+    }
+
+    #[test]
+    fn recognises_muster_hook_urls() {
+        // Proves an http hook is muster's only when it posts to a daemon's `/hook/<event>?harness=…` route.
+        assert!(is_muster_url(
+            "http://127.0.0.1:7420/hook/stop?harness=claude"
+        ));
+        assert!(is_muster_url(
+            "https://muster.example:7420/hook/post-tool-use?harness=claude"
+        ));
+        assert!(!is_muster_url("http://127.0.0.1:7420/hook/stop"));
+        assert!(!is_muster_url(
+            "http://127.0.0.1:7420/hook/deploy?harness=claude"
+        ));
+        assert!(!is_muster_url("ftp://x/hook/stop?harness=claude"));
+        assert_eq!(
+            muster_url_base("http://127.0.0.1:7420/hook/stop?harness=claude"),
+            Some("http://127.0.0.1:7420")
+        );
+    }
+
+    #[test]
+    fn http_hooks_replace_command_hooks_in_place_and_drop_hooks_keeps_the_users() {
+        // Proves muster's http hook group takes the place of its command group (and back), and DropHooks takes
+        // out muster's hooks of either kind, removing what it emptied, leaving the user's hook where it was.
+        let http = json!({"hooks": [{"type": "http", "url": "http://127.0.0.1:7420/hook/stop?harness=claude"}]});
+        let mut doc = JsonDoc::parse(USER).unwrap();
+        install(&mut doc, &edits()).unwrap();
+        install(
+            &mut doc,
+            &[JsonEdit::Hook {
+                event: "Stop".into(),
+                group: http.clone(),
+            }],
+        )
+        .unwrap();
+        let stop = doc.root["hooks"]["Stop"].as_array().unwrap();
+        assert_eq!(stop.len(), 2, "{stop:?}");
+        assert_eq!(stop[1], http);
+        install(
+            &mut doc,
+            &[JsonEdit::Hook {
+                event: "PostToolUse".into(),
+                group: http.clone(),
+            }],
+        )
+        .unwrap();
+        install(&mut doc, &[JsonEdit::DropHooks]).unwrap();
+        assert_eq!(
+            doc.root["hooks"],
+            json!({"Stop": [{"hooks": [{"type": "command", "command": "say done"}]}]})
+        );
+        let mut ours = JsonDoc::parse(r#"{"hooks": {"Stop": []}}"#).unwrap();
+        install(
+            &mut ours,
+            &[JsonEdit::Hook {
+                event: "Stop".into(),
+                group: http,
+            }],
+        )
+        .unwrap();
+        install(&mut ours, &[JsonEdit::DropHooks]).unwrap();
+        assert_eq!(Value::Object(ours.root), json!({}));
     }
 }

@@ -35,6 +35,7 @@ use std::path::{Path, PathBuf};
 use muster_core::protocol::{Harness, HookEvent};
 use serde::Serialize;
 
+pub use claude::{hook_url as claude_hook_url, plugin_files as claude_plugin_files};
 pub use edit::EditError;
 use edit::Undo;
 use file_edits::FileEdits;
@@ -57,6 +58,8 @@ pub struct Locations {
     pub gemini_trusted_folders: Option<PathBuf>,
     /// `$PATH`, where a harness finds `muster` by name.
     pub path: Option<OsString>,
+    /// Whether `$MUSTER_TOKEN` is set: what Claude Code's http hooks send.
+    pub muster_token: bool,
 }
 
 impl Locations {
@@ -75,6 +78,7 @@ impl Locations {
             claude_config_dir: absolute("CLAUDE_CONFIG_DIR"),
             gemini_trusted_folders: var("GEMINI_CLI_TRUSTED_FOLDERS_PATH"),
             path: std::env::var_os("PATH"),
+            muster_token: std::env::var_os("MUSTER_TOKEN").is_some_and(|v| !v.is_empty()),
         }
     }
 
@@ -282,6 +286,18 @@ pub struct Request {
     pub locations: Locations,
 }
 
+/// How Claude Code's hooks reach the daemon.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Hooks {
+    /// `muster hook <event>`: a process per hook (every harness).
+    #[default]
+    Command,
+    /// Claude Code's `type: "http"` hooks, posting straight to the daemon at
+    /// `url` with the token from `$MUSTER_TOKEN`; SessionStart, which Claude
+    /// Code runs only as a command, stays `muster hook session-start`.
+    Http { url: String },
+}
+
 /// The muster binary the harness will run.
 struct Muster {
     /// What the settings name: `muster` (a project install, with this binary
@@ -292,6 +308,8 @@ struct Muster {
     /// Whether `path` is `muster` by name, fit for files a team commits.
     portable: bool,
     on_path: OnPath,
+    /// How the hooks reach the daemon (Claude Code only).
+    hooks: Hooks,
 }
 
 impl Muster {
@@ -307,6 +325,7 @@ impl Muster {
             binary: request.muster.clone(),
             portable,
             on_path: request.on_path.clone(),
+            hooks: Hooks::Command,
         }
     }
 }
@@ -594,6 +613,9 @@ pub enum Error {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// Hooks of a kind this harness or address cannot take.
+    #[error("{0}")]
+    Hooks(String),
 }
 
 fn invalid_message(path: &Path, format: &str, error: &EditError) -> String {
@@ -609,6 +631,31 @@ fn invalid_message(path: &Path, format: &str, error: &EditError) -> String {
     }
 }
 
+/// Why http hooks cannot be written for `harness` posting to `url`.
+fn check_http_hooks(harness: Harness, url: &str) -> Result<(), Error> {
+    if harness != Harness::Claude {
+        return Err(Error::Hooks(format!(
+            "http hooks are for claude only: {} runs command hooks (`muster hook <event>`)",
+            title(harness)
+        )));
+    }
+    if url.contains(',') {
+        return Err(Error::Hooks(format!(
+            "http hooks post to one address, and {url:?} is a list: Claude Code would not try the next one when the \
+first is down. Name one daemon with --url, or keep the command hooks, which try each in turn"
+        )));
+    }
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"));
+    if rest.is_none_or(|r| r.is_empty() || r.contains(['?', '#', ' '])) {
+        return Err(Error::Hooks(format!(
+            "http hooks need the daemon's http:// or https:// address, not {url:?}"
+        )));
+    }
+    Ok(())
+}
+
 /// A run worked out and not yet applied.
 pub struct Plan {
     request: Request,
@@ -619,9 +666,21 @@ pub struct Plan {
 }
 
 /// Reads the install record and every file the run touches, and works out
-/// each file's new bytes. Writes nothing.
+/// each file's new bytes, with command hooks. Writes nothing.
 pub fn plan(request: Request) -> Result<Plan, Error> {
-    let muster = Muster::new(&request);
+    plan_with(request, Hooks::Command)
+}
+
+/// As [`plan`], with the hooks reaching the daemon as `hooks` says:
+/// [`Hooks::Http`] is for Claude Code only, and for one `http://` or
+/// `https://` address (not a team's list). Uninstalling takes out muster's
+/// hooks of either kind.
+pub fn plan_with(request: Request, hooks: Hooks) -> Result<Plan, Error> {
+    if let Hooks::Http { url } = &hooks {
+        check_http_hooks(request.harness, url)?;
+    }
+    let mut muster = Muster::new(&request);
+    muster.hooks = hooks;
     let layout = layout_of(&request, &muster);
     let manifest = Manifest::load(&request.manifest)?;
     let steps = match request.action {
@@ -1055,6 +1114,7 @@ impl Muster {
             binary: path.into(),
             portable: false,
             on_path: OnPath::Missing,
+            hooks: Hooks::Command,
         }
     }
 }

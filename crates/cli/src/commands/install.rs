@@ -4,9 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 use muster_core::protocol::Harness;
-use muster_install::{Action, Error, Locations, Report, Request, Scope};
+use muster_install::{Action, Error, Hooks, Locations, Report, Request, Scope};
 use serde_json::json;
 
 use crate::config::{self, Env};
@@ -29,6 +29,52 @@ pub struct InstallArgs {
     /// Remove what `muster install` added, restoring each file it changed
     #[arg(long)]
     pub uninstall: bool,
+    /// How Claude Code's hooks reach the daemon: command (`muster hook <event>`) or http (posted straight to
+    /// the daemon; needs MUSTER_TOKEN)
+    #[arg(
+        long,
+        value_enum,
+        value_name = "KIND",
+        default_value_t = HookKind::Command,
+        long_help = HOOKS_HELP
+    )]
+    pub hooks: HookKind,
+}
+
+/// `muster install --help` on `--hooks`.
+const HOOKS_HELP: &str = "\
+How Claude Code's hooks reach the daemon.
+
+command (the default, every harness): each hook runs `muster hook <event>`, a process per hook call.
+
+http (claude only): Claude Code posts each hook straight to the daemon's /hook/<event> route, with no \
+process per prompt or tool call (`muster-bench hookcost` prints what that saves). SessionStart stays \
+`muster hook session-start`, as Claude Code runs no http hook there (it also starts the daemon on first use). \
+What it needs:
+  - a token: an http hook cannot read the daemon's local key (it changes at every start), so it sends \
+`Authorization: Bearer $MUSTER_TOKEN`, taken by name from Claude Code's environment (allowedEnvVars; the \
+secret is never written); export it where Claude Code starts. For the daemon on your own machine make it an \
+admin token (`muster token create <name> --scope admin`): the session's shim links over the daemon's Unix \
+socket as you, and of the tokens only an admin one may act for a session you registered; it lets in no more than \
+the local key every process of yours can read already. For a team's daemon over the network any scope works \
+(the session's shim and hooks all send the token). Installing refuses without MUSTER_TOKEN set \
+(MUSTER_TOKEN_FILE or config.toml's token cannot reach a header);
+  - one daemon address, written into the hooks: --url, else MUSTER_URL, else config.toml, else \
+http://127.0.0.1:7420 (a team's comma-separated list is refused: Claude Code would not try the next);
+  - the daemon up: a hook to a daemon that is down fails (Claude Code carries on without it).
+What it gives up: muster's hook client reads the session's transcript for the mail the model saw, so with \
+http hooks deliveries stop at `surfaced` (never `seen`), and a channel push Claude Code dropped is not \
+caught by the next hook. A project install puts http hooks in DIR/.claude/settings.local.json (they name \
+your daemon and need your token: not for the team's files); the MCP server stays where it was. \
+--uninstall takes out muster's hooks of either kind.";
+
+/// `--hooks`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum HookKind {
+    /// `muster hook <event>`, a process per hook (every harness)
+    Command,
+    /// Claude Code's `type: "http"` hooks, posting to the daemon's /hook route (claude only)
+    Http,
 }
 
 /// Why a run stopped, as the exit code and the JSON error's code.
@@ -71,6 +117,7 @@ impl From<Error> for Failure {
             Error::NotText { .. } | Error::Invalid { .. } => {
                 Failure::local("invalid_settings", error.to_string())
             }
+            Error::Hooks(why) => Failure::usage(format!("--hooks http: {why}")),
             Error::Read { .. }
             | Error::Io { .. }
             | Error::ManifestNotSaved { .. }
@@ -79,9 +126,10 @@ impl From<Error> for Failure {
     }
 }
 
-/// Runs `muster install`; returns the exit code.
-pub fn run(args: &InstallArgs, json: bool, env: &Env) -> i32 {
-    match execute(args, env) {
+/// Runs `muster install`; returns the exit code. `url_flag` is `--url`,
+/// the daemon http hooks post to.
+pub fn run(args: &InstallArgs, json: bool, url_flag: Option<&str>, env: &Env) -> i32 {
+    match execute(args, url_flag, env) {
         Ok(report) => {
             if json {
                 output::print_json(&json!(report));
@@ -102,7 +150,54 @@ pub fn run(args: &InstallArgs, json: bool, env: &Env) -> i32 {
     }
 }
 
-fn execute(args: &InstallArgs, env: &Env) -> Result<Report, Failure> {
+/// What `--hooks` asks for: http hooks name the daemon's address (from
+/// --url, MUSTER_URL, config.toml or the default, as every client finds
+/// it) and send the token from MUSTER_TOKEN, the only place Claude Code
+/// can take it from, so an install without it is refused.
+fn hooks(args: &InstallArgs, url_flag: Option<&str>, env: &Env) -> Result<Hooks, Failure> {
+    if args.hooks == HookKind::Command || args.uninstall {
+        return Ok(Hooks::Command);
+    }
+    if args.harness != Harness::Claude {
+        return Err(Failure::usage(format!(
+            "--hooks http is for claude only: {} runs command hooks (`muster hook <event>`)",
+            muster_install::title(args.harness)
+        )));
+    }
+    let file = config::load_config(config::config_path(env));
+    let (url, _) = config::resolve_url(url_flag, env, &file).map_err(Failure::usage)?;
+    if env
+        .muster_token
+        .as_deref()
+        .is_none_or(|t| t.trim().is_empty())
+    {
+        let elsewhere = if env.muster_token_file.is_some() {
+            "MUSTER_TOKEN_FILE is set, but Claude Code puts only environment variables into an http hook's \
+headers: export the token itself as MUSTER_TOKEN (e.g. `export MUSTER_TOKEN=\"$(cat \"$MUSTER_TOKEN_FILE\")\"`) \
+where Claude Code starts, and run this again"
+                .to_string()
+        } else if file.values.token.is_some() || file.values.token_file.is_some() {
+            "config.toml names a token, but Claude Code puts only environment variables into an http hook's \
+headers: export it as MUSTER_TOKEN where Claude Code starts, and run this again"
+                .to_string()
+        } else {
+            "make a token (`muster token create $USER-hooks --scope admin` for the daemon on this machine: see \
+--help), export it as MUSTER_TOKEN where Claude Code starts (your shell's profile), and run this again"
+                .to_string()
+        };
+        return Err(Failure::usage(format!(
+            "--hooks http: Claude Code's http hooks reach the daemon at {url} without muster's hook client, so they \
+cannot read the daemon's local key (it changes at every start); they send `Authorization: Bearer $MUSTER_TOKEN` \
+from Claude Code's environment instead, and MUSTER_TOKEN is not set here: {elsewhere}. Or keep the command hooks \
+(no --hooks http)"
+        )));
+    }
+    Ok(Hooks::Http { url })
+}
+
+fn execute(args: &InstallArgs, url_flag: Option<&str>, env: &Env) -> Result<Report, Failure> {
+    let hooks = hooks(args, url_flag, env)?;
+    let http = matches!(hooks, Hooks::Http { .. });
     let exe = std::env::current_exe().map_err(|e| {
         Failure::local(
             "no_binary",
@@ -138,15 +233,18 @@ fn execute(args: &InstallArgs, env: &Env) -> Result<Report, Failure> {
     } else {
         Action::Install
     };
-    let plan = muster_install::plan(Request {
-        harness: args.harness,
-        action,
-        scope,
-        muster,
-        on_path,
-        manifest,
-        locations,
-    })?;
+    let plan = muster_install::plan_with(
+        Request {
+            harness: args.harness,
+            action,
+            scope,
+            muster,
+            on_path,
+            manifest,
+            locations,
+        },
+        hooks,
+    )?;
     let mut report = if args.dry_run {
         plan.report()
     } else {
@@ -161,7 +259,7 @@ fn execute(args: &InstallArgs, env: &Env) -> Result<Report, Failure> {
         }
         plan.apply()?
     };
-    if let (Action::Install, Some(url)) = (action, &env.muster_url) {
+    if let (Action::Install, Some(url), false) = (action, &env.muster_url, http) {
         report.notes.push(format!(
             "MUSTER_URL={url} is set here but was not written into the settings: muster reads it (or `url` \
 in ~/.config/muster/config.toml) each time the harness runs it"
