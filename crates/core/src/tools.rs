@@ -132,13 +132,10 @@ pub const TOOLS: &[ToolSpec] = &[
     },
     ToolSpec {
         name: "search_messages",
-        description: "Find mail you sent or got by its words, newest first.",
+        description: "Search mail you sent or got by its words.",
         schema: || {
             object(
-                json!({
-                    "query": {"type": "string"},
-                    "limit": {"type": "integer", "minimum": 1, "maximum": 500}
-                }),
+                json!({"query": {"type": "string"}, "limit": {"type": "integer"}}),
                 &["query"],
             )
         },
