@@ -12,6 +12,7 @@ use crate::commands::man::ManArgs;
 use crate::commands::reserve::{ReleaseArgs, ReserveArgs, ThreadArgs};
 use crate::commands::rooms::RoomArgs;
 use crate::commands::roster::RosterArgs;
+use crate::commands::search::{HistoryArgs, SearchArgs};
 use crate::commands::send::{BroadcastArgs, SendArgs};
 use crate::commands::serve::ServeArgs;
 use crate::commands::service::ServiceArgs;
@@ -120,6 +121,28 @@ Example:\n  muster inbox --ack\n  muster inbox --as calm-heron --all --limit 20\
 with \"acked\": N added when --ack is given."
     )]
     Inbox(InboxArgs),
+
+    /// Find messages by the words in their bodies
+    #[command(
+        long_about = "Search the stored messages' bodies: every word given, in any order, each as \
+the start of a word (case aside; punctuation separates words and is never query syntax). Newest \
+first, 50 at a time; the output says when there are more and how to page on. A person sees \
+everyone's messages (or, with --as, what that session or op:<name> sent or received); inside an \
+agent's shell the session sees its own.\n\n\
+Example:\n  muster search schema migration\n  muster search flaky test --as calm-heron --limit 10\n\n\
+--json prints the daemon's MessagePage: {\"messages\": [Message, …], \"next\", \"partial\"}."
+    )]
+    Search(SearchArgs),
+
+    /// List stored messages, newest first
+    #[command(
+        long_about = "List the stored messages, newest first, 50 at a time: everyone's, what \
+--as sent or received, or those --to a session, op:<name> or room. The output says when there are \
+more; --before <id> shows the next page.\n\n\
+Example:\n  muster history --to '#dev'\n  muster history --as calm-heron --limit 20\n\n\
+--json prints the daemon's MessagePage: {\"messages\": [Message, …], \"next\", \"partial\"}."
+    )]
+    History(HistoryArgs),
 
     /// List rooms and their members
     #[command(

@@ -21,7 +21,7 @@ use clap::{CommandFactory, Parser};
 use crate::cli::{Cli, Command};
 use crate::client::ClientError;
 use crate::commands::{
-    dashboard, doctor, guard, inbox, reserve, rooms, roster, send, status, tail, token, top,
+    dashboard, doctor, guard, inbox, reserve, rooms, roster, search, send, status, tail, token, top,
 };
 use crate::config::Env;
 use crate::context::{report_error, Context};
@@ -146,6 +146,8 @@ async fn dispatch(command: Command, ctx: &Context) -> Result<i32, ClientError> {
         Command::Send(args) => send::run_send(ctx, args).await,
         Command::Broadcast(args) => send::run_broadcast(ctx, args).await,
         Command::Inbox(args) => inbox::run(ctx, &args).await,
+        Command::Search(args) => search::run_search(ctx, &args).await,
+        Command::History(args) => search::run_history(ctx, &args).await,
         Command::Rooms => rooms::run_list(ctx).await,
         Command::Join(args) => rooms::run_join(ctx, &args, true).await,
         Command::Leave(args) => rooms::run_join(ctx, &args, false).await,

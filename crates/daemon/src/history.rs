@@ -49,22 +49,23 @@ pub(crate) async fn search(
     credential: Option<Extension<Credential>>,
     ApiQuery(p): ApiQuery<PageParams>,
 ) -> Result<Json<MessagePage>, ApiError> {
-    let text = search_text(p.q.as_deref())?;
+    let text = search_text("q", p.q.as_deref())?;
     let within = hub.history_query(grant_of(&credential), &p)?;
     hub.search_page(text, within).await.map(Json)
 }
 
-/// The search text, refused when it is missing, blank or too long.
-fn search_text(q: Option<&str>) -> Result<String, ApiError> {
+/// The search text (named `field` where it came from), refused when it is
+/// missing, blank or too long.
+fn search_text(field: &str, q: Option<&str>) -> Result<String, ApiError> {
     let q = q.map(str::trim).unwrap_or("");
     if q.is_empty() {
-        return Err(ApiError::bad_request(
-            "q is required: the words to search message bodies for",
-        ));
+        return Err(ApiError::bad_request(format!(
+            "{field} is required: the words to search message bodies for"
+        )));
     }
     if q.chars().count() > SEARCH_MAX_CHARS {
         return Err(ApiError::bad_request(format!(
-            "q is too long: at most {SEARCH_MAX_CHARS} characters"
+            "{field} is too long: at most {SEARCH_MAX_CHARS} characters"
         )));
     }
     Ok(q.to_string())
@@ -121,7 +122,7 @@ impl Hub {
         if as_.is_none() && grant.is_some_and(|g| g.scope == Scope::Agent) {
             must_read_everything(
                 grant,
-                "reading every session's messages (name one of its sessions with as=)",
+                "reading every session's messages (name one of its sessions: as=, or --as)",
             )?;
         }
         self.authorize_read(grant, as_)?;
@@ -185,7 +186,7 @@ impl Hub {
         query: &str,
         limit: Option<usize>,
     ) -> Result<MessagePage, ApiError> {
-        let text = search_text(Some(query))?;
+        let text = search_text("query", Some(query))?;
         let within = HistoryQuery {
             reader: Some(session.to_string()),
             to: None,
@@ -230,10 +231,10 @@ mod tests {
         assert!(page_limit(Some(0)).is_err());
         assert!(page_limit(Some(PAGE_MAX + 1)).is_err());
         assert_eq!(page_limit(Some(PAGE_MAX)).unwrap(), PAGE_MAX);
-        assert!(search_text(None).is_err());
-        assert!(search_text(Some("   ")).is_err());
-        assert!(search_text(Some(&"é".repeat(SEARCH_MAX_CHARS + 1))).is_err());
-        assert!(search_text(Some(&"é".repeat(SEARCH_MAX_CHARS))).is_ok());
+        assert!(search_text("q", None).is_err());
+        assert!(search_text("q", Some("   ")).is_err());
+        assert!(search_text("q", Some(&"é".repeat(SEARCH_MAX_CHARS + 1))).is_err());
+        assert!(search_text("q", Some(&"é".repeat(SEARCH_MAX_CHARS))).is_ok());
         assert!(cursor(Some("")).is_err());
         assert!(cursor(Some(&"x".repeat(MAX_CURSOR + 1))).is_err());
         assert_eq!(cursor(Some("01J")).unwrap().as_deref(), Some("01J"));

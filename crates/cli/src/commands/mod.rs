@@ -12,6 +12,7 @@ pub mod man;
 pub mod reserve;
 pub mod rooms;
 pub mod roster;
+pub mod search;
 pub mod send;
 pub mod serve;
 pub mod service;

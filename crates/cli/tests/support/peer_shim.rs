@@ -159,6 +159,26 @@ impl PeerShim {
         writeln!(self.stdin, "{line}").unwrap();
     }
 
+    /// Calls a tool as the shim's client and returns the JSON-RPC answer
+    /// (`result`, or `error` for a call refused before it ran), read
+    /// within 15 s; other lines read meanwhile are dropped.
+    pub fn call(&mut self, id: u64, tool: &str, arguments: Value) -> Value {
+        self.send_line(&json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+            "params": {"name": tool, "arguments": arguments}}));
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            let Ok(line) = self.lines.recv_timeout(Duration::from_millis(100)) else {
+                continue;
+            };
+            let v: Value = serde_json::from_str(&line)
+                .unwrap_or_else(|e| panic!("shim wrote non-JSON {line:?}: {e}"));
+            if v["id"] == id {
+                return v;
+            }
+        }
+        panic!("{tool}: no answer to request {id} within 15 s");
+    }
+
     /// Every stdout line the shim wrote within `limit`.
     pub fn lines_within(&self, limit: Duration) -> Vec<Value> {
         let start = Instant::now();
