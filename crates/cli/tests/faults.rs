@@ -508,7 +508,10 @@ fn a_database_another_daemon_holds_is_refused_and_the_first_goes_on() {
         )),
         "{err}"
     );
-    assert!(err.contains("a data directory of its own (--data-dir"), "{err}");
+    assert!(
+        err.contains("a data directory of its own (--data-dir"),
+        "{err}"
+    );
     let second = send(&d, to, "after");
     let (_, inbox) = d.get(&format!("/api/v1/inbox?as={to}"));
     let ids: Vec<&str> = inbox["messages"]

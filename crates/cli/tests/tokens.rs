@@ -429,7 +429,10 @@ fn doctor_checks_the_token_file() {
     let d = TestDaemon::start(&["--token", BOOT]);
     let o = Outsider::new(&d);
     let file = o.dir.path().join("t.token");
-    o.ok(BOOT, &["token", "create", "dee", "--out", file.to_str().unwrap()]);
+    o.ok(
+        BOOT,
+        &["token", "create", "dee", "--out", file.to_str().unwrap()],
+    );
     let doctor = |path: &Path| {
         let out = o
             .cmd(None)
@@ -448,7 +451,10 @@ fn doctor_checks_the_token_file() {
     };
     let good = doctor(&file);
     assert_eq!(good["ok"], true, "{good}");
-    assert!(good["detail"].as_str().unwrap().contains(file.to_str().unwrap()));
+    assert!(good["detail"]
+        .as_str()
+        .unwrap()
+        .contains(file.to_str().unwrap()));
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
     let open = doctor(&file);
     assert_eq!(open["ok"], false, "{open}");

@@ -17,13 +17,13 @@ use muster_core::{Activity, Millis};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::scopes::Credential;
 use crate::error::ApiError;
 use crate::extract::ApiJson;
 use crate::hook_forms;
 use crate::hub::{Hub, Moment, Observed};
 use crate::reservations::GuardMode;
 use crate::scopes::grant_of;
+use crate::scopes::Credential;
 use crate::surfacing::{json_response, Surfacing};
 
 /// The fields muster reads from a hook payload; everything else is ignored.

@@ -22,10 +22,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::scopes::Credential;
 use crate::error::ApiError;
 use crate::hub::{Hub, Observed};
 use crate::scopes::grant_of;
+use crate::scopes::Credential;
 use crate::surfacing::Outgoing;
 
 /// Requests one link may have running at once; one more is refused.

@@ -318,8 +318,7 @@ async fn pipelined(client: &Object, statements: &[&Stmt]) -> Result<(), tokio_po
             prepared.insert(s.sql, client.prepare_cached(s.sql).await?);
         }
     }
-    type Execute<'f> =
-        Pin<Box<dyn Future<Output = Result<(), tokio_postgres::Error>> + Send + 'f>>;
+    type Execute<'f> = Pin<Box<dyn Future<Output = Result<(), tokio_postgres::Error>> + Send + 'f>>;
     let begin: Execute<'_> = Box::pin(client.batch_execute("BEGIN"));
     let commit: Execute<'_> = Box::pin(client.batch_execute("COMMIT"));
     let body = statements.iter().map(|s| {
