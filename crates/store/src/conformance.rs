@@ -1685,6 +1685,21 @@ pub async fn search_finds_messages_by_their_words<H: Harness>(h: &H) {
     store.prune(4).await.expect("prune");
     assert_eq!(search_for(&store, "lunch", all()).await, [6]);
     assert_eq!(search_for(&store, "migration", all()).await, [4]);
+    // A refused submit leaves no word of its messages behind.
+    let refused = store
+        .apply(vec![
+            put_message(7, "alice", direct_to("bob"), "zebra crossing", &["bob"]),
+            put_message(
+                6,
+                "alice",
+                direct_to("bob"),
+                "zebra again, a stored id",
+                &["bob"],
+            ),
+        ])
+        .await;
+    assert!(refused.is_err(), "message 6 is already stored");
+    assert!(search_for(&store, "zebra", all()).await.is_empty());
     let store = reopen(h, store).await;
     assert_eq!(search_for(&store, "schema", all()).await, [5]);
 }
