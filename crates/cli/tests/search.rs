@@ -2,20 +2,25 @@
 //! messages sent between real sessions with the real CLI, then `muster
 //! search` and `muster history`; an agent token that reads only as its own
 //! sessions; and the `search_messages` tool through a real `muster mcp`
-//! shim. (The PostgreSQL store's search is the store conformance suite,
-//! run by crates/store-postgres's tests.)
+//! shim; and a team of two daemons on one PostgreSQL database, each
+//! finding what was sent through the other. (The PostgreSQL store's own
+//! search is also the store conformance suite, run by
+//! crates/store-postgres's tests.)
 
 mod common;
 #[path = "support/outsider.rs"]
 mod outsider;
 #[path = "support/peer_shim.rs"]
 mod peer_shim;
+#[path = "support/postgres_db.rs"]
+mod postgres_db;
 
 use std::collections::BTreeSet;
 
 use common::*;
 use outsider::{secret_of, Outsider, BOOT};
 use peer_shim::PeerShim;
+use postgres_db::FreshDatabase;
 use serde_json::{json, Value};
 
 const A: &str = "a1000000-0000-4000-8000-00000000000a";
@@ -326,4 +331,37 @@ fn the_search_messages_tool_searches_as_the_calling_session() {
         .cloned()
         .expect("search_messages is listed");
     assert_eq!(tool["inputSchema"]["required"], json!(["query"]));
+}
+
+// Proves search and history on the PostgreSQL store, through a team of two
+// daemons on one database: a message sent through either is found by words
+// through both, in the same order, and paged alike.
+#[test]
+fn a_team_searches_the_mail_of_every_daemon() {
+    let db = FreshDatabase::new("search");
+    let url = db.url();
+    let a = TestDaemon::start(&["--store", &url]);
+    let b = TestDaemon::start(&["--store", &url]);
+    a.hook("session-start", &payload(A, "SessionStart"));
+    b.hook("session-start", &payload(B, "SessionStart"));
+    for d in [&a, &b] {
+        let both = wait_until(std::time::Duration::from_secs(10), || {
+            d.roster_ids().len() == 2
+        });
+        assert!(both.is_some(), "{} learns of both sessions", d.url);
+    }
+    let through_a = send(&a, A, B, "the Schema migration, through a");
+    let through_b = send(&b, B, A, "schema review through b");
+    let elsewhere = send(&b, B, A, "lunch?");
+    for d in [&a, &b] {
+        let found = ids(&d.muster_json(&["search", "SCHEMA", "--json"]));
+        assert_eq!(found, want(&[&through_b, &through_a]), "through {}", d.url);
+        let as_a = ids(&d.muster_json(&["search", "through", "--as", A, "--json"]));
+        assert_eq!(as_a, want(&[&through_b, &through_a]));
+        let page = d.muster_json(&["history", "--limit", "2", "--json"]);
+        assert_eq!(ids(&page), want(&[&elsewhere, &through_b]));
+        assert_eq!(page["partial"], true);
+        let rest = d.muster_json(&["history", "--before", &through_b, "--json"]);
+        assert_eq!(ids(&rest), want(&[&through_a]));
+    }
 }
