@@ -20,6 +20,9 @@ pub struct Conn {
     /// The daemon's local key, as muster's own clients show it (none for an
     /// in-process daemon that asks for none).
     key: Option<HeaderValue>,
+    /// `Authorization: Bearer …` instead of the key (as Claude Code's http
+    /// hooks send a token).
+    bearer: Option<HeaderValue>,
 }
 
 impl Conn {
@@ -45,7 +48,17 @@ impl Conn {
             sender,
             host: HeaderValue::from_str(&addr.to_string())?,
             key,
+            bearer: None,
         })
+    }
+
+    /// One keep-alive connection that shows `token` as a bearer token and
+    /// no local key, as a Claude Code http hook does.
+    pub async fn connect_bearer(addr: SocketAddr, token: &str) -> anyhow::Result<Conn> {
+        let mut conn = Conn::connect(addr).await?;
+        conn.key = None;
+        conn.bearer = Some(HeaderValue::from_str(&format!("Bearer {token}"))?);
+        Ok(conn)
     }
 
     /// POSTs a JSON body; answers the status and the whole response body.
@@ -75,6 +88,11 @@ impl Conn {
             request
                 .headers_mut()
                 .insert(muster_daemon::local_key::HEADER, key.clone());
+        }
+        if let Some(bearer) = &self.bearer {
+            request
+                .headers_mut()
+                .insert(hyper::header::AUTHORIZATION, bearer.clone());
         }
         self.sender.ready().await.context("the connection closed")?;
         let response = self

@@ -13,6 +13,12 @@
 //!   ring of 2 and of 4 shims, each sending once it got the previous push;
 //!   target: p99 under 2 ms, no 40 ms step), and CPU per delivered message,
 //!   daemon plus shims, at 16 senders (target: at most 150 µs);
+//! - **hookcost**: what one hook costs Claude Code, command vs http: a
+//!   `muster hook post-tool-use` process (started through `sh -c`, as
+//!   Claude Code runs it, and directly) from start to exit, beside one POST
+//!   of the same payload to a `muster serve` child (new connection, and
+//!   kept alive), p50/p99 over `--hookcost-calls` calls of each, taking
+//!   turns; each tool call runs two hooks;
 //! - **footprint**: the tokens muster adds to every model request
 //!   (instructions, identity note, every tool schema), counted with
 //!   tiktoken's o200k_base (target: under 1,200);
@@ -50,6 +56,7 @@ mod daemon;
 mod delivery;
 mod flood;
 mod footprint;
+mod hookcost;
 mod hooks;
 mod http;
 mod load;
@@ -76,6 +83,7 @@ use crate::report::Section;
 enum Which {
     All,
     Hooks,
+    Hookcost,
     Sends,
     Sweep,
     Delivery,
@@ -121,6 +129,9 @@ struct Args {
     /// The `muster` binary the delivery bench runs as `muster mcp` [default: next to muster-bench].
     #[arg(long, value_name = "PATH")]
     muster: Option<PathBuf>,
+    /// Calls of each kind in the hookcost bench (command and http hooks, taking turns).
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    hookcost_calls: u64,
     /// Sessions in the load bench (shims and hook-only ones).
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(2..=1024))]
     sessions: u64,
@@ -154,6 +165,7 @@ pub struct Opts {
     pub delivery_senders: usize,
     pub delivery_messages: u64,
     pub muster_binary: PathBuf,
+    pub hookcost_calls: usize,
     pub load_sessions: usize,
     pub load_shim_percent: usize,
     pub load_rate: f64,
@@ -183,6 +195,7 @@ fn main() -> ExitCode {
     };
     if [
         Which::Delivery,
+        Which::Hookcost,
         Which::Load,
         Which::Storm,
         Which::Scale,
@@ -193,7 +206,7 @@ fn main() -> ExitCode {
     {
         if !muster_binary.is_file() {
             eprintln!(
-                "muster-bench: the delivery, load, storm, scale and team benches run `muster` (its shims, or `muster serve`), but {} does not exist.\n\
+                "muster-bench: the delivery, hookcost, load, storm, scale and team benches run `muster` (its shims, its hook client, or `muster serve`), but {} does not exist.\n\
                  Build it first: {}   (or pass --muster PATH, or pick another bench)",
                 muster_binary.display(),
                 delivery::build_command()
@@ -211,6 +224,7 @@ fn main() -> ExitCode {
         delivery_senders: args.delivery_senders as usize,
         delivery_messages: args.delivery_messages,
         muster_binary,
+        hookcost_calls: args.hookcost_calls as usize,
         load_sessions: args.sessions as usize,
         load_shim_percent: args.shim_percent as usize,
         load_rate: args.rate as f64,
@@ -240,8 +254,9 @@ fn main() -> ExitCode {
         ) -> std::pin::Pin<
             Box<dyn std::future::Future<Output = anyhow::Result<Section>> + 'a>,
         >;
-        let benches: [(Which, &str, Bench); 10] = [
+        let benches: [(Which, &str, Bench); 11] = [
             (Which::Hooks, "hooks", |o| Box::pin(hooks::run(o))),
+            (Which::Hookcost, "hookcost", |o| Box::pin(hookcost::run(o))),
             (Which::Sends, "sends", |o| Box::pin(sends::run(o))),
             (Which::Sweep, "sweep", |o| Box::pin(sweep::run(o))),
             (Which::Delivery, "delivery", |o| Box::pin(delivery::run(o))),
@@ -274,6 +289,12 @@ fn main() -> ExitCode {
          multi-thread tokio runtime ({cpus} worker threads) over loopback TCP, so the client's work \
          competes with the daemon's"
     );
+    if wants(Which::Hookcost) {
+        machine.push_str(
+            "; hookcost: the daemon runs as a `muster serve` child process and each command hook is a \
+             process of its own",
+        );
+    }
     if wants(Which::Delivery) {
         machine.push_str(&format!(
             "; delivery: the daemon runs as a `muster serve` child process with {} `muster mcp` child \
