@@ -424,7 +424,8 @@ const INSTALL_HELP: &str = "\
 Add muster to a harness's settings: its MCP server (`muster mcp`, which offers muster's tools) \
 and its hooks (`muster hook <event>`, which put the session on the roster and surface its mail at \
 each turn). The daemon URL is not written (MUSTER_URL or config.toml is read when the harness runs \
-muster).
+muster), except by `--hooks http`, which has Claude Code post its hooks to the daemon itself (see \
+--hooks below: it needs MUSTER_TOKEN).
 
 Which muster the files name: a project install writes `muster` by name into the files a team \
 commits when the `muster` first on PATH is this binary (both resolved); otherwise this binary's \
