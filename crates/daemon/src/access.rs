@@ -86,6 +86,16 @@ impl Access {
             return Ok(Credential::Local);
         }
         let headers = request.headers();
+        // The local key first: on the daemon's own machine every client of
+        // its user is that user, whatever token it also carries (its shim
+        // over the Unix socket is), so one session's hooks, shim and CLI
+        // never act as two different callers.
+        let key_given = headers.get(local_key::HEADER).map(|v| v.as_bytes());
+        if let (Some(key), Some(given)) = (&self.local_key, key_given) {
+            if same_secret(given, key.secret.as_bytes()) {
+                return Ok(Credential::Local);
+            }
+        }
         let bearer = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
@@ -100,10 +110,6 @@ impl Access {
                 _ => Err(unauthorized(BEARER_REQUIRED)),
             };
         };
-        let given = headers.get(local_key::HEADER).map(|v| v.as_bytes());
-        if given.is_some_and(|g| same_secret(g, key.secret.as_bytes())) {
-            return Ok(Credential::Local);
-        }
         if let Some(credential) = self.signed_in(headers) {
             return Ok(credential);
         }
@@ -441,6 +447,34 @@ mod tests {
         assert!(keyless
             .check(None, &Registry::default(), &request("/ws", &[]))
             .is_ok());
+    }
+
+    #[test]
+    fn the_local_key_outranks_a_token_it_comes_with() {
+        // Proves a client of the daemon's own user that also carries a
+        // token acts as that user (as its shim over the Unix socket does),
+        // and the same token alone acts as the token.
+        use muster_core::token::{hash_secret, Scope, TokenRecord};
+        let access = keyed();
+        let tokens = Registry::new(vec![TokenRecord {
+            id: "t1".into(),
+            name: "box".into(),
+            scope: Scope::Agent,
+            hash: hash_secret("muster_box"),
+            created_at: 1,
+            created_by: "local".into(),
+            revoked_at: None,
+        }]);
+        let key = "k".repeat(64);
+        let both = [
+            ("x-muster-key", key.as_str()),
+            ("authorization", "Bearer muster_box"),
+        ];
+        let got = access.check(None, &tokens, &request("/api/v1/roster", &both));
+        assert_eq!(got.unwrap(), Credential::Local);
+        let alone = [("authorization", "Bearer muster_box")];
+        let got = access.check(None, &tokens, &request("/api/v1/roster", &alone));
+        assert_eq!(got.unwrap().grant().map(|g| g.scope), Some(Scope::Agent));
     }
 
     #[test]
