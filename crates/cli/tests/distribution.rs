@@ -455,14 +455,15 @@ fn debian_package_installs_into_a_throwaway_root_with_its_user_unit() {
     let bash =
         std::fs::read_to_string(root.join("usr/share/bash-completion/completions/muster")).unwrap();
     assert!(bash.contains("complete -F _muster"), "{bash:.200}");
-    // The installed script completes for real: `muster ser<TAB>`, `muster serve --da<TAB>`.
+    // The installed script completes for real: `muster ser<TAB>` (serve and
+    // service), `muster serve --da<TAB>`.
     let completed = run_ok(Command::new("bash").arg("-c").arg(format!(
         "source {}; \
          COMP_WORDS=(muster ser); COMP_CWORD=1; _muster muster ser muster; echo \"${{COMPREPLY[*]}}\"; \
          COMP_WORDS=(muster serve --da); COMP_CWORD=2; _muster muster --da serve; echo \"${{COMPREPLY[*]}}\"",
         root.join("usr/share/bash-completion/completions/muster").display()
     )));
-    assert_eq!(stdout_of(&completed), "serve\n--data-dir\n");
+    assert_eq!(stdout_of(&completed), "serve service\n--data-dir\n");
 
     // The user unit: systemd accepts it (checked with ExecStart pointed into
     // the throwaway root, where the binary is), and its ExecStart serves.

@@ -35,6 +35,16 @@ fn cli_send(d: &TestDaemon, args: &[&str], env: &[(&str, &str)]) -> Value {
 }
 
 /// The `via` READER's inbox shows for the message `body`.
+/// A client environment with the token and without the local key.
+fn token_only(nokey: &tempfile::TempDir) -> Vec<(&'static str, &str)> {
+    let dir = nokey.path().to_str().unwrap();
+    vec![
+        ("MUSTER_TOKEN", TOKEN),
+        ("XDG_RUNTIME_DIR", dir),
+        ("TMPDIR", dir),
+    ]
+}
+
 fn recorded_via(d: &TestDaemon, body: &str) -> String {
     let inbox = d.get(&format!("/api/v1/inbox?as={READER}&all=true")).1;
     inbox["messages"]
@@ -52,6 +62,10 @@ fn recorded_via(d: &TestDaemon, body: &str) -> String {
 // someone else spoke for as such.
 #[test]
 fn each_way_of_sending_is_recorded_and_the_reader_told_who_spoke() {
+    // The token's sends come from a client with no local key (its runtime
+    // and temp directories are empty): with the key it would be the
+    // daemon's own user, whatever token it also carried.
+    let nokey = tempfile::tempdir().unwrap();
     let d = TestDaemon::start(&["--token", TOKEN]);
     let mut reader = payload(READER, "UserPromptSubmit");
     reader["cwd"] = json!("/tmp");
@@ -61,11 +75,7 @@ fn each_way_of_sending_is_recorded_and_the_reader_told_who_spoke() {
     let flag = cli_send(&d, &["by --as", "--as", SENDER], &[]);
     assert_eq!(flag["message"]["via"], "on_behalf", "{flag}");
     cli_send(&d, &["by its shell"], &[("MUSTER_SESSION_ID", SENDER)]);
-    cli_send(
-        &d,
-        &["by the token", "--as", SENDER],
-        &[("MUSTER_TOKEN", TOKEN)],
-    );
+    cli_send(&d, &["by the token", "--as", SENDER], &token_only(&nokey));
     cli_send(&d, &["by a person"], &[]);
     let mut shim = shim;
     shim.send_line(&json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
@@ -93,7 +103,7 @@ fn each_way_of_sending_is_recorded_and_the_reader_told_who_spoke() {
     cli_send(
         &d,
         &["again by the token", "--as", SENDER],
-        &[("MUSTER_TOKEN", TOKEN)],
+        &token_only(&nokey),
     );
     cli_send(
         &d,
