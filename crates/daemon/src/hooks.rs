@@ -343,8 +343,10 @@ fn mail_answer(
     let Turn { id, moment, .. } = turn;
     // While the store cannot write, no mail is handed out: its surfacing
     // could not be recorded, so it would come again at every hook. It waits
-    // unread until writes succeed.
-    let (messages, mut surfacing) = if hub.metrics.store().is_degraded() {
+    // unread until writes succeed: a request's, not only the store's own
+    // one-page probe, which can fit where a request does not.
+    let store = hub.metrics.store();
+    let (messages, mut surfacing) = if store.is_degraded() || store.requests_failing() {
         (Vec::new(), hub.surfacing(id.clone(), Vec::new()))
     } else {
         hub.claim_for_hook(&id, moment, turn.previous_boundary, turn.transcript_read)

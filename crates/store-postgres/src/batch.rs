@@ -171,7 +171,7 @@ async fn probe(pool: &Pool, connection: &mut Option<Object>, health: &WriteHealt
     match futures_util::FutureExt::catch_unwind(AssertUnwindSafe(probed)).await {
         Ok(Ok(())) => {
             tracing::info!("store: writes succeed again");
-            health.wrote();
+            health.probed();
         }
         Ok(Err(fault)) => {
             discard(connection);

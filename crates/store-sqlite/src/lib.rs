@@ -580,7 +580,7 @@ impl Writer {
         match probed {
             Ok(Ok(())) => {
                 tracing::info!("store: writes succeed again");
-                self.health.wrote();
+                self.health.probed();
             }
             Ok(Err(fault)) => {
                 self.health.failed(fault.kind, &fault.reason, 0);

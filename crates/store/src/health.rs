@@ -73,6 +73,9 @@ impl Fault {
 #[derive(Debug)]
 pub struct WriteHealth {
     degraded: AtomicBool,
+    /// The most recent batch of requests failed; a store's own probe
+    /// succeeding does not clear it (see [`WriteHealth::probed`]).
+    requests_failing: AtomicBool,
     fault: Mutex<Option<Fault>>,
     errors: [AtomicU64; FaultKind::ALL.len()],
 }
@@ -87,13 +90,33 @@ impl WriteHealth {
     pub const fn new() -> Self {
         WriteHealth {
             degraded: AtomicBool::new(false),
+            requests_failing: AtomicBool::new(false),
             fault: Mutex::new(None),
             errors: [const { AtomicU64::new(0) }; FaultKind::ALL.len()],
         }
     }
 
-    /// A write committed: whatever failed before is over.
+    /// The store's own small probe write committed: the fault may be over
+    /// (health says so), but requests, which write more, may still fail at
+    /// the edge of a full disk, so [`WriteHealth::requests_failing`] stays
+    /// until one of theirs commits.
+    pub fn probed(&self) {
+        if self.degraded.load(Ordering::Relaxed) {
+            *self.lock() = None;
+            self.degraded.store(false, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether the most recent batch of requests failed (and none has
+    /// committed since): a hook then hands out no mail, whose surfacing
+    /// could not be recorded.
+    pub fn requests_failing(&self) -> bool {
+        self.requests_failing.load(Ordering::Relaxed)
+    }
+
+    /// A write of requests committed: whatever failed before is over.
     pub fn wrote(&self) {
+        self.requests_failing.store(false, Ordering::Relaxed);
         if self.degraded.load(Ordering::Relaxed) {
             *self.lock() = None;
             self.degraded.store(false, Ordering::Relaxed);
@@ -102,6 +125,9 @@ impl WriteHealth {
 
     /// `requests` write requests failed with a fault of the backend.
     pub fn failed(&self, kind: FaultKind, reason: impl std::fmt::Display, requests: u64) {
+        if requests > 0 {
+            self.requests_failing.store(true, Ordering::Relaxed);
+        }
         self.errors[kind.index()].fetch_add(requests, Ordering::Relaxed);
         let mut fault = self.lock();
         let since = fault.as_ref().map_or_else(Instant::now, |f| f.since);
