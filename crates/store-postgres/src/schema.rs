@@ -15,6 +15,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0003_sent_via.sql"),
     include_str!("migrations/0004_tokens.sql"),
     include_str!("migrations/0005_search.sql"),
+    include_str!("migrations/0006_search_words_by_the_writer.sql"),
 ];
 
 /// The schema version a fully migrated database is at.

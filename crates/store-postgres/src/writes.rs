@@ -68,9 +68,11 @@ const PUT_TOKEN: &str =
     "INSERT INTO tokens (id, name, scope, hash, created_at, created_by, revoked_at)
      VALUES ($1, $2, $3, $4, $5, $6, $7)";
 
+/// With the body's search words (see `migrations/0006_…`): the same
+/// expression a search puts its words through, so the two always agree.
 const PUT_MESSAGE: &str = "INSERT INTO messages
-        (id, sender, sender_nickname, target_kind, target, reply_to, body, sent_at, via)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+        (id, sender, sender_nickname, target_kind, target, reply_to, body, sent_at, via, body_words)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, to_tsvector('simple', muster_search_text($7)))";
 
 /// Every recipient's delivery in one statement: a broadcast to a big room
 /// is one round trip, not one per member.

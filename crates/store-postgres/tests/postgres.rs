@@ -880,33 +880,39 @@ async fn found(store: &PostgresStore, text: &str) -> Vec<String> {
     }
 }
 
-// Proves the search migration indexes the messages already stored: a
-// message written at schema version 4 is found by its words once the
-// store has migrated the database.
-#[tokio::test]
-async fn messages_stored_before_search_existed_are_found() {
-    let h = PgHarness::new();
+/// SQL that brings a fresh database to the schema of `migrations` (the
+/// first ones, in order), recorded as a store at that version records it.
+fn schema_at(migrations: &[&str]) -> String {
     let mut sql = String::from(
         "CREATE TABLE muster_schema_migrations (
              version INTEGER PRIMARY KEY,
              applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
          );",
     );
-    for (version, migration) in [
-        include_str!("../src/migrations/0001_initial.sql"),
-        include_str!("../src/migrations/0002_team.sql"),
-        include_str!("../src/migrations/0003_sent_via.sql"),
-        include_str!("../src/migrations/0004_tokens.sql"),
-    ]
-    .iter()
-    .enumerate()
-    {
+    for (version, migration) in migrations.iter().enumerate() {
         sql.push_str(migration);
         sql.push_str(&format!(
             ";INSERT INTO muster_schema_migrations (version) VALUES ({});",
             version + 1
         ));
     }
+    sql
+}
+
+const MIGRATIONS_UP_TO_4: [&str; 4] = [
+    include_str!("../src/migrations/0001_initial.sql"),
+    include_str!("../src/migrations/0002_team.sql"),
+    include_str!("../src/migrations/0003_sent_via.sql"),
+    include_str!("../src/migrations/0004_tokens.sql"),
+];
+
+// Proves the search migration indexes the messages already stored: a
+// message written at schema version 4 is found by its words once the
+// store has migrated the database.
+#[tokio::test]
+async fn messages_stored_before_search_existed_are_found() {
+    let h = PgHarness::new();
+    let mut sql = schema_at(&MIGRATIONS_UP_TO_4);
     sql.push_str(
         "INSERT INTO messages (id, sender, sender_nickname, target_kind, target, body, sent_at)
          VALUES ('01A', 'alice', 'alice', 'session', 'bob', 'the Flaky test again', 1),
@@ -917,6 +923,34 @@ async fn messages_stored_before_search_existed_are_found() {
     assert_eq!(versions(&h.client().await).await, all_versions());
     assert_eq!(found(&store, "flaky TEST").await, ["01A"]);
     assert_eq!(found(&store, "fix").await, ["01B"]);
+}
+
+// Proves migration 6 (search words written by the INSERT, no longer a
+// generated column) keeps what version 5 indexed and indexes what comes
+// after: a message stored at version 5 and one stored through the
+// migrated store are both found by their words, and only by them.
+#[tokio::test]
+async fn search_words_stored_at_version_5_survive_and_new_ones_are_written() {
+    let h = PgHarness::new();
+    let mut migrations = MIGRATIONS_UP_TO_4.to_vec();
+    migrations.push(include_str!("../src/migrations/0005_search.sql"));
+    let mut sql = schema_at(&migrations);
+    sql.push_str(
+        "INSERT INTO messages (id, sender, sender_nickname, target_kind, target, body, sent_at)
+         VALUES ('01A', 'alice', 'alice', 'session', 'bob', 'the Flaky test again', 1);",
+    );
+    run_sql(&h.name, &sql);
+    let store = h.open().await;
+    assert_eq!(versions(&h.client().await).await, all_versions());
+    let mut newer = put("01B", "alice");
+    if let Change::PutMessage { message, .. } = &mut newer {
+        message.body = "Café naïve: the deploy is done".into();
+    }
+    store.apply(vec![newer]).await.unwrap();
+    assert_eq!(found(&store, "flaky").await, ["01A"]);
+    assert_eq!(found(&store, "CAFÉ deploy").await, ["01B"]);
+    assert_eq!(found(&store, "naï").await, ["01B"]);
+    assert!(found(&store, "hi").await.is_empty());
 }
 
 // Proves what a letter is does not depend on the database's own locale: in
