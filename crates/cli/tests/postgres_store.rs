@@ -304,3 +304,49 @@ fn the_leader_sweeps_once_and_hears_hooks_made_elsewhere() {
         0
     );
 }
+
+// Proves a read the store cannot answer says so as a read: with the
+// messages table gone from under a running daemon, history, search and a
+// thread answer 503 `store_unavailable` "could not read the store: …" and
+// never "nothing was stored" (no write was asked for); once the table is
+// back the same reads answer again.
+#[test]
+fn a_failed_read_says_the_read_failed() {
+    let db = FreshDatabase::new("store");
+    let d = TestDaemon::start(&["--store", &db.url()]);
+    d.hook("session-start", &payload("reader-a", "SessionStart"));
+    d.hook("session-start", &payload("reader-b", "SessionStart"));
+    let (status, sent) = d.post_json(
+        "/api/v1/messages",
+        &json!({"as": "reader-a", "to": "reader-b", "body": "the build is green"}),
+    );
+    assert_eq!(status, 200, "{sent}");
+    let id = sent["message"]["id"]
+        .as_str()
+        .expect("a message id")
+        .to_string();
+    let reads = [
+        "/api/v1/messages?as=reader-b".to_string(),
+        "/api/v1/search?as=reader-b&q=green".to_string(),
+        format!("/api/v1/messages/{id}/thread?as=reader-b"),
+    ];
+    db.sql("ALTER TABLE messages RENAME TO messages_away");
+    for path in &reads {
+        let (status, answer) = d.get(path);
+        assert_eq!(status, 503, "{path}: {answer}");
+        assert_eq!(
+            answer["error"]["code"], "store_unavailable",
+            "{path}: {answer}"
+        );
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(
+            message.starts_with("could not read the store: "),
+            "{path}: {message}"
+        );
+    }
+    db.sql("ALTER TABLE messages_away RENAME TO messages");
+    for path in &reads {
+        let (status, answer) = d.get(path);
+        assert_eq!(status, 200, "{path}: {answer}");
+    }
+}

@@ -101,6 +101,18 @@ impl From<StoreError> for ApiError {
 }
 
 impl ApiError {
+    /// A read of the store that failed. Unlike a failed write (the
+    /// [`From`] above), nothing was asked to be stored, so the answer says
+    /// the read failed rather than "nothing was stored".
+    pub fn unread(e: StoreError) -> Self {
+        tracing::error!("store read error: {e}");
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            format!("could not read the store: {e}"),
+        )
+    }
+
     /// Whether another daemon decided first (see [`DECIDED_ELSEWHERE`]).
     pub fn decided_elsewhere(&self) -> bool {
         self.code == DECIDED_ELSEWHERE

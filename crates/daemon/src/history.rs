@@ -165,7 +165,8 @@ impl Hub {
     pub(crate) async fn history_page(&self, mut q: HistoryQuery) -> Result<MessagePage, ApiError> {
         let limit = q.limit;
         q.limit = limit + 1;
-        Ok(page(self.store.history(q).await?, limit))
+        let found = self.store.history(q).await.map_err(ApiError::unread)?;
+        Ok(page(found, limit))
     }
 
     pub(crate) async fn search_page(
@@ -175,7 +176,8 @@ impl Hub {
     ) -> Result<MessagePage, ApiError> {
         let limit = within.limit;
         within.limit = limit + 1;
-        let found = self.store.search(SearchQuery { text, within }).await?;
+        let found =
+            (self.store.search(SearchQuery { text, within }).await).map_err(ApiError::unread)?;
         Ok(page(found, limit))
     }
 

@@ -853,7 +853,7 @@ impl Hub {
                 include_read: true,
                 limit: limit + 1,
             };
-            for e in self.store.inbox(query).await? {
+            for e in self.store.inbox(query).await.map_err(ApiError::unread)? {
                 by_id.insert(
                     e.message.id.clone(),
                     InboxMessage {
@@ -1193,7 +1193,7 @@ impl Hub {
             return Err(CoreError::invalid("message_id", "not a message id").into());
         }
         let reader = self.principal(&self.lock(), as_)?.key();
-        let messages = self.store.thread(message_id, &reader).await?;
+        let messages = (self.store.thread(message_id, &reader).await).map_err(ApiError::unread)?;
         if messages.is_empty() {
             return Err(ApiError::new(
                 axum::http::StatusCode::NOT_FOUND,
