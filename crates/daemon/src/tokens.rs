@@ -23,25 +23,30 @@ pub struct Registry {
 
 #[derive(Default)]
 struct Known {
-    /// By id, in the order made.
+    /// In the order made; never removed (a revoked token stays listed).
     records: Vec<TokenRecord>,
-    /// Live tokens' ids by the hash of their secret.
-    by_hash: HashMap<String, String>,
+    /// Live tokens' places in `records` by the hash of their secret.
+    by_hash: HashMap<String, usize>,
+    /// Every token's place in `records` by its id.
+    by_id: HashMap<String, usize>,
 }
 
 impl Known {
     fn put(&mut self, record: TokenRecord) {
-        if self.records.iter().any(|t| t.id == record.id) {
+        if self.by_id.contains_key(&record.id) {
             return;
         }
+        let at = self.records.len();
         if record.is_live() {
-            self.by_hash.insert(record.hash.clone(), record.id.clone());
+            self.by_hash.insert(record.hash.clone(), at);
         }
+        self.by_id.insert(record.id.clone(), at);
         self.records.push(record);
     }
 
     fn revoke(&mut self, id: &str, at: muster_core::Millis) {
-        if let Some(t) = self.records.iter_mut().find(|t| t.id == id && t.is_live()) {
+        let found = self.by_id.get(id).and_then(|&at| self.records.get_mut(at));
+        if let Some(t) = found.filter(|t| t.is_live()) {
             t.revoked_at = Some(at);
             self.by_hash.remove(&t.hash);
         }
@@ -72,8 +77,7 @@ impl Registry {
     pub fn grant(&self, secret: &str) -> Option<Grant> {
         let hash = token::hash_secret(secret);
         let known = self.read();
-        let id = known.by_hash.get(&hash)?;
-        let record = known.records.iter().find(|t| &t.id == id)?;
+        let record = known.records.get(*known.by_hash.get(&hash)?)?;
         // The map found it by its hash; compare in constant time anyway,
         // so no timing depends on how much of a guess was right.
         same_secret(hash.as_bytes(), record.hash.as_bytes()).then(|| Grant::of(record))
