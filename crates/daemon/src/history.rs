@@ -176,8 +176,8 @@ impl Hub {
     ) -> Result<MessagePage, ApiError> {
         let limit = within.limit;
         within.limit = limit + 1;
-        let found =
-            (self.store.search(SearchQuery { text, within }).await).map_err(ApiError::unread)?;
+        let query = SearchQuery { text, within };
+        let found = self.store.search(query).await.map_err(ApiError::unread)?;
         Ok(page(found, limit))
     }
 

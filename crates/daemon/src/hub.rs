@@ -1193,7 +1193,8 @@ impl Hub {
             return Err(CoreError::invalid("message_id", "not a message id").into());
         }
         let reader = self.principal(&self.lock(), as_)?.key();
-        let messages = (self.store.thread(message_id, &reader).await).map_err(ApiError::unread)?;
+        let messages = self.store.thread(message_id, &reader).await;
+        let messages = messages.map_err(ApiError::unread)?;
         if messages.is_empty() {
             return Err(ApiError::new(
                 axum::http::StatusCode::NOT_FOUND,

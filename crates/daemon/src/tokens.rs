@@ -45,7 +45,10 @@ impl Known {
     }
 
     fn revoke(&mut self, id: &str, at: muster_core::Millis) {
-        let found = self.by_id.get(id).and_then(|&at| self.records.get_mut(at));
+        let found = self
+            .by_id
+            .get(id)
+            .and_then(|&place| self.records.get_mut(place));
         if let Some(t) = found.filter(|t| t.is_live()) {
             t.revoked_at = Some(at);
             self.by_hash.remove(&t.hash);
