@@ -172,18 +172,6 @@ fn session_of(pid: u32) -> u32 {
     after_name.split(' ').nth(3).unwrap().parse().unwrap()
 }
 
-/// The file's text once it holds `line`, or as it is after five seconds.
-fn log_once_it_holds(path: &Path, line: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        if text.contains(line) || Instant::now() > deadline {
-            return text;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -232,7 +220,9 @@ fn a_command_with_nothing_running_starts_the_daemon_and_gets_its_answer() {
     // The daemon answers as soon as its port is open and prints its
     // listening line just after, so the line may trail the first answer.
     let listening = format!("muster listening on {}", fresh.url);
-    let log = log_once_it_holds(&data_dir.join("muster.log"), &listening);
+    let read_log = || std::fs::read_to_string(data_dir.join("muster.log")).unwrap_or_default();
+    wait_until(Duration::from_secs(5), || read_log().contains(&listening));
+    let log = read_log();
     assert!(log.contains("started on first use by pid"), "{log}");
     assert!(log.contains(&listening), "{log}");
 

@@ -92,11 +92,7 @@ impl From<StoreError> for ApiError {
             );
         }
         tracing::error!("store error: {e}");
-        Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "store_unavailable",
-            format!("nothing was stored: {e}"),
-        )
+        Self::store_unavailable(format!("nothing was stored: {e}"))
     }
 }
 
@@ -106,10 +102,14 @@ impl ApiError {
     /// the read failed rather than "nothing was stored".
     pub fn unread(e: StoreError) -> Self {
         tracing::error!("store read error: {e}");
+        Self::store_unavailable(format!("could not read the store: {e}"))
+    }
+
+    fn store_unavailable(message: String) -> Self {
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "store_unavailable",
-            format!("could not read the store: {e}"),
+            message,
         )
     }
 
