@@ -354,8 +354,13 @@ async fn on_frame(link: &Link<'_>, requests: &mut JoinSet<()>, frame: ClientFram
             });
         }
         ClientFrame::Delivered { message_ids } => {
-            if let Some(id) = session {
-                Box::pin(hub.on_delivered(id, &message_ids)).await;
+            // The reader goes on while the write is made durable, so a shim
+            // confirming a run of pushes has them written in a few batches,
+            // not one commit (and fsync) after another. Each message is
+            // awaiting its push at most once, so these tasks are as many as
+            // the pushes in flight, whatever the shim sends.
+            if let Some(recorded) = session.and_then(|id| hub.on_delivered(id, message_ids)) {
+                tokio::spawn(recorded);
             }
         }
         ClientFrame::Ready { can_push } => {
@@ -642,14 +647,20 @@ impl Hub {
         }
     }
 
-    /// The shim wrote these pushes out: record them as pushed (durably),
-    /// then tell any waiting sender.
-    async fn on_delivered(&self, recipient: &str, ids: &[String]) {
+    /// The shim wrote these pushes out: record them as pushed, in memory
+    /// now; the returned task waits for the durable write, then tells any
+    /// waiting sender. `None` when none of them was awaiting its push.
+    fn on_delivered(
+        self: &Arc<Self>,
+        recipient: &str,
+        mut ids: Vec<String>,
+    ) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
+        ids.truncate(10_000);
         let now = self.clock.wall();
-        let commit = {
+        let (pushed, commit) = {
             let mut st = self.lock();
             let mut changes = Vec::new();
-            for id in ids.iter().take(10_000) {
+            for id in &ids {
                 st.links.confirmed(recipient, id);
                 if st.mail.awaiting_push(recipient, id) {
                     changes.push(Change::AdvanceDelivery {
@@ -660,20 +671,22 @@ impl Hub {
                     });
                 }
             }
-            let pushed = changes.len() as u64;
-            (!changes.is_empty()).then(|| (pushed, self.commit(&mut st, changes)))
+            if changes.is_empty() {
+                return None;
+            }
+            (changes.len() as u64, self.commit(&mut st, changes))
         };
-        let Some((pushed, commit)) = commit else {
-            return;
-        };
-        if let Err(e) = commit.await {
-            tracing::warn!("could not record pushed mail for {recipient}: {e}");
-        }
-        self.metrics.deliveries_pushed.add(pushed);
-        self.lock().links.tell_confirmed(ids);
-        self.events.publish(
-            "delivery.updated",
-            || json!({"recipient": recipient, "message_ids": ids, "state": "pushed"}),
-        );
+        let (hub, recipient) = (self.clone(), recipient.to_string());
+        Some(async move {
+            if let Err(e) = commit.await {
+                tracing::warn!("could not record pushed mail for {recipient}: {e}");
+            }
+            hub.metrics.deliveries_pushed.add(pushed);
+            hub.lock().links.tell_confirmed(&ids);
+            hub.events.publish(
+                "delivery.updated",
+                || json!({"recipient": recipient, "message_ids": ids, "state": "pushed"}),
+            );
+        })
     }
 }
