@@ -342,7 +342,8 @@ fn mail_answer(
 ) -> Response {
     let Turn { id, moment, .. } = turn;
     // While the store cannot write, no mail is handed out: its surfacing
-    // could not be recorded, so it would come again at every hook. It waits
+    // would live in memory only (see `Hub::mark_surfaced`), and a daemon
+    // that stopped before the store took it would offer it again. It waits
     // unread until writes succeed: a request's, not only the store's own
     // one-page probe, which can fit where a request does not.
     let store = hub.metrics.store();

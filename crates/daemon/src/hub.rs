@@ -224,6 +224,24 @@ async fn settle(hub: Weak<Hub>, mut settlements: UnboundedReceiver<Settle>) {
     }
 }
 
+/// Submits `changes` again, waiting longer each time (up to 5 s), until
+/// the store takes them or stops. For marks that memory holds already:
+/// they only move deliveries forward, so a late one changes no outcome.
+async fn record_until_stored(store: Arc<dyn Store>, recipient: String, changes: Vec<Change>) {
+    let mut wait = std::time::Duration::from_millis(50);
+    loop {
+        tokio::time::sleep(wait).await;
+        match store.submit(changes.clone()).await {
+            Ok(()) => {
+                tracing::info!("recorded surfaced mail for {recipient} once the store could write");
+                return;
+            }
+            Err(muster_store::StoreError::Stopped) => return,
+            Err(_) => wait = (wait * 2).min(std::time::Duration::from_secs(5)),
+        }
+    }
+}
+
 impl Hub {
     pub async fn load(
         config: Config,
@@ -1052,22 +1070,27 @@ impl Hub {
                 at: now,
             })
             .collect();
-        // Memory takes the mark only once the store has it: until then the
-        // mail stays claimed (no other answer offers it). Refused, the claim
-        // is released and the mail stays unread in memory as in the store,
-        // for a later answer. (Marks only move a delivery forward, so
-        // taking this one later than its submit changes no outcome.)
-        if let Err(e) = self.store.submit(changes.clone()).await {
-            tracing::warn!("could not record surfaced mail for {recipient}, left unread: {e}");
-            self.lock().mail.unclaim(recipient, ids);
-            return;
-        }
+        // Memory takes the mark when the store has answered: until then the
+        // mail stays claimed (no other answer offers it).
+        let stored = self.store.submit(changes.clone()).await;
         {
             let mut st = self.lock();
             let mono = self.clock.mono();
             for change in &changes {
                 st.apply(change, mono);
             }
+        }
+        // Refused (a backend fault: a mark of a delivery is never refused on
+        // its merits), memory keeps the mark all the same: the answer is
+        // written, so the model has this mail, and offering it again would
+        // hand it over twice. The store is asked again until it takes it.
+        if let Err(e) = stored {
+            tracing::warn!(
+                "could not record surfaced mail for {recipient} yet ({e}); \
+                 it is not offered again, and is recorded once the store can write"
+            );
+            let (store, recipient) = (self.store.clone(), recipient.to_string());
+            tokio::spawn(record_until_stored(store, recipient, changes));
         }
         self.metrics.deliveries_surfaced.add(ids.len() as u64);
         self.events.publish(

@@ -276,3 +276,59 @@ async fn a_refused_status_update_is_taken_back() {
     assert_eq!(f.hub.lock().session(A).unwrap().status, "testing");
     assert_eq!(status(&f.stored().await).as_deref(), Some("testing"));
 }
+
+// Proves mail whose answer was written is handed over once even when the
+// store refuses its mark: memory keeps it surfaced, so the next read offers
+// nothing, and the mark is written once the store can write again, so a
+// daemon started on the store then has nothing unread to offer either.
+#[tokio::test]
+async fn mail_handed_out_while_its_mark_is_refused_is_not_offered_again() {
+    let f = Fixture::new().await;
+    let sent = f
+        .hub
+        .send(muster_core::api::SendRequest {
+            as_: Some(A.into()),
+            to: B.into(),
+            body: "read me once".into(),
+            reply_to: None,
+            as_from_env: false,
+            via: muster_core::SentVia::default(),
+        })
+        .await
+        .unwrap();
+    let (inbox, surfacing) = f.hub.inbox(Some(B), false, 100).await.unwrap();
+    assert_eq!(inbox.messages.len(), 1);
+    let surfaced = f.hub.metrics.deliveries_surfaced.get();
+    f.fail(true);
+    surfacing.complete();
+    let marked = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        while f.hub.metrics.deliveries_surfaced.get() == surfaced {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    assert!(
+        marked.is_ok(),
+        "the written answer's mail was not kept surfaced"
+    );
+    let (again, _) = f.hub.inbox(Some(B), false, 100).await.unwrap();
+    assert!(
+        again.messages.is_empty(),
+        "offered twice: {:?}",
+        again.messages
+    );
+    let unread_in_store = |s: Snapshot| s.unread.iter().any(|(m, _)| m.id == sent.message.id);
+    assert!(
+        unread_in_store(f.stored().await),
+        "the store refused the mark"
+    );
+
+    f.fail(false);
+    let recorded = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        while unread_in_store(f.stored().await) {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(recorded.is_ok(), "the mark never reached the store");
+}
