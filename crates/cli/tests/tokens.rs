@@ -462,3 +462,66 @@ fn doctor_checks_the_token_file() {
     let gone = doctor(&o.dir.path().join("missing.token"));
     assert_eq!(gone["ok"], false, "{gone}");
 }
+
+/// Opens run `run`'s wake stream with `token`: the status, and the open
+/// response while it is 200 (dropped, the stream closes).
+fn open_wake(o: &Outsider, token: &str, run: &str) -> (u16, reqwest::blocking::Response) {
+    let resp = reqwest::blocking::Client::builder()
+        .timeout(None)
+        .build()
+        .unwrap()
+        .get(format!("{}/api/v1/wake?run={run}&how=pty", o.url))
+        .bearer_auth(token)
+        .send()
+        .expect("the wake request");
+    (resp.status().as_u16(), resp)
+}
+
+/// The error code of a refused response.
+fn code_of(resp: reqwest::blocking::Response) -> String {
+    let body: serde_json::Value = resp.json().expect("a JSON error");
+    body["error"]["code"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+// Proves a wake stream cannot be taken by another token: while alice's
+// token holds run-alice's stream, bob's is refused 403 `forbidden_run`;
+// once alice's stream is closed, bob's is still refused, since a session
+// of alice's is bound to that run; bob opens a run of his own, and the
+// bootstrap admin may open alice's.
+#[test]
+fn a_token_holds_the_wake_stream_only_of_its_own_runs() {
+    let d = TestDaemon::start(&["--token", BOOT]);
+    let o = Outsider::new(&d);
+    let alice = secret_of(&o.ok(BOOT, &["token", "create", "alice", "--scope", "agent"]));
+    let bob = secret_of(&o.ok(BOOT, &["token", "create", "bob", "--scope", "agent"]));
+    let mut start = payload("alice-1", "SessionStart");
+    start["cwd"] = json!(o.dir.path());
+    let resp = http()
+        .post(format!("{}/hook/session-start", o.url))
+        .bearer_auth(&alice)
+        .header("x-muster-run", "run-alice")
+        .header("content-type", "application/json")
+        .body(start.to_string())
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+
+    let (status, held) = open_wake(&o, &alice, "run-alice");
+    assert_eq!(status, 200, "alice opens her run's stream");
+    let (status, refused) = open_wake(&o, &bob, "run-alice");
+    assert_eq!((status, code_of(refused).as_str()), (403, "forbidden_run"));
+    drop(held);
+    let (status, refused) = open_wake(&o, &bob, "run-alice");
+    assert_eq!(
+        (status, code_of(refused).as_str()),
+        (403, "forbidden_run"),
+        "alice-1 is bound to the run, whoever holds its stream"
+    );
+    let (status, _bobs) = open_wake(&o, &bob, "run-bob");
+    assert_eq!(status, 200, "bob opens a run of his own");
+    let (status, _admins) = open_wake(&o, BOOT, "run-alice");
+    assert_eq!(status, 200, "an admin may hold any run");
+}

@@ -86,6 +86,43 @@ pub(crate) fn may_speak_as_person(grant: Option<&Grant>, name: &str) -> Result<(
     }
 }
 
+/// Whether `grant` may hold run `run`'s wake stream: a token bound to its
+/// sessions may not take a run from another's waker (`held_by`: the owner
+/// of the waker holding it now, if one does), nor hold one that wakes a
+/// session it may not act for (`sessions`: those bound to the run).
+pub(crate) fn may_hold_run(
+    grant: Option<&Grant>,
+    run: &str,
+    held_by: Option<Option<&str>>,
+    sessions: &[&Session],
+) -> Result<(), ApiError> {
+    let Some(grant) = grant.filter(|g| g.is_bound()) else {
+        return Ok(());
+    };
+    if held_by.is_some_and(|owner| owner != grant.token_id.as_deref()) {
+        return Err(forbidden(
+            "forbidden_run",
+            format!(
+                "run {run} has a waker another token (or the daemon's own user) opened; token {:?} may not take it",
+                grant.name
+            ),
+        ));
+    }
+    match sessions
+        .iter()
+        .find(|s| may_act_for(Some(grant), &s.id, Some(s)).is_err())
+    {
+        Some(s) => Err(forbidden(
+            "forbidden_run",
+            format!(
+                "run {run} wakes session {} ({}), which token {:?} did not register",
+                s.id, s.nickname, grant.name
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Reads of everyone's mail and events are for operators and admins.
 pub(crate) fn must_read_everything(grant: Option<&Grant>, what: &str) -> Result<(), ApiError> {
     match grant {

@@ -20,8 +20,10 @@ use std::time::Duration;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::Extension;
 use futures_util::stream::{self, Stream, StreamExt};
 use muster_core::api::WakeEvent;
+use muster_core::token::Grant;
 use muster_core::wake::{self, Due, HOW, WAKE_PROMPT};
 use muster_core::{Activity, Millis};
 use serde::Deserialize;
@@ -31,6 +33,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::error::ApiError;
 use crate::hub::{Hub, PUSH_SHOWN_WITHIN_MS};
+use crate::scopes::{grant_of, may_hold_run, Credential};
 use crate::state::{State as HubState, Waker};
 
 /// Longest run id accepted (`run-` and 16 hex digits is typical).
@@ -69,6 +72,7 @@ pub struct WakeQuery {
 /// stream is open. A newer stream for the same run replaces an older one.
 pub async fn stream(
     State(hub): State<Arc<Hub>>,
+    credential: Option<Extension<Credential>>,
     Query(query): Query<WakeQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
     if !valid_run(&query.run) {
@@ -83,16 +87,18 @@ pub async fn stream(
             format!("how must be one of {}", HOW.join(", ")),
         ));
     }
+    let grant = grant_of(&credential);
     let (tx, rx) = mpsc::channel(WAKE_QUEUE);
     let conn = NEXT_WAKER.fetch_add(1, Ordering::Relaxed);
-    hub.attach_waker(
-        &query.run,
-        Waker {
-            conn,
-            how: query.how.clone(),
-            tx,
-        },
-    );
+    let waker = Waker {
+        conn,
+        how: query.how.clone(),
+        owner: grant
+            .filter(|g| g.is_bound())
+            .and_then(|g| g.token_id.clone()),
+        tx,
+    };
+    hub.attach_waker(&query.run, waker, grant)?;
     // Unregisters when the stream is dropped (the waker went away).
     let guard = WakerGuard {
         hub: hub.clone(),
@@ -149,15 +155,21 @@ fn relabel_run(st: &mut HubState, run: &str) -> Vec<String> {
 }
 
 impl Hub {
-    fn attach_waker(&self, run: &str, waker: Waker) {
+    fn attach_waker(&self, run: &str, waker: Waker, grant: Option<&Grant>) -> Result<(), ApiError> {
         let ids = {
             let mut st = self.lock();
+            let held_by = st.wakers.get(run).map(|w| w.owner.as_deref());
+            let bound = st.roster.sessions_of_run(run);
+            let sessions: Vec<&muster_core::Session> =
+                bound.iter().filter_map(|id| st.session(id)).collect();
+            may_hold_run(grant, run, held_by, &sessions)?;
             st.wakers.insert(run.to_string(), waker);
             relabel_run(&mut st, run)
         };
         tracing::info!(run, sessions = ids.len(), "waker attached");
         self.events
             .publish("waker.attached", || json!({"run": run, "sessions": ids}));
+        Ok(())
     }
 
     fn detach_waker(&self, run: &str, conn: u64) {

@@ -38,6 +38,8 @@ pub struct Waker {
     pub conn: u64,
     /// `pty`, `opencode` or `codex`.
     pub how: String,
+    /// The token that opened the stream, if one bound to its sessions did.
+    pub owner: Option<String>,
     pub tx: mpsc::Sender<muster_core::api::WakeEvent>,
 }
 
