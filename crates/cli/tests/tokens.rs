@@ -497,17 +497,8 @@ fn a_token_holds_the_wake_stream_only_of_its_own_runs() {
     let o = Outsider::new(&d);
     let alice = secret_of(&o.ok(BOOT, &["token", "create", "alice", "--scope", "agent"]));
     let bob = secret_of(&o.ok(BOOT, &["token", "create", "bob", "--scope", "agent"]));
-    let mut start = payload("alice-1", "SessionStart");
-    start["cwd"] = json!(o.dir.path());
-    let resp = http()
-        .post(format!("{}/hook/session-start", o.url))
-        .bearer_auth(&alice)
-        .header("x-muster-run", "run-alice")
-        .header("content-type", "application/json")
-        .body(start.to_string())
-        .send()
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 200);
+    let (status, _) = o.hook_in_run(&alice, "session-start", "alice-1", Some("run-alice"));
+    assert_eq!(status, 200);
 
     let (status, held) = open_wake(&o, &alice, "run-alice");
     assert_eq!(status, 200, "alice opens her run's stream");

@@ -69,7 +69,8 @@ pub struct WakeQuery {
 }
 
 /// `GET /api/v1/wake`: registers the caller as the run's waker while the
-/// stream is open. A newer stream for the same run replaces an older one.
+/// stream is open. A newer stream for the same run replaces an older one
+/// (a token's, only one it opened itself: see `scopes::may_hold_run`).
 pub async fn stream(
     State(hub): State<Arc<Hub>>,
     credential: Option<Extension<Credential>>,

@@ -102,9 +102,34 @@ impl Outsider {
     }
 
     pub fn hook(&self, token: &str, event: &str, session: &str) -> (u16, Value) {
+        self.hook_in_run(token, event, session, None)
+    }
+
+    /// A hook as `muster hook` sends it inside `muster run` (`X-Muster-Run`).
+    pub fn hook_in_run(
+        &self,
+        token: &str,
+        event: &str,
+        session: &str,
+        run: Option<&str>,
+    ) -> (u16, Value) {
         let mut p = payload(session, "SessionStart");
         p["cwd"] = json!(self.dir.path());
-        self.http("POST", &format!("/hook/{event}"), Some(token), Some(p))
+        let mut req = http()
+            .post(format!("{}/hook/{event}", self.url))
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .body(p.to_string());
+        if let Some(run) = run {
+            req = req.header("x-muster-run", run);
+        }
+        let resp = req.send().expect("request");
+        let status = resp.status().as_u16();
+        let text = resp.text().unwrap_or_default();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 }
 
