@@ -40,6 +40,8 @@ mod tls;
 mod token_admin;
 mod tokens;
 pub mod unix_socket;
+#[cfg(unix)]
+pub mod unix_stream;
 mod wake;
 
 use std::net::SocketAddr;
@@ -522,7 +524,7 @@ fn local_key(config: &Config, addr: &SocketAddr) -> anyhow::Result<Option<local_
 }
 
 #[cfg(unix)]
-type BoundUnix = (tokio::net::UnixListener, unix_socket::SocketFile);
+type BoundUnix = (unix_stream::QuietUnixListener, unix_socket::SocketFile);
 #[cfg(not(unix))]
 type BoundUnix = std::convert::Infallible;
 
@@ -536,9 +538,9 @@ fn bind_unix_socket(config: &Config, addr: &SocketAddr) -> Option<BoundUnix> {
     #[cfg(unix)]
     {
         match unix_socket::bind(dir, addr.port()) {
-            Ok(bound) => {
-                tracing::info!(socket = %bound.1.path().display(), "serving the Unix socket too");
-                Some(bound)
+            Ok((listener, file)) => {
+                tracing::info!(socket = %file.path().display(), "serving the Unix socket too");
+                Some((unix_stream::QuietUnixListener(listener), file))
             }
             Err(e) => {
                 tracing::warn!("serving TCP only: {e}");
@@ -564,7 +566,7 @@ fn serve_unix(
 ) -> tokio::task::JoinHandle<()> {
     let tap_hub = hub.clone();
     let listener =
-        axum::serve::ListenerExt::tap_io(listener, move |_: &mut tokio::net::UnixStream| {
+        axum::serve::ListenerExt::tap_io(listener, move |_: &mut unix_stream::QuietUnixStream| {
             tap_hub.metrics.unix_connections.inc();
         });
     let served = serve_connections(listener, app, hub.clone(), permits, None, stop_rx, true);

@@ -484,7 +484,7 @@ async fn session(
     if let Some(path) = daemon.socket.as_deref().filter(|p| trusted_socket(p)) {
         let connected = tokio::time::timeout(Duration::from_secs(5), async {
             let request = daemon.request().map_err(std::io::Error::other)?;
-            let stream = tokio::net::UnixStream::connect(path).await?;
+            let stream = muster_daemon::unix_stream::QuietUnixStream::connect(path).await?;
             tokio_tungstenite::client_async_with_config(request, stream, Some(config))
                 .await
                 .map_err(std::io::Error::other)
