@@ -33,6 +33,7 @@ use serde_json::{json, Value};
 use crate::http::{snippet, Conn};
 use crate::report::{fmt_rate, fmt_us, r1, thousands, Row, Section, Verdict};
 use crate::shim::{Event, Shim, CALL_TIMEOUT};
+use crate::wakes;
 use crate::{daemon, Opts};
 
 pub const TARGET_SERIAL_P99_US: f64 = 1_000.0;
@@ -187,30 +188,57 @@ fn store_writer_cpu_us(pid: u32) -> u64 {
         .sum()
 }
 
+/// Context switches (voluntary and not) of a process's live threads, from
+/// `/proc/<pid>/task/*/status`: each is a sleep and a wake the kernel
+/// charges for (see `wakes`).
+#[cfg(target_os = "linux")]
+fn switches(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    let count = |status: String| -> u64 {
+        status
+            .lines()
+            .filter(|l| l.contains("ctxt_switches:"))
+            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .sum()
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("status")).ok())
+        .map(count)
+        .sum()
+}
+
 /// CPU used by the daemon process (of it, its store writer thread), by the
 /// shims, and by this bench process (the scripted MCP clients; not counted
-/// against muster).
+/// against muster); and the context switches of the daemon and the shims.
 #[derive(Debug, Clone, Copy, Default)]
 struct Cpu {
     daemon_us: u64,
     store_us: u64,
     shims_us: u64,
     client_us: u64,
+    daemon_switches: u64,
+    shims_switches: u64,
 }
 
 impl Cpu {
     #[cfg(target_os = "linux")]
     fn sample(daemon: Option<u32>, shims: &[u32]) -> Option<Cpu> {
         let daemon = daemon?;
-        let mut shims_us = 0;
+        let (mut shims_us, mut shims_switches) = (0, 0);
         for pid in shims {
             shims_us += cpu_us(Some(*pid))?;
+            shims_switches += switches(*pid);
         }
         Some(Cpu {
             daemon_us: cpu_us(Some(daemon))?,
             store_us: store_writer_cpu_us(daemon),
             shims_us,
             client_us: cpu_us(None)?,
+            daemon_switches: switches(daemon),
+            shims_switches,
         })
     }
 
@@ -226,6 +254,8 @@ impl Cpu {
             store_us: self.store_us.saturating_sub(before.store_us),
             shims_us: self.shims_us.saturating_sub(before.shims_us),
             client_us: self.client_us.saturating_sub(before.client_us),
+            daemon_switches: self.daemon_switches.saturating_sub(before.daemon_switches),
+            shims_switches: self.shims_switches.saturating_sub(before.shims_switches),
         }
     }
 }
@@ -240,6 +270,9 @@ struct CpuPerMessage {
     shims: f64,
     /// The bench's own scripted clients (not muster's cost).
     client: f64,
+    /// Context switches per message, of the daemon and of the shims.
+    daemon_switches: f64,
+    shims_switches: f64,
 }
 
 /// What a CPU figure says where it cannot be measured.
@@ -343,6 +376,8 @@ impl Phase {
             store: cpu.store_us as f64 / n,
             shims: cpu.shims_us as f64 / n,
             client: cpu.client_us as f64 / n,
+            daemon_switches: cpu.daemon_switches as f64 / n,
+            shims_switches: cpu.shims_switches as f64 / n,
         })
     }
 
@@ -440,6 +475,8 @@ impl Phase {
             "cpu_us_per_message_store_writer": cpu.map(|c| r1(c.store)),
             "cpu_us_per_message_shims": cpu.map(|c| r1(c.shims)),
             "cpu_us_per_message_bench_client": cpu.map(|c| r1(c.client)),
+            "switches_per_message_daemon": cpu.map(|c| r1(c.daemon_switches)),
+            "switches_per_message_shims": cpu.map(|c| r1(c.shims_switches)),
             "cpu_busy_share": self.cpu_busy(cpus()).map(|b| (b * 1000.0).round() / 1000.0),
         })
     }
@@ -1016,6 +1053,14 @@ pub async fn run(opts: &Opts) -> anyhow::Result<Section> {
 
     eprintln!("delivery: durable commit alone (SQLite, serial, up to {COMMIT_SAMPLES} commits)…");
     let commit = durable_commit_alone().await;
+    eprintln!(
+        "delivery: CPU per wake on this machine ({} Unix socket round trips)…",
+        thousands(u64::from(wakes::ROUNDS))
+    );
+    let wake_us = tokio::task::spawn_blocking(|| wakes::cpu_per_wake_us(wakes::ROUNDS))
+        .await
+        .ok()
+        .flatten();
 
     eprintln!(
         "delivery: {k} sender shims → {k} receiver shims, {} s warm-up + {} s measured…",
@@ -1238,6 +1283,21 @@ pub async fn run(opts: &Opts) -> anyhow::Result<Section> {
                 format!("{label}: bench client CPU/msg (not muster)"),
                 fmt_us(c.client),
             ));
+            rows.push(Row::info(
+                format!("{label}: context switches/msg daemon / shims"),
+                format!("{:.1} / {:.1}", c.daemon_switches, c.shims_switches),
+            ));
+            if let Some(wake) = wake_us {
+                let switches = c.daemon_switches + c.shims_switches;
+                rows.push(Row::info(
+                    format!("{label}: of the CPU/msg, switches × CPU per wake"),
+                    format!(
+                        "{} ({switches:.1} × {})",
+                        fmt_us(switches * wake),
+                        fmt_us(wake)
+                    ),
+                ));
+            }
             if let Some(busy) = many.cpu_busy(cpus()) {
                 rows.push(Row::info(
                     format!("{label}: CPU busy (all {} CPUs)", cpus()),
@@ -1303,6 +1363,10 @@ pub async fn run(opts: &Opts) -> anyhow::Result<Section> {
             "share_of_serial_p50": (share * 1000.0).round() / 1000.0,
         });
     }
+    rows.push(Row::info(
+        "this machine: CPU per wake (Unix socket ping-pong)",
+        wake_us.map_or_else(|| "not measured".to_string(), fmt_us),
+    ));
     if serial.capped || many.capped || rings.iter().any(|r| r.phase.capped) {
         rows.push(Row::info(
             "delivery: note",
@@ -1321,6 +1385,7 @@ pub async fn run(opts: &Opts) -> anyhow::Result<Section> {
         "reply_rings": ring_json,
         "concurrent": many.json(),
         "durable_commit_alone": commit_json,
+        "cpu_per_wake_us": wake_us.map(r1),
         "serial_p99_us": r1(serial_p99),
         "delivered_per_sec": r1(rate),
         "cpu_us_per_message_daemon_and_shims": many_cpu.map(|c| r1(c.muster)),

@@ -69,6 +69,7 @@ mod sim;
 mod storm;
 mod sweep;
 mod team;
+mod wakes;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -1228,15 +1228,23 @@ impl Hub {
         let mut deliveries = Vec::new();
         for m in messages.iter().filter(|m| m.from == reader) {
             for d in self.store.deliveries(&m.id).await? {
-                let nickname = self
-                    .lock()
-                    .display_name(&Principal::Session(d.recipient.clone()));
+                let st = self.lock();
+                let nickname = st.display_name(&Principal::Session(d.recipient.clone()));
                 let nickname = nickname.trim_start_matches("op:").to_string();
+                // A push is confirmed to its sender before its mark is
+                // stored (see `Hub::on_delivered`): memory is ahead then.
+                let pushed_in_memory = d.state == DeliveryState::Queued
+                    && st.mail.is_pushed(&d.recipient, &d.message_id);
+                drop(st);
                 deliveries.push(ThreadDelivery {
+                    state: if pushed_in_memory {
+                        DeliveryState::Pushed
+                    } else {
+                        d.state
+                    },
                     message_id: d.message_id,
                     recipient: d.recipient,
                     nickname,
-                    state: d.state,
                     updated_at: d.updated_at,
                 });
             }

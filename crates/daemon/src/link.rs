@@ -472,7 +472,7 @@ impl Hub {
     }
 
     /// Registers the hello's session as linked and attaches the link.
-    async fn attach_link(
+    pub(crate) async fn attach_link(
         &self,
         observed: Observed,
         can_push: bool,
@@ -647,10 +647,18 @@ impl Hub {
         }
     }
 
-    /// The shim wrote these pushes out: record them as pushed, in memory
-    /// now; the returned task waits for the durable write, then tells any
-    /// waiting sender. `None` when none of them was awaiting its push.
-    fn on_delivered(
+    /// The shim wrote these pushes out: record them as pushed, in memory,
+    /// and tell any waiting sender, now; the returned task waits for the
+    /// durable write, then says so to the event stream. `None` when none of
+    /// them was awaiting its push.
+    ///
+    /// The sender is told before the mark is on disk because its answer
+    /// says what happened (the recipient's harness has the message), and
+    /// waiting cost every send a second commit in a row. The mark's
+    /// durability is for exactly-once across a restart, which telling
+    /// sooner does not change; a thread read meanwhile shows the pushed
+    /// state from memory (`Hub::thread`).
+    pub(crate) fn on_delivered(
         self: &Arc<Self>,
         recipient: &str,
         mut ids: Vec<String>,
@@ -674,7 +682,10 @@ impl Hub {
             if changes.is_empty() {
                 return None;
             }
-            (changes.len() as u64, self.commit(&mut st, changes))
+            let changes_len = changes.len() as u64;
+            let commit = self.commit(&mut st, changes);
+            st.links.tell_confirmed(&ids);
+            (changes_len, commit)
         };
         let (hub, recipient) = (self.clone(), recipient.to_string());
         Some(async move {
@@ -682,7 +693,6 @@ impl Hub {
                 tracing::warn!("could not record pushed mail for {recipient}: {e}");
             }
             hub.metrics.deliveries_pushed.add(pushed);
-            hub.lock().links.tell_confirmed(&ids);
             hub.events.publish(
                 "delivery.updated",
                 || json!({"recipient": recipient, "message_ids": ids, "state": "pushed"}),

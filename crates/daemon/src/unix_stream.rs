@@ -62,7 +62,7 @@ impl QuietUnixStream {
             let mut guard = ready!(room.poll_write_ready(cx))?;
             // `try_io` clears the readiness it saw when the write would
             // still block, so the next poll waits for a new edge.
-            if let Ok(written) = guard.try_io(|_| (&*self.socket.get_ref()).write(buf)) {
+            if let Ok(written) = guard.try_io(|_| self.socket.get_ref().write(buf)) {
                 return Poll::Ready(written);
             }
         }
@@ -79,7 +79,7 @@ impl AsyncRead for QuietUnixStream {
         loop {
             let mut guard = ready!(this.socket.poll_read_ready(cx))?;
             let unfilled = buf.initialize_unfilled();
-            match guard.try_io(|socket| (&*socket.get_ref()).read(unfilled)) {
+            match guard.try_io(|socket| socket.get_ref().read(unfilled)) {
                 Ok(Ok(n)) => {
                     buf.advance(n);
                     return Poll::Ready(Ok(()));
@@ -100,7 +100,7 @@ impl AsyncWrite for QuietUnixStream {
         let this = self.get_mut();
         // Almost always there is room: write at once, with no wait set up.
         if this.room.is_none() {
-            match (&*this.socket.get_ref()).write(buf) {
+            match this.socket.get_ref().write(buf) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 done => return Poll::Ready(done),
             }

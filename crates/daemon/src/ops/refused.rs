@@ -332,3 +332,55 @@ async fn mail_handed_out_while_its_mark_is_refused_is_not_offered_again() {
     .await;
     assert!(recorded.is_ok(), "the mark never reached the store");
 }
+
+// Proves a push is confirmed to its sender as soon as the shim wrote it,
+// whatever becomes of the mark's write, and that the thread shows it
+// pushed meanwhile: the store refuses the mark here (it says queued), the
+// send still answers `pushed`, and the thread reads `pushed` from memory.
+#[tokio::test]
+async fn a_confirmed_push_answers_pushed_and_reads_pushed_before_its_mark_is_stored() {
+    let f = Fixture::new().await;
+    let (tx, mut frames) = tokio::sync::mpsc::channel(8);
+    let linked = RegisterRequest {
+        id: B.into(),
+        harness: Some("claude".into()),
+        cwd: Some(f.work.path().to_str().unwrap().into()),
+        ..RegisterRequest::default()
+    };
+    f.hub.attach_link(linked.into(), true, 1, tx).await.unwrap();
+    let hub = f.hub.clone();
+    let sending = tokio::spawn(async move {
+        hub.send(muster_core::api::SendRequest {
+            as_: Some(A.into()),
+            to: B.into(),
+            body: "pushed before it is marked".into(),
+            reply_to: None,
+            as_from_env: false,
+            via: muster_core::SentVia::default(),
+        })
+        .await
+    });
+    let pushed = frames.recv().await.expect("the push reaches the link");
+    let muster_core::link::ServerFrame::Push { message } = *pushed.frame else {
+        panic!("not a push: {:?}", pushed.frame);
+    };
+    f.fail(true);
+    let marking = f.hub.on_delivered(B, vec![message.id.clone()]);
+    let marking = marking.expect("the push was awaiting its confirmation");
+    let sent = sending.await.unwrap().unwrap();
+    assert_eq!(
+        sent.state,
+        muster_core::protocol::SendOutcome::Pushed,
+        "{sent:?}"
+    );
+    marking.await;
+    let stored = f.store.inner.deliveries(&message.id).await.unwrap();
+    assert_eq!(
+        stored.iter().map(|d| d.state).collect::<Vec<_>>(),
+        [muster_core::DeliveryState::Queued],
+        "the store refused the mark"
+    );
+    let thread = f.hub.thread(Some(A), &message.id).await.unwrap();
+    let states: Vec<_> = thread.deliveries.iter().map(|d| d.state).collect();
+    assert_eq!(states, [muster_core::DeliveryState::Pushed]);
+}
