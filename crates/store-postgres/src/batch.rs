@@ -7,9 +7,11 @@
 //! costs a few round trips rather than several per request. Should any
 //! statement fail, that transaction is rolled back and the batch runs again
 //! one request at a time, each in its own savepoint, so the failing request
-//! fails alone and the others commit. Both ways run the same statements
-//! ([`writes::plan`]) in the same order; a batch with a prune always takes
-//! the second way (a prune reads before it deletes).
+//! fails alone and the others commit. Both ways make the same changes in
+//! the same order: the first runs [`writes::plan_folded`] (a run of new
+//! messages as two statements), the second [`writes::plan`] per request; a
+//! batch with a prune always takes the second way (a prune reads before it
+//! deletes).
 //!
 //! Every transaction that changes anything takes [`LOG_LOCK`] first and
 //! logs what it committed as one entry of the change log last
@@ -263,30 +265,28 @@ async fn write_batch(
     origin: &str,
 ) -> Result<Vec<JobResult>, Fault> {
     let client = writer_client(pool, connection).await?;
-    let work: Vec<Work> = batch.iter().map(|job| work_of(job, origin)).collect();
     let all = changes_of(batch, |_| true);
-    let (lock, log) = (lock_log(), writes::log(origin, &all));
-    // A transaction that changes nothing is neither serialized nor logged.
-    let (lock, log): (&[Stmt], &[Stmt]) = if all.is_empty() {
-        (&[], &[])
-    } else {
-        (std::slice::from_ref(&lock), std::slice::from_ref(&log))
-    };
-    // The statements first, so other daemons' writers run theirs at the
-    // same time; the lock only for the guards and the log entry.
-    let statements: Option<Vec<&Stmt>> = work
-        .iter()
-        .map(|w| match w {
-            Work::Statements(s, g) => Some((s, g)),
-            Work::Prune(_) => None,
-        })
-        .collect::<Option<Vec<_>>>()
-        .map(|each| {
-            let body = each.iter().flat_map(|(s, _)| s.iter());
-            let guards = each.iter().flat_map(|(_, g)| g.iter());
-            body.chain(lock).chain(guards).chain(log).collect()
-        });
-    if let Some(statements) = statements {
+    let has_prune = batch.iter().any(|job| matches!(job, Job::Prune { .. }));
+    if !has_prune {
+        let (mut body, mut guards) = (Vec::new(), Vec::new());
+        writes::plan_folded(&all, &mut body);
+        for change in &all {
+            writes::guard(change, origin, &mut guards);
+        }
+        // A transaction that changes nothing is neither serialized nor logged.
+        let (lock, log) = if all.is_empty() {
+            (None, None)
+        } else {
+            (Some(lock_log()), Some(writes::log(origin, &all)))
+        };
+        // The statements first, so other daemons' writers run theirs at the
+        // same time; the lock only for the guards and the log entry.
+        let statements: Vec<&Stmt> = body
+            .iter()
+            .chain(&lock)
+            .chain(&guards)
+            .chain(&log)
+            .collect();
         match pipelined(client, &statements).await {
             Ok(()) => return Ok(batch.iter().map(|_| Ok(None)).collect()),
             Err(e) if errors::fault_kind(&e).is_some() => return Err(Fault::of(&e)),
@@ -298,6 +298,7 @@ async fn write_batch(
             ),
         }
     }
+    let work: Vec<Work> = batch.iter().map(|job| work_of(job, origin)).collect();
     one_by_one(client, batch, &work, origin).await
 }
 

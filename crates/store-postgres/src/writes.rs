@@ -1,7 +1,7 @@
 //! What each [`Change`] does to the tables, as statements with their
-//! parameters ([`plan`]), and the prune. The writer runs the statements of a
-//! whole batch pipelined, or one request at a time in savepoints
-//! (`batch.rs`); both run exactly these.
+//! parameters ([`plan`], or [`plan_folded`] for a whole batch), and the
+//! prune. The writer runs a whole batch's statements pipelined, or one
+//! request's at a time in savepoints (`batch.rs`).
 
 use deadpool_postgres::Transaction;
 use muster_core::{Delivery, DeliveryState, Message, Millis, Reservation, Session, Target};
@@ -74,6 +74,16 @@ const PUT_MESSAGE: &str = "INSERT INTO messages
         (id, sender, sender_nickname, target_kind, target, reply_to, body, sent_at, via, body_words)
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, to_tsvector('simple', muster_search_text($7)))";
 
+/// Several new messages in one statement, over arrays (see [`plan_folded`]),
+/// each with its search words as [`PUT_MESSAGE`] makes them.
+const PUT_MESSAGES: &str = "INSERT INTO messages
+        (id, sender, sender_nickname, target_kind, target, reply_to, body, sent_at, via, body_words)
+     SELECT id, sender, nickname, kind, target, reply_to, body, sent_at, via,
+            to_tsvector('simple', muster_search_text(body))
+     FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                 $7::text[], $8::int8[], $9::text[])
+          AS m(id, sender, nickname, kind, target, reply_to, body, sent_at, via)";
+
 /// Every recipient's delivery in one statement: a broadcast to a big room
 /// is one round trip, not one per member.
 const PUT_DELIVERIES: &str = "INSERT INTO deliveries (recipient, message_id, state, updated_at)
@@ -122,6 +132,75 @@ pub fn guard(change: &Change, origin: &str, out: &mut Vec<Stmt>) {
             params![i64::try_from(*seq).unwrap_or(i64::MAX), origin.to_string()],
         ));
     }
+}
+
+/// The statements of `changes`, in order, as [`plan`] makes them, except
+/// that each run of consecutive new messages is written by two statements
+/// in all (the messages, then all their deliveries) rather than two each:
+/// under load a batch is mostly such a run, and PostgreSQL's cost per
+/// statement (bind, plan, executor start) was a good part of a send's.
+/// Only runs are folded, so every statement still comes after the ones it
+/// came after (an ack after the message it acks).
+pub fn plan_folded(changes: &[&Change], out: &mut Vec<Stmt>) {
+    let mut run: Vec<(&Message, &[Delivery])> = Vec::new();
+    for change in changes {
+        if let Change::PutMessage {
+            message,
+            deliveries,
+        } = change
+        {
+            run.push((message, deliveries));
+            continue;
+        }
+        put_run(&mut run, out);
+        plan(change, out);
+    }
+    put_run(&mut run, out);
+}
+
+/// A run of new messages (emptied), as one statement for the messages and
+/// one for their deliveries; a run of one as [`plan`] writes it.
+fn put_run(run: &mut Vec<(&Message, &[Delivery])>, out: &mut Vec<Stmt>) {
+    if let [(message, deliveries)] = run[..] {
+        out.push(put_message(message));
+        if !deliveries.is_empty() {
+            out.push(put_deliveries(deliveries));
+        }
+    } else if !run.is_empty() {
+        out.push(put_messages(run.iter().map(|(m, _)| *m)));
+        let deliveries: Vec<Delivery> = run.iter().flat_map(|(_, d)| d.iter().cloned()).collect();
+        if !deliveries.is_empty() {
+            out.push(put_deliveries(&deliveries));
+        }
+    }
+    run.clear();
+}
+
+fn put_messages<'m>(messages: impl Iterator<Item = &'m Message>) -> Stmt {
+    let mut columns: [Vec<String>; 5] = Default::default();
+    let (mut kinds, mut reply_to, mut sent_at, mut via) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for m in messages {
+        let (kind, target) = target_parts(&m.to);
+        for (column, value) in columns.iter_mut().zip([
+            &m.id,
+            &m.from,
+            &m.from_nickname,
+            &target.to_string(),
+            &m.body,
+        ]) {
+            column.push(value.clone());
+        }
+        kinds.push(kind);
+        reply_to.push(m.reply_to.clone());
+        sent_at.push(m.sent_at);
+        via.push(m.via.as_str());
+    }
+    let [ids, senders, nicknames, targets, bodies] = columns;
+    stmt(
+        PUT_MESSAGES,
+        params![ids, senders, nicknames, kinds, targets, reply_to, bodies, sent_at, via],
+    )
 }
 
 /// Appends the statements that make `change`, in the order they must run

@@ -982,3 +982,127 @@ async fn search_knows_letters_in_a_c_locale_database() {
     }
     assert!(found(&store, "resume").await.is_empty());
 }
+
+// Proves a run of new messages in one batch (written by one statement for
+// the messages and one for their deliveries) stores each message whole:
+// its reply, target kind, words for search and deliveries; and that a
+// change after the run in the same batch (an advance of one of them) comes
+// after it, as does a second run behind that change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_of_new_messages_in_one_batch_is_stored_whole_and_in_order() {
+    let h = PgHarness::new();
+    let store = h.open().await;
+    let hold = h.hold_writes().expect("the harness can hold writes");
+    store.apply_later(vec![Change::PutSession(Session::new("first", "f", 0))]);
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let message = |n: u32, to: Target, reply_to: Option<&str>| {
+        let id = format!("01R{n:05}");
+        let recipients = match &to {
+            Target::Room(_) => vec!["bob".to_string(), "carol".to_string()],
+            _ => vec!["bob".to_string()],
+        };
+        Change::PutMessage {
+            message: Message {
+                id: id.clone(),
+                from: "alice".into(),
+                from_nickname: "alice-n".into(),
+                to,
+                reply_to: reply_to.map(str::to_string),
+                body: format!("word{n} the build is green"),
+                sent_at: 100 + i64::from(n),
+                via: Default::default(),
+            },
+            deliveries: recipients
+                .into_iter()
+                .map(|recipient| Delivery {
+                    message_id: id.clone(),
+                    recipient,
+                    state: DeliveryState::Queued,
+                    updated_at: 100,
+                })
+                .collect(),
+        }
+    };
+    let mut commits = Vec::new();
+    for n in 0..40u32 {
+        let to = match n % 3 {
+            0 => Target::Session("bob".into()),
+            1 => Target::Room("dev".into()),
+            _ => Target::Operator("bob".into()),
+        };
+        let reply = (n % 2 == 1).then_some("01R00000");
+        commits.push(store.submit(vec![message(n, to, reply)]));
+    }
+    commits.push(store.submit(vec![Change::AdvanceDelivery {
+        message_id: "01R00039".into(),
+        recipient: "bob".into(),
+        state: DeliveryState::Surfaced,
+        at: 200,
+    }]));
+    commits.push(store.submit(vec![
+        message(40, Target::Session("bob".into()), None),
+        message(41, Target::Session("bob".into()), Some("01R00040")),
+    ]));
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    hold();
+    for commit in commits {
+        commit.await.expect("every request commits");
+    }
+    let all = store
+        .history(HistoryQuery {
+            reader: None,
+            to: None,
+            before: None,
+            limit: usize::MAX,
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 42);
+    for m in &all {
+        let n: u32 = m.id[3..].parse().unwrap();
+        assert_eq!(m.body, format!("word{n} the build is green"));
+        assert_eq!(m.sent_at, 100 + i64::from(n));
+        assert_eq!(m.from_nickname, "alice-n");
+        let want_reply = match n {
+            40 => None,
+            41 => Some("01R00040"),
+            n if n % 2 == 1 => Some("01R00000"),
+            _ => None,
+        };
+        assert_eq!(m.reply_to.as_deref(), want_reply, "{}", m.id);
+        if n < 40 {
+            let want_to = match n % 3 {
+                0 => Target::Session("bob".into()),
+                1 => Target::Room("dev".into()),
+                _ => Target::Operator("bob".into()),
+            };
+            assert_eq!(m.to, want_to, "{}", m.id);
+        }
+    }
+    let found = store
+        .search(SearchQuery {
+            text: "word17".into(),
+            within: HistoryQuery {
+                reader: None,
+                to: None,
+                before: None,
+                limit: 10,
+            },
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        found.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
+        ["01R00017"]
+    );
+    let states: Vec<(String, DeliveryState)> = store
+        .deliveries("01R00039")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| (d.recipient, d.state))
+        .collect();
+    assert_eq!(states, [("bob".to_string(), DeliveryState::Surfaced)]);
+    let room = store.deliveries("01R00001").await.unwrap();
+    assert_eq!(room.len(), 2, "both members of the room got a delivery");
+}

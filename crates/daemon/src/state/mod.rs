@@ -292,7 +292,14 @@ impl State {
         let id = self.ids.generate().unwrap_or_else(|_| ulid::Ulid::new());
         match self.newest_elsewhere {
             Some(newest) if id <= newest => {
-                let next = newest.increment().unwrap_or(id);
+                // Past `newest` by a random step, not by one: every daemon
+                // that saw `newest` would make newest + 1, and two of them
+                // the same id (seen in `muster-bench team` as a refused
+                // send: "duplicate key … messages_pkey"). A carry out of
+                // the random part moves to the next millisecond, still in
+                // order.
+                let step = (ulid::Ulid::new().random() & u128::from(u64::MAX)).max(1);
+                let next = ulid::Ulid(newest.0.saturating_add(step));
                 self.newest_elsewhere = Some(next);
                 next.to_string()
             }
@@ -471,6 +478,21 @@ mod tests {
         // Garbage is ignored.
         st.note_id_elsewhere("not an id");
         assert!(st.next_message_id() > second);
+    }
+
+    // Proves two daemons that saw the same newest id elsewhere make
+    // different ids after it (each used to make that id + 1, the same one).
+    #[test]
+    fn two_daemons_past_the_same_id_make_different_ids() {
+        let ahead = ulid::Ulid::from_parts(ulid::Ulid::new().timestamp_ms() + 60_000, 7);
+        let (mut b, mut c) = (state(), state());
+        b.note_id_elsewhere(&ahead.to_string());
+        c.note_id_elsewhere(&ahead.to_string());
+        let made_b: Vec<String> = (0..100).map(|_| b.next_message_id()).collect();
+        let made_c: Vec<String> = (0..100).map(|_| c.next_message_id()).collect();
+        assert!(made_b[0] > ahead.to_string() && made_c[0] > ahead.to_string());
+        let all: std::collections::HashSet<&String> = made_b.iter().chain(&made_c).collect();
+        assert_eq!(all.len(), 200, "an id made twice");
     }
 
     fn message(id: &str, from: &str, to: &str, body: &str) -> Message {
