@@ -166,6 +166,8 @@ pub struct SqliteStore {
     /// process at a time keeps a store's state in memory.
     _lock: Option<std::fs::File>,
     writer: mpsc::Sender<Job>,
+    /// The writer thread, waited for when the store is dropped.
+    writer_thread: Option<std::thread::JoinHandle<()>>,
     reader: Arc<Mutex<Connection>>,
     health: Arc<WriteHealth>,
 }
@@ -181,6 +183,9 @@ fn db_error(e: rusqlite::Error) -> StoreError {
     }
 }
 
+/// WAL pages after which a commit checkpoints (see [`open`]).
+const WAL_AUTOCHECKPOINT_PAGES: i64 = 10_000;
+
 fn open(path: &Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
@@ -188,6 +193,15 @@ fn open(path: &Path) -> rusqlite::Result<Connection> {
     // FULL: a commit is fsynced before the writer answers, so an
     // acknowledged write survives a crash of the process or the machine.
     conn.pragma_update(None, "synchronous", "FULL")?;
+    // A checkpoint copies every page in the WAL back into the database and
+    // fsyncs it, in the writer's commit; at SQLite's default (every 1,000
+    // pages) a busy daemon did that every half second or so, writing the
+    // same hot index pages over and over. Every 10,000 pages (a WAL of up
+    // to about 40 MB) costs the writer a fifth less per message: in
+    // `muster-bench delivery` @16 senders 321–365 µs per message against
+    // 406–414 µs, and `muster-bench sends` @64 12,779/s against 9,494/s.
+    // The writer checkpoints the rest when the store closes.
+    conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)?;
     Ok(conn)
 }
 
@@ -344,6 +358,19 @@ fn private_files(path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+impl Drop for SqliteStore {
+    /// Ends the writer once its queue is drained and waits for it, so its
+    /// last act, the closing checkpoint, is done when the store is gone.
+    fn drop(&mut self) {
+        // The writer ends when its last sender is gone: this is the last.
+        let (closed, _) = mpsc::channel();
+        drop(std::mem::replace(&mut self.writer, closed));
+        if let Some(thread) = self.writer_thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 impl SqliteStore {
     /// Opens (creating if need be) the database at `path` and starts its writer.
     pub fn open(path: impl Into<PathBuf>) -> Result<Self, StoreError> {
@@ -382,13 +409,14 @@ impl SqliteStore {
             conn: Some(writer_conn),
             health: health.clone(),
         };
-        std::thread::Builder::new()
+        let writer_thread = std::thread::Builder::new()
             .name("muster-store-writer".into())
             .spawn(move || writer_loop(writer, rx))?;
         Ok(SqliteStore {
             path,
             _lock: lock,
             writer: tx,
+            writer_thread: Some(writer_thread),
             reader: Arc::new(Mutex::new(reader)),
             health,
         })
@@ -471,7 +499,14 @@ fn fault_kind(e: &rusqlite::Error) -> Option<FaultKind> {
 /// SQLITE_CONSTRAINT_COMMITHOOK.
 const COMMITHOOK: std::ffi::c_int = 531;
 
+/// Runs the queue's jobs in batches until every sender is gone, then
+/// checkpoints the WAL into the database file.
 fn writer_loop(mut writer: Writer, rx: mpsc::Receiver<Job>) {
+    take_batches(&mut writer, &rx);
+    writer.checkpoint();
+}
+
+fn take_batches(writer: &mut Writer, rx: &mpsc::Receiver<Job>) {
     loop {
         let first = if writer.health.is_degraded() {
             match rx.recv_timeout(PROBE_EVERY) {
@@ -500,6 +535,18 @@ fn writer_loop(mut writer: Writer, rx: mpsc::Receiver<Job>) {
 }
 
 impl Writer {
+    /// Copies the whole WAL into the database file and empties it, so a
+    /// stopped store is one file (its WAL checkpoints only every
+    /// [`WAL_AUTOCHECKPOINT_PAGES`] while it runs). A failure leaves the
+    /// WAL for the next open to recover, as a crash would.
+    fn checkpoint(&self) {
+        if let Some(conn) = &self.conn {
+            if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
+                tracing::warn!("store: could not checkpoint the WAL on closing: {e}");
+            }
+        }
+    }
+
     /// Runs a batch in one transaction and answers every job only after
     /// the commit. Jobs almost never fail, so the batch first runs as it
     /// is; only when one fails on its own merits is it rolled back and run

@@ -183,3 +183,55 @@ async fn duplicate_message_id_names_the_sqlite_constraint() {
         other => panic!("expected a write error, got {other:?}"),
     }
 }
+
+// Proves the writer checkpoints past 10,000 WAL pages, not at SQLite's
+// default 1,000: after writing well over 1,000 pages (8 MB of bodies, one
+// commit each) the WAL holds them all, where the default would have
+// checkpointed and started the WAL again at about 4 MB; and that closing
+// the store checkpoints it all into the database file and empties the WAL.
+#[tokio::test]
+async fn the_wal_is_checkpointed_past_ten_thousand_pages_and_on_closing() {
+    let h = SqliteHarness::new();
+    let store = h.open().await;
+    let body = "x".repeat(32 * 1024);
+    for n in 0..256u32 {
+        let id = format!("01W{n:05}");
+        store
+            .apply(vec![Change::PutMessage {
+                message: Message {
+                    id: id.clone(),
+                    from: "alice".into(),
+                    from_nickname: "alice".into(),
+                    to: Target::Session("bob".into()),
+                    reply_to: None,
+                    body: body.clone(),
+                    sent_at: 1,
+                    via: Default::default(),
+                },
+                deliveries: vec![Delivery {
+                    message_id: id,
+                    recipient: "bob".into(),
+                    state: DeliveryState::Queued,
+                    updated_at: 1,
+                }],
+            }])
+            .await
+            .unwrap();
+    }
+    let wal_path = h.path.with_extension("db-wal");
+    let size = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len());
+    let wal = size(&wal_path);
+    assert!(
+        wal > 6 << 20,
+        "the WAL is {wal} bytes: it was checkpointed and begun again"
+    );
+    drop(store);
+    assert_eq!(size(&wal_path), 0, "the WAL is emptied on closing");
+    assert!(
+        size(&h.path) > 8 << 20,
+        "the database file holds the 8 MB: {} bytes",
+        size(&h.path)
+    );
+    let reopened = h.open().await;
+    assert_eq!(reopened.load().await.unwrap().unread.len(), 256);
+}
