@@ -177,26 +177,22 @@ fn put_run(run: &mut Vec<(&Message, &[Delivery])>, out: &mut Vec<Stmt>) {
 }
 
 fn put_messages<'m>(messages: impl Iterator<Item = &'m Message>) -> Stmt {
-    let mut columns: [Vec<String>; 5] = Default::default();
-    let (mut kinds, mut reply_to, mut sent_at, mut via) =
+    let (mut ids, mut senders, mut nicknames, mut kinds, mut targets) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut reply_to, mut bodies, mut sent_at, mut via) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for m in messages {
         let (kind, target) = target_parts(&m.to);
-        for (column, value) in columns.iter_mut().zip([
-            &m.id,
-            &m.from,
-            &m.from_nickname,
-            &target.to_string(),
-            &m.body,
-        ]) {
-            column.push(value.clone());
-        }
+        ids.push(m.id.clone());
+        senders.push(m.from.clone());
+        nicknames.push(m.from_nickname.clone());
         kinds.push(kind);
+        targets.push(target.to_string());
         reply_to.push(m.reply_to.clone());
+        bodies.push(m.body.clone());
         sent_at.push(m.sent_at);
         via.push(m.via.as_str());
     }
-    let [ids, senders, nicknames, targets, bodies] = columns;
     stmt(
         PUT_MESSAGES,
         params![ids, senders, nicknames, kinds, targets, reply_to, bodies, sent_at, via],

@@ -197,10 +197,9 @@ fn open(path: &Path) -> rusqlite::Result<Connection> {
     // fsyncs it, in the writer's commit; at SQLite's default (every 1,000
     // pages) a busy daemon did that every half second or so, writing the
     // same hot index pages over and over. Every 10,000 pages (a WAL of up
-    // to about 40 MB) costs the writer a fifth less per message: in
-    // `muster-bench delivery` @16 senders 321–365 µs per message against
-    // 406–414 µs, and `muster-bench sends` @64 12,779/s against 9,494/s.
-    // The writer checkpoints the rest when the store closes.
+    // to about 40 MB) writes each hot page back less often (BENCHMARKS.md,
+    // 2026-12-03, has the runs for and against). The writer checkpoints the
+    // rest when the store closes.
     conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)?;
     Ok(conn)
 }
