@@ -913,6 +913,12 @@ pub const RING_SHIMS: usize = 4;
 const RING_SIZES: [usize; 2] = [2, 4];
 pub const TARGET_RING_P99_US: f64 = 2_000.0;
 pub const TARGET_CPU_PER_MESSAGE_US: f64 = 150.0;
+/// Wakes every delivered message costs the shims whatever the daemon does:
+/// the sender's shim wakes for the tool call on its stdin and again for the
+/// daemon's answer, the receiver's for the push. A closed loop per pair
+/// (an agent waits for its tool result) gives them nothing to coalesce, so
+/// this times the machine's CPU per wake is a floor under CPU per message.
+pub const SHIM_WAKES_PER_MESSAGE: f64 = 3.0;
 
 /// One ring's run.
 struct Ring {
@@ -1298,6 +1304,16 @@ pub async fn run(opts: &Opts) -> anyhow::Result<Section> {
                     ),
                 ));
             }
+            if let Some(wake) = wake_us {
+                rows.push(Row::info(
+                    format!("{label}: floor, the shims' own wakes alone"),
+                    format!(
+                        "{} ({SHIM_WAKES_PER_MESSAGE:.0} × {})",
+                        fmt_us(SHIM_WAKES_PER_MESSAGE * wake),
+                        fmt_us(wake)
+                    ),
+                ));
+            }
             if let Some(busy) = many.cpu_busy(cpus()) {
                 rows.push(Row::info(
                     format!("{label}: CPU busy (all {} CPUs)", cpus()),
@@ -1386,6 +1402,7 @@ pub async fn run(opts: &Opts) -> anyhow::Result<Section> {
         "concurrent": many.json(),
         "durable_commit_alone": commit_json,
         "cpu_per_wake_us": wake_us.map(r1),
+        "cpu_floor_us_shim_wakes": wake_us.map(|w| r1(SHIM_WAKES_PER_MESSAGE * w)),
         "serial_p99_us": r1(serial_p99),
         "delivered_per_sec": r1(rate),
         "cpu_us_per_message_daemon_and_shims": many_cpu.map(|c| r1(c.muster)),
