@@ -79,8 +79,17 @@ impl AsyncRead for QuietUnixStream {
         loop {
             let mut guard = ready!(this.socket.poll_read_ready(cx))?;
             let unfilled = buf.initialize_unfilled();
+            let room = unfilled.len();
             match guard.try_io(|socket| socket.get_ref().read(unfilled)) {
                 Ok(Ok(n)) => {
+                    // A read that took less than it had room for emptied the
+                    // socket: the next read would only say "would block" (one
+                    // futile syscall per frame, on every link). The selector is
+                    // edge-triggered (epoll, kqueue), so data that comes later
+                    // makes a new edge; tokio's own sockets do the same.
+                    if 0 < n && n < room {
+                        guard.clear_ready();
+                    }
                     buf.advance(n);
                     return Poll::Ready(Ok(()));
                 }
@@ -186,6 +195,52 @@ mod tests {
         let writer = writing.await.unwrap();
         assert!(got == data, "the bytes arrived changed or incomplete");
         assert!(writer.room.is_none(), "the writable registration was kept");
+    }
+
+    /// Whether the stream still takes its socket to be readable (it would
+    /// read at its next poll rather than wait), asked once with a waker that
+    /// does nothing.
+    fn believes_readable(stream: &QuietUnixStream) -> bool {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        stream.socket.poll_read_ready(&mut cx).is_ready()
+    }
+
+    #[tokio::test]
+    async fn a_short_read_empties_the_socket_without_a_read_that_would_block() {
+        let (mut a, mut b) = pair();
+        let mut buf = [0u8; 64];
+        for round in 0..3u8 {
+            a.write_all(&[round; 10]).await.unwrap();
+            let n = b.read(&mut buf).await.unwrap();
+            assert_eq!(&buf[..n], &[round; 10], "round {round}");
+            // Nothing more has come: the next read must wait for an edge,
+            // not make a read(2) that can only say "would block".
+            assert!(
+                !believes_readable(&b),
+                "round {round}: still readable after a read that emptied the socket"
+            );
+        }
+        // A read that fills its buffer may have left more behind: it must
+        // not stop believing the socket readable.
+        a.write_all(&[7u8; 100]).await.unwrap();
+        let n = b.read(&mut buf).await.unwrap();
+        assert_eq!(n, buf.len());
+        assert!(believes_readable(&b), "a full read gave up on the rest");
+        let n = b.read(&mut buf).await.unwrap();
+        assert_eq!(n, 100 - buf.len());
+        // Data that comes after a short read still wakes the reader.
+        let late = tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            a.write_all(b"late").await.unwrap();
+            a
+        });
+        let n = tokio::time::timeout(std::time::Duration::from_secs(5), b.read(&mut buf))
+            .await
+            .expect("data written after a short read never woke the reader")
+            .unwrap();
+        assert_eq!(&buf[..n], b"late");
+        drop(late.await.unwrap());
+        assert_eq!(b.read(&mut buf).await.unwrap(), 0, "end of stream");
     }
 
     #[tokio::test]
