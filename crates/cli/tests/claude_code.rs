@@ -175,6 +175,8 @@ impl Harness {
                 std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()),
             )
             .env("HOME", self.home.path())
+            // Hooks that run after the test's daemon stopped must not start one.
+            .env("MUSTER_AUTOSTART", "0")
             .env("XDG_CONFIG_HOME", self.home.path().join(".config"))
             .env("TMPDIR", std::env::temp_dir())
             .env("ANTHROPIC_BASE_URL", &self.stub.url)

@@ -133,13 +133,16 @@ impl Tui {
             ),
         };
         let home = &self.sb.home;
+        // MUSTER_AUTOSTART=0: the TUI's last hooks can run after the test's
+        // daemon has stopped, and would start a daemon of their own in this
+        // HOME that nothing ever stops (seen: five left running after CI).
         format!(
             "cd {project} && exec env -i PATH={path}:/usr/bin:/bin HOME={home} USER=tester LANG=C.UTF-8 \
              TERM=xterm-256color XDG_CONFIG_HOME={config} XDG_STATE_HOME={state} TMPDIR=/tmp \
              ANTHROPIC_BASE_URL={stub} ANTHROPIC_API_KEY={API_KEY} DISABLE_TELEMETRY=1 DISABLE_ERROR_REPORTING=1 \
              DISABLE_AUTOUPDATER=1 CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1 \
              CLAUDE_CODE_GB_DISK_CACHE_WHEN_TELEMETRY_OFF=1 MUSTER_URL={url} MUSTER_OPERATOR=tester \
-             MUSTER_RUN_LOG={runlog} {program}",
+             MUSTER_AUTOSTART=0 MUSTER_RUN_LOG={runlog} {program}",
             project = quote(self.sb.project.to_str().unwrap()),
             path = quote(self.path_dir.to_str().unwrap()),
             home = quote(home.to_str().unwrap()),

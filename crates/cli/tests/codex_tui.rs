@@ -93,7 +93,7 @@ impl Tui {
         format!(
             "cd {project} && env -i PATH={path}:/usr/bin:/bin HOME={home} USER=tester LANG=C.UTF-8 \
              TERM=xterm-256color XDG_CONFIG_HOME={config} XDG_STATE_HOME={state} CODEX_HOME={codex_home} \
-             TMPDIR=/tmp {KEY_VAR}=sk-test-offline MUSTER_OPERATOR=tester MUSTER_RUN_LOG={runlog} \
+             TMPDIR=/tmp {KEY_VAR}=sk-test-offline MUSTER_OPERATOR=tester MUSTER_AUTOSTART=0 MUSTER_RUN_LOG={runlog} \
              RUST_LOG=warn,muster=debug,codex_stderr=debug {muster} run --url {url} codex; echo $? > {code}",
             project = quote(self.sb.project.to_str().unwrap()),
             path = quote(self.path_dir.to_str().unwrap()),
@@ -482,6 +482,7 @@ fn without_an_app_server_codex_runs_plain_and_wakes_are_typed() {
         .env("XDG_CONFIG_HOME", "/nonexistent-muster-test-config")
         .env("XDG_STATE_HOME", dir.path().join("state"))
         .env("MUSTER_OPERATOR", "tester")
+        .env("MUSTER_AUTOSTART", "0")
         .env("MUSTER_RUN_LOG", &runlog)
         .env("FAKE_CODEX_LOG", &log)
         .env("FAKE_SESSION", &session)

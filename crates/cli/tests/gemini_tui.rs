@@ -112,6 +112,8 @@ impl TuiRun {
             ("GEMINI_CLI_NO_RELAUNCH", "true".into()),
             ("MUSTER_URL", daemon.url.clone()),
             ("MUSTER_OPERATOR", "tester".into()),
+            // Hooks that run after the test's daemon stopped must not start one.
+            ("MUSTER_AUTOSTART", "0".into()),
             (
                 "MUSTER_RUN_LOG",
                 sb.home.join("muster-run.log").display().to_string(),
