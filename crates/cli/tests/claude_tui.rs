@@ -261,8 +261,18 @@ impl Tui {
     }
 
     fn explain(&self, tmux: &Tmux) -> String {
+        // Claude Code's own account of its MCP servers, where a launch asked
+        // for a debug log (the rest of that log is mostly noise here).
+        let debug = std::fs::read_to_string(self.sb.home.join("claude-debug.log"))
+            .map(|log| {
+                log.lines()
+                    .filter(|l| l.contains("MCP") || l.contains("muster"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+            .unwrap_or_default();
         format!(
-            "--- pane:\n{}\n--- muster run log:\n{}",
+            "--- pane:\n{}\n--- muster run log:\n{}\n--- Claude Code debug log, MCP lines:\n{debug}",
             tmux.capture(),
             read(&self.sb.home.join("muster-run.log"))
         )
@@ -563,9 +573,12 @@ fn a_send_before_the_shim_handshake_answers_at_once_and_arrives_once() {
 /// Launches `muster run --quiet 1s claude --session-id <id>` and waits
 /// until the session is idle, linked, and wakeable through the pty.
 fn launch_under_run(t: &Tui, id: &str) -> Tmux {
+    // The debug log says, when the shim never links (a rare flake in CI),
+    // what Claude Code did with its MCP server; `explain` shows it.
+    let debug = t.sb.home.join("claude-debug.log");
     let tmux = t.launch(Launch::Run {
         options: &["--quiet", "1s"],
-        args: &["--session-id", id],
+        args: &["--session-id", id, "--debug-file", debug.to_str().unwrap()],
     });
     approve_mcp_server_if_asked(t, id, &tmux);
     t.wait_session(id, "wake \"pty\", linked and idle", &tmux, |s| {
