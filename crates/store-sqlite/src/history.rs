@@ -5,6 +5,9 @@
 //! The SQL is put together from the filters a query has, so each page
 //! walks an index from its cursor down instead of filtering every row
 //! above it; the text of each filter is fixed, and every value is bound.
+//! The indexes by sender, by target and by words are written in bulk
+//! (`bulk_index`), so each query also takes the few newest messages, not
+//! in them yet, from the table itself.
 
 use muster_core::Message;
 use muster_store::search::search_words;
@@ -12,6 +15,7 @@ use muster_store::{HistoryQuery, SearchQuery};
 use rusqlite::types::Value;
 use rusqlite::{Connection, ToSql};
 
+use crate::bulk_index::{in_tail, index_tail};
 use crate::{message_from, target_parts, MESSAGE_COLUMNS};
 
 /// The bound values of a query, by name; only names its SQL uses.
@@ -43,39 +47,67 @@ impl Bound {
     }
 }
 
+/// An `AND` condition on the row `m` (a message, or an index entry) for
+/// the query's target, if it has one.
+fn target(q: &HistoryQuery, m: &str) -> String {
+    match q.to {
+        Some(_) => format!(" AND {m}.target_kind = :kind AND {m}.target = :target"),
+        None => String::new(),
+    }
+}
+
+/// An `AND` condition on the row `m`'s id for the query's cursor, if any.
+fn cursor(q: &HistoryQuery, m: &str) -> String {
+    match q.before {
+        Some(_) => format!(" AND {m}.id < :before"),
+        None => String::new(),
+    }
+}
+
 /// `AND` conditions on the message row `m` for the query's target and cursor.
 fn target_and_cursor(q: &HistoryQuery, m: &str) -> String {
-    let mut sql = String::new();
-    if q.to.is_some() {
-        sql.push_str(&format!(
-            " AND {m}.target_kind = :kind AND {m}.target = :target"
-        ));
-    }
-    if q.before.is_some() {
-        sql.push_str(&format!(" AND {m}.id < :before"));
-    }
-    sql
+    target(q, m) + &cursor(q, m)
 }
 
 /// The ids of the reader's newest `limit` messages (sent, or delivered to
 /// it) within the target and before the cursor: each side walks its own
-/// index, so a reader with little mail in a big store costs little.
+/// index (the sent side also the messages not in `by_sender` yet), so a
+/// reader with little mail in a big store costs little.
 fn reader_ids(q: &HistoryQuery) -> String {
-    let sent = target_and_cursor(q, "s");
+    let (sent_target, sent_cursor) = (target(q, "s"), cursor(q, "b"));
+    let tail = target_and_cursor(q, "t");
     let got = target_and_cursor(q, "g");
     format!(
-        "SELECT id FROM (SELECT s.id FROM messages s WHERE s.sender = :reader{sent}
-                         ORDER BY s.id DESC LIMIT :limit)
+        "SELECT id FROM (SELECT b.id FROM by_sender b JOIN messages s ON s.id = b.id
+                         WHERE b.sender = :reader{sent_cursor}{sent_target}
+                         ORDER BY b.id DESC LIMIT :limit)
+         UNION
+         SELECT t.id FROM messages t WHERE {} AND t.sender = :reader{tail}
          UNION
          SELECT id FROM (SELECT g.id FROM deliveries d JOIN messages g ON g.id = d.message_id
-                         WHERE d.recipient = :reader{got} ORDER BY d.message_id DESC LIMIT :limit)"
+                         WHERE d.recipient = :reader{got} ORDER BY d.message_id DESC LIMIT :limit)",
+        in_tail("t")
+    )
+}
+
+/// The ids of the newest `limit` messages to the query's target before its
+/// cursor: from `by_target`, and from the messages not in it yet.
+fn target_ids(q: &HistoryQuery) -> String {
+    let (indexed, tail) = (target_and_cursor(q, "i"), target_and_cursor(q, "t"));
+    format!(
+        "SELECT id FROM (SELECT i.id FROM by_target i WHERE 1 = 1{indexed}
+                         ORDER BY i.id DESC LIMIT :limit)
+         UNION ALL
+         SELECT t.id FROM messages t WHERE {}{tail}",
+        in_tail("t")
     )
 }
 
 pub(crate) fn history(conn: &Connection, q: &HistoryQuery) -> rusqlite::Result<Vec<Message>> {
-    let filter = match q.reader {
-        Some(_) => format!(" AND m.id IN ({})", reader_ids(q)),
-        None => target_and_cursor(q, "m"),
+    let filter = match (&q.reader, &q.to) {
+        (Some(_), _) => format!(" AND m.id IN ({})", reader_ids(q)),
+        (None, Some(_)) => format!(" AND m.id IN ({})", target_ids(q)),
+        (None, None) => cursor(q, "m"),
     };
     let sql = format!(
         "SELECT {MESSAGE_COLUMNS}, m.via AS via FROM messages m WHERE 1 = 1{filter}
@@ -111,15 +143,24 @@ pub(crate) fn search(conn: &Connection, q: &SearchQuery) -> rusqlite::Result<Vec
     }
     let sql = format!(
         "SELECT {MESSAGE_COLUMNS}, m.via AS via
-         FROM messages_fts JOIN messages m ON m.rowid = messages_fts.rowid
-         WHERE messages_fts MATCH :match{filter}
+         FROM (SELECT rowid AS hit FROM messages_fts WHERE messages_fts MATCH :match
+               UNION ALL
+               SELECT rowid AS hit FROM temp.tail_fts WHERE tail_fts MATCH :match) found
+         JOIN messages m ON m.rowid = found.hit
+         WHERE 1 = 1{filter}
          ORDER BY m.id DESC LIMIT :limit"
     );
     let mut bound = Bound::of(within);
     bound.0.push((":match", Value::Text(fts5_query(&words))));
-    conn.prepare_cached(&sql)?
+    // One read transaction: the tail indexed and the search see one commit.
+    let tx = conn.unchecked_transaction()?;
+    index_tail(&tx)?;
+    let found = tx
+        .prepare_cached(&sql)?
         .query_map(bound.named().as_slice(), message_from)?
-        .collect()
+        .collect();
+    tx.commit()?;
+    found
 }
 
 #[cfg(test)]

@@ -28,7 +28,10 @@ use muster_store::{
     Store, StoreError,
 };
 
+mod bulk_index;
 mod history;
+
+pub use bulk_index::Indexing;
 
 /// Most requests folded into one transaction.
 const MAX_BATCH: usize = 4_096;
@@ -152,6 +155,34 @@ CREATE INDEX messages_target ON messages(target_kind, target, id);
 DROP TRIGGER IF EXISTS messages_fts_insert;
 DROP TRIGGER IF EXISTS messages_fts_delete;
 DROP TRIGGER IF EXISTS messages_fts_update;
+"#,
+    r#"
+-- The history indexes by sender and by target, and the search index, are
+-- written in bulk (see `bulk_index`): a message's own insert touches only
+-- the pages every message shares (the table's end, its id and sent_at
+-- indexes, its deliveries), not a leaf of its own in each index. Every
+-- message up to rowid `upto` is in all three; reads take the newer ones
+-- from the table itself.
+CREATE TABLE indexed_upto (
+    one INTEGER PRIMARY KEY CHECK (one = 1),
+    upto INTEGER NOT NULL
+);
+INSERT INTO indexed_upto VALUES (1, (SELECT coalesce(max(rowid), 0) FROM messages));
+CREATE TABLE by_sender (
+    sender TEXT NOT NULL,
+    id TEXT NOT NULL,
+    PRIMARY KEY (sender, id)
+) WITHOUT ROWID;
+CREATE TABLE by_target (
+    target_kind TEXT NOT NULL,
+    target TEXT NOT NULL,
+    id TEXT NOT NULL,
+    PRIMARY KEY (target_kind, target, id)
+) WITHOUT ROWID;
+INSERT INTO by_sender SELECT sender, id FROM messages;
+INSERT INTO by_target SELECT target_kind, target, id FROM messages;
+DROP INDEX messages_sender;
+DROP INDEX messages_target;
 "#,
 ];
 
@@ -373,12 +404,25 @@ impl Drop for SqliteStore {
 impl SqliteStore {
     /// Opens (creating if need be) the database at `path` and starts its writer.
     pub fn open(path: impl Into<PathBuf>) -> Result<Self, StoreError> {
-        Self::open_with(path.into(), |_| {})
+        Self::open_with_indexing(path, Indexing::default())
     }
 
-    /// [`open`](Self::open), with `setup` run on the writer's first
-    /// connection (a test's fault injection).
-    fn open_with(path: PathBuf, setup: impl FnOnce(&Connection)) -> Result<Self, StoreError> {
+    /// [`open`](Self::open), with the bulk-written indexes brought up to
+    /// date as `indexing` says (tests choose every message, or never).
+    pub fn open_with_indexing(
+        path: impl Into<PathBuf>,
+        indexing: Indexing,
+    ) -> Result<Self, StoreError> {
+        Self::open_with(path.into(), indexing, |_| {})
+    }
+
+    /// [`open_with_indexing`](Self::open_with_indexing), with `setup` run
+    /// on the writer's first connection (a test's fault injection).
+    fn open_with(
+        path: PathBuf,
+        indexing: Indexing,
+        setup: impl FnOnce(&Connection),
+    ) -> Result<Self, StoreError> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
@@ -400,6 +444,7 @@ impl SqliteStore {
             .execute_batch("BEGIN IMMEDIATE; ROLLBACK;")
             .map_err(explain)?;
         setup(&writer_conn);
+        let unindexed = bulk_index::unindexed(&writer_conn).map_err(explain)?;
         let reader = open(&path).map_err(explain)?;
         let (tx, rx) = mpsc::channel();
         let health = Arc::new(WriteHealth::new());
@@ -407,6 +452,8 @@ impl SqliteStore {
             path: path.clone(),
             conn: Some(writer_conn),
             health: health.clone(),
+            indexing,
+            unindexed,
         };
         let writer_thread = std::thread::Builder::new()
             .name("muster-store-writer".into())
@@ -454,6 +501,10 @@ struct Writer {
     path: PathBuf,
     conn: Option<Connection>,
     health: Arc<WriteHealth>,
+    indexing: Indexing,
+    /// Messages committed since the bulk-written indexes were last brought
+    /// up to date (a count of when to, not what: the database has the mark).
+    unindexed: u64,
 }
 
 /// Why a whole batch failed: a fault of the backend, not of one request.
@@ -499,28 +550,43 @@ fn fault_kind(e: &rusqlite::Error) -> Option<FaultKind> {
 const COMMITHOOK: std::ffi::c_int = 531;
 
 /// Runs the queue's jobs in batches until every sender is gone, then
-/// checkpoints the WAL into the database file.
+/// indexes what is left and checkpoints the WAL into the database file.
 fn writer_loop(mut writer: Writer, rx: mpsc::Receiver<Job>) {
     take_batches(&mut writer, &rx);
+    if writer.unindexed > 0 && !writer.health.is_degraded() {
+        writer.bulk_index();
+    }
     writer.checkpoint();
 }
 
 fn take_batches(writer: &mut Writer, rx: &mpsc::Receiver<Job>) {
     loop {
-        let first = if writer.health.is_degraded() {
-            match rx.recv_timeout(PROBE_EVERY) {
+        // How long to wait for a job before doing work of the writer's own:
+        // a probe while degraded, else the bulk indexes once idle.
+        let idle_work = if writer.health.is_degraded() {
+            Some(PROBE_EVERY)
+        } else if writer.unindexed > 0 {
+            writer.indexing.when_idle
+        } else {
+            None
+        };
+        let first = match idle_work {
+            Some(wait) => match rx.recv_timeout(wait) {
                 Ok(job) => job,
                 Err(mpsc::RecvTimeoutError::Timeout) => {
-                    writer.probe();
+                    if writer.health.is_degraded() {
+                        writer.probe();
+                    } else {
+                        writer.bulk_index();
+                    }
                     continue;
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => return,
-            }
-        } else {
-            match rx.recv() {
+            },
+            None => match rx.recv() {
                 Ok(job) => job,
                 Err(_) => return,
-            }
+            },
         };
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -530,7 +596,25 @@ fn take_batches(writer: &mut Writer, rx: &mpsc::Receiver<Job>) {
             }
         }
         writer.run_batch(batch);
+        // After the batch was answered, so no sender waits for the indexes.
+        if writer.unindexed >= writer.indexing.every && !writer.health.is_degraded() {
+            writer.bulk_index();
+        }
     }
+}
+
+/// How many messages a batch writes.
+fn messages_in(batch: &[Job]) -> u64 {
+    batch
+        .iter()
+        .map(|job| match job {
+            Job::Apply { changes, .. } => changes
+                .iter()
+                .filter(|c| matches!(c, Change::PutMessage { .. }))
+                .count() as u64,
+            Job::Prune { .. } => 0,
+        })
+        .sum()
 }
 
 impl Writer {
@@ -559,6 +643,7 @@ impl Writer {
         let results = match written {
             Ok(Ok(results)) => {
                 self.health.wrote();
+                self.unindexed += messages_in(&batch);
                 results
             }
             Ok(Err(fault)) => {
@@ -608,6 +693,33 @@ impl Writer {
                 "store: the writer's connection could not roll back ({e}); reopening it"
             );
             self.conn = None;
+        }
+    }
+
+    /// Brings the bulk-written indexes up to date in a transaction of their
+    /// own. A failure is only logged: reads take the messages not indexed
+    /// from the table meanwhile, and the next try (after as many messages
+    /// again, or the next idle moment) picks them all up.
+    fn bulk_index(&mut self) {
+        let indexed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let conn = self.connection()?;
+            let tx = conn.transaction()?;
+            let added = bulk_index::catch_up(&tx)?;
+            tx.commit()?;
+            Ok::<u64, Fault>(added)
+        }));
+        self.unindexed = 0;
+        match indexed {
+            Ok(Ok(_)) => {}
+            Ok(Err(fault)) => {
+                tracing::warn!(
+                    "store: could not bring the history and search indexes up to date ({}); \
+                     reads take the newest messages from the table until the next try",
+                    fault.reason
+                );
+                self.recover();
+            }
+            Err(_) => self.conn = None,
         }
     }
 
@@ -794,9 +906,7 @@ fn put_message(tx: &Connection, m: &Message, deliveries: &[Delivery]) -> rusqlit
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?
     .execute(params![m.id, m.from, m.from_nickname, kind, target, m.reply_to, m.body, m.sent_at, m.via.as_str()])?;
-    // The search index (external content: it keeps no copy of the body).
-    tx.prepare_cached("INSERT INTO messages_fts (rowid, body) VALUES (?1, ?2)")?
-        .execute(params![tx.last_insert_rowid(), m.body])?;
+    // Search and the history by sender and target come later, in bulk (bulk_index).
     let mut insert = tx.prepare_cached(
         "INSERT INTO deliveries (recipient, message_id, state, updated_at) VALUES (?1, ?2, ?3, ?4)",
     )?;
@@ -912,18 +1022,16 @@ fn apply_change(tx: &Connection, change: &Change) -> rusqlite::Result<()> {
 }
 
 fn prune(tx: &Connection, cutoff: Millis) -> rusqlite::Result<PruneReport> {
+    // Every message indexed first, so each old one is found in the indexes
+    // and taken out of them.
+    bulk_index::catch_up(tx)?;
     let deliveries = tx.execute(
         "DELETE FROM deliveries WHERE message_id IN (SELECT id FROM messages WHERE sent_at < ?1)",
         params![cutoff],
     )? as u64;
-    // Out of the search index first: an external-content index is told
-    // each row's old body to take its words back out.
-    tx.execute(
-        "INSERT INTO messages_fts (messages_fts, rowid, body)
-         SELECT 'delete', rowid, body FROM messages WHERE sent_at < ?1",
-        params![cutoff],
-    )?;
+    bulk_index::forget_before(tx, cutoff)?;
     let messages = tx.execute("DELETE FROM messages WHERE sent_at < ?1", params![cutoff])? as u64;
+    bulk_index::after_delete(tx)?;
     let gone: Vec<String> = tx
         .prepare("SELECT id FROM sessions WHERE left_at IS NOT NULL AND left_at < ?1")?
         .query_map(params![cutoff], |r| r.get(0))?
@@ -1235,7 +1343,7 @@ mod tests {
     fn store_with_failing_commits(path: &Path) -> (SqliteStore, Arc<AtomicBool>) {
         let fail = Arc::new(AtomicBool::new(false));
         let hook = fail.clone();
-        let store = SqliteStore::open_with(path.to_path_buf(), move |conn| {
+        let store = SqliteStore::open_with(path.to_path_buf(), Indexing::default(), move |conn| {
             conn.commit_hook(Some(move || hook.load(Ordering::SeqCst)));
         })
         .unwrap();

@@ -1,14 +1,17 @@
 //! The store's conformance tests (`muster_store::conformance`) run against
 //! [`SqliteStore`], each on a real database file in its own temporary
-//! directory; then what only SQLite has: the file, WAL mode, the schema
-//! version, refusing a newer schema, and SQLite's own error text.
+//! directory: as it ships, with the bulk-written indexes (by sender, by
+//! target, by words) brought up to date after every batch, and never (every
+//! read takes the messages from the table); then what only SQLite has: the
+//! file, WAL mode, the schema version, refusing a newer schema, SQLite's
+//! own error text, and the bulk-written indexes' edges.
 
 use std::path::{Path, PathBuf};
 
-use muster_core::{Delivery, DeliveryState, Message, Session, Target};
+use muster_core::{Delivery, DeliveryState, Message, Millis, Session, Target};
 use muster_store::conformance::Harness;
 use muster_store::{Change, Snapshot, Store, StoreError};
-use muster_store_sqlite::{SqliteStore, SCHEMA_VERSION};
+use muster_store_sqlite::{Indexing, SqliteStore, SCHEMA_VERSION};
 use tempfile::TempDir;
 
 /// A database file in a fresh temporary directory, under a directory that
@@ -16,18 +19,43 @@ use tempfile::TempDir;
 struct SqliteHarness {
     _dir: TempDir,
     path: PathBuf,
+    indexing: Indexing,
 }
 
 impl SqliteHarness {
     fn new() -> Self {
+        Self::indexing(Indexing::default())
+    }
+
+    fn indexing(indexing: Indexing) -> Self {
         let dir = TempDir::new().expect("temp dir");
         let path = dir.path().join("state").join("muster.db");
-        SqliteHarness { _dir: dir, path }
+        SqliteHarness {
+            _dir: dir,
+            path,
+            indexing,
+        }
     }
 }
 
+/// The bulk-written indexes brought up to date after every batch.
+const AFTER_EVERY_BATCH: Indexing = Indexing {
+    every: 1,
+    when_idle: None,
+};
+
+/// Never while the store is open (only on closing).
+const NEVER: Indexing = Indexing {
+    every: u64::MAX,
+    when_idle: None,
+};
+
 fn open_store(path: &Path) -> SqliteStore {
-    match SqliteStore::open(path) {
+    open_indexing(path, Indexing::default())
+}
+
+fn open_indexing(path: &Path, indexing: Indexing) -> SqliteStore {
+    match SqliteStore::open_with_indexing(path, indexing) {
         Ok(store) => store,
         Err(e) => panic!("opening {}: {e}", path.display()),
     }
@@ -39,7 +67,7 @@ impl Harness for SqliteHarness {
     /// Dropping a store ends its writer thread once the queue is drained;
     /// a commit that resolved is already in the file.
     fn open(&self) -> impl std::future::Future<Output = SqliteStore> + Send {
-        std::future::ready(open_store(&self.path))
+        std::future::ready(open_indexing(&self.path, self.indexing))
     }
 
     /// Takes the database's write lock from another connection, so the
@@ -65,6 +93,18 @@ impl Harness for SqliteHarness {
 }
 
 muster_store::conformance_tests!(SqliteHarness::new());
+
+/// Every read goes through the bulk-written indexes.
+mod indexed_after_every_batch {
+    use super::*;
+    muster_store::conformance_tests!(SqliteHarness::indexing(AFTER_EVERY_BATCH));
+}
+
+/// Every read takes the messages from the table (until a reopen).
+mod never_indexed_while_open {
+    use super::*;
+    muster_store::conformance_tests!(SqliteHarness::indexing(NEVER));
+}
 
 fn schema_version(conn: &rusqlite::Connection) -> i64 {
     conn.pragma_query_value(None, "user_version", |r| r.get(0))
@@ -234,4 +274,223 @@ async fn the_wal_is_checkpointed_past_ten_thousand_pages_and_on_closing() {
     );
     let reopened = h.open().await;
     assert_eq!(reopened.load().await.unwrap().unread.len(), 256);
+}
+
+// ------------------------------------------- the bulk-written indexes' edges
+
+/// Message `n` (id `01N<n>`, sent at `n`) from `from` to `to`, with a
+/// delivery to each recipient; its body names `n` and a `word`.
+fn mail(n: u32, from: &str, to: Target, recipients: &[&str], word: &str) -> Change {
+    let id = format!("01N{n:04}");
+    Change::PutMessage {
+        message: Message {
+            id: id.clone(),
+            from: from.into(),
+            from_nickname: from.into(),
+            to,
+            reply_to: None,
+            body: format!("note {n} {word}"),
+            sent_at: Millis::from(n),
+            via: Default::default(),
+        },
+        deliveries: recipients
+            .iter()
+            .map(|r| Delivery {
+                message_id: id.clone(),
+                recipient: r.to_string(),
+                state: DeliveryState::Queued,
+                updated_at: Millis::from(n),
+            })
+            .collect(),
+    }
+}
+
+/// The numbers of the messages, as their ids name them.
+fn numbers(messages: &[Message]) -> Vec<u32> {
+    messages
+        .iter()
+        .map(|m| m.id.trim_start_matches("01N").parse().expect("a test id"))
+        .collect()
+}
+
+/// The bulk-written indexes' mark and how many entries each holds, read
+/// from the file: (upto, by_sender rows, by_target rows).
+fn index_counts(path: &Path) -> (i64, i64, i64) {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    let count = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap();
+    (
+        count("SELECT upto FROM indexed_upto"),
+        count("SELECT count(*) FROM by_sender"),
+        count("SELECT count(*) FROM by_target"),
+    )
+}
+
+fn reader(who: &str, limit: usize, before: Option<u32>) -> muster_store::HistoryQuery {
+    let mut q = muster_store::HistoryQuery::newest(limit);
+    q.reader = Some(who.into());
+    q.before = before.map(|n| format!("01N{n:04}"));
+    q
+}
+
+// Proves history and search read across the edge of the bulk-written
+// indexes: messages 1–4 are in them (written, then the store closed),
+// 5–8 only in the table (written since, the writer never indexing while
+// open), and every query lists both, newest first, each message once,
+// paging by cursor across the edge.
+#[tokio::test]
+async fn history_and_search_span_the_bulk_indexes_and_the_newest_messages() {
+    use muster_store::{HistoryQuery, SearchQuery};
+    let h = SqliteHarness::indexing(NEVER);
+    let room = || Target::Room("ops".into());
+    let bob = || Target::Session("bob".into());
+    let alice = || Target::Session("alice".into());
+    let batch = |first: u32| {
+        vec![
+            mail(first, "alice", bob(), &["bob"], "flaky"),
+            mail(first + 1, "bob", alice(), &["alice"], "steady"),
+            mail(first + 2, "alice", room(), &["bob", "carol"], "flaky"),
+            mail(first + 3, "carol", bob(), &["bob"], "steady"),
+        ]
+    };
+    let store = h.open().await;
+    for change in batch(1) {
+        store.apply(vec![change]).await.unwrap();
+    }
+    drop(store); // closing indexes them
+    let store = h.open().await;
+    for change in batch(5) {
+        store.apply(vec![change]).await.unwrap();
+    }
+    assert_eq!(index_counts(&h.path), (4, 4, 4), "1–4 indexed, 5–8 not");
+
+    let alices = store.history(reader("alice", 100, None)).await.unwrap();
+    assert_eq!(numbers(&alices), [7, 6, 5, 3, 2, 1]);
+    let page = store.history(reader("alice", 2, Some(6))).await.unwrap();
+    assert_eq!(numbers(&page), [5, 3], "a page across the edge");
+    let mut to_room = HistoryQuery::newest(100);
+    to_room.to = Some(room());
+    assert_eq!(numbers(&store.history(to_room).await.unwrap()), [7, 3]);
+    let mut to_bob = HistoryQuery::newest(3);
+    to_bob.to = Some(bob());
+    assert_eq!(numbers(&store.history(to_bob).await.unwrap()), [8, 5, 4]);
+    let mut carols_to_bob = reader("carol", 100, None);
+    carols_to_bob.to = Some(bob());
+    assert_eq!(
+        numbers(&store.history(carols_to_bob).await.unwrap()),
+        [8, 4]
+    );
+    let flaky = |within| SearchQuery {
+        text: "FLAKY".into(),
+        within,
+    };
+    let found = store
+        .search(flaky(HistoryQuery::newest(100)))
+        .await
+        .unwrap();
+    assert_eq!(numbers(&found), [7, 5, 3, 1]);
+    let found = store
+        .search(flaky(reader("carol", 100, None)))
+        .await
+        .unwrap();
+    assert_eq!(numbers(&found), [7, 3], "what carol got");
+    let found = store
+        .search(flaky(reader("bob", 100, Some(7))))
+        .await
+        .unwrap();
+    assert_eq!(numbers(&found), [5, 3, 1]);
+}
+
+// Proves the mark comes down when pruning deletes the newest messages: a
+// message written after every older one was pruned gets a rowid the mark
+// had passed, and is still listed and found; the indexes then hold it
+// once the store closes, and nothing of the pruned ones.
+#[tokio::test]
+async fn messages_written_after_a_prune_of_everything_are_found() {
+    use muster_store::{HistoryQuery, SearchQuery};
+    let h = SqliteHarness::indexing(NEVER);
+    let bob = || Target::Session("bob".into());
+    let store = h.open().await;
+    store
+        .apply(vec![
+            mail(1, "alice", bob(), &["bob"], "old"),
+            mail(2, "alice", bob(), &["bob"], "old"),
+        ])
+        .await
+        .unwrap();
+    drop(store);
+    assert_eq!(index_counts(&h.path), (2, 2, 2));
+    let store = h.open().await;
+    let report = store.prune(10).await.unwrap();
+    assert_eq!(report.messages, 2);
+    assert_eq!(index_counts(&h.path), (0, 0, 0));
+    store
+        .apply(vec![mail(11, "alice", bob(), &["bob"], "fresh")])
+        .await
+        .unwrap();
+    let search = |text: &str| SearchQuery {
+        text: text.into(),
+        within: HistoryQuery::newest(10),
+    };
+    assert_eq!(numbers(&store.search(search("fresh")).await.unwrap()), [11]);
+    assert!(store.search(search("old")).await.unwrap().is_empty());
+    assert_eq!(
+        numbers(&store.history(reader("alice", 10, None)).await.unwrap()),
+        [11]
+    );
+    drop(store);
+    assert_eq!(index_counts(&h.path), (1, 1, 1));
+    let check = rusqlite::Connection::open(&h.path).unwrap().execute(
+        "INSERT INTO messages_fts (messages_fts) VALUES ('integrity-check')",
+        [],
+    );
+    assert!(check.is_ok(), "{check:?}");
+}
+
+// Proves the writer indexes by itself, both ways it does: every `every`
+// messages (3 here: after the batch that brings the count to 3, not
+// before), and once it has been idle for `when_idle`.
+#[tokio::test]
+async fn the_writer_indexes_every_so_many_messages_and_when_idle() {
+    let h = SqliteHarness::indexing(Indexing {
+        every: 3,
+        when_idle: None,
+    });
+    let bob = || Target::Session("bob".into());
+    let store = h.open().await;
+    for n in 1..=2 {
+        store
+            .apply(vec![mail(n, "alice", bob(), &["bob"], "x")])
+            .await
+            .unwrap();
+    }
+    // A write after the batches, answered after the indexing they started.
+    store.apply(vec![]).await.unwrap();
+    assert_eq!(index_counts(&h.path).0, 0, "2 messages: not yet");
+    store
+        .apply(vec![mail(3, "alice", bob(), &["bob"], "x")])
+        .await
+        .unwrap();
+    store.apply(vec![]).await.unwrap();
+    assert_eq!(index_counts(&h.path), (3, 3, 3), "the third: all three");
+    drop(store);
+
+    let h2 = SqliteHarness::indexing(Indexing {
+        every: u64::MAX,
+        when_idle: Some(std::time::Duration::from_millis(50)),
+    });
+    let store = h2.open().await;
+    store
+        .apply(vec![mail(1, "alice", bob(), &["bob"], "x")])
+        .await
+        .unwrap();
+    assert_eq!(index_counts(&h2.path).0, 0, "just written");
+    let indexed = async {
+        while index_counts(&h2.path).0 != 1 {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(5), indexed)
+        .await
+        .expect("indexed within 5 s of going idle (50 ms)");
+    drop(store);
 }

@@ -1,0 +1,148 @@
+//! The indexes the writer fills in bulk: messages by sender (`by_sender`),
+//! by target (`by_target`) and by their words (`messages_fts`).
+//!
+//! Why in bulk: sixteen senders writing to sixteen receivers put each
+//! message on a leaf of its own in every index keyed by sender or target,
+//! so each message dirtied pages no other message of its commit shared, and
+//! FTS5 wrote a segment per commit. BENCHMARKS.md (2026-12-03) measured
+//! those three at 50–70 µs of the writer's 105–130 µs per message. Filled
+//! for a thousand messages at once, each leaf takes many entries per write.
+//!
+//! The rule every read relies on: each message whose rowid is at most
+//! `indexed_upto.upto` is in all three indexes, and no newer one is. The
+//! newer ones (the tail, at most [`Indexing::every`] plus one batch, or
+//! none once the writer has been idle a moment) are read from the table
+//! itself: history by rowid, search through a temporary index of the
+//! reading connection's own ([`index_tail`]).
+
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+/// When the writer brings the bulk-written indexes up to date.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Indexing {
+    /// After this many messages have been written since the last time.
+    pub every: u64,
+    /// Once no write has come for this long, if any message is not in them
+    /// yet (`None`: only every [`every`](Self::every) messages).
+    pub when_idle: Option<Duration>,
+}
+
+impl Default for Indexing {
+    /// Every 1,024 messages, or after 200 ms without a write: a history
+    /// read scans at most about a thousand rows past the index, and a
+    /// daemon that goes quiet has every message indexed almost at once.
+    fn default() -> Self {
+        Indexing {
+            every: 1_024,
+            when_idle: Some(Duration::from_millis(200)),
+        }
+    }
+}
+
+/// `m`'s rows that are not in the bulk-written indexes yet.
+pub(crate) fn in_tail(m: &str) -> String {
+    format!("{m}.rowid > (SELECT upto FROM indexed_upto)")
+}
+
+/// How many messages are not in the bulk-written indexes yet.
+pub(crate) fn unindexed(conn: &Connection) -> rusqlite::Result<u64> {
+    let count: i64 = conn.query_row(
+        &format!("SELECT count(*) FROM messages m WHERE {}", in_tail("m")),
+        [],
+        |r| r.get(0),
+    )?;
+    Ok(count.max(0) as u64)
+}
+
+/// Puts every message not yet indexed into the three indexes, within the
+/// caller's transaction; how many it put there.
+pub(crate) fn catch_up(tx: &Connection) -> rusqlite::Result<u64> {
+    let upto: i64 = tx.query_row("SELECT upto FROM indexed_upto", [], |r| r.get(0))?;
+    let newest: Option<i64> = tx
+        .query_row("SELECT max(rowid) FROM messages", [], |r| r.get(0))
+        .optional()?
+        .flatten();
+    let Some(newest) = newest.filter(|&n| n > upto) else {
+        return Ok(0);
+    };
+    let range = params![upto, newest];
+    let added = tx
+        .prepare_cached(
+            "INSERT INTO messages_fts (rowid, body)
+             SELECT rowid, body FROM messages WHERE rowid > ?1 AND rowid <= ?2",
+        )?
+        .execute(range)?;
+    // In key order, so each leaf is written once for all its new entries.
+    tx.prepare_cached(
+        "INSERT INTO by_sender (sender, id)
+         SELECT sender, id FROM messages WHERE rowid > ?1 AND rowid <= ?2 ORDER BY sender, id",
+    )?
+    .execute(range)?;
+    tx.prepare_cached(
+        "INSERT INTO by_target (target_kind, target, id)
+         SELECT target_kind, target, id FROM messages WHERE rowid > ?1 AND rowid <= ?2
+         ORDER BY target_kind, target, id",
+    )?
+    .execute(range)?;
+    tx.prepare_cached("UPDATE indexed_upto SET upto = ?1")?
+        .execute(params![newest])?;
+    Ok(added as u64)
+}
+
+/// Takes the messages sent before `cutoff` out of the bulk-written indexes,
+/// before they are deleted; the caller has just [caught up](catch_up), so
+/// every one of them is there.
+pub(crate) fn forget_before(tx: &Connection, cutoff: i64) -> rusqlite::Result<()> {
+    // An external-content index is told each row's old body to take its
+    // words back out.
+    tx.execute(
+        "INSERT INTO messages_fts (messages_fts, rowid, body)
+         SELECT 'delete', rowid, body FROM messages WHERE sent_at < ?1",
+        params![cutoff],
+    )?;
+    tx.execute(
+        "DELETE FROM by_sender WHERE (sender, id) IN
+             (SELECT sender, id FROM messages WHERE sent_at < ?1)",
+        params![cutoff],
+    )?;
+    tx.execute(
+        "DELETE FROM by_target WHERE (target_kind, target, id) IN
+             (SELECT target_kind, target, id FROM messages WHERE sent_at < ?1)",
+        params![cutoff],
+    )?;
+    Ok(())
+}
+
+/// After messages were deleted: the mark comes down to the newest message
+/// left. Without this, deleting the newest messages would let SQLite give
+/// the next ones rowids at or below the mark, which reads would take as
+/// indexed.
+pub(crate) fn after_delete(tx: &Connection) -> rusqlite::Result<()> {
+    tx.execute(
+        "UPDATE indexed_upto SET upto = (SELECT coalesce(max(rowid), 0) FROM messages)",
+        [],
+    )?;
+    Ok(())
+}
+
+/// Fills the reading connection's temporary search index with the tail:
+/// the messages the writer has not put into `messages_fts` yet. Run in the
+/// same read transaction as the search, so both see the same commit. The
+/// tokenizer is `messages_fts`'s (migration 6), so both match the same words.
+pub(crate) fn index_tail(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(
+        "CREATE VIRTUAL TABLE IF NOT EXISTS temp.tail_fts USING fts5(
+             body,
+             tokenize = 'unicode61 remove_diacritics 0'
+         );
+         DELETE FROM temp.tail_fts;",
+    )?;
+    conn.prepare_cached(&format!(
+        "INSERT INTO temp.tail_fts (rowid, body) SELECT m.rowid, m.body FROM messages m WHERE {}",
+        in_tail("m")
+    ))?
+    .execute([])?;
+    Ok(())
+}
