@@ -50,10 +50,6 @@ const NEVER: Indexing = Indexing {
     when_idle: None,
 };
 
-fn open_store(path: &Path) -> SqliteStore {
-    open_indexing(path, Indexing::default())
-}
-
 fn open_indexing(path: &Path, indexing: Indexing) -> SqliteStore {
     match SqliteStore::open_with_indexing(path, indexing) {
         Ok(store) => store,
