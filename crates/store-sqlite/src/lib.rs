@@ -6,7 +6,9 @@
 //! so durability does not cap throughput. When a request fails, the batch
 //! runs again with each request in its own savepoint, so one bad request
 //! fails alone. Reads use a separate
-//! connection, which WAL lets run beside the writer.
+//! connection, which WAL lets run beside the writer. The indexes history
+//! and search need (by sender, by target, by words) are written in bulk,
+//! every thousand messages or when the writer is idle ([`Indexing`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
