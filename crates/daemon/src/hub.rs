@@ -313,6 +313,17 @@ impl Hub {
     /// since), so memory holds what the store has; the error reaches the
     /// caller. A new message settles by `Mailboxes::settle` instead.
     pub(crate) fn commit(&self, st: &mut State, changes: Vec<Change>) -> Commit {
+        self.commit_as(st, changes, false)
+    }
+
+    /// [`commit`](Self::commit), for changes no answer waits on: the store
+    /// may hold them a moment to commit them with the next write
+    /// (`Store::submit_unhurried`).
+    pub(crate) fn commit_unhurried(&self, st: &mut State, changes: Vec<Change>) -> Commit {
+        self.commit_as(st, changes, true)
+    }
+
+    fn commit_as(&self, st: &mut State, changes: Vec<Change>, unhurried: bool) -> Commit {
         if changes.is_empty() {
             return Box::pin(async { Ok(()) });
         }
@@ -322,7 +333,11 @@ impl Hub {
             st.apply(change, mono);
         }
         st.note_applied(&mut undo);
-        let commit = self.store.submit(changes);
+        let commit = if unhurried {
+            self.store.submit_unhurried(changes)
+        } else {
+            self.store.submit(changes)
+        };
         if undo.is_empty() {
             return commit;
         }

@@ -205,6 +205,7 @@ impl Store for PostgresStore {
         let sent = self.writer.send(Job::Apply {
             changes,
             done: Some(done),
+            unhurried: false,
         });
         Box::pin(async move {
             sent.map_err(|_| StoreError::Stopped)?;
@@ -218,6 +219,7 @@ impl Store for PostgresStore {
             .send(Job::Apply {
                 changes,
                 done: None,
+                unhurried: false,
             })
             .is_err()
         {

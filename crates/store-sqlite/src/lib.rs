@@ -415,14 +415,16 @@ impl SqliteStore {
         path: impl Into<PathBuf>,
         indexing: Indexing,
     ) -> Result<Self, StoreError> {
-        Self::open_with(path.into(), indexing, |_| {})
+        Self::open_with(path.into(), indexing, UNHURRIED_WAIT, |_| {})
     }
 
-    /// [`open_with_indexing`](Self::open_with_indexing), with `setup` run
-    /// on the writer's first connection (a test's fault injection).
+    /// [`open_with_indexing`](Self::open_with_indexing), holding unhurried
+    /// writes up to `unhurried_wait`, with `setup` run on the writer's
+    /// first connection (a test's fault injection or commit counter).
     fn open_with(
         path: PathBuf,
         indexing: Indexing,
+        unhurried_wait: std::time::Duration,
         setup: impl FnOnce(&Connection),
     ) -> Result<Self, StoreError> {
         if let Some(dir) = path.parent() {
@@ -456,6 +458,7 @@ impl SqliteStore {
             health: health.clone(),
             indexing,
             unindexed,
+            unhurried_wait,
         };
         let writer_thread = std::thread::Builder::new()
             .name("muster-store-writer".into())
@@ -473,6 +476,19 @@ impl SqliteStore {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    fn submit_job(&self, changes: Vec<Change>, unhurried: bool) -> Commit {
+        let (done, wait) = oneshot::channel();
+        let sent = self.writer.send(Job::Apply {
+            changes,
+            done: Some(done),
+            unhurried,
+        });
+        Box::pin(async move {
+            sent.map_err(|_| StoreError::Stopped)?;
+            wait.await.map_err(|_| StoreError::Stopped)?
+        })
     }
 
     async fn read<T: Send + 'static>(
@@ -507,6 +523,8 @@ struct Writer {
     /// Messages committed since the bulk-written indexes were last brought
     /// up to date (a count of when to, not what: the database has the mark).
     unindexed: u64,
+    /// The longest a batch of unhurried writes waits for company.
+    unhurried_wait: std::time::Duration,
 }
 
 /// Why a whole batch failed: a fault of the backend, not of one request.
@@ -591,16 +609,33 @@ fn take_batches(writer: &mut Writer, rx: &mpsc::Receiver<Job>) {
             },
         };
         let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
+        take_waiting(rx, &mut batch);
+        // Nobody waits on a batch of unhurried writes (a push's `pushed`
+        // mark): held a moment, it shares the commit of the write that
+        // follows, which then does not wait behind a commit of its own.
+        if batch.iter().all(Job::is_unhurried) {
+            if let Ok(job) = rx.recv_timeout(writer.unhurried_wait) {
+                batch.push(job);
+                take_waiting(rx, &mut batch);
             }
         }
         writer.run_batch(batch);
         // After the batch was answered, so no sender waits for the indexes.
         if writer.unindexed >= writer.indexing.every && !writer.health.is_degraded() {
             writer.bulk_index();
+        }
+    }
+}
+
+/// The longest the writer holds a batch of unhurried writes for company.
+const UNHURRIED_WAIT: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// Adds the jobs already queued to the batch, up to [`MAX_BATCH`].
+fn take_waiting(rx: &mpsc::Receiver<Job>, batch: &mut Vec<Job>) {
+    while batch.len() < MAX_BATCH {
+        match rx.try_recv() {
+            Ok(job) => batch.push(job),
+            Err(_) => break,
         }
     }
 }
@@ -1207,15 +1242,11 @@ impl Store for SqliteStore {
     }
 
     fn submit(&self, changes: Vec<Change>) -> Commit {
-        let (done, wait) = oneshot::channel();
-        let sent = self.writer.send(Job::Apply {
-            changes,
-            done: Some(done),
-        });
-        Box::pin(async move {
-            sent.map_err(|_| StoreError::Stopped)?;
-            wait.await.map_err(|_| StoreError::Stopped)?
-        })
+        self.submit_job(changes, false)
+    }
+
+    fn submit_unhurried(&self, changes: Vec<Change>) -> Commit {
+        self.submit_job(changes, true)
     }
 
     fn apply_later(&self, changes: Vec<Change>) {
@@ -1224,6 +1255,7 @@ impl Store for SqliteStore {
             .send(Job::Apply {
                 changes,
                 done: None,
+                unhurried: false,
             })
             .is_err()
         {
@@ -1337,7 +1369,8 @@ impl Store for SqliteStore {
 mod tests {
     use super::*;
     use muster_core::Session;
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::time::{Duration, Instant};
 
     /// A store whose writer's commits fail (a commit hook turns each into
     /// a rollback, as a full disk fails the commit's write) while the
@@ -1345,11 +1378,78 @@ mod tests {
     fn store_with_failing_commits(path: &Path) -> (SqliteStore, Arc<AtomicBool>) {
         let fail = Arc::new(AtomicBool::new(false));
         let hook = fail.clone();
-        let store = SqliteStore::open_with(path.to_path_buf(), Indexing::default(), move |conn| {
-            conn.commit_hook(Some(move || hook.load(Ordering::SeqCst)));
-        })
+        let store = SqliteStore::open_with(
+            path.to_path_buf(),
+            Indexing::default(),
+            UNHURRIED_WAIT,
+            move |conn| {
+                conn.commit_hook(Some(move || hook.load(Ordering::SeqCst)));
+            },
+        )
         .unwrap();
         (store, fail)
+    }
+
+    /// A store that counts its writer's commits.
+    fn store_counting_commits(
+        path: &Path,
+        unhurried_wait: Duration,
+    ) -> (SqliteStore, Arc<AtomicU64>) {
+        let commits = Arc::new(AtomicU64::new(0));
+        let counter = commits.clone();
+        // No indexing while open: its commits would be counted too.
+        let indexing = Indexing {
+            every: u64::MAX,
+            when_idle: None,
+        };
+        let store =
+            SqliteStore::open_with(path.to_path_buf(), indexing, unhurried_wait, move |conn| {
+                conn.commit_hook(Some(move || {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    false
+                }));
+            })
+            .unwrap();
+        (store, commits)
+    }
+
+    // Proves an unhurried write waits for company: followed by a write, the
+    // two share one commit (the hold is 30 s here, so only the second
+    // write can have ended it); alone, it is committed once the hold runs
+    // out, and not before.
+    #[tokio::test]
+    async fn an_unhurried_write_shares_the_next_commit_or_waits_out_its_hold() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let (store, commits) =
+            store_counting_commits(&dir.path().join("a.db"), Duration::from_secs(30));
+        let began = Instant::now();
+        let mark = store.submit_unhurried(vec![direct("01A", "bob")]);
+        let next = store.submit(vec![direct("01B", "bob")]);
+        next.await.unwrap();
+        mark.await.unwrap();
+        assert!(
+            began.elapsed() < Duration::from_secs(30),
+            "the second write ended the hold"
+        );
+        assert_eq!(commits.load(Ordering::SeqCst), 1, "one commit for both");
+        drop(store);
+
+        let (store, commits) =
+            store_counting_commits(&dir.path().join("b.db"), Duration::from_millis(200));
+        let began = Instant::now();
+        store
+            .submit_unhurried(vec![direct("01A", "bob")])
+            .await
+            .unwrap();
+        assert!(
+            began.elapsed() >= Duration::from_millis(200),
+            "held for its whole wait"
+        );
+        assert_eq!(commits.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            store.message("01A").await.unwrap().map(|m| m.id),
+            Some("01A".to_string())
+        );
     }
 
     fn direct(id: &str, to: &str) -> Change {

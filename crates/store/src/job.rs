@@ -10,10 +10,13 @@ use crate::{Change, PruneReport, StoreError};
 /// One request to a store's writer.
 pub enum Job {
     /// Changes to make durable; `done` is told once they are (none for
-    /// `apply_later`'s background writes).
+    /// `apply_later`'s background writes). `unhurried`: nobody is held up
+    /// until they are (`submit_unhurried`), so the writer may wait a moment
+    /// to commit them with the next write.
     Apply {
         changes: Vec<Change>,
         done: Option<oneshot::Sender<Result<(), StoreError>>>,
+        unhurried: bool,
     },
     Prune {
         cutoff: Millis,
@@ -25,6 +28,17 @@ pub enum Job {
 pub type JobResult = Result<Option<PruneReport>, StoreError>;
 
 impl Job {
+    /// Whether the writer may hold this job a moment for company.
+    pub fn is_unhurried(&self) -> bool {
+        matches!(
+            self,
+            Job::Apply {
+                unhurried: true,
+                ..
+            }
+        )
+    }
+
     /// Tells the job's waiter what became of it; a background write that
     /// failed, having no waiter, is logged.
     pub fn answer(self, result: JobResult) {

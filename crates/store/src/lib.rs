@@ -258,6 +258,13 @@ pub trait Store: Send + Sync + 'static {
     /// once they are durable (or refused). Submitting under the caller's own
     /// lock makes the store's order the caller's order.
     fn submit(&self, changes: Vec<Change>) -> Commit;
+    /// [`submit`](Store::submit), for a write that holds nobody up until it
+    /// is durable (its waiter only logs a failure): the backend may hold it
+    /// a few milliseconds to commit it together with the next write, so the
+    /// write that follows it does not wait for a commit of its own first.
+    fn submit_unhurried(&self, changes: Vec<Change>) -> Commit {
+        self.submit(changes)
+    }
     /// [`submit`](Store::submit), then waits: durable when this returns `Ok`.
     async fn apply(&self, changes: Vec<Change>) -> Result<(), StoreError> {
         self.submit(changes).await
