@@ -19,6 +19,9 @@
 //!   of the same payload to a `muster serve` child (new connection, and
 //!   kept alive), p50/p99 over `--hookcost-calls` calls of each, taking
 //!   turns; each tool call runs two hooks;
+//! - **history**: history and search latency on a 20,000-message SQLite
+//!   store, with the 1,023 newest messages not yet in the bulk-written
+//!   indexes (the most the writer leaves out) and with all indexed;
 //! - **footprint**: the tokens muster adds to every model request
 //!   (instructions, identity note, every tool schema), counted with
 //!   tiktoken's o200k_base (target: under 1,200);
@@ -56,6 +59,7 @@ mod daemon;
 mod delivery;
 mod flood;
 mod footprint;
+mod history;
 mod hookcost;
 mod hooks;
 mod http;
@@ -89,6 +93,7 @@ enum Which {
     Sweep,
     Delivery,
     Footprint,
+    History,
     Flood,
     Load,
     Storm,
@@ -255,7 +260,7 @@ fn main() -> ExitCode {
         ) -> std::pin::Pin<
             Box<dyn std::future::Future<Output = anyhow::Result<Section>> + 'a>,
         >;
-        let benches: [(Which, &str, Bench); 11] = [
+        let benches: [(Which, &str, Bench); 12] = [
             (Which::Hooks, "hooks", |o| Box::pin(hooks::run(o))),
             (Which::Hookcost, "hookcost", |o| Box::pin(hookcost::run(o))),
             (Which::Sends, "sends", |o| Box::pin(sends::run(o))),
@@ -264,6 +269,7 @@ fn main() -> ExitCode {
             (Which::Footprint, "footprint", |_| {
                 Box::pin(async { footprint::run() })
             }),
+            (Which::History, "history", |o| Box::pin(history::run(o))),
             (Which::Flood, "flood", |o| Box::pin(flood::run(o))),
             (Which::Load, "load", |o| Box::pin(mixed_load::run(o))),
             (Which::Storm, "storm", |o| Box::pin(storm::run(o))),
