@@ -20,7 +20,7 @@
 //!   kept alive), p50/p99 over `--hookcost-calls` calls of each, taking
 //!   turns; each tool call runs two hooks;
 //! - **history**: history and search latency on a 20,000-message SQLite
-//!   store, with the 1,023 newest messages not yet in the bulk-written
+//!   store, with the 255 newest messages not yet in the bulk-written
 //!   indexes (the most the writer leaves out) and with all indexed;
 //! - **footprint**: the tokens muster adds to every model request
 //!   (instructions, identity note, every tool schema), counted with

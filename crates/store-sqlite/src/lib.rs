@@ -8,7 +8,7 @@
 //! fails alone. Reads use a separate
 //! connection, which WAL lets run beside the writer. The indexes history
 //! and search need (by sender, by target, by words) are written in bulk,
-//! every thousand messages or when the writer is idle ([`Indexing`]).
+//! every 256 messages or when the writer is idle ([`Indexing`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
