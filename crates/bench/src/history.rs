@@ -110,32 +110,40 @@ enum Query {
     Search(SearchQuery),
 }
 
-/// p50 and max of one query, and how many it found.
-async fn time(store: &SqliteStore, query: &Query) -> anyhow::Result<(Duration, Duration, usize)> {
+/// p50 and max of one query, and the ids it found.
+async fn time(
+    store: &SqliteStore,
+    query: &Query,
+) -> anyhow::Result<(Duration, Duration, Vec<String>)> {
     let mut samples = Vec::with_capacity(RUNS);
     let began = Instant::now();
-    let mut found = 0;
+    let mut found = Vec::new();
     while samples.len() < RUNS && began.elapsed() < BUDGET {
         let at = Instant::now();
-        found = match query {
-            Query::History(q) => store.history(q.clone()).await?.len(),
-            Query::Search(q) => store.search(q.clone()).await?.len(),
+        let messages = match query {
+            Query::History(q) => store.history(q.clone()).await?,
+            Query::Search(q) => store.search(q.clone()).await?,
         };
         samples.push(at.elapsed());
+        found = messages.into_iter().map(|m| m.id).collect();
     }
     let (p50, max) = median_max(&mut samples);
     Ok((p50, max, found))
 }
 
-/// Times every query on `store`, adding its rows and figures under `state`.
+/// Times every query on `store`, adding its rows and figures under
+/// `state`; the ids each query found, in order.
 async fn measure(
     store: &SqliteStore,
     state: &str,
     rows: &mut Vec<Row>,
     figures: &mut serde_json::Map<String, serde_json::Value>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<Vec<String>>> {
+    let mut answers = Vec::new();
     for (name, query) in queries() {
-        let (p50, max, found) = time(store, &query).await?;
+        let (p50, max, ids) = time(store, &query).await?;
+        let found = ids.len();
+        answers.push(ids);
         rows.push(Row::info(
             format!("history ({state}): {name}"),
             format!(
@@ -149,7 +157,7 @@ async fn measure(
             json!({"p50_us": us(p50), "max_us": us(max), "found": found}),
         );
     }
-    Ok(())
+    Ok(answers)
 }
 
 pub async fn run(_opts: &Opts) -> anyhow::Result<Section> {
@@ -168,14 +176,21 @@ pub async fn run(_opts: &Opts) -> anyhow::Result<Section> {
 
     let mut rows = Vec::new();
     let mut figures = serde_json::Map::new();
-    measure(&store, "255 not indexed", &mut rows, &mut figures).await?;
+    let from_tail = measure(&store, "255 not indexed", &mut rows, &mut figures).await?;
     drop(store); // closing indexes the tail
     let store = SqliteStore::open_with_indexing(&path, never)?;
-    measure(&store, "all indexed", &mut rows, &mut figures).await?;
+    let indexed = measure(&store, "all indexed", &mut rows, &mut figures).await?;
+    // The same store both times: every query must find the same messages.
+    let errors = queries()
+        .iter()
+        .zip(from_tail.iter().zip(&indexed))
+        .filter(|(_, (a, b))| a != b)
+        .map(|((name, _), _)| format!("{name}: the tail and the indexes found different messages"))
+        .collect();
     Ok(Section {
         name: "history",
         json: serde_json::Value::Object(figures),
         rows,
-        errors: Vec::new(),
+        errors,
     })
 }

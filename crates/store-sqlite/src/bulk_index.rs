@@ -17,7 +17,7 @@
 
 use std::time::Duration;
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection};
 
 /// When the writer brings the bulk-written indexes up to date.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,23 +60,19 @@ pub(crate) fn unindexed(conn: &Connection) -> rusqlite::Result<u64> {
 }
 
 /// Puts every message not yet indexed into the three indexes, within the
-/// caller's transaction; how many it put there.
-pub(crate) fn catch_up(tx: &Connection) -> rusqlite::Result<u64> {
+/// caller's transaction.
+pub(crate) fn catch_up(tx: &Connection) -> rusqlite::Result<()> {
     let upto: i64 = tx.query_row("SELECT upto FROM indexed_upto", [], |r| r.get(0))?;
-    let newest: Option<i64> = tx
-        .query_row("SELECT max(rowid) FROM messages", [], |r| r.get(0))
-        .optional()?
-        .flatten();
+    let newest: Option<i64> = tx.query_row("SELECT max(rowid) FROM messages", [], |r| r.get(0))?;
     let Some(newest) = newest.filter(|&n| n > upto) else {
-        return Ok(0);
+        return Ok(());
     };
     let range = params![upto, newest];
-    let added = tx
-        .prepare_cached(
-            "INSERT INTO messages_fts (rowid, body)
-             SELECT rowid, body FROM messages WHERE rowid > ?1 AND rowid <= ?2",
-        )?
-        .execute(range)?;
+    tx.prepare_cached(
+        "INSERT INTO messages_fts (rowid, body)
+         SELECT rowid, body FROM messages WHERE rowid > ?1 AND rowid <= ?2",
+    )?
+    .execute(range)?;
     // In key order, so each leaf is written once for all its new entries.
     tx.prepare_cached(
         "INSERT INTO by_sender (sender, id)
@@ -91,7 +87,7 @@ pub(crate) fn catch_up(tx: &Connection) -> rusqlite::Result<u64> {
     .execute(range)?;
     tx.prepare_cached("UPDATE indexed_upto SET upto = ?1")?
         .execute(params![newest])?;
-    Ok(added as u64)
+    Ok(())
 }
 
 /// Takes the messages sent before `cutoff` out of the bulk-written indexes,

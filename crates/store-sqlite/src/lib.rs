@@ -581,24 +581,23 @@ fn writer_loop(mut writer: Writer, rx: mpsc::Receiver<Job>) {
 
 fn take_batches(writer: &mut Writer, rx: &mpsc::Receiver<Job>) {
     loop {
-        // How long to wait for a job before doing work of the writer's own:
-        // a probe while degraded, else the bulk indexes once idle.
-        let idle_work = if writer.health.is_degraded() {
-            Some(PROBE_EVERY)
+        // Work of the writer's own once no job has come for a while: a
+        // probe while degraded, else the bulk indexes if any are behind.
+        let idle_work: Option<(std::time::Duration, IdleWork)> = if writer.health.is_degraded() {
+            Some((PROBE_EVERY, Writer::probe))
         } else if writer.unindexed > 0 {
-            writer.indexing.when_idle
+            writer
+                .indexing
+                .when_idle
+                .map(|wait| (wait, Writer::bulk_index as _))
         } else {
             None
         };
         let first = match idle_work {
-            Some(wait) => match rx.recv_timeout(wait) {
+            Some((wait, work)) => match rx.recv_timeout(wait) {
                 Ok(job) => job,
                 Err(mpsc::RecvTimeoutError::Timeout) => {
-                    if writer.health.is_degraded() {
-                        writer.probe();
-                    } else {
-                        writer.bulk_index();
-                    }
+                    work(writer);
                     continue;
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => return,
@@ -626,6 +625,9 @@ fn take_batches(writer: &mut Writer, rx: &mpsc::Receiver<Job>) {
         }
     }
 }
+
+/// What the writer does of its own accord once its queue has been quiet.
+type IdleWork = fn(&mut Writer);
 
 /// The longest the writer holds a batch of unhurried writes for company.
 const UNHURRIED_WAIT: std::time::Duration = std::time::Duration::from_millis(5);
@@ -741,13 +743,13 @@ impl Writer {
         let indexed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let conn = self.connection()?;
             let tx = conn.transaction()?;
-            let added = bulk_index::catch_up(&tx)?;
+            bulk_index::catch_up(&tx)?;
             tx.commit()?;
-            Ok::<u64, Fault>(added)
+            Ok::<(), Fault>(())
         }));
         self.unindexed = 0;
         match indexed {
-            Ok(Ok(_)) => {}
+            Ok(Ok(())) => {}
             Ok(Err(fault)) => {
                 tracing::warn!(
                     "store: could not bring the history and search indexes up to date ({}); \
