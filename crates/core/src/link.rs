@@ -305,6 +305,15 @@ impl<'a> Fields<'a> {
             .map_or(Ok(T::default()), |raw| Self::decode(name, raw))
     }
 
+    /// A field kept as its text (`null` or missing: none). The frame's
+    /// parse already checked it is JSON, so it is copied, not read again:
+    /// a reply's result is most of the bytes a shim reads per call.
+    fn json_text(&self, name: &str) -> Option<JsonText> {
+        self.raw(name)
+            .filter(|raw| raw.get() != "null")
+            .map(|raw| JsonText(raw.to_owned()))
+    }
+
     fn kind(&self, known: &'static [&'static str]) -> serde_json::Result<Cow<'a, str>> {
         let Some(raw) = self.raw("type") else {
             return Err(serde::de::Error::missing_field("type"));
@@ -349,7 +358,7 @@ impl<'a> Fields<'a> {
             },
             "reply" => ServerFrame::Reply {
                 id: self.required("id")?,
-                result: self.defaulted("result")?,
+                result: self.json_text("result"),
                 error: self.defaulted("error")?,
             },
             "push" => ServerFrame::Push {

@@ -22,7 +22,7 @@ use rmcp::model::{
 };
 use rmcp::service::{NotificationContext, Peer, RequestContext, ServiceError};
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::sync::watch;
 
 /// The method Claude Code shows as a `<channel>` in the model's context.
@@ -156,28 +156,49 @@ impl<E: Executor> McpServer<E> {
 }
 
 impl<E: Executor> McpServer<E> {
-    /// Runs one tool call (rmcp's `call_tool` and the shim's quick path).
-    /// Unknown tools and wrong argument types are protocol errors: the call
-    /// never ran. Failures of a call that ran are tool errors the agent can read.
+    /// Runs one tool call (rmcp's `call_tool`). Unknown tools and wrong
+    /// argument types are protocol errors: the call never ran. Failures of
+    /// a call that ran are tool errors the agent can read.
     pub async fn run_tool(
         &self,
         name: &str,
         args: &JsonObject,
         call: CallContext,
     ) -> Result<CallToolResult, McpError> {
+        Ok(match self.run_call(name, args, call).await? {
+            ToolOutcome::Answer(value) => text_result(&value),
+            ToolOutcome::Failed(text) => CallToolResult::error(vec![ContentBlock::text(text)]),
+        })
+    }
+
+    /// Runs one tool call, its outcome as text (the shim's quick path
+    /// writes it without building rmcp's result types).
+    pub async fn run_call(
+        &self,
+        name: &str,
+        args: &JsonObject,
+        call: CallContext,
+    ) -> Result<ToolOutcome, McpError> {
         let op = tools::parse_call(name, args)
             .map_err(|e| McpError::invalid_params(e.to_string(), None))?;
         Ok(match self.executor.execute(op, call).await {
-            Ok(value) => text_result(&value),
+            Ok(value) => ToolOutcome::Answer(value),
             Err(e) => {
                 let mut text = e.message;
                 for m in &e.matches {
                     text.push_str(&format!("\n- {m}"));
                 }
-                CallToolResult::error(vec![ContentBlock::text(text)])
+                ToolOutcome::Failed(text)
             }
         })
     }
+}
+
+/// What a tool call that ran came to: its answer (compact JSON), or why it
+/// failed, in words for the agent.
+pub enum ToolOutcome {
+    Answer(JsonText),
+    Failed(String),
 }
 
 /// The tool list as MCP describes it.
@@ -253,25 +274,71 @@ impl<E: Executor> ServerHandler for McpServer<E> {
 /// The channel notification for one message: the body (escaped peer text)
 /// as content, and string-only meta whose keys are letters, digits and `_`.
 pub fn channel_params(m: &Message) -> Value {
-    let mut meta = serde_json::Map::new();
-    meta.insert("message_id".into(), json!(m.id));
-    meta.insert("from".into(), json!(m.from));
-    meta.insert(
-        "from_nickname".into(),
-        json!(clean_peer_text(&m.from_nickname)),
-    );
-    meta.insert("kind".into(), json!(m.to.kind()));
-    meta.insert("sent_at".into(), json!(format_utc(m.sent_at)));
-    if let Some(r) = &m.reply_to {
-        meta.insert("reply_to".into(), json!(r));
+    serde_json::to_value(ChannelParams::of(m)).unwrap_or(Value::Null)
+}
+
+/// The whole `claude/channel` notification line for one message (newline
+/// included), the bytes rmcp writes for [`channel_params`] but written
+/// straight from the message: a push is the shim's most frequent write,
+/// and building rmcp's notification and a JSON tree first cost it about a
+/// quarter of its instructions per push (callgrind).
+pub fn channel_line(m: &Message) -> Vec<u8> {
+    #[derive(serde::Serialize)]
+    struct Line<'a> {
+        jsonrpc: &'static str,
+        method: &'static str,
+        params: ChannelParams<'a>,
     }
-    if let Some(who) = muster_core::inbox::spoken_for(m.via) {
-        meta.insert("spoken_for".into(), json!(who));
+    let line = Line {
+        jsonrpc: "2.0",
+        method: CHANNEL_METHOD,
+        params: ChannelParams::of(m),
+    };
+    // Only strings and string-keyed structs: serializing cannot fail.
+    let mut bytes = serde_json::to_vec(&line).unwrap_or_default();
+    bytes.push(b'\n');
+    bytes
+}
+
+/// What a channel notification carries, in the order it is written.
+#[derive(serde::Serialize)]
+struct ChannelParams<'a> {
+    content: String,
+    meta: ChannelMeta<'a>,
+}
+
+#[derive(serde::Serialize)]
+struct ChannelMeta<'a> {
+    message_id: &'a str,
+    from: &'a str,
+    from_nickname: String,
+    kind: &'static str,
+    sent_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reply_to: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    spoken_for: Option<&'static str>,
+    /// Claude Code's own SendMessage reaches only Claude Code sessions; a
+    /// reply through it would never reach a muster peer.
+    reply_with: &'static str,
+}
+
+impl<'a> ChannelParams<'a> {
+    fn of(m: &'a Message) -> Self {
+        ChannelParams {
+            content: clean_peer_text(&m.body),
+            meta: ChannelMeta {
+                message_id: &m.id,
+                from: &m.from,
+                from_nickname: clean_peer_text(&m.from_nickname),
+                kind: m.to.kind(),
+                sent_at: format_utc(m.sent_at),
+                reply_to: m.reply_to.as_deref(),
+                spoken_for: muster_core::inbox::spoken_for(m.via),
+                reply_with: "muster send_message",
+            },
+        }
     }
-    // Claude Code's own SendMessage reaches only Claude Code sessions; a
-    // reply through it would never reach a muster peer.
-    meta.insert("reply_with".into(), json!("muster send_message"));
-    json!({"content": clean_peer_text(&m.body), "meta": meta})
 }
 
 /// Writes one message to the client as a `claude/channel` notification;
@@ -311,11 +378,50 @@ mod tests {
     }
 
     #[test]
+    fn the_channel_line_is_what_rmcp_writes_for_the_notification() {
+        // Proves the shim's direct push line is byte for byte the line rmcp
+        // writes for the same notification, with and without the optional
+        // meta (a reply, mail spoken for an agent), escapes included.
+        let mut m = Message {
+            id: "01ABC".into(),
+            from: "s-1".into(),
+            from_nickname: "swift-otter".into(),
+            to: Target::Session("s-2".into()),
+            reply_to: None,
+            body: "line one\nsaid \"hi\" <b>\u{202E}\t\u{1F600}".into(),
+            sent_at: 1_764_000_000_123,
+            via: Default::default(),
+        };
+        let rmcp_line = |m: &Message| {
+            let notification =
+                rmcp::model::CustomNotification::new(CHANNEL_METHOD, Some(channel_params(m)));
+            let message = rmcp::service::TxJsonRpcMessage::<RoleServer>::notification(
+                rmcp::model::ServerNotification::CustomNotification(notification),
+            );
+            let mut line = serde_json::to_vec(&message).unwrap();
+            line.push(b'\n');
+            String::from_utf8(line).unwrap()
+        };
+        let plain = String::from_utf8(channel_line(&m)).unwrap();
+        assert_eq!(plain, rmcp_line(&m));
+        assert!(!plain.contains("reply_to") && !plain.contains("spoken_for"));
+        m.reply_to = Some("01AAA".into());
+        m.to = Target::Room("general".into());
+        m.via = muster_core::SentVia::OnBehalf;
+        let full = String::from_utf8(channel_line(&m)).unwrap();
+        assert_eq!(full, rmcp_line(&m));
+        let v: Value = serde_json::from_str(&full).unwrap();
+        assert_eq!(v["params"]["meta"]["reply_to"], "01AAA");
+        assert_eq!(v["params"]["meta"]["kind"], "room");
+        assert_eq!(full.matches('\n').count(), 1, "one line");
+    }
+
+    #[test]
     fn every_tool_is_listed_with_an_object_schema() {
         let tools = tool_list();
         assert_eq!(tools.len(), TOOLS.len());
         assert!(tools
             .iter()
-            .all(|t| t.input_schema.get("type") == Some(&json!("object"))));
+            .all(|t| t.input_schema.get("type") == Some(&serde_json::json!("object"))));
     }
 }

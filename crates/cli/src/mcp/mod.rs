@@ -16,10 +16,8 @@ use muster_core::api::{ErrorDetail, RegisterRequest};
 use muster_core::link::{JsonText, Op};
 use muster_core::protocol::Harness;
 use muster_core::Message;
-use muster_mcp::{channel_params, CallContext, Executor, McpServer, CHANNEL_METHOD};
-use rmcp::model::{CustomNotification, ServerNotification};
-use rmcp::service::TxJsonRpcMessage;
-use rmcp::{RoleServer, ServiceExt};
+use muster_mcp::{channel_line, CallContext, Executor, McpServer};
+use rmcp::ServiceExt;
 
 use self::link::Link;
 
@@ -267,7 +265,7 @@ async fn push_when_ready<W: tokio::io::AsyncWrite + Unpin>(
     }
     link.ready().await;
     while let Some(message) = pushes.recv().await {
-        match output.send(&channel_notification(&message)).await {
+        match output.send_line(&channel_line(&message)).await {
             Ok(()) => link.delivered(vec![message.id]).await,
             Err(e) => {
                 tracing::warn!("could not write a push to the client: {e}");
@@ -275,14 +273,6 @@ async fn push_when_ready<W: tokio::io::AsyncWrite + Unpin>(
             }
         }
     }
-}
-
-/// The `claude/channel` notification for one message, as rmcp would write it.
-fn channel_notification(m: &Message) -> TxJsonRpcMessage<RoleServer> {
-    let notification = CustomNotification::new(CHANNEL_METHOD, Some(channel_params(m)));
-    TxJsonRpcMessage::<RoleServer>::notification(ServerNotification::CustomNotification(
-        notification,
-    ))
 }
 
 /// How long after Claude Code's `tools/list` its channel handler is surely

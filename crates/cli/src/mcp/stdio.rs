@@ -230,11 +230,11 @@ where
 pub struct Output<W>(Arc<Mutex<Option<W>>>);
 
 impl<W: AsyncWrite + Unpin> Output<W> {
-    /// Writes one message as one line; fails once the transport is closed.
-    pub async fn send(&self, message: &TxJsonRpcMessage<RoleServer>) -> std::io::Result<()> {
-        let mut line = serde_json::to_vec(message)?;
-        line.push(b'\n');
-        write_line(&self.0, &line).await
+    /// Writes one whole line (one JSON-RPC message, its newline included,
+    /// as `muster_mcp::channel_line` makes a push); fails once the
+    /// transport is closed.
+    pub async fn send_line(&self, line: &[u8]) -> std::io::Result<()> {
+        write_line(&self.0, line).await
     }
 }
 
