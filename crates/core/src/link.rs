@@ -187,6 +187,12 @@ impl JsonText {
         JsonText(RawValue::from_string(text).unwrap_or_else(|_| null_text()))
     }
 
+    /// A value's compact text, serialized straight to text (no tree in
+    /// between, and no second read to check it).
+    pub fn of<T: Serialize + ?Sized>(value: &T) -> serde_json::Result<Self> {
+        serde_json::value::to_raw_value(value).map(JsonText)
+    }
+
     pub fn as_str(&self) -> &str {
         self.0.get()
     }

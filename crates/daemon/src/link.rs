@@ -13,7 +13,7 @@ use axum::response::Response;
 use axum::Extension;
 use futures_util::{SinkExt, StreamExt};
 use muster_core::api::{ErrorDetail, RegisterRequest};
-use muster_core::link::{ClientFrame, JsonText, ServerFrame, HEARTBEAT_MS, LINK_PROTOCOL};
+use muster_core::link::{ClientFrame, ServerFrame, HEARTBEAT_MS, LINK_PROTOCOL};
 use muster_core::token::Grant;
 use muster_core::{DeliveryState, LinkKind, Message, Session};
 use muster_store::Change;
@@ -398,7 +398,7 @@ async fn run_request(
         Ok((result, surfacing)) => Outgoing {
             frame: Box::new(ServerFrame::Reply {
                 id,
-                result: Some(JsonText::from_value(&result)),
+                result: Some(result),
                 error: None,
             }),
             surfacing: surfacing.map(Box::new),

@@ -12,7 +12,6 @@ use muster_core::link::{JsonText, Op};
 use muster_mcp::{CallContext, Executor, McpServer};
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
-use serde_json::Value;
 
 use crate::error::ApiError;
 use crate::hub::{Hub, Observed};
@@ -27,10 +26,7 @@ pub struct HubExecutor {
 
 impl Executor for HubExecutor {
     async fn execute(&self, op: Op, call: CallContext) -> Result<JsonText, ErrorDetail> {
-        self.run(op, call)
-            .await
-            .map(|value| JsonText::from_value(&value))
-            .map_err(ApiError::detail)
+        self.run(op, call).await.map_err(ApiError::detail)
     }
 }
 
@@ -53,7 +49,7 @@ impl HubExecutor {
         }
     }
 
-    async fn run(&self, op: Op, call: CallContext) -> Result<Value, ApiError> {
+    async fn run(&self, op: Op, call: CallContext) -> Result<JsonText, ApiError> {
         let hub = &self.hub;
         let Some(named) = call
             .session_header

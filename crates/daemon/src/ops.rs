@@ -12,9 +12,9 @@ use muster_core::api::{
     AckRequest, BroadcastRequest, ReleaseRequest, ReserveRequest, RoomRequest, SendRequest,
     UpdateSessionRequest,
 };
-use muster_core::link::Op;
+use muster_core::link::{JsonText, Op};
 use muster_core::{CoreError, SentVia};
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::error::ApiError;
 use crate::hub::Hub;
@@ -23,8 +23,9 @@ use crate::surfacing::Surfacing;
 /// Default number of messages a read shows.
 const READ_LIMIT: usize = 50;
 
-fn to_json<T: serde::Serialize>(v: T) -> Result<Value, ApiError> {
-    serde_json::to_value(v).map_err(|e| ApiError::internal(e.to_string()))
+/// An answer's JSON text, serialized once, straight to text.
+fn to_json<T: serde::Serialize>(v: T) -> Result<JsonText, ApiError> {
+    JsonText::of(&v).map_err(|e| ApiError::internal(e.to_string()))
 }
 
 impl Hub {
@@ -36,7 +37,7 @@ impl Hub {
         session: &str,
         via: SentVia,
         op: Op,
-    ) -> Result<(Value, Option<Surfacing>), ApiError> {
+    ) -> Result<(JsonText, Option<Surfacing>), ApiError> {
         let me = Some(session.to_string());
         let value = match op {
             Op::Whoami => {
@@ -47,7 +48,7 @@ impl Hub {
                     .ok_or_else(|| CoreError::UnknownSession(session.into()))?;
                 to_json(s)?
             }
-            Op::Roster { all } => json!({"sessions": self.roster(all)}),
+            Op::Roster { all } => to_json(json!({"sessions": self.roster(all)}))?,
             Op::Send { to, body, reply_to } => to_json(
                 self.send(SendRequest {
                     as_: me,
@@ -79,7 +80,7 @@ impl Hub {
             Op::Wait { timeout_s } => return self.wait_for_mail(session, timeout_s).await,
             Op::Join { room } => to_json(self.join(RoomRequest { as_: me, room }).await?)?,
             Op::Leave { room } => to_json(self.leave(RoomRequest { as_: me, room }).await?)?,
-            Op::Rooms => json!({"rooms": self.rooms()}),
+            Op::Rooms => to_json(json!({"rooms": self.rooms()}))?,
             Op::SetStatus { text } => to_json(
                 self.update_session(
                     session,
@@ -122,7 +123,7 @@ impl Hub {
         self: &Arc<Self>,
         session: &str,
         timeout_s: u64,
-    ) -> Result<(Value, Option<Surfacing>), ApiError> {
+    ) -> Result<(JsonText, Option<Surfacing>), ApiError> {
         if timeout_s > 600 {
             return Err(CoreError::invalid("timeout_s", "at most 600 seconds").into());
         }
@@ -169,7 +170,7 @@ impl Hub {
                         return Ok((to_json(inbox)?, Some(surfacing)));
                     }
                 }
-                return Ok((json!({"messages": [], "timed_out": true}), None));
+                return Ok((to_json(json!({"messages": [], "timed_out": true}))?, None));
             }
         }
     }

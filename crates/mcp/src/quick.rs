@@ -22,8 +22,12 @@ use serde::{Deserialize, Serialize};
 use crate::{CallContext, Executor, McpServer, ToolOutcome};
 
 /// A `tools/call` request, read without building anything it does not need.
+/// Only a whole JSON-RPC 2.0 call parses (the shim's guard does not look at
+/// a line this path takes).
 #[derive(Deserialize)]
 struct Call<'a> {
+    #[serde(borrow)]
+    jsonrpc: Cow<'a, str>,
     #[serde(borrow)]
     method: Cow<'a, str>,
     id: RequestId,
@@ -37,6 +41,13 @@ struct CallParams {
     arguments: Option<JsonObject>,
     #[serde(rename = "_meta", default)]
     meta: Option<JsonObject>,
+}
+
+impl Call<'_> {
+    /// A JSON-RPC 2.0 `tools/call`: anything else is the guard's and rmcp's.
+    fn is_quick(&self) -> bool {
+        self.method == "tools/call" && self.jsonrpc == "2.0"
+    }
 }
 
 /// The first protocol revision whose results rmcp shapes differently
@@ -65,7 +76,7 @@ impl<E: Executor> McpServer<E> {
             return None;
         }
         let call: Call = serde_json::from_slice(line).ok()?;
-        if call.method != "tools/call" {
+        if !call.is_quick() {
             return None;
         }
         let server = self.clone();
@@ -247,5 +258,21 @@ mod tests {
             notification.is_err(),
             "a call without an id is rmcp's to refuse"
         );
+        // The guard does not look at a line this path takes, so a line
+        // that is not JSON-RPC 2.0 must not be taken: the guard refuses it.
+        let parse = |line: &[u8]| serde_json::from_slice::<Call>(line).map(|c| c.is_quick());
+        assert!(parse(br#"{"id":1,"method":"tools/call","params":{"name":"x"}}"#).is_err());
+        assert!(
+            !parse(br#"{"jsonrpc":"1.0","id":1,"method":"tools/call","params":{"name":"x"}}"#)
+                .unwrap()
+        );
+        assert!(
+            parse(br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x"}}"#)
+                .unwrap()
+        );
+        assert!(parse(
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x"},"id":2}"#
+        )
+        .is_err());
     }
 }

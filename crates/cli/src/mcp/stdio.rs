@@ -290,13 +290,20 @@ where
             }
             let parsed = {
                 let trimmed = self.line.trim_ascii();
+                // The quick path takes only whole, well-formed JSON-RPC
+                // calls (it parses the line itself), so a line it takes
+                // needs no guard's look first.
+                let quick = match &self.quick {
+                    Some(quick) if trimmed.len() <= MAX_LINE_BYTES => quick(trimmed),
+                    _ => None,
+                };
                 if trimmed.is_empty() {
+                    None
+                } else if let Some(answer) = quick {
+                    self.answer_quickly(answer);
                     None
                 } else if let Some(answer) = refusal(trimmed) {
                     self.answer(format!("{answer}\n").into_bytes());
-                    None
-                } else if let Some(answer) = self.quick.as_ref().and_then(|q| q(trimmed)) {
-                    self.answer_quickly(answer);
                     None
                 } else {
                     Some(parse(trimmed))
