@@ -217,6 +217,13 @@ fn per_call_shim_acts_for_the_session_each_call_names() {
         v["message"]["from"], a,
         "acts as the session in _meta.sessionId: {v}"
     );
+    // The sender is told what became of its message, not its own body again.
+    assert_eq!(v["state"], "queued", "{v}");
+    assert_eq!(v["deliveries"][0]["recipient"], b, "{v}");
+    assert!(
+        v["message"]["id"].is_string() && v["message"].get("body").is_none(),
+        "{v}"
+    );
     let me = d.get("/api/v1/roster").1["sessions"]
         .as_array()
         .unwrap()

@@ -221,6 +221,26 @@ pub struct SendResponse {
     pub deliveries: Vec<DeliveryView>,
 }
 
+impl SendResponse {
+    /// The answer for the agent whose tool call sent the message: all of
+    /// it but the message's body, which that agent has just written.
+    pub fn for_sender(&self) -> SentAnswer<'_> {
+        SentAnswer {
+            message: (&self.message).into(),
+            state: self.state,
+            deliveries: &self.deliveries,
+        }
+    }
+}
+
+/// A [`SendResponse`] as its sender's tool result (see `for_sender`).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct SentAnswer<'a> {
+    pub message: crate::MessageHead<'a>,
+    pub state: crate::protocol::SendOutcome,
+    pub deliveries: &'a [DeliveryView],
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct InboxMessage {
     #[serde(flatten)]

@@ -198,6 +198,34 @@ pub struct Message {
     pub via: SentVia,
 }
 
+/// A message without its body, serialized as [`Message`] is but for that
+/// field: what its own sender is told it sent (the sender wrote the body;
+/// echoed, a long message would take as much of its context again).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct MessageHead<'a> {
+    pub id: &'a str,
+    pub from: &'a str,
+    pub from_nickname: &'a str,
+    pub to: &'a Target,
+    pub reply_to: Option<&'a str>,
+    pub sent_at: Millis,
+    pub via: SentVia,
+}
+
+impl<'a> From<&'a Message> for MessageHead<'a> {
+    fn from(m: &'a Message) -> Self {
+        MessageHead {
+            id: &m.id,
+            from: &m.from,
+            from_nickname: &m.from_nickname,
+            to: &m.to,
+            reply_to: m.reply_to.as_deref(),
+            sent_at: m.sent_at,
+            via: m.via,
+        }
+    }
+}
+
 /// How a message's sender was authenticated when it sent it: whether the
 /// agent spoke for itself, or someone spoke for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
@@ -368,5 +396,34 @@ impl Reservation {
         self.root == root
             && (self.exclusive || exclusive)
             && crate::paths::overlaps(&self.pattern, pattern)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_head_is_the_message_but_its_body() {
+        // Proves the head serializes every field of a message, in the same
+        // order, but the body: a field added to `Message` and not to
+        // `MessageHead` fails here.
+        let m = Message {
+            id: "01ABC".into(),
+            from: "s-1".into(),
+            from_nickname: "swift-otter".into(),
+            to: Target::Room("general".into()),
+            reply_to: Some("01AAA".into()),
+            body: "the body".into(),
+            sent_at: 7,
+            via: SentVia::Link,
+        };
+        let mut whole = serde_json::to_value(&m).unwrap();
+        whole.as_object_mut().unwrap().shift_remove("body");
+        let head = serde_json::to_value(MessageHead::from(&m)).unwrap();
+        assert_eq!(head, whole);
+        let keys =
+            |v: &serde_json::Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+        assert_eq!(keys(&head), keys(&whole));
     }
 }

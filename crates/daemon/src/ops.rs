@@ -49,6 +49,7 @@ impl Hub {
                 to_json(s)?
             }
             Op::Roster { all } => to_json(json!({"sessions": self.roster(all)}))?,
+            // The sender is told everything but the body it just wrote.
             Op::Send { to, body, reply_to } => to_json(
                 self.send(SendRequest {
                     as_: me,
@@ -58,7 +59,8 @@ impl Hub {
                     as_from_env: false,
                     via,
                 })
-                .await?,
+                .await?
+                .for_sender(),
             )?,
             Op::Broadcast { room, body } => to_json(
                 self.broadcast(BroadcastRequest {
@@ -68,7 +70,8 @@ impl Hub {
                     as_from_env: false,
                     via,
                 })
-                .await?,
+                .await?
+                .for_sender(),
             )?,
             Op::Read { all, limit } => {
                 let (inbox, surfacing) = self
