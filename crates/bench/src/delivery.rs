@@ -156,22 +156,34 @@ impl Pair {
 /// every Linux this runs on.
 #[cfg(target_os = "linux")]
 fn cpu_us(pid: Option<u32>) -> Option<u64> {
+    cpu_times_us(pid).map(|(user, system)| user + system)
+}
+
+/// A process's CPU time in user space and in the kernel, in µs (as [`cpu_us`]).
+#[cfg(target_os = "linux")]
+fn cpu_times_us(pid: Option<u32>) -> Option<(u64, u64)> {
     let path = match pid {
         Some(pid) => format!("/proc/{pid}/stat"),
         None => "/proc/self/stat".to_string(),
     };
-    stat_cpu_us(&std::fs::read_to_string(path).ok()?)
+    stat_times_us(&std::fs::read_to_string(path).ok()?)
 }
 
 /// utime + stime of one `stat` line, in µs.
 #[cfg(target_os = "linux")]
 fn stat_cpu_us(stat: &str) -> Option<u64> {
+    stat_times_us(stat).map(|(user, system)| user + system)
+}
+
+/// utime and stime of one `stat` line, in µs.
+#[cfg(target_os = "linux")]
+fn stat_times_us(stat: &str) -> Option<(u64, u64)> {
     // Fields after the command name (which may hold spaces): state is the first.
     let rest = &stat[stat.rfind(')')? + 1..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) * 10_000)
+    Some((utime * 10_000, stime * 10_000))
 }
 
 /// CPU time of a process's SQLite writer threads (`muster-store-writer`), in µs.
@@ -219,6 +231,9 @@ struct Cpu {
     store_us: u64,
     shims_us: u64,
     client_us: u64,
+    /// Of the daemon's and the shims' CPU, the time in the kernel
+    /// (system calls, waking and switching; the rest is user space).
+    kernel_us: u64,
     daemon_switches: u64,
     shims_switches: u64,
 }
@@ -227,16 +242,20 @@ impl Cpu {
     #[cfg(target_os = "linux")]
     fn sample(daemon: Option<u32>, shims: &[u32]) -> Option<Cpu> {
         let daemon = daemon?;
-        let (mut shims_us, mut shims_switches) = (0, 0);
+        let (mut shims_us, mut kernel_us, mut shims_switches) = (0, 0, 0);
         for pid in shims {
-            shims_us += cpu_us(Some(*pid))?;
+            let (user, system) = cpu_times_us(Some(*pid))?;
+            shims_us += user + system;
+            kernel_us += system;
             shims_switches += switches(*pid);
         }
+        let (daemon_user, daemon_system) = cpu_times_us(Some(daemon))?;
         Some(Cpu {
-            daemon_us: cpu_us(Some(daemon))?,
+            daemon_us: daemon_user + daemon_system,
             store_us: store_writer_cpu_us(daemon),
             shims_us,
             client_us: cpu_us(None)?,
+            kernel_us: kernel_us + daemon_system,
             daemon_switches: switches(daemon),
             shims_switches,
         })
@@ -254,6 +273,7 @@ impl Cpu {
             store_us: self.store_us.saturating_sub(before.store_us),
             shims_us: self.shims_us.saturating_sub(before.shims_us),
             client_us: self.client_us.saturating_sub(before.client_us),
+            kernel_us: self.kernel_us.saturating_sub(before.kernel_us),
             daemon_switches: self.daemon_switches.saturating_sub(before.daemon_switches),
             shims_switches: self.shims_switches.saturating_sub(before.shims_switches),
         }
@@ -270,6 +290,8 @@ struct CpuPerMessage {
     shims: f64,
     /// The bench's own scripted clients (not muster's cost).
     client: f64,
+    /// Of `muster`, the time in the kernel.
+    kernel: f64,
     /// Context switches per message, of the daemon and of the shims.
     daemon_switches: f64,
     shims_switches: f64,
@@ -376,6 +398,7 @@ impl Phase {
             store: cpu.store_us as f64 / n,
             shims: cpu.shims_us as f64 / n,
             client: cpu.client_us as f64 / n,
+            kernel: cpu.kernel_us as f64 / n,
             daemon_switches: cpu.daemon_switches as f64 / n,
             shims_switches: cpu.shims_switches as f64 / n,
         })
@@ -475,6 +498,7 @@ impl Phase {
             "cpu_us_per_message_store_writer": cpu.map(|c| r1(c.store)),
             "cpu_us_per_message_shims": cpu.map(|c| r1(c.shims)),
             "cpu_us_per_message_bench_client": cpu.map(|c| r1(c.client)),
+            "cpu_us_per_message_in_kernel": cpu.map(|c| r1(c.kernel)),
             "switches_per_message_daemon": cpu.map(|c| r1(c.daemon_switches)),
             "switches_per_message_shims": cpu.map(|c| r1(c.shims_switches)),
             "cpu_busy_share": self.cpu_busy(cpus()).map(|b| (b * 1000.0).round() / 1000.0),
@@ -1286,6 +1310,14 @@ pub async fn run(opts: &Opts) -> anyhow::Result<Section> {
                 ),
             ));
             rows.push(Row::info(
+                format!("{label}: of it in the kernel (syscalls, wakes)"),
+                format!(
+                    "{} ({:.0}%)",
+                    fmt_us(c.kernel),
+                    100.0 * c.kernel / c.muster.max(f64::MIN_POSITIVE)
+                ),
+            ));
+            rows.push(Row::info(
                 format!("{label}: bench client CPU/msg (not muster)"),
                 fmt_us(c.client),
             ));
@@ -1421,4 +1453,18 @@ pub async fn run(opts: &Opts) -> anyhow::Result<Section> {
         rows,
         errors,
     })
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    #[test]
+    fn stat_times_are_read_after_the_command_name() {
+        // Proves utime and stime are found past a command name that holds
+        // spaces and parentheses (it must not shift the fields), in µs.
+        let stat =
+            "4242 (muster mcp (x)) S 1 4242 4242 0 -1 4194560 100 0 0 0 7 3 0 0 20 0 1 0 123";
+        assert_eq!(super::stat_times_us(stat), Some((70_000, 30_000)));
+        assert_eq!(super::stat_cpu_us(stat), Some(100_000));
+        assert_eq!(super::stat_times_us("4242 (cut short) S 1"), None);
+    }
 }
