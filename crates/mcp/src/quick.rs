@@ -8,8 +8,9 @@
 //! notifications) still goes through rmcp, and so does any call this path
 //! does not recognise exactly.
 //!
-//! The answer is built from rmcp's own types and shaped as rmcp shapes it
-//! for the peer's protocol version, so the bytes on the wire are the ones
+//! The answer is written straight from the call's outcome in the shape
+//! rmcp gives it for the peer's protocol version (a protocol error still
+//! goes through rmcp's error type), so the bytes on the wire are the ones
 //! the slow path writes (a test below holds the two side by side).
 
 use std::borrow::Cow;
