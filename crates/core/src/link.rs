@@ -14,11 +14,14 @@ use crate::{Message, Millis, Session};
 /// Bumped on any incompatible change; the daemon refuses other versions.
 pub const LINK_PROTOCOL: u32 = 2;
 
-/// Read buffer of each end of the link. tungstenite zero-fills the free part
-/// of its read buffer (up to this much) before every read, so its 128 KiB
-/// default cost a 128 KiB memset per frame; frames are a few KiB, and a
-/// larger one is still read whole, in reads of this size.
-pub const READ_BUFFER_BYTES: usize = 8 * 1024;
+/// Read buffer of a shim's end of the link. tungstenite zero-fills the free
+/// part of its read buffer (up to this much) before every read, so its 128
+/// KiB default cost a 128 KiB memset per frame, and 8 KiB still about a
+/// fifth of a shim's instructions per message (callgrind). A shim's frames
+/// are a reply or a push of a few hundred bytes; a larger one (a push of a
+/// 6,000-character body) is still read whole, in reads of this size. The
+/// daemon's end reads with 2 KiB too (`LINK_READ_BUFFER`).
+pub const READ_BUFFER_BYTES: usize = 2 * 1024;
 
 /// How often a shim pings; the daemon drops a link silent for three times this.
 pub const HEARTBEAT_MS: Millis = 10_000;
