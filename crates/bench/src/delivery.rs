@@ -231,9 +231,10 @@ struct Cpu {
     store_us: u64,
     shims_us: u64,
     client_us: u64,
-    /// Of the daemon's and the shims' CPU, the time in the kernel
+    /// Of the daemon's and of the shims' CPU, the time in the kernel
     /// (system calls, waking and switching; the rest is user space).
-    kernel_us: u64,
+    daemon_kernel_us: u64,
+    shims_kernel_us: u64,
     daemon_switches: u64,
     shims_switches: u64,
 }
@@ -242,11 +243,11 @@ impl Cpu {
     #[cfg(target_os = "linux")]
     fn sample(daemon: Option<u32>, shims: &[u32]) -> Option<Cpu> {
         let daemon = daemon?;
-        let (mut shims_us, mut kernel_us, mut shims_switches) = (0, 0, 0);
+        let (mut shims_us, mut shims_kernel_us, mut shims_switches) = (0, 0, 0);
         for pid in shims {
             let (user, system) = cpu_times_us(Some(*pid))?;
             shims_us += user + system;
-            kernel_us += system;
+            shims_kernel_us += system;
             shims_switches += switches(*pid);
         }
         let (daemon_user, daemon_system) = cpu_times_us(Some(daemon))?;
@@ -255,7 +256,8 @@ impl Cpu {
             store_us: store_writer_cpu_us(daemon),
             shims_us,
             client_us: cpu_us(None)?,
-            kernel_us: kernel_us + daemon_system,
+            daemon_kernel_us: daemon_system,
+            shims_kernel_us,
             daemon_switches: switches(daemon),
             shims_switches,
         })
@@ -273,7 +275,10 @@ impl Cpu {
             store_us: self.store_us.saturating_sub(before.store_us),
             shims_us: self.shims_us.saturating_sub(before.shims_us),
             client_us: self.client_us.saturating_sub(before.client_us),
-            kernel_us: self.kernel_us.saturating_sub(before.kernel_us),
+            daemon_kernel_us: self
+                .daemon_kernel_us
+                .saturating_sub(before.daemon_kernel_us),
+            shims_kernel_us: self.shims_kernel_us.saturating_sub(before.shims_kernel_us),
             daemon_switches: self.daemon_switches.saturating_sub(before.daemon_switches),
             shims_switches: self.shims_switches.saturating_sub(before.shims_switches),
         }
@@ -290,8 +295,9 @@ struct CpuPerMessage {
     shims: f64,
     /// The bench's own scripted clients (not muster's cost).
     client: f64,
-    /// Of `muster`, the time in the kernel.
-    kernel: f64,
+    /// Of `daemon` and of `shims`, the time in the kernel.
+    daemon_kernel: f64,
+    shims_kernel: f64,
     /// Context switches per message, of the daemon and of the shims.
     daemon_switches: f64,
     shims_switches: f64,
@@ -398,7 +404,8 @@ impl Phase {
             store: cpu.store_us as f64 / n,
             shims: cpu.shims_us as f64 / n,
             client: cpu.client_us as f64 / n,
-            kernel: cpu.kernel_us as f64 / n,
+            daemon_kernel: cpu.daemon_kernel_us as f64 / n,
+            shims_kernel: cpu.shims_kernel_us as f64 / n,
             daemon_switches: cpu.daemon_switches as f64 / n,
             shims_switches: cpu.shims_switches as f64 / n,
         })
@@ -498,7 +505,8 @@ impl Phase {
             "cpu_us_per_message_store_writer": cpu.map(|c| r1(c.store)),
             "cpu_us_per_message_shims": cpu.map(|c| r1(c.shims)),
             "cpu_us_per_message_bench_client": cpu.map(|c| r1(c.client)),
-            "cpu_us_per_message_in_kernel": cpu.map(|c| r1(c.kernel)),
+            "cpu_us_per_message_in_kernel_daemon": cpu.map(|c| r1(c.daemon_kernel)),
+            "cpu_us_per_message_in_kernel_shims": cpu.map(|c| r1(c.shims_kernel)),
             "switches_per_message_daemon": cpu.map(|c| r1(c.daemon_switches)),
             "switches_per_message_shims": cpu.map(|c| r1(c.shims_switches)),
             "cpu_busy_share": self.cpu_busy(cpus()).map(|b| (b * 1000.0).round() / 1000.0),
@@ -1310,11 +1318,13 @@ pub async fn run(opts: &Opts) -> anyhow::Result<Section> {
                 ),
             ));
             rows.push(Row::info(
-                format!("{label}: of it in the kernel (syscalls, wakes)"),
+                format!("{label}: of it in the kernel (syscalls, wakes): daemon / shims"),
                 format!(
-                    "{} ({:.0}%)",
-                    fmt_us(c.kernel),
-                    100.0 * c.kernel / c.muster.max(f64::MIN_POSITIVE)
+                    "{} ({:.0}%): {} / {}",
+                    fmt_us(c.daemon_kernel + c.shims_kernel),
+                    100.0 * (c.daemon_kernel + c.shims_kernel) / c.muster.max(f64::MIN_POSITIVE),
+                    fmt_us(c.daemon_kernel),
+                    fmt_us(c.shims_kernel)
                 ),
             ));
             rows.push(Row::info(

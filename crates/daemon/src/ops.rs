@@ -28,6 +28,18 @@ fn to_json<T: serde::Serialize>(v: T) -> Result<JsonText, ApiError> {
     JsonText::of(&v).map_err(|e| ApiError::internal(e.to_string()))
 }
 
+/// The roster tool's answer: `{"sessions": [...]}`.
+#[derive(serde::Serialize)]
+struct Sessions<T> {
+    sessions: T,
+}
+
+/// The rooms tool's answer: `{"rooms": [...]}`.
+#[derive(serde::Serialize)]
+struct Rooms<T> {
+    rooms: T,
+}
+
 impl Hub {
     /// Runs one operation as `session`, which authenticated `via` its own
     /// link or MCP session. Mail a read returns comes with its
@@ -48,7 +60,9 @@ impl Hub {
                     .ok_or_else(|| CoreError::UnknownSession(session.into()))?;
                 to_json(s)?
             }
-            Op::Roster { all } => to_json(json!({"sessions": self.roster(all)}))?,
+            Op::Roster { all } => to_json(Sessions {
+                sessions: self.roster(all),
+            })?,
             // The sender is told everything but the body it just wrote.
             Op::Send { to, body, reply_to } => to_json(
                 self.send(SendRequest {
@@ -83,7 +97,9 @@ impl Hub {
             Op::Wait { timeout_s } => return self.wait_for_mail(session, timeout_s).await,
             Op::Join { room } => to_json(self.join(RoomRequest { as_: me, room }).await?)?,
             Op::Leave { room } => to_json(self.leave(RoomRequest { as_: me, room }).await?)?,
-            Op::Rooms => to_json(json!({"rooms": self.rooms()}))?,
+            Op::Rooms => to_json(Rooms {
+                rooms: self.rooms(),
+            })?,
             Op::SetStatus { text } => to_json(
                 self.update_session(
                     session,

@@ -125,11 +125,11 @@ fn legacy_answer_line(id: RequestId, outcome: Result<ToolOutcome, McpError>) -> 
             },
         })
     };
-    let written = match &outcome {
+    let written = match outcome {
         Ok(ToolOutcome::Answer(value)) => answer(value.as_str(), false),
-        Ok(ToolOutcome::Failed(text)) => answer(text, true),
+        Ok(ToolOutcome::Failed(text)) => answer(&text, true),
         Err(error) => serde_json::to_vec(&TxJsonRpcMessage::<RoleServer>::error(
-            error.clone(),
+            error,
             Some(id.clone()),
         )),
     };
