@@ -23,12 +23,34 @@ pub fn format_utc(ms: Millis) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    let (hour, minute, second) = (rem / 3600, rem % 3600 / 60, rem % 60);
+    if !(0..=9999).contains(&year) {
+        return format!("{year:04}-{month:02}-{day:02} {hour:02}:{minute:02}:{second:02} UTC");
+    }
+    // By hand: every push and every surfaced message formats its time, and
+    // `format!` with padded fields cost ~3k instructions where this is ~0.2k.
+    let mut out = String::with_capacity(23);
+    for (n, width, after) in [
+        (year, 4, '-'),
+        (month, 2, '-'),
+        (day, 2, ' '),
+        (hour, 2, ':'),
+        (minute, 2, ':'),
+        (second, 2, ' '),
+    ] {
+        push_padded(&mut out, n, width);
+        out.push(after);
+    }
+    out.push_str("UTC");
+    out
+}
+
+/// `n` (0 ≤ n < 10^width) in `width` decimal digits, zero-padded.
+fn push_padded(out: &mut String, n: i64, width: u32) {
+    for place in (0..width).rev() {
+        let digit = (n / 10i64.pow(place) % 10) as u8;
+        out.push(char::from(b'0' + digit));
+    }
 }
 
 fn message_block(m: &Message) -> String {
@@ -234,6 +256,12 @@ mod tests {
         assert_eq!(format_utc(0), "1970-01-01 00:00:00 UTC");
         assert_eq!(format_utc(1_764_496_800_000), "2025-11-30 10:00:00 UTC");
         assert_eq!(format_utc(951_782_400_000), "2000-02-29 00:00:00 UTC");
+        assert_eq!(format_utc(1_796_590_440_511), "2026-12-06 20:54:00 UTC");
+        assert_eq!(format_utc(253_402_300_799_999), "9999-12-31 23:59:59 UTC");
+        // Outside four-digit years the general formatter takes over.
+        assert_eq!(format_utc(253_402_300_800_000), "10000-01-01 00:00:00 UTC");
+        assert_eq!(format_utc(-1), "1969-12-31 23:59:59 UTC");
+        assert_eq!(format_utc(-62_167_219_200_001), "-001-12-31 23:59:59 UTC");
     }
 
     #[test]

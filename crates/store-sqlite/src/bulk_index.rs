@@ -1,19 +1,23 @@
 //! The indexes the writer fills in bulk: messages by sender (`by_sender`),
-//! by target (`by_target`) and by their words (`messages_fts`).
+//! by target (`by_target`), by their words (`messages_fts`), and the
+//! deliveries by recipient (`by_recipient`).
 //!
 //! Why in bulk: sixteen senders writing to sixteen receivers put each
-//! message on a leaf of its own in every index keyed by sender or target,
-//! so each message dirtied pages no other message of its commit shared, and
-//! FTS5 wrote a segment per commit. BENCHMARKS.md (2026-12-03) measured
-//! those three at 50–70 µs of the writer's 105–130 µs per message. Filled
-//! for hundreds of messages at once, each leaf takes many entries per write.
+//! message on a leaf of its own in every index keyed by sender, target or
+//! recipient, so each message dirtied pages no other message of its commit
+//! shared, and FTS5 wrote a segment per commit. BENCHMARKS.md (2026-12-03)
+//! measured the first three at 50–70 µs of the writer's 105–130 µs per
+//! message; the deliveries keyed by recipient cost another 10–20 µs
+//! (2026-12-06). Filled for hundreds of messages at once, each leaf takes
+//! many entries per write.
 //!
 //! The rule every read relies on: each message whose rowid is at most
-//! `indexed_upto.upto` is in all three indexes, and no newer one is. The
-//! newer ones (the tail, at most [`Indexing::every`] plus one batch, or
-//! none once the writer has been idle a moment) are read from the table
-//! itself: history by rowid, search through a temporary index of the
-//! reading connection's own ([`index_tail`]).
+//! `indexed_upto.upto` is in all four indexes (with every delivery it
+//! has), and no newer one is. The newer ones (the tail, at most
+//! [`Indexing::every`] plus one batch, or none once the writer has been
+//! idle a moment) are read from the tables themselves: history by rowid,
+//! a recipient's deliveries through the tail's messages, search through a
+//! temporary index of the reading connection's own ([`index_tail`]).
 
 use std::time::Duration;
 
@@ -49,6 +53,22 @@ pub(crate) fn in_tail(m: &str) -> String {
     format!("{m}.rowid > (SELECT upto FROM indexed_upto)")
 }
 
+/// The ids of the messages delivered to `recipient` (an SQL value, bound by
+/// the caller) whose delivery `d` meets `condition`: the newest `limit` of
+/// those in `by_recipient`, and every one of the tail's, for the caller to
+/// join to its deliveries again, filter, order and limit.
+pub(crate) fn delivered_to(recipient: &str, condition: &str, limit: &str) -> String {
+    format!(
+        "SELECT id FROM (SELECT r.id FROM by_recipient r
+                         JOIN deliveries d ON d.message_id = r.id AND d.recipient = r.recipient
+                         WHERE r.recipient = {recipient} AND {condition}
+                         ORDER BY r.id DESC LIMIT {limit})
+         UNION ALL
+         SELECT t.id FROM messages t WHERE {}",
+        in_tail("t")
+    )
+}
+
 /// How many messages are not in the bulk-written indexes yet.
 pub(crate) fn unindexed(conn: &Connection) -> rusqlite::Result<u64> {
     let count: i64 = conn.query_row(
@@ -59,7 +79,7 @@ pub(crate) fn unindexed(conn: &Connection) -> rusqlite::Result<u64> {
     Ok(count.max(0) as u64)
 }
 
-/// Puts every message not yet indexed into the three indexes, within the
+/// Puts every message not yet indexed into the four indexes, within the
 /// caller's transaction.
 pub(crate) fn catch_up(tx: &Connection) -> rusqlite::Result<()> {
     let upto: i64 = tx.query_row("SELECT upto FROM indexed_upto", [], |r| r.get(0))?;
@@ -85,14 +105,20 @@ pub(crate) fn catch_up(tx: &Connection) -> rusqlite::Result<()> {
          ORDER BY target_kind, target, id",
     )?
     .execute(range)?;
+    tx.prepare_cached(
+        "INSERT INTO by_recipient (recipient, id)
+         SELECT d.recipient, d.message_id FROM messages m JOIN deliveries d ON d.message_id = m.id
+         WHERE m.rowid > ?1 AND m.rowid <= ?2 ORDER BY d.recipient, d.message_id",
+    )?
+    .execute(range)?;
     tx.prepare_cached("UPDATE indexed_upto SET upto = ?1")?
         .execute(params![newest])?;
     Ok(())
 }
 
 /// Takes the messages sent before `cutoff` out of the bulk-written indexes,
-/// before they are deleted; the caller has just [caught up](catch_up), so
-/// every one of them is there.
+/// before they or their deliveries are deleted; the caller has just
+/// [caught up](catch_up), so every one of them is there.
 pub(crate) fn forget_before(tx: &Connection, cutoff: i64) -> rusqlite::Result<()> {
     // An external-content index is told each row's old body to take its
     // words back out.
@@ -109,6 +135,12 @@ pub(crate) fn forget_before(tx: &Connection, cutoff: i64) -> rusqlite::Result<()
     tx.execute(
         "DELETE FROM by_target WHERE (target_kind, target, id) IN
              (SELECT target_kind, target, id FROM messages WHERE sent_at < ?1)",
+        params![cutoff],
+    )?;
+    tx.execute(
+        "DELETE FROM by_recipient WHERE (recipient, id) IN
+             (SELECT d.recipient, d.message_id FROM messages m JOIN deliveries d ON d.message_id = m.id
+              WHERE m.sent_at < ?1)",
         params![cutoff],
     )?;
     Ok(())

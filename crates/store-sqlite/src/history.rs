@@ -5,9 +5,9 @@
 //! The SQL is put together from the filters a query has, so each page
 //! walks an index from its cursor down instead of filtering every row
 //! above it; the text of each filter is fixed, and every value is bound.
-//! The indexes by sender, by target and by words are written in bulk
-//! (`bulk_index`), so each query also takes the few newest messages, not
-//! in them yet, from the table itself.
+//! The indexes by sender, by target, by recipient and by words are
+//! written in bulk (`bulk_index`), so each query also takes the few newest
+//! messages, not in them yet, from the tables themselves.
 
 use muster_core::Message;
 use muster_store::search::search_words;
@@ -71,21 +71,25 @@ fn target_and_cursor(q: &HistoryQuery, m: &str) -> String {
 
 /// The ids of the reader's newest `limit` messages (sent, or delivered to
 /// it) within the target and before the cursor: each side walks its own
-/// index (the sent side also the messages not in `by_sender` yet), so a
-/// reader with little mail in a big store costs little.
+/// index (`by_sender`, `by_recipient`), and takes the messages not in it
+/// yet from the table, so a reader with little mail in a big store costs
+/// little.
 fn reader_ids(q: &HistoryQuery) -> String {
     let (sent_target, sent_cursor) = (target(q, "s"), cursor(q, "b"));
+    let (got_target, got_cursor) = (target(q, "g"), cursor(q, "r"));
     let tail = target_and_cursor(q, "t");
-    let got = target_and_cursor(q, "g");
     format!(
         "SELECT id FROM (SELECT b.id FROM by_sender b JOIN messages s ON s.id = b.id
                          WHERE b.sender = :reader{sent_cursor}{sent_target}
                          ORDER BY b.id DESC LIMIT :limit)
          UNION
-         SELECT t.id FROM messages t WHERE {} AND t.sender = :reader{tail}
+         SELECT id FROM (SELECT r.id FROM by_recipient r JOIN messages g ON g.id = r.id
+                         WHERE r.recipient = :reader{got_cursor}{got_target}
+                         ORDER BY r.id DESC LIMIT :limit)
          UNION
-         SELECT id FROM (SELECT g.id FROM deliveries d JOIN messages g ON g.id = d.message_id
-                         WHERE d.recipient = :reader{got} ORDER BY d.message_id DESC LIMIT :limit)",
+         SELECT t.id FROM messages t WHERE {}{tail}
+             AND (t.sender = :reader
+                  OR EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = t.id AND d.recipient = :reader))",
         in_tail("t")
     )
 }

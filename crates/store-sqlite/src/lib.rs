@@ -186,6 +186,35 @@ INSERT INTO by_target SELECT target_kind, target, id FROM messages;
 DROP INDEX messages_sender;
 DROP INDEX messages_target;
 "#,
+    r#"
+-- Deliveries keyed by message first, so a commit's new deliveries and
+-- their `pushed` marks share the table's last leaf, where keyed by
+-- recipient first each recipient of a commit dirtied a leaf of its own
+-- (BENCHMARKS.md, 2026-12-06). A recipient's mail is found through
+-- `by_recipient`, written in bulk with the other history indexes (every
+-- delivery of a message up to `indexed_upto.upto` is in it, no newer one),
+-- and through the newer messages' deliveries themselves.
+CREATE TABLE deliveries_by_message (
+    recipient TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    state INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (message_id, recipient)
+) WITHOUT ROWID;
+INSERT INTO deliveries_by_message (recipient, message_id, state, updated_at)
+    SELECT recipient, message_id, state, updated_at FROM deliveries ORDER BY message_id, recipient;
+DROP TABLE deliveries;
+ALTER TABLE deliveries_by_message RENAME TO deliveries;
+CREATE INDEX deliveries_unread ON deliveries(message_id) WHERE state < 2;
+CREATE TABLE by_recipient (
+    recipient TEXT NOT NULL,
+    id TEXT NOT NULL,
+    PRIMARY KEY (recipient, id)
+) WITHOUT ROWID;
+INSERT INTO by_recipient (recipient, id)
+    SELECT d.recipient, d.message_id FROM deliveries d JOIN messages m ON m.id = d.message_id
+    WHERE m.rowid <= (SELECT upto FROM indexed_upto) ORDER BY d.recipient, d.message_id;
+"#,
 ];
 
 /// The schema version a fully migrated database is at.
@@ -1016,10 +1045,16 @@ fn apply_change(tx: &Connection, change: &Change) -> rusqlite::Result<()> {
             upto,
             at,
         } => {
-            tx.prepare_cached(
+            // `+t.id`: the tail is found by rowid; on the id index SQLite
+            // would walk every older message to find it.
+            tx.prepare_cached(&format!(
                 "UPDATE deliveries SET state = 4, updated_at = ?3
-                 WHERE recipient = ?1 AND message_id <= ?2 AND state < 4",
-            )?
+                 WHERE recipient = ?1 AND state < 4 AND message_id IN
+                     (SELECT id FROM by_recipient WHERE recipient = ?1 AND id <= ?2
+                      UNION ALL
+                      SELECT t.id FROM messages t WHERE {} AND +t.id <= ?2)",
+                bulk_index::in_tail("t")
+            ))?
             .execute(params![recipient, upto, at])?;
         }
         Change::PutRoom(r) => {
@@ -1064,11 +1099,11 @@ fn prune(tx: &Connection, cutoff: Millis) -> rusqlite::Result<PruneReport> {
     // Every message indexed first, so each old one is found in the indexes
     // and taken out of them.
     bulk_index::catch_up(tx)?;
+    bulk_index::forget_before(tx, cutoff)?;
     let deliveries = tx.execute(
         "DELETE FROM deliveries WHERE message_id IN (SELECT id FROM messages WHERE sent_at < ?1)",
         params![cutoff],
     )? as u64;
-    bulk_index::forget_before(tx, cutoff)?;
     let messages = tx.execute("DELETE FROM messages WHERE sent_at < ?1", params![cutoff])? as u64;
     bulk_index::after_delete(tx)?;
     let gone: Vec<String> = tx
@@ -1272,11 +1307,18 @@ impl Store for SqliteStore {
             let limit = i64::try_from(q.limit).unwrap_or(i64::MAX);
             let mut entries: Vec<InboxEntry> = conn
                 .prepare_cached(&format!(
-                    "SELECT {MESSAGE_COLUMNS}, d.state, m.via AS via FROM deliveries d JOIN messages m ON m.id = d.message_id
-                     WHERE d.recipient = ?1 AND d.state <= ?2 ORDER BY d.message_id DESC LIMIT ?3"
+                    "SELECT {MESSAGE_COLUMNS}, d.state, m.via AS via
+                     FROM ({}) mine
+                     JOIN deliveries d ON d.message_id = mine.id AND d.recipient = ?1
+                     JOIN messages m ON m.id = d.message_id
+                     WHERE d.state <= ?2 ORDER BY d.message_id DESC LIMIT ?3",
+                    bulk_index::delivered_to("?1", "d.state <= ?2", "?3")
                 ))?
                 .query_map(params![q.recipient, max_state, limit], |r| {
-                    Ok(InboxEntry { message: message_from(r)?, state: state_from(r.get(8)?)? })
+                    Ok(InboxEntry {
+                        message: message_from(r)?,
+                        state: state_from(r.get(8)?)?,
+                    })
                 })?
                 .collect::<Result<_, _>>()?;
             entries.reverse();
@@ -1724,6 +1766,81 @@ mod tests {
             [],
         );
         assert!(check.is_ok(), "{check:?}");
+    }
+
+    // Proves the version-9 migration (deliveries keyed by message, found by
+    // recipient through `by_recipient`) keeps every delivery: of a message
+    // the bulk indexes held before and of one they did not, each recipient
+    // finds its own in its inbox and history, and acking up to the newest
+    // acks only that recipient's.
+    #[tokio::test]
+    async fn version_8_deliveries_are_found_by_their_recipients() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let path = dir.path().join("muster.db");
+        at_version(&path, 8);
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "INSERT INTO messages (id, sender, sender_nickname, target_kind, target, reply_to, body, sent_at)
+                 VALUES ('01A', 'alice', 'alice', 'room', 'ops', NULL, 'one', 1),
+                        ('01B', 'alice', 'alice', 'session', 'bob', NULL, 'two', 2);
+                 INSERT INTO deliveries (recipient, message_id, state, updated_at) VALUES
+                     ('bob', '01A', 2, 1), ('carol', '01A', 0, 1), ('bob', '01B', 1, 2);
+                 INSERT INTO by_sender VALUES ('alice', '01A');
+                 INSERT INTO by_target VALUES ('room', 'ops', '01A');
+                 UPDATE indexed_upto SET upto = (SELECT rowid FROM messages WHERE id = '01A');",
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        let inbox = |recipient: &str| InboxQuery {
+            recipient: recipient.into(),
+            include_read: true,
+            limit: 10,
+        };
+        let ids_states = |entries: Vec<InboxEntry>| {
+            entries
+                .into_iter()
+                .map(|e| (e.message.id, e.state))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            ids_states(store.inbox(inbox("bob")).await.unwrap()),
+            [
+                ("01A".to_string(), DeliveryState::Surfaced),
+                ("01B".to_string(), DeliveryState::Pushed)
+            ]
+        );
+        assert_eq!(
+            ids_states(store.inbox(inbox("carol")).await.unwrap()),
+            [("01A".to_string(), DeliveryState::Queued)]
+        );
+        let mut bobs = HistoryQuery::newest(10);
+        bobs.reader = Some("bob".into());
+        let history = store.history(bobs).await.unwrap();
+        assert_eq!(
+            history.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
+            ["01B", "01A"]
+        );
+        store
+            .apply(vec![Change::AckUpTo {
+                recipient: "bob".into(),
+                upto: "01B".into(),
+                at: 3,
+            }])
+            .await
+            .unwrap();
+        assert_eq!(
+            ids_states(store.inbox(inbox("bob")).await.unwrap()),
+            [
+                ("01A".to_string(), DeliveryState::Acked),
+                ("01B".to_string(), DeliveryState::Acked)
+            ]
+        );
+        assert_eq!(
+            ids_states(store.inbox(inbox("carol")).await.unwrap()),
+            [("01A".to_string(), DeliveryState::Queued)]
+        );
     }
 
     // Proves the version-3 migration keeps every delivery's meaning: a
