@@ -110,15 +110,17 @@ impl Mailboxes {
         let Some(mail) = self.by_recipient.get_mut(recipient) else {
             return;
         };
-        let forgettable = |u: &Unread| u.state == DeliveryState::Pushed && u.free();
-        let kept = mail.values().filter(|u| forgettable(u)).count();
-        if kept <= MAX_PUSHED_KEPT {
+        if mail.len() <= MAX_PUSHED_KEPT {
             return;
         }
+        // One pass, newest first (this runs at every push): each forgettable
+        // push past the newest MAX_PUSHED_KEPT of them goes.
+        let forgettable = |u: &Unread| u.state == DeliveryState::Pushed && u.free();
         let oldest: Vec<String> = mail
             .iter()
+            .rev()
             .filter(|(_, u)| forgettable(u))
-            .take(kept - MAX_PUSHED_KEPT)
+            .skip(MAX_PUSHED_KEPT)
             .map(|(id, _)| id.clone())
             .collect();
         for id in oldest {
