@@ -62,7 +62,10 @@ def read(p, what):
     raw = p.stdout.readline()
     if not raw:
         raise SystemExit(f"the {what} shim closed its output")
-    return json.loads(raw)
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise SystemExit(f"the {what} shim wrote a line that is not JSON: {raw!r}")
 
 
 def run(binary, role, n, work):
