@@ -44,6 +44,11 @@ impl Unread {
 /// ones stay `pushed` in the store (a read with `all` shows them).
 pub const MAX_PUSHED_KEPT: usize = 64;
 
+/// How many pushes past [`MAX_PUSHED_KEPT`] a mailbox takes before they
+/// are trimmed: trimming walks the whole mailbox, so it runs once per so
+/// many pushes, not at each one (~5k instructions each time).
+const PUSH_TRIM_SLACK: usize = 16;
+
 #[derive(Default)]
 pub struct Mailboxes {
     /// Recipient → message id → its unread delivery, oldest id first.
@@ -104,17 +109,18 @@ impl Mailboxes {
         }
     }
 
-    /// Forgets the recipient's oldest pushes beyond [`MAX_PUSHED_KEPT`]
-    /// (only those no answer holds).
+    /// Once the recipient's mailbox holds more than [`MAX_PUSHED_KEPT`]
+    /// and [`PUSH_TRIM_SLACK`] messages, forgets its oldest pushes beyond
+    /// `MAX_PUSHED_KEPT` (only those no answer holds).
     fn keep_newest_pushes(&mut self, recipient: &str) {
         let Some(mail) = self.by_recipient.get_mut(recipient) else {
             return;
         };
-        if mail.len() <= MAX_PUSHED_KEPT {
+        if mail.len() <= MAX_PUSHED_KEPT + PUSH_TRIM_SLACK {
             return;
         }
-        // One pass, newest first (this runs at every push): each forgettable
-        // push past the newest MAX_PUSHED_KEPT of them goes.
+        // One pass, newest first: each forgettable push past the newest
+        // MAX_PUSHED_KEPT of them goes.
         let forgettable = |u: &Unread| u.state == DeliveryState::Pushed && u.free();
         let oldest: Vec<String> = mail
             .iter()
@@ -381,16 +387,27 @@ mod tests {
 
     // Proves a session that gets pushes and runs no hooks keeps only its
     // newest pushes in memory: pushed as they arrive (mark_pushed) or loaded
-    // pushed at start (add), the oldest beyond MAX_PUSHED_KEPT are dropped;
-    // queued mail, and a push an answer holds, are never dropped.
+    // pushed at start (add), the oldest beyond MAX_PUSHED_KEPT are dropped
+    // once PUSH_TRIM_SLACK more have come; queued mail, and a push an answer
+    // holds, are never dropped.
     #[test]
     fn only_the_newest_pushes_are_kept_in_memory() {
         let mut m = Mailboxes::default();
-        let extra = 10;
-        for n in 0..MAX_PUSHED_KEPT + extra {
+        let push = |m: &mut Mailboxes, n: usize| {
             m.add(message(n), "b", DeliveryState::Queued, true, None, false);
             m.mark_pushed("b", &message(n).id, n as Millis);
+        };
+        for n in 0..MAX_PUSHED_KEPT + PUSH_TRIM_SLACK {
+            push(&mut m, n);
         }
+        let slack = ids(&m, DeliveryState::Pushed);
+        assert_eq!(
+            slack.len(),
+            MAX_PUSHED_KEPT + PUSH_TRIM_SLACK,
+            "within the slack"
+        );
+        let extra = PUSH_TRIM_SLACK + 1;
+        push(&mut m, MAX_PUSHED_KEPT + PUSH_TRIM_SLACK);
         let kept = ids(&m, DeliveryState::Pushed);
         assert_eq!(kept.len(), MAX_PUSHED_KEPT);
         assert_eq!(kept[0], message(extra).id, "the oldest went first");
@@ -410,8 +427,16 @@ mod tests {
             .get_mut(&message(extra).id)
             .unwrap()
             .claimed = true;
-        for n in [2_000, 3_000] {
-            m.add(message(n), "b", DeliveryState::Pushed, true, Some(0), false);
+        // 64 pushes and the queued one: 16 more loaded pushed pass the slack.
+        for n in 0..PUSH_TRIM_SLACK {
+            m.add(
+                message(2_000 + n),
+                "b",
+                DeliveryState::Pushed,
+                true,
+                Some(0),
+                false,
+            );
         }
         let kept = ids(&m, DeliveryState::Pushed);
         assert_eq!(
@@ -420,7 +445,11 @@ mod tests {
             "the held one is not counted"
         );
         assert_eq!(kept[0], message(extra).id, "held by an answer: kept");
-        assert_eq!(kept[1], message(extra + 2).id, "the oldest free one went");
+        assert_eq!(
+            kept[1],
+            message(extra + PUSH_TRIM_SLACK).id,
+            "the oldest free ones went"
+        );
         assert_eq!(ids(&m, DeliveryState::Queued), [message(1_000).id.clone()]);
     }
 }
