@@ -1608,6 +1608,30 @@ mod tests {
         }
     }
 
+    /// A database in a new directory, migrated to `version` only, with
+    /// `sql` run on it as an older muster would have written it.
+    fn older_database(version: usize, sql: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::TempDir::new().unwrap();
+        let path = dir.path().join("muster.db");
+        at_version(&path, version);
+        Connection::open(&path).unwrap().execute_batch(sql).unwrap();
+        (dir, path)
+    }
+
+    /// Each message in the recipient's inbox, read or not, and its state.
+    async fn inbox_states(store: &SqliteStore, recipient: &str) -> Vec<(String, DeliveryState)> {
+        let query = InboxQuery {
+            recipient: recipient.into(),
+            include_read: true,
+            limit: 10,
+        };
+        let entries = store.inbox(query).await.unwrap();
+        entries
+            .into_iter()
+            .map(|e| (e.message.id, e.state))
+            .collect()
+    }
+
     fn schema_version(path: &Path) -> usize {
         let conn = Connection::open(path).unwrap();
         conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))
@@ -1688,20 +1712,14 @@ mod tests {
     // upgrade, and a reader's history lists it.
     #[tokio::test]
     async fn messages_stored_before_search_existed_are_found() {
-        let dir = tempfile::TempDir::new().unwrap();
-        let path = dir.path().join("muster.db");
         // Version 5: the last without search.
-        at_version(&path, 5);
-        {
-            let conn = Connection::open(&path).unwrap();
-            conn.execute_batch(
-                "INSERT INTO messages (id, sender, sender_nickname, target_kind, target, reply_to, body, sent_at)
-                 VALUES ('01A', 'alice', 'alice', 'session', 'bob', NULL, 'the Flaky test again', 1),
-                        ('01B', 'bob', 'bob', 'session', 'alice', NULL, 'fixed it', 2);
-                 INSERT INTO deliveries (recipient, message_id, state, updated_at) VALUES ('bob', '01A', 4, 1);",
-            )
-            .unwrap();
-        }
+        let (_dir, path) = older_database(
+            5,
+            "INSERT INTO messages (id, sender, sender_nickname, target_kind, target, reply_to, body, sent_at)
+             VALUES ('01A', 'alice', 'alice', 'session', 'bob', NULL, 'the Flaky test again', 1),
+                    ('01B', 'bob', 'bob', 'session', 'alice', NULL, 'fixed it', 2);
+             INSERT INTO deliveries (recipient, message_id, state, updated_at) VALUES ('bob', '01A', 4, 1);",
+        );
         let store = SqliteStore::open(&path).unwrap();
         let found = store
             .search(SearchQuery {
@@ -1728,21 +1746,15 @@ mod tests {
     // is indexed once: found once, and gone from the index once pruned.
     #[tokio::test]
     async fn search_triggers_of_the_first_migration_6_are_dropped() {
-        let dir = tempfile::TempDir::new().unwrap();
-        let path = dir.path().join("muster.db");
-        at_version(&path, 6);
-        {
-            let conn = Connection::open(&path).unwrap();
-            conn.execute_batch(
-                "CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages BEGIN
-                     INSERT INTO messages_fts (rowid, body) VALUES (new.rowid, new.body);
-                 END;
-                 CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages BEGIN
-                     INSERT INTO messages_fts (messages_fts, rowid, body) VALUES ('delete', old.rowid, old.body);
-                 END;",
-            )
-            .unwrap();
-        }
+        let (_dir, path) = older_database(
+            6,
+            "CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages BEGIN
+                 INSERT INTO messages_fts (rowid, body) VALUES (new.rowid, new.body);
+             END;
+             CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages BEGIN
+                 INSERT INTO messages_fts (messages_fts, rowid, body) VALUES ('delete', old.rowid, old.body);
+             END;",
+        );
         let store = SqliteStore::open(&path).unwrap();
         store.apply(vec![direct("01A", "bob")]).await.unwrap();
         let search = || SearchQuery {
@@ -1775,45 +1787,31 @@ mod tests {
     // acks only that recipient's.
     #[tokio::test]
     async fn version_8_deliveries_are_found_by_their_recipients() {
-        let dir = tempfile::TempDir::new().unwrap();
-        let path = dir.path().join("muster.db");
-        at_version(&path, 8);
-        {
-            let conn = Connection::open(&path).unwrap();
-            conn.execute_batch(
-                "INSERT INTO messages (id, sender, sender_nickname, target_kind, target, reply_to, body, sent_at)
-                 VALUES ('01A', 'alice', 'alice', 'room', 'ops', NULL, 'one', 1),
-                        ('01B', 'alice', 'alice', 'session', 'bob', NULL, 'two', 2);
-                 INSERT INTO deliveries (recipient, message_id, state, updated_at) VALUES
-                     ('bob', '01A', 2, 1), ('carol', '01A', 0, 1), ('bob', '01B', 1, 2);
-                 INSERT INTO by_sender VALUES ('alice', '01A');
-                 INSERT INTO by_target VALUES ('room', 'ops', '01A');
-                 UPDATE indexed_upto SET upto = (SELECT rowid FROM messages WHERE id = '01A');",
-            )
-            .unwrap();
-        }
+        let (_dir, path) = older_database(
+            8,
+            "INSERT INTO messages (id, sender, sender_nickname, target_kind, target, reply_to, body, sent_at)
+             VALUES ('01A', 'alice', 'alice', 'room', 'ops', NULL, 'one', 1),
+                    ('01B', 'alice', 'alice', 'session', 'bob', NULL, 'two', 2);
+             INSERT INTO deliveries (recipient, message_id, state, updated_at) VALUES
+                 ('bob', '01A', 2, 1), ('carol', '01A', 0, 1), ('bob', '01B', 1, 2);
+             INSERT INTO by_sender VALUES ('alice', '01A');
+             INSERT INTO by_target VALUES ('room', 'ops', '01A');
+             UPDATE indexed_upto SET upto = (SELECT rowid FROM messages WHERE id = '01A');",
+        );
         let store = SqliteStore::open(&path).unwrap();
-        let inbox = |recipient: &str| InboxQuery {
-            recipient: recipient.into(),
-            include_read: true,
-            limit: 10,
-        };
-        let ids_states = |entries: Vec<InboxEntry>| {
-            entries
-                .into_iter()
-                .map(|e| (e.message.id, e.state))
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(
-            ids_states(store.inbox(inbox("bob")).await.unwrap()),
-            [
-                ("01A".to_string(), DeliveryState::Surfaced),
-                ("01B".to_string(), DeliveryState::Pushed)
-            ]
+        let (surfaced, pushed, queued, acked) = (
+            DeliveryState::Surfaced,
+            DeliveryState::Pushed,
+            DeliveryState::Queued,
+            DeliveryState::Acked,
         );
         assert_eq!(
-            ids_states(store.inbox(inbox("carol")).await.unwrap()),
-            [("01A".to_string(), DeliveryState::Queued)]
+            inbox_states(&store, "bob").await,
+            [("01A".into(), surfaced), ("01B".into(), pushed)]
+        );
+        assert_eq!(
+            inbox_states(&store, "carol").await,
+            [("01A".into(), queued)]
         );
         let mut bobs = HistoryQuery::newest(10);
         bobs.reader = Some("bob".into());
@@ -1831,15 +1829,12 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(
-            ids_states(store.inbox(inbox("bob")).await.unwrap()),
-            [
-                ("01A".to_string(), DeliveryState::Acked),
-                ("01B".to_string(), DeliveryState::Acked)
-            ]
+            inbox_states(&store, "bob").await,
+            [("01A".into(), acked), ("01B".into(), acked)]
         );
         assert_eq!(
-            ids_states(store.inbox(inbox("carol")).await.unwrap()),
-            [("01A".to_string(), DeliveryState::Queued)]
+            inbox_states(&store, "carol").await,
+            [("01A".into(), queued)]
         );
     }
 
@@ -1848,19 +1843,13 @@ mod tests {
     // seen), and queued, pushed and surfaced keep their codes.
     #[tokio::test]
     async fn version_2_deliveries_keep_their_states() {
-        let dir = tempfile::TempDir::new().unwrap();
-        let path = dir.path().join("muster.db");
-        at_version(&path, 2);
-        {
-            let conn = Connection::open(&path).unwrap();
-            conn.execute_batch(
-                "INSERT INTO messages (id, sender, sender_nickname, target_kind, target, reply_to, body, sent_at)
-                 VALUES ('01A', 'alice', 'alice', 'session', 'bob', NULL, 'hi', 1);
-                 INSERT INTO deliveries (recipient, message_id, state, updated_at) VALUES
-                     ('bob', '01A', 0, 1), ('carol', '01A', 1, 1), ('dave', '01A', 2, 1), ('erin', '01A', 3, 1);",
-            )
-            .unwrap();
-        }
+        let (_dir, path) = older_database(
+            2,
+            "INSERT INTO messages (id, sender, sender_nickname, target_kind, target, reply_to, body, sent_at)
+             VALUES ('01A', 'alice', 'alice', 'session', 'bob', NULL, 'hi', 1);
+             INSERT INTO deliveries (recipient, message_id, state, updated_at) VALUES
+                 ('bob', '01A', 0, 1), ('carol', '01A', 1, 1), ('dave', '01A', 2, 1), ('erin', '01A', 3, 1);",
+        );
         let store = SqliteStore::open(&path).unwrap();
         let states: Vec<(String, DeliveryState)> = store
             .deliveries("01A")
