@@ -28,7 +28,8 @@ pub fn format_utc(ms: Millis) -> String {
         return format!("{year:04}-{month:02}-{day:02} {hour:02}:{minute:02}:{second:02} UTC");
     }
     // By hand: every push and every surfaced message formats its time, and
-    // `format!` with padded fields cost ~3k instructions where this is ~0.2k.
+    // `format!` with padded fields cost ~3.0k instructions a call, this
+    // ~1.0k (callgrind, in the receiving shim).
     let mut out = String::with_capacity(23);
     for (n, width, after) in [
         (year, 4, '-'),
@@ -45,12 +46,15 @@ pub fn format_utc(ms: Millis) -> String {
     out
 }
 
-/// `n` (0 ≤ n < 10^width) in `width` decimal digits, zero-padded.
-fn push_padded(out: &mut String, n: i64, width: u32) {
-    for place in (0..width).rev() {
-        let digit = (n / 10i64.pow(place) % 10) as u8;
-        out.push(char::from(b'0' + digit));
+/// `n` (0 ≤ n < 10^width, width ≤ 4) in `width` decimal digits, zero-padded.
+fn push_padded(out: &mut String, n: i64, width: usize) {
+    let mut digits = [b'0'; 4];
+    let mut rest = n;
+    for digit in digits[..width].iter_mut().rev() {
+        *digit = b'0' + (rest % 10) as u8;
+        rest /= 10;
     }
+    out.extend(digits[..width].iter().map(|&d| char::from(d)));
 }
 
 fn message_block(m: &Message) -> String {

@@ -41,12 +41,14 @@ impl Unread {
 /// first. They are kept so a hook that finds one missing from the
 /// harness's transcript can surface it again; a session whose harness runs
 /// no hooks would otherwise keep every push it ever got in memory. Older
-/// ones stay `pushed` in the store (a read with `all` shows them).
+/// ones stay `pushed` in the store (a read with `all` shows them). A
+/// mailbox may hold [`PUSH_TRIM_SLACK`] more before it is trimmed back.
 pub const MAX_PUSHED_KEPT: usize = 64;
 
-/// How many pushes past [`MAX_PUSHED_KEPT`] a mailbox takes before they
-/// are trimmed: trimming walks the whole mailbox, so it runs once per so
-/// many pushes, not at each one (~5k instructions each time).
+/// How many messages past [`MAX_PUSHED_KEPT`] a mailbox takes before its
+/// pushes are trimmed: trimming walks the whole mailbox, so it runs once
+/// per so many pushes, not at each one (the walk cost ~1.4k instructions
+/// per push, by `scripts/callgrind-delivery.py`).
 const PUSH_TRIM_SLACK: usize = 16;
 
 #[derive(Default)]
